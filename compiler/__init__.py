@@ -1,0 +1,25 @@
+"""specc: a declarative model-spec compiler for PyTorch.
+
+    spec = compiler.load_spec("specs/mnist_cnn.yaml")   # validated, shapes checked
+    model = compiler.build_model(spec)                   # nested nn.Sequential
+    script = compiler.render_script(spec)                # a standalone training script
+
+Every bad spec raises ``SpecError``, whose ``str`` lists each problem as ``file:line:col: message``.
+"""
+
+from ._api import build_model, build_training, load_spec, parse_spec, render_script
+from .errors import Problem, SpecError
+from .registry import register_layer
+from .spec import Spec
+
+__all__ = [
+    "Problem",
+    "Spec",
+    "SpecError",
+    "build_model",
+    "build_training",
+    "load_spec",
+    "parse_spec",
+    "register_layer",
+    "render_script",
+]

@@ -1,0 +1,293 @@
+"""Stage 1: YAML text -> plain data plus the source position of every value.
+
+Safe by construction: only YAML's core tags are accepted, the nesting depth is checked
+*before* the YAML parser sees the text (deep flow nesting crashes libyaml), and aliases
+are refused when they would expand past a bound ("billion laughs").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem, SpecError
+
+Path_ = tuple  # a path into the data: keys and list indices
+
+MAX_BYTES = 1 << 20  # 1 MiB: a spec is a page of YAML, not a data file
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_NODES = 200_000  # values after alias expansion
+MAX_ALIASES = 100
+
+
+@dataclass
+class Source:
+    """The text a spec came from and where each of its values sits in it."""
+
+    filename: str
+    text: str
+    positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, path: Path_) -> tuple[int, int]:
+        """Line and column of ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.positions:
+                return self.positions[path]
+            path = path[:-1]
+        return self.positions.get((), (1, 1))
+
+    def problem(self, path: Path_, message: str, fix: str = "", severity: str = "error") -> Problem:
+        line, col = self.locate(path)
+        return Problem(self.filename, line, col, message, dotted(path), fix, severity)
+
+
+def dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)
+
+
+# YAML 1.2 core-schema scalars: `1e-4` is a float, `yes`/`on` are strings, dates stay strings.
+_CORE_RESOLVERS = [
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    (
+        "tag:yaml.org,2002:int",
+        r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$",
+        "-+0123456789",
+    ),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+]
+_CORE_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:map",
+}
+
+_Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _CoreLoader(_Base):  # type: ignore[misc,valid-type]
+    """A safe loader whose implicit scalars follow the YAML 1.2 core schema."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+for _tag, _regex, _first in _CORE_RESOLVERS:
+    _CoreLoader.add_implicit_resolver(_tag, re.compile(_regex), list(_first))
+
+
+def _int(text: str) -> int:
+    text = text.replace("_", "")
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text)
+
+
+def _float(text: str) -> float:
+    low = text.lower()
+    if low.endswith(".inf"):
+        return float("-inf") if low.startswith("-") else float("inf")
+    if low == ".nan":
+        return float("nan")
+    return float(text)
+
+
+_SCALARS = {
+    "tag:yaml.org,2002:str": str,
+    "tag:yaml.org,2002:int": _int,
+    "tag:yaml.org,2002:float": _float,
+    "tag:yaml.org,2002:bool": lambda t: t.lower() == "true",
+    "tag:yaml.org,2002:null": lambda t: None,
+}
+
+
+def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
+    """Parse YAML text into plain data (dict/list/str/int/float/bool/None) and its positions."""
+    source = Source(filename, text)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise SpecError(
+            [source.problem((), f"the spec is larger than {MAX_BYTES // 1024} KiB", "split it or remove data from it")],
+            text,
+        )
+    depth_problem = _check_flow_depth(text, source)
+    if depth_problem:
+        raise SpecError([depth_problem], text)
+    try:
+        loader = _CoreLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        what = err.problem or err.context or "invalid YAML"
+        raise SpecError(
+            [Problem(filename, line, col, f"YAML syntax error: {what}", fix="correct the YAML at this position")],
+            text,
+        ) from None
+    except yaml.YAMLError as err:  # e.g. a reader error on control characters
+        raise SpecError([Problem(filename, 1, 1, f"YAML error: {err}")], text) from None
+    if root is None:
+        raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
+    _Converter(source).check_graph(root)
+    data = _Converter(source).convert(root, ())
+    return data, source
+
+
+def load_file(path: str | Path) -> tuple[Any, Source]:
+    path = Path(path)
+    name = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError([Problem(name, 1, 1, f"the spec is larger than {MAX_BYTES // 1024} KiB")])
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([Problem(name, 0, 0, "no such file", fix="check the path")]) from None
+    except IsADirectoryError:
+        raise SpecError([Problem(name, 0, 0, "is a directory, not a spec file")]) from None
+    except OSError as err:
+        raise SpecError([Problem(name, 0, 0, f"cannot read: {err.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise SpecError([Problem(name, line, 1, "the file is not UTF-8 text", fix="save it as UTF-8")]) from None
+    return load_text(text, name)
+
+
+def _check_flow_depth(text: str, source: Source) -> Problem | None:
+    """Refuse deep bracket nesting before the parser sees it (libyaml recurses on flow collections).
+
+    A light scan: brackets inside quoted scalars and comments are skipped; anything it
+    over-counts only makes it stricter, and real specs nest a few levels.
+    """
+    depth, quote, prev = 0, "", "\n"
+    line, col = 1, 0
+    comment = False
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, comment = line + 1, 0, False
+            prev = ch
+            continue
+        if comment:
+            continue
+        if quote:
+            if ch == quote and not (quote == '"' and prev == "\\"):
+                quote = ""
+            prev = ch if prev != "\\" else ""
+            continue
+        if ch in "\"'" and prev in " \t\n:,[{-":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                fix = "flatten the structure"
+                return Problem(source.filename, line, col, f"nesting deeper than {MAX_DEPTH} levels", fix=fix)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        prev = ch
+    return None
+
+
+class _Converter:
+    """Turns composed YAML nodes into plain data, recording positions and refusing what is unsafe."""
+
+    def __init__(self, source: Source):
+        self.source = source
+
+    def _fail(self, node: yaml.Node, message: str, fix: str = "") -> SpecError:
+        mark = node.start_mark
+        return SpecError([Problem(self.source.filename, mark.line + 1, mark.column + 1, message, fix=fix)], self.source.text)
+
+    def check_graph(self, root: yaml.Node) -> None:
+        """Bound depth, alias use and the size after alias expansion, before building anything."""
+        sizes: dict[int, int] = {}
+        seen_aliases = 0
+
+        def size(node: yaml.Node, depth: int) -> int:
+            nonlocal seen_aliases
+            if depth > MAX_DEPTH:
+                raise self._fail(node, f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure")
+            key = id(node)
+            if key in sizes:
+                seen_aliases += 1
+                if seen_aliases > MAX_ALIASES:
+                    raise self._fail(node, f"more than {MAX_ALIASES} alias uses", "write the values out or use `vars`")
+                if sizes[key] < 0:
+                    raise self._fail(node, "an alias refers to its own ancestor (recursive structure)")
+                return sizes[key]
+            sizes[key] = -1
+            total = 1
+            if isinstance(node, yaml.SequenceNode):
+                total += sum(size(child, depth + 1) for child in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+            sizes[key] = total
+            if total > MAX_NODES:
+                raise self._fail(
+                    node, f"the spec expands to more than {MAX_NODES} values (alias expansion)", "remove the aliases"
+                )
+            return total
+
+        size(root, 0)
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        if node.tag not in _CORE_TAGS:
+            raise self._fail(
+                node,
+                f"YAML tag {node.tag!r} is not allowed",
+                "specs use plain YAML values only (strings, numbers, booleans, null, lists, mappings)",
+            )
+        if path not in self.source.positions:
+            self.source.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                return _SCALARS[node.tag](node.value)
+            except ValueError:
+                raise self._fail(node, f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}") from None
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(child, path + (i,)) for i, child in enumerate(node.value)]
+        result: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or (
+                isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and key_node.style is None
+            ):
+                raise self._fail(key_node, "YAML merge keys (`<<`) are not supported", "write the keys out")
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self._fail(key_node, "mapping keys must be plain strings")
+            key = self.convert(key_node, path + ("<key>",))
+            if not isinstance(key, str):
+                key = str(key) if not isinstance(key, bool) and key is not None else key_node.value
+            line = key_node.start_mark.line + 1
+            if key in result:
+                raise self._fail(
+                    key_node,
+                    f"duplicate key {key!r} (first on line {first_line[key]})",
+                    "remove one of the two",
+                )
+            first_line[key] = line
+            self.source.positions[path + (key,)] = (line, key_node.start_mark.column + 1)
+            result[key] = self.convert(value_node, path + (key,))
+        self.source.positions.pop(path + ("<key>",), None)
+        return result

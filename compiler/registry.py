@@ -1,0 +1,226 @@
+"""The one table of everything a spec may name, read by validation, both backends and the docs.
+
+An entry says where the class lives, how the generated script spells it, and which argument
+shape inference fills. A spec can only name entries of this table: nothing is ever imported
+from a string in a spec. Argument names, order and types come from the class's own
+signature (``inspect.signature``), so they are torch's, not a copy that can drift; the
+torchvision entries carry their parameter names statically so validation need not import
+torchvision (a test checks them against the installed torchvision).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+# How the generated script refers to each module (its imports are written from this too).
+SCRIPT_ALIASES = {
+    "torch.nn": "nn",
+    "torch.optim": "optim",
+    "torch.optim.lr_scheduler": "optim.lr_scheduler",
+    "torchvision.transforms": "transforms",
+    "torchvision.datasets": "datasets",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # what a spec writes
+    kind: str  # layer | loss | optimizer | scheduler | transform | dataset
+    module: str  # where the class lives ("" for specc's own entries, e.g. GradientDescent)
+    attr: str = ""  # class name in that module (default: name)
+    infer: str | None = None  # the argument shape inference fills
+    infer_axis: str = "channels"  # channels: dim 0 of a sample | features: its last dim
+    returns_tuple: bool = False  # e.g. LSTM returns (output, (h, c))
+    takes_indices: bool = False  # e.g. Embedding takes integer indices
+    random: bool = False  # a Random* transform: applied per sample, left out of eval transforms
+    params: tuple[str, ...] | None = None  # static parameter names (torchvision entries)
+    replaced_by: str | None = None  # a deprecated alias (Scale -> Resize)
+    cls_object: Any = field(default=None, compare=False, hash=False)  # registered from Python
+
+    @property
+    def class_name(self) -> str:
+        return self.attr or self.name
+
+    @property
+    def script_name(self) -> str:
+        """How the generated script spells the class, e.g. ``nn.Conv2d``."""
+        if self.cls_object is not None:
+            return self.class_name
+        return f"{SCRIPT_ALIASES[self.module]}.{self.class_name}"
+
+    def resolve(self) -> Any:
+        """Import and return the class (lazily: torch and torchvision cost seconds)."""
+        if self.cls_object is not None:
+            return self.cls_object
+        return getattr(importlib.import_module(self.module), self.class_name)
+
+    def signature(self) -> inspect.Signature:
+        return _signature(self)
+
+
+_SIGNATURES: dict[Entry, inspect.Signature] = {}
+
+
+def _signature(entry: Entry) -> inspect.Signature:
+    if entry not in _SIGNATURES:
+        sig = inspect.signature(entry.resolve())
+        params = [p for p in sig.parameters.values() if p.name not in ("self",)]
+        _SIGNATURES[entry] = sig.replace(parameters=params)
+    return _SIGNATURES[entry]
+
+
+def _layers(names: str, **kw: Any) -> list[Entry]:
+    return [Entry(n, "layer", "torch.nn", **kw) for n in names.split()]
+
+
+LAYERS: list[Entry] = [
+    # convolutions: input (C, *spatial)
+    *_layers("Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d", infer="in_channels"),
+    # pooling
+    *_layers("MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d AvgPool3d LPPool1d LPPool2d LPPool3d"),
+    *_layers("AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d"),
+    *_layers("AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d"),
+    # normalisation
+    *_layers("BatchNorm1d BatchNorm2d BatchNorm3d InstanceNorm1d InstanceNorm2d InstanceNorm3d", infer="num_features"),
+    *_layers("GroupNorm", infer="num_channels"),
+    *_layers("LayerNorm RMSNorm", infer="normalized_shape", infer_axis="features"),
+    *_layers("LocalResponseNorm"),
+    # dense
+    *_layers("Linear", infer="in_features", infer_axis="features"),
+    *_layers("Bilinear"),
+    *_layers("Embedding EmbeddingBag", takes_indices=True),
+    # recurrent: return (output, state)
+    *_layers("RNN LSTM GRU", infer="input_size", infer_axis="features", returns_tuple=True),
+    *_layers("TransformerEncoderLayer"),
+    # regularisation
+    *_layers("Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout"),
+    # reshaping and resampling
+    *_layers("Flatten Unflatten Identity Upsample UpsamplingNearest2d UpsamplingBilinear2d"),
+    *_layers("PixelShuffle PixelUnshuffle ChannelShuffle"),
+    *_layers("ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d"),
+    *_layers("ReflectionPad1d ReflectionPad2d ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d"),
+    *_layers("CircularPad1d CircularPad2d CircularPad3d"),
+    # activations
+    *_layers("ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid"),
+    *_layers("Hardtanh Hardswish Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold GLU"),
+    *_layers("Softmax Softmin LogSoftmax Softmax2d"),
+]
+
+LOSSES: list[Entry] = [
+    Entry(n, "loss", "torch.nn")
+    for n in (
+        "MSELoss L1Loss CrossEntropyLoss NLLLoss BCELoss BCEWithLogitsLoss SmoothL1Loss HuberLoss KLDivLoss "
+        "PoissonNLLLoss MultiMarginLoss MultiLabelMarginLoss MultiLabelSoftMarginLoss SoftMarginLoss"
+    ).split()
+]
+
+OPTIMIZERS: list[Entry] = [
+    *(
+        Entry(n, "optimizer", "torch.optim")
+        for n in "SGD Adam AdamW Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop".split()
+    ),
+    # the tutorial's hand-written rule: param -= lr * param.grad
+    Entry("GradientDescent", "optimizer", "", params=("lr",)),
+]
+
+SCHEDULERS: list[Entry] = [
+    Entry(n, "scheduler", "torch.optim.lr_scheduler")
+    for n in (
+        "StepLR MultiStepLR ExponentialLR CosineAnnealingLR CosineAnnealingWarmRestarts LinearLR ConstantLR "
+        "PolynomialLR ReduceLROnPlateau OneCycleLR"
+    ).split()
+]
+
+
+def _tv(name: str, kind: str, params: str, **kw: Any) -> Entry:
+    module = "torchvision.transforms" if kind == "transform" else "torchvision.datasets"
+    return Entry(name, kind, module, params=tuple(params.split()), **kw)
+
+
+TRANSFORMS: list[Entry] = [
+    _tv("ToTensor", "transform", ""),
+    _tv("ToPILImage", "transform", "mode"),
+    _tv("Normalize", "transform", "mean std inplace"),
+    _tv("Resize", "transform", "size interpolation max_size antialias"),
+    _tv("Scale", "transform", "size interpolation max_size antialias", attr="Resize", replaced_by="Resize"),
+    _tv("CenterCrop", "transform", "size"),
+    _tv("RandomCrop", "transform", "size padding pad_if_needed fill padding_mode", random=True),
+    _tv("RandomHorizontalFlip", "transform", "p", random=True),
+    _tv("RandomVerticalFlip", "transform", "p", random=True),
+    _tv("RandomRotation", "transform", "degrees interpolation expand center fill", random=True),
+    _tv("Grayscale", "transform", "num_output_channels"),
+    _tv("Pad", "transform", "padding fill padding_mode"),
+]
+
+DATASETS: list[Entry] = [
+    _tv("MNIST", "dataset", "root train transform target_transform download"),
+    _tv("FashionMNIST", "dataset", "root train transform target_transform download"),
+    _tv("KMNIST", "dataset", "root train transform target_transform download"),
+    _tv("CIFAR10", "dataset", "root train transform target_transform download"),
+    _tv("CIFAR100", "dataset", "root train transform target_transform download"),
+    _tv("ImageFolder", "dataset", "root transform target_transform loader is_valid_file allow_empty"),
+    _tv(
+        "FakeData",
+        "dataset",
+        "size image_size num_classes transform target_transform random_offset",
+    ),
+    # specc's own: the tutorial's random tensors, and tabular files
+    Entry("Synthetic", "dataset", "", params=("size", "inputs", "targets", "classes")),
+    Entry("CSV", "dataset", "", params=("path", "target", "features", "test_path")),
+]
+
+
+class Registry:
+    """Name -> entry, per kind. `register_layer` adds Python-defined layers (never from a spec)."""
+
+    def __init__(self, entries: list[Entry]):
+        self._by_kind: dict[str, dict[str, Entry]] = {}
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: Entry) -> None:
+        table = self._by_kind.setdefault(entry.kind, {})
+        if entry.name in table and table[entry.name] != entry:
+            raise ValueError(f"{entry.kind} {entry.name!r} is already registered")
+        table[entry.name] = entry
+
+    def get(self, kind: str, name: str) -> Entry | None:
+        return self._by_kind.get(kind, {}).get(name)
+
+    def names(self, kind: str) -> list[str]:
+        return list(self._by_kind.get(kind, {}))
+
+    def is_layer(self, name: str) -> bool:
+        return name in self._by_kind.get("layer", {})
+
+
+REGISTRY = Registry(LAYERS + LOSSES + OPTIMIZERS + SCHEDULERS + TRANSFORMS + DATASETS)
+
+
+def register_layer(
+    cls: type,
+    name: str | None = None,
+    *,
+    infer: str | None = None,
+    infer_axis: str = "channels",
+) -> Entry:
+    """Make a Python-defined ``nn.Module`` subclass nameable in specs.
+
+    This is the only way to extend the set of layers: a spec can never import code itself.
+    A generated script imports the class from its module (``cls.__module__``).
+    """
+    import torch.nn as nn
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_layer expects an nn.Module subclass, got {cls!r}")
+    name = name or cls.__name__
+    if not name.isidentifier():
+        raise ValueError(f"layer name {name!r} is not an identifier")
+    if infer is not None and infer not in inspect.signature(cls).parameters:
+        raise ValueError(f"{cls.__name__} has no argument {infer!r} to infer")
+    entry = Entry(name, "layer", cls.__module__, attr=cls.__qualname__, infer=infer, infer_axis=infer_axis, cls_object=cls)
+    REGISTRY.add(entry)
+    return entry

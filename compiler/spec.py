@@ -1,0 +1,502 @@
+"""Stage 2: plain data -> a validated ``Spec`` (pydantic v2, unknown keys forbidden).
+
+The model grammar (spec-language.md §2) is parsed here into ``Block``/``Layer``/``Repeat``
+nodes; every node keeps the YAML path it came from so later stages can still point at it.
+`$vars` and arithmetic are evaluated first (see ``expr``); their Python text is kept in
+``Spec.symbols`` so the generated script stays symbolic. No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import keyword
+import unicodedata
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from ._suggest import did_you_mean
+from .errors import Problem, SpecError
+from .expr import Evaluated, ExprError, evaluate
+from .load import Path_, Source, dotted
+from .registry import REGISTRY
+
+MAX_REPEAT = 10_000
+# Names the generated script defines itself: a variable may not shadow them.
+RESERVED_NAMES = frozenset(
+    """torch nn optim F transforms datasets DataLoader TensorDataset math os sys time json random
+    argparse hashlib tempfile pathlib Path OrderedDict build_model build_data build_loss build_optimizer
+    build_scheduler train evaluate main save_checkpoint load_checkpoint GradientDescent""".split()
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Call(_Strict):
+    """`TypeName`, `{TypeName: {kw: v}}`, `{TypeName: [args]}` or `{TypeName: scalar}`."""
+
+    type: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    form: Literal["bare", "kwargs", "list", "scalar"] = "bare"
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Layer(Call):
+    kind: Literal["layer"] = "layer"
+
+
+class Repeat(_Strict):
+    kind: Literal["repeat"] = "repeat"
+    count: int
+    body: Block
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Block(_Strict):
+    kind: Literal["block"] = "block"
+    named: bool
+    children: tuple[tuple[str, Node], ...]  # (name or "" for list items, node)
+    yaml_path: tuple[Any, ...] = ()
+
+
+Node = Annotated[Union[Layer, Block, Repeat], Field(discriminator="kind")]
+
+
+class Checkpoint(_Strict):
+    dir: str
+    every: int = Field(1, ge=1)
+
+
+class DataSpec(_Strict):
+    dataset: Call
+    normalize: Literal["rescale", "standardize", "normalize"] | None = None
+    transforms: tuple[Call, ...] = ()
+    eval_transforms: tuple[Call, ...] | None = None
+    batch_size: int = Field(64, ge=1, le=1 << 20)
+    shuffle: bool = True
+    num_workers: int = Field(0, ge=0, le=64)
+    val_split: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_last: bool = False
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(1, ge=1, le=1_000_000)
+    mode: Literal["minibatch", "batch", "online"] = "minibatch"
+    log_every: int = Field(100, ge=1)
+    metrics: tuple[Literal["accuracy"], ...] = ()
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")
+    checkpoint: Checkpoint | None = None
+
+
+class Spec(_Strict):
+    """A validated spec. ``load_spec`` also lowers it, so shapes are checked too."""
+
+    version: Literal[1] = 1
+    name: str
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    input: tuple[int, ...] | None = None
+    model: Block
+    data: DataSpec | None = None
+    loss: Call | None = None
+    optimizer: Call | None = None
+    scheduler: Call | None = None
+    train: TrainSpec | None = None
+
+    _source: Source | None = PrivateAttr(default=None)
+    _symbols: dict[Path_, str] = PrivateAttr(default_factory=dict)
+    _ir: Any = PrivateAttr(default=None)
+    _warnings: list[Problem] = PrivateAttr(default_factory=list)
+
+    @property
+    def source(self) -> Source:
+        assert self._source is not None
+        return self._source
+
+    @property
+    def symbols(self) -> dict[Path_, str]:
+        """Python source text of every value that came from `$vars` or arithmetic, by YAML path."""
+        return self._symbols
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return self._warnings
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the spec has what a training script needs."""
+        return all(x is not None for x in (self.data, self.loss, self.optimizer, self.train))
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        _check_identifier(value, "a spec name")
+        return value
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_is_shape(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input_positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None:
+            if not 1 <= len(value) <= 8:
+                raise ValueError("input must list 1 to 8 sizes (one sample, no batch dimension)")
+            if any(v < 1 or v > 1 << 24 for v in value):
+                raise ValueError("input sizes must be between 1 and 16777216")
+        return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Parser:
+    """Parses the YAML forms pydantic cannot discriminate by itself, collecting problems."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def fail(self, path: Path_, message: str, fix: str = "") -> None:
+        self.problems.append(self.source.problem(path, message, fix))
+
+    # calls: layers, losses, optimizers, transforms, datasets --------------------------
+
+    def call(self, raw: Any, path: Path_, kind: str, cls: type[Call] = Call) -> Call | None:
+        if isinstance(raw, str):
+            type_name, value, form = raw, None, "bare"
+        elif isinstance(raw, dict) and len(raw) == 1:
+            type_name, value = next(iter(raw.items()))
+            form = "kwargs" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
+            if value is None:
+                form = "bare"
+        else:
+            self.fail(path, f"expected a {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`)", "")
+            return None
+        entry = REGISTRY.get(kind, type_name) if isinstance(type_name, str) else None
+        if entry is None:
+            where = path + (type_name,) if form != "bare" else path
+            self.fail(
+                where,
+                f"unknown {kind} type {type_name!r}",
+                did_you_mean(str(type_name), REGISTRY.names(kind), f"see docs/spec-language.md for the {kind}s"),
+            )
+            return None
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if form == "kwargs":
+            kwargs = dict(value)
+        elif form == "list":
+            args = tuple(value)
+        elif form == "scalar":
+            args = (value,)
+        return cls(type=type_name, args=args, kwargs=kwargs, form=form, yaml_path=path)
+
+    # model grammar -----------------------------------------------------------------
+
+    def node(self, raw: Any, path: Path_) -> Layer | Block | Repeat | None:
+        if isinstance(raw, list):
+            return self.block(raw, path)
+        if isinstance(raw, str):
+            if REGISTRY.is_layer(raw):
+                return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
+            self.fail(path, f"unknown layer type {raw!r}", did_you_mean(raw, REGISTRY.names("layer"), ""))
+            return None
+        if isinstance(raw, dict):
+            keys = set(raw)
+            if "repeat" in keys or "body" in keys:
+                return self.repeat(raw, path)
+            if len(raw) == 1:
+                (key,) = keys
+                if REGISTRY.is_layer(key):
+                    return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
+                if _looks_like_layer(key, raw[key]):
+                    self.fail(
+                        path + (key,),
+                        f"unknown layer type {key!r}",
+                        did_you_mean(key, REGISTRY.names("layer"), "a named block's value must be a layer or a block"),
+                    )
+                    return None
+            return self.block(raw, path)
+        self.fail(path, f"expected a layer, a block or a repeat, got {_describe(raw)}", "write e.g. `- ReLU`")
+        return None
+
+    def block(self, raw: list | dict, path: Path_) -> Block | None:
+        if not raw:
+            self.fail(path, "an empty block", "add layers to it or remove it")
+            return None
+        children: list[tuple[str, Any]] = []
+        if isinstance(raw, list):
+            for i, item in enumerate(raw):
+                child = self.node(item, path + (i,))
+                if child is not None:
+                    children.append(("", child))
+            return Block(named=False, children=tuple(children), yaml_path=path)
+        seen: dict[str, str] = {}
+        for name, item in raw.items():
+            self.block_name(name, path + (name,), seen)
+            child = self.node(item, path + (name,))
+            if child is not None:
+                children.append((name, child))
+        return Block(named=True, children=tuple(children), yaml_path=path)
+
+    def block_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
+        if not isinstance(name, str):
+            self.fail(path, f"a block name must be a string, got {_describe(name)}")
+            return
+        if name in ("repeat", "body"):
+            self.fail(path, f"{name!r} is reserved for repeats", "a repeat is `{repeat: N, body: [...]}`")
+        elif REGISTRY.is_layer(name):
+            self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
+        else:
+            try:
+                _check_identifier(name, "a block name")
+            except ValueError as err:
+                self.fail(path, str(err), "use letters, digits and underscores, not starting with a digit")
+                return
+        folded = unicodedata.normalize("NFKC", name)
+        if folded in seen:
+            self.fail(path, f"block name {name!r} equals {seen[folded]!r} after Unicode normalisation", "rename one")
+        seen[folded] = name
+
+    def repeat(self, raw: dict, path: Path_) -> Repeat | None:
+        extra = set(raw) - {"repeat", "body"}
+        for key in extra:
+            self.fail(path + (key,), f"unknown key {key!r} in a repeat", "a repeat has only `repeat:` and `body:`")
+        if "repeat" not in raw or "body" not in raw:
+            missing = "repeat" if "repeat" not in raw else "body"
+            self.fail(path, f"a repeat needs `{missing}:`", "write `{repeat: N, body: [...]}`")
+            return None
+        count = raw["repeat"]
+        if isinstance(count, bool) or not isinstance(count, int):
+            self.fail(path + ("repeat",), f"repeat count must be an integer, got {_describe(count)}")
+            return None
+        if not 1 <= count <= MAX_REPEAT:
+            self.fail(path + ("repeat",), f"repeat count {count} is out of range", f"use 1 to {MAX_REPEAT}")
+            return None
+        body_raw = raw["body"]
+        body = self.node(body_raw, path + ("body",))
+        if body is None:
+            return None
+        if not isinstance(body, Block):
+            body = Block(named=False, children=(("", body),), yaml_path=path + ("body",))
+        return Repeat(count=count, body=body, yaml_path=path)
+
+
+def _looks_like_layer(key: str, value: Any) -> bool:
+    """`{Linearr: {in_features: 3}}`: a misspelt layer, not a block named `Linearr`."""
+    if isinstance(value, (list, str)) or value is None:
+        return not isinstance(value, str) and key[:1].isupper() and _args_like(value)
+    if isinstance(value, dict):
+        return key[:1].isupper() and not any(
+            isinstance(v, (dict, list)) or (isinstance(v, str) and REGISTRY.is_layer(v)) for v in value.values()
+        )
+    return True  # {Foo: 0.5}: a scalar is an argument, never a block
+
+
+def _args_like(value: Any) -> bool:
+    if value is None:
+        return True
+    return all(not isinstance(v, (dict, list)) and not (isinstance(v, str) and REGISTRY.is_layer(v)) for v in value)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+    return f"{kinds.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (list, dict)) else kinds[type(value)]
+
+
+def _check_identifier(name: str, what: str) -> None:
+    if not name.isidentifier():
+        raise ValueError(f"{what} must be a Python identifier, got {name!r}")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ValueError(f"{what} must not be a Python keyword, got {name!r}")
+    if name.startswith("__"):
+        raise ValueError(f"{what} must not start with '__', got {name!r}")
+
+
+# --------------------------------------------------------------------------- variables
+
+
+def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, dict[Path_, str]]:
+    """Evaluate `vars` in order, then every `$ref`/arithmetic string elsewhere."""
+    symbols: dict[Path_, str] = {}
+    raw_vars = data.get("vars", {})
+    variables: dict[str, Any] = {}
+    if isinstance(raw_vars, dict):
+        seen: dict[str, str] = {}
+        for name, value in raw_vars.items():
+            path = ("vars", name)
+            try:
+                _check_identifier(str(name), "a variable name")
+            except ValueError as err:
+                parser.fail(path, str(err), "rename the variable")
+                continue
+            folded = unicodedata.normalize("NFKC", name)
+            if name in RESERVED_NAMES or folded in seen:
+                parser.fail(path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}")
+                continue
+            seen[folded] = name
+            resolved = _substitute(value, path, variables, symbols, parser, top=False)
+            if _has_expression(resolved):
+                symbols[path] = python_text(resolved)
+            variables[name] = _plain(resolved)
+    out = {}
+    for key, value in data.items():
+        if key in ("vars", "name", "description"):
+            out[key] = dict(variables) if key == "vars" and isinstance(raw_vars, dict) else value
+        else:
+            out[key] = _substitute(value, (key,), variables, symbols, parser, top=True)
+    return out, symbols
+
+
+def _substitute(value: Any, path: Path_, variables: dict, symbols: dict, parser: _Parser, top: bool) -> Any:
+    if isinstance(value, str):
+        try:
+            result = evaluate(value, variables)
+        except ExprError as err:
+            parser.fail(path, err.message, err.fix)
+            return value
+        if isinstance(result, Evaluated):
+            if top:
+                symbols[path] = result.source
+            return result.value if top else result
+        return result
+    if isinstance(value, list):
+        return [_substitute(v, path + (i,), variables, symbols, parser, top) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _substitute(v, path + (k,), variables, symbols, parser, top) for k, v in value.items()}
+    return value
+
+
+def _has_expression(value: Any) -> bool:
+    if isinstance(value, Evaluated):
+        return True
+    if isinstance(value, (list, dict)):
+        return any(_has_expression(v) for v in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def python_text(value: Any) -> str:
+    """Python source for a (possibly partly symbolic) value."""
+    if isinstance(value, Evaluated):
+        return value.source
+    if isinstance(value, list):
+        return "[" + ", ".join(python_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {python_text(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Evaluated):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------- validation
+
+_CALL_FIELDS: dict[Path_, str] = {("loss",): "loss", ("optimizer",): "optimizer", ("scheduler",): "scheduler"}
+
+
+def validate(data: Any, source: Source) -> Spec:
+    """Validate loaded data against the schema; raise SpecError listing every problem."""
+    parser = _Parser(source)
+    if not isinstance(data, dict):
+        raise SpecError([source.problem((), f"a spec is a mapping of sections, got {_describe(data)}")], source.text)
+    data, symbols = _resolve_vars(data, source, parser)
+    prepared = dict(data)
+    if "model" in data:
+        prepared["model"] = parser.node(data["model"], ("model",))
+        if isinstance(prepared["model"], (Layer, Repeat)):
+            prepared["model"] = Block(named=False, children=(("", prepared["model"]),), yaml_path=("model",))
+        if prepared["model"] is None:
+            prepared.pop("model")
+    for path, kind in _CALL_FIELDS.items():
+        key = path[0]
+        if data.get(key) is not None:
+            prepared[key] = parser.call(data[key], path, kind)
+            if prepared[key] is None:
+                prepared.pop(key)
+    if isinstance(data.get("data"), dict):
+        prepared["data"] = _prepare_data(data["data"], parser)
+    try:
+        spec = Spec.model_validate(prepared)
+    except ValidationError as err:
+        parser.problems.extend(_pydantic_problems(err, source, data))
+        raise SpecError(parser.problems, source.text) from None
+    if parser.problems:
+        raise SpecError(parser.problems, source.text)
+    spec._source = source
+    spec._symbols = symbols
+    return spec
+
+
+def _prepare_data(raw: dict, parser: _Parser) -> dict:
+    prepared = dict(raw)
+    if raw.get("dataset") is not None:
+        prepared["dataset"] = parser.call(raw["dataset"], ("data", "dataset"), "dataset")
+        if prepared["dataset"] is None:
+            prepared.pop("dataset")
+    for key in ("transforms", "eval_transforms"):
+        items = raw.get(key)
+        if isinstance(items, list):
+            calls = [parser.call(item, ("data", key, i), "transform") for i, item in enumerate(items)]
+            prepared[key] = tuple(c for c in calls if c is not None)
+    return prepared
+
+
+def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list[Problem]:
+    problems = []
+    for item in err.errors(include_url=False):
+        loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat")))
+        kind = item["type"]
+        message, fix = item["msg"], ""
+        if kind == "extra_forbidden":
+            parent_fields = _fields_at(loc[:-1])
+            message = f"unknown key {loc[-1]!r}"
+            fix = did_you_mean(str(loc[-1]), parent_fields, "remove it") if parent_fields else "remove it"
+            if parent_fields:
+                fix += f" (allowed: {', '.join(parent_fields)})"
+        elif kind == "missing":
+            if loc == ("model",) and "model" in data:  # the model failed to parse: already reported
+                continue
+            message = f"missing required key {loc[-1]!r}"
+            fix = f"add `{loc[-1]}:`"
+        elif kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "enum"):
+            value = item.get("input")
+            message = f"{item['msg'].rstrip('.')}, got {_describe(value)}"
+            if isinstance(value, str) and kind == "int_type":
+                fix = "write the number without quotes (or use $name for a variable)"
+        problems.append(source.problem(loc, message, fix))
+    return problems
+
+
+def _fields_at(loc: Path_) -> list[str]:
+    model: Any = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return [f for f in getattr(model, "model_fields", {}) if f != "yaml_path"]
