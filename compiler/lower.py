@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from ._literal import literal
 from ._suggest import did_you_mean
 from .errors import Problem, SpecError
 from .ir import Arg, BlockIR, LayerIR, ModelIR
@@ -440,9 +441,7 @@ def _value_text(value: Any) -> str:
 
 
 def _literal(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return f'float("{value}")'
-    return repr(value)
+    return literal(value)
 
 
 def _shape(shape: tuple | None) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 # How the generated script refers to each module (its imports are written from this too).
 SCRIPT_ALIASES = {
+    "compiler.runtime": "",  # copied into the script itself
     "torch.nn": "nn",
     "torch.optim": "optim",
     "torch.optim.lr_scheduler": "optim.lr_scheduler",
@@ -36,7 +37,7 @@ class Entry:
     returns_tuple: bool = False  # e.g. LSTM returns (output, (h, c))
     takes_indices: bool = False  # e.g. Embedding takes integer indices
     random: bool = False  # a Random* transform: applied per sample, left out of eval transforms
-    params: tuple[str, ...] | None = None  # static parameter names (torchvision entries)
+    params: tuple[str, ...] | None = None  # static parameter names, "name!" if required (torchvision)
     replaced_by: str | None = None  # a deprecated alias (Scale -> Resize)
     cls_object: Any = field(default=None, compare=False, hash=False)  # registered from Python
 
@@ -47,7 +48,7 @@ class Entry:
     @property
     def script_name(self) -> str:
         """How the generated script spells the class, e.g. ``nn.Conv2d``."""
-        if self.cls_object is not None:
+        if self.cls_object is not None or not SCRIPT_ALIASES.get(self.module):
             return self.class_name
         return f"{SCRIPT_ALIASES[self.module]}.{self.class_name}"
 
@@ -58,6 +59,18 @@ class Entry:
         return getattr(importlib.import_module(self.module), self.class_name)
 
     def signature(self) -> inspect.Signature:
+        """The constructor's signature; static for torchvision entries (no import needed)."""
+        if self.params is not None:
+            return inspect.Signature(
+                [
+                    inspect.Parameter(
+                        p.rstrip("!"),
+                        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                        default=inspect.Parameter.empty if p.endswith("!") else None,
+                    )
+                    for p in self.params
+                ]
+            )
         return _signature(self)
 
 
@@ -67,7 +80,8 @@ _SIGNATURES: dict[Entry, inspect.Signature] = {}
 def _signature(entry: Entry) -> inspect.Signature:
     if entry not in _SIGNATURES:
         sig = inspect.signature(entry.resolve())
-        params = [p for p in sig.parameters.values() if p.name not in ("self",)]
+        supplied = {"optimizer": ("params",), "scheduler": ("optimizer",)}.get(entry.kind, ())
+        params = [p for p in sig.parameters.values() if p.name not in ("self", *supplied)]
         _SIGNATURES[entry] = sig.replace(parameters=params)
     return _SIGNATURES[entry]
 
@@ -123,7 +137,7 @@ OPTIMIZERS: list[Entry] = [
         for n in "SGD Adam AdamW Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop".split()
     ),
     # the tutorial's hand-written rule: param -= lr * param.grad
-    Entry("GradientDescent", "optimizer", "", params=("lr",)),
+    Entry("GradientDescent", "optimizer", "compiler.runtime"),
 ]
 
 SCHEDULERS: list[Entry] = [
@@ -143,33 +157,30 @@ def _tv(name: str, kind: str, params: str, **kw: Any) -> Entry:
 TRANSFORMS: list[Entry] = [
     _tv("ToTensor", "transform", ""),
     _tv("ToPILImage", "transform", "mode"),
-    _tv("Normalize", "transform", "mean std inplace"),
+    _tv("Normalize", "transform", "mean! std! inplace"),
     _tv("Resize", "transform", "size interpolation max_size antialias"),
     _tv("Scale", "transform", "size interpolation max_size antialias", attr="Resize", replaced_by="Resize"),
-    _tv("CenterCrop", "transform", "size"),
-    _tv("RandomCrop", "transform", "size padding pad_if_needed fill padding_mode", random=True),
+    _tv("CenterCrop", "transform", "size!"),
+    _tv("RandomCrop", "transform", "size! padding pad_if_needed fill padding_mode", random=True),
     _tv("RandomHorizontalFlip", "transform", "p", random=True),
     _tv("RandomVerticalFlip", "transform", "p", random=True),
-    _tv("RandomRotation", "transform", "degrees interpolation expand center fill", random=True),
+    _tv("RandomRotation", "transform", "degrees! interpolation expand center fill", random=True),
     _tv("Grayscale", "transform", "num_output_channels"),
-    _tv("Pad", "transform", "padding fill padding_mode"),
+    _tv("Pad", "transform", "padding! fill padding_mode"),
 ]
 
+# `transform`, `target_transform` and `train` are supplied by specc (transforms:, the splits)
 DATASETS: list[Entry] = [
-    _tv("MNIST", "dataset", "root train transform target_transform download"),
-    _tv("FashionMNIST", "dataset", "root train transform target_transform download"),
-    _tv("KMNIST", "dataset", "root train transform target_transform download"),
-    _tv("CIFAR10", "dataset", "root train transform target_transform download"),
-    _tv("CIFAR100", "dataset", "root train transform target_transform download"),
-    _tv("ImageFolder", "dataset", "root transform target_transform loader is_valid_file allow_empty"),
-    _tv(
-        "FakeData",
-        "dataset",
-        "size image_size num_classes transform target_transform random_offset",
-    ),
+    _tv("MNIST", "dataset", "root! download"),
+    _tv("FashionMNIST", "dataset", "root! download"),
+    _tv("KMNIST", "dataset", "root! download"),
+    _tv("CIFAR10", "dataset", "root! download"),
+    _tv("CIFAR100", "dataset", "root! download"),
+    _tv("ImageFolder", "dataset", "root! allow_empty"),
+    _tv("FakeData", "dataset", "size image_size num_classes random_offset"),
     # specc's own: the tutorial's random tensors, and tabular files
-    Entry("Synthetic", "dataset", "", params=("size", "inputs", "targets", "classes")),
-    Entry("CSV", "dataset", "", params=("path", "target", "features", "test_path")),
+    Entry("Synthetic", "dataset", "", params=("size!", "inputs!", "targets", "classes")),
+    Entry("CSV", "dataset", "", params=("path!", "target!", "features", "test_path")),
 ]
 
 

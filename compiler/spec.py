@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from ._literal import literal
 from ._suggest import did_you_mean
 from .errors import Problem, SpecError
 from .expr import Evaluated, ExprError, evaluate
@@ -85,7 +86,7 @@ class TrainSpec(_Strict):
     epochs: int = Field(1, ge=1, le=1_000_000)
     mode: Literal["minibatch", "batch", "online"] = "minibatch"
     log_every: int = Field(100, ge=1)
-    metrics: tuple[Literal["accuracy"], ...] = ()
+    metrics: list[Literal["accuracy"]] = Field(default_factory=list)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")
     checkpoint: Checkpoint | None = None
 
@@ -108,7 +109,8 @@ class Spec(_Strict):
 
     _source: Source | None = PrivateAttr(default=None)
     _symbols: dict[Path_, str] = PrivateAttr(default_factory=dict)
-    _ir: Any = PrivateAttr(default=None)
+    _ir: Any = PrivateAttr(default=None)  # ModelIR, set by lowering
+    _training: Any = PrivateAttr(default=None)  # TrainingIR when the spec can train
     _warnings: list[Problem] = PrivateAttr(default_factory=list)
 
     @property
@@ -392,8 +394,8 @@ def python_text(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(python_text(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {python_text(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+        return "{" + ", ".join(f"{literal(k)}: {python_text(v)}" for k, v in value.items()) + "}"
+    return literal(value)
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,158 @@
+"""The ``specc`` command. Prints problems as ``file:line:col: message``; never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import SpecError
+
+
+def _parse_bytes(text: str) -> int:
+    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+             "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+    stripped = text.strip().lower()
+    number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz ")
+    unit = stripped[len(number):].strip()
+    try:
+        if unit not in units:
+            raise ValueError
+        return int(float(number) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 8GiB, 500MB)") from None
+
+
+def _report(err: SpecError) -> None:
+    for problem in err.problems:
+        print(problem, file=sys.stderr)
+        excerpt = err.excerpt(problem)
+        if excerpt:
+            print(excerpt, file=sys.stderr)
+
+
+def _warn(spec) -> None:
+    for problem in spec.warnings:
+        print(problem, file=sys.stderr)
+
+
+def _load(path: str, args: argparse.Namespace):
+    import warnings
+
+    from . import load_spec
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CLI prints them itself, located
+        spec = load_spec(path, max_bytes=getattr(args, "max_memory", None))
+    _warn(spec)
+    return spec
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.specs:
+        try:
+            _load(path, args)
+        except SpecError as err:
+            _report(err)
+            failed += 1
+    n = len(args.specs)
+    if failed:
+        print(f"{failed} of {n} spec{'s' if n > 1 else ''} invalid", file=sys.stderr)
+        return 1
+    print(f"OK: {n} spec{'s' if n > 1 else ''} valid")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .summary import print_summary
+
+    spec = _load(args.spec, args)
+    print_summary(spec._ir, title=f"{spec.name} ({args.spec})")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import render_script
+
+    spec = _load(args.spec, args)
+    out = Path(args.output) if args.output else Path("generated") / f"{spec.name}.py"
+    text = render_script(spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote {out} ({len(text.splitlines())} lines)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train_from_spec
+
+    spec = _load(args.spec, args)
+    return train_from_spec(spec, args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import run_checks
+
+    spec = _load(args.spec, args)
+    return run_checks(spec, steps=args.steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specc", description="Compile YAML model specs into PyTorch models and scripts.")
+    parser.add_argument("--max-memory", type=_parse_bytes, default=None, metavar="SIZE",
+                        help="refuse models whose parameters and buffers exceed SIZE (default: physical memory)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("summary", help="print the layer table: path, type, output shape, parameters")
+    p.add_argument("spec", metavar="SPEC")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("generate", help="write the standalone training script")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: generated/<name>.py")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="train with the generated script: progress, checkpoint, metrics, loss plot")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:N, mps, auto)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>)")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("check", help="prove the compiled objects and the generated script agree")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--steps", type=int, default=3, help="training steps to compare (default 3)")
+    p.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as err:
+        _report(err)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as err:  # never a traceback for users; SPECC_DEBUG=1 shows it
+        if os.environ.get("SPECC_DEBUG"):
+            raise
+        print(f"specc: internal error: {type(err).__name__}: {err} (set SPECC_DEBUG=1 for details; "
+              "please report it with the spec)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

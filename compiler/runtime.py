@@ -1,0 +1,139 @@
+"""Run-time helpers shared by both backends.
+
+The compiled backend calls these directly; the renderer copies their source verbatim into
+each generated script (``inspect.getsource``), so the script and the compiled objects run
+the same code and the script still imports only torch, torchvision and the standard library.
+Keep every function here self-contained: stdlib and torch only, no reference to ``compiler``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import tempfile
+
+import torch
+from torch.utils.data import TensorDataset
+
+
+class GradientDescent(torch.optim.Optimizer):
+    """The tutorial's hand-written update rule, ``param -= lr * param.grad``, as an optimizer."""
+
+    def __init__(self, params, lr=1e-3):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param -= group["lr"] * param.grad
+
+
+def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
+    """Random inputs ``randn(size, *inputs)`` with ``randn`` targets or integer class labels."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(size, *inputs, generator=generator)
+    if classes is not None:
+        y = torch.randint(0, classes, (size,), generator=generator)
+    else:
+        y = torch.randn(size, *targets, generator=generator)
+    return TensorDataset(x, y)
+
+
+def read_csv(path, target, features=None):
+    """A numeric CSV file with a header row -> (features, targets) tensors.
+
+    Integer targets become class labels (int64); any other targets regression values.
+    """
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        raise ValueError(f"{path}: no data rows")
+    columns = features or [name for name in rows[0] if name != target]
+    x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
+    values = [float(row[target]) for row in rows]
+    if all(v.is_integer() for v in values):
+        return x, torch.tensor([int(v) for v in values])
+    return x, torch.tensor(values).unsqueeze(1)
+
+
+def fit_normalizer(x, method):
+    """Fit ``rescale`` (min-max to [0, 1]), ``standardize`` (z-score) or ``normalize`` (unit L2 norm)."""
+    if method == "rescale":
+        low, high = x.min(dim=0).values, x.max(dim=0).values
+        return low, (high - low).clamp_min(1e-12)
+    if method == "standardize":
+        return x.mean(dim=0), x.std(dim=0).clamp_min(1e-12)
+    return None, None  # unit-norm scaling is per sample: nothing to fit
+
+
+def apply_normalizer(x, method, shift, scale):
+    if method == "normalize":
+        return torch.nn.functional.normalize(x, p=2.0, dim=1)
+    return (x - shift) / scale
+
+
+def split_indices(n, val_fraction, seed):
+    """A seeded permutation of ``range(n)``, split into (train, validation) index lists."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = int(round(n * val_fraction))
+    return order[n_val:], order[:n_val]
+
+
+def save_checkpoint(path, state):
+    """Write ``state`` atomically: temporary file, fsync, rename. A crash leaves the old file intact.
+
+    The file is a header line, the SHA-256 of the payload, then ``torch.save``'s bytes, so a
+    truncated or altered checkpoint is detected when it is loaded.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    magic = b"specc-checkpoint-v1\n"
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(magic + digest + b"\n" + payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by ``save_checkpoint``; verify it; unpickle only tensors and plain data."""
+    with open(path, "rb") as file:
+        blob = file.read()
+    magic = b"specc-checkpoint-v1\n"
+    header_end = len(magic) + 65  # the magic line, 64 hex digits, a newline
+    if not blob.startswith(magic) or len(blob) < header_end:
+        raise ValueError(f"{path}: not a checkpoint written by this script (or truncated)")
+    digest, payload = blob[len(magic) : header_end - 1], blob[header_end:]
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise ValueError(f"{path}: checksum mismatch: the checkpoint is truncated or was altered")
+    return torch.load(io.BytesIO(payload), weights_only=True)
+
+
+def pick_device(name):
+    """``auto`` -> cuda if available, then mps, else cpu; anything else as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
