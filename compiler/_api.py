@@ -55,7 +55,7 @@ def build_model(spec: Spec | str | Path) -> nn.Sequential:
 
 def build_training(spec: Spec | str | Path) -> Any:
     """Seed with ``spec.seed``, then build model, loss, optimizer, scheduler and loaders."""
-    from .build_training import build_training as _build
+    from .training import build_training as _build
 
     return _build(_as_spec(spec))
 

@@ -79,7 +79,13 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
                 f"unknown variable ${name}",
                 did_you_mean(name, variables, "define it under `vars:`") + " (write $$ for a literal $)",
             )
-    code = _REF.sub(lambda m: "$" if m.group(1) == "$" else _PLACEHOLDER + m.group(1), text.strip())
+    if _PLACEHOLDER in text:  # the text itself spells an internal name: it is not arithmetic over $names
+        if refs:
+            raise ExprError(f"cannot read {text!r} as arithmetic", "use numbers, $names, + - * / // % ** and ( )")
+        return unescape(text)
+    # a space after each placeholder keeps `$a$b` two names (a syntax error), not one unknown name
+    code = _REF.sub(lambda m: "$" if m.group(1) == "$" else _PLACEHOLDER + m.group(1) + " ", text.strip())
+    allowed = {_PLACEHOLDER + name for name in refs}
     try:
         tree = ast.parse(code, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -87,33 +93,41 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
             raise ExprError(f"cannot read {text!r} as arithmetic", "use numbers, $names, + - * / // % ** and ( )")
         return unescape(text)
     body = tree.body
-    if isinstance(body, ast.Name) and body.id.startswith(_PLACEHOLDER):  # a bare `$name`: any value
+    if isinstance(body, ast.Name) and body.id in allowed:  # a bare `$name`: any value
         name = body.id[len(_PLACEHOLDER) :]
         value = variables[name]
         return Evaluated(value.value if isinstance(value, Evaluated) else value, name)
-    if not _is_arithmetic(body):
+    if not _is_arithmetic(body, allowed):
         if refs:
             raise ExprError(
                 f"{text!r} mixes $variables with text that is not arithmetic",
                 "use only numbers, $names, + - * / // % ** and ( ); write $$ for a literal $",
             )
         return unescape(text)
-    if not refs and not isinstance(body, ast.BinOp):  # "123" or "-1" quoted in YAML stays a string
+    if not refs and _is_number(body):  # "123" or "-1" quoted in YAML stays a string
         return unescape(text)
     value = _eval(tree.body, variables)
     return Evaluated(value, _python_source(tree.body))
 
 
-def _is_arithmetic(node: ast.AST) -> bool:
+def _is_arithmetic(node: ast.AST, allowed: set[str]) -> bool:
+    """Numbers, the spec's `$names` (as placeholders in ``allowed``) and the whitelisted operators only."""
     if isinstance(node, ast.BinOp):
-        return type(node.op) in _BINOPS and _is_arithmetic(node.left) and _is_arithmetic(node.right)
+        return type(node.op) in _BINOPS and _is_arithmetic(node.left, allowed) and _is_arithmetic(node.right, allowed)
     if isinstance(node, ast.UnaryOp):
-        return type(node.op) in _UNARY and _is_arithmetic(node.operand)
+        return type(node.op) in _UNARY and _is_arithmetic(node.operand, allowed)
     if isinstance(node, ast.Constant):
         return type(node.value) in (int, float)
     if isinstance(node, ast.Name):
-        return node.id.startswith(_PLACEHOLDER)
+        return node.id in allowed
     return False
+
+
+def _is_number(node: ast.AST) -> bool:
+    """A bare (signed) number: `123`, `-1`, `+2.5` -- no operator between numbers."""
+    if isinstance(node, ast.UnaryOp):
+        return _is_number(node.operand)
+    return isinstance(node, ast.Constant)
 
 
 def _check_number(value: Any) -> Any:

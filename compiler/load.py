@@ -134,20 +134,49 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = err.problem or err.context or "invalid YAML"
+        raise SpecError([_syntax_problem(err, text, filename)], text) from None
+    except RecursionError:  # the pure-Python parser on deep block nesting (libyaml stops at 1000 levels)
+        fix = "flatten the structure"
+        raise SpecError([Problem(filename, 1, 1, f"nesting deeper than {MAX_DEPTH} levels", fix=fix)], text) from None
+    except yaml.reader.ReaderError as err:  # a control character or other unreadable character
+        before = text[: max(err.position, 0)]
+        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        code = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
         raise SpecError(
-            [Problem(filename, line, col, f"YAML syntax error: {what}", fix="correct the YAML at this position")],
+            [Problem(filename, line, col, f"the character {code} is not allowed in YAML ({err.reason})",
+                     fix="remove it or write it as an escape inside a double-quoted string, e.g. \"\\x01\"")],
             text,
         ) from None
-    except yaml.YAMLError as err:  # e.g. a reader error on control characters
-        raise SpecError([Problem(filename, 1, 1, f"YAML error: {err}")], text) from None
+    except yaml.YAMLError as err:
+        raise SpecError([Problem(filename, 1, 1, f"YAML error: {' '.join(str(err).split())}")], text) from None
     if root is None:
         raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
     _Converter(source).check_graph(root)
     data = _Converter(source).convert(root, ())
     return data, source
+
+
+def _syntax_problem(err: yaml.MarkedYAMLError, text: str, filename: str) -> Problem:
+    """One located, one-line problem for a YAML syntax error, with what it means for a spec."""
+    mark = err.problem_mark or err.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    what = err.problem or err.context or "invalid YAML"
+    fix = "correct the YAML at this position"
+    lines = text.splitlines()
+    here = lines[line - 1][col - 1 : col] if 0 < line <= len(lines) else ""
+    if here == "\t" or "tab character" in what:
+        what, fix = "a tab character; YAML indents with spaces only", "replace the tab with spaces"
+    elif "maximum nesting depth" in what:
+        what, fix = f"nesting deeper than {MAX_DEPTH} levels", "flatten the structure"
+    elif "another document" in what:
+        what = "a second YAML document starts here; a spec file holds one"
+        fix = "remove the `---` line and what follows, or put it in its own file"
+    elif err.context and err.context_mark and err.problem_mark and err.context_mark.line != err.problem_mark.line:
+        start = err.context_mark
+        what += f" ({err.context} that starts at line {start.line + 1}, column {start.column + 1})"
+    if what.startswith("nesting deeper"):
+        return Problem(filename, line, col, what, fix=fix)
+    return Problem(filename, line, col, f"YAML syntax error: {what}", fix=fix)
 
 
 def load_file(path: str | Path) -> tuple[Any, Source]:
@@ -253,9 +282,10 @@ class _Converter:
 
     def convert(self, node: yaml.Node, path: Path_) -> Any:
         if node.tag not in _CORE_TAGS:
+            tag = "!!" + node.tag[len("tag:yaml.org,2002:") :] if node.tag.startswith("tag:yaml.org,2002:") else node.tag
             raise self._fail(
                 node,
-                f"YAML tag {node.tag!r} is not allowed",
+                f"YAML tag {tag!r} is not allowed",
                 "specs use plain YAML values only (strings, numbers, booleans, null, lists, mappings)",
             )
         if path not in self.source.positions:
@@ -270,8 +300,8 @@ class _Converter:
         result: dict[str, Any] = {}
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or (
-                isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and key_node.style is None
+            if key_node.tag == "tag:yaml.org,2002:merge" or (  # libyaml marks a plain scalar's style "", PyYAML None
+                isinstance(key_node, yaml.ScalarNode) and key_node.value == "<<" and not key_node.style
             ):
                 raise self._fail(key_node, "YAML merge keys (`<<`) are not supported", "write the keys out")
             if not isinstance(key_node, yaml.ScalarNode):

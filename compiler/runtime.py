@@ -12,10 +12,11 @@ import csv
 import hashlib
 import io
 import os
+import sys
 import tempfile
 
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class GradientDescent(torch.optim.Optimizer):
@@ -83,6 +84,23 @@ def split_indices(n, val_fraction, seed):
     return order[n_val:], order[:n_val]
 
 
+def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, seed):
+    """Seeded loaders: the same seed gives the same batches in the same order."""
+    generator = torch.Generator().manual_seed(seed)
+    if mode == "batch":  # every update sees the whole training set
+        train_loader = DataLoader(train_set, batch_size=len(train_set), shuffle=False, generator=generator)
+    elif mode == "online":  # one sample per update, one pass
+        train_loader = DataLoader(train_set, batch_size=1, shuffle=shuffle, generator=generator)
+    else:
+        train_loader = DataLoader(
+            train_set, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
+        )
+    val_loader = None
+    if val_set is not None:
+        val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), num_workers=num_workers)
+    return train_loader, val_loader
+
+
 def save_checkpoint(path, state):
     """Write ``state`` atomically: temporary file, fsync, rename. A crash leaves the old file intact.
 
@@ -126,6 +144,15 @@ def load_checkpoint(path):
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise ValueError(f"{path}: checksum mismatch: the checkpoint is truncated or was altered")
     return torch.load(io.BytesIO(payload), weights_only=True)
+
+
+def show_progress(epoch, epochs, batch, batches, loss):
+    """One self-overwriting line on a terminal: epoch, a bar, and the last loss."""
+    width = 30
+    done = width * batch // max(batches, 1)
+    bar = "#" * done + "." * (width - done)
+    end = "\n" if batch == batches else ""
+    print(f"\repoch {epoch}/{epochs} [{bar}] {batch}/{batches} loss {loss:.4f}", end=end, file=sys.stderr, flush=True)
 
 
 def pick_device(name):

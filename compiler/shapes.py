@@ -190,10 +190,10 @@ def _pad_dim(name: str, mode: str, size: int, left: int, right: int, axis: str) 
                 f"{name}: circular padding wraps around more than once: it pads {where} by ({left}, {right})",
                 f"use padding of at most {size}, or {_CHECK_INPUT}",
             )
-        if size + min(left, 0) + min(right, 0) < 0:
+        if out >= 0 and not _circular_copies_fit(size, left, right):
             raise ShapeError(
-                f"{name}'s padding ({left}, {right}) would cut more than the whole {where}",
-                "make the negative padding smaller",
+                f"{name}'s padding ({left}, {right}) mixes cutting and wrapping more than {where} allows",
+                "make the negative padding smaller, or avoid mixing negative and positive circular padding",
             )
     elif size < 1:  # replicate
         raise ShapeError(f"{name} cannot replicate-pad the empty {where}", _CHECK_INPUT)
@@ -203,6 +203,27 @@ def _pad_dim(name: str, mode: str, size: int, left: int, right: int, axis: str) 
             "make the negative padding smaller",
         )
     return out
+
+
+def _slice_len(n: int, start: int, end: int) -> int:
+    """Length of ``at::slice(dim of size n, start, end)``: negative bounds wrap once, then clamp."""
+    start, end = start + n if start < 0 else start, end + n if end < 0 else end
+    start = min(max(start, 0), n)
+    return min(max(end, start), n) - start
+
+
+def _circular_copies_fit(size: int, left: int, right: int) -> bool:
+    """ATen's ``_pad_circular`` copies slices (centre, then left and right wraps); with mixed-sign padding
+    a source slice can come out longer or shorter than its destination, which ``copy_`` refuses
+    unless the source has length 1 (it broadcasts)."""
+    out = size + left + right
+    copies = [(_slice_len(out, max(left, 0), out - max(right, 0)),
+               _slice_len(size, max(-left, 0), size - max(-right, 0)))]
+    if left > 0:
+        copies.append((_slice_len(out, 0, left), _slice_len(out, out - left - max(right, 0), out - max(right, 0))))
+    if right > 0:
+        copies.append((_slice_len(out, out - right, out), _slice_len(out, max(left, 0), max(left, 0) + right)))
+    return all(src == dst or src == 1 for dst, src in copies)
 
 
 def _conv(nd: int, transposed: bool) -> Rule:
@@ -338,6 +359,14 @@ def _pool(nd: int, kind: str) -> Rule:
                 f"{name}'s padding must be at most half its kernel_size, but got padding="
                 f"{pad if nd > 1 else pad[0]} with kernel_size={kernel if nd > 1 else kernel[0]}",
                 f"use padding <= kernel_size // 2 = {tuple(k // 2 for k in kernel) if nd > 1 else kernel[0] // 2}",
+            )
+        if nd == 3 and (kind == "avg" or (kind == "lp" and abs(_get(a, "norm_type", 2)) != math.inf)) and any(
+                n < k for n, k in zip(shape[1:], kernel)):
+            # avg_pool3d (LPPool3d too) wants the input at least as large as the kernel, padding or not
+            raise ShapeError(
+                f"{name}'s kernel_size={kernel} is larger than its input {_fmt(shape)} "
+                f"(avg_pool3d does not count padding or ceil_mode here)",
+                f"use a kernel_size of at most {_fmt(shape[1:])}, or {_CHECK_INPUT}",
             )
         if kind == "avg" and _get(a, "divisor_override") == 0:
             raise ShapeError(f"{name}'s divisor_override must not be zero", "remove `divisor_override:` or give it >= 1")

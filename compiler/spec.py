@@ -9,6 +9,7 @@ nodes; every node keeps the YAML path it came from so later stages can still poi
 from __future__ import annotations
 
 import keyword
+import re
 import unicodedata
 from typing import Annotated, Any, Literal, Union
 
@@ -17,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from ._literal import literal
 from ._suggest import did_you_mean
 from .errors import Problem, SpecError
-from .expr import Evaluated, ExprError, evaluate
+from .expr import Evaluated, ExprError, evaluate, references
 from .load import Path_, Source, dotted
 from .registry import REGISTRY
 
 MAX_REPEAT = 10_000
+MAX_MODULES = 100_000  # the same bound as lowering's (lower.MAX_LAYERS), checked before any copy is made
 # Names the generated script defines itself: a variable may not shadow them.
 RESERVED_NAMES = frozenset(
     """torch nn optim F transforms datasets DataLoader TensorDataset math os sys time json random
@@ -213,11 +215,18 @@ class _Parser:
             return None
         if isinstance(raw, dict):
             keys = set(raw)
-            if "repeat" in keys or "body" in keys:
+            if _is_repeat(raw):
                 return self.repeat(raw, path)
             if len(raw) == 1:
                 (key,) = keys
                 if REGISTRY.is_layer(key):
+                    if _holds_layers(raw[key]):  # `Linear: [ReLU, ...]`: meant as a block named Linear
+                        self.fail(
+                            path + (key,),
+                            f"{key!r} is a layer type, so this reads as a {key} layer whose arguments are layers",
+                            f"to name a block, use a name that is not a layer type, e.g. {key.lower() + '_1'!r}",
+                        )
+                        return None
                     return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
                 if _looks_like_layer(key, raw[key]):
                     self.fail(
@@ -226,9 +235,36 @@ class _Parser:
                         did_you_mean(key, REGISTRY.names("layer"), "a named block's value must be a layer or a block"),
                     )
                     return None
+            elif self.misplaced_layers(raw, path):
+                return None
             return self.block(raw, path)
         self.fail(path, f"expected a layer, a block or a repeat, got {_describe(raw)}", "write e.g. `- ReLU`")
         return None
+
+    def misplaced_layers(self, raw: dict, path: Path_) -> bool:
+        """Report a mapping of several keys that is neither a layer nor a named block; True if reported."""
+        layers = [k for k in raw if isinstance(k, str) and REGISTRY.is_layer(k)]
+        if len(layers) > 1 and len(layers) == len(raw):  # `- {Linear: [4, 2], ReLU: null}`
+            first = layers[0]
+            if path and isinstance(path[-1], int):
+                message = f"one list item holds {len(layers)} layers ({', '.join(layers)})"
+                fix = "start each layer on its own line with `- `"
+            else:
+                message = f"the keys {', '.join(layers)} are layer types, but a named block's keys are names"
+                fix = f"make it a list (`- {first}: ...`) or name each layer, e.g. `{first.lower()}_1: {{{first}: ...}}`"
+            self.fail(path, message, fix)
+            return True
+        if len(layers) == 1 and raw[layers[0]] is None:  # `- Linear:` with its arguments not indented under it
+            key = layers[0]
+            others = [str(k) for k in raw if k != key]
+            if not any(_holds_layers([v]) or isinstance(v, dict) for k, v in raw.items() if k != key):
+                self.fail(
+                    path + (key,),
+                    f"{', '.join(others)} sit{'s' if len(others) == 1 else ''} beside `{key}:` instead of under it",
+                    f"indent {key}'s arguments further than `{key}:`, or write `{key}: {{{others[0]}: ...}}`",
+                )
+                return True
+        return False
 
     def block(self, raw: list | dict, path: Path_) -> Block | None:
         if not raw:
@@ -254,7 +290,10 @@ class _Parser:
             self.fail(path, f"a block name must be a string, got {_describe(name)}")
             return
         if name in ("repeat", "body"):
-            self.fail(path, f"{name!r} is reserved for repeats", "a repeat is `{repeat: N, body: [...]}`")
+            self.fail(
+                path, f"block name {name!r} is reserved for repeats",
+                f"rename the block, e.g. {name + '_1'!r} (a repeat is `{{repeat: N, body: [...]}}`)",
+            )
         elif REGISTRY.is_layer(name):
             self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
         else:
@@ -289,7 +328,54 @@ class _Parser:
             return None
         if not isinstance(body, Block):
             body = Block(named=False, children=(("", body),), yaml_path=path + ("body",))
-        return Repeat(count=count, body=body, yaml_path=path)
+        repeat = Repeat(count=count, body=body, yaml_path=path)
+        size = _spliced(repeat)
+        if size > MAX_MODULES:
+            self.fail(
+                path + ("repeat",),
+                f"this repeat makes {size:,} modules, more than the {MAX_MODULES:,} a model may have",
+                "use a smaller count",
+            )
+            return None
+        return repeat
+
+
+def _is_repeat(raw: dict) -> bool:
+    """`{repeat: N, body: ...}` (even a broken one), not a named block that has a `repeat` or `body` child."""
+    if "repeat" not in raw and "body" not in raw:
+        return False
+    if len(raw) == 1:
+        return True
+    return not all(isinstance(v, (list, dict)) or (isinstance(v, str) and REGISTRY.is_layer(v)) for v in raw.values())
+
+
+def _holds_layers(value: Any) -> bool:
+    """Whether a layer's arguments are really layers (a block named like a layer type)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        if isinstance(item, str) and REGISTRY.is_layer(item):
+            return True
+        if isinstance(item, dict) and any(isinstance(k, str) and (REGISTRY.is_layer(k) or k == "repeat") for k in item):
+            return True
+        if isinstance(item, list) and _holds_layers(item):
+            return True
+    return False
+
+
+def _count_modules(node: Any) -> int:
+    """Modules lowering will create for a node (Python ints: exact however large)."""
+    if isinstance(node, Block):
+        return 1 + _count_children(node)
+    return 1
+
+
+def _count_children(block: Block) -> int:
+    return sum(_spliced(c) if isinstance(c, Repeat) else _count_modules(c) for _, c in block.children)
+
+
+def _spliced(repeat: Repeat) -> int:
+    body = repeat.body
+    return repeat.count * (_count_modules(body) if body.named else _count_children(body))
 
 
 def _looks_like_layer(key: str, value: Any) -> bool:
@@ -347,6 +433,15 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
                 parser.fail(path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}")
                 continue
             seen[folded] = name
+            later = [r for r in _references_in(value) if r not in variables and r in raw_vars]
+            if later:
+                ref = later[0]
+                if ref == name:
+                    parser.fail(path, f"variable ${name} refers to itself", "give it a value that does not use it")
+                else:
+                    parser.fail(path, f"variable ${name} uses ${ref}, which is defined after it",
+                                f"move `{ref}:` above `{name}:` in `vars:` (they are read in order)")
+                continue
             resolved = _substitute(value, path, variables, symbols, parser, top=False)
             if _has_expression(resolved):
                 symbols[path] = python_text(resolved)
@@ -358,6 +453,14 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
         else:
             out[key] = _substitute(value, (key,), variables, symbols, parser, top=True)
     return out, symbols
+
+
+def _references_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return references(value)
+    if isinstance(value, (list, dict)):
+        return [r for v in (value.values() if isinstance(value, dict) else value) for r in _references_in(v)]
+    return []
 
 
 def _substitute(value: Any, path: Path_, variables: dict, symbols: dict, parser: _Parser, top: bool) -> Any:
@@ -426,6 +529,10 @@ def validate(data: Any, source: Source) -> Spec:
             prepared["model"] = Block(named=False, children=(("", prepared["model"]),), yaml_path=("model",))
         if prepared["model"] is None:
             prepared.pop("model")
+        elif not parser.problems and _count_children(prepared["model"]) > MAX_MODULES:
+            size = _count_children(prepared["model"])
+            parser.fail(("model",), f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
+                        "use fewer or smaller repeats")
     for path, kind in _CALL_FIELDS.items():
         key = path[0]
         if data.get(key) is not None:
@@ -477,28 +584,86 @@ def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list
                 continue
             message = f"missing required key {loc[-1]!r}"
             fix = f"add `{loc[-1]}:`"
+        elif kind == "value_error":  # our own validators: the message is already the whole story
+            message = str(item.get("ctx", {}).get("error", message))
+            if loc == ("name",) and isinstance(item.get("input"), str):
+                fix = f"e.g. `name: {_identifier_like(item['input'])}`"
+        elif kind in _BOUNDS:
+            value, (relation, bound) = item.get("input"), _BOUNDS[kind]
+            message = f"{loc[-1]} must be {relation} {item['ctx'][bound]}, got {value!r}"
+            fix = _range_text(loc)
+        elif kind == "string_pattern_mismatch" and loc[-1:] == ("device",):
+            message = f"unknown device {item.get('input')!r}"
+            fix = "use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
         elif kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "enum"):
             value = item.get("input")
             message = f"{item['msg'].rstrip('.')}, got {_describe(value)}"
-            if isinstance(value, str) and kind == "int_type":
+            if isinstance(value, str) and kind in ("int_type", "float_type"):
                 fix = "write the number without quotes (or use $name for a variable)"
+            elif kind == "bool_type":
+                fix = "write true or false (in YAML 1.2, yes/no/on/off are strings)"
+            elif kind in ("list_type", "tuple_type") and not isinstance(value, (list, dict)):
+                fix = f"write a list, e.g. [{value}]"
+            elif kind == "dict_type":
+                fix = "write a mapping of `key: value` pairs"
+            elif kind == "literal_error":
+                choices = re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", ""))
+                if choices:
+                    fix = did_you_mean(str(value), choices, f"use one of: {', '.join(choices)}")
         problems.append(source.problem(loc, message, fix))
     return problems
 
 
-def _fields_at(loc: Path_) -> list[str]:
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("greater than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+
+
+def _range_text(loc: Path_) -> str:
+    """The allowed range of a numeric field, from its pydantic constraints."""
+    model = _model_at(loc[:-1])
+    field = getattr(model, "model_fields", {}).get(loc[-1]) if model is not None else None
+    bounds = {}
+    for constraint in getattr(field, "metadata", ()):
+        for name in ("ge", "gt", "le", "lt"):
+            if getattr(constraint, name, None) is not None:
+                bounds[name] = getattr(constraint, name)
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{signs[name]} {value}" for name, value in bounds.items()]
+    return f"use a value {' and '.join(parts)}" if parts else ""
+
+
+def _identifier_like(name: str) -> str:
+    """A Python identifier close to ``name`` (`my-model` -> `my_model`, `class` -> `class_`)."""
+    text = re.sub(r"\W+", "_", name).strip("_") or "spec"
+    if text[0].isdigit():
+        text = "spec_" + text
+    if keyword.iskeyword(text) or keyword.issoftkeyword(text) or text.startswith("__"):
+        text = text.lstrip("_") + "_"
+    return text
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc``, or None."""
     model: Any = Spec
     for part in loc:
         if isinstance(part, int):
             continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
-            return []
+            return None
         annotation = field.annotation
         for candidate in getattr(annotation, "__args__", (annotation,)):
             if isinstance(candidate, type) and issubclass(candidate, BaseModel):
                 model = candidate
                 break
         else:
-            return []
-    return [f for f in getattr(model, "model_fields", {}) if f != "yaml_path"]
+            return None
+    return model
+
+
+def _fields_at(loc: Path_) -> list[str]:
+    return [f for f in getattr(_model_at(loc), "model_fields", {}) if f != "yaml_path"]

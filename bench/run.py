@@ -1,0 +1,345 @@
+"""CPU benchmarks for specc, each measured as a ratio against a hand-written baseline.
+
+    python bench/run.py [--quick] [--only NAME]
+
+Every row times specc and its hand-written baseline in the same process (or, for `validate`,
+the same parent process), interleaved A B A B ..., so that noise from shared cores hits both
+sides alike. The figures are medians; `ratio` is median(specc) / median(baseline).
+Writes bench/results-cpu.json (with --only, the other rows already in the file are kept).
+See bench/README.md for what each row means and why the targets are what they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+CNN_SPEC = "specs/mnist_cnn.yaml"
+DEEP_SPEC = "bench/deep400.yaml"
+RESULTS_JSON = BENCH / "results-cpu.json"
+THREADS = 2
+
+import torch  # noqa: E402  (after the constants so --help stays readable; torch is needed by every row)
+from torch import nn, optim  # noqa: E402
+
+import compiler  # noqa: E402
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def interleave(baseline, specc, reps: int) -> tuple[list[float], list[float]]:
+    """Run baseline(), specc(), baseline(), specc(), ... ``reps`` times each; each returns a figure."""
+    b, s = [], []
+    for _ in range(reps):
+        b.append(baseline())
+        s.append(specc())
+    return b, s
+
+
+def timed(fn) -> float:
+    """Seconds for one call of ``fn`` (garbage collected before, collector off during)."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        result = fn()
+        elapsed = time.perf_counter() - t0
+    finally:
+        gc.enable()
+    del result
+    return elapsed
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def row(name, unit, higher_is_better, target, base_samples, specc_samples, note="") -> dict:
+    base, spec = _median(base_samples), _median(specc_samples)
+    ratio = spec / base
+    pair = _median([s / b for b, s in zip(base_samples, specc_samples)])
+    ok = ratio >= target if higher_is_better else ratio <= target
+    return {
+        "name": name,
+        "unit": unit,
+        "baseline": base,
+        "specc": spec,
+        "ratio": ratio,
+        "paired_ratio_median": pair,
+        "target": target,
+        "target_op": ">=" if higher_is_better else "<=",
+        "ok": ok,
+        "samples_baseline": base_samples,
+        "samples_specc": specc_samples,
+        "note": note,
+        "measured_at": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+# -----------------------------------------------------------------------------
+# hand-written baselines
+
+
+def hand_cnn() -> nn.Sequential:
+    """The tutorial's CNN, written by hand."""
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Sequential(
+                nn.Conv2d(1, 64, 3, 1, 1),
+                nn.ReLU(),
+                nn.Conv2d(64, 128, 3, 1, 1),
+                nn.ReLU(),
+                nn.MaxPool2d(2, 2),
+            ),
+            flatten=nn.Flatten(),
+            dense=nn.Sequential(
+                nn.Linear(25088, 1024),
+                nn.ReLU(),
+                nn.Dropout(0.5),
+                nn.Linear(1024, 10),
+            ),
+        )
+    )
+
+
+def hand_deep400() -> nn.Sequential:
+    layers = []
+    for _ in range(200):
+        layers += [nn.Linear(64, 64), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def assert_same_weights(spec, hand, what: str) -> None:
+    torch.manual_seed(0)
+    a = compiler.build_model(spec).state_dict()
+    torch.manual_seed(0)
+    b = hand().state_dict()
+    assert list(a) == list(b), f"{what}: state_dict keys differ: {list(a)[:4]} vs {list(b)[:4]}"
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, f"{what}: {key} differs in dtype/shape"
+        assert torch.equal(a[key], b[key]), f"{what}: {key} is not bitwise equal under the same seed"
+
+
+# -----------------------------------------------------------------------------
+# benchmarks
+
+
+def bench_build_cnn(quick: bool) -> dict:
+    spec = compiler.load_spec(CNN_SPEC)
+    assert_same_weights(spec, hand_cnn, "build_cnn")
+    reps = 5 if quick else 15
+    timed(hand_cnn), timed(lambda: compiler.build_model(spec))  # warm-up
+    b, s = interleave(lambda: timed(hand_cnn), lambda: timed(lambda: compiler.build_model(spec)), reps)
+    return row("build_cnn", "ms", False, 1.10, [x * 1e3 for x in b], [x * 1e3 for x in s],
+               "build_model(spec) vs the CNN written by hand; state dicts bitwise equal under one seed")
+
+
+def bench_build_400(quick: bool) -> dict:
+    spec = compiler.load_spec(DEEP_SPEC)
+    assert_same_weights(spec, hand_deep400, "build_400")
+    reps = 10 if quick else 31
+    timed(hand_deep400), timed(lambda: compiler.build_model(spec))
+    b, s = interleave(lambda: timed(hand_deep400), lambda: timed(lambda: compiler.build_model(spec)), reps)
+    return row("build_400", "ms", False, 1.50, [x * 1e3 for x in b], [x * 1e3 for x in s],
+               "build_model(spec) for 200 x (Linear(64,64), ReLU) vs the nn.Sequential written by hand")
+
+
+def _specc_exe() -> str:
+    exe = Path(sys.executable).parent / "specc"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("specc")
+    if not found:
+        raise SystemExit("the `specc` console script is not installed (pip install -e .)")
+    return found
+
+
+def _run_process(cmd: list[str], expect: str | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0 or (expect and expect not in proc.stdout):
+        raise SystemExit(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return elapsed
+
+
+def bench_validate(quick: bool) -> dict:
+    reps = 7 if quick else 9
+    specc_cmd = [_specc_exe(), "validate", CNN_SPEC]
+    base_cmd = [sys.executable, "-c", "import torch"]
+    _run_process(base_cmd), _run_process(specc_cmd, "OK")  # warm the page cache
+    b, s = interleave(lambda: _run_process(base_cmd), lambda: _run_process(specc_cmd, "OK"), reps)
+    return row("validate", "s", False, 1.25, b, s,
+               "wall time of `specc validate specs/mnist_cnn.yaml` vs `python -c 'import torch'`")
+
+
+def _load_generated(tmp: str):
+    spec = compiler.load_spec(CNN_SPEC)
+    path = Path(tmp) / "specc_bench_mnist_cnn.py"
+    path.write_text(compiler.render_script(spec), encoding="utf-8")
+    mod_spec = importlib.util.spec_from_file_location("specc_bench_mnist_cnn", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[mod_spec.name] = module
+    mod_spec.loader.exec_module(module)
+    params = inspect.signature(module.train).parameters
+    for needed in ("max_steps", "checkpoint_dir", "log", "state"):
+        assert needed in params, f"the generated train() has no {needed!r} parameter: {list(params)}"
+    return module
+
+
+def bench_train_cpu(quick: bool) -> dict:
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    steps, warmup, reps = (10, 2, 3) if quick else (30, 3, 4)
+    device = torch.device("cpu")
+    noop = lambda *a, **k: None  # noqa: E731
+
+    # -- specc: the generated script's own build_all() and train()
+    tmp = tempfile.TemporaryDirectory(prefix="specc-bench-")
+    gen = _load_generated(tmp.name)
+    g_model, g_loss, g_opt, g_sched, g_train, _g_val = gen.build_all()
+    g_model.to(device)
+    assert steps < len(g_train), "max_steps must stay inside one epoch"
+
+    def specc_run(n: int) -> None:
+        gen.train(g_model, g_loss, g_opt, g_sched, g_train, None, device,
+                  epochs=1, state=None, max_steps=n, checkpoint_dir=None, log=noop)
+
+    # -- hand-written: the tutorial's loop
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
+    train_set = datasets.MNIST(root="data", train=True, download=True, transform=transform)
+    loader = DataLoader(train_set, batch_size=64, shuffle=True)
+    torch.manual_seed(0)
+    model = hand_cnn().to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.Adam(model.parameters(), lr=1e-3)
+
+    def hand_run(n: int) -> None:
+        model.train()
+        running_loss = 0.0
+        for i, (images, labels) in enumerate(loader):
+            images, labels = images.to(device), labels.to(device)
+            outputs = model(images)
+            loss = criterion(outputs, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            if i + 1 >= n:
+                break
+
+    batch = 64
+    hand_run(warmup), specc_run(warmup)
+    b, s = interleave(lambda: steps * batch / timed(lambda: hand_run(steps)),
+                      lambda: steps * batch / timed(lambda: specc_run(steps)), reps)
+    tmp.cleanup()
+    return row("train_cpu", "img/s", True, 0.97, b, s,
+               f"{steps} steps x batch {batch} after {warmup} warm-up steps, {THREADS} threads; "
+               "generated script's train() vs the tutorial's loop")
+
+
+BENCHMARKS = OrderedDict(
+    build_cnn=bench_build_cnn,
+    build_400=bench_build_400,
+    validate=bench_validate,
+    train_cpu=bench_train_cpu,
+)
+
+
+# -----------------------------------------------------------------------------
+# output
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "img/s":
+        return f"{value:,.1f} img/s"
+    if unit == "s":
+        return f"{value:.3f} s"
+    return f"{value:.2f} {unit}"
+
+
+def table(rows: list[dict]) -> str:
+    header = ["benchmark", "baseline", "specc", "ratio", "target", "ok"]
+    body = [[r["name"], _fmt(r["baseline"], r["unit"]), _fmt(r["specc"], r["unit"]), f"{r['ratio']:.3f}",
+             f"{r['target_op']} {r['target']:.2f}", "yes" if r["ok"] else "NO"] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    fmt = lambda line: "| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(header), sep, *(fmt(line) for line in body)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (a smoke run)")
+    parser.add_argument("--only", metavar="NAME", choices=list(BENCHMARKS), help="run one benchmark")
+    args = parser.parse_args(argv)
+
+    os.chdir(ROOT)  # the specs and the MNIST root `data` are relative to the repository
+    torch.set_num_threads(THREADS)
+    names = [args.only] if args.only else list(BENCHMARKS)
+    rows, started = [], time.perf_counter()
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        result = BENCHMARKS[name](args.quick)
+        result["quick"] = args.quick
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(result)
+        print(f"  {name}: ratio {result['ratio']:.3f} ({result['seconds']} s)", file=sys.stderr, flush=True)
+
+    print(table(rows))
+    print(f"total {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+    meta = {
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": THREADS,
+        "quick": args.quick,
+    }
+    previous = {}
+    if args.only and RESULTS_JSON.exists():
+        try:
+            previous = {r["name"]: r for r in json.loads(RESULTS_JSON.read_text())["results"]}
+        except (ValueError, KeyError):
+            previous = {}
+    merged = {**previous, **{r["name"]: r for r in rows}}
+    ordered = [merged[n] for n in BENCHMARKS if n in merged]
+    RESULTS_JSON.write_text(json.dumps({"meta": meta, "results": ordered}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {RESULTS_JSON.relative_to(ROOT)}", file=sys.stderr)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Backend 1, training half: TrainingIR -> live loss, optimizer, scheduler and data loaders.
+
+Built in the generated script's order (seed, model, datasets, loaders, loss, optimizer,
+scheduler) so that both draw the same random numbers and produce the same objects.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import runtime
+from .build import build_module
+from .lower_data import CallIR, DataIR
+from .spec import Spec
+
+
+@dataclass
+class Training:
+    """What a hand-written training loop needs."""
+
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+
+    def __iter__(self):  # model, loss_fn, optimizer, scheduler, train_loader, val_loader = training
+        return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
+
+
+def build_training(spec: Spec) -> Training:
+    training = spec._training
+    if training is None:
+        from .errors import SpecError
+
+        raise SpecError([spec.source.problem((), "this spec has no training sections",
+                                             "add data, loss, optimizer and train (docs/spec-language.md §4-6)")])
+    torch.manual_seed(spec.seed)
+    random.seed(spec.seed)
+    model = build_module(spec._ir)
+    train_set, val_set = build_datasets(training.data, spec.seed)
+    data = training.data.spec
+    train_loader, val_loader = runtime.make_loaders(
+        train_set, val_set, training.train.mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
+    )
+    loss_fn = _construct(training.loss)
+    optimizer = _construct(training.optimizer, model.parameters())
+    scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
+    return Training(model, loss_fn, optimizer, scheduler, train_loader, val_loader)
+
+
+def _construct(call: CallIR, *first: Any) -> Any:
+    args, kwargs = call.values()
+    return call.entry.resolve()(*first, *args, **kwargs)
+
+
+def _compose(calls: list[CallIR]):
+    if not calls:
+        return None
+    from torchvision import transforms
+
+    return transforms.Compose([_construct(c) for c in calls])
+
+
+def build_datasets(data: DataIR, seed: int):
+    """(training set, validation set or None), exactly as the generated ``build_datasets``."""
+    ds = data.dataset
+    val_split = data.spec.val_split
+    if ds.name == "Synthetic":
+        values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
+        train_set = runtime.synthetic_dataset(**values, seed=seed)
+        if val_split:
+            train_idx, val_idx = runtime.split_indices(len(train_set), val_split, seed)
+            return torch.utils.data.Subset(train_set, train_idx), torch.utils.data.Subset(train_set, val_idx)
+        return train_set, None
+    if ds.name == "CSV":
+        return _csv_datasets(data, seed)
+    train_tf = _compose(data.transforms)
+    eval_tf = _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
+    args, kwargs = ds.values()
+    cls = ds.entry.resolve()
+    split = {"train": True} if data.has_test_split else {}
+    if val_split:
+        train_set = cls(*args, **kwargs, **split, transform=train_tf)
+        val_source = cls(*args, **kwargs, **split, transform=eval_tf)
+        train_idx, val_idx = runtime.split_indices(len(train_set), val_split, seed)
+        return torch.utils.data.Subset(train_set, train_idx), torch.utils.data.Subset(val_source, val_idx)
+    if data.has_test_split:
+        return cls(*args, **kwargs, train=True, transform=train_tf), cls(*args, **kwargs, train=False, transform=eval_tf)
+    return cls(*args, **kwargs, transform=train_tf), None
+
+
+def _csv_datasets(data: DataIR, seed: int):
+    ds = data.dataset
+    features = ds.value("features")
+    x, y = runtime.read_csv(ds.value("path"), ds.value("target"), features)
+    x_val = y_val = None
+    if ds.value("test_path") is not None:
+        x_val, y_val = runtime.read_csv(ds.value("test_path"), ds.value("target"), features)
+    elif data.spec.val_split:
+        train_idx, val_idx = runtime.split_indices(len(x), data.spec.val_split, seed)
+        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    method = data.spec.normalize
+    if method:
+        shift, scale = runtime.fit_normalizer(x, method)
+        x = runtime.apply_normalizer(x, method, shift, scale)
+        if x_val is not None:
+            x_val = runtime.apply_normalizer(x_val, method, shift, scale)
+    train_set = torch.utils.data.TensorDataset(x, y)
+    return train_set, (torch.utils.data.TensorDataset(x_val, y_val) if x_val is not None else None)
