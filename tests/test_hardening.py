@@ -1,0 +1,165 @@
+"""Hostile specs: injection into generated code, fuzzed bytes, checkpoints that are cut or altered."""
+
+import ast
+import os
+import time
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import compiler
+from compiler import runtime
+
+HOSTILE = [
+    'a"b',
+    "a'b",
+    '"""; import os; os.system("x"); """',
+    "'''",
+    "back\\slash\\",
+    "new\nline",
+    "\u2028line separator",
+    "nul\x00byte",
+    "bidi \u202eevil\u202c",
+    "{{ jinja }}",
+    "{% raw %}",
+    "$$dollar",
+    "#comment",
+    "\\N{BULLET}",
+]
+
+BASE = """
+name: hostile
+description: {description}
+vars: {{text: {text}}}
+input: [1, 28, 28]
+model:
+  - Flatten
+  - Linear: {{out_features: 10}}
+data:
+  dataset: {{MNIST: {{root: {root}}}}}
+  transforms: [ToTensor]
+loss: CrossEntropyLoss
+optimizer: {{SGD: {{lr: 0.1}}}}
+train: {{epochs: 1, checkpoint: {{dir: {root}}}}}
+"""
+
+
+def _yaml_str(text):
+    return '"' + text.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_strings_render_as_exact_literals(text):
+    yaml_text = BASE.format(description=_yaml_str(text), text=_yaml_str(text), root=_yaml_str(text))
+    try:
+        spec = compiler.parse_spec(yaml_text, "hostile.yaml")
+    except compiler.SpecError as err:  # a rejection must be located
+        assert all(p.line > 0 for p in err.problems)
+        return
+    script = compiler.render_script(spec)
+    tree = ast.parse(script)
+    imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imports |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert imports <= {"argparse", "hashlib", "io", "json", "os", "random", "sys", "tempfile", "time", "torch",
+                       "torch.utils.data", "torchvision", "collections"}
+    constants = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    expected = text.replace("$$", "$")
+    assert expected in constants  # the value round-trips exactly through the script
+    # top level: only imports, assignments, defs and the main guard: nothing executes on import
+    for node in tree.body:
+        assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef, ast.If, ast.Expr))
+    docstring = ast.get_docstring(tree)
+    assert "import os" not in docstring.split("\n")[0] or '"""' not in docstring
+
+
+@pytest.mark.parametrize("name", ["__import__", "class", "os.system", "a b", "1abc", "ＡＢ"])
+def test_names_must_be_safe_identifiers(name):
+    text = f"name: ok\ninput: [4]\nmodel:\n  {name}: ReLU\n  other: ReLU\n"
+    if name == "ＡＢ":  # NFKC-folds to "AB": legal, but two names folding together are refused
+        text = "name: ok\ninput: [4]\nmodel:\n  ＡＢ: ReLU\n  AB: ReLU\n"
+    with pytest.raises(compiler.SpecError):
+        compiler.parse_spec(text)
+
+
+def test_spec_strings_never_import_code():
+    for text in ("model: [{os.system: [ls]}]", "model: [{'torch.nn.Linear': [1, 2]}]", "model: [!!python/object:os.system ls]"):
+        with pytest.raises(compiler.SpecError):
+            compiler.parse_spec("name: x\ninput: [1]\n" + text)
+
+
+VALID = (
+    "name: fuzz\nvars: {h: 8}\ninput: [4]\nmodel:\n  body:\n    - Linear: {out_features: $h}\n    - ReLU\n"
+    "    - repeat: 2\n      body: [{Linear: [$h, $h]}, Tanh]\n  head: {Linear: {out_features: 2}}\n"
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzzed_specs_raise_only_spec_errors(data):
+    """Mutated bytes of a valid spec: load -> validate -> lower -> build -> render; only SpecError escapes."""
+    raw = bytearray(VALID.encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "insert", "delete", "dup"]))
+        pos = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+        if op == "flip" and raw:
+            raw[pos] = data.draw(st.sampled_from(b"[]{}:-,$*'\"!&0123456789 \n\tabcXYZ#"))
+        elif op == "insert":
+            raw[pos:pos] = data.draw(st.sampled_from([b"[", b"{", b"&a ", b"*a", b"!!str ", b"2**", b"$h", b": ", b"\n  -"]))
+        elif op == "delete" and raw:
+            del raw[pos]
+        else:
+            raw[pos:pos] = raw[max(0, pos - 10) : pos]
+    text = raw.decode("utf-8", "replace")
+    started = time.perf_counter()
+    try:
+        spec = compiler.parse_spec(text, "fuzz.yaml")
+        compiler.build_model(spec)
+        compiler.render_script(spec)
+    except compiler.SpecError as err:
+        assert str(err).startswith("fuzz.yaml:")
+    assert time.perf_counter() - started < 5
+
+
+def test_checkpoint_roundtrip_and_detects_truncation_and_tampering(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    runtime.save_checkpoint(str(path), {"w": torch.arange(10.0), "epoch": 3})
+    assert runtime.load_checkpoint(str(path))["epoch"] == 3
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-7])
+    with pytest.raises(ValueError, match="checksum"):
+        runtime.load_checkpoint(str(path))
+    altered = bytearray(blob)
+    altered[-20] ^= 0xFF
+    path.write_bytes(bytes(altered))
+    with pytest.raises(ValueError, match="checksum"):
+        runtime.load_checkpoint(str(path))
+
+
+def test_checkpoint_refuses_pickled_code(tmp_path):
+    import hashlib
+    import io
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    buffer = io.BytesIO()
+    torch.save({"x": Evil()}, buffer, pickle_module=pickle)
+    payload = buffer.getvalue()
+    path = tmp_path / "evil.pt"
+    path.write_bytes(b"specc-checkpoint-v1\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        runtime.load_checkpoint(str(path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_checkpoint_to_read_only_folder_raises(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(OSError):
+            runtime.save_checkpoint(str(tmp_path / "c.pt"), {"a": 1})
+    finally:
+        tmp_path.chmod(0o700)
