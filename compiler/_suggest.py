@@ -5,9 +5,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+# Names people write from other libraries or from memory, and the torch name they mean.
+SYNONYMS = {"learning_rate": "lr", "lr_rate": "lr", "dropout": "p", "drop_prob": "p", "kernel": "kernel_size"}
+
 
 def closest(name: str, choices: Iterable[str]) -> str | None:
     choices = list(choices)
+    if SYNONYMS.get(name) in choices:  # `learning_rate` for `lr`: too far apart for difflib
+        return SYNONYMS[name]
     lowered = {c.lower(): c for c in choices}
     if name.lower() in lowered:  # a case slip: `relu` for `ReLU`
         return lowered[name.lower()]

@@ -148,11 +148,14 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
             text,
         ) from None
     except yaml.YAMLError as err:
-        raise SpecError([Problem(filename, 1, 1, f"YAML error: {' '.join(str(err).split())}")], text) from None
+        message = f"YAML error: {' '.join(str(err).split())}"
+        raise SpecError([Problem(filename, 1, 1, message, fix="correct the YAML")], text) from None
     if root is None:
         raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
     _Converter(source).check_graph(root)
     data = _Converter(source).convert(root, ())
+    if data is None:  # `---` or `~` alone
+        raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
     return data, source
 
 
@@ -185,12 +188,13 @@ def load_file(path: str | Path) -> tuple[Any, Source]:
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
-            raise SpecError([Problem(name, 1, 1, f"the spec is larger than {MAX_BYTES // 1024} KiB")])
+            fix = "split it or remove data from it"
+            raise SpecError([Problem(name, 1, 1, f"the spec is larger than {MAX_BYTES // 1024} KiB", fix=fix)])
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SpecError([Problem(name, 0, 0, "no such file", fix="check the path")]) from None
     except IsADirectoryError:
-        raise SpecError([Problem(name, 0, 0, "is a directory, not a spec file")]) from None
+        raise SpecError([Problem(name, 0, 0, "is a directory, not a spec file", fix="name a .yaml file")]) from None
     except OSError as err:
         raise SpecError([Problem(name, 0, 0, f"cannot read: {err.strerror}")]) from None
     try:
@@ -263,7 +267,9 @@ class _Converter:
                 if seen_aliases > MAX_ALIASES:
                     raise self._fail(node, f"more than {MAX_ALIASES} alias uses", "write the values out or use `vars`")
                 if sizes[key] < 0:
-                    raise self._fail(node, "an alias refers to its own ancestor (recursive structure)")
+                    raise self._fail(
+                        node, "an alias refers to its own ancestor (recursive structure)", "write the values out"
+                    )
                 return sizes[key]
             sizes[key] = -1
             total = 1
@@ -294,7 +300,8 @@ class _Converter:
             try:
                 return _SCALARS[node.tag](node.value)
             except ValueError:
-                raise self._fail(node, f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}") from None
+                kind = node.tag.rsplit(":", 1)[-1]
+                raise self._fail(node, f"{node.value!r} is not a valid {kind}", f"remove the `!!{kind}` tag") from None
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(child, path + (i,)) for i, child in enumerate(node.value)]
         result: dict[str, Any] = {}
@@ -305,7 +312,7 @@ class _Converter:
             ):
                 raise self._fail(key_node, "YAML merge keys (`<<`) are not supported", "write the keys out")
             if not isinstance(key_node, yaml.ScalarNode):
-                raise self._fail(key_node, "mapping keys must be plain strings")
+                raise self._fail(key_node, "mapping keys must be plain strings", "write the key as a plain name")
             key = self.convert(key_node, path + ("<key>",))
             if not isinstance(key, str):
                 key = str(key) if not isinstance(key, bool) and key is not None else key_node.value

@@ -182,7 +182,19 @@ class _Parser:
             if value is None:
                 form = "bare"
         else:
-            self.fail(path, f"expected a {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`)", "")
+            known = [k for k in raw if isinstance(k, str) and REGISTRY.get(kind, k)] if isinstance(raw, dict) else []
+            article = "an" if kind[0] in "aeiou" else "a"
+            if len(known) == 1:  # `Adam:` with `lr:` beside it instead of under it, or a stray key
+                others = [str(k) for k in raw if k != known[0]]
+                self.fail(
+                    path + (others[0],),
+                    f"unexpected key{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))} beside the "
+                    f"{kind} type {known[0]!r}: {article} {kind} mapping has one key, its type",
+                    f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`",
+                )
+                return None
+            self.fail(path, f"expected {article} {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`), got "
+                      f"{_describe(raw)}", f"e.g. `{kind}: {_EXAMPLES.get(kind, 'Name')}`")
             return None
         entry = REGISTRY.get(kind, type_name) if isinstance(type_name, str) else None
         if entry is None:
@@ -287,7 +299,7 @@ class _Parser:
 
     def block_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
         if not isinstance(name, str):
-            self.fail(path, f"a block name must be a string, got {_describe(name)}")
+            self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
         if name in ("repeat", "body"):
             self.fail(
@@ -317,7 +329,8 @@ class _Parser:
             return None
         count = raw["repeat"]
         if isinstance(count, bool) or not isinstance(count, int):
-            self.fail(path + ("repeat",), f"repeat count must be an integer, got {_describe(count)}")
+            self.fail(path + ("repeat",), f"repeat count must be an integer, got {_describe(count)}",
+                      "write a number, e.g. `repeat: 3` (or a $variable)")
             return None
         if not 1 <= count <= MAX_REPEAT:
             self.fail(path + ("repeat",), f"repeat count {count} is out of range", f"use 1 to {MAX_REPEAT}")
@@ -338,6 +351,10 @@ class _Parser:
             )
             return None
         return repeat
+
+
+_EXAMPLES = {"loss": "CrossEntropyLoss", "optimizer": "{Adam: {lr: 0.001}}", "scheduler": "{StepLR: {step_size: 1}}",
+             "dataset": "{MNIST: {root: data}}", "transform": "ToTensor", "layer": "ReLU"}
 
 
 def _is_repeat(raw: dict) -> bool:
@@ -520,7 +537,8 @@ def validate(data: Any, source: Source) -> Spec:
     """Validate loaded data against the schema; raise SpecError listing every problem."""
     parser = _Parser(source)
     if not isinstance(data, dict):
-        raise SpecError([source.problem((), f"a spec is a mapping of sections, got {_describe(data)}")], source.text)
+        fix = "write `name:`, `model:` and the other sections at the top level, without a leading `- `"
+        raise SpecError([source.problem((), f"a spec is a mapping of sections, got {_describe(data)}", fix)], source.text)
     data, symbols = _resolve_vars(data, source, parser)
     prepared = dict(data)
     if "model" in data:
@@ -580,7 +598,7 @@ def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list
             if parent_fields:
                 fix += f" (allowed: {', '.join(parent_fields)})"
         elif kind == "missing":
-            if loc == ("model",) and "model" in data:  # the model failed to parse: already reported
+            if _present(data, loc):  # given, but it failed to parse: already reported
                 continue
             message = f"missing required key {loc[-1]!r}"
             fix = f"add `{loc[-1]}:`"
@@ -600,6 +618,8 @@ def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list
             message = f"{item['msg'].rstrip('.')}, got {_describe(value)}"
             if isinstance(value, str) and kind in ("int_type", "float_type"):
                 fix = "write the number without quotes (or use $name for a variable)"
+            elif isinstance(value, float) and kind == "int_type":
+                fix = "write a whole number"
             elif kind == "bool_type":
                 fix = "write true or false (in YAML 1.2, yes/no/on/off are strings)"
             elif kind in ("list_type", "tuple_type") and not isinstance(value, (list, dict)):
@@ -612,6 +632,14 @@ def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list
                     fix = did_you_mean(str(value), choices, f"use one of: {', '.join(choices)}")
         problems.append(source.problem(loc, message, fix))
     return problems
+
+
+def _present(data: Any, loc: Path_) -> bool:
+    for part in loc:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return data is not None
 
 
 _BOUNDS = {
