@@ -127,7 +127,46 @@ def _call(lowerer: _Lowerer, call: Call, kind: str) -> CallIR | None:
     if bound is None:
         return None
     args, kwargs, _ = bound
-    return CallIR(entry, args, kwargs, call.yaml_path)
+    result = CallIR(entry, args, kwargs, call.yaml_path)
+    if kind in ("loss", "optimizer", "scheduler"):
+        _try_construct(lowerer, result, call)
+    return result
+
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _try_construct(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
+    """Let torch check the arguments now (a negative lr, an unknown reduction), not at step 1."""
+    import torch
+
+    args, kwargs = ir.values()
+    where = call.yaml_path + ((call.type,) if call.form != "bare" else ())
+    reduction = ir.value("reduction")
+    allowed = _REDUCTIONS + (("batchmean",) if ir.name == "KLDivLoss" else ())
+    if isinstance(reduction, str) and reduction not in allowed:
+        from ._suggest import did_you_mean
+
+        lowerer.fail(_arg_where(call, "reduction", where), f"{ir.name} reduction {reduction!r} is not one of {allowed}",
+                     did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"))
+        return
+    param = torch.nn.Parameter(torch.zeros(1))
+    try:
+        if ir.entry.kind == "optimizer":
+            ir.entry.resolve()([param], *args, **kwargs)
+        elif ir.entry.kind == "scheduler":
+            ir.entry.resolve()(torch.optim.SGD([param], lr=0.1), *args, **kwargs)
+        else:
+            ir.entry.resolve()(*args, **kwargs)
+    except Exception as err:  # torch's own argument checks, e.g. "Invalid learning rate: -0.01"
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        culprit = next((k for k, v in kwargs.items() if repr(v) in message or str(v) in message), None)
+        lowerer.fail(_arg_where(call, culprit, where) if culprit else where,
+                     f"torch refuses {ir.name}'s arguments: {message}", "check the value against the torch documentation")
+
+
+def _arg_where(call: Call, name: str, default: tuple) -> tuple:
+    return call.yaml_path + (call.type, name) if name in call.kwargs else default
 
 
 class _DataChecker:

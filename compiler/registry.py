@@ -77,9 +77,25 @@ class Entry:
 _SIGNATURES: dict[Entry, inspect.Signature] = {}
 
 
+def _recurrent_signature(entry: Entry) -> inspect.Signature:
+    """RNN/LSTM/GRU take ``(*args, **kwargs)`` and pass them to RNNBase: read its signature instead."""
+    import torch.nn as nn
+
+    params = [p for name, p in inspect.signature(nn.RNNBase.__init__).parameters.items() if name not in ("self", "mode")]
+    if entry.name != "LSTM":
+        params = [p for p in params if p.name != "proj_size"]
+    if entry.name == "RNN":  # RNN(input_size, hidden_size, num_layers, nonlinearity, bias, ...)
+        nonlinearity = inspect.Parameter("nonlinearity", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="tanh",
+                                         annotation=str)
+        params.insert(3, nonlinearity)
+    return inspect.Signature(params)
+
+
 def _signature(entry: Entry) -> inspect.Signature:
     if entry not in _SIGNATURES:
         sig = inspect.signature(entry.resolve())
+        if entry.name in ("RNN", "LSTM", "GRU") and entry.module == "torch.nn":
+            sig = _recurrent_signature(entry)
         supplied = {"optimizer": ("params",), "scheduler": ("optimizer",)}.get(entry.kind, ())
         params = [p for p in sig.parameters.values() if p.name not in ("self", *supplied)]
         _SIGNATURES[entry] = sig.replace(parameters=params)

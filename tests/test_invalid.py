@@ -201,13 +201,12 @@ def test_an_unknown_key_anywhere_is_an_error(spec: str) -> None:
         assert "zz_stray" in str(info.value), f"a stray key at {path} was not reported"
 
 
-# --------------------------------------------------------------------------- known bugs elsewhere
+# --------------------------------------------------------------------------- recurrent layers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lower.py: RNN/LSTM/GRU have (*args, **kwargs) signatures in torch 2.x, so every argument is refused",
-)
 def test_recurrent_layers_accept_torch_arguments() -> None:
     spec = compiler.parse_spec("name: rnn\ninput: [10, 8]\nmodel:\n  - LSTM: {hidden_size: 16, batch_first: true}\n")
-    assert spec.model.children
+    model = compiler.build_model(spec)
+    output, _ = model(__import__("torch").zeros(2, 10, 8))
+    assert tuple(output.shape) == (2, 10, 16)
+    assert spec._ir.output_shape == (10, 16)
