@@ -23,6 +23,7 @@ from .errors import Problem, SpecError
 from .ir import Arg, BlockIR, LayerIR, ModelIR
 from .load import Path_, dotted
 from .registry import REGISTRY, Entry
+from .shapes import ShapeError, output_shape
 from .spec import Block, Layer, Repeat, Spec
 
 MAX_LAYERS = 100_000
@@ -343,10 +344,15 @@ class _Lowerer:
         ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
         if ir.in_shape is None:
             return
-        hint = _shape_hint(ir)
-        if hint:
-            self.fail(where, *hint)
+        try:
+            out_shape = output_shape(ir.type, _full_arguments(ir), ir.in_shape)
+        except ShapeError as err:
+            self.fail(where, err.message, err.fix)
             return
+        if out_shape is not None:
+            ir.out_shape = tuple(out_shape)
+            return
+        # no arithmetic rule (a layer registered from Python): run it on the meta device
         x = torch.empty((_META_BATCH, *ir.in_shape), device="meta",
                         dtype=torch.long if dtype == "int64" else torch.float32)
         try:
@@ -460,46 +466,10 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def _shape_hint(ir: LayerIR) -> tuple[str, str] | None:
-    """Errors torch would raise, said the way a PyTorch user fixes them."""
-    shape = ir.in_shape
-    assert shape is not None
-    values = {**{p: a.value for p, a in zip(_param_names(ir.entry), ir.args)}, **{k: a.value for k, a in ir.kwargs.items()}}
-    if ir.type == "Linear" and ir.inferred is None:
-        want = values.get("in_features")
-        if isinstance(want, int) and shape[-1] != want:
-            flat = math.prod(shape)
-            if len(shape) > 1:
-                return (
-                    f"Linear expects {want} features but gets a {_shape(shape)} feature map",
-                    f"insert `Flatten` before it; the flattened size is {flat}"
-                    + ("" if flat == want else f" (then in_features should be {flat}, or leave it out to infer it)"),
-                )
-            return (f"Linear has in_features={want} but its input has {shape[-1]} features",
-                    f"write in_features: {shape[-1]}, or leave it out to infer it")
-    spatial = _spatial_dims(ir.type)
-    if ir.entry.infer in ("in_channels", "num_features", "num_channels"):
-        want = values.get(ir.entry.infer) if ir.inferred is None else None
-        if spatial is not None and len(shape) != spatial + 1:
-            return (
-                f"{ir.type} expects a ({_expected_layout(spatial)}) input, got {_shape(shape)}",
-                "remove a Flatten before it, or add an Unflatten" if len(shape) < spatial + 1 else "check the layers before it",
-            )
-        if isinstance(want, int) and shape[0] != want:
-            return (f"{ir.type} has {ir.entry.infer}={want} but its input {_shape(shape)} has {shape[0]} channels",
-                    f"write {ir.entry.infer}: {shape[0]}, or leave it out to infer it")
-    return None
-
-
-def _param_names(entry: Entry) -> list[str]:
-    return [p.name for p in _parameters(entry)]
-
-
-def _spatial_dims(type_name: str) -> int | None:
-    if type_name[-2:] in ("1d", "2d", "3d") and not type_name.startswith("BatchNorm"):
-        return int(type_name[-2])
-    return None
-
-
-def _expected_layout(spatial: int) -> str:
-    return "C, " + ", ".join({1: ["L"], 2: ["H", "W"], 3: ["D", "H", "W"]}[spatial])
+def _full_arguments(ir: LayerIR) -> dict[str, Any]:
+    """Every constructor argument by name, defaults filled in (what the shape rules read)."""
+    params = _parameters(ir.entry)
+    values = {p.name: p.default for p in params}
+    values.update({p.name: a.value for p, a in zip(params, ir.args)})
+    values.update({k: a.value for k, a in ir.kwargs.items()})
+    return values

@@ -145,6 +145,8 @@ def _channels_first(name: str, shape: Shape, nd: int) -> None:
     else:
         other = _sibling(name, len(shape) - 1)
         fix = f"use {other} for {_LAYOUTS[len(shape) - 1]} samples, or {_CHECK_INPUT}" if other else _CHECK_INPUT
+        if len(shape) < nd:
+            fix = f"remove a Flatten before it (or add an Unflatten); {fix}"
     raise ShapeError(message, fix)
 
 
