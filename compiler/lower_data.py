@@ -134,12 +134,12 @@ def _call(lowerer: _Lowerer, call: Call, kind: str) -> CallIR | None:
 
 
 _REDUCTIONS = ("none", "mean", "sum")
+_NON_NEGATIVE = {"lr", "eps", "momentum", "weight_decay", "lr_decay", "rho", "alpha", "dampening", "gamma",
+                 "initial_accumulator_value", "momentum_decay", "eta_min", "max_lr", "step_size", "T_max", "T_0"}
 
 
 def _try_construct(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
     """Let torch check the arguments now (a negative lr, an unknown reduction), not at step 1."""
-    import torch
-
     args, kwargs = ir.values()
     where = call.yaml_path + ((call.type,) if call.form != "bare" else ())
     reduction = ir.value("reduction")
@@ -150,14 +150,20 @@ def _try_construct(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
         lowerer.fail(_arg_where(call, "reduction", where), f"{ir.name} reduction {reduction!r} is not one of {allowed}",
                      did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"))
         return
-    param = torch.nn.Parameter(torch.zeros(1))
+    if ir.entry.kind != "loss":
+        # constructing an optimizer imports torch._dynamo (about a second): check the numbers torch checks
+        for name, value in kwargs.items():
+            values = value if isinstance(value, tuple) else (value,)
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if name in _NON_NEGATIVE and any(v < 0 for v in numbers):
+                lowerer.fail(_arg_where(call, name, where), f"{ir.name} {name} must not be negative, got {value!r}",
+                             f"use a value >= 0 for {name}")
+            if name == "betas" and any(not 0.0 <= v < 1.0 for v in numbers):
+                lowerer.fail(_arg_where(call, name, where), f"{ir.name} betas must be in [0, 1), got {value!r}",
+                             "e.g. betas: [0.9, 0.999]")
+        return
     try:
-        if ir.entry.kind == "optimizer":
-            ir.entry.resolve()([param], *args, **kwargs)
-        elif ir.entry.kind == "scheduler":
-            ir.entry.resolve()(torch.optim.SGD([param], lr=0.1), *args, **kwargs)
-        else:
-            ir.entry.resolve()(*args, **kwargs)
+        ir.entry.resolve()(*args, **kwargs)
     except Exception as err:  # torch's own argument checks, e.g. "Invalid learning rate: -0.01"
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         culprit = next((k for k, v in kwargs.items() if repr(v) in message or str(v) in message), None)
