@@ -252,12 +252,14 @@ def train(
             loss.backward()
             # update
             optimizer.step()
+            # log
             step += 1
-            running += loss.item()
+            loss_value = loss.item()
+            running += loss_value
             seen += 1
-            history.append({"step": step, "epoch": epoch + 1, "loss": loss.item()})
+            history.append({"step": step, "epoch": epoch + 1, "loss": loss_value})
             if progress is not None:
-                progress(epoch + 1, epochs, batch + 1, len(train_loader), history[-1]["loss"])
+                progress(epoch + 1, epochs, batch + 1, len(train_loader), loss_value)
             if step % LOG_EVERY == 0:
                 log(f"epoch {epoch + 1} step {step}: loss {running / seen:.6f}")
                 running, seen = 0.0, 0
