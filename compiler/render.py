@@ -264,7 +264,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "accuracy": "accuracy" in train.metrics,
         "uses_torchvision_datasets": data.dataset.entry.module == "torchvision.datasets",
         "uses_transforms": bool(data.transforms or data.eval_transforms),
-        "uses_subset": bool(data.spec.val_split) or data.dataset.name == "CSV",
+        "uses_subset": bool(data.spec.val_split) and data.dataset.name != "CSV",
         "uses_tensor_dataset": data.dataset.name in ("CSV", "Synthetic"),
         "uses_optim": training.optimizer.entry.module == "torch.optim" or training.scheduler is not None,
         "uses_csv_test": data.dataset.name == "CSV" and data.dataset.value("test_path") is not None,

@@ -80,7 +80,7 @@ def apply_normalizer(x, method, shift, scale):
 def split_indices(n, val_fraction, seed):
     """A seeded permutation of ``range(n)``, split into (train, validation) index lists."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     return order[n_val:], order[:n_val]
 
 
