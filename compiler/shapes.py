@@ -46,7 +46,10 @@ def output_shape(type_name: str, arguments: dict[str, Any], in_shape: tuple[int,
     rule = _RULES.get(type_name)
     if rule is None:
         return None
-    return tuple(rule(type_name, arguments, tuple(in_shape)))
+    try:
+        return tuple(rule(type_name, arguments, tuple(in_shape)))
+    except (TypeError, ValueError, ArithmeticError, LookupError):
+        return None  # arguments of a kind the rule does not know (torch checks them): let the caller fall back
 
 
 def known_layers() -> frozenset[str]:
@@ -54,7 +57,7 @@ def known_layers() -> frozenset[str]:
     return frozenset(_RULES)
 
 
-def format_shape(shape: Shape) -> str:
+def format_shape(shape: tuple) -> str:
     """``(128, 14, 14)``; a one-axis shape keeps its comma, ``(10,)``, as in Python."""
     return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
 
@@ -109,7 +112,7 @@ def _batched_dim(name: str, arg: str, dim: Any, sample: Shape) -> int:
     if not -n <= dim < n:
         raise ShapeError(
             f"{name}'s {arg}={dim} is out of range: its input is a batch of {_fmt(sample)} samples, a {n}-D "
-            f"tensor (N, {', '.join(str(s) for s in sample)}), so {arg} must be in [{-n}, {n - 1}]",
+            f"tensor {_fmt(('N', *sample))}, so {arg} must be in [{-n}, {n - 1}]",
             f"dims count the batch: dim 1 is the first axis of a sample, dim -1 the last; "
             f"pick a dim in [{-n}, {n - 1}]",
         )
@@ -155,13 +158,13 @@ def _nonempty(name: str, shape: Shape) -> None:
         raise ShapeError(f"{name} cannot take an input with an empty axis: {_fmt(shape)}", _CHECK_INPUT)
 
 
-def _channels(name: str, shape: Shape, arg: str, expected: int, what: str = "channels") -> None:
+def _channels(name: str, shape: Shape, arg: str, expected: int, fix: str = "") -> None:
     got = shape[0] if shape else 1
     if got != expected:
         raise ShapeError(
-            f"{name} was built for {expected} input {what} ({arg}={expected}), but its input {_fmt(shape)} "
-            f"has {got} {what} (dim 0 of a sample)",
-            f"leave `{arg}` out so it is inferred from the input, or set `{arg}: {got}`",
+            f"{name} was built for {expected} input channels ({arg}={expected}), but its input {_fmt(shape)} "
+            + (f"has {got} channels (dim 0 of a sample)" if shape else "has no channel axis"),
+            fix or f"leave `{arg}` out so it is inferred from the input, or set `{arg}: {got}`",
         )
 
 
@@ -348,7 +351,10 @@ def _pool(nd: int, kind: str) -> Rule:
                                  "give `kernel_size:` one int")
         kernel = _pool_ints(name, "kernel_size", raw_kernel, nd)
         raw_stride = _get(a, "stride")
-        stride = kernel if raw_stride is None or raw_stride == () else _pool_ints(name, "stride", raw_stride, nd)
+        if raw_stride is None or (isinstance(raw_stride, (tuple, list)) and not raw_stride):
+            stride = kernel  # the module's default, and ATen's for an empty stride
+        else:
+            stride = _pool_ints(name, "stride", raw_stride, nd)
         pad = (0,) * nd if kind == "lp" else _pool_ints(name, "padding", _get(a, "padding", 0), nd)
         dilation = _pool_ints(name, "dilation", _get(a, "dilation", 1), nd) if kind == "max" else (1,) * nd
         ceil = bool(_get(a, "ceil_mode", False))
@@ -371,7 +377,8 @@ def _pool(nd: int, kind: str) -> Rule:
                 f"use a kernel_size of at most {_fmt(shape[1:])}, or {_CHECK_INPUT}",
             )
         if kind == "avg" and _get(a, "divisor_override") == 0:
-            raise ShapeError(f"{name}'s divisor_override must not be zero", "remove `divisor_override:` or give it >= 1")
+            raise ShapeError(f"{name}'s divisor_override must not be zero",
+                             "remove `divisor_override:` or give it >= 1")
         _nonempty(name, shape)
         sizes = tuple(_pool_len(*args, ceil) for args in zip(shape[1:], kernel, pad, stride, dilation))
         if any(o < 1 for o in sizes):
@@ -465,7 +472,8 @@ def _layer_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     raw = _required(name, a, "normalized_shape")
     norm = (raw,) if _is_int(raw) else tuple(raw)
     if len(norm) > len(shape) or tuple(shape[len(shape) - len(norm):]) != norm:
-        trailing = "the whole sample and the batch" if len(norm) > len(shape) else f"the last {len(norm)} axes"
+        trailing = ("the whole sample and the batch" if len(norm) > len(shape) else
+                    "the last axis" if len(norm) == 1 else f"the last {len(norm)} axes")
         tail = shape[len(shape) - len(norm):] if len(norm) <= len(shape) else shape
         raise ShapeError(
             f"{name} was built with normalized_shape={list(norm)}, which must equal {trailing} of each sample, but "
@@ -605,7 +613,9 @@ def _dropout1d(name: str, a: dict[str, Any], shape: Shape) -> Shape:
 def _prelu(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     n = _get(a, "num_parameters", 1)
     if n != 1:
-        _channels(name, shape, "num_parameters", n)
+        _channels(name, shape, "num_parameters", n,
+                  f"set `num_parameters: {shape[0]}` (one per channel) or 1 (shared)" if shape else
+                  "set `num_parameters: 1`")
     return shape
 
 
@@ -708,8 +718,11 @@ def _upsample(name: str, a: dict[str, Any], shape: Shape) -> Shape:
                          f"not {mode!r}", "remove `align_corners:`")
     if not 2 <= len(shape) <= 4 or len(shape) - 1 not in _UPSAMPLE_MODES[mode]:
         layouts = " or ".join(_LAYOUTS[n] for n in _UPSAMPLE_MODES[mode])
+        fits = {1: "linear", 2: "bilinear", 3: "trilinear"}.get(len(shape) - 1)
+        fix = f"use mode {fits!r} (or 'nearest') for {_LAYOUTS[len(shape) - 1]} samples" if fits and (
+            name == "Upsample") else _CHECK_INPUT
         raise ShapeError(f"{name} in mode {mode!r} expects each sample to be {layouts}, but its input is "
-                         f"{_fmt(shape)}", _CHECK_INPUT)
+                         f"{_fmt(shape)}", fix)
     if size is not None and scale is not None:
         raise ShapeError(f"{name} takes either size or scale_factor, not both", "remove one of them")
     if size is None and scale is None:
@@ -784,10 +797,11 @@ def _pad(nd: int, mode: str) -> Rule:
         batched = len(shape) + 1
         if mode == "constant":
             if axes > len(shape):
+                other = _sibling(name, len(shape))
                 raise ShapeError(
                     f"{name} pads the last {axes} axes, but each sample {_fmt(shape)} has only {len(shape)}, so it "
                     f"would pad the batch dimension",
-                    f"use a padding layer for {len(shape)} axes, or {_CHECK_INPUT}",
+                    f"use {other}, or {_CHECK_INPUT}" if other else _CHECK_INPUT,
                 )
         else:
             fits = 1 <= axes <= 3 and batched in (axes + 1, axes + 2)
