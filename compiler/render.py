@@ -207,7 +207,7 @@ def _node_lines(node: BlockIR | LayerIR, depth: int) -> list[str]:
 # --------------------------------------------------------------------------- training
 
 
-_RUNTIME_ALWAYS = ("make_loaders", "save_checkpoint", "load_checkpoint", "show_progress", "pick_device")
+_RUNTIME_ALWAYS = ("make_loaders", "training_state", "restore_rng", "save_checkpoint", "load_checkpoint", "show_progress", "pick_device")
 
 
 def _training_context(spec: Spec, training: TrainingIR) -> dict:
@@ -240,6 +240,8 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         ("DEVICE", literal(train.device), "auto | cpu | cuda | cuda:N | mps"),
         ("CHECKPOINT_DIR", literal(train.checkpoint.dir if train.checkpoint else f"runs/{spec.name}"), ""),
         ("CHECKPOINT_EVERY", literal(train.checkpoint.every) if train.checkpoint else "EPOCHS", "epochs between checkpoints"),
+        ("CHECKPOINT_EVERY_STEPS", literal(train.checkpoint.every_steps if train.checkpoint else None),
+         "also every N updates, mid-epoch (None: off)"),
     ]
     if data.spec.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.spec.val_split), "held-out fraction"))

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import random
 import sys
 import tempfile
 
@@ -99,6 +100,30 @@ def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, see
     if val_set is not None:
         val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), num_workers=num_workers)
     return train_loader, val_loader
+
+
+def training_state(model, optimizer, scheduler, epoch, batch, step, history, loader_rng):
+    """Everything needed to continue a run exactly: weights, optimizer, schedule, position, RNG states."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,  # the epoch to continue in (0-based)
+        "batch": batch,  # batches of that epoch already trained on
+        "step": step,
+        "history": history,
+        "loader_rng": loader_rng,  # the shuffle generator at the start of that epoch
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python_rng": random.getstate(),
+    }
+
+
+def restore_rng(state):
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
 
 
 def save_checkpoint(path, state):

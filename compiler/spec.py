@@ -69,7 +69,8 @@ Node = Annotated[Union[Layer, Block, Repeat], Field(discriminator="kind")]
 
 class Checkpoint(_Strict):
     dir: str
-    every: int = Field(1, ge=1)
+    every: int = Field(1, ge=1)  # epochs
+    every_steps: int | None = Field(None, ge=1)  # also mid-epoch, every N updates
 
 
 class DataSpec(_Strict):

@@ -42,6 +42,7 @@ LOG_EVERY = 1000  # steps between loss lines
 DEVICE = "cpu"  # auto | cpu | cuda | cuda:N | mps
 CHECKPOINT_DIR = "runs/mlp_gd"
 CHECKPOINT_EVERY = EPOCHS  # epochs between checkpoints
+CHECKPOINT_EVERY_STEPS = None  # also every N updates, mid-epoch (None: off)
 
 # -----------------------------------------------------------------------------
 # model
@@ -139,6 +140,30 @@ def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, see
     if val_set is not None:
         val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), num_workers=num_workers)
     return train_loader, val_loader
+
+
+def training_state(model, optimizer, scheduler, epoch, batch, step, history, loader_rng):
+    """Everything needed to continue a run exactly: weights, optimizer, schedule, position, RNG states."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": epoch,  # the epoch to continue in (0-based)
+        "batch": batch,  # batches of that epoch already trained on
+        "step": step,
+        "history": history,
+        "loader_rng": loader_rng,  # the shuffle generator at the start of that epoch
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python_rng": random.getstate(),
+    }
+
+
+def restore_rng(state):
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
 
 
 def save_checkpoint(path, state):
@@ -239,22 +264,23 @@ def train(
     log=print,
     progress=None,
 ):
-    """The training loop. ``state`` (from a checkpoint) resumes exactly where a run stopped."""
+    """The training loop. ``state`` (from a checkpoint) continues a run exactly where it stopped."""
     state = state or {"epoch": 0, "batch": 0, "step": 0, "history": []}
-    history = state["history"]
-    step = state["step"]
+    history, step = state["history"], state["step"]
+    checkpoint = os.path.join(checkpoint_dir, "checkpoint.pt") if checkpoint_dir else None
+    generator = train_loader.generator
     model.train()
     for epoch in range(state["epoch"], epochs):
-        # resuming mid-epoch: replay this epoch's shuffle from its saved start, skip what was done
-        if state.get("loader_rng") is not None and epoch == state["epoch"]:
-            train_loader.generator.set_state(state["loader_rng"])
-        loader_rng = train_loader.generator.get_state() if train_loader.generator is not None else None
-        skip = state["batch"] if epoch == state["epoch"] else 0
+        resuming = epoch == state["epoch"] and "torch_rng" in state
+        if resuming:
+            generator.set_state(state["loader_rng"])  # this epoch's shuffle, exactly as it was
+        loader_rng = generator.get_state()
         batches = iter(train_loader)
-        for _ in range(skip):
+        skip = state["batch"] if resuming else 0
+        for _ in range(skip):  # the batches this epoch had already trained on
             next(batches)
-        if skip and state.get("torch_rng") is not None:
-            torch.set_rng_state(state["torch_rng"])
+        if resuming:
+            restore_rng(state)  # dropout and augmentation continue where they stopped
         running, seen = 0.0, 0
         for batch, (x, y) in enumerate(batches, start=skip):
             x, y = x.to(device), y.to(device)
@@ -277,15 +303,15 @@ def train(
             if step % LOG_EVERY == 0:
                 log(f"epoch {epoch + 1} step {step}: loss {running / seen:.6f}")
                 running, seen = 0.0, 0
-            if max_steps is not None and step >= max_steps:
-                return history, {
-                    "epoch": epoch,
-                    "batch": batch + 1,
-                    "step": step,
-                    "history": history,
-                    "loader_rng": loader_rng,
-                    "torch_rng": torch.get_rng_state(),
-                }
+            # checkpoint mid-epoch (and where a run is stopped early)
+            stop = max_steps is not None and step >= max_steps
+            if checkpoint and (stop or (CHECKPOINT_EVERY_STEPS and step % CHECKPOINT_EVERY_STEPS == 0)):
+                save_checkpoint(
+                    checkpoint,
+                    training_state(model, optimizer, scheduler, epoch, batch + 1, step, history, loader_rng),
+                )
+            if stop:
+                return history, training_state(model, optimizer, scheduler, epoch, batch + 1, step, history, loader_rng)
         # validate
         record = {"epoch": epoch + 1, "step": step}
         if val_loader is not None:
@@ -295,21 +321,11 @@ def train(
         history.append(record)
         if scheduler is not None:
             scheduler.step()
-        # checkpoint
-        if checkpoint_dir and ((epoch + 1) % CHECKPOINT_EVERY == 0 or epoch + 1 == epochs):
+        # checkpoint at the epoch's end: the next epoch starts from here
+        if checkpoint and ((epoch + 1) % CHECKPOINT_EVERY == 0 or epoch + 1 == epochs):
             save_checkpoint(
-                os.path.join(checkpoint_dir, "checkpoint.pt"),
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "epoch": epoch + 1,
-                    "batch": 0,
-                    "step": step,
-                    "history": history,
-                    "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate(),
-                },
+                checkpoint,
+                training_state(model, optimizer, scheduler, epoch + 1, 0, step, history, generator.get_state()),
             )
     return history, None
 
@@ -333,8 +349,6 @@ def main(argv=None):
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-        random.setstate(state["python_rng"])
-        torch.set_rng_state(state["torch_rng"])
         print(f"resumed from {args.resume} at epoch {state['epoch']}, step {state['step']}")
     print(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device}")
     started = time.perf_counter()
