@@ -53,11 +53,11 @@ def build_model(spec: Spec | str | Path) -> nn.Sequential:
     return build_module(_as_spec(spec)._ir)
 
 
-def build_training(spec: Spec | str | Path) -> Any:
-    """Seed with ``spec.seed``, then build model, loss, optimizer, scheduler and loaders."""
+def build_training(spec: Spec | str | Path, device: Any = None) -> Any:
+    """Seed with ``spec.seed``, then build model, loss, optimizer, scheduler and loaders on ``device``."""
     from .training import build_training as _build
 
-    return _build(_as_spec(spec))
+    return _build(_as_spec(spec), device)
 
 
 def render_script(spec: Spec | str | Path) -> str:

@@ -98,7 +98,7 @@ def compare(spec: Spec, steps: int = 3) -> list[Check]:
                       same_eval and _outputs_equal(out_a, out_b), f"input {tuple(x.shape)}"))
         if spec._training is None:
             return checks
-        a = build_training(spec)
+        a = build_training(spec, "cpu")
         b = script.build_all()
         same = all(_same_type(p, q) and _hyper(p) == _hyper(q) for p, q in zip((a.loss_fn, a.optimizer, a.scheduler), b[1:4]))
         names = ", ".join(type(o).__name__ for o in (a.loss_fn, a.optimizer, a.scheduler) if o is not None)
@@ -139,7 +139,7 @@ def _training_steps(spec: Spec, script: Any, steps: int) -> Check:
                                   log=lambda *a: None)
         return [r["loss"] for r in history if "loss" in r], objects[0]
 
-    losses_a, model_a = run(tuple(build_training(spec)))  # each builder seeds itself first
+    losses_a, model_a = run(tuple(build_training(spec, "cpu")))  # each builder seeds itself first
     losses_b, model_b = run(script.build_all())
     ok, detail = _states_equal(model_a, model_b)
     same_losses = losses_a == losses_b

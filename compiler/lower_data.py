@@ -66,12 +66,31 @@ class DataIR:
 
 
 @dataclass
+class SpeedIR:
+    """The speed options with `speed:` applied; `auto` values are resolved by the device at run time."""
+
+    precision: str = "fp32"
+    channels_last: bool | str = False
+    data_on_device: bool | str = False
+    flips: list = field(default_factory=list)  # (axis, probability) of the random flips
+    compile: bool | str = False
+    cuda_graph: bool | str = False
+
+    @property
+    def fast(self) -> bool:
+        """Whether any option leaves the tutorial's way (the script then has the fast loop)."""
+        return (self.precision, self.channels_last, self.data_on_device, self.compile, self.cuda_graph) != (
+            "fp32", False, False, False, False)
+
+
+@dataclass
 class TrainingIR:
     data: DataIR
     loss: CallIR
     optimizer: CallIR
     scheduler: CallIR | None
     train: TrainSpec
+    speed: SpeedIR = field(default_factory=SpeedIR)
     warnings: list = field(default_factory=list)
 
 
@@ -107,9 +126,50 @@ def lower_training(spec: Spec) -> TrainingIR | None:
     if spec.train.mode == "online" and spec.train.epochs != 1:
         lowerer.fail(("train", "epochs"), "online learning makes one pass and uses each sample once",
                      "set `epochs: 1`, or use `mode: minibatch`")
+    speed = _speed(lowerer, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
     _raise(lowerer, spec)
     assert data and loss and optimizer
-    return TrainingIR(data, loss, optimizer, scheduler, spec.train)
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed)
+
+
+_FLIP_AXES = {"RandomHorizontalFlip": -1, "RandomVerticalFlip": -2}
+_GRAPH_OPTIMIZERS = {"SGD", "Adam", "AdamW"}
+
+
+def _speed(lowerer: _Lowerer, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
+    """Apply `speed:`, check the options against each other and the data, and settle what `auto` may do."""
+    speed = SpeedIR(*(train.option(n) for n in ("precision", "channels_last", "data_on_device")), [],
+                    True if train.option("compile") is True else train.option("compile"), train.option("cuda_graph"))
+    if speed.compile is True:
+        speed.compile = "default"
+    randoms = [t for t in data.transforms if t.entry.random]
+    if speed.data_on_device:
+        others = [t.name for t in randoms if t.name not in _FLIP_AXES]
+        if others and speed.data_on_device is True:
+            lowerer.fail(("train", "data_on_device"), f"data_on_device applies random flips on the device, "
+                         f"but not {', '.join(others)}", "remove those transforms, or set `data_on_device: false`")
+        elif others:
+            speed.data_on_device = False  # auto: keep the per-sample pipeline
+        speed.flips = [(_FLIP_AXES[t.name], float(t.value("p", 0.5))) for t in randoms if t.name in _FLIP_AXES]
+    reasons = []
+    if speed.compile:
+        reasons.append("`compile` (its reduce-overhead mode already uses CUDA graphs)")
+    if scheduler is not None:
+        reasons.append(f"a scheduler ({scheduler.name}: a captured step keeps its learning rate)")
+    if optimizer.name not in _GRAPH_OPTIMIZERS:
+        reasons.append(f"{optimizer.name} (captured steps support {', '.join(sorted(_GRAPH_OPTIMIZERS))})")
+    if speed.precision == "fp16":
+        reasons.append("fp16 (its gradient scaler skips steps, which a graph cannot)")
+    if not speed.data_on_device:
+        reasons.append("data that is not on the device (`data_on_device`)")
+    if speed.cuda_graph is True and reasons:
+        lowerer.fail(("train", "cuda_graph"), f"cuda_graph cannot be combined with {'; '.join(reasons)}",
+                     "set `cuda_graph: false`, or change what it conflicts with")
+    elif speed.cuda_graph == "auto" and reasons:
+        speed.cuda_graph = False
+    if speed.fast and train.mode != "minibatch" and speed.cuda_graph:
+        lowerer.fail(("train", "cuda_graph"), "cuda_graph needs mode: minibatch", "set `cuda_graph: false`")
+    return speed
 
 
 def _raise(lowerer: _Lowerer, spec: Spec) -> None:

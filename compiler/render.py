@@ -213,6 +213,7 @@ _RUNTIME_ALWAYS = ("make_loaders", "training_state", "restore_rng", "save_checkp
 def _training_context(spec: Spec, training: TrainingIR) -> dict:
     data = training.data
     train = training.train
+    speed = training.speed
     helpers = list(_RUNTIME_ALWAYS)
     uses = {
         "GradientDescent": training.optimizer.name == "GradientDescent",
@@ -224,6 +225,9 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         helpers += ["split_indices"] + (["fit_normalizer", "apply_normalizer"] if data.spec.normalize else [])
     elif data.spec.val_split:
         helpers.append("split_indices")
+    fast = speed.fast
+    if fast:
+        helpers += ["resolve_speed", "record_losses", "make_device_loaders", "preload", "DeviceLoader", "GraphedStep"]
     helper_sources = [_runtime_source(name) for name in helpers]
     def value(path: tuple, default) -> str:  # symbolic where the spec wrote `$var` or arithmetic
         return spec.symbols.get(path, literal(default))
@@ -246,10 +250,20 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
     if data.spec.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.spec.val_split), "held-out fraction"))
     stdlib = {"hashlib", "io", "json", "os", "random", "sys", "tempfile", "time"} | ({"csv"} if uses["read_csv"] else set())
+    speed_settings = [
+        ("PRECISION", literal(speed.precision), "fp32 | bf16 | fp16 (with a gradient scaler) | auto"),
+        ("CHANNELS_LAST", literal(speed.channels_last), "NHWC memory format for convolutions"),
+        ("DATA_ON_DEVICE", literal(speed.data_on_device), "transform once, keep the data on the device"),
+        ("FLIPS", literal(speed.flips), "random flips (axis, probability), applied per batch on the device"),
+        ("COMPILE", literal(speed.compile), 'False | "default" | "reduce-overhead" | "max-autotune"'),
+        ("CUDA_GRAPH", literal(speed.cuda_graph), "replay each step as one CUDA graph (CUDA only)"),
+    ]
     return {
+        "fast": fast,
+        "speed_settings": _align(speed_settings),
         "stdlib_imports": sorted(stdlib),
         "settings": _align(settings),
-        "data_code": _data_function(data),
+        "data_code": _data_function(data, fast),
         "loss_code": call_source(training.loss.entry.script_name, training.loss.args, training.loss.kwargs),
         "optimizer_code": call_source(
             training.optimizer.entry.script_name, training.optimizer.args, training.optimizer.kwargs,
@@ -299,7 +313,7 @@ def _compose(calls: list[CallIR]) -> str:
     return f"transforms.Compose(\n{INDENT * 2}[{body}\n{INDENT * 2}]\n{INDENT})"
 
 
-def _data_function(data) -> str:
+def _data_function(data, fast: bool = False) -> str:
     """The body of ``build_datasets``: the training set and the validation set (or None)."""
     ds = data.dataset
     lines: list[str] = []
@@ -337,6 +351,9 @@ def _data_function(data) -> str:
         add("return TensorDataset(x, y), " + ("TensorDataset(x_val, y_val)" if has_val else "None"))
     else:
         add(f"train_transform = {_compose(data.transforms)}")
+        if fast and any(t.entry.random for t in data.transforms):  # augment=False: flips happen on the device
+            deterministic = [t for t in data.transforms if not t.entry.random]
+            add(f"if not augment:\n{INDENT}train_transform = {_compose(deterministic)}")
         if [c.entry for c in data.eval_transforms] != [c.entry for c in data.transforms] or data.spec.eval_transforms:
             add(f"eval_transform = {_compose(data.eval_transforms)}")
         else:

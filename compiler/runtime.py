@@ -102,6 +102,143 @@ def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, see
     return train_loader, val_loader
 
 
+class DeviceLoader:
+    """Batches sliced from tensors that already sit on the device, shuffled by a seeded CPU generator.
+
+    Random flips (the only augmentations that commute with the deterministic transforms applied
+    up front) are drawn from the same generator and applied per batch on the device.
+    """
+
+    def __init__(self, x, y, batch_size, shuffle, generator, drop_last=False, flips=()):
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = generator
+        self.flips = flips  # (dim, probability) pairs
+
+    def __len__(self):
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.x.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start : start + self.batch_size]
+            x = self.x[index]
+            for dim, p in self.flips:
+                flip = (torch.rand(len(index), generator=self.generator) < p).to(x.device)
+                x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(dim), x)
+            yield x, self.y[index]
+
+
+def preload(dataset, device, num_workers=0):
+    """Run the dataset's (deterministic) transforms once and keep every sample as one tensor on the device."""
+    xs, ys = [], []
+    for x, y in DataLoader(dataset, batch_size=1024, num_workers=num_workers):
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs).to(device), torch.cat(ys).to(device)
+
+
+def make_device_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, seed, device, flips, drop_last):
+    """``make_loaders`` for data held on the device: the same batches, without per-sample Python work."""
+    generator = torch.Generator().manual_seed(seed)
+    x, y = preload(train_set, device, num_workers)
+    size = {"batch": len(x), "online": 1}.get(mode, batch_size)
+    train_loader = DeviceLoader(x, y, size, shuffle and mode != "batch", generator, drop_last, flips)
+    val_loader = None
+    if val_set is not None:
+        val_x, val_y = preload(val_set, device, num_workers)
+        val_loader = DeviceLoader(val_x, val_y, max(batch_size, 256), False, None)
+    return train_loader, val_loader
+
+
+def resolve_speed(device, precision, channels_last, data_on_device, cuda_graph):
+    """Turn `auto` options into what is safe and fast on this device (CPU: the tutorial's way)."""
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if channels_last == "auto":
+        channels_last = cuda
+    if data_on_device == "auto":
+        data_on_device = cuda
+    if cuda_graph == "auto":
+        cuda_graph = cuda and data_on_device
+    return precision, channels_last, data_on_device, cuda_graph and cuda
+
+
+class GraphedStep:
+    """One training step (forward, backward, optimizer update) captured as a CUDA graph and replayed.
+
+    A CUDA graph removes the per-kernel launch cost that bounds small batches. Capturing needs
+    a few warm-up steps on a side stream; their effect on weights, buffers and optimizer state
+    is undone afterwards, so the run trains exactly the steps it is asked to.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, x, y, precision):
+        self.model, self.optimizer = model, optimizer
+        self.static_x, self.static_y = x.clone(), y.clone()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        for group in optimizer.param_groups:
+            if "capturable" in group:  # Adam/AdamW keep their step counts on the GPU while captured
+                group["capturable"] = True
+        saved = self._snapshot()
+
+        def step():
+            # autocast's cast cache must be off while capturing (the casts have to be recorded)
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False):
+                loss = loss_fn(model(self.static_x), self.static_y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                optimizer.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        self._restore(saved)
+        self.graph = torch.cuda.CUDAGraph()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.static_loss = step()
+
+    def _snapshot(self):
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        for state in self.optimizer.state.values():
+            tensors += [v for v in state.values() if torch.is_tensor(v)]
+        return {id(t): (t, t.detach().clone()) for t in tensors}
+
+    def _restore(self, saved):
+        with torch.no_grad():
+            for tensor, value in saved.values():
+                tensor.copy_(value)
+            for state in self.optimizer.state.values():  # state the warm-up created starts from zero
+                for v in state.values():
+                    if torch.is_tensor(v) and id(v) not in saved:
+                        v.zero_()
+
+    def __call__(self, x, y):
+        if x.shape != self.static_x.shape:
+            raise ValueError("a CUDA graph replays one batch shape: drop the last, smaller batch")
+        self.static_x.copy_(x)
+        self.static_y.copy_(y)
+        self.graph.replay()
+        return self.static_loss
+
+
+def record_losses(history, pending, step, epoch):
+    """Move losses kept on the device into the history: one synchronisation for many steps."""
+    values = torch.stack(pending).tolist() if pending else []
+    for offset, value in enumerate(values):
+        history.append({"step": step - len(values) + 1 + offset, "epoch": epoch, "loss": value})
+    pending.clear()
+    return values
+
+
 def training_state(model, optimizer, scheduler, epoch, batch, step, history, loader_rng):
     """Everything needed to continue a run exactly: weights, optimizer, schedule, position, RNG states."""
     return {

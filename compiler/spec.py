@@ -92,6 +92,22 @@ class TrainSpec(_Strict):
     metrics: list[Literal["accuracy"]] = Field(default_factory=list)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")
     checkpoint: Checkpoint | None = None
+    # speed options (docs/spec-language.md §10); the defaults are the tutorial's way
+    speed: Literal["tutorial", "auto"] = "tutorial"  # auto: every option below that is unset becomes auto
+    precision: Literal["fp32", "bf16", "fp16", "auto"] | None = None  # autocast; fp16 with a gradient scaler
+    channels_last: bool | Literal["auto"] | None = None  # NHWC memory format for conv models
+    data_on_device: bool | Literal["auto"] | None = None  # deterministic transforms once, batches on the device
+    compile: Literal[False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    cuda_graph: bool | Literal["auto"] | None = None  # forward, backward and update replayed as one CUDA graph
+
+    def option(self, name: str):
+        """An option's value with `speed:` applied (unset: `auto` under speed: auto, else off)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        if self.speed == "auto" and name != "compile":
+            return "auto"
+        return {"precision": "fp32", "compile": False}.get(name, False)
 
 
 class Spec(_Strict):

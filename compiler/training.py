@@ -33,21 +33,36 @@ class Training:
         return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
 
 
-def build_training(spec: Spec) -> Training:
+def build_training(spec: Spec, device: str | torch.device | None = None) -> Training:
+    """Seed, then build everything on ``device`` (default: ``train.device``, with auto resolved)."""
     training = spec._training
     if training is None:
         from .errors import SpecError
 
         raise SpecError([spec.source.problem((), "this spec has no training sections",
                                              "add data, loss, optimizer and train (docs/spec-language.md §4-6)")])
+    device = runtime.pick_device(str(device) if device is not None else training.train.device)
+    speed = training.speed
+    _, channels_last, on_device, cuda_graph = runtime.resolve_speed(
+        device, speed.precision, speed.channels_last, speed.data_on_device, speed.cuda_graph
+    )
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
-    model = build_module(spec._ir)
-    train_set, val_set = build_datasets(training.data, spec.seed)
+    model = build_module(spec._ir).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_set, val_set = build_datasets(training.data, spec.seed, augment=not on_device)
     data = training.data.spec
-    train_loader, val_loader = runtime.make_loaders(
-        train_set, val_set, training.train.mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
-    )
+    mode = training.train.mode
+    if on_device:
+        train_loader, val_loader = runtime.make_device_loaders(
+            train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed, device,
+            speed.flips, cuda_graph,
+        )
+    else:
+        train_loader, val_loader = runtime.make_loaders(
+            train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
+        )
     loss_fn = _construct(training.loss)
     optimizer = _construct(training.optimizer, model.parameters())
     scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
@@ -67,7 +82,7 @@ def _compose(calls: list[CallIR]):
     return transforms.Compose([_construct(c) for c in calls])
 
 
-def build_datasets(data: DataIR, seed: int):
+def build_datasets(data: DataIR, seed: int, augment: bool = True):
     """(training set, validation set or None), exactly as the generated ``build_datasets``."""
     ds = data.dataset
     val_split = data.spec.val_split
@@ -80,7 +95,7 @@ def build_datasets(data: DataIR, seed: int):
         return train_set, None
     if ds.name == "CSV":
         return _csv_datasets(data, seed)
-    train_tf = _compose(data.transforms)
+    train_tf = _compose(data.transforms if augment else [t for t in data.transforms if not t.entry.random])
     eval_tf = _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
     args, kwargs = ds.values()
     cls = ds.entry.resolve()

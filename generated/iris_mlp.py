@@ -86,11 +86,12 @@ def build_scheduler(optimizer):
     return optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.5)
 
 
-def build_all():
+def build_all(device="cpu"):
     """Everything training needs, built in a fixed order after seeding (as compiler.build_training does)."""
+    device = torch.device(device)
     torch.manual_seed(SEED)
     random.seed(SEED)
-    model = build_model()
+    model = build_model().to(device)
     train_set, val_set = build_datasets()
     train_loader, val_loader = make_loaders(train_set, val_set, MODE, BATCH_SIZE, SHUFFLE, NUM_WORKERS, SEED)
     loss_fn = build_loss()
@@ -322,9 +323,10 @@ def train(
             if step % LOG_EVERY == 0:
                 log(f"epoch {epoch + 1} step {step}: loss {running / seen:.6f}")
                 running, seen = 0.0, 0
-            # checkpoint mid-epoch (and where a run is stopped early)
             stop = max_steps is not None and step >= max_steps
-            if checkpoint and (stop or (CHECKPOINT_EVERY_STEPS and step % CHECKPOINT_EVERY_STEPS == 0)):
+            save = checkpoint and (stop or (CHECKPOINT_EVERY_STEPS and step % CHECKPOINT_EVERY_STEPS == 0))
+            # checkpoint mid-epoch (and where a run is stopped early)
+            if save:
                 save_checkpoint(
                     checkpoint,
                     training_state(model, optimizer, scheduler, epoch, batch + 1, step, history, loader_rng),
@@ -359,8 +361,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
-    model, loss_fn, optimizer, scheduler, train_loader, val_loader = build_all()
-    model.to(device)
+    model, loss_fn, optimizer, scheduler, train_loader, val_loader = build_all(device)
     state = None
     if args.resume:
         state = load_checkpoint(args.resume)
