@@ -99,7 +99,7 @@ def build_loss():
 
 
 def build_optimizer(model):
-    return optim.Adam(model.parameters(), lr=0.002)
+    return optim.Adam(model.parameters(), lr=0.002, fused=True)
 
 
 def build_scheduler(optimizer):
@@ -334,7 +334,8 @@ class GraphedStep:
         saved = self._snapshot()
 
         def step():
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            # autocast's cast cache must be off while capturing (the casts have to be recorded)
+            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False):
                 loss = loss_fn(model(self.static_x), self.static_y)
             loss.backward()
             optimizer.step()
