@@ -123,12 +123,24 @@ def _outputs_equal(a: Any, b: Any) -> bool:
 
 
 def _first_batches(loader_a, loader_b, n: int = 2) -> Check:
-    for i, ((xa, ya), (xb, yb)) in enumerate(zip(loader_a, loader_b)):
+    """The first ``n`` batches of each, drawn under the same global RNG state (random transforms use it)."""
+    rng = torch.get_rng_state()
+    batches_a = _take(loader_a, n)
+    torch.set_rng_state(rng)
+    batches_b = _take(loader_b, n)
+    for i, ((xa, ya), (xb, yb)) in enumerate(zip(batches_a, batches_b)):
         if not (torch.equal(xa, xb) and torch.equal(ya, yb)):
             return Check("5. first batches of data equal", False, f"batch {i} differs")
-        if i + 1 >= n:
+    return Check("5. first batches of data equal", True, f"{n} batches, inputs {tuple(batches_a[0][0].shape)}")
+
+
+def _take(loader, n: int) -> list:
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == n:
             break
-    return Check("5. first batches of data equal", True, f"{n} batches, inputs {tuple(xa.shape)}")
+    return batches
 
 
 def _training_steps(spec: Spec, script: Any, steps: int) -> Check:

@@ -121,6 +121,8 @@ class DeviceLoader:
 
     def __iter__(self):
         n = len(self.x)
+        if self.generator is not None:  # draw as DataLoader does (its workers' base seed), so the order matches
+            torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.x.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):

@@ -1,0 +1,137 @@
+"""The speed options (docs/spec-language.md §10) on the CPU: both backends agree, resume stays exact.
+
+GPU-only paths (CUDA graphs, bf16 throughput) are measured by bench/gpu.py on a CUDA machine.
+"""
+
+import time
+
+import pytest
+import torch
+
+import compiler
+from compiler import runtime
+from compiler.check import compare, import_script
+
+FAST = """
+name: fast_probe
+input: [1, 28, 28]
+model:
+  - Conv2d: {{out_channels: 8, kernel_size: 3, padding: 1}}
+  - BatchNorm2d
+  - ReLU
+  - MaxPool2d: 2
+  - Flatten
+  - Dropout: 0.2
+  - Linear: {{out_features: 10}}
+data:
+  dataset: {{MNIST: {{root: data}}}}
+  transforms: [RandomHorizontalFlip, ToTensor, {{Normalize: {{mean: [0.5], std: [0.5]}}}}]
+  batch_size: 64
+  val_split: 0.05
+loss: CrossEntropyLoss
+optimizer: {{Adam: {{lr: 0.001}}}}
+train:
+  epochs: 2
+  log_every: 1000
+  device: cpu
+{options}
+"""
+
+
+def _spec(options):
+    return compiler.parse_spec(FAST.format(options=options), "fast.yaml")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "  precision: bf16\n  channels_last: true\n  data_on_device: true",
+        "  precision: fp16",
+        "  speed: auto",
+    ],
+    ids=["bf16+channels_last+data_on_device", "fp16+scaler", "speed-auto"],
+)
+def test_fast_options_keep_compiled_and_generated_equal(options):
+    failed = [f"{c.name}: {c.detail}" for c in compare(_spec(options), steps=3) if not c.ok]
+    assert not failed, failed
+
+
+def test_auto_is_the_tutorials_way_on_the_cpu():
+    assert runtime.resolve_speed(torch.device("cpu"), "auto", "auto", "auto", "auto") == ("fp32", False, False, False)
+
+
+def test_data_on_device_batches_match_the_loader_without_augmentation():
+    """Preloaded batches are the per-sample pipeline's batches, in the same seeded order."""
+    spec = compiler.parse_spec(FAST.format(options="  data_on_device: true").replace("RandomHorizontalFlip, ", ""))
+    plain = compiler.parse_spec(FAST.format(options="").replace("RandomHorizontalFlip, ", ""))
+    fast_loader = compiler.build_training(spec, "cpu").train_loader
+    slow_loader = compiler.build_training(plain, "cpu").train_loader
+    assert isinstance(fast_loader, runtime.DeviceLoader)
+    for (xa, ya), (xb, yb), _ in zip(fast_loader, slow_loader, range(3)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_device_flips_flip_about_half_the_images():
+    x = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3).repeat(500, 1, 1, 1)
+    loader = runtime.DeviceLoader(x, torch.zeros(1000), 1000, False, torch.Generator().manual_seed(0), flips=[(-1, 0.5)])
+    (batch, _), = list(loader)
+    flipped = (batch != x).flatten(1).any(dim=1).float().mean().item()
+    assert 0.4 < flipped < 0.6
+    assert torch.equal(torch.where((batch == x).flatten(1).all(1).view(-1, 1, 1, 1), batch, batch.flip(-1)), x)
+
+
+def test_resume_with_device_data_is_exact(tmp_path):
+    spec = _spec("  precision: bf16\n  data_on_device: true")
+    script = import_script(compiler.render_script(spec), "fast_resume", str(tmp_path))
+    device = torch.device("cpu")
+    straight = script.build_all()
+    history, _ = script.train(*straight, device, checkpoint_dir=None, log=lambda *a: None)
+    first = script.build_all()
+    _, state = script.train(*first, device, max_steps=40, checkpoint_dir=None, log=lambda *a: None)
+    again = script.build_all()
+    again[0].load_state_dict(state["model"])
+    again[2].load_state_dict(state["optimizer"])
+    resumed, _ = script.train(*again, device, state=state, checkpoint_dir=None, log=lambda *a: None)
+    assert [r.get("loss") for r in resumed] == [r.get("loss") for r in history]
+    assert all(torch.equal(a, b) for a, b in zip(straight[0].state_dict().values(), again[0].state_dict().values()))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ("  cuda_graph: true\n  data_on_device: true\n  compile: default", "compile"),
+        ("  cuda_graph: true", "data that is not on the device"),
+        ("  data_on_device: true\n  cuda_graph: true\n  precision: fp16", "fp16"),
+    ],
+)
+def test_conflicting_options_are_located_errors(options, message):
+    with pytest.raises(compiler.SpecError) as info:
+        _spec(options)
+    assert "cuda_graph cannot be combined with" in str(info.value) and message in str(info.value)
+    assert "fast.yaml:" in str(info.value)
+
+
+def test_data_on_device_refuses_augmentations_it_cannot_apply():
+    text = FAST.format(options="  data_on_device: true").replace("RandomHorizontalFlip", "{RandomCrop: {size: 28, padding: 2}}")
+    with pytest.raises(compiler.SpecError, match="data_on_device applies random flips on the device, but not RandomCrop"):
+        compiler.parse_spec(text, "fast.yaml")
+
+
+def test_compile_runs_on_the_cpu(tmp_path):
+    """torch.compile's default mode through the generated loop: the eager losses, within fp32 rounding."""
+    def plain(options):  # no dropout: inductor draws its own random numbers, so masks would differ from eager
+        text = FAST.format(options=options).replace("  - Dropout: 0.2\n", "")
+        return compiler.parse_spec(text, "compile.yaml")
+
+    spec = plain("  compile: default")
+    script = import_script(compiler.render_script(spec), "compiled_probe", str(tmp_path))
+    started = time.perf_counter()
+    history, _ = script.train(*script.build_all(), torch.device("cpu"), max_steps=3, checkpoint_dir=None,
+                              log=lambda *a: None)
+    eager = import_script(compiler.render_script(plain("")), "eager_probe", str(tmp_path))
+    eager_history, _ = eager.train(*eager.build_all(), torch.device("cpu"), max_steps=3, checkpoint_dir=None,
+                                   log=lambda *a: None)
+    losses = [r["loss"] for r in history if "loss" in r]
+    eager_losses = [r["loss"] for r in eager_history if "loss" in r]
+    assert losses == pytest.approx(eager_losses, rel=1e-3)
+    assert time.perf_counter() - started < 600
