@@ -408,7 +408,16 @@ def main(argv: list[str] | None = None) -> int:
     ordered = [merged[n] for n in BENCHMARKS if n in merged]
     RESULTS_JSON.write_text(json.dumps({"meta": meta, "results": ordered}, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {RESULTS_JSON.relative_to(ROOT)}", file=sys.stderr)
-    return 0 if all(r["ok"] for r in rows) else 1
+    status = 0 if all(r["ok"] for r in rows) else 1
+    if torch.cuda.is_available() and not args.only:  # the GPU part, every option at batch 64 and 512
+        import subprocess
+
+        gpu = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--out", "bench/gpu-results"]
+                             + (["--quick"] if args.quick else []))
+        status = status or gpu.returncode
+    else:
+        print("no CUDA GPU here: the GPU part is `python bench/gpu.py` on a CUDA machine", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":
