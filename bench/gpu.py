@@ -218,6 +218,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/gpu-results")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--variants", nargs="*", help="only these specc rows (names as in VARIANTS), and no extras")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,9 +249,12 @@ def main() -> int:
     for batch in (64, 512):
         slow = 60 if args.quick else 150
         fast = 200 if args.quick else (1500 if batch == 64 else 400)
-        measure("hand-written: tutorial's way (0 workers)", batch, lambda: hand_tutorial(root, batch, 0), slow)
+        if not args.variants:
+            measure("hand-written: tutorial's way (0 workers)", batch, lambda: hand_tutorial(root, batch, 0), slow)
         measure("hand-written: preloaded, bf16, channels_last, fused Adam", batch, lambda: hand_best(root, batch), fast)
         for tag, (options, adam, workers) in VARIANTS.items():
+            if args.variants and tag not in args.variants:
+                continue
             n = slow if "tutorial" in tag else fast
             label = f"specc: {tag}"
             measure(label, batch, lambda: generated(root, batch, options, adam, workers, workdir,
@@ -263,9 +267,10 @@ def main() -> int:
         finally:
             torch.use_deterministic_algorithms(False)
 
-    for name, fn in (("gpu_equivalence", lambda: gpu_equivalence(root, workdir)),
-                     ("gpu_equivalence_deterministic", deterministic_equivalence),
-                     ("accuracy", lambda: accuracy_run(workdir))):
+    extras = () if args.variants else (("gpu_equivalence", lambda: gpu_equivalence(root, workdir)),
+                                       ("gpu_equivalence_deterministic", deterministic_equivalence),
+                                       ("accuracy", lambda: accuracy_run(workdir)))
+    for name, fn in extras:
         try:
             extra[name] = fn()
         except Exception as err:

@@ -75,12 +75,14 @@ class SpeedIR:
     flips: list = field(default_factory=list)  # (axis, probability) of the random flips
     compile: bool | str = False
     cuda_graph: bool | str = False
+    cudnn_benchmark: bool | str = False
 
     @property
     def fast(self) -> bool:
         """Whether any option leaves the tutorial's way (the script then has the fast loop)."""
-        return (self.precision, self.channels_last, self.data_on_device, self.compile, self.cuda_graph) != (
-            "fp32", False, False, False, False)
+        options = (self.precision, self.channels_last, self.data_on_device, self.compile, self.cuda_graph,
+                   self.cudnn_benchmark)
+        return options != ("fp32", False, False, False, False, False)
 
 
 @dataclass
@@ -139,7 +141,8 @@ _GRAPH_OPTIMIZERS = {"SGD", "Adam", "AdamW"}
 def _speed(lowerer: _Lowerer, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
     """Apply `speed:`, check the options against each other and the data, and settle what `auto` may do."""
     speed = SpeedIR(*(train.option(n) for n in ("precision", "channels_last", "data_on_device")), [],
-                    True if train.option("compile") is True else train.option("compile"), train.option("cuda_graph"))
+                    True if train.option("compile") is True else train.option("compile"), train.option("cuda_graph"),
+                    train.option("cudnn_benchmark"))
     if speed.compile is True:
         speed.compile = "default"
     if train.speed == "auto" and optimizer.name in ("Adam", "AdamW") and not {"fused", "foreach"} & set(optimizer.kwargs):

@@ -257,6 +257,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         ("FLIPS", literal(speed.flips), "random flips (axis, probability), applied per batch on the device"),
         ("COMPILE", literal(speed.compile), 'False | "default" | "reduce-overhead" | "max-autotune"'),
         ("CUDA_GRAPH", literal(speed.cuda_graph), "replay each step as one CUDA graph (CUDA only)"),
+        ("CUDNN_BENCHMARK", literal(speed.cudnn_benchmark), "let cuDNN time its convolution algorithms (auto: on CUDA)"),
     ]
     return {
         "fast": fast,

@@ -99,6 +99,7 @@ class TrainSpec(_Strict):
     data_on_device: bool | Literal["auto"] | None = None  # deterministic transforms once, batches on the device
     compile: Literal[False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
     cuda_graph: bool | Literal["auto"] | None = None  # forward, backward and update replayed as one CUDA graph
+    cudnn_benchmark: bool | Literal["auto"] | None = None  # let cuDNN time its convolution algorithms once
 
     def option(self, name: str):
         """An option's value with `speed:` applied (unset: `auto` under speed: auto, else off)."""

@@ -45,6 +45,7 @@ DATA_ON_DEVICE = "auto"  # transform once, keep the data on the device
 FLIPS = []  # random flips (axis, probability), applied per batch on the device
 COMPILE = False  # False | "default" | "reduce-overhead" | "max-autotune"
 CUDA_GRAPH = "auto"  # replay each step as one CUDA graph (CUDA only)
+CUDNN_BENCHMARK = "auto"  # let cuDNN time its convolution algorithms (auto: on CUDA)
 
 # -----------------------------------------------------------------------------
 # model
@@ -426,6 +427,8 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     forward = torch.compile(model, mode=COMPILE) if COMPILE else model
     graphed = None
+    if CUDNN_BENCHMARK is True or (CUDNN_BENCHMARK == "auto" and device.type == "cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed shapes: time the convolution algorithms once, keep the fastest
     model.train()
     for epoch in range(state["epoch"], epochs):
         resuming = epoch == state["epoch"] and "torch_rng" in state
