@@ -48,8 +48,9 @@ def _spec(options):
         "  precision: bf16\n  channels_last: true\n  data_on_device: true",
         "  precision: fp16",
         "  speed: auto",
+        "  data_on_device: true\n  cuda_graph: true\n  cudnn_benchmark: true",
     ],
-    ids=["bf16+channels_last+data_on_device", "fp16+scaler", "speed-auto"],
+    ids=["bf16+channels_last+data_on_device", "fp16+scaler", "speed-auto", "cuda_graph-spec-on-cpu"],
 )
 def test_fast_options_keep_compiled_and_generated_equal(options):
     failed = [f"{c.name}: {c.detail}" for c in compare(_spec(options), steps=3) if not c.ok]
