@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MAX_PROBLEMS = 100  # per spec; past this, validation stops (an alias bomb of typos stays fast)
+
 
 @dataclass(frozen=True, order=True)
 class Problem:

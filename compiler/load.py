@@ -124,6 +124,12 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
             [source.problem((), f"the spec is larger than {MAX_BYTES // 1024} KiB", "split it or remove data from it")],
             text,
         )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # lone surrogates from a str built in Python
+        line = text.count("\n", 0, err.start) + 1
+        raise SpecError([Problem(filename, line, 1, "the text holds an invalid character (a lone surrogate)",
+                                 fix="pass valid Unicode text")]) from None
     depth_problem = _check_flow_depth(text, source)
     if depth_problem:
         raise SpecError([depth_problem], text)
@@ -297,6 +303,9 @@ class _Converter:
         if path not in self.source.positions:
             self.source.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
+            if node.tag not in _SCALARS:  # `!!map x`: a collection tag on a plain value
+                kind = node.tag.rsplit(":", 1)[-1]
+                raise self._fail(node, f"the `!!{kind}` tag cannot apply to a plain value", f"remove the `!!{kind}` tag")
             try:
                 return _SCALARS[node.tag](node.value)
             except ValueError:

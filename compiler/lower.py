@@ -19,7 +19,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from ._literal import literal
 from ._suggest import did_you_mean
-from .errors import Problem, SpecError
+from .errors import MAX_PROBLEMS, Problem, SpecError
 from .ir import Arg, BlockIR, LayerIR, ModelIR
 from .load import Path_, dotted
 from .registry import REGISTRY, Entry
@@ -108,6 +108,9 @@ class _Lowerer:
 
     def fail(self, path: Path_, message: str, fix: str = "") -> None:
         self.problems.append(self.source.problem(path, message, fix))
+        if len(self.problems) >= MAX_PROBLEMS:  # a broken or hostile spec: report the first ones, fast
+            stop = self.source.problem(path, f"stopping after {MAX_PROBLEMS} problems", "fix these first")
+            raise SpecError([*self.problems, stop], self.source.text)
 
     def warn(self, path: Path_, message: str, fix: str = "") -> None:
         self.warnings.append(self.source.problem(path, message, fix, severity="warning"))

@@ -262,7 +262,10 @@ class _DataChecker:
             if entry and entry.replaced_by:
                 self.lowerer.warn(t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}",
                                   f"write {entry.replaced_by}")
+        before = len(self.lowerer.problems)
         shape, classes, has_test = self.dataset_facts(dataset, data)
+        if len(self.lowerer.problems) > before:  # unreadable data: no checks that build on its facts
+            return None
         image = dataset.name in _IMAGE_DATASETS or dataset.name == "FakeData"
         sample = self.walk_transforms(transforms, shape, image, ("data", "transforms"))
         if data.eval_transforms is not None:
@@ -311,19 +314,30 @@ class _DataChecker:
         if not isinstance(path, str) or not isinstance(target, str):
             self.fail(where, "CSV `path:` and `target:` must be strings")
             return None, None, False
+        normalized = os.path.normpath(path)
+        if os.path.isabs(path) or normalized == ".." or normalized.startswith(".." + os.sep):
+            # a shared spec must not read (or echo into CI logs) files outside the project
+            self.fail(where, f"CSV path {path!r} leaves the folder specc runs in",
+                      "use a path relative to that folder, without '..'")
+            return None, None, False
         if not os.path.isfile(path):
             self.fail(where, f"CSV file {path!r} not found (paths are relative to where you run specc)",
                       "check the path")
             return None, None, False
-        with open(path, newline="", encoding="utf-8") as file:
-            reader = csv.reader(file)
-            header = next(reader, [])
-            labels = set()
-            for i, row in enumerate(reader):
-                if target in header and len(row) == len(header):
-                    labels.add(row[header.index(target)])
-                if i > 100_000:
-                    break
+        labels: set[str] = set()
+        try:
+            with open(path, newline="", encoding="utf-8") as file:
+                reader = csv.reader(file)
+                header = next(reader, [])
+                for i, row in enumerate(reader):
+                    if target in header and len(row) == len(header):
+                        labels.add(row[header.index(target)])
+                    if i > 100_000:
+                        break
+        except (UnicodeDecodeError, csv.Error, OSError) as err:
+            self.fail(where, f"cannot read CSV file {path!r}: {type(err).__name__}",
+                      "give a UTF-8 CSV file with a header row")
+            return None, None, False
         if target not in header:
             from ._suggest import did_you_mean
 
@@ -407,6 +421,7 @@ class _DataChecker:
                           f"{data.num_classes} classes", f"make the last layer output {data.num_classes}")
         elif loss.name in _REGRESSION_LOSSES:
             targets = data.dataset.value("targets") if data.dataset.name == "Synthetic" else None
+            targets = targets if _is_shape(targets) else None  # a malformed shape is reported already
             if data.num_classes is not None and data.dataset.name != "CSV":
                 self.fail(where, f"{loss.name} compares outputs with targets of the same shape, but "
                           f"{data.dataset.name} gives class labels", "use CrossEntropyLoss for classes")

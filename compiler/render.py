@@ -207,7 +207,16 @@ def _node_lines(node: BlockIR | LayerIR, depth: int) -> list[str]:
 # --------------------------------------------------------------------------- training
 
 
-_RUNTIME_ALWAYS = ("make_loaders", "training_state", "restore_rng", "save_checkpoint", "load_checkpoint", "show_progress", "pick_device")
+_RUNTIME_ALWAYS = (
+    "make_loaders",
+    "training_state",
+    "restore_rng",
+    "save_checkpoint",
+    "remove_stale_temporaries",
+    "load_checkpoint",
+    "show_progress",
+    "pick_device",
+)
 
 
 def _training_context(spec: Spec, training: TrainingIR) -> dict:

@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -285,6 +286,7 @@ def save_checkpoint(path, state):
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
+        remove_stale_temporaries(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -296,13 +298,25 @@ def save_checkpoint(path, state):
         os.close(dir_fd)
 
 
+def remove_stale_temporaries(folder, age=3600):
+    """Temporary files that a killed save left behind (an hour old: no save still writes them)."""
+    now = time.time()
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-") and name.endswith(".pt"):
+            try:
+                if now - os.path.getmtime(os.path.join(folder, name)) > age:
+                    os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def load_checkpoint(path):
     """Read a checkpoint written by ``save_checkpoint``; verify it; unpickle only tensors and plain data."""
     with open(path, "rb") as file:
         blob = file.read()
     magic = b"specc-checkpoint-v1\n"
     header_end = len(magic) + 65  # the magic line, 64 hex digits, a newline
-    if not blob.startswith(magic) or len(blob) < header_end:
+    if not blob.startswith(magic) or len(blob) < header_end or blob[header_end - 1 : header_end] != b"\n":
         raise ValueError(f"{path}: not a checkpoint written by this script (or truncated)")
     digest, payload = blob[len(magic) : header_end - 1], blob[header_end:]
     if hashlib.sha256(payload).hexdigest().encode() != digest:

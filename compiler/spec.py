@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ._literal import literal
 from ._suggest import did_you_mean
-from .errors import Problem, SpecError
+from .errors import MAX_PROBLEMS, Problem, SpecError
 from .expr import Evaluated, ExprError, evaluate, references
 from .load import Path_, Source, dotted
 from .registry import REGISTRY
@@ -188,6 +188,9 @@ class _Parser:
 
     def fail(self, path: Path_, message: str, fix: str = "") -> None:
         self.problems.append(self.source.problem(path, message, fix))
+        if len(self.problems) >= MAX_PROBLEMS:  # a broken or hostile spec: report the first ones, fast
+            stop = self.source.problem(path, f"stopping after {MAX_PROBLEMS} problems", "fix these first")
+            raise SpecError([*self.problems, stop], self.source.text)
 
     # calls: layers, losses, optimizers, transforms, datasets --------------------------
 

@@ -17,10 +17,7 @@ from fuzz_specs import BOUND_SECONDS, load_corpus, make_input, run_fuzz
 # Escapes already reported and not yet fixed: (exception text, file of the innermost frame). While every
 # escape of a run is one of these the test is an expected failure; any other escape fails it. Delete an
 # entry once its fix lands.
-KNOWN_BUGS = [
-    ("KeyError: 'tag:yaml.org,2002:", "compiler/load.py"),  # `name: !!map x` / `!!seq x`: collection tag on a scalar
-    ("object is not iterable", "compiler/lower_data.py"),  # Synthetic `targets: 5` (not a list) under MSELoss
-]
+KNOWN_BUGS: list[tuple[str, str]] = []  # (error text, file) of escapes that are reported and not yet fixed
 
 
 def _known(escape) -> bool:

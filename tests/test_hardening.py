@@ -163,3 +163,32 @@ def test_checkpoint_to_read_only_folder_raises(tmp_path):
             runtime.save_checkpoint(str(tmp_path / "c.pt"), {"a": 1})
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_an_alias_tree_of_typos_is_refused_fast():
+    """54,000 misspelt layer names under the expansion limit: the problem cap keeps the refusal fast."""
+    text = (
+        "a: &a [" + ", ".join(["Lineer"] * 2000) + "]\n"
+        "l0: &l0 [" + ", ".join(["*a"] * 9) + "]\n"
+        "l1: &l1 [" + ", ".join(["*l0"] * 3) + "]\n"
+        "name: t\nmodel: [*l1]\n"
+    )
+    started = time.perf_counter()
+    with pytest.raises(compiler.SpecError) as info:
+        compiler.parse_spec(text, "typos.yaml")
+    assert time.perf_counter() - started < 3
+    assert len(info.value.problems) <= 101
+    assert "stopping after 100 problems" in str(info.value) or "unknown key" in str(info.value)
+
+
+def test_csv_paths_stay_inside_the_project():
+    spec = (
+        "name: t\ninput: [4]\nmodel: [{{Linear: {{out_features: 3}}}}]\n"
+        "data:\n  dataset: {{CSV: {{path: {path}, target: label}}}}\n"
+        "loss: CrossEntropyLoss\noptimizer: {{SGD: {{lr: 0.1}}}}\ntrain: {{epochs: 1}}\n"
+    )
+    for path in ("/proc/self/environ", "../outside.csv", "data/../../x.csv"):
+        with pytest.raises(compiler.SpecError, match="leaves the folder specc runs in") as info:
+            compiler.parse_spec(spec.format(path=path), "csv.yaml")
+        assert len(info.value.problems) == 1  # no cascade of follow-on errors
+    compiler.parse_spec(spec.format(path="data/iris.csv"), "csv.yaml")
