@@ -3,6 +3,7 @@
 import ast
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,3 +193,53 @@ def test_csv_paths_stay_inside_the_project():
             compiler.parse_spec(spec.format(path=path), "csv.yaml")
         assert len(info.value.problems) == 1  # no cascade of follow-on errors
     compiler.parse_spec(spec.format(path="data/iris.csv"), "csv.yaml")
+
+
+def _string_leaves(data, path=()):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from _string_leaves(value, (*path, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _string_leaves(value, (*path, i))
+    elif isinstance(data, str):
+        yield path
+
+
+def _replace(data, path, value):
+    if not path:
+        return value
+    head, *rest = path
+    copy = dict(data) if isinstance(data, dict) else list(data)
+    copy[head] = _replace(data[head], rest, value)
+    return copy
+
+
+@pytest.mark.parametrize("spec_path", sorted(Path(__file__).resolve().parent.parent.glob("specs/*.yaml")), ids=lambda p: p.stem)
+def test_hostile_strings_in_every_string_field_of_every_spec(spec_path):
+    """Each string value of a shipped spec replaced by each hostile string: a located SpecError, or a script
+    that parses, imports only what it should, and carries the string exactly."""
+    import yaml
+
+    data = yaml.safe_load(spec_path.read_text())
+    leaves = [p for p in _string_leaves(data) if p[0] not in ("model",) or isinstance(p[-1], str)]
+    rendered = rejected = 0
+    for path in leaves:
+        for text in HOSTILE[:8]:
+            mutated = _replace(data, list(path), text)
+            try:
+                spec = compiler.parse_spec(yaml.safe_dump(mutated, allow_unicode=True), "hostile.yaml")
+            except compiler.SpecError as err:
+                assert all(p.line > 0 and p.file == "hostile.yaml" for p in err.problems), str(err)
+                rejected += 1
+                continue
+            tree = ast.parse(compiler.render_script(spec))
+            constants = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+            if path == ("description",):  # the docstring keeps a sanitised copy: printable, no quotes or backslashes
+                from compiler.render import _safe_doc
+
+                assert _safe_doc(text) in (ast.get_docstring(tree) or "")
+            else:
+                assert text.replace("$$", "$") in constants
+            rendered += 1
+    assert rendered + rejected == len(leaves) * 8
