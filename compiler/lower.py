@@ -21,7 +21,7 @@ from ._literal import literal
 from ._suggest import did_you_mean
 from .errors import MAX_PROBLEMS, Problem, SpecError
 from .ir import Arg, BlockIR, LayerIR, ModelIR
-from .load import Path_, dotted
+from .load import Path_
 from .registry import REGISTRY, Entry
 from .shapes import ShapeError, output_shape
 from .spec import Block, Layer, Repeat, Spec
@@ -61,8 +61,8 @@ def lower_model(spec: Spec, max_bytes: int | None = None) -> ModelIR:
     """Lower ``spec.model``; raise SpecError naming every problem found."""
     lowerer = _Lowerer(spec)
     shape = spec.input
-    first = _first_layer(spec.model)
-    dtype = "int64" if first is not None and first.entry.takes_indices else "float32"
+    first = _first_entry(spec.model)
+    dtype = "int64" if first is not None and first.takes_indices else "float32"
     root = BlockIR("", "", spec.model.named, yaml_path=("model",), in_shape=shape)
     lowerer.fill_block(root, spec.model, shape, dtype)
     model = ModelIR(root, spec.input, dtype)
@@ -80,18 +80,12 @@ def lower_model(spec: Spec, max_bytes: int | None = None) -> ModelIR:
     return model
 
 
-class _First:
-    def __init__(self, entry: Entry):
-        self.entry = entry
-
-
-def _first_layer(block: Block) -> _First | None:
+def _first_entry(block: Block) -> Entry | None:
+    """The registry entry of the model's first layer (it decides the input's dtype)."""
     for _, child in block.children:
         if isinstance(child, Layer):
-            entry = REGISTRY.get("layer", child.type)
-            return _First(entry) if entry else None
-        inner = child.body if isinstance(child, Repeat) else child
-        found = _first_layer(inner)
+            return REGISTRY.get("layer", child.type)
+        found = _first_entry(child.body if isinstance(child, Repeat) else child)
         if found:
             return found
     return None
@@ -131,8 +125,6 @@ class _Lowerer:
             else:
                 shape = self.add(ir, name or str(len(ir.children)), child, shape, dtype)
             dtype = "float32"
-            if self.problems and shape is None:
-                pass
         ir.out_shape = shape
         return shape
 

@@ -19,7 +19,7 @@ from ._literal import literal
 from ._suggest import did_you_mean
 from .errors import MAX_PROBLEMS, Problem, SpecError
 from .expr import Evaluated, ExprError, evaluate, references
-from .load import Path_, Source, dotted
+from .load import Path_, Source
 from .registry import REGISTRY
 
 MAX_REPEAT = 10_000
