@@ -73,6 +73,7 @@ VARIANTS = {
     "+ torch.compile (default)": (
         "  precision: bf16\n  channels_last: true\n  data_on_device: true\n  compile: default", ", fused: true", 8),
     "speed: auto": ("  speed: auto", "", 8),
+    "speed: auto, compile max-autotune-no-cudagraphs": ("  speed: auto\n  compile: max-autotune-no-cudagraphs", "", 8),
 }
 
 
@@ -219,6 +220,7 @@ def main() -> int:
     parser.add_argument("--out", default="bench/gpu-results")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--variants", nargs="*", help="only these specc rows (names as in VARIANTS), and no extras")
+    parser.add_argument("--batches", nargs="*", type=int, default=[64, 512])
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,7 +248,7 @@ def main() -> int:
             traceback.print_exc()
         save()
 
-    for batch in (64, 512):
+    for batch in args.batches:
         slow = 60 if args.quick else 150
         fast = 200 if args.quick else (1500 if batch == 64 else 400)
         if not args.variants:
