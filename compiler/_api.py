@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import Problem
+from .errors import Problem, SpecError
 from .load import load_file, load_text
 from .spec import Spec, validate
 
@@ -19,12 +19,21 @@ class SpecWarning(UserWarning):
 
 
 def _finish(spec: Spec, max_bytes: int | None) -> Spec:
+    """Lower the model and the training sections, reporting both stages' problems together."""
     from .lower import lower_model
-
-    spec._ir = lower_model(spec, max_bytes=max_bytes)
     from .lower_data import check_sections
 
-    check_sections(spec)
+    problems: list[Problem] = []
+    try:
+        spec._ir = lower_model(spec, max_bytes=max_bytes)
+    except SpecError as err:  # the data checks still run (those needing the model's shapes skip)
+        problems += err.problems
+    try:
+        check_sections(spec)
+    except SpecError as err:
+        problems += err.problems
+    if problems:
+        raise SpecError(problems, spec.source.text)
     for problem in spec.warnings:
         warnings.warn(str(problem), SpecWarning, stacklevel=3)
     return spec

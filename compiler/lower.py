@@ -24,9 +24,8 @@ from .ir import Arg, BlockIR, LayerIR, ModelIR
 from .load import Path_
 from .registry import REGISTRY, Entry
 from .shapes import ShapeError, output_shape
-from .spec import Block, Layer, Repeat, Spec
+from .spec import MAX_MODULES, Block, Layer, Repeat, Spec
 
-MAX_LAYERS = 100_000
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
 _NOT_ARGS = ("device", "dtype")  # set for the whole model, never per layer in a spec
 
@@ -134,7 +133,7 @@ class _Lowerer:
                 shape = self.add(ir, str(len(ir.children)), repeat.body, shape, dtype)
             else:
                 shape = self.fill_block_into(ir, repeat.body, shape, dtype)
-            if self.count > MAX_LAYERS:
+            if self.count > MAX_MODULES:
                 break
         return shape
 
@@ -150,9 +149,9 @@ class _Lowerer:
     def add(self, parent: BlockIR, name: str, node: Layer | Block, shape: tuple | None, dtype: str) -> tuple | None:
         path = _join(parent.path, name)
         self.count += 1
-        if self.count == MAX_LAYERS + 1:
-            self.fail(node.yaml_path, f"the model has more than {MAX_LAYERS} modules", "use fewer repeats")
-        if self.count > MAX_LAYERS:
+        if self.count == MAX_MODULES + 1:
+            self.fail(node.yaml_path, f"the model has more than {MAX_MODULES} modules", "use fewer repeats")
+        if self.count > MAX_MODULES:
             return None
         if isinstance(node, Block):
             sub = BlockIR(name, path, node.named, yaml_path=node.yaml_path, in_shape=shape)
@@ -385,13 +384,10 @@ def _arg_path(node: Layer, pname: str, positional: list) -> Path_:
 
 
 @lru_cache(maxsize=None)
-def _parameters_cached(entry: Entry) -> tuple[inspect.Parameter, ...]:
+def _parameters(entry: Entry) -> tuple[inspect.Parameter, ...]:
+    """The arguments a spec may give: the signature without device, dtype, *args and **kwargs."""
     params = entry.signature().parameters.values()
     return tuple(p for p in params if p.name not in _NOT_ARGS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-
-def _parameters(entry: Entry) -> tuple[inspect.Parameter, ...]:
-    return _parameters_cached(entry)
 
 
 _ADAPTERS: dict[Any, TypeAdapter | None] = {}

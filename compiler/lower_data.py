@@ -195,7 +195,7 @@ def _call(lowerer: _Lowerer, call: Call, kind: str) -> CallIR | None:
     args, kwargs, _ = bound
     result = CallIR(entry, args, kwargs, call.yaml_path)
     if kind in ("loss", "optimizer", "scheduler"):
-        _try_construct(lowerer, result, call)
+        _check_arguments(lowerer, result, call)
     return result
 
 
@@ -204,8 +204,8 @@ _NON_NEGATIVE = {"lr", "eps", "momentum", "weight_decay", "lr_decay", "rho", "al
                  "initial_accumulator_value", "momentum_decay", "eta_min", "max_lr", "step_size", "T_max", "T_0"}
 
 
-def _try_construct(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
-    """Let torch check the arguments now (a negative lr, an unknown reduction), not at step 1."""
+def _check_arguments(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
+    """Catch now what torch would refuse at step 1: an unknown reduction, a negative lr, betas out of range."""
     args, kwargs = ir.values()
     where = call.yaml_path + ((call.type,) if call.form != "bare" else ())
     reduction = ir.value("reduction")

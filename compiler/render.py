@@ -329,9 +329,7 @@ def _data_function(data, fast: bool = False) -> str:
     lines: list[str] = []
     add = lines.append
     if ds.name == "Synthetic":
-        kwargs = {k: a for k, a in ds.kwargs.items()}
-        call = call_source("synthetic_dataset", ds.args, kwargs, [])
-        call = call[:-1] + ", seed=SEED)"
+        call = call_source("synthetic_dataset", ds.args, {**ds.kwargs, "seed": Arg(None, "SEED")})
         add(f"train_set = {call}")
         if data.spec.val_split:
             add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")

@@ -23,7 +23,7 @@ from .load import Path_, Source
 from .registry import REGISTRY
 
 MAX_REPEAT = 10_000
-MAX_MODULES = 100_000  # the same bound as lowering's (lower.MAX_LAYERS), checked before any copy is made
+MAX_MODULES = 100_000  # per model; checked here before repeats are copied, and again while lowering
 # Names the generated script defines itself: a variable may not shadow them.
 RESERVED_NAMES = frozenset(
     """torch nn optim F transforms datasets DataLoader TensorDataset math os sys time json random

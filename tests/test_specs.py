@@ -11,7 +11,7 @@ import torch
 import compiler
 from compiler.check import compare
 
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, assert_import_runs_nothing
 
 IDS = [p.stem for p in SPECS]
 
@@ -52,9 +52,7 @@ def test_generated_script_imports_only_torch_torchvision_stdlib(path):
     allowed = {"torch", "torchvision"} | set(sys.stdlib_module_names)
     assert roots <= allowed, roots - allowed
     assert "compiler" not in roots
-    # importing runs nothing: the only top-level statements are imports, constants, defs and the main guard
-    for node in tree.body:
-        assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef, ast.If, ast.Expr))
+    assert_import_runs_nothing(tree)
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the dev extra")
