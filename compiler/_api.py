@@ -1,13 +1,24 @@
-"""The public functions: each runs the stages in order (load -> validate -> lower -> build/render)."""
+"""The public functions: each runs the stages in order, load -> parse -> lower -> build | render.
+
+    text ──load──> data + Source ──parse──> Spec ──lower──> Program ──build──>  torch objects
+                                                                    └──render──> script text
+
+Each stage is a function of the previous stage's result. ``load_spec`` lowers the spec to
+validate it; the lowered ``Program`` is remembered for that ``Spec`` object (a weak cache
+here, nothing stored on the Spec) so that ``build_model(spec)`` does not lower it twice.
+"""
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, SpecError
+from .ir import Program
 from .load import load_file, load_text
+from .problems import Problems
 from .spec import Spec, validate
 
 if TYPE_CHECKING:
@@ -18,62 +29,85 @@ class SpecWarning(UserWarning):
     """Something legal in a spec that is usually a mistake (e.g. Linear over a feature map)."""
 
 
-def _finish(spec: Spec, max_bytes: int | None) -> Spec:
-    """Lower the model and the training sections, reporting both stages' problems together."""
-    from .lower import lower_model
-    from .lower_data import check_sections
+_PROGRAMS: dict[int, tuple[weakref.ref, Program]] = {}
 
-    problems: list[Problem] = []
-    try:
-        spec._ir = lower_model(spec, max_bytes=max_bytes)
-    except SpecError as err:  # the data checks still run (those needing the model's shapes skip)
-        problems += err.problems
-    try:
-        check_sections(spec)
-    except SpecError as err:
-        problems += err.problems
-    if problems:
-        raise SpecError(problems, spec.source.text)
-    for problem in spec.warnings:
+
+def lower_spec(spec: Spec, max_bytes: int | None = None) -> Program:
+    """Lower the model and the training sections, reporting every problem of both together."""
+    from .lower import lower_model
+    from .lower_data import lower_training
+
+    problems = Problems(spec.source)
+    model = lower_model(spec, problems, max_bytes=max_bytes)
+    training = lower_training(spec, model, problems)
+    problems.raise_if_any()
+    assert model is not None
+    return Program(spec, model, training, problems.warnings)
+
+
+def _validated(spec: Spec, max_bytes: int | None) -> Spec:
+    program = lower_spec(spec, max_bytes)
+    key = id(spec)
+    _PROGRAMS[key] = (weakref.ref(spec, lambda _, cache=_PROGRAMS: cache.pop(key, None)), program)
+    for problem in program.warnings:
         warnings.warn(str(problem), SpecWarning, stacklevel=3)
     return spec
+
+
+def lower(spec: Spec | str | Path) -> Program:
+    """The lowered spec (model IR, training IR, warnings): what every backend takes.
+
+    Taken from the cache when ``load_spec``/``parse_spec`` made this Spec, else lowered now.
+    """
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec)
+    cached = _PROGRAMS.get(id(spec))
+    if cached is not None and cached[0]() is spec:
+        return cached[1]
+    return lower_spec(spec)
 
 
 def load_spec(path: str | Path, *, max_bytes: int | None = None) -> Spec:
     """Load, validate and lower a spec file; raise SpecError listing every problem."""
     data, source = load_file(path)
-    return _finish(validate(data, source), max_bytes)
+    return _validated(validate(data, source), max_bytes)
 
 
 def parse_spec(text: str, filename: str = "<string>", *, max_bytes: int | None = None) -> Spec:
     """The same as ``load_spec`` for YAML text."""
     data, source = load_text(text, filename)
-    return _finish(validate(data, source), max_bytes)
+    return _validated(validate(data, source), max_bytes)
 
 
-def _as_spec(spec: Spec | str | Path) -> Spec:
-    return spec if isinstance(spec, Spec) else load_spec(spec)
-
-
-def build_model(spec: Spec | str | Path) -> nn.Sequential:
+def build_model(spec: Spec | str | Path) -> nn.Module:
     """The model as live torch modules. Never reseeds: draws from torch's global RNG."""
-    from .build import build_module
+    from .build import build_model as build
 
-    return build_module(_as_spec(spec)._ir)
+    return build(lower(spec).model)
 
 
 def build_training(spec: Spec | str | Path, device: Any = None) -> Any:
     """Seed with ``spec.seed``, then build model, loss, optimizer, scheduler and loaders on ``device``."""
-    from .training import build_training as _build
+    from .training import build_training as build
 
-    return _build(_as_spec(spec), device)
+    return build(lower(spec), device)
 
 
 def render_script(spec: Spec | str | Path) -> str:
     """The standalone script for ``spec`` (imports only torch, torchvision and the stdlib)."""
     from .render import render
 
-    return render(_as_spec(spec))
+    return render(lower(spec))
 
 
-__all__ = ["Problem", "SpecWarning", "build_model", "build_training", "load_spec", "parse_spec", "render_script"]
+__all__ = [
+    "Problem",
+    "SpecError",
+    "SpecWarning",
+    "build_model",
+    "build_training",
+    "load_spec",
+    "lower",
+    "parse_spec",
+    "render_script",
+]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from .ir import ModelIR
 from .spec import Spec
 
 
@@ -51,8 +52,7 @@ def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> tuple[bool, str]:
     return True, f"{len(sa)} tensors bitwise equal"
 
 
-def _sample_input(spec: Spec, batch: int = 4) -> torch.Tensor:
-    model = spec._ir
+def _sample_input(model: ModelIR, batch: int = 4) -> torch.Tensor:
     shape = (batch, *(model.input_shape or ()))
     generator = torch.Generator().manual_seed(1234)
     if model.input_dtype == "int64":
@@ -72,6 +72,9 @@ def _hyper(obj: Any) -> dict:
 
 def compare(spec: Spec, steps: int = 3) -> list[Check]:
     from . import build_model, build_training, render_script
+    from ._api import lower
+
+    program = lower(spec)
 
     checks: list[Check] = []
     add = checks.append
@@ -85,7 +88,7 @@ def compare(spec: Spec, steps: int = 3) -> list[Check]:
         ok, detail = _states_equal(compiled, generated)
         add(Check("2. state dicts: keys, shapes, dtypes, bitwise values", ok, detail))
         if spec.input is not None:
-            x = _sample_input(spec)
+            x = _sample_input(program.model)
             compiled.eval(), generated.eval()
             with torch.no_grad():
                 same_eval = _outputs_equal(compiled(x), generated(x))
@@ -96,7 +99,7 @@ def compare(spec: Spec, steps: int = 3) -> list[Check]:
             out_b = generated(x)
             add(Check("3. outputs equal (eval mode, and train mode under one seed)",
                       same_eval and _outputs_equal(out_a, out_b), f"input {tuple(x.shape)}"))
-        if spec._training is None:
+        if program.training is None:
             return checks
         a = build_training(spec, "cpu")
         b = script.build_all()

@@ -9,211 +9,107 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass, field
 
-from .ir import Arg
-from .lower import _Lowerer, _shape
-from .registry import REGISTRY, Entry
+from ._suggest import did_you_mean
+from .bind import Binder, where_of
+from .ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
+from .problems import Problems
+from .registry import NON_NEGATIVE_ARGS, REGISTRY
+from .shapes import format_shape
 from .spec import Call, DataSpec, Spec, TrainSpec
 
-# What torchvision's datasets yield: (channels, height, width) of a sample and the class count.
-_IMAGE_DATASETS = {
-    "MNIST": ((1, 28, 28), 10),
-    "FashionMNIST": ((1, 28, 28), 10),
-    "KMNIST": ((1, 28, 28), 10),
-    "CIFAR10": ((3, 32, 32), 10),
-    "CIFAR100": ((3, 32, 32), 100),
-    "ImageFolder": ((3, None, None), None),
-}
-_CLASSIFICATION_LOSSES = {"CrossEntropyLoss", "NLLLoss", "MultiMarginLoss"}
-_REGRESSION_LOSSES = {"MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss"}
+_shape = format_shape
 
 
-@dataclass
-class CallIR:
-    """A constructor call with bound arguments, as both backends need it."""
-
-    entry: Entry
-    args: list[Arg]
-    kwargs: dict[str, Arg]
-    yaml_path: tuple = ()
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    def values(self) -> tuple[list, dict]:
-        return [a.value for a in self.args], {k: a.value for k, a in self.kwargs.items()}
-
-    def value(self, name: str, default=None):
-        """An argument's value by name, whether it was given by position or keyword."""
-        if name in self.kwargs:
-            return self.kwargs[name].value
-        names = [p.name for p in _params(self.entry)]
-        index = names.index(name) if name in names else len(self.args)
-        return self.args[index].value if index < len(self.args) else default
-
-
-@dataclass
-class DataIR:
-    spec: DataSpec
-    dataset: CallIR
-    transforms: list[CallIR]
-    eval_transforms: list[CallIR]
-    sample_shape: tuple | None  # one input sample after the transforms
-    num_classes: int | None  # None for regression targets
-    has_test_split: bool  # torchvision's train=False split is the validation set
-
-
-@dataclass
-class SpeedIR:
-    """The speed options with `speed:` applied; `auto` values are resolved by the device at run time."""
-
-    precision: str = "fp32"
-    channels_last: bool | str = False
-    data_on_device: bool | str = False
-    flips: list = field(default_factory=list)  # (axis, probability) of the random flips
-    compile: bool | str = False
-    cuda_graph: bool | str = False
-    cudnn_benchmark: bool | str = False
-
-    @property
-    def fast(self) -> bool:
-        """Whether any option leaves the tutorial's way (the script then has the fast loop)."""
-        options = (self.precision, self.channels_last, self.data_on_device, self.compile, self.cuda_graph,
-                   self.cudnn_benchmark)
-        return options != ("fp32", False, False, False, False, False)
-
-
-@dataclass
-class TrainingIR:
-    data: DataIR
-    loss: CallIR
-    optimizer: CallIR
-    scheduler: CallIR | None
-    train: TrainSpec
-    speed: SpeedIR = field(default_factory=SpeedIR)
-    warnings: list = field(default_factory=list)
-
-
-def _params(entry: Entry):
-    from .lower import _parameters
-
-    return _parameters(entry)
-
-
-def check_sections(spec: Spec) -> None:
-    """Lower the training sections (if the spec has them) and store the result on the spec."""
-    spec._training = lower_training(spec)
-
-
-def lower_training(spec: Spec) -> TrainingIR | None:
+def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> TrainingIR | None:
+    """Lower data, loss, optimizer, scheduler and train; check them against the model. None for a model-only spec."""
     present = {k: getattr(spec, k) is not None for k in ("data", "loss", "optimizer", "train")}
-    lowerer = _Lowerer(spec)
     if any(present.values()) and not all(present.values()):
         missing = [k for k, v in present.items() if not v]
-        lowerer.fail((), f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
-                     f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)")
-    if lowerer.problems or not all(present.values()):
-        _raise(lowerer, spec)
+        problems.fail((), f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
+                      f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)")
+    if not all(present.values()):
         return None
     assert spec.data and spec.loss and spec.optimizer and spec.train
-    checker = _DataChecker(spec, lowerer)
+    before = problems.count()
+    binder = Binder(problems, spec.symbols)
+    checker = _DataChecker(spec, model, binder)
     data = checker.data(spec.data)
-    loss = _call(lowerer, spec.loss, "loss")
-    optimizer = _call(lowerer, spec.optimizer, "optimizer")
-    scheduler = _call(lowerer, spec.scheduler, "scheduler") if spec.scheduler else None
+    loss = _call(binder, spec.loss, "loss")
+    optimizer = _call(binder, spec.optimizer, "optimizer")
+    scheduler = _call(binder, spec.scheduler, "scheduler") if spec.scheduler else None
     if data and loss:
         checker.targets(data, loss, spec.train)
     if spec.train.mode == "online" and spec.train.epochs != 1:
-        lowerer.fail(("train", "epochs"), "online learning makes one pass and uses each sample once",
-                     "set `epochs: 1`, or use `mode: minibatch`")
-    speed = _speed(lowerer, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
-    _raise(lowerer, spec)
-    assert data and loss and optimizer
+        problems.fail(("train", "epochs"), "online learning makes one pass and uses each sample once",
+                      "set `epochs: 1`, or use `mode: minibatch`")
+    speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
+    if problems.count() > before or not (data and loss and optimizer):
+        return None
     return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed)
 
 
-_FLIP_AXES = {"RandomHorizontalFlip": -1, "RandomVerticalFlip": -2}
-_GRAPH_OPTIMIZERS = {"SGD", "Adam", "AdamW"}
-
-
-def _speed(lowerer: _Lowerer, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
+def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
     """Apply `speed:`, check the options against each other and the data, and settle what `auto` may do."""
     speed = SpeedIR(*(train.option(n) for n in ("precision", "channels_last", "data_on_device")), [],
                     True if train.option("compile") is True else train.option("compile"), train.option("cuda_graph"),
                     train.option("cudnn_benchmark"))
     if speed.compile is True:
         speed.compile = "default"
-    if train.speed == "auto" and optimizer.name in ("Adam", "AdamW") and not {"fused", "foreach"} & set(optimizer.kwargs):
+    if train.speed == "auto" and optimizer.entry.fusable and not {"fused", "foreach"} & set(optimizer.kwargs):
         # one fused kernel instead of dozens of foreach kernels a step (a CUDA graph's main cost at batch 64)
         optimizer.kwargs["fused"] = Arg(True, "True")
     randoms = [t for t in data.transforms if t.entry.random]
     if speed.data_on_device:
-        others = [t.name for t in randoms if t.name not in _FLIP_AXES]
+        others = [t.name for t in randoms if t.entry.flip_axis is None]
         if others and speed.data_on_device is True:
-            lowerer.fail(("train", "data_on_device"), f"data_on_device applies random flips on the device, "
+            problems.fail(("train", "data_on_device"), f"data_on_device applies random flips on the device, "
                          f"but not {', '.join(others)}", "remove those transforms, or set `data_on_device: false`")
         elif others:
             speed.data_on_device = False  # auto: keep the per-sample pipeline
-        speed.flips = [(_FLIP_AXES[t.name], float(t.value("p", 0.5))) for t in randoms if t.name in _FLIP_AXES]
+        speed.flips = [(t.entry.flip_axis, float(t.value("p", 0.5))) for t in randoms if t.entry.flip_axis is not None]
     reasons = []
     if speed.compile:
         reasons.append("`compile` (its reduce-overhead mode already uses CUDA graphs)")
     if scheduler is not None:
         reasons.append(f"a scheduler ({scheduler.name}: a captured step keeps its learning rate)")
-    if optimizer.name not in _GRAPH_OPTIMIZERS:
-        reasons.append(f"{optimizer.name} (captured steps support {', '.join(sorted(_GRAPH_OPTIMIZERS))})")
+    if not optimizer.entry.graph_safe:
+        safe = sorted(e.name for e in REGISTRY.entries("optimizer") if e.graph_safe)
+        reasons.append(f"{optimizer.name} (captured steps support {', '.join(safe)})")
     if speed.precision == "fp16":
         reasons.append("fp16 (its gradient scaler skips steps, which a graph cannot)")
     if not speed.data_on_device:
         reasons.append("data that is not on the device (`data_on_device`)")
     if speed.cuda_graph is True and reasons:
-        lowerer.fail(("train", "cuda_graph"), f"cuda_graph cannot be combined with {'; '.join(reasons)}",
+        problems.fail(("train", "cuda_graph"), f"cuda_graph cannot be combined with {'; '.join(reasons)}",
                      "set `cuda_graph: false`, or change what it conflicts with")
     elif speed.cuda_graph == "auto" and reasons:
         speed.cuda_graph = False
     if speed.fast and train.mode != "minibatch" and speed.cuda_graph:
-        lowerer.fail(("train", "cuda_graph"), "cuda_graph needs mode: minibatch", "set `cuda_graph: false`")
+        problems.fail(("train", "cuda_graph"), "cuda_graph needs mode: minibatch", "set `cuda_graph: false`")
     return speed
 
 
-def _raise(lowerer: _Lowerer, spec: Spec) -> None:
-    spec._warnings.extend(lowerer.warnings)
-    if lowerer.problems:
-        from .errors import SpecError
-
-        raise SpecError(lowerer.problems, spec.source.text)
-
-
-def _call(lowerer: _Lowerer, call: Call, kind: str) -> CallIR | None:
+def _call(binder: Binder, call: Call, kind: str) -> CallIR | None:
     entry = REGISTRY.get(kind, call.type)
     assert entry is not None
-    bound = lowerer.bind(call, entry, None)  # type: ignore[arg-type]
-    if bound is None:
-        return None
-    args, kwargs, _ = bound
-    result = CallIR(entry, args, kwargs, call.yaml_path)
-    if kind in ("loss", "optimizer", "scheduler"):
-        _check_arguments(lowerer, result, call)
+    result = binder.bind(call, entry)
+    if result is not None and kind in ("loss", "optimizer", "scheduler"):
+        _check_arguments(binder.problems, result, call)
     return result
 
 
 _REDUCTIONS = ("none", "mean", "sum")
-_NON_NEGATIVE = {"lr", "eps", "momentum", "weight_decay", "lr_decay", "rho", "alpha", "dampening", "gamma",
-                 "initial_accumulator_value", "momentum_decay", "eta_min", "max_lr", "step_size", "T_max", "T_0"}
 
 
-def _check_arguments(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
+def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
     """Catch now what torch would refuse at step 1: an unknown reduction, a negative lr, betas out of range."""
     args, kwargs = ir.values()
-    where = call.yaml_path + ((call.type,) if call.form != "bare" else ())
+    where = where_of(call)
     reduction = ir.value("reduction")
     allowed = _REDUCTIONS + (("batchmean",) if ir.name == "KLDivLoss" else ())
     if isinstance(reduction, str) and reduction not in allowed:
-        from ._suggest import did_you_mean
-
-        lowerer.fail(_arg_where(call, "reduction", where), f"{ir.name} reduction {reduction!r} is not one of {allowed}",
+        problems.fail(_arg_where(call, "reduction", where), f"{ir.name} reduction {reduction!r} is not one of {allowed}",
                      did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"))
         return
     if ir.entry.kind != "loss":
@@ -221,11 +117,11 @@ def _check_arguments(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
         for name, value in kwargs.items():
             values = value if isinstance(value, tuple) else (value,)
             numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if name in _NON_NEGATIVE and any(v < 0 for v in numbers):
-                lowerer.fail(_arg_where(call, name, where), f"{ir.name} {name} must not be negative, got {value!r}",
+            if name in NON_NEGATIVE_ARGS and any(v < 0 for v in numbers):
+                problems.fail(_arg_where(call, name, where), f"{ir.name} {name} must not be negative, got {value!r}",
                              f"use a value >= 0 for {name}")
             if name == "betas" and any(not 0.0 <= v < 1.0 for v in numbers):
-                lowerer.fail(_arg_where(call, name, where), f"{ir.name} betas must be in [0, 1), got {value!r}",
+                problems.fail(_arg_where(call, name, where), f"{ir.name} betas must be in [0, 1), got {value!r}",
                              "e.g. betas: [0.9, 0.999]")
         return
     try:
@@ -233,7 +129,7 @@ def _check_arguments(lowerer: _Lowerer, ir: CallIR, call: Call) -> None:
     except Exception as err:  # torch's own argument checks, e.g. "Invalid learning rate: -0.01"
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         culprit = next((k for k, v in kwargs.items() if repr(v) in message or str(v) in message), None)
-        lowerer.fail(_arg_where(call, culprit, where) if culprit else where,
+        problems.fail(_arg_where(call, culprit, where) if culprit else where,
                      f"torch refuses {ir.name}'s arguments: {message}", "check the value against the torch documentation")
 
 
@@ -242,17 +138,17 @@ def _arg_where(call: Call, name: str, default: tuple) -> tuple:
 
 
 class _DataChecker:
-    def __init__(self, spec: Spec, lowerer: _Lowerer):
-        self.spec, self.lowerer = spec, lowerer
+    def __init__(self, spec: Spec, model: ModelIR | None, binder: Binder):
+        self.spec, self.model, self.binder, self.problems = spec, model, binder, binder.problems
 
     def fail(self, path, message: str, fix: str = "") -> None:
-        self.lowerer.fail(path, message, fix)
+        self.problems.fail(path, message, fix)
 
     def data(self, data: DataSpec) -> DataIR | None:
-        dataset = _call(self.lowerer, data.dataset, "dataset")
-        transforms = [c for c in (_call(self.lowerer, t, "transform") for t in data.transforms) if c]
+        dataset = _call(self.binder, data.dataset, "dataset")
+        transforms = [c for c in (_call(self.binder, t, "transform") for t in data.transforms) if c]
         if data.eval_transforms is not None:
-            eval_transforms = [c for c in (_call(self.lowerer, t, "transform") for t in data.eval_transforms) if c]
+            eval_transforms = [c for c in (_call(self.binder, t, "transform") for t in data.eval_transforms) if c]
         else:
             eval_transforms = [t for t in transforms if not t.entry.random]
         if dataset is None or len(transforms) != len(data.transforms):
@@ -260,13 +156,13 @@ class _DataChecker:
         for t in data.transforms:
             entry = REGISTRY.get("transform", t.type)
             if entry and entry.replaced_by:
-                self.lowerer.warn(t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}",
+                self.problems.warn(t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}",
                                   f"write {entry.replaced_by}")
-        before = len(self.lowerer.problems)
+        before = self.problems.count()
         shape, classes, has_test = self.dataset_facts(dataset, data)
-        if len(self.lowerer.problems) > before:  # unreadable data: no checks that build on its facts
+        if self.problems.count() > before:  # unreadable data: no checks that build on its facts
             return None
-        image = dataset.name in _IMAGE_DATASETS or dataset.name == "FakeData"
+        image = dataset.entry.image
         sample = self.walk_transforms(transforms, shape, image, ("data", "transforms"))
         if data.eval_transforms is not None:
             self.walk_transforms(eval_transforms, shape, image, ("data", "eval_transforms"))
@@ -277,15 +173,17 @@ class _DataChecker:
         if sample is not None and model_input is not None and None not in sample and tuple(sample) != model_input:
             self.fail(("input",), f"the model's input is {_shape(model_input)} but the data gives samples of "
                       f"shape {_shape(tuple(sample))}", f"write `input: {list(sample)}` or change the transforms")
-        return DataIR(data, dataset, transforms, eval_transforms, sample, classes, has_test)
+        validation = ("val_split" if data.val_split else "test_path" if dataset.name == "CSV" and has_test
+                      else "test_split" if has_test else None)
+        return DataIR(dataset, transforms, eval_transforms, data.batch_size, data.shuffle, data.num_workers,
+                      data.val_split, data.normalize, classes, validation)
 
     def dataset_facts(self, dataset: CallIR, data: DataSpec):
         """(sample shape before transforms, number of classes, has a test split)."""
         name = dataset.name
         path = dataset.yaml_path
-        if name in _IMAGE_DATASETS:
-            shape, classes = _IMAGE_DATASETS[name]
-            return shape, classes, name != "ImageFolder"
+        if dataset.entry.sample is not None:
+            return dataset.entry.sample, dataset.entry.classes, dataset.entry.test_split
         if name == "FakeData":
             size = dataset.value("image_size", (3, 224, 224))
             return tuple(size), dataset.value("num_classes", 10), False
@@ -339,8 +237,6 @@ class _DataChecker:
                       "give a UTF-8 CSV file with a header row")
             return None, None, False
         if target not in header:
-            from ._suggest import did_you_mean
-
             self.fail(where, f"CSV file {path!r} has no column {target!r}", did_you_mean(target, header, f"columns: {header}"))
             return None, None, False
         features = dataset.value("features") or [h for h in header if h != target]
@@ -409,17 +305,16 @@ class _DataChecker:
         return tuple(shape) if shape is not None else None
 
     def targets(self, data: DataIR, loss: CallIR, train: TrainSpec) -> None:
-        model = self.spec._ir
-        out = model.output_shape if model else None
+        out = self.model.output_shape if self.model else None
         where = ("loss",)
-        if loss.name in _CLASSIFICATION_LOSSES:
+        if loss.entry.targets == "classes":
             if data.num_classes is None:
                 self.fail(where, f"{loss.name} needs class labels but the data has regression targets",
                           "use MSELoss or L1Loss, or a dataset with classes")
             elif out is not None and out[0] != data.num_classes:
                 self.fail(("model",), f"the model outputs {out[0]} values per sample but the data has "
                           f"{data.num_classes} classes", f"make the last layer output {data.num_classes}")
-        elif loss.name in _REGRESSION_LOSSES:
+        elif loss.entry.targets == "values":
             targets = data.dataset.value("targets") if data.dataset.name == "Synthetic" else None
             targets = targets if _is_shape(targets) else None  # a malformed shape is reported already
             if data.num_classes is not None and data.dataset.name != "CSV":

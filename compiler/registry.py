@@ -15,14 +15,24 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-# How the generated script refers to each module (its imports are written from this too).
+# How the generated script refers to each module, and the import that makes the name exist.
 SCRIPT_ALIASES = {
     "compiler.runtime": "",  # copied into the script itself
+    "compiler.layers": "",  # likewise
     "torch.nn": "nn",
+    "torch.nn.init": "nn.init",
     "torch.optim": "optim",
     "torch.optim.lr_scheduler": "optim.lr_scheduler",
     "torchvision.transforms": "transforms",
     "torchvision.datasets": "datasets",
+    "torchvision.ops": "ops",
+}
+SCRIPT_IMPORTS = {
+    "nn": "from torch import nn",
+    "optim": "from torch import optim",
+    "transforms": "from torchvision import transforms",
+    "datasets": "from torchvision import datasets",
+    "ops": "from torchvision import ops",
 }
 
 
@@ -35,15 +45,31 @@ class Entry:
     infer: str | None = None  # the argument shape inference fills
     infer_axis: str = "channels"  # channels: dim 0 of a sample | features: its last dim
     returns_tuple: bool = False  # e.g. LSTM returns (output, (h, c))
+    takes_tuple: bool = False  # TupleItem: the one layer that may follow a tuple-returning one
     takes_indices: bool = False  # e.g. Embedding takes integer indices
     random: bool = False  # a Random* transform: applied per sample, left out of eval transforms
     params: tuple[str, ...] | None = None  # static parameter names, "name!" if required (torchvision)
     replaced_by: str | None = None  # a deprecated alias (Scale -> Resize)
+    # optimizers: `fusable` (speed: auto sets fused=True), `graph_safe` (a CUDA graph may capture its step)
+    fusable: bool = False
+    graph_safe: bool = False
+    steps: str = "epoch"  # schedulers: when step() runs: epoch | batch | loss (on the validation loss)
+    targets: str | None = None  # losses: "classes" (class labels) | "values" (same shape as the output)
+    flip_axis: int | None = None  # random flips: the tensor axis flipped (data_on_device flips on the device)
+    sample: tuple | None = None  # image datasets: (C, H, W) of a sample before transforms (None: unknown size)
+    classes: int | None = None  # image datasets: number of classes
+    test_split: bool = False  # datasets with torchvision's `train=False` split
+    image: bool = False  # datasets whose samples are PIL images
     cls_object: Any = field(default=None, compare=False, hash=False)  # registered from Python
 
     @property
     def class_name(self) -> str:
         return self.attr or self.name
+
+    @property
+    def alias(self) -> str:
+        """The name the script imports for this entry's module ("" when the class is copied in)."""
+        return "" if self.cls_object is not None else SCRIPT_ALIASES.get(self.module, "")
 
     @property
     def script_name(self) -> str:
@@ -96,7 +122,9 @@ def _signature(entry: Entry) -> inspect.Signature:
         sig = inspect.signature(entry.resolve())
         if entry.name in ("RNN", "LSTM", "GRU") and entry.module == "torch.nn":
             sig = _recurrent_signature(entry)
-        supplied = {"optimizer": ("params",), "scheduler": ("optimizer",)}.get(entry.kind, ())
+        supplied = {"optimizer": ("params",), "scheduler": ("optimizer",), "init": ("tensor", "generator")}.get(
+            entry.kind, ()
+        )
         params = [p for p in sig.parameters.values() if p.name not in ("self", *supplied)]
         _SIGNATURES[entry] = sig.replace(parameters=params)
     return _SIGNATURES[entry]
@@ -137,31 +165,49 @@ LAYERS: list[Entry] = [
     *_layers("ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid"),
     *_layers("Hardtanh Hardswish Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold GLU"),
     *_layers("Softmax Softmin LogSoftmax Softmax2d"),
+    # specc's own (compiler/layers.py): what torch.nn has no module for
+    *(Entry(n, "layer", "compiler.layers") for n in "Select Slice Permute Transpose Mean Sum Amax Reshape".split()),
+    Entry("TupleItem", "layer", "compiler.layers", takes_tuple=True),
+    Entry("StochasticDepth", "layer", "torchvision.ops", params=("p!", "mode!")),
 ]
 
+
+def _losses(names: str, **kw: Any) -> list[Entry]:
+    return [Entry(n, "loss", "torch.nn", **kw) for n in names.split()]
+
+
 LOSSES: list[Entry] = [
-    Entry(n, "loss", "torch.nn")
-    for n in (
-        "MSELoss L1Loss CrossEntropyLoss NLLLoss BCELoss BCEWithLogitsLoss SmoothL1Loss HuberLoss KLDivLoss "
-        "PoissonNLLLoss MultiMarginLoss MultiLabelMarginLoss MultiLabelSoftMarginLoss SoftMarginLoss"
-    ).split()
+    *_losses("CrossEntropyLoss NLLLoss MultiMarginLoss", targets="classes"),
+    *_losses("MSELoss L1Loss SmoothL1Loss HuberLoss", targets="values"),
+    *_losses("BCELoss BCEWithLogitsLoss", targets="probabilities"),
+    *_losses("KLDivLoss PoissonNLLLoss MultiLabelMarginLoss MultiLabelSoftMarginLoss SoftMarginLoss"),
 ]
 
 OPTIMIZERS: list[Entry] = [
-    *(
-        Entry(n, "optimizer", "torch.optim")
-        for n in "SGD Adam AdamW Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop".split()
-    ),
+    Entry("SGD", "optimizer", "torch.optim", graph_safe=True),
+    Entry("Adam", "optimizer", "torch.optim", fusable=True, graph_safe=True),
+    Entry("AdamW", "optimizer", "torch.optim", fusable=True, graph_safe=True),
+    *(Entry(n, "optimizer", "torch.optim") for n in "Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop".split()),
     # the tutorial's hand-written rule: param -= lr * param.grad
     Entry("GradientDescent", "optimizer", "compiler.runtime"),
 ]
 
+# Optimizer and scheduler arguments torch refuses when negative (checked without constructing them).
+NON_NEGATIVE_ARGS = frozenset(
+    "lr eps momentum weight_decay lr_decay rho alpha dampening gamma initial_accumulator_value momentum_decay "
+    "eta_min max_lr step_size T_max T_0".split()
+)
+
 SCHEDULERS: list[Entry] = [
-    Entry(n, "scheduler", "torch.optim.lr_scheduler")
-    for n in (
-        "StepLR MultiStepLR ExponentialLR CosineAnnealingLR CosineAnnealingWarmRestarts LinearLR ConstantLR "
-        "PolynomialLR ReduceLROnPlateau OneCycleLR"
-    ).split()
+    *(
+        Entry(n, "scheduler", "torch.optim.lr_scheduler")
+        for n in (
+            "StepLR MultiStepLR ExponentialLR CosineAnnealingLR CosineAnnealingWarmRestarts LinearLR ConstantLR "
+            "PolynomialLR"
+        ).split()
+    ),
+    Entry("ReduceLROnPlateau", "scheduler", "torch.optim.lr_scheduler", steps="loss"),
+    Entry("OneCycleLR", "scheduler", "torch.optim.lr_scheduler", steps="batch"),
 ]
 
 
@@ -178,25 +224,35 @@ TRANSFORMS: list[Entry] = [
     _tv("Scale", "transform", "size interpolation max_size antialias", attr="Resize", replaced_by="Resize"),
     _tv("CenterCrop", "transform", "size!"),
     _tv("RandomCrop", "transform", "size! padding pad_if_needed fill padding_mode", random=True),
-    _tv("RandomHorizontalFlip", "transform", "p", random=True),
-    _tv("RandomVerticalFlip", "transform", "p", random=True),
+    _tv("RandomHorizontalFlip", "transform", "p", random=True, flip_axis=-1),
+    _tv("RandomVerticalFlip", "transform", "p", random=True, flip_axis=-2),
     _tv("RandomRotation", "transform", "degrees! interpolation expand center fill", random=True),
     _tv("Grayscale", "transform", "num_output_channels"),
     _tv("Pad", "transform", "padding! fill padding_mode"),
 ]
 
 # `transform`, `target_transform` and `train` are supplied by specc (transforms:, the splits)
+_SPLIT = {"test_split": True, "image": True}
 DATASETS: list[Entry] = [
-    _tv("MNIST", "dataset", "root! download"),
-    _tv("FashionMNIST", "dataset", "root! download"),
-    _tv("KMNIST", "dataset", "root! download"),
-    _tv("CIFAR10", "dataset", "root! download"),
-    _tv("CIFAR100", "dataset", "root! download"),
-    _tv("ImageFolder", "dataset", "root! allow_empty"),
-    _tv("FakeData", "dataset", "size image_size num_classes random_offset"),
+    _tv("MNIST", "dataset", "root! download", sample=(1, 28, 28), classes=10, **_SPLIT),
+    _tv("FashionMNIST", "dataset", "root! download", sample=(1, 28, 28), classes=10, **_SPLIT),
+    _tv("KMNIST", "dataset", "root! download", sample=(1, 28, 28), classes=10, **_SPLIT),
+    _tv("CIFAR10", "dataset", "root! download", sample=(3, 32, 32), classes=10, **_SPLIT),
+    _tv("CIFAR100", "dataset", "root! download", sample=(3, 32, 32), classes=100, **_SPLIT),
+    _tv("ImageFolder", "dataset", "root! allow_empty", sample=(3, None, None), image=True),
+    _tv("FakeData", "dataset", "size image_size num_classes random_offset", image=True),
     # specc's own: the tutorial's random tensors, and tabular files
     Entry("Synthetic", "dataset", "", params=("size!", "inputs!", "targets", "classes")),
     Entry("CSV", "dataset", "", params=("path!", "target!", "features", "test_path")),
+]
+
+# torch.nn.init: the functions `init:` rules may call on a parameter
+INITS: list[Entry] = [
+    Entry(n, "init", "torch.nn.init")
+    for n in (
+        "uniform_ normal_ trunc_normal_ constant_ ones_ zeros_ eye_ dirac_ xavier_uniform_ xavier_normal_ "
+        "kaiming_uniform_ kaiming_normal_ orthogonal_ sparse_"
+    ).split()
 ]
 
 
@@ -220,11 +276,14 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return list(self._by_kind.get(kind, {}))
 
+    def entries(self, kind: str) -> list[Entry]:
+        return list(self._by_kind.get(kind, {}).values())
+
     def is_layer(self, name: str) -> bool:
         return name in self._by_kind.get("layer", {})
 
 
-REGISTRY = Registry(LAYERS + LOSSES + OPTIMIZERS + SCHEDULERS + TRANSFORMS + DATASETS)
+REGISTRY = Registry(LAYERS + LOSSES + OPTIMIZERS + SCHEDULERS + TRANSFORMS + DATASETS + INITS)
 
 
 def register_layer(

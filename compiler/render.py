@@ -8,21 +8,17 @@ identifier, so no spec text can change the script's syntax.
 from __future__ import annotations
 
 import inspect
-import os
 import keyword
+import os
 from functools import lru_cache
 
 import jinja2
 
 from . import runtime
 from ._literal import literal
-from .ir import Arg, BlockIR, LayerIR, ModelIR
-from .lower import _shape
-from .lower_data import CallIR, TrainingIR
+from .emit import INDENT, LINE, ModelCode, call_source, emit_model
+from .ir import Arg, CallIR, Program, TrainingIR
 from .spec import RESERVED_NAMES, Spec
-
-LINE = 120
-INDENT = "    "
 
 
 @lru_cache(maxsize=1)
@@ -37,20 +33,25 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render(spec: Spec) -> str:
-    training: TrainingIR | None = spec._training
+def render(program: Program) -> str:
+    spec, training = program.spec, program.training
+    code = emit_model(program.model)
     context = {
         "docstring": _docstring(spec, training),
         "variables": _variables(spec),
-        "model_code": _model_function(spec._ir),
-        "uses_ordered_dict": _uses_ordered_dict(spec._ir.root),
-        "custom_imports": _custom_imports(spec._ir),
+        "model": code,
+        "model_imports": _model_imports(code),
     }
     if training is None:
         return _environment().get_template("model.py.j2").render(**context)
     context.update(_training_context(spec, training))
-    text = _environment().get_template("train.py.j2").render(**context)
-    return text
+    return _environment().get_template("train.py.j2").render(**context)
+
+
+def _model_imports(code: ModelCode) -> list[str]:
+    from .registry import SCRIPT_IMPORTS
+
+    return [SCRIPT_IMPORTS[alias] for alias in sorted(code.aliases) if alias in SCRIPT_IMPORTS and alias != "nn"]
 
 
 # --------------------------------------------------------------------------- header
@@ -90,120 +91,6 @@ def _variables(spec: Spec) -> list[tuple[str, str]]:
     return out
 
 
-def _custom_imports(model: ModelIR) -> list[str]:
-    imports = set()
-    for node in model.root.walk():
-        if isinstance(node, LayerIR) and node.entry.cls_object is not None:
-            module, name = node.entry.module, node.entry.class_name
-            assert all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
-            imports.add(f"from {module} import {name}")
-    return sorted(imports)
-
-
-def _uses_ordered_dict(block: BlockIR) -> bool:
-    return block.named or any(isinstance(c, BlockIR) and _uses_ordered_dict(c) for c in block.children)
-
-
-# --------------------------------------------------------------------------- model
-
-
-def call_source(script_name: str, args: list[Arg], kwargs: dict[str, Arg], first: list[str] = ()) -> str:
-    parts = [*first, *(a.source for a in args), *(f"{k}={a.source}" for k, a in kwargs.items())]
-    return f"{script_name}({', '.join(parts)})"
-
-
-def _layer_source(layer: LayerIR) -> str:
-    return call_source(layer.entry.script_name, layer.args, layer.kwargs)
-
-
-def _model_function(model: ModelIR) -> str:
-    """The body of ``build_model``: named top-level parts first, in order, then the whole.
-
-    Each named part of the root gets a local variable (as a person would write ``conv1 = ...``);
-    they are assigned in module order, so construction order, and so every random weight,
-    matches ``build_model`` in the compiler exactly.
-    """
-    root = model.root
-    lines: list[str] = []
-    doc = (
-        f'"""The network: input {_shape(model.input_shape)} -> output {_shape(model.output_shape)}, '
-        f'{model.params:,} parameters."""'
-    )
-    lines.append(INDENT + doc)
-    if root.named and any(isinstance(c, BlockIR) for c in root.children):
-        taken = set()
-        names = []
-        for child in root.children:
-            var = child.name if child.name not in RESERVED_NAMES | {"model"} else child.name + "_"
-            while var in taken:
-                var += "_"
-            taken.add(var)
-            names.append(var)
-            lines += _assign(var, child, 1)
-        lines.append(INDENT + "return nn.Sequential(")
-        lines.append(INDENT * 2 + "OrderedDict(")
-        lines.append(INDENT * 3 + "[")
-        for child, var in zip(root.children, names):
-            lines.append(INDENT * 4 + f"({literal(child.name)}, {var}),")
-        lines.append(INDENT * 3 + "]")
-        lines.append(INDENT * 2 + ")")
-        lines.append(INDENT + ")")
-    else:
-        expr = _node_lines(root, 1)
-        expr[0] = INDENT + "return " + expr[0].lstrip()
-        lines += expr
-    return "\n".join(lines)
-
-
-def _assign(var: str, node: BlockIR | LayerIR, depth: int) -> list[str]:
-    body = _node_lines(node, depth)
-    body[0] = INDENT * depth + f"{var} = " + body[0].lstrip()
-    if isinstance(node, LayerIR):
-        body[0] = _with_comment(body[0], node)
-    return body
-
-
-def _with_comment(line: str, node: LayerIR) -> str:
-    comment = f"  # -> {_shape(node.out_shape)}" if node.out_shape is not None else ""
-    if node.inferred:
-        comment = (comment or "  #") + f", {node.inferred} inferred"
-    return line + comment if len(line + comment) <= LINE else line
-
-
-def _node_lines(node: BlockIR | LayerIR, depth: int) -> list[str]:
-    """Source lines for one node at ``depth`` indents (the first line without a trailing comma)."""
-    pad = INDENT * depth
-    if isinstance(node, LayerIR):
-        return [pad + _layer_source(node)]
-    lines = [pad + "nn.Sequential("]
-    if node.named:
-        lines.append(pad + INDENT + "OrderedDict(")
-        lines.append(pad + INDENT * 2 + "[")
-        for child in node.children:
-            child_lines = _node_lines(child, depth + 3)
-            if isinstance(child, LayerIR):
-                line = pad + INDENT * 3 + f"({literal(child.name)}, {child_lines[0].lstrip()}),"
-                lines.append(_with_comment(line, child))
-            else:
-                lines.append(pad + INDENT * 3 + "(")
-                lines.append(pad + INDENT * 4 + literal(child.name) + ",")
-                sub = _node_lines(child, depth + 4)
-                sub[-1] += ","
-                lines += sub
-                lines.append(pad + INDENT * 3 + "),")
-        lines.append(pad + INDENT * 2 + "]")
-        lines.append(pad + INDENT + ")")
-    else:
-        for child in node.children:
-            child_lines = _node_lines(child, depth + 1)
-            child_lines[-1] += ","
-            if isinstance(child, LayerIR):
-                child_lines[0] = _with_comment(child_lines[0], child)
-            lines += child_lines
-    lines.append(pad + ")")
-    return lines
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -231,8 +118,8 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
     }
     helpers = [name for name, used in uses.items() if used] + helpers
     if data.dataset.name == "CSV":
-        helpers += ["split_indices"] + (["fit_normalizer", "apply_normalizer"] if data.spec.normalize else [])
-    elif data.spec.val_split:
+        helpers += ["split_indices"] + (["fit_normalizer", "apply_normalizer"] if data.normalize else [])
+    elif data.val_split:
         helpers.append("split_indices")
     fast = speed.fast
     if fast:
@@ -245,10 +132,10 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         ("SEED", value(("seed",), spec.seed), "seeds torch and random before anything is built"),
         ("EPOCHS", value(("train", "epochs"), train.epochs), ""),
         ("MODE", literal(train.mode), _MODE_COMMENT[train.mode]),
-        ("BATCH_SIZE", value(("data", "batch_size"), data.spec.batch_size),
+        ("BATCH_SIZE", value(("data", "batch_size"), data.batch_size),
          "ignored in batch and online mode" if train.mode != "minibatch" else ""),
-        ("SHUFFLE", literal(data.spec.shuffle), "shuffling is seeded: runs repeat exactly"),
-        ("NUM_WORKERS", value(("data", "num_workers"), data.spec.num_workers), "DataLoader worker processes"),
+        ("SHUFFLE", literal(data.shuffle), "shuffling is seeded: runs repeat exactly"),
+        ("NUM_WORKERS", value(("data", "num_workers"), data.num_workers), "DataLoader worker processes"),
         ("LOG_EVERY", value(("train", "log_every"), train.log_every), "steps between loss lines"),
         ("DEVICE", literal(train.device), "auto | cpu | cuda | cuda:N | mps"),
         ("CHECKPOINT_DIR", literal(train.checkpoint.dir if train.checkpoint else f"runs/{spec.name}"), ""),
@@ -256,8 +143,8 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         ("CHECKPOINT_EVERY_STEPS", literal(train.checkpoint.every_steps if train.checkpoint else None),
          "also every N updates, mid-epoch (None: off)"),
     ]
-    if data.spec.val_split:
-        settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.spec.val_split), "held-out fraction"))
+    if data.val_split:
+        settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
     stdlib = {"hashlib", "io", "json", "os", "random", "sys", "tempfile", "time"} | ({"csv"} if uses["read_csv"] else set())
     speed_settings = [
         ("PRECISION", literal(speed.precision), "fp32 | bf16 | fp16 (with a gradient scaler) | auto"),
@@ -284,13 +171,13 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
                         ["optimizer"])
             if training.scheduler else "None"
         ),
-        "scheduler_per_step": bool(training.scheduler and training.scheduler.name == "OneCycleLR"),
-        "scheduler_on_loss": bool(training.scheduler and training.scheduler.name == "ReduceLROnPlateau"),
+        "scheduler_per_step": bool(training.scheduler and training.scheduler.entry.steps == "batch"),
+        "scheduler_on_loss": bool(training.scheduler and training.scheduler.entry.steps == "loss"),
         "helpers": helper_sources,
         "accuracy": "accuracy" in train.metrics,
         "uses_torchvision_datasets": data.dataset.entry.module == "torchvision.datasets",
         "uses_transforms": bool(data.transforms or data.eval_transforms),
-        "uses_subset": bool(data.spec.val_split) and data.dataset.name != "CSV",
+        "uses_subset": bool(data.val_split) and data.dataset.name != "CSV",
         "uses_tensor_dataset": data.dataset.name in ("CSV", "Synthetic"),
         "uses_optim": training.optimizer.entry.module == "torch.optim" or training.scheduler is not None,
         "uses_csv_test": data.dataset.name == "CSV" and data.dataset.value("test_path") is not None,
@@ -331,7 +218,7 @@ def _data_function(data, fast: bool = False) -> str:
     if ds.name == "Synthetic":
         call = call_source("synthetic_dataset", ds.args, {**ds.kwargs, "seed": Arg(None, "SEED")})
         add(f"train_set = {call}")
-        if data.spec.val_split:
+        if data.val_split:
             add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")
             add("return Subset(train_set, train_idx), Subset(train_set, val_idx)")
         else:
@@ -345,11 +232,11 @@ def _data_function(data, fast: bool = False) -> str:
         test = ds.kwargs.get("test_path")
         if test:
             add(f"x_val, y_val = read_csv({test.source}, {target.source}{feat})")
-        elif data.spec.val_split:
+        elif data.val_split:
             add("train_idx, val_idx = split_indices(len(x), VAL_SPLIT, SEED)")
             add("x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]")
-        has_val = bool(test or data.spec.val_split)
-        method = data.spec.normalize
+        has_val = bool(test or data.val_split)
+        method = data.normalize
         if method:
             add(f"# {method}: fitted on the training split only, then applied to every split")
             add(f"shift, scale = fit_normalizer(x, {literal(method)})")
@@ -362,17 +249,17 @@ def _data_function(data, fast: bool = False) -> str:
         if fast and any(t.entry.random for t in data.transforms):  # augment=False: flips happen on the device
             deterministic = [t for t in data.transforms if not t.entry.random]
             add(f"if not augment:\n{INDENT}train_transform = {_compose(deterministic)}")
-        if [c.entry for c in data.eval_transforms] != [c.entry for c in data.transforms] or data.spec.eval_transforms:
+        if data.eval_transforms != data.transforms:
             add(f"eval_transform = {_compose(data.eval_transforms)}")
         else:
             add("eval_transform = train_transform  # no random augmentation to leave out")
-        if data.spec.val_split:
-            split = "train=True, " if data.has_test_split else ""
+        if data.val_split:
+            split = "train=True, " if data.dataset.entry.test_split else ""
             add(f"train_set = {_dataset_call(ds, split)}transform=train_transform)")
             add(f"val_source = {_dataset_call(ds, split)}transform=eval_transform)")
             add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")
             add("return Subset(train_set, train_idx), Subset(val_source, val_idx)")
-        elif data.has_test_split:
+        elif data.validation == "test_split":
             add(f"train_set = {_dataset_call(ds, 'train=True, ')}transform=train_transform)")
             add(f"val_set = {_dataset_call(ds, 'train=False, ')}transform=eval_transform)")
             add("return train_set, val_set")

@@ -22,7 +22,7 @@ from typing import Any
 Shape = tuple[int, ...]
 Rule = Callable[[str, dict[str, Any], Shape], Shape]
 
-__all__ = ["ShapeError", "format_shape", "known_layers", "output_shape"]
+__all__ = ["ShapeError", "format_shape", "known_layers", "merged_shape", "output_shape"]
 
 _CHECK_INPUT = "check the layers before it, or the `input:` shape"
 
@@ -697,6 +697,106 @@ def _unflatten(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     return (*shape[: dim - 1], *sizes, *shape[dim:])
 
 
+def _sample_dim(name: str, arg: str, dim: Any, shape: Shape) -> int:
+    """A ``dim`` that must name an axis of the sample (not the batch): its index into ``shape``."""
+    d = _batched_dim(name, arg, dim, shape)
+    if d == 0:
+        raise ShapeError(f"{name}'s {arg}={dim} is the batch dimension", f"use `{arg}: 1` or later (dims count the batch)")
+    return d - 1
+
+
+def _select(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    d = _sample_dim(name, "dim", _required(name, a, "dim"), shape)
+    index, size = _required(name, a, "index"), shape[d]
+    if not _is_int(index) or not -size <= index < size:
+        raise ShapeError(f"{name}'s index={index!r} is out of range for axis {d + 1} of size {size} in {_fmt(shape)}",
+                         f"use an index in [{-size}, {size - 1}]")
+    return (*shape[:d], *shape[d + 1 :])
+
+
+def _slice(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    d = _sample_dim(name, "dim", _required(name, a, "dim"), shape)
+    start, end, step = _get(a, "start"), _get(a, "end"), _get(a, "step", 1)
+    if any(v is not None and not _is_int(v) for v in (start, end, step)) or step is None or step < 1:
+        raise ShapeError(f"{name} needs int start/end and a step >= 1, got {start!r}, {end!r}, {step!r}",
+                         "e.g. `Slice: {dim: 1, start: 0, end: 4}`")
+    length = len(range(*slice(start, end, step).indices(shape[d])))
+    if length == 0:
+        raise ShapeError(f"{name} keeps nothing of axis {d + 1} (size {shape[d]}) of {_fmt(shape)}",
+                         "check start and end")
+    return (*shape[:d], length, *shape[d + 1 :])
+
+
+def _permute(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    dims = _required(name, a, "dims")
+    n = len(shape) + 1
+    if not isinstance(dims, (tuple, list)) or not all(_is_int(d) for d in dims):
+        raise ShapeError(f"{name}'s dims must be a list of ints, got {dims!r}", "e.g. `dims: [0, 2, 1]`")
+    normal = [d + n if d < 0 else d for d in dims]
+    if sorted(normal) != list(range(n)):
+        raise ShapeError(f"{name}'s dims={list(dims)} must name each of the {n} dims of {_fmt(('N', *shape))} once",
+                         f"give a permutation of 0..{n - 1}")
+    if normal[0] != 0:
+        raise ShapeError(f"{name}'s dims={list(dims)} move the batch dimension", "keep 0 first")
+    full = (0, *shape)
+    return tuple(full[d] for d in normal[1:])
+
+
+def _transpose(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    d0 = _sample_dim(name, "dim0", _required(name, a, "dim0"), shape)
+    d1 = _sample_dim(name, "dim1", _required(name, a, "dim1"), shape)
+    out = list(shape)
+    out[d0], out[d1] = out[d1], out[d0]
+    return tuple(out)
+
+
+def _reduce(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    raw = _required(name, a, "dim")
+    dims = [_sample_dim(name, "dim", d, shape) for d in (raw if isinstance(raw, (tuple, list)) else (raw,))]
+    if len(set(dims)) != len(dims):
+        raise ShapeError(f"{name} names a dim twice in {list(raw)}", "name each dim once")
+    if _get(a, "keepdim", False):
+        return tuple(1 if i in dims else s for i, s in enumerate(shape))
+    out = tuple(s for i, s in enumerate(shape) if i not in dims)
+    return out
+
+
+def _reshape(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    sizes = _required(name, a, "shape")
+    if not isinstance(sizes, (tuple, list)) or not sizes or not all(_is_int(s) and (s >= 1 or s == -1) for s in sizes):
+        raise ShapeError(f"{name}'s shape must be a non-empty list of positive ints (one may be -1), got {sizes!r}",
+                         "e.g. `shape: [16, 49]` (one sample's shape; the batch is kept)")
+    total, known = math.prod(shape), math.prod(s for s in sizes if s != -1)
+    if list(sizes).count(-1) > 1 or (-1 in sizes and total % known) or (-1 not in sizes and known != total):
+        raise ShapeError(f"{name} cannot reshape {_fmt(shape)} ({total} values) into {_fmt(tuple(sizes))}",
+                         f"give sizes whose product is {total} (one of them may be -1)")
+    return tuple(total // known if s == -1 else s for s in sizes)
+
+
+def merged_shape(op: str, dim: int, shapes: list[Shape], names: list[str]) -> Shape:
+    """The output of a merge block: ``cat`` along ``dim`` (torch's numbering), ``add``/``mul`` broadcast."""
+    listing = ", ".join(f"{n} {_fmt(s)}" for n, s in zip(names, shapes))
+    if op == "cat":
+        first = shapes[0]
+        if any(len(s) != len(first) for s in shapes):
+            raise ShapeError(f"cat needs branches with the same number of axes, got {listing}",
+                             "make every branch end in the same layout")
+        d = _sample_dim("cat", "dim", dim, first)
+        for s in shapes:
+            if s[:d] + s[d + 1 :] != first[:d] + first[d + 1 :]:
+                raise ShapeError(f"cat along dim {dim} needs the other axes to match, got {listing}",
+                                 "give the branches the same sizes except along the cat dim (check strides/padding)")
+        return (*first[:d], sum(s[d] for s in shapes), *first[d + 1 :])
+    out: list[int] = []
+    for axis in range(max(len(s) for s in shapes)):
+        sizes = {s[len(s) - 1 - axis] for s in shapes if axis < len(s)}
+        if len(sizes - {1}) > 1:
+            raise ShapeError(f"{op} needs branch shapes that match or broadcast, got {listing}",
+                             "make the branches produce the same shape (e.g. a strided 1x1 conv on the shortcut)")
+        out.insert(0, max(sizes))
+    return tuple(out)
+
+
 _UPSAMPLE_MODES = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "area": (1, 2, 3), "linear": (1,),
                    "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}
 
@@ -859,6 +959,17 @@ _RULES: dict[str, Rule] = {
     "PixelShuffle": _pixel_shuffle,
     "PixelUnshuffle": _pixel_shuffle,
     "ChannelShuffle": _channel_shuffle,
+    # specc's own layers (compiler/layers.py) and torchvision.ops
+    "TupleItem": _same,  # lowering hands it the tuple item it picks
+    "Select": _select,
+    "Slice": _slice,
+    "Permute": _permute,
+    "Transpose": _transpose,
+    "Mean": _reduce,
+    "Sum": _reduce,
+    "Amax": _reduce,
+    "Reshape": _reshape,
+    "StochasticDepth": _same,
 }
 for _n in (1, 2, 3):
     _RULES[f"Conv{_n}d"] = _conv(_n, transposed=False)

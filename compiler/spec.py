@@ -64,7 +64,32 @@ class Block(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
-Node = Annotated[Union[Layer, Block, Repeat], Field(discriminator="kind")]
+class Merge(_Strict):
+    """`{merge: add|cat|mul, branches: {name: node, ...}, before?, then?, dim?, class?}`."""
+
+    kind: Literal["merge"] = "merge"
+    op: Literal["add", "cat", "mul"]
+    dim: int = 1
+    class_name: str | None = None
+    before: Node | None = None
+    branches: tuple[tuple[str, Node], ...]
+    then: Node | None = None
+    yaml_path: tuple[Any, ...] = ()
+
+
+Node = Annotated[Union[Layer, Block, Repeat, Merge], Field(discriminator="kind")]
+
+MERGE_OPS = ("add", "cat", "mul")
+MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
+
+
+class InitRule(_Strict):
+    """One `init:` rule: the modules it matches and, per parameter name, the init function."""
+
+    types: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    calls: tuple[tuple[str, Call], ...]
+    yaml_path: tuple[Any, ...] = ()
 
 
 class Checkpoint(_Strict):
@@ -121,6 +146,7 @@ class Spec(_Strict):
     vars: dict[str, Any] = Field(default_factory=dict)
     input: tuple[int, ...] | None = None
     model: Block
+    init: tuple[InitRule, ...] = ()
     data: DataSpec | None = None
     loss: Call | None = None
     optimizer: Call | None = None
@@ -248,6 +274,8 @@ class _Parser:
             return None
         if isinstance(raw, dict):
             keys = set(raw)
+            if "merge" in raw:
+                return self.merge(raw, path)
             if _is_repeat(raw):
                 return self.repeat(raw, path)
             if len(raw) == 1:
@@ -322,10 +350,11 @@ class _Parser:
         if not isinstance(name, str):
             self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
-        if name in ("repeat", "body"):
+        if name in ("repeat", "body", "merge"):
+            what = "merge blocks" if name == "merge" else "repeats"
             self.fail(
-                path, f"block name {name!r} is reserved for repeats",
-                f"rename the block, e.g. {name + '_1'!r} (a repeat is `{{repeat: N, body: [...]}}`)",
+                path, f"block name {name!r} is reserved for {what}",
+                f"rename the block, e.g. {name + '_1'!r}",
             )
         elif REGISTRY.is_layer(name):
             self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
@@ -374,8 +403,112 @@ class _Parser:
         return repeat
 
 
+    def merge(self, raw: dict, path: Path_) -> Merge | None:
+        """`{merge: add, branches: {...}, ...}`; its parts keep their own YAML paths."""
+        ok = True
+        for key in raw:
+            if key not in MERGE_KEYS:
+                self.fail(path + (key,), f"unknown key {key!r} in a merge block",
+                          did_you_mean(str(key), MERGE_KEYS, f"a merge block has: {', '.join(MERGE_KEYS)}"))
+                ok = False
+        op = raw["merge"]
+        if op not in MERGE_OPS:
+            self.fail(path + ("merge",), f"unknown merge {op!r}",
+                      did_you_mean(str(op), MERGE_OPS, "use add, cat or mul"))
+            ok = False
+        dim = raw.get("dim", 1)
+        if "dim" in raw and op != "cat":
+            self.fail(path + ("dim",), f"`dim:` is for cat; {op} combines whole tensors", "remove `dim:`")
+            ok = False
+        elif isinstance(dim, bool) or not isinstance(dim, int):
+            self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1` (channels)")
+            ok = False
+        class_name = raw.get("class")
+        if class_name is not None and not (isinstance(class_name, str) and class_name.isidentifier()
+                                           and class_name.isascii() and class_name[:1].isupper()):
+            self.fail(path + ("class",), f"class must be a Python class name, got {_describe(class_name)}",
+                      "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)")
+            ok = False
+        branches_raw = raw.get("branches")
+        if not isinstance(branches_raw, dict) or len(branches_raw) < 2:
+            self.fail(path + ("branches",) if "branches" in raw else path,
+                      "a merge block needs `branches:`, a mapping of at least two named branches",
+                      "e.g. `branches: {main: [...], identity: Identity}`")
+            return None
+        seen: dict[str, str] = {}
+        branches = []
+        for name, item in branches_raw.items():
+            where = path + ("branches", name)
+            self.block_name(name, where, seen)
+            child = self.node(item, where)
+            if child is None:
+                ok = False
+            else:
+                branches.append((name, child))
+        parts = {}
+        for key in ("before", "then"):
+            if raw.get(key) is not None:
+                parts[key] = self.node(raw[key], path + (key,))
+                ok = ok and parts[key] is not None
+        if not ok:
+            return None
+        return Merge(op=op, dim=dim, class_name=class_name, branches=tuple(branches), yaml_path=path, **parts)
+
+    # init rules --------------------------------------------------------------------
+
+    def init_rules(self, raw: Any) -> tuple[InitRule, ...]:
+        if not isinstance(raw, list):
+            self.fail(("init",), f"`init:` is a list of rules, got {_describe(raw)}",
+                      "e.g. `init: [{type: Conv2d, weight: kaiming_normal_}]`")
+            return ()
+        rules = []
+        for i, item in enumerate(raw):
+            rule = self.init_rule(item, ("init", i))
+            if rule is not None:
+                rules.append(rule)
+        return tuple(rules)
+
+    def init_rule(self, raw: Any, path: Path_) -> InitRule | None:
+        if not isinstance(raw, dict):
+            self.fail(path, f"an init rule is a mapping, got {_describe(raw)}",
+                      "e.g. `{type: Linear, weight: {normal_: {std: 0.01}}, bias: zeros_}`")
+            return None
+        selectors = {}
+        for key in ("type", "path"):
+            value = raw.get(key)
+            values = value if isinstance(value, list) else [value] if value is not None else []
+            if not all(isinstance(v, str) and v for v in values):
+                self.fail(path + (key,), f"`{key}:` is a name or a list of names, got {_describe(value)}",
+                          "e.g. `type: [BatchNorm2d, GroupNorm]` or `path: 'layer*.*.bn2'`")
+                return None
+            selectors[key] = tuple(values)
+        if not selectors["type"] and not selectors["path"]:
+            self.fail(path, "an init rule needs `type:` (layer types) or `path:` (module path patterns)",
+                      "e.g. `type: Conv2d`")
+            return None
+        for i, name in enumerate(selectors["type"]):
+            if not REGISTRY.is_layer(name):
+                where = path + ("type",) + ((i,) if isinstance(raw["type"], list) else ())
+                self.fail(where, f"unknown layer type {name!r}", did_you_mean(name, REGISTRY.names("layer"), ""))
+                return None
+        calls = []
+        for key, value in raw.items():
+            if key in ("type", "path"):
+                continue
+            if not isinstance(key, str) or not key.isidentifier():
+                self.fail(path + (key,), f"{key!r} is not a parameter name", "e.g. `weight:` or `bias:`")
+                continue
+            call = self.call(value, path + (key,), "init")
+            if call is not None:
+                calls.append((key, call))
+        if not calls:
+            self.fail(path, "this init rule sets no parameter", "add e.g. `weight: {kaiming_normal_: {mode: fan_out}}`")
+            return None
+        return InitRule(types=selectors["type"], paths=selectors["path"], calls=tuple(calls), yaml_path=path)
+
+
 _EXAMPLES = {"loss": "CrossEntropyLoss", "optimizer": "{Adam: {lr: 0.001}}", "scheduler": "{StepLR: {step_size: 1}}",
-             "dataset": "{MNIST: {root: data}}", "transform": "ToTensor", "layer": "ReLU"}
+             "dataset": "{MNIST: {root: data}}", "transform": "ToTensor", "layer": "ReLU", "init": "zeros_"}
 
 
 def _is_repeat(raw: dict) -> bool:
@@ -404,6 +537,11 @@ def _count_modules(node: Any) -> int:
     """Modules lowering will create for a node (Python ints: exact however large)."""
     if isinstance(node, Block):
         return 1 + _count_children(node)
+    if isinstance(node, Merge):
+        parts = [node.before, node.then, *(b for _, b in node.branches)]
+        return 1 + sum(_count_modules(p) for p in parts if p is not None)
+    if isinstance(node, Repeat):
+        return _spliced(node)
     return 1
 
 
@@ -562,9 +700,11 @@ def validate(data: Any, source: Source) -> Spec:
         raise SpecError([source.problem((), f"a spec is a mapping of sections, got {_describe(data)}", fix)], source.text)
     data, symbols = _resolve_vars(data, source, parser)
     prepared = dict(data)
+    if "init" in data:
+        prepared["init"] = parser.init_rules(data["init"])
     if "model" in data:
         prepared["model"] = parser.node(data["model"], ("model",))
-        if isinstance(prepared["model"], (Layer, Repeat)):
+        if isinstance(prepared["model"], (Layer, Repeat, Merge)):
             prepared["model"] = Block(named=False, children=(("", prepared["model"]),), yaml_path=("model",))
         if prepared["model"] is None:
             prepared.pop("model")
@@ -609,7 +749,7 @@ def _prepare_data(raw: dict, parser: _Parser) -> dict:
 def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list[Problem]:
     problems = []
     for item in err.errors(include_url=False):
-        loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat")))
+        loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge")))
         kind = item["type"]
         message, fix = item["msg"], ""
         if kind == "extra_forbidden":

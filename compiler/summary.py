@@ -4,19 +4,43 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .ir import LayerIR, ModelIR
-from .lower import _shape, format_bytes
+from .ir import BlockIR, LayerIR, MergeIR, ModelIR, Node
+from .lower import format_bytes
+from .shapes import format_shape
+
+
+def _shape(shape: tuple | None) -> str:
+    return "(?)" if shape is None else format_shape(shape)
 
 
 def summary_rows(model: ModelIR) -> list[tuple[str, str, str, str]]:
-    rows = []
-    for node in model.root.walk():
-        depth = node.path.count(".")
-        label = "  " * depth + (node.path.rsplit(".", 1)[-1] if depth else node.path)
-        kind = node.type if isinstance(node, LayerIR) else ("Sequential[named]" if node.named else "Sequential")
-        params = f"{node.params:,}" if isinstance(node, LayerIR) or node.params else "0"
-        rows.append((label, kind, _shape(node.out_shape), params))
+    """One row per module; a merge block lists its parts, each with its output shape and parameters."""
+    rows: list[tuple[str, str, str, str]] = []
+    for child in model.root.children:
+        _rows(child, 0, rows)
     return rows
+
+
+def _rows(node: Node, depth: int, rows: list) -> None:
+    label = "  " * depth + node.name
+    if isinstance(node, LayerIR):
+        rows.append((label, node.type, _shape(node.out_shape), f"{node.params:,}"))
+        return
+    if isinstance(node, BlockIR):
+        rows.append((label, "Sequential[named]" if node.named else "Sequential", _shape(node.out_shape),
+                     f"{node.params:,}"))
+        for child in node.children:
+            _rows(child, depth + 1, rows)
+        return
+    assert isinstance(node, MergeIR)
+    rows.append((label, f"{node.class_name} ({node.op})", _shape(node.out_shape), f"{node.params:,}"))
+    for part in node.parts:
+        role = "before" if part is node.before else "then" if part is node.then else "branch"
+        params = sum(n.params for n in part.nodes)
+        rows.append(("  " * (depth + 1) + f"[{part.name}]", role if part.nodes else "identity",
+                     _shape(part.out_shape), f"{params:,}"))
+        for child in part.nodes:
+            _rows(child, depth + 2, rows)
 
 
 def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], None] = print) -> None:

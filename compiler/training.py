@@ -13,9 +13,8 @@ from typing import Any
 import torch
 
 from . import runtime
-from .build import build_module
-from .lower_data import CallIR, DataIR
-from .spec import Spec
+from .build import build_model
+from .ir import CallIR, DataIR, Program
 
 
 @dataclass
@@ -33,9 +32,9 @@ class Training:
         return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
 
 
-def build_training(spec: Spec, device: str | torch.device | None = None) -> Training:
+def build_training(program: Program, device: str | torch.device | None = None) -> Training:
     """Seed, then build everything on ``device`` (default: ``train.device``, with auto resolved)."""
-    training = spec._training
+    spec, training = program.spec, program.training
     if training is None:
         from .errors import SpecError
 
@@ -48,11 +47,11 @@ def build_training(spec: Spec, device: str | torch.device | None = None) -> Trai
     )
     torch.manual_seed(spec.seed)
     random.seed(spec.seed)
-    model = build_module(spec._ir).to(device)
+    model = build_model(program.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_set, val_set = build_datasets(training.data, spec.seed, augment=not on_device)
-    data = training.data.spec
+    data = training.data
     mode = training.train.mode
     if on_device:
         train_loader, val_loader = runtime.make_device_loaders(
@@ -85,7 +84,7 @@ def _compose(calls: list[CallIR]):
 def build_datasets(data: DataIR, seed: int, augment: bool = True):
     """(training set, validation set or None), exactly as the generated ``build_datasets``."""
     ds = data.dataset
-    val_split = data.spec.val_split
+    val_split = data.val_split
     if ds.name == "Synthetic":
         values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
         train_set = runtime.synthetic_dataset(**values, seed=seed)
@@ -99,13 +98,13 @@ def build_datasets(data: DataIR, seed: int, augment: bool = True):
     eval_tf = _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
     args, kwargs = ds.values()
     cls = ds.entry.resolve()
-    split = {"train": True} if data.has_test_split else {}
+    split = {"train": True} if ds.entry.test_split else {}
     if val_split:
         train_set = cls(*args, **kwargs, **split, transform=train_tf)
         val_source = cls(*args, **kwargs, **split, transform=eval_tf)
         train_idx, val_idx = runtime.split_indices(len(train_set), val_split, seed)
         return torch.utils.data.Subset(train_set, train_idx), torch.utils.data.Subset(val_source, val_idx)
-    if data.has_test_split:
+    if data.validation == "test_split":
         return cls(*args, **kwargs, train=True, transform=train_tf), cls(*args, **kwargs, train=False, transform=eval_tf)
     return cls(*args, **kwargs, transform=train_tf), None
 
@@ -117,10 +116,10 @@ def _csv_datasets(data: DataIR, seed: int):
     x_val = y_val = None
     if ds.value("test_path") is not None:
         x_val, y_val = runtime.read_csv(ds.value("test_path"), ds.value("target"), features)
-    elif data.spec.val_split:
-        train_idx, val_idx = runtime.split_indices(len(x), data.spec.val_split, seed)
+    elif data.val_split:
+        train_idx, val_idx = runtime.split_indices(len(x), data.val_split, seed)
         x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    method = data.spec.normalize
+    method = data.normalize
     if method:
         shift, scale = runtime.fit_normalizer(x, method)
         x = runtime.apply_normalizer(x, method, shift, scale)

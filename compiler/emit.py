@@ -1,0 +1,314 @@
+"""The model's Python source, emitted from ModelIR the way torch.fx emits a GraphModule's code.
+
+One IR, one emitter: ``build_model()``'s body (named top-level parts as local variables, then
+the whole), one small class per distinct merge-block shape with ``forward`` written out line
+by line, and ``init_weights(model)`` for the spec's ``init:`` rules. Names are made legal and
+unique as they are emitted (``Namespace``); every value is a checked literal or identifier.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import keyword
+from dataclasses import dataclass, field
+
+from ._literal import literal
+from .ir import Arg, BlockIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node
+from .shapes import format_shape
+
+LINE = 120
+INDENT = "    "
+
+
+class Namespace:
+    """Legal, unique Python names: no keywords or builtins, ``_1``, ``_2`` suffixes on clashes."""
+
+    def __init__(self, taken: set[str] = frozenset()):  # type: ignore[assignment]
+        self.taken = set(taken)
+
+    def name(self, wanted: str) -> str:
+        base = wanted if wanted.isidentifier() else "_" + "".join(c if c.isalnum() else "_" for c in wanted)
+        if keyword.iskeyword(base) or hasattr(builtins, base):
+            base += "_"
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
+
+
+@dataclass
+class ModelCode:
+    """What a generated file needs for the model: source pieces and the names they import."""
+
+    build_body: str  # the body of ``build_model()``
+    classes: list[str] = field(default_factory=list)  # merge-block classes and specc's own layers
+    init_function: str | None = None  # ``def init_weights(model): ...``
+    aliases: set[str] = field(default_factory=set)  # "nn", "ops", ... (imports)
+    custom_imports: list[str] = field(default_factory=list)  # `from pkg import Layer` for registered layers
+    uses_ordered_dict: bool = False
+    uses_torch: bool = False  # torch.cat in a merge
+    uses_fnmatch: bool = False  # init rules by path
+
+
+def emit_model(model: ModelIR) -> ModelCode:
+    names = class_names(list(model.merges()))
+    code = ModelCode(_build_body(model, names))
+    layers = list(model.layers())
+    code.aliases = {layer.entry.alias for layer in layers if layer.entry.alias} | {"nn"}
+    code.custom_imports = _custom_imports(layers)
+    code.uses_ordered_dict = any(isinstance(n, BlockIR) and n.named for n in [model.root, *model.root.walk()])
+    code.classes = [_layer_class_source(cls) for cls in _own_layer_classes(layers)]
+    emitted: set[str] = set()
+    for merge in model.merges():
+        name = names[merge.shape_key]
+        if name not in emitted:
+            emitted.add(name)
+            code.classes.append(_merge_class_source(merge, name))
+            code.uses_torch |= merge.op == "cat"
+    if model.init:
+        code.init_function = _init_function(model)
+        code.uses_fnmatch = any(rule.paths for rule in model.init)
+    return code
+
+
+def class_names(merges: list[MergeIR]) -> dict[tuple, str]:
+    """A class name per distinct block shape, in order of first appearance (``AddBlock``, ``AddBlock_1``)."""
+    namespace = Namespace({"Module", "Sequential", "OrderedDict"})
+    names: dict[tuple, str] = {}
+    for merge in merges:
+        if merge.shape_key not in names:
+            names[merge.shape_key] = namespace.name(merge.class_name)
+    return names
+
+
+# --------------------------------------------------------------------------- build_model
+
+
+def call_source(script_name: str, args: list[Arg], kwargs: dict[str, Arg], first: tuple[str, ...] = ()) -> str:
+    parts = [*first, *(a.source for a in args), *(f"{k}={a.source}" for k, a in kwargs.items())]
+    return f"{script_name}({', '.join(parts)})"
+
+
+def _build_body(model: ModelIR, names: dict[tuple, str]) -> str:
+    """Named top-level parts as local variables (``conv1 = ...``), in module order, then the whole.
+
+    Assigning in module order keeps construction order, so every random weight matches
+    ``compiler.build_model`` exactly.
+    """
+    root = model.root
+    emitter = _Emitter(names)
+    doc = (
+        f'"""The network: input {format_shape(model.input_shape or ())} -> output '
+        f'{format_shape(model.output_shape or ())}, {model.params:,} parameters."""'
+    )
+    lines = [INDENT + doc if model.input_shape else INDENT + f'"""The network: {model.params:,} parameters."""']
+    result = "model" if model.init else None
+    assert isinstance(root, BlockIR)
+    if root.named and any(not isinstance(c, LayerIR) for c in root.children):
+        namespace = Namespace({"model", "init_weights"})
+        variables = []
+        for child in root.children:
+            var = namespace.name(child.name)
+            variables.append(var)
+            lines += emitter.assign(var, child, 1)
+        items = [f"({literal(c.name)}, {v})" for c, v in zip(root.children, variables)]
+        whole = ["nn.Sequential(", INDENT + "OrderedDict(", INDENT * 2 + "[",
+                 *(INDENT * 3 + item + "," for item in items), INDENT * 2 + "]", INDENT + ")", ")"]
+        lines += [INDENT + ("return " if result is None else "model = ") + whole[0],
+                  *(INDENT + line for line in whole[1:])]
+    else:
+        expr = emitter.node_lines(root, 1)
+        expr[0] = INDENT + ("return " if result is None else "model = ") + expr[0].lstrip()
+        lines += expr
+    if result:
+        lines += [INDENT + "init_weights(model)", INDENT + "return model"]
+    return "\n".join(lines)
+
+
+class _Emitter:
+    def __init__(self, names: dict[tuple, str]):
+        self.names = names
+
+    def assign(self, var: str, node: Node, depth: int) -> list[str]:
+        body = self.node_lines(node, depth)
+        body[0] = INDENT * depth + f"{var} = " + body[0].lstrip()
+        if isinstance(node, LayerIR):
+            body[0] = _with_comment(body[0], node)
+        return body
+
+    def node_lines(self, node: Node, depth: int) -> list[str]:
+        """Source lines for one node at ``depth`` indents (the last line without a trailing comma)."""
+        pad = INDENT * depth
+        if isinstance(node, LayerIR):
+            return [pad + call_source(node.entry.script_name, node.call.args, node.call.kwargs)]
+        if isinstance(node, MergeIR):
+            lines = [pad + self.names[node.shape_key] + "("]
+            for child in node.children:
+                lines += self.item(f"{child.name}=", child, depth + 1)
+            return lines + [pad + ")"]
+        lines = [pad + "nn.Sequential("]
+        if node.named:
+            lines += [pad + INDENT + "OrderedDict(", pad + INDENT * 2 + "["]
+            for child in node.children:
+                if isinstance(child, LayerIR):
+                    inner = self.node_lines(child, 0)[0]
+                    lines.append(_with_comment(pad + INDENT * 3 + f"({literal(child.name)}, {inner}),", child))
+                else:
+                    sub = self.node_lines(child, depth + 4)
+                    lines += [pad + INDENT * 3 + "(", pad + INDENT * 4 + literal(child.name) + ","]
+                    lines += [*sub[:-1], sub[-1] + ",", pad + INDENT * 3 + "),"]
+            lines += [pad + INDENT * 2 + "]", pad + INDENT + ")"]
+        else:
+            for child in node.children:
+                lines += self.item("", child, depth + 1)
+        return lines + [pad + ")"]
+
+    def item(self, prefix: str, child: Node, depth: int) -> list[str]:
+        """One argument line (or lines) of a call: ``prefix`` + the child's expression + ``,``."""
+        sub = self.node_lines(child, depth)
+        sub[0] = INDENT * depth + prefix + sub[0].lstrip()
+        sub[-1] += ","
+        if isinstance(child, LayerIR):
+            sub[0] = _with_comment(sub[0], child)
+        return sub
+
+
+def _with_comment(line: str, node: LayerIR) -> str:
+    comment = f"  # -> {format_shape(node.out_shape)}" if node.out_shape is not None else ""
+    if node.inferred:
+        comment = (comment or "  #") + f", {node.inferred} inferred"
+    return line + comment if len(line + comment) <= LINE else line
+
+
+# --------------------------------------------------------------------------- merge classes
+
+
+def _merge_class_source(merge: MergeIR, name: str) -> str:
+    """``class BasicBlock(nn.Module)``: children passed in by name, ``forward`` written out."""
+    params = Namespace({"self"})
+    children = [(child.name, params.name(child.name)) for child in merge.children]
+    lines = [f"class {name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
+    lines.append(INDENT + f"def __init__(self, {', '.join(p for _, p in children)}):")
+    lines.append(INDENT * 2 + "super().__init__()")
+    lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
+    lines += ["", INDENT + "def forward(self, x):"]
+    lines += [INDENT * 2 + line for line in _forward_lines(merge)]
+    return "\n".join(lines)
+
+
+def _describe(merge: MergeIR) -> str:
+    """The block in one line: ``conv1 .. bn2 + downsample, then relu_out``."""
+
+    def part(p) -> str:
+        names = [n.name for n in p.nodes] or ["input"]
+        return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+
+    branches = [part(b) for b in merge.branches]
+    merged = f"cat([{', '.join(branches)}], dim={merge.dim})" if merge.op == "cat" else \
+        f" {'+' if merge.op == 'add' else '*'} ".join(branches)
+    before = f"{part(merge.before)}, then " if merge.before else ""
+    return f"{before}{merged}" + (f", then {part(merge.then)}." if merge.then else ".")
+
+
+def _forward_lines(merge: MergeIR) -> list[str]:
+    variables = Namespace({"self", "x", "torch", "nn", "out"})
+    lines: list[str] = []
+    if merge.before:
+        lines += _chain("x", "x", merge.before.nodes)
+    values = []
+    for branch in merge.branches:
+        if not branch.nodes:
+            values.append("x")
+            continue
+        var = variables.name(branch.name)
+        lines += _chain(var, "x", branch.nodes)
+        values.append(var)
+    if merge.op == "cat":
+        merged = f"torch.cat([{', '.join(values)}], dim={merge.dim})"
+    else:
+        merged = f" {'+' if merge.op == 'add' else '*'} ".join(values)
+    then = merge.then.nodes if merge.then else []
+    if len(then) <= 2:
+        return lines + [f"return {_calls(then, merged)}"]
+    return lines + [f"out = {merged}", *_chain("out", "out", then), "return out"]
+
+
+def _chain(var: str, source: str, nodes: list[Node]) -> list[str]:
+    """``var = self.b(self.a(source))`` for two calls; longer chains one call a line, as torchvision writes them."""
+    if len(nodes) <= 2:
+        return [f"{var} = {_calls(nodes, source)}"]
+    return [f"{var} = {_calls([node], source if i == 0 else var)}" for i, node in enumerate(nodes)]
+
+
+def _calls(nodes: list[Node], arg: str) -> str:
+    for node in nodes:
+        arg = f"self.{node.name}({arg})"
+    return arg
+
+
+# --------------------------------------------------------------------------- specc's own layers
+
+
+def _own_layer_classes(layers: list[LayerIR]) -> list[type]:
+    """The classes from compiler/layers.py the model uses, base classes first."""
+    from . import layers as own
+
+    used: list[type] = []
+    for layer in layers:
+        if layer.entry.module != "compiler.layers":
+            continue
+        cls = getattr(own, layer.entry.class_name)
+        for base in reversed(cls.__mro__):
+            if base.__module__ == own.__name__ and base not in used:
+                used.append(base)
+    return used
+
+
+def _layer_class_source(cls: type) -> str:
+    return inspect.getsource(cls).rstrip()
+
+
+def _custom_imports(layers: list[LayerIR]) -> list[str]:
+    imports = set()
+    for layer in layers:
+        if layer.entry.cls_object is not None:
+            module, name = layer.entry.module, layer.entry.class_name
+            assert all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
+            imports.add(f"from {module} import {name}")
+    return sorted(imports)
+
+
+# --------------------------------------------------------------------------- init rules
+
+
+def _init_function(model: ModelIR) -> str:
+    lines = ["def init_weights(model):", INDENT + '"""The spec\'s `init:` rules: each module takes the first that '
+             'matches it."""', INDENT + "for name, module in model.named_modules():"]
+    for i, rule in enumerate(model.init):
+        lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
+        nullable = {p for layer in model.layers() if _matches(rule, layer) for p in layer.none_params}
+        for pname, call in rule.calls.items():
+            line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
+            if pname in nullable:
+                lines += [INDENT * 3 + f"if module.{pname} is not None:", INDENT * 4 + line]
+            else:
+                lines.append(INDENT * 3 + line)
+    return "\n".join(lines)
+
+
+def _condition(rule: InitRuleIR) -> str:
+    parts = []
+    if rule.types:
+        names = [e.script_name for e in rule.types]
+        parts.append(f"isinstance(module, {names[0] if len(names) == 1 else '(' + ', '.join(names) + ')'})")
+    parts += [f"fnmatch.fnmatchcase(name, {literal(p)})" for p in rule.paths]
+    return " or ".join(parts)
+
+
+def _matches(rule: InitRuleIR, layer: LayerIR) -> bool:
+    import fnmatch
+
+    return layer.entry in rule.types or any(fnmatch.fnmatchcase(layer.path, p) for p in rule.paths)
