@@ -32,7 +32,7 @@ class SpecWarning(UserWarning):
 _PROGRAMS: dict[int, tuple[weakref.ref, Program]] = {}
 
 
-def lower_spec(spec: Spec, max_bytes: int | None = None) -> Program:
+def _lower(spec: Spec, max_bytes: int | None = None) -> Program:
     """Lower the model and the training sections, reporting every problem of both together."""
     from .lower import lower_model
     from .lower_data import lower_training
@@ -46,7 +46,7 @@ def lower_spec(spec: Spec, max_bytes: int | None = None) -> Program:
 
 
 def _validated(spec: Spec, max_bytes: int | None) -> Spec:
-    program = lower_spec(spec, max_bytes)
+    program = _lower(spec, max_bytes)
     key = id(spec)
     _PROGRAMS[key] = (weakref.ref(spec, lambda _, cache=_PROGRAMS: cache.pop(key, None)), program)
     for problem in program.warnings:
@@ -54,7 +54,7 @@ def _validated(spec: Spec, max_bytes: int | None) -> Spec:
     return spec
 
 
-def lower(spec: Spec | str | Path) -> Program:
+def lower_spec(spec: Spec | str | Path) -> Program:
     """The lowered spec (model IR, training IR, warnings): what every backend takes.
 
     Taken from the cache when ``load_spec``/``parse_spec`` made this Spec, else lowered now.
@@ -64,7 +64,7 @@ def lower(spec: Spec | str | Path) -> Program:
     cached = _PROGRAMS.get(id(spec))
     if cached is not None and cached[0]() is spec:
         return cached[1]
-    return lower_spec(spec)
+    return _lower(spec)
 
 
 def load_spec(path: str | Path, *, max_bytes: int | None = None) -> Spec:
@@ -83,21 +83,21 @@ def build_model(spec: Spec | str | Path) -> nn.Module:
     """The model as live torch modules. Never reseeds: draws from torch's global RNG."""
     from .build import build_model as build
 
-    return build(lower(spec).model)
+    return build(lower_spec(spec).model)
 
 
 def build_training(spec: Spec | str | Path, device: Any = None) -> Any:
     """Seed with ``spec.seed``, then build model, loss, optimizer, scheduler and loaders on ``device``."""
     from .training import build_training as build
 
-    return build(lower(spec), device)
+    return build(lower_spec(spec), device)
 
 
 def render_script(spec: Spec | str | Path) -> str:
     """The standalone script for ``spec`` (imports only torch, torchvision and the stdlib)."""
     from .render import render
 
-    return render(lower(spec))
+    return render(lower_spec(spec))
 
 
 __all__ = [
@@ -107,7 +107,7 @@ __all__ = [
     "build_model",
     "build_training",
     "load_spec",
-    "lower",
+    "lower_spec",
     "parse_spec",
     "render_script",
 ]

@@ -72,9 +72,9 @@ def _hyper(obj: Any) -> dict:
 
 def compare(spec: Spec, steps: int = 3) -> list[Check]:
     from . import build_model, build_training, render_script
-    from ._api import lower
+    from ._api import lower_spec
 
-    program = lower(spec)
+    program = lower_spec(spec)
 
     checks: list[Check] = []
     add = checks.append

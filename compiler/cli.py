@@ -66,11 +66,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from ._api import lower
+    from ._api import lower_spec
     from .summary import print_summary
 
     spec = _load(args.spec, args)
-    print_summary(lower(spec).model, title=f"{spec.name} ({args.spec})")
+    print_summary(lower_spec(spec).model, title=f"{spec.name} ({args.spec})")
     return 0
 
 

@@ -242,6 +242,10 @@ class _Lowerer:
         prev, index = self.tuple_from, ir.call.value("index", 0)
         self.tuple_from = None
         assert prev is not None
+        if not isinstance(index, int) or not -2 <= index <= 1:
+            self.problems.fail(where_of_ir(ir), f"TupleItem index {index!r} is out of range: {prev.type} returns "
+                               "2 items, (output, state)", "use `TupleItem: 0` for the output")
+            return
         if index not in (0, -2):
             self.problems.fail(where_of_ir(ir), f"{prev.type}'s item {index} is its state, whose batch axis is not "
                                "first (torch gives h_n as (layers, N, hidden))",

@@ -417,7 +417,7 @@ class _Parser:
                       did_you_mean(str(op), MERGE_OPS, "use add, cat or mul"))
             ok = False
         dim = raw.get("dim", 1)
-        if "dim" in raw and op != "cat":
+        if "dim" in raw and op in MERGE_OPS and op != "cat":
             self.fail(path + ("dim",), f"`dim:` is for cat; {op} combines whole tensors", "remove `dim:`")
             ok = False
         elif isinstance(dim, bool) or not isinstance(dim, int):
@@ -501,8 +501,10 @@ class _Parser:
             call = self.call(value, path + (key,), "init")
             if call is not None:
                 calls.append((key, call))
-        if not calls:
+        if not any(key not in ("type", "path") for key in raw):
             self.fail(path, "this init rule sets no parameter", "add e.g. `weight: {kaiming_normal_: {mode: fan_out}}`")
+            return None
+        if not calls:
             return None
         return InitRule(types=selectors["type"], paths=selectors["path"], calls=tuple(calls), yaml_path=path)
 

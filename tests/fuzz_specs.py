@@ -514,7 +514,7 @@ def check_input(text: str) -> str:
             raise AssertionError(f"unlocated SpecError: {message[:300]!r}") from err
         return "spec_error"
     stage = "valid"
-    if compiler.lower(spec).model.nbytes <= MODEL_BYTES:
+    if compiler.lower_spec(spec).model.nbytes <= MODEL_BYTES:
         compiler.build_model(spec)
         stage = "built"
     script = compiler.render_script(spec)

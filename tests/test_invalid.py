@@ -209,4 +209,4 @@ def test_recurrent_layers_accept_torch_arguments() -> None:
     model = compiler.build_model(spec)
     output, _ = model(__import__("torch").zeros(2, 10, 8))
     assert tuple(output.shape) == (2, 10, 16)
-    assert compiler.lower(spec).model.output_shape == (10, 16)
+    assert compiler.lower_spec(spec).model.output_shape == (10, 16)
