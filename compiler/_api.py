@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, SpecError
 from .ir import Program
-from .load import load_file, load_text
+from .load import Source, load_file, load_text
 from .problems import Problems
-from .spec import Spec, validate
+from .spec import Spec, parse
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -32,21 +32,23 @@ class SpecWarning(UserWarning):
 _PROGRAMS: dict[int, tuple[weakref.ref, Program]] = {}
 
 
-def _lower(spec: Spec, max_bytes: int | None = None) -> Program:
-    """Lower the model and the training sections, reporting every problem of both together."""
+def _lower(spec: Spec, problems: Problems, max_bytes: int | None = None) -> Program | None:
+    """Stage 3: the model and the training sections, their problems collected together."""
     from .lower import lower_model
     from .lower_data import lower_training
 
-    problems = Problems(spec.source)
     model = lower_model(spec, problems, max_bytes=max_bytes)
     training = lower_training(spec, model, problems)
+    return Program(spec, model, training, problems.warnings) if model is not None else None
+
+
+def _compile(data: Any, source: Source, max_bytes: int | None) -> Spec:
+    """Parse and lower, every problem of both stages raised together as one SpecError."""
+    problems = Problems(source)
+    spec = parse(data, problems)
+    program = _lower(spec, problems, max_bytes) if spec is not None else None
     problems.raise_if_any()
-    assert model is not None
-    return Program(spec, model, training, problems.warnings)
-
-
-def _validated(spec: Spec, max_bytes: int | None) -> Spec:
-    program = _lower(spec, max_bytes)
+    assert spec is not None and program is not None
     key = id(spec)
     _PROGRAMS[key] = (weakref.ref(spec, lambda _, cache=_PROGRAMS: cache.pop(key, None)), program)
     for problem in program.warnings:
@@ -64,19 +66,23 @@ def lower_spec(spec: Spec | str | Path) -> Program:
     cached = _PROGRAMS.get(id(spec))
     if cached is not None and cached[0]() is spec:
         return cached[1]
-    return _lower(spec)
+    problems = Problems(spec.source)
+    program = _lower(spec, problems)
+    problems.raise_if_any()
+    assert program is not None
+    return program
 
 
 def load_spec(path: str | Path, *, max_bytes: int | None = None) -> Spec:
     """Load, validate and lower a spec file; raise SpecError listing every problem."""
     data, source = load_file(path)
-    return _validated(validate(data, source), max_bytes)
+    return _compile(data, source, max_bytes)
 
 
 def parse_spec(text: str, filename: str = "<string>", *, max_bytes: int | None = None) -> Spec:
     """The same as ``load_spec`` for YAML text."""
     data, source = load_text(text, filename)
-    return _validated(validate(data, source), max_bytes)
+    return _compile(data, source, max_bytes)
 
 
 def build_model(spec: Spec | str | Path) -> nn.Module:

@@ -17,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from ._literal import literal
 from ._suggest import did_you_mean
-from .errors import MAX_PROBLEMS, Problem, SpecError
+from .errors import Problem
 from .expr import Evaluated, ExprError, evaluate, references
 from .load import Path_, Source
+from .problems import Problems
 from .registry import REGISTRY
 
 MAX_REPEAT = 10_000
@@ -208,15 +209,14 @@ class Spec(_Strict):
 class _Parser:
     """Parses the YAML forms pydantic cannot discriminate by itself, collecting problems."""
 
-    def __init__(self, source: Source):
-        self.source = source
-        self.problems: list[Problem] = []
+    def __init__(self, problems: Problems):
+        self.source = problems.source
+        self.collector = problems
+        self.found = 0  # problems this parser found
 
     def fail(self, path: Path_, message: str, fix: str = "") -> None:
-        self.problems.append(self.source.problem(path, message, fix))
-        if len(self.problems) >= MAX_PROBLEMS:  # a broken or hostile spec: report the first ones, fast
-            stop = self.source.problem(path, f"stopping after {MAX_PROBLEMS} problems", "fix these first")
-            raise SpecError([*self.problems, stop], self.source.text)
+        self.found += 1
+        self.collector.fail(path, message, fix)
 
     # calls: layers, losses, optimizers, transforms, datasets --------------------------
 
@@ -696,11 +696,47 @@ _CALL_FIELDS: dict[Path_, str] = {("loss",): "loss", ("optimizer",): "optimizer"
 
 def validate(data: Any, source: Source) -> Spec:
     """Validate loaded data against the schema; raise SpecError listing every problem."""
-    parser = _Parser(source)
+    problems = Problems(source)
+    spec = parse(data, problems)
+    problems.raise_if_any()
+    assert spec is not None
+    return spec
+
+
+def parse(data: Any, problems: Problems) -> Spec | None:
+    """Stage 2: loaded data -> Spec, every problem into ``problems``.
+
+    Returns a Spec whenever the rest of the pipeline can still check it: a value pydantic refuses
+    (a bad `batch_size`, an unknown metric) is reported, then left out (its default used), so that
+    the model, data and optimizer checks still run and every problem is reported in one pass.
+    None when the model grammar itself is broken.
+    """
+    source = problems.source
+    parser = _Parser(problems)
     if not isinstance(data, dict):
         fix = "write `name:`, `model:` and the other sections at the top level, without a leading `- `"
-        raise SpecError([source.problem((), f"a spec is a mapping of sections, got {_describe(data)}", fix)], source.text)
+        problems.fail((), f"a spec is a mapping of sections, got {_describe(data)}", fix)
+        return None
     data, symbols = _resolve_vars(data, source, parser)
+    prepared = _prepare(data, parser)
+    grammar_ok = parser.found == 0
+    for _attempt in range(3):
+        try:
+            spec = Spec.model_validate(prepared)
+        except ValidationError as err:
+            for loc, message, fix in _pydantic_problems(err, data):
+                problems.fail(loc, message, fix)
+            if not grammar_ok or not _salvage(prepared, err):
+                return None
+            continue
+        spec._source = source
+        spec._symbols = symbols
+        return spec if grammar_ok else None
+    return None
+
+
+def _prepare(data: dict, parser: _Parser) -> dict:
+    """The sections pydantic cannot parse by itself: model grammar, calls, init rules, data."""
     prepared = dict(data)
     if "init" in data:
         prepared["init"] = parser.init_rules(data["init"])
@@ -710,7 +746,7 @@ def validate(data: Any, source: Source) -> Spec:
             prepared["model"] = Block(named=False, children=(("", prepared["model"]),), yaml_path=("model",))
         if prepared["model"] is None:
             prepared.pop("model")
-        elif not parser.problems and _count_children(prepared["model"]) > MAX_MODULES:
+        elif not parser.found and _count_children(prepared["model"]) > MAX_MODULES:
             size = _count_children(prepared["model"])
             parser.fail(("model",), f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
                         "use fewer or smaller repeats")
@@ -722,16 +758,33 @@ def validate(data: Any, source: Source) -> Spec:
                 prepared.pop(key)
     if isinstance(data.get("data"), dict):
         prepared["data"] = _prepare_data(data["data"], parser)
-    try:
-        spec = Spec.model_validate(prepared)
-    except ValidationError as err:
-        parser.problems.extend(_pydantic_problems(err, source, data))
-        raise SpecError(parser.problems, source.text) from None
-    if parser.problems:
-        raise SpecError(parser.problems, source.text)
-    spec._source = source
-    spec._symbols = symbols
-    return spec
+    return prepared
+
+
+_PLACEHOLDERS = {"name": "spec"}  # required values that have no default
+
+
+def _salvage(prepared: dict, err: ValidationError) -> bool:
+    """Leave out every value pydantic refused (its default is used); False when nothing can be left out."""
+    changed = False
+    for item in err.errors(include_url=False):
+        loc = [x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge"))]
+        if item["type"] == "missing" or not loc or loc[0] == "model":
+            return False
+        if len(loc) == 1:
+            if loc[0] in _PLACEHOLDERS:
+                prepared[loc[0]] = _PLACEHOLDERS[loc[0]]
+            else:
+                prepared.pop(loc[0], None)
+            changed = True
+        elif isinstance(prepared.get(loc[0]), dict) and loc[1] in prepared[loc[0]]:
+            section = dict(prepared[loc[0]])
+            section.pop(loc[1])
+            prepared[loc[0]] = section
+            changed = True
+        else:
+            return False
+    return changed
 
 
 def _prepare_data(raw: dict, parser: _Parser) -> dict:
@@ -748,7 +801,7 @@ def _prepare_data(raw: dict, parser: _Parser) -> dict:
     return prepared
 
 
-def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list[Problem]:
+def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[Path_, str, str]]:
     problems = []
     for item in err.errors(include_url=False):
         loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge")))
@@ -793,7 +846,7 @@ def _pydantic_problems(err: ValidationError, source: Source, data: dict) -> list
                 choices = re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", ""))
                 if choices:
                     fix = did_you_mean(str(value), choices, f"use one of: {', '.join(choices)}")
-        problems.append(source.problem(loc, message, fix))
+        problems.append((loc, message, fix))
     return problems
 
 

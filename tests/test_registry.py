@@ -1,0 +1,38 @@
+"""The registry is the one table: every layer has a shape rule, every rule a layer, every trait a user."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from compiler import layers
+from compiler.registry import REGISTRY
+from compiler.shapes import known_layers
+
+
+def test_every_registered_layer_has_a_shape_rule_and_every_rule_a_layer():
+    builtin = {e.name for e in REGISTRY.entries("layer") if e.cls_object is None}
+    assert builtin - known_layers() == set(), "registered layers without a shape rule"
+    assert known_layers() - builtin == set(), "shape rules for layers that are not registered"
+
+
+def test_specc_layers_are_all_registered():
+    own = {name for name, obj in vars(layers).items() if inspect.isclass(obj) and obj.__module__ == layers.__name__}
+    registered = {e.name for e in REGISTRY.entries("layer") if e.module == "compiler.layers"}
+    assert own == registered
+
+
+@pytest.mark.parametrize("kind", ["layer", "loss", "optimizer", "scheduler", "init"])
+def test_every_entry_resolves_to_a_callable(kind):
+    for entry in REGISTRY.entries(kind):
+        assert callable(entry.resolve()), entry.name
+
+
+def test_traits_are_where_other_modules_read_them():
+    assert {e.name for e in REGISTRY.entries("optimizer") if e.fusable} == {"Adam", "AdamW"}
+    assert {e.name for e in REGISTRY.entries("scheduler") if e.steps != "epoch"} == {"OneCycleLR", "ReduceLROnPlateau"}
+    assert {e.name: e.flip_axis for e in REGISTRY.entries("transform") if e.flip_axis is not None} == {
+        "RandomHorizontalFlip": -1,
+        "RandomVerticalFlip": -2,
+    }
