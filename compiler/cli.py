@@ -33,7 +33,9 @@ def _report(err: SpecError) -> None:
 
 
 def _warn(spec) -> None:
-    for problem in spec.warnings:
+    from . import lower_spec
+
+    for problem in lower_spec(spec).warnings:
         print(problem, file=sys.stderr)
 
 

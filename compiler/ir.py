@@ -224,6 +224,7 @@ class DataIR:
     normalize: str | None  # CSV features: rescale | standardize | normalize
     num_classes: int | None  # None for regression targets
     validation: str | None  # where the validation set comes from: val_split | test_split | test_path | None
+    targets: str = "classes"  # classes (int64 labels) | values (float, the output's shape); set by the loss check
 
     @property
     def augments(self) -> bool:

@@ -182,6 +182,8 @@ class _DataChecker:
         """(sample shape before transforms, number of classes, has a test split)."""
         name = dataset.name
         path = dataset.yaml_path
+        if name == "ImageFolder":
+            return dataset.entry.sample, self.image_folder_classes(dataset), False
         if dataset.entry.sample is not None:
             return dataset.entry.sample, dataset.entry.classes, dataset.entry.test_split
         if name == "FakeData":
@@ -205,6 +207,20 @@ class _DataChecker:
         if name == "CSV":
             return self.csv_facts(dataset)
         return None, None, False
+
+    def image_folder_classes(self, dataset: CallIR) -> int | None:
+        """ImageFolder's classes are its root's subfolders (counted, not read); None if the root is not there."""
+        root = dataset.value("root")
+        if not isinstance(root, str) or not os.path.isdir(root):
+            self.fail(dataset.yaml_path, f"ImageFolder root {root!r} is not a folder (paths are relative to where "
+                      "you run specc)", "give the folder that holds one subfolder of images per class")
+            return None
+        with os.scandir(root) as entries:
+            classes = sum(1 for e in entries if e.is_dir() and not e.name.startswith("."))
+        if classes == 0:
+            self.fail(dataset.yaml_path, f"ImageFolder root {root!r} has no class subfolders",
+                      "put each class's images in a subfolder named after the class")
+        return classes or None
 
     def csv_facts(self, dataset: CallIR):
         path, target = dataset.value("path"), dataset.value("target")
@@ -305,27 +321,55 @@ class _DataChecker:
         return tuple(shape) if shape is not None else None
 
     def targets(self, data: DataIR, loss: CallIR, train: TrainSpec) -> None:
+        """The loss against the data's targets and the model's output, before anything trains."""
         out = self.model.output_shape if self.model else None
-        where = ("loss",)
+        classes, name = data.num_classes, data.dataset.name
+        if self.model is not None and self.model.input_dtype == "int64" and name in ("Synthetic", "CSV"):
+            self.fail(data.dataset.yaml_path, f"the model's first layer takes integer indices, but {name} "
+                      "gives float inputs", "feed it token indices, or start the model with a layer that takes "
+                      "floats (e.g. Linear)")
         if loss.entry.targets == "classes":
-            if data.num_classes is None:
-                self.fail(where, f"{loss.name} needs class labels but the data has regression targets",
-                          "use MSELoss or L1Loss, or a dataset with classes")
-            elif out is not None and out[0] != data.num_classes:
-                self.fail(("model",), f"the model outputs {out[0]} values per sample but the data has "
-                          f"{data.num_classes} classes", f"make the last layer output {data.num_classes}")
-        elif loss.entry.targets == "values":
-            targets = data.dataset.value("targets") if data.dataset.name == "Synthetic" else None
-            targets = targets if _is_shape(targets) else None  # a malformed shape is reported already
-            if data.num_classes is not None and data.dataset.name != "CSV":
-                self.fail(where, f"{loss.name} compares outputs with targets of the same shape, but "
-                          f"{data.dataset.name} gives class labels", "use CrossEntropyLoss for classes")
-            elif targets is not None and out is not None and tuple(targets) != tuple(out):
-                self.fail(("model",), f"the model outputs {_shape(out)} but the targets are {_shape(tuple(targets))}",
-                          "make the model's output match `targets:`")
-        if "accuracy" in train.metrics and data.num_classes is None:
+            self.class_targets(data, loss, out)
+        elif loss.entry.targets in ("values", "probabilities"):
+            self.value_targets(data, loss, out)
+        if "accuracy" in train.metrics and data.targets != "classes":
             self.fail(("train", "metrics"), "accuracy needs class labels; these targets are regression values",
                       "remove `accuracy`")
+
+    def class_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
+        classes = data.num_classes
+        if classes is None and data.dataset.name != "ImageFolder":
+            self.fail(("loss",), f"{loss.name} needs class labels but the data has regression targets",
+                      "use MSELoss or L1Loss, or a dataset with classes")
+            return
+        data.targets = "classes"
+        if out is None or classes is None:
+            return
+        if len(out) > 1:
+            self.fail(("model",), f"the model outputs {_shape(out)} per sample, but {loss.name} over {classes} "
+                      f"classes needs ({classes},)", "insert `Flatten` before the first Linear, so the dense layers "
+                      "see one vector per sample")
+        elif out[0] != classes:
+            self.fail(("model",), f"the model outputs {out[0]} values per sample but the data has "
+                      f"{classes} classes", f"make the last layer output {classes}")
+
+    def value_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
+        """Regression (MSE, L1...) and probability (BCE) losses compare the output with targets of its shape."""
+        name, classes = data.dataset.name, data.num_classes
+        labels = name != "CSV" and classes is not None
+        if loss.entry.targets == "probabilities" and classes is not None and classes > 2:
+            labels = True  # BCE on a CSV's class labels 0..N-1: a classification dataset
+        if labels:
+            what = f"class labels 0..{classes - 1}" if classes else "class labels"
+            self.fail(("loss",), f"{loss.name} compares outputs with targets of the same shape, but {name} "
+                      f"gives {what}", f"use CrossEntropyLoss for {classes or 'the'} classes")
+            return
+        data.targets = "values"
+        targets = tuple(data.dataset.value("targets")) if name == "Synthetic" and _is_shape(
+            data.dataset.value("targets")) else (1,) if name == "CSV" else None
+        if targets is not None and out is not None and targets != tuple(out):
+            self.fail(("model",), f"the model outputs {_shape(out)} per sample but the targets are "
+                      f"{_shape(targets)}", f"make the last layer output {_shape(targets)}")
 
 
 def _is_shape(value) -> bool:

@@ -27,5 +27,6 @@ class Problems:
         return len(self.errors)
 
     def raise_if_any(self) -> None:
+        """Raise the errors, with the warnings beside them (a warning often names the cause of an error)."""
         if self.errors:
-            raise SpecError(self.errors, self.source.text)
+            raise SpecError(self.errors + self.warnings, self.source.text)

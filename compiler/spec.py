@@ -138,7 +138,7 @@ class TrainSpec(_Strict):
 
 
 class Spec(_Strict):
-    """A validated spec. ``load_spec`` also lowers it, so shapes are checked too."""
+    """A validated spec. ``load_spec`` also lowers it (``compiler.lower_spec``), so shapes are checked too."""
 
     version: Literal[1] = 1
     name: str
@@ -156,9 +156,6 @@ class Spec(_Strict):
 
     _source: Source | None = PrivateAttr(default=None)
     _symbols: dict[Path_, str] = PrivateAttr(default_factory=dict)
-    _ir: Any = PrivateAttr(default=None)  # ModelIR, set by lowering
-    _training: Any = PrivateAttr(default=None)  # TrainingIR when the spec can train
-    _warnings: list[Problem] = PrivateAttr(default_factory=list)
 
     @property
     def source(self) -> Source:
@@ -169,15 +166,6 @@ class Spec(_Strict):
     def symbols(self) -> dict[Path_, str]:
         """Python source text of every value that came from `$vars` or arithmetic, by YAML path."""
         return self._symbols
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return self._warnings
-
-    @property
-    def trainable(self) -> bool:
-        """Whether the spec has what a training script needs."""
-        return all(x is not None for x in (self.data, self.loss, self.optimizer, self.train))
 
     @field_validator("name")
     @classmethod
