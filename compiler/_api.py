@@ -13,11 +13,13 @@ from __future__ import annotations
 import warnings
 import weakref
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, SpecError
 from .ir import Program
 from .load import Source, load_file, load_text
+from .overrides import apply_overrides
 from .problems import Problems
 from .spec import Spec, parse
 
@@ -73,16 +75,20 @@ def lower_spec(spec: Spec | str | Path) -> Program:
     return program
 
 
-def load_spec(path: str | Path, *, max_bytes: int | None = None) -> Spec:
-    """Load, validate and lower a spec file; raise SpecError listing every problem."""
+def load_spec(path: str | Path, *, max_bytes: int | None = None, overrides: Sequence[str] = ()) -> Spec:
+    """Load, validate and lower a spec file; raise SpecError listing every problem.
+
+    ``overrides`` are ``"train.epochs=3"``-style settings applied before validation (``specc --set``).
+    """
     data, source = load_file(path)
-    return _compile(data, source, max_bytes)
+    return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
 
 
-def parse_spec(text: str, filename: str = "<string>", *, max_bytes: int | None = None) -> Spec:
+def parse_spec(text: str, filename: str = "<string>", *, max_bytes: int | None = None,
+               overrides: Sequence[str] = ()) -> Spec:
     """The same as ``load_spec`` for YAML text."""
     data, source = load_text(text, filename)
-    return _compile(data, source, max_bytes)
+    return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
 
 
 def build_model(spec: Spec | str | Path) -> nn.Module:

@@ -46,7 +46,7 @@ def _load(path: str, args: argparse.Namespace):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the CLI prints them itself, located
-        spec = load_spec(path, max_bytes=getattr(args, "max_memory", None))
+        spec = load_spec(path, max_bytes=getattr(args, "max_memory", None), overrides=getattr(args, "set", None) or ())
     _warn(spec)
     return spec
 
@@ -91,7 +91,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train_from_spec
 
+    if args.epochs is not None:  # validated like the file: `--epochs 0` is an error, not an empty run
+        args.set = [*(args.set or []), f"train.epochs={args.epochs}"]
     spec = _load(args.spec, args)
+    if spec.train is None:
+        raise SpecError([spec.source.problem((), "this spec has no training sections, so there is nothing to train",
+                                             "add data, loss, optimizer and train (docs/spec-language.md §4-6), or "
+                                             "use `specc generate` for the model's module")], spec.source.text)
     return train_from_spec(spec, args)
 
 
@@ -102,23 +108,50 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_checks(spec, steps=args.steps)
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from .reference import KINDS, listing
+
+    for i, kind in enumerate([args.kind] if args.kind else list(KINDS)):
+        print(("\n" if i else "") + listing(kind))
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"specc {version('specc')}"
+    except PackageNotFoundError:
+        return "specc (not installed)"
+
+
+def _overridable(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a spec value, validated like the file (repeatable), "
+                   "e.g. --set train.epochs=3 --set optimizer.Adam.lr=3e-4")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="specc", description="Compile YAML model specs into PyTorch models and scripts.")
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument("--max-memory", type=_parse_bytes, default=None, metavar="SIZE",
                         help="refuse models whose parameters and buffers exceed SIZE (default: physical memory)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    _overridable(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("summary", help="print the layer table: path, type, output shape, parameters")
     p.add_argument("spec", metavar="SPEC")
+    _overridable(p)
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("generate", help="write the standalone training script")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("-o", "--output", metavar="FILE", help="default: generated/<name>.py")
+    _overridable(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("train", help="train with the generated script: progress, checkpoint, metrics, loss plot")
@@ -127,11 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:N, mps, auto)")
     p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>)")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    _overridable(p)
     p.set_defaults(func=cmd_train)
+
+    from .reference import KINDS
+
+    p = sub.add_parser("list", help="the names a spec may use, with their arguments and defaults",
+                       description="List layers, losses, optimizers, schedulers, datasets, transforms or init "
+                       "functions with their arguments and defaults. Example: specc list layers")
+    p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
+    p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("check", help="prove the compiled objects and the generated script agree")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--steps", type=int, default=3, help="training steps to compare (default 3)")
+    _overridable(p)
     p.set_defaults(func=cmd_check)
     return parser
 

@@ -76,3 +76,23 @@ train: {epochs: -1, metrics: [acc]}
                      "batch_size must be at least 1", "SGD lr must not be negative", "epochs must be at least 1",
                      "'accuracy'"):
         assert fragment in problems, fragment
+
+
+def test_overrides_are_validated_like_the_file():
+    spec = compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochs=3", "optimizer.Adam.lr=3e-4"])
+    assert spec.train.epochs == 3 and spec.optimizer.kwargs["lr"] == 3e-4
+    with pytest.raises(compiler.SpecError, match="epochs must be at least 1, got 0"):
+        compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochs=0"])
+    with pytest.raises(compiler.SpecError, match="did you mean 'epochs'"):
+        compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochz=2"])
+    with pytest.raises(compiler.SpecError, match="--set train: an override is KEY=VALUE"):
+        compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train"])
+
+
+def test_cli_train_refuses_zero_epochs_and_model_only_specs(capsys):
+    from compiler.cli import main
+
+    assert main(["train", "specs/mnist_cnn.yaml", "--epochs", "0"]) == 1
+    assert main(["train", "specs/mlp.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert "epochs must be at least 1, got 0" in err and "nothing to train" in err and "Traceback" not in err

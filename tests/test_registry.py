@@ -36,3 +36,20 @@ def test_traits_are_where_other_modules_read_them():
         "RandomHorizontalFlip": -1,
         "RandomVerticalFlip": -2,
     }
+
+
+def test_reference_docs_are_generated_from_the_registry():
+    from compiler.reference import markdown
+
+    from conftest import ROOT
+
+    assert (ROOT / "docs" / "reference.md").read_text() == markdown(), "run: python -m compiler.reference > docs/reference.md"
+
+
+def test_specc_list_prints_every_kind(capsys):
+    from compiler.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("Conv2d", "CrossEntropyLoss", "Adam", "OneCycleLR", "MNIST", "RandomCrop", "kaiming_normal_"):
+        assert name in out
