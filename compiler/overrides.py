@@ -19,7 +19,8 @@ def apply_overrides(data: Any, overrides: list[str]) -> Any:
     for override in overrides:
         problem = _apply(data, override)
         if problem:
-            problems.append(Problem(f"--set {override}", 1, 1, *problem))
+            message, fix = problem
+            problems.append(Problem(f"--set {override}", 1, 1, message, fix=fix))
     if problems:
         raise SpecError(problems)
     return data

@@ -85,7 +85,7 @@ def test_overrides_are_validated_like_the_file():
         compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochs=0"])
     with pytest.raises(compiler.SpecError, match="did you mean 'epochs'"):
         compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochz=2"])
-    with pytest.raises(compiler.SpecError, match="--set train: an override is KEY=VALUE"):
+    with pytest.raises(compiler.SpecError, match="an override is KEY=VALUE Fix: e.g. --set train.epochs=3"):
         compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train"])
 
 
