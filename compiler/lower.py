@@ -22,6 +22,10 @@ from .shapes import ShapeError, format_shape, merged_shape, output_shape
 from .spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
+# Validation's budget for constructing layers on the meta device (about 0.1-0.3 ms a unit here): a unit is
+# one layer, or one stacked layer of a recurrent one. Identical layers are constructed once.
+MAX_LAYER_COST = 2_000
+MAX_CONSTRUCTION_COST = 4_000
 
 
 def physical_memory() -> int:
@@ -98,6 +102,9 @@ class _Lowerer:
         self.binder = Binder(problems, spec.symbols)
         self.count = 0
         self.tuple_from: LayerIR | None = None  # a layer whose tuple output the next layer gets
+        self.constructed: dict[str, tuple] = {}  # (params, nbytes, slots, None slots) by layer call
+        self.layer_cache: dict[tuple, tuple] = {}  # a repeated layer (same spec node, same input): its results
+        self.cost = 0
 
     # tree ---------------------------------------------------------------------------
 
@@ -212,6 +219,20 @@ class _Lowerer:
         self.tuple_from = None  # a model may return a tuple (its last layer's)
 
     def layer(self, node: Layer, name: str, path: str, shape: tuple | None, dtype: str) -> LayerIR | None:
+        key = (id(node), shape, dtype, self.tuple_from is not None)
+        if key in self.layer_cache:  # the copies a `repeat` makes: bound and checked once
+            call, out_shape, counts = self.layer_cache[key]
+            ir = LayerIR(name, path, call, shape, out_shape, *counts, inferred=_inferred(node, call.entry))
+            if out_shape is not None and call.entry.returns_tuple:
+                self.tuple_from = ir
+            return ir
+        before = self.problems.count()
+        ir = self.new_layer(node, name, path, shape, dtype)
+        if ir is not None and self.problems.count() == before:
+            self.layer_cache[key] = (ir.call, ir.out_shape, (ir.params, ir.nbytes, ir.param_slots, ir.none_params))
+        return ir
+
+    def new_layer(self, node: Layer, name: str, path: str, shape: tuple | None, dtype: str) -> LayerIR | None:
         entry = REGISTRY.get("layer", node.type)
         assert entry is not None  # the parser only accepts registered names
         tuple_item = self.tuple_from is not None and entry.takes_tuple
@@ -254,22 +275,10 @@ class _Lowerer:
         ir.out_shape = prev.out_shape
 
     def infer_shape(self, ir: LayerIR, dtype: str) -> None:
-        import torch
-
         where = where_of_ir(ir)
-        args, kwargs = ir.call.values()
-        try:
-            with torch.device("meta"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = ir.entry.resolve()(*args, **kwargs)
-        except Exception as err:  # torch's own argument checks
-            self.problems.fail(where, f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
-                               "check the arguments against the torch documentation")
+        module = self.construct(ir)
+        if module is None:
             return
-        ir.params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-        ir.param_slots = tuple(module._parameters)
-        ir.none_params = tuple(name for name, p in module._parameters.items() if p is None)
         if ir.in_shape is None:
             return
         try:
@@ -280,7 +289,44 @@ class _Lowerer:
         if out_shape is not None:
             ir.out_shape = tuple(out_shape)
             return
+        if module is True:  # constructed before: rebuild it for the forward pass
+            module = self.construct(ir, cached=False)
         ir.out_shape = self.meta_forward(ir, module, dtype)
+
+    def construct(self, ir: LayerIR, cached: bool = True) -> Any:
+        """Let torch check the arguments by constructing the layer on the meta device (no weights, no RNG);
+        count its parameters and buffers. Identical layers (a `repeat`) are constructed once."""
+        import torch
+
+        key = f"{ir.entry.name}{_call_text(ir)}"
+        if cached and key in self.constructed:
+            ir.params, ir.nbytes, ir.param_slots, ir.none_params = self.constructed[key]
+            return True
+        cost = _construction_cost(ir)
+        self.cost += cost
+        if cost > MAX_LAYER_COST or self.cost > MAX_CONSTRUCTION_COST:
+            what = f"this {ir.type} alone" if cost > MAX_LAYER_COST else "the model's distinct layers"
+            self.problems.fail(where_of_ir(ir), f"{what} exceed{'s' if cost > MAX_LAYER_COST else ''} what "
+                               f"validation checks in bounded time ({cost:,} units here; at most "
+                               f"{MAX_LAYER_COST:,} a layer and {MAX_CONSTRUCTION_COST:,} in all)",
+                               "use fewer stacked layers (e.g. num_layers), or repeat identical layers")
+            self.cost = MAX_CONSTRUCTION_COST + 1  # report once, construct nothing more
+            return None
+        args, kwargs = ir.call.values()
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = ir.entry.resolve()(*args, **kwargs)
+        except Exception as err:  # torch's own argument checks
+            self.problems.fail(where_of_ir(ir), f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
+                               "check the arguments against the torch documentation")
+            return None
+        ir.params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        ir.param_slots = tuple(module._parameters)
+        ir.none_params = tuple(name for name, p in module._parameters.items() if p is None)
+        self.constructed[key] = (ir.params, ir.nbytes, ir.param_slots, ir.none_params)
+        return module
 
     def meta_forward(self, ir: LayerIR, module: Any, dtype: str) -> tuple | None:
         """No arithmetic rule (a layer registered from Python): run it once on the meta device."""
@@ -329,6 +375,15 @@ class _Lowerer:
             self.problems.warn(rule.yaml_path, f"init rule path {', '.join(rule.paths)} matches no layer",
                                "check the module paths with `specc summary`")
         return InitRuleIR(types, rule.paths, calls, rule.yaml_path)  # type: ignore[arg-type]
+
+
+def _construction_cost(ir: LayerIR) -> int:
+    """Work units to construct a layer: its stacked layers for recurrent ones, else one."""
+    if ir.entry.returns_tuple:  # RNN, LSTM, GRU: parameters per stacked layer and direction
+        layers, bidirectional = ir.call.value("num_layers", 1), ir.call.value("bidirectional", False)
+        if isinstance(layers, int) and not isinstance(layers, bool):
+            return max(1, layers) * (2 if bidirectional is True else 1)
+    return 1
 
 
 def _infer_index(entry: Entry) -> int:

@@ -96,3 +96,16 @@ def test_cli_train_refuses_zero_epochs_and_model_only_specs(capsys):
     assert main(["train", "specs/mlp.yaml"]) == 1
     err = capsys.readouterr().err
     assert "epochs must be at least 1, got 0" in err and "nothing to train" in err and "Traceback" not in err
+
+
+def test_repeated_layers_are_checked_once_and_bombs_stop_fast():
+    import time
+
+    body = "\n".join("  - {repeat: 10000, body: [{Linear: {out_features: 8}}]}" for _ in range(5))
+    started = time.perf_counter()
+    compiler.parse_spec(f"name: deep\ninput: [8]\nmodel:\n{body}\n")
+    assert time.perf_counter() - started < 10  # 50,000 layers; about 1 s here, was about 20 s
+    started = time.perf_counter()
+    with pytest.raises(compiler.SpecError, match="exceeds what validation checks in bounded time"):
+        compiler.parse_spec("name: b\ninput: [4, 8]\nmodel:\n  - LSTM: {hidden_size: 1, num_layers: 100000}\n")
+    assert time.perf_counter() - started < 2
