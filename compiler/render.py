@@ -135,9 +135,22 @@ def _helpers_used(names: set[str]) -> list:
     return [obj for name, obj in own.items() if name in wanted]
 
 
-# A global name the script reads -> the import that binds it (the standard library's first, as isort sorts).
 _STDLIB = frozenset(
-    ["argparse", "collections", "contextlib", "csv", "fnmatch", "hashlib", "io", "json", "math", "os", "random", "sys", "tempfile", "time"]
+    {
+        "argparse",
+        "collections",
+        "csv",
+        "fnmatch",
+        "hashlib",
+        "io",
+        "json",
+        "math",
+        "os",
+        "random",
+        "sys",
+        "tempfile",
+        "time",
+    }
 )
 _IMPORTS = {  # a global name the script reads -> (module, name) of the import that binds it
     **{module: ("", module) for module in _STDLIB - {"collections"}},

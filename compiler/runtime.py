@@ -8,7 +8,6 @@ Keep every function here self-contained: stdlib and torch only, no reference to 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -311,9 +310,11 @@ def save_checkpoint(path, state):
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):  # temporaries a killed save left behind (an hour old: no save writes them)
         stale = os.path.join(folder, name)
-        with contextlib.suppress(OSError):  # another save may remove it first
+        try:
             if name.startswith(".tmp-") and name.endswith(".pt") and time.time() - os.path.getmtime(stale) > 3600:
                 os.unlink(stale)
+        except OSError:  # another save removed it first
+            pass
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
         with os.fdopen(fd, "wb") as file:
