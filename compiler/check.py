@@ -2,7 +2,7 @@
 
 The script is rendered to a temporary file and imported; each level of "match" is then
 compared between ``compiler.build_model``/``build_training`` and the script's own builders.
-Training steps run the script's ``train`` loop twice: once with the compiled objects and
+Training steps run the script's ``train`` loop (with a fresh ``Run``) twice: once with the compiled objects and
 once with the script's own, each after the same seeding.
 """
 
@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -65,9 +66,17 @@ def _hyper(obj: Any) -> dict:
     if obj is None:
         return {}
     if isinstance(obj, torch.optim.Optimizer):
-        return {"defaults": obj.defaults, "groups": [{k: v for k, v in g.items() if k != "params"} for g in obj.param_groups]}
-    return {k: v for k, v in vars(obj).items() if isinstance(v, (int, float, str, bool, tuple, list, type(None)))
-            and not k.startswith("_") and k not in ("optimizer",)}
+        return {
+            "defaults": obj.defaults,
+            "groups": [{k: v for k, v in g.items() if k != "params"} for g in obj.param_groups],
+        }
+    return {
+        k: v
+        for k, v in vars(obj).items()
+        if isinstance(v, (int, float, str, bool, tuple, list, type(None)))
+        and not k.startswith("_")
+        and k not in ("optimizer",)
+    }
 
 
 def compare(spec: Spec, steps: int = 3) -> list[Check]:
@@ -97,13 +106,20 @@ def compare(spec: Spec, steps: int = 3) -> list[Check]:
             out_a = compiled(x)
             torch.manual_seed(7)
             out_b = generated(x)
-            add(Check("3. outputs equal (eval mode, and train mode under one seed)",
-                      same_eval and _outputs_equal(out_a, out_b), f"input {tuple(x.shape)}"))
+            add(
+                Check(
+                    "3. outputs equal (eval mode, and train mode under one seed)",
+                    same_eval and _outputs_equal(out_a, out_b),
+                    f"input {tuple(x.shape)}",
+                )
+            )
         if program.training is None:
             return checks
         a = build_training(spec, "cpu")
         b = script.build_all()
-        same = all(_same_type(p, q) and _hyper(p) == _hyper(q) for p, q in zip((a.loss_fn, a.optimizer, a.scheduler), b[1:4]))
+        same = all(
+            _same_type(p, q) and _hyper(p) == _hyper(q) for p, q in zip((a.loss_fn, a.optimizer, a.scheduler), b[1:4])
+        )
         names = ", ".join(type(o).__name__ for o in (a.loss_fn, a.optimizer, a.scheduler) if o is not None)
         add(Check("4. loss, optimizer, scheduler: types and hyperparameters", same, names))
         add(_first_batches(a.train_loader, b[4]))
@@ -149,17 +165,20 @@ def _take(loader, n: int) -> list:
 def _training_steps(spec: Spec, script: Any, steps: int) -> Check:
     from . import build_training
 
-    def run(objects: tuple) -> tuple[list[float], torch.nn.Module]:
-        history, _ = script.train(*objects, torch.device("cpu"), max_steps=steps, checkpoint_dir=None,
-                                  log=lambda *a: None)
-        return [r["loss"] for r in history if "loss" in r], objects[0]
+    def train_steps(objects: tuple) -> tuple[list[float], torch.nn.Module]:
+        run = script.Run(script.EPOCHS, max_steps=steps)  # no checkpoint file
+        script.train(objects, torch.device("cpu"), run, log=lambda *a: None)
+        return [r["loss"] for r in run.history if "loss" in r], objects[0]
 
-    losses_a, model_a = run(tuple(build_training(spec, "cpu")))  # each builder seeds itself first
-    losses_b, model_b = run(script.build_all())
+    losses_a, model_a = train_steps(tuple(build_training(spec, "cpu")))  # each builder seeds itself first
+    losses_b, model_b = train_steps(script.build_all())
     ok, detail = _states_equal(model_a, model_b)
     same_losses = losses_a == losses_b
-    return Check(f"6. {steps} training steps: identical losses, bitwise weights (CPU)", same_losses and ok,
-                 f"losses {['%.6g' % v for v in losses_a]}" + ("" if ok else f"; {detail}"))
+    return Check(
+        f"6. {steps} training steps: identical losses, bitwise weights (CPU)",
+        same_losses and ok,
+        f"losses {[f'{v:.6g}' for v in losses_a]}" + ("" if ok else f"; {detail}"),
+    )
 
 
 def run_checks(spec: Spec, steps: int = 3, print_fn: Callable[[str], None] = print) -> int:

@@ -1,12 +1,15 @@
 """Backend 2: Spec -> one standalone Python script, through the Jinja templates in ``templates/``.
 
-All decisions are made here in Python; the templates only place the strings computed here.
-Every spec value reaches the script through ``literal`` (repr-exact) or as a checked
-identifier, so no spec text can change the script's syntax.
+Decisions are made here in Python: the templates hold the script's fixed text, place the strings
+computed here, and choose whole lines by flags (``train.py.j2`` takes the loop's differing pieces
+from ``loop_tutorial.py.j2`` or ``loop_fast.py.j2``). The runtime helpers and the imports a script
+carries are found from the names its rendered text reads. Every spec value reaches the script
+through ``literal`` (repr-exact) or as a checked identifier, so no spec text can change its syntax.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
 import keyword
 import os
@@ -17,7 +20,7 @@ import jinja2
 from . import runtime
 from ._literal import literal
 from .emit import INDENT, LINE, ModelCode, call_source, emit_model
-from .ir import Arg, CallIR, Program, TrainingIR
+from .ir import Arg, CallIR, DataIR, Program, TrainingIR
 from .spec import RESERVED_NAMES, Spec
 
 
@@ -44,8 +47,7 @@ def render(program: Program) -> str:
     }
     if training is None:
         return _environment().get_template("model.py.j2").render(**context)
-    context.update(_training_context(spec, training))
-    return _environment().get_template("train.py.j2").render(**context)
+    return _training_script(spec, training, context)
 
 
 def _model_imports(code: ModelCode) -> list[str]:
@@ -65,7 +67,8 @@ def _docstring(spec: Spec, training: TrainingIR | None) -> str:
     if training is None:
         lines += ["", "Import it and call build_model():", "", f"    from {spec.name} import build_model"]
     else:
-        lines += ["", "Run:", "", f"    python generated/{spec.name}.py [--epochs N] [--device cpu|cuda] [--resume PATH]"]
+        lines[-1] += " Run:"
+        lines += ["", f"    python generated/{spec.name}.py [--epochs N] [--device cpu|cuda] [--resume PATH]"]
     return "\n".join(lines)
 
 
@@ -94,37 +97,121 @@ def _variables(spec: Spec) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- training
 
 
-_RUNTIME_ALWAYS = (
-    "make_loaders",
-    "training_state",
-    "restore_rng",
-    "save_checkpoint",
-    "remove_stale_temporaries",
-    "load_checkpoint",
-    "show_progress",
-    "pick_device",
+def _training_script(spec: Spec, training: TrainingIR, context: dict) -> str:
+    """Render ``train.py.j2``; then add the runtime helpers and the imports that the script's names call for."""
+    del context["model_imports"]  # imports come from the names the script reads
+    context.update(_training_context(spec, training))
+    template = _environment().get_template("train.py.j2")
+    draft = template.render(**context, helpers=[], imports="")
+    helpers = _helpers_used(_names(draft))
+    sources = [inspect.getsource(helper).rstrip() for helper in helpers]
+    names = _names(draft).union(*(_names(source) for source in sources))
+    imports = _imports(names, context["model"].custom_imports)
+    return template.render(**context, helpers=sources, imports=imports)
+
+
+def _names(source: str) -> set[str]:
+    """The global names a piece of code reads: names loaded and never bound in it."""
+    loaded, bound = set(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return loaded - bound
+
+
+def _helpers_used(names: set[str]) -> list:
+    """The functions and classes of ``runtime`` that ``names`` call for, with theirs, in runtime's order."""
+    own = {name: obj for name, obj in vars(runtime).items() if getattr(obj, "__module__", None) == runtime.__name__}
+    wanted, todo = set(), [name for name in names if name in own]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo += [n for n in _names(inspect.getsource(own[name])) if n in own]
+    return [obj for name, obj in own.items() if name in wanted]
+
+
+_STDLIB = frozenset(
+    {
+        "argparse",
+        "collections",
+        "csv",
+        "fnmatch",
+        "hashlib",
+        "io",
+        "json",
+        "math",
+        "os",
+        "random",
+        "sys",
+        "tempfile",
+        "time",
+    }
 )
+_IMPORTS = {  # a global name the script reads -> (module, name) of the import that binds it
+    **{module: ("", module) for module in _STDLIB - {"collections"}},
+    "OrderedDict": ("collections", "OrderedDict"),
+    "torch": ("", "torch"),
+    "nn": ("torch", "nn"),
+    "optim": ("torch", "optim"),
+    "DataLoader": ("torch.utils.data", "DataLoader"),
+    "Subset": ("torch.utils.data", "Subset"),
+    "TensorDataset": ("torch.utils.data", "TensorDataset"),
+    "datasets": ("torchvision", "datasets"),
+    "ops": ("torchvision", "ops"),
+    "transforms": ("torchvision", "transforms"),
+}
+
+
+def _imports(names: set[str], custom: list[str]) -> str:
+    """The import block, as isort lays it out: the standard library, then torch and torchvision."""
+    sections: list[list[str]] = []
+    for third_party in (False, True):
+        wanted = {_IMPORTS[n] for n in names if n in _IMPORTS}
+        wanted = {(m, n) for m, n in wanted if ((m or n) not in _STDLIB) == third_party}
+        lines = sorted(f"import {n}" for m, n in wanted if not m)
+        for module in sorted({m for m, _ in wanted if m}):
+            lines.append(f"from {module} import {', '.join(sorted(n for m, n in wanted if m == module))}")
+        sections.append(lines)
+    sections[1] += custom
+    return "\n\n".join("\n".join(lines) for lines in sections if lines)
 
 
 def _training_context(spec: Spec, training: TrainingIR) -> dict:
-    data = training.data
-    train = training.train
-    speed = training.speed
-    helpers = list(_RUNTIME_ALWAYS)
-    uses = {
-        "GradientDescent": training.optimizer.name == "GradientDescent",
-        "synthetic_dataset": data.dataset.name == "Synthetic",
-        "read_csv": data.dataset.name == "CSV",
+    data, train, speed = training.data, training.train, training.speed
+    scheduler = training.scheduler
+    steps = scheduler.entry.steps if scheduler else None
+    random_transforms = speed.fast and data.augments  # data on the device: its flips happen there, per batch
+    val_loss = 'f"epoch {epoch}: val loss {val_loss:.6f}'
+    return {
+        "loop_template": "loop_fast.py.j2" if speed.fast else "loop_tutorial.py.j2",
+        "settings": _align(_settings(spec, training)),
+        "speed_settings": _align(_speed_settings(speed)) if speed.fast else [],
+        "datasets_params": "augment=True" if random_transforms else "",
+        "datasets_args": "augment=not data_on_device" if random_transforms else "",
+        "data_code": _data_function(data, random_transforms),
+        "loss_code": _call(training.loss),
+        "optimizer_code": _call(training.optimizer, "model.parameters()"),
+        "scheduler_code": _call(scheduler, "optimizer") if scheduler else "None",
+        "scheduler_per_step": steps == "batch",
+        "scheduler_per_epoch": steps == "epoch",
+        "scheduler_on_loss": steps == "loss",
+        "accuracy": "accuracy" in train.metrics,
+        "val_message": val_loss + (', val accuracy {val_accuracy:.2%}"' if "accuracy" in train.metrics else '"'),
     }
-    helpers = [name for name, used in uses.items() if used] + helpers
-    if data.dataset.name == "CSV":
-        helpers += ["split_indices"] + (["fit_normalizer", "apply_normalizer"] if data.normalize else [])
-    elif data.val_split:
-        helpers.append("split_indices")
-    fast = speed.fast
-    if fast:
-        helpers += ["resolve_speed", "record_losses", "make_device_loaders", "preload", "DeviceLoader", "GraphedStep"]
-    helper_sources = [_runtime_source(name) for name in helpers]
+
+
+def _call(call: CallIR, *first: str) -> str:
+    return call_source(call.entry.script_name, call.args, call.kwargs, first)
+
+
+def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
+    data, train, checkpoint = training.data, training.train, training.train.checkpoint
+
     def value(path: tuple, default) -> str:  # symbolic where the spec wrote `$var` or arithmetic
         return spec.symbols.get(path, literal(default))
 
@@ -132,56 +219,42 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         ("SEED", value(("seed",), spec.seed), "seeds torch and random before anything is built"),
         ("EPOCHS", value(("train", "epochs"), train.epochs), ""),
         ("MODE", literal(train.mode), _MODE_COMMENT[train.mode]),
-        ("BATCH_SIZE", value(("data", "batch_size"), data.batch_size),
-         "ignored in batch and online mode" if train.mode != "minibatch" else ""),
+        (
+            "BATCH_SIZE",
+            value(("data", "batch_size"), data.batch_size),
+            "ignored in batch and online mode" if train.mode != "minibatch" else "",
+        ),
         ("SHUFFLE", literal(data.shuffle), "shuffling is seeded: runs repeat exactly"),
         ("NUM_WORKERS", value(("data", "num_workers"), data.num_workers), "DataLoader worker processes"),
         ("LOG_EVERY", value(("train", "log_every"), train.log_every), "steps between loss lines"),
         ("DEVICE", literal(train.device), "auto | cpu | cuda | cuda:N | mps"),
-        ("CHECKPOINT_DIR", literal(train.checkpoint.dir if train.checkpoint else f"runs/{spec.name}"), ""),
-        ("CHECKPOINT_EVERY", literal(train.checkpoint.every) if train.checkpoint else "EPOCHS", "epochs between checkpoints"),
-        ("CHECKPOINT_EVERY_STEPS", literal(train.checkpoint.every_steps if train.checkpoint else None),
-         "also every N updates, mid-epoch (None: off)"),
+        ("CHECKPOINT_DIR", literal(checkpoint.dir if checkpoint else f"runs/{spec.name}"), ""),
+        ("CHECKPOINT_EVERY", literal(checkpoint.every) if checkpoint else "EPOCHS", "epochs between checkpoints"),
+        (
+            "CHECKPOINT_EVERY_STEPS",
+            literal(checkpoint.every_steps if checkpoint else None),
+            "also every N updates, mid-epoch (None: off)",
+        ),
     ]
     if data.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
-    stdlib = {"hashlib", "io", "json", "os", "random", "sys", "tempfile", "time"} | ({"csv"} if uses["read_csv"] else set())
-    speed_settings = [
+    return settings
+
+
+def _speed_settings(speed) -> list[tuple[str, str, str]]:
+    return [
         ("PRECISION", literal(speed.precision), "fp32 | bf16 | fp16 (with a gradient scaler) | auto"),
         ("CHANNELS_LAST", literal(speed.channels_last), "NHWC memory format for convolutions"),
         ("DATA_ON_DEVICE", literal(speed.data_on_device), "transform once, keep the data on the device"),
         ("FLIPS", literal(speed.flips), "random flips (axis, probability), applied per batch on the device"),
         ("COMPILE", literal(speed.compile), 'False | "default" | "reduce-overhead" | "max-autotune"'),
         ("CUDA_GRAPH", literal(speed.cuda_graph), "replay each step as one CUDA graph (CUDA only)"),
-        ("CUDNN_BENCHMARK", literal(speed.cudnn_benchmark), "let cuDNN time its convolution algorithms (auto: on CUDA)"),
+        (
+            "CUDNN_BENCHMARK",
+            literal(speed.cudnn_benchmark),
+            "let cuDNN time its convolution algorithms (auto: on CUDA)",
+        ),
     ]
-    return {
-        "fast": fast,
-        "speed_settings": _align(speed_settings),
-        "stdlib_imports": sorted(stdlib),
-        "settings": _align(settings),
-        "data_code": _data_function(data, fast),
-        "loss_code": call_source(training.loss.entry.script_name, training.loss.args, training.loss.kwargs),
-        "optimizer_code": call_source(
-            training.optimizer.entry.script_name, training.optimizer.args, training.optimizer.kwargs,
-            ["model.parameters()"],
-        ),
-        "scheduler_code": (
-            call_source(training.scheduler.entry.script_name, training.scheduler.args, training.scheduler.kwargs,
-                        ["optimizer"])
-            if training.scheduler else "None"
-        ),
-        "scheduler_per_step": bool(training.scheduler and training.scheduler.entry.steps == "batch"),
-        "scheduler_on_loss": bool(training.scheduler and training.scheduler.entry.steps == "loss"),
-        "helpers": helper_sources,
-        "accuracy": "accuracy" in train.metrics,
-        "uses_torchvision_datasets": data.dataset.entry.module == "torchvision.datasets",
-        "uses_transforms": bool(data.transforms or data.eval_transforms),
-        "uses_subset": bool(data.val_split) and data.dataset.name != "CSV",
-        "uses_tensor_dataset": data.dataset.name in ("CSV", "Synthetic"),
-        "uses_optim": training.optimizer.entry.module == "torch.optim" or training.scheduler is not None,
-        "uses_csv_test": data.dataset.name == "CSV" and data.dataset.value("test_path") is not None,
-    }
 
 
 _MODE_COMMENT = {
@@ -195,14 +268,10 @@ def _align(settings: list[tuple[str, str, str]]) -> list[str]:
     return [f"{name} = {value}" + (f"  # {comment}" if comment else "") for name, value, comment in settings]
 
 
-def _runtime_source(name: str) -> str:
-    return inspect.getsource(getattr(runtime, name)).rstrip()
-
-
 def _compose(calls: list[CallIR]) -> str:
     if not calls:
         return "None"
-    items = [call_source(c.entry.script_name, c.args, c.kwargs) for c in calls]
+    items = [_call(c) for c in calls]
     one_line = f"transforms.Compose([{', '.join(items)}])"
     if len(one_line) + 8 + 20 <= LINE:
         return one_line
@@ -210,63 +279,51 @@ def _compose(calls: list[CallIR]) -> str:
     return f"transforms.Compose(\n{INDENT * 2}[{body}\n{INDENT * 2}]\n{INDENT})"
 
 
-def _data_function(data, fast: bool = False) -> str:
-    """The body of ``build_datasets``: the training set and the validation set (or None)."""
+def _data_function(data: DataIR, augment_switch: bool) -> str:
+    """The body of ``build_datasets``, the same steps as ``training.build_datasets`` takes."""
     ds = data.dataset
     lines: list[str] = []
     add = lines.append
-    if ds.name == "Synthetic":
-        call = call_source("synthetic_dataset", ds.args, {**ds.kwargs, "seed": Arg(None, "SEED")})
-        add(f"train_set = {call}")
+    if ds.name == "CSV":
+        kwargs = {**ds.kwargs}
         if data.val_split:
-            add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")
-            add("return Subset(train_set, train_idx), Subset(train_set, val_idx)")
-        else:
-            add("return train_set, None")
-    elif ds.name == "CSV":
-        target = ds.kwargs.get("target") or ds.args[1]
-        features = ds.kwargs.get("features")
-        path = ds.kwargs.get("path") or ds.args[0]
-        feat = f", {features.source}" if features else ""
-        add(f"x, y = read_csv({path.source}, {target.source}{feat})")
-        test = ds.kwargs.get("test_path")
-        if test:
-            add(f"x_val, y_val = read_csv({test.source}, {target.source}{feat})")
-        elif data.val_split:
-            add("train_idx, val_idx = split_indices(len(x), VAL_SPLIT, SEED)")
-            add("x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]")
-        has_val = bool(test or data.val_split)
-        method = data.normalize
-        if method:
-            add(f"# {method}: fitted on the training split only, then applied to every split")
-            add(f"shift, scale = fit_normalizer(x, {literal(method)})")
-            add(f"x = apply_normalizer(x, {literal(method)}, shift, scale)")
-            if has_val:
-                add(f"x_val = apply_normalizer(x_val, {literal(method)}, shift, scale)")
-        add("return TensorDataset(x, y), " + ("TensorDataset(x_val, y_val)" if has_val else "None"))
+            kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
+        if data.normalize:  # fitted on the training split only
+            kwargs["normalize"] = Arg(None, literal(data.normalize))
+        add(f"return {call_source('csv_datasets', ds.args, kwargs)}")
+        return _indent(lines)
+    if ds.name == "Synthetic":
+        seeded = {**ds.kwargs, "seed": Arg(None, "SEED")}
+        add(f"train_set = {call_source('synthetic_dataset', ds.args, seeded)}")
+        if data.validation == "val_split":
+            add("val_source = train_set  # one set, split in two")
     else:
         add(f"train_transform = {_compose(data.transforms)}")
-        if fast and any(t.entry.random for t in data.transforms):  # augment=False: flips happen on the device
+        if augment_switch:  # data on the device: its random flips happen there, per batch
             deterministic = [t for t in data.transforms if not t.entry.random]
             add(f"if not augment:\n{INDENT}train_transform = {_compose(deterministic)}")
         if data.eval_transforms != data.transforms:
             add(f"eval_transform = {_compose(data.eval_transforms)}")
         else:
             add("eval_transform = train_transform  # no random augmentation to leave out")
-        if data.val_split:
-            split = "train=True, " if data.dataset.entry.test_split else ""
-            add(f"train_set = {_dataset_call(ds, split)}transform=train_transform)")
-            add(f"val_source = {_dataset_call(ds, split)}transform=eval_transform)")
-            add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")
-            add("return Subset(train_set, train_idx), Subset(val_source, val_idx)")
-        elif data.validation == "test_split":
-            add(f"train_set = {_dataset_call(ds, 'train=True, ')}transform=train_transform)")
+        split = "train=True, " if ds.entry.test_split and data.validation else ""
+        add(f"train_set = {_dataset_call(ds, split)}transform=train_transform)")
+        if data.validation == "test_split":
             add(f"val_set = {_dataset_call(ds, 'train=False, ')}transform=eval_transform)")
             add("return train_set, val_set")
-        else:
-            add(f"train_set = {_dataset_call(ds, '')}transform=train_transform)")
-            add("return train_set, None")
-    return "\n".join(INDENT + line.replace("\n", "\n" + INDENT) if "\n" in line else INDENT + line for line in lines)
+            return _indent(lines)
+        if data.validation == "val_split":
+            add(f"val_source = {_dataset_call(ds, split)}transform=eval_transform)")
+    if data.validation == "val_split":
+        add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")
+        add("return Subset(train_set, train_idx), Subset(val_source, val_idx)")
+    else:
+        add("return train_set, None")
+    return _indent(lines)
+
+
+def _indent(lines: list[str]) -> str:
+    return "\n".join(INDENT + line.replace("\n", "\n" + INDENT) for line in lines)
 
 
 def _dataset_call(ds: CallIR, extra: str) -> str:

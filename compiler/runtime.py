@@ -63,20 +63,30 @@ def read_csv(path, target, features=None):
     return x, torch.tensor(values).unsqueeze(1)
 
 
-def fit_normalizer(x, method):
-    """Fit ``rescale`` (min-max to [0, 1]), ``standardize`` (z-score) or ``normalize`` (unit L2 norm)."""
+def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0):
+    """(training set, validation set or None) from CSV files; ``normalize`` is fitted on the training split only."""
+    x, y = read_csv(path, target, features)
+    x_val = y_val = None
+    if test_path is not None:
+        x_val, y_val = read_csv(test_path, target, features)
+    elif val_split:
+        train_idx, val_idx = split_indices(len(x), val_split, seed)
+        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    if normalize:
+        x, x_val = scale_features(normalize, x, x_val)
+    return TensorDataset(x, y), (TensorDataset(x_val, y_val) if x_val is not None else None)
+
+
+def scale_features(method, x, x_val=None):
+    """``rescale`` (min-max to [0, 1]) or ``standardize`` (z-score) with statistics of ``x``; ``normalize``: unit rows."""
+    if method == "normalize":  # per sample: nothing to fit
+        return [None if t is None else torch.nn.functional.normalize(t, p=2.0, dim=1) for t in (x, x_val)]
     if method == "rescale":
-        low, high = x.min(dim=0).values, x.max(dim=0).values
-        return low, (high - low).clamp_min(1e-12)
-    if method == "standardize":
-        return x.mean(dim=0), x.std(dim=0).clamp_min(1e-12)
-    return None, None  # unit-norm scaling is per sample: nothing to fit
-
-
-def apply_normalizer(x, method, shift, scale):
-    if method == "normalize":
-        return torch.nn.functional.normalize(x, p=2.0, dim=1)
-    return (x - shift) / scale
+        shift = x.min(dim=0).values
+        scale = (x.max(dim=0).values - shift).clamp_min(1e-12)
+    else:
+        shift, scale = x.mean(dim=0), x.std(dim=0).clamp_min(1e-12)
+    return [None if t is None else (t - shift) / scale for t in (x, x_val)]
 
 
 def split_indices(n, val_fraction, seed):
@@ -89,17 +99,11 @@ def split_indices(n, val_fraction, seed):
 def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, seed):
     """Seeded loaders: the same seed gives the same batches in the same order."""
     generator = torch.Generator().manual_seed(seed)
-    if mode == "batch":  # every update sees the whole training set
-        train_loader = DataLoader(train_set, batch_size=len(train_set), shuffle=False, generator=generator)
-    elif mode == "online":  # one sample per update, one pass
-        train_loader = DataLoader(train_set, batch_size=1, shuffle=shuffle, generator=generator)
-    else:
-        train_loader = DataLoader(
-            train_set, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=generator
-        )
-    val_loader = None
-    if val_set is not None:
-        val_loader = DataLoader(val_set, batch_size=max(batch_size, 256), num_workers=num_workers)
+    # batch mode: every update sees the whole training set; online: one sample per update, one pass
+    size, workers = {"batch": (len(train_set), 0), "online": (1, 0)}.get(mode, (batch_size, num_workers))
+    shuffle = shuffle and mode != "batch"
+    train_loader = DataLoader(train_set, size, shuffle=shuffle, num_workers=workers, generator=generator)
+    val_loader = DataLoader(val_set, max(batch_size, 256), num_workers=num_workers) if val_set is not None else None
     return train_loader, val_loader
 
 
@@ -242,51 +246,82 @@ def record_losses(history, pending, step, epoch):
     return values
 
 
-def training_state(model, optimizer, scheduler, epoch, batch, step, history, loader_rng):
-    """Everything needed to continue a run exactly: weights, optimizer, schedule, position, RNG states."""
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "epoch": epoch,  # the epoch to continue in (0-based)
-        "batch": batch,  # batches of that epoch already trained on
-        "step": step,
-        "history": history,
-        "loader_rng": loader_rng,  # the shuffle generator at the start of that epoch
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "python_rng": random.getstate(),
-    }
+class Run:
+    """Where a run stands, saved and restored whole so that a resumed run continues bit for bit: ``epoch`` (the
+    one to continue in, from 0), ``batch`` (its batches done), ``step`` (updates in all), the history, and the
+    random states. ``epochs`` and ``max_steps`` bound it; ``save`` writes to ``checkpoint`` (None: nowhere)."""
 
+    def __init__(self, epochs, max_steps=None, checkpoint=None):
+        self.epochs, self.max_steps, self.checkpoint = epochs, max_steps, checkpoint
+        self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
+        self.loader_rng = self.restored = None
 
-def restore_rng(state):
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    random.setstate(state["python_rng"])
+    def batches(self, loader):
+        """This epoch's batches from where the run stands, with the shuffle and random draws of a straight run."""
+        if self.restored is not None:
+            loader.generator.set_state(self.restored["loader_rng"])
+        self.loader_rng = loader.generator.get_state()  # the shuffle generator at the start of the epoch
+        batches = iter(loader)
+        for _ in range(self.batch):  # the batches this epoch had already trained on
+            next(batches)
+        if self.restored is not None:  # dropout and augmentation continue where they stopped
+            torch.set_rng_state(self.restored["torch_rng"])
+            if self.restored["cuda_rng"] is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(self.restored["cuda_rng"])
+            random.setstate(self.restored["python_rng"])
+            self.restored = None
+        return batches
+
+    def end_epoch(self, loader):
+        self.epoch, self.batch, self.loader_rng = self.epoch + 1, 0, loader.generator.get_state()
+
+    def save(self, model, optimizer, scheduler):
+        """Checkpoint the weights, optimizer, schedule, position and random states."""
+        if not self.checkpoint:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            **{key: getattr(self, key) for key in ("epoch", "batch", "step", "history", "loader_rng")},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python_rng": random.getstate(),
+        }
+        save_checkpoint(self.checkpoint, state)
+
+    def resume(self, state, model, optimizer, scheduler):
+        """Continue from a checkpoint's ``state``: load the weights, take its position and random states."""
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
+        self.restored = state
 
 
 def save_checkpoint(path, state):
-    """Write ``state`` atomically: temporary file, fsync, rename. A crash leaves the old file intact.
-
-    The file is a header line, the SHA-256 of the payload, then ``torch.save``'s bytes, so a
-    truncated or altered checkpoint is detected when it is loaded.
-    """
+    """Write ``state`` atomically (temporary file, fsync, rename: a crash leaves the old file whole) behind a
+    header line and the payload's SHA-256, so that a truncated or altered checkpoint is refused when loaded."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    magic = b"specc-checkpoint-v1\n"
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):  # temporaries a killed save left behind (an hour old: no save writes them)
+        stale = os.path.join(folder, name)
+        try:
+            if name.startswith(".tmp-") and name.endswith(".pt") and time.time() - os.path.getmtime(stale) > 3600:
+                os.unlink(stale)
+        except OSError:  # another save removed it first
+            pass
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(magic + digest + b"\n" + payload)
+            file.write(b"specc-checkpoint-v1\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-        remove_stale_temporaries(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -298,28 +333,13 @@ def save_checkpoint(path, state):
         os.close(dir_fd)
 
 
-def remove_stale_temporaries(folder, age=3600):
-    """Temporary files that a killed save left behind (an hour old: no save still writes them)."""
-    now = time.time()
-    for name in os.listdir(folder):
-        if name.startswith(".tmp-") and name.endswith(".pt"):
-            try:
-                if now - os.path.getmtime(os.path.join(folder, name)) > age:
-                    os.unlink(os.path.join(folder, name))
-            except OSError:
-                pass
-
-
 def load_checkpoint(path):
     """Read a checkpoint written by ``save_checkpoint``; verify it; unpickle only tensors and plain data."""
     with open(path, "rb") as file:
-        blob = file.read()
-    magic = b"specc-checkpoint-v1\n"
-    header_end = len(magic) + 65  # the magic line, 64 hex digits, a newline
-    if not blob.startswith(magic) or len(blob) < header_end or blob[header_end - 1 : header_end] != b"\n":
+        magic, digest, payload = file.readline(), file.readline(), file.read()
+    if magic != b"specc-checkpoint-v1\n":
         raise ValueError(f"{path}: not a checkpoint written by this script (or truncated)")
-    digest, payload = blob[len(magic) : header_end - 1], blob[header_end:]
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
+    if digest != hashlib.sha256(payload).hexdigest().encode() + b"\n":
         raise ValueError(f"{path}: checksum mismatch: the checkpoint is truncated or was altered")
     return torch.load(io.BytesIO(payload), weights_only=True)
 
@@ -335,10 +355,7 @@ def show_progress(epoch, epochs, batch, batches, loss):
 
 def pick_device(name):
     """``auto`` -> cuda if available, then mps, else cpu; anything else as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if name == "auto":
+        mps = getattr(torch.backends, "mps", None)
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"
+    return torch.device(name)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from . import runtime
 from .build import build_model
@@ -38,8 +39,15 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     if training is None:
         from .errors import SpecError
 
-        raise SpecError([spec.source.problem((), "this spec has no training sections",
-                                             "add data, loss, optimizer and train (docs/spec-language.md §4-6)")])
+        raise SpecError(
+            [
+                spec.source.problem(
+                    (),
+                    "this spec has no training sections",
+                    "add data, loss, optimizer and train (docs/spec-language.md §4-6)",
+                )
+            ]
+        )
     device = runtime.pick_device(str(device) if device is not None else training.train.device)
     speed = training.speed
     _, channels_last, on_device, cuda_graph = runtime.resolve_speed(
@@ -55,8 +63,16 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     mode = training.train.mode
     if on_device:
         train_loader, val_loader = runtime.make_device_loaders(
-            train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed, device,
-            speed.flips, cuda_graph,
+            train_set,
+            val_set,
+            mode,
+            data.batch_size,
+            data.shuffle,
+            data.num_workers,
+            spec.seed,
+            device,
+            speed.flips,
+            cuda_graph,
         )
     else:
         train_loader, val_loader = runtime.make_loaders(
@@ -84,46 +100,23 @@ def _compose(calls: list[CallIR]):
 def build_datasets(data: DataIR, seed: int, augment: bool = True):
     """(training set, validation set or None), exactly as the generated ``build_datasets``."""
     ds = data.dataset
-    val_split = data.val_split
+    if ds.name == "CSV":
+        values = {p: ds.value(p) for p in ("path", "target", "features", "test_path")}
+        return runtime.csv_datasets(**values, val_split=data.val_split, normalize=data.normalize, seed=seed)
     if ds.name == "Synthetic":
         values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
-        train_set = runtime.synthetic_dataset(**values, seed=seed)
-        if val_split:
-            train_idx, val_idx = runtime.split_indices(len(train_set), val_split, seed)
-            return torch.utils.data.Subset(train_set, train_idx), torch.utils.data.Subset(train_set, val_idx)
-        return train_set, None
-    if ds.name == "CSV":
-        return _csv_datasets(data, seed)
-    train_tf = _compose(data.transforms if augment else [t for t in data.transforms if not t.entry.random])
-    eval_tf = _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
-    args, kwargs = ds.values()
-    cls = ds.entry.resolve()
-    split = {"train": True} if ds.entry.test_split else {}
-    if val_split:
-        train_set = cls(*args, **kwargs, **split, transform=train_tf)
-        val_source = cls(*args, **kwargs, **split, transform=eval_tf)
-        train_idx, val_idx = runtime.split_indices(len(train_set), val_split, seed)
-        return torch.utils.data.Subset(train_set, train_idx), torch.utils.data.Subset(val_source, val_idx)
-    if data.validation == "test_split":
-        return cls(*args, **kwargs, train=True, transform=train_tf), cls(*args, **kwargs, train=False, transform=eval_tf)
-    return cls(*args, **kwargs, transform=train_tf), None
-
-
-def _csv_datasets(data: DataIR, seed: int):
-    ds = data.dataset
-    features = ds.value("features")
-    x, y = runtime.read_csv(ds.value("path"), ds.value("target"), features)
-    x_val = y_val = None
-    if ds.value("test_path") is not None:
-        x_val, y_val = runtime.read_csv(ds.value("test_path"), ds.value("target"), features)
-    elif data.val_split:
-        train_idx, val_idx = runtime.split_indices(len(x), data.val_split, seed)
-        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    method = data.normalize
-    if method:
-        shift, scale = runtime.fit_normalizer(x, method)
-        x = runtime.apply_normalizer(x, method, shift, scale)
-        if x_val is not None:
-            x_val = runtime.apply_normalizer(x_val, method, shift, scale)
-    train_set = torch.utils.data.TensorDataset(x, y)
-    return train_set, (torch.utils.data.TensorDataset(x_val, y_val) if x_val is not None else None)
+        train_set = val_source = runtime.synthetic_dataset(**values, seed=seed)
+    else:
+        train_tf = _compose(data.transforms if augment else [t for t in data.transforms if not t.entry.random])
+        eval_tf = _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
+        args, kwargs = ds.values()
+        split = {"train": True} if ds.entry.test_split and data.validation else {}
+        train_set = ds.entry.resolve()(*args, **kwargs, **split, transform=train_tf)
+        if data.validation == "test_split":
+            return train_set, ds.entry.resolve()(*args, **kwargs, train=False, transform=eval_tf)
+        if data.validation == "val_split":
+            val_source = ds.entry.resolve()(*args, **kwargs, **split, transform=eval_tf)
+    if data.validation == "val_split":
+        train_idx, val_idx = runtime.split_indices(len(train_set), data.val_split, seed)
+        return Subset(train_set, train_idx), Subset(val_source, val_idx)
+    return train_set, None

@@ -74,8 +74,10 @@ def test_data_on_device_batches_match_the_loader_without_augmentation():
 
 def test_device_flips_flip_about_half_the_images():
     x = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3).repeat(500, 1, 1, 1)
-    loader = runtime.DeviceLoader(x, torch.zeros(1000), 1000, False, torch.Generator().manual_seed(0), flips=[(-1, 0.5)])
-    (batch, _), = list(loader)
+    loader = runtime.DeviceLoader(
+        x, torch.zeros(1000), 1000, False, torch.Generator().manual_seed(0), flips=[(-1, 0.5)]
+    )
+    ((batch, _),) = list(loader)
     flipped = (batch != x).flatten(1).any(dim=1).float().mean().item()
     assert 0.4 < flipped < 0.6
     assert torch.equal(torch.where((batch == x).flatten(1).all(1).view(-1, 1, 1, 1), batch, batch.flip(-1)), x)
@@ -85,15 +87,15 @@ def test_resume_with_device_data_is_exact(tmp_path):
     spec = _spec("  precision: bf16\n  data_on_device: true")
     script = import_script(compiler.render_script(spec), "fast_resume", str(tmp_path))
     device = torch.device("cpu")
-    straight = script.build_all()
-    history, _ = script.train(*straight, device, checkpoint_dir=None, log=lambda *a: None)
-    first = script.build_all()
-    _, state = script.train(*first, device, max_steps=40, checkpoint_dir=None, log=lambda *a: None)
-    again = script.build_all()
-    again[0].load_state_dict(state["model"])
-    again[2].load_state_dict(state["optimizer"])
-    resumed, _ = script.train(*again, device, state=state, checkpoint_dir=None, log=lambda *a: None)
-    assert [r.get("loss") for r in resumed] == [r.get("loss") for r in history]
+    straight, full = script.build_all(), script.Run(script.EPOCHS)
+    script.train(straight, device, full, log=lambda *a: None)
+    first, stopped = script.build_all(), script.Run(script.EPOCHS, max_steps=40, checkpoint=str(tmp_path / "c.pt"))
+    script.train(first, device, stopped, log=lambda *a: None)
+    state = script.load_checkpoint(str(tmp_path / "c.pt"))
+    again, resumed = script.build_all(), script.Run(script.EPOCHS)
+    resumed.resume(state, again[0], again[2], again[3])
+    script.train(again, device, resumed, log=lambda *a: None)
+    assert [r.get("loss") for r in resumed.history] == [r.get("loss") for r in full.history]
     assert all(torch.equal(a, b) for a, b in zip(straight[0].state_dict().values(), again[0].state_dict().values()))
 
 
@@ -113,13 +115,18 @@ def test_conflicting_options_are_located_errors(options, message):
 
 
 def test_data_on_device_refuses_augmentations_it_cannot_apply():
-    text = FAST.format(options="  data_on_device: true").replace("RandomHorizontalFlip", "{RandomCrop: {size: 28, padding: 2}}")
-    with pytest.raises(compiler.SpecError, match="data_on_device applies random flips on the device, but not RandomCrop"):
+    text = FAST.format(options="  data_on_device: true").replace(
+        "RandomHorizontalFlip", "{RandomCrop: {size: 28, padding: 2}}"
+    )
+    with pytest.raises(
+        compiler.SpecError, match="data_on_device applies random flips on the device, but not RandomCrop"
+    ):
         compiler.parse_spec(text, "fast.yaml")
 
 
 def test_compile_runs_on_the_cpu(tmp_path):
     """torch.compile's default mode through the generated loop: the eager losses, within fp32 rounding."""
+
     def plain(options):  # no dropout: inductor draws its own random numbers, so masks would differ from eager
         text = FAST.format(options=options).replace("  - Dropout: 0.2\n", "")
         return compiler.parse_spec(text, "compile.yaml")
@@ -127,12 +134,12 @@ def test_compile_runs_on_the_cpu(tmp_path):
     spec = plain("  compile: default")
     script = import_script(compiler.render_script(spec), "compiled_probe", str(tmp_path))
     started = time.perf_counter()
-    history, _ = script.train(*script.build_all(), torch.device("cpu"), max_steps=3, checkpoint_dir=None,
-                              log=lambda *a: None)
+    history = script.Run(script.EPOCHS, max_steps=3)
+    script.train(script.build_all(), torch.device("cpu"), history, log=lambda *a: None)
     eager = import_script(compiler.render_script(plain("")), "eager_probe", str(tmp_path))
-    eager_history, _ = eager.train(*eager.build_all(), torch.device("cpu"), max_steps=3, checkpoint_dir=None,
-                                   log=lambda *a: None)
-    losses = [r["loss"] for r in history if "loss" in r]
-    eager_losses = [r["loss"] for r in eager_history if "loss" in r]
+    eager_history = eager.Run(eager.EPOCHS, max_steps=3)
+    eager.train(eager.build_all(), torch.device("cpu"), eager_history, log=lambda *a: None)
+    losses = [r["loss"] for r in history.history if "loss" in r]
+    eager_losses = [r["loss"] for r in eager_history.history if "loss" in r]
     assert losses == pytest.approx(eager_losses, rel=1e-3)
     assert time.perf_counter() - started < 600
