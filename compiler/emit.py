@@ -114,11 +114,13 @@ def _build_body(model: ModelIR, names: dict[tuple, str]) -> str:
             var = namespace.name(child.name)
             variables.append(var)
             lines += emitter.assign(var, child, 1)
-        items = [f"({literal(c.name)}, {v})" for c, v in zip(root.children, variables)]
-        whole = ["nn.Sequential(", INDENT + "OrderedDict(", INDENT * 2 + "[",
-                 *(INDENT * 3 + item + "," for item in items), INDENT * 2 + "]", INDENT + ")", ")"]
-        lines += [INDENT + ("return " if result is None else "model = ") + whole[0],
-                  *(INDENT + line for line in whole[1:])]
+        pairs = ", ".join(f"{c.name}={v}" for c, v in zip(root.children, variables))
+        whole = INDENT + ("return " if result is None else "model = ") + f"nn.Sequential(OrderedDict({pairs}))"
+        if len(whole) > LINE:  # one name a line, as ruff would format it
+            whole = whole.replace("OrderedDict(", "OrderedDict(\n" + INDENT * 3).replace(", ", ",\n" + INDENT * 3)
+            whole = whole[: -2] + ",\n" + INDENT * 2 + ")\n" + INDENT + ")"
+            whole = whole.replace("nn.Sequential(OrderedDict(", "nn.Sequential(\n" + INDENT * 2 + "OrderedDict(")
+        lines.append(whole)
     else:
         expr = emitter.node_lines(root, 1)
         expr[0] = INDENT + ("return " if result is None else "model = ") + expr[0].lstrip()

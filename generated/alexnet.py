@@ -44,13 +44,4 @@ def build_model():
         nn.ReLU(inplace=True),  # -> (4096,)
         nn.Linear(in_features=4096, out_features=num_classes),  # -> (1000,)
     )
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("features", features),
-                ("avgpool", avgpool),
-                ("flatten", flatten),
-                ("classifier", classifier),
-            ]
-        )
-    )
+    return nn.Sequential(OrderedDict(features=features, avgpool=avgpool, flatten=flatten, classifier=classifier))

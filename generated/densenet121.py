@@ -772,13 +772,11 @@ def build_model():
     classifier = nn.Linear(in_features=1024, out_features=num_classes)  # -> (1000,), in_features inferred
     model = nn.Sequential(
         OrderedDict(
-            [
-                ("features", features),
-                ("relu", relu),
-                ("avgpool", avgpool),
-                ("flatten", flatten),
-                ("classifier", classifier),
-            ]
+            features=features,
+            relu=relu,
+            avgpool=avgpool,
+            flatten=flatten,
+            classifier=classifier,
         )
     )
     init_weights(model)

@@ -30,12 +30,4 @@ def build_model():
         nn.Tanh(),  # -> (84,)
         nn.Linear(in_features=84, out_features=10),  # -> (10,), in_features inferred
     )
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("features", features),
-                ("flatten", flatten),
-                ("classifier", classifier),
-            ]
-        )
-    )
+    return nn.Sequential(OrderedDict(features=features, flatten=flatten, classifier=classifier))

@@ -65,15 +65,7 @@ def build_model():
         nn.Dropout(p=0.5),  # -> (1024,)
         nn.Linear(in_features=1024, out_features=10),  # -> (10,), in_features inferred
     )
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("conv1", conv1),
-                ("flatten", flatten),
-                ("dense", dense),
-            ]
-        )
-    )
+    return nn.Sequential(OrderedDict(conv1=conv1, flatten=flatten, dense=dense))
 
 
 # -----------------------------------------------------------------------------

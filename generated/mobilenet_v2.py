@@ -364,16 +364,7 @@ def build_model():
         nn.Dropout(p=dropout),  # -> (1280,)
         nn.Linear(in_features=1280, out_features=num_classes),  # -> (1000,), in_features inferred
     )
-    model = nn.Sequential(
-        OrderedDict(
-            [
-                ("features", features),
-                ("avgpool", avgpool),
-                ("flatten", flatten),
-                ("classifier", classifier),
-            ]
-        )
-    )
+    model = nn.Sequential(OrderedDict(features=features, avgpool=avgpool, flatten=flatten, classifier=classifier))
     init_weights(model)
     return model
 

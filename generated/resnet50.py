@@ -282,19 +282,17 @@ def build_model():
     fc = nn.Linear(in_features=2048, out_features=num_classes)  # -> (1000,), in_features inferred
     model = nn.Sequential(
         OrderedDict(
-            [
-                ("conv1", conv1),
-                ("bn1", bn1),
-                ("relu", relu),
-                ("maxpool", maxpool),
-                ("layer1", layer1),
-                ("layer2", layer2),
-                ("layer3", layer3),
-                ("layer4", layer4),
-                ("avgpool", avgpool),
-                ("flatten", flatten),
-                ("fc", fc),
-            ]
+            conv1=conv1,
+            bn1=bn1,
+            relu=relu,
+            maxpool=maxpool,
+            layer1=layer1,
+            layer2=layer2,
+            layer3=layer3,
+            layer4=layer4,
+            avgpool=avgpool,
+            flatten=flatten,
+            fc=fc,
         )
     )
     init_weights(model)

@@ -132,15 +132,13 @@ def build_model():
     fc = nn.Linear(in_features=64, out_features=10)  # -> (10,), in_features inferred
     model = nn.Sequential(
         OrderedDict(
-            [
-                ("stem", stem),
-                ("block1", block1),
-                ("block2", block2),
-                ("block3", block3),
-                ("pool", pool),
-                ("flatten", flatten),
-                ("fc", fc),
-            ]
+            stem=stem,
+            block1=block1,
+            block2=block2,
+            block3=block3,
+            pool=pool,
+            flatten=flatten,
+            fc=fc,
         )
     )
     init_weights(model)

@@ -117,15 +117,7 @@ def build_model():
         nn.AdaptiveAvgPool2d((1, 1)),  # -> (1000, 1, 1)
     )
     flatten = nn.Flatten()  # -> (1000,)
-    model = nn.Sequential(
-        OrderedDict(
-            [
-                ("features", features),
-                ("classifier", classifier),
-                ("flatten", flatten),
-            ]
-        )
-    )
+    model = nn.Sequential(OrderedDict(features=features, classifier=classifier, flatten=flatten))
     init_weights(model)
     return model
 

@@ -68,15 +68,7 @@ def build_model():
     )
     pool = Mean(dim=1)  # -> (32,)
     head = nn.Linear(in_features=32, out_features=classes)  # -> (4,), in_features inferred
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("encoder", encoder),
-                ("pool", pool),
-                ("head", head),
-            ]
-        )
-    )
+    return nn.Sequential(OrderedDict(encoder=encoder, pool=pool, head=head))
 
 
 # -----------------------------------------------------------------------------

@@ -104,13 +104,4 @@ def build_model():
         nn.ReLU(inplace=True),  # -> (16, 64, 64)
     )
     head = nn.Conv2d(in_channels=16, out_channels=classes, kernel_size=1)  # -> (2, 64, 64), in_channels inferred
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("enc1", enc1),
-                ("level1", level1),
-                ("dec1", dec1),
-                ("head", head),
-            ]
-        )
-    )
+    return nn.Sequential(OrderedDict(enc1=enc1, level1=level1, dec1=dec1, head=head))

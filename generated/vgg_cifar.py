@@ -50,13 +50,4 @@ def build_model():
         nn.Dropout(0.3),  # -> (256,)
         nn.Linear(in_features=256, out_features=classes),  # -> (10,), in_features inferred
     )
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("features", features),
-                ("pool", pool),
-                ("flatten", flatten),
-                ("classifier", classifier),
-            ]
-        )
-    )
+    return nn.Sequential(OrderedDict(features=features, pool=pool, flatten=flatten, classifier=classifier))
