@@ -175,8 +175,7 @@ def generated(root: str, batch: int, options: str, adam: str, workers: int, fold
     objects = script.build_all("cuda")
 
     def run(steps):  # training throughput: no validation passes (the hand-written loops have none)
-        script.train(*objects[:5], None, torch.device("cuda"), max_steps=steps, checkpoint_dir=None,
-                     log=lambda *a: None)
+        script.train((*objects[:5], None), torch.device("cuda"), script.Run(1, max_steps=steps), log=lambda *a: None)
 
     return run, spec, script
 
@@ -191,8 +190,9 @@ def gpu_equivalence(root: str, folder: str) -> dict:
     builders = (("compiled", lambda: tuple(compiler.build_training(spec, "cuda"))), ("generated", script.build_all))
     for name, build in builders:  # build, then train, one after the other: each builder seeds itself
         objects = build() if name == "compiled" else build("cuda")
-        history, _ = script.train(*objects, torch.device("cuda"), max_steps=20, checkpoint_dir=None, log=lambda *a: None)
-        results[name] = ([r["loss"] for r in history if "loss" in r], objects[0].state_dict())
+        run = script.Run(1, max_steps=20)
+        script.train(objects, torch.device("cuda"), run, log=lambda *a: None)
+        results[name] = ([r["loss"] for r in run.history if "loss" in r], objects[0].state_dict())
     la, wa = results["compiled"]
     lb, wb = results["generated"]
     return {
@@ -209,9 +209,10 @@ def accuracy_run(folder: str) -> dict:
     script = import_script(compiler.render_script(spec), spec.name, folder)
     objects = script.build_all("cuda")
     start = time.perf_counter()
-    history, _ = script.train(*objects, torch.device("cuda"), checkpoint_dir=None, log=lambda *a: None)
+    run = script.Run(spec.train.epochs)
+    script.train(objects, torch.device("cuda"), run, log=lambda *a: None)
     torch.cuda.synchronize()
-    accuracy = [r["val_accuracy"] for r in history if "val_accuracy" in r][-1]
+    accuracy = [r["val_accuracy"] for r in run.history if "val_accuracy" in r][-1]
     return {"epochs": spec.train.epochs, "val_accuracy": accuracy, "seconds": time.perf_counter() - start}
 
 

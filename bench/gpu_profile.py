@@ -83,7 +83,9 @@ def main() -> int:
     spec = compiler.load_spec(gpu.ROOT / "specs" / "mnist_cnn_fast.yaml")
     script = import_script(compiler.render_script(spec), spec.name, folder)
     start = time.perf_counter()
-    history, _ = script.train(*script.build_all("cuda"), torch.device("cuda"), checkpoint_dir=None, log=lambda *a: None)
+    run = script.Run(1)
+    script.train(script.build_all("cuda"), torch.device("cuda"), run, log=lambda *a: None)
+    history = run.history
     torch.cuda.synchronize()
     results["accuracy_mnist_cnn_fast_5_epochs"] = {
         "val_accuracy": [r["val_accuracy"] for r in history if "val_accuracy" in r][-1],
