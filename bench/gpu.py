@@ -28,8 +28,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import compiler  # noqa: E402
-from compiler.check import import_script  # noqa: E402
+import compiler
+from compiler.check import import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,11 +67,20 @@ VARIANTS = {
     "tutorial settings": ("", "", 0),
     "tutorial settings, 8 workers": ("", "", 8),
     "bf16, channels_last, data on device, fused Adam": (
-        "  precision: bf16\n  channels_last: true\n  data_on_device: true", ", fused: true", 8),
+        "  precision: bf16\n  channels_last: true\n  data_on_device: true",
+        ", fused: true",
+        8,
+    ),
     "+ CUDA graph (whole step)": (
-        "  precision: bf16\n  channels_last: true\n  data_on_device: true\n  cuda_graph: true", ", fused: true", 8),
+        "  precision: bf16\n  channels_last: true\n  data_on_device: true\n  cuda_graph: true",
+        ", fused: true",
+        8,
+    ),
     "+ torch.compile (default)": (
-        "  precision: bf16\n  channels_last: true\n  data_on_device: true\n  compile: default", ", fused: true", 8),
+        "  precision: bf16\n  channels_last: true\n  data_on_device: true\n  compile: default",
+        ", fused: true",
+        8,
+    ),
     "speed: auto": ("  speed: auto", "", 8),
     "speed: auto, compile max-autotune-no-cudagraphs": ("  speed: auto\n  compile: max-autotune-no-cudagraphs", "", 8),
 }
@@ -91,8 +100,13 @@ def tile_mnist(folder: Path, copies: int = 15) -> None:
 
 
 def tutorial_cnn() -> nn.Module:
-    conv1 = nn.Sequential(nn.Conv2d(1, 64, 3, 1, 1), nn.ReLU(), nn.Conv2d(64, 128, 3, 1, 1), nn.ReLU(),
-                          nn.MaxPool2d(stride=2, kernel_size=2))
+    conv1 = nn.Sequential(
+        nn.Conv2d(1, 64, 3, 1, 1),
+        nn.ReLU(),
+        nn.Conv2d(64, 128, 3, 1, 1),
+        nn.ReLU(),
+        nn.MaxPool2d(stride=2, kernel_size=2),
+    )
     dense = nn.Sequential(nn.Linear(14 * 14 * 128, 1024), nn.ReLU(), nn.Dropout(p=0.5), nn.Linear(1024, 10))
     return nn.Sequential(OrderedDict([("conv1", conv1), ("flatten", nn.Flatten()), ("dense", dense)]))
 
@@ -227,8 +241,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     assert torch.cuda.is_available(), "this benchmark needs a CUDA GPU"
     torch.backends.cudnn.benchmark = False
-    meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     rows, extra = [], {}
     workdir = tempfile.mkdtemp()
     root = os.path.join(workdir, "mnist60k")
@@ -253,15 +271,24 @@ def main() -> int:
         slow = 60 if args.quick else 150
         fast = 200 if args.quick else (1500 if batch == 64 else 400)
         if not args.variants:
-            measure("hand-written: tutorial's way (0 workers)", batch, lambda: hand_tutorial(root, batch, 0), slow)
-        measure("hand-written: preloaded, bf16, channels_last, fused Adam", batch, lambda: hand_best(root, batch), fast)
+            measure("hand-written: tutorial's way (0 workers)", batch, lambda b=batch: hand_tutorial(root, b, 0), slow)
+        measure(
+            "hand-written: preloaded, bf16, channels_last, fused Adam", batch, lambda b=batch: hand_best(root, b), fast
+        )
         for tag, (options, adam, workers) in VARIANTS.items():
             if args.variants and tag not in args.variants:
                 continue
             n = slow if "tutorial" in tag else fast
             label = f"specc: {tag}"
-            measure(label, batch, lambda: generated(root, batch, options, adam, workers, workdir,
-                                                    f"b{batch}_{len(rows)}")[0], n)
+            measure(
+                label,
+                batch,
+                lambda b=batch, o=options, a=adam, w=workers: generated(root, b, o, a, w, workdir, f"b{b}_{len(rows)}")[
+                    0
+                ],
+                n,
+            )
+
     def deterministic_equivalence():
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -270,9 +297,15 @@ def main() -> int:
         finally:
             torch.use_deterministic_algorithms(False)
 
-    extras = () if args.variants else (("gpu_equivalence", lambda: gpu_equivalence(root, workdir)),
-                                       ("gpu_equivalence_deterministic", deterministic_equivalence),
-                                       ("accuracy", lambda: accuracy_run(workdir)))
+    extras = (
+        ()
+        if args.variants
+        else (
+            ("gpu_equivalence", lambda: gpu_equivalence(root, workdir)),
+            ("gpu_equivalence_deterministic", deterministic_equivalence),
+            ("accuracy", lambda: accuracy_run(workdir)),
+        )
+    )
     for name, fn in extras:
         try:
             extra[name] = fn()
@@ -281,11 +314,18 @@ def main() -> int:
             traceback.print_exc()
         print(name, extra[name], flush=True)
         save()
-    lines = [f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}", "",
-             "| loop | batch | images/s |", "| --- | --- | --- |"]
+    lines = [
+        f"GPU: {meta['gpu']}, torch {meta['torch']}, {meta['date']}",
+        "",
+        "| loop | batch | images/s |",
+        "| --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['loop']} | {r['batch']} | {r.get('images_per_s', 0):,.0f} |" if "images_per_s" in r
-                     else f"| {r['loop']} | {r['batch']} | failed: {r['error'][:80]} |")
+        lines.append(
+            f"| {r['loop']} | {r['batch']} | {r.get('images_per_s', 0):,.0f} |"
+            if "images_per_s" in r
+            else f"| {r['loop']} | {r['batch']} | failed: {r['error'][:80]} |"
+        )
     (out / "RESULTS-gpu.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -20,14 +20,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu  # noqa: E402
+import gpu
 
-import compiler  # noqa: E402
-from compiler.check import import_script  # noqa: E402
+import compiler
+from compiler.check import import_script
 
 
 def profile(run, steps: int, label: str, lines: list[str]) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     run(10)
     torch.cuda.synchronize()
@@ -38,8 +39,10 @@ def profile(run, steps: int, label: str, lines: list[str]) -> None:
         wall = time.perf_counter() - start
     averages = prof.key_averages()
     gpu_total = sum(e.self_device_time_total for e in averages) / 1e3
-    lines.append(f"## {label}: {steps} steps, wall {wall * 1e3:.1f} ms, GPU busy {gpu_total:.1f} ms "
-                 f"({gpu_total / (wall * 1e3):.0%})")
+    lines.append(
+        f"## {label}: {steps} steps, wall {wall * 1e3:.1f} ms, GPU busy {gpu_total:.1f} ms "
+        f"({gpu_total / (wall * 1e3):.0%})"
+    )
     lines.append("```")
     lines.append(averages.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
     lines.append(averages.table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=60))

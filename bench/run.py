@@ -335,10 +335,18 @@ def bench_build_resnet50(quick: bool) -> dict:
     spec = compiler.load_spec(RESNET50_SPEC)
     assert_same_weights(spec, lambda: models.resnet50(weights=None), "build_resnet50")
     reps = 5 if quick else 15
-    b, s = interleave(lambda: timed(lambda: models.resnet50(weights=None)),
-                      lambda: timed(lambda: compiler.build_model(spec)), reps)
-    return row("build_resnet50", "ms", False, 1.10, [x * 1e3 for x in b], [x * 1e3 for x in s],
-               "build_model(resnet50 spec) vs torchvision.models.resnet50(); same init, weights bitwise equal")
+    b, s = interleave(
+        lambda: timed(lambda: models.resnet50(weights=None)), lambda: timed(lambda: compiler.build_model(spec)), reps
+    )
+    return row(
+        "build_resnet50",
+        "ms",
+        False,
+        1.10,
+        [x * 1e3 for x in b],
+        [x * 1e3 for x in s],
+        "build_model(resnet50 spec) vs torchvision.models.resnet50(); same init, weights bitwise equal",
+    )
 
 
 def _load_script(spec, tmp: str, name: str):
@@ -359,8 +367,11 @@ def bench_step_resnet18(quick: bool) -> dict:
         script = _load_script(spec, tmp, "specc_bench_resnet18")
     torch.manual_seed(0)
     x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 1000, (8,))
-    models_ = {"torchvision": models.resnet18(weights=None), "compiled": compiler.build_model(spec),
-               "generated": script.build_model()}
+    models_ = {
+        "torchvision": models.resnet18(weights=None),
+        "compiled": compiler.build_model(spec),
+        "generated": script.build_model(),
+    }
     steppers = {}
     for name, model in models_.items():
         opt = optim.SGD(model.parameters(), lr=0.01)
@@ -380,10 +391,24 @@ def bench_step_resnet18(quick: bool) -> dict:
         tv.append(timed(steppers["torchvision"]))
         comp.append(timed(steppers["compiled"]))
         gen.append(timed(steppers["generated"]))
-    compiled = row("step_resnet18_compiled", "ms", False, 1.03, [t * 1e3 for t in tv], [t * 1e3 for t in comp],
-                   "a training step (batch 8, 3x64x64, SGD) of build_model(resnet18 spec) vs torchvision's resnet18")
-    generated = row("step_resnet18_generated", "ms", False, 1.03, [t * 1e3 for t in tv], [t * 1e3 for t in gen],
-                    "the same for the generated script's build_model()")
+    compiled = row(
+        "step_resnet18_compiled",
+        "ms",
+        False,
+        1.03,
+        [t * 1e3 for t in tv],
+        [t * 1e3 for t in comp],
+        "a training step (batch 8, 3x64x64, SGD) of build_model(resnet18 spec) vs torchvision's resnet18",
+    )
+    generated = row(
+        "step_resnet18_generated",
+        "ms",
+        False,
+        1.03,
+        [t * 1e3 for t in tv],
+        [t * 1e3 for t in gen],
+        "the same for the generated script's build_model()",
+    )
     compiled["extra_rows"] = [generated]
     return compiled
 
@@ -394,8 +419,15 @@ def bench_validate_resnet50(quick: bool) -> dict:
     base_cmd = [sys.executable, "-c", "import torch"]
     _run_process(base_cmd), _run_process(specc_cmd, "OK")
     b, s = interleave(lambda: _run_process(base_cmd), lambda: _run_process(specc_cmd, "OK"), reps)
-    return row("validate_resnet50", "s", False, 1.25, b, s,
-               "wall time of `specc validate specs/resnet50.yaml` vs `python -c 'import torch'`")
+    return row(
+        "validate_resnet50",
+        "s",
+        False,
+        1.25,
+        b,
+        s,
+        "wall time of `specc validate specs/resnet50.yaml` vs `python -c 'import torch'`",
+    )
 
 
 BENCHMARKS = OrderedDict(
@@ -489,8 +521,11 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available() and not args.only:  # the GPU part, every option at batch 64 and 512
         import subprocess
 
-        gpu = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--out", "bench/gpu-results"]
-                             + (["--quick"] if args.quick else []))
+        gpu = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "gpu.py"), "--out", "bench/gpu-results"]
+            + (["--quick"] if args.quick else []),
+            check=False,
+        )
         status = status or gpu.returncode
     else:
         print("no CUDA GPU here: the GPU part is `python bench/gpu.py` on a CUDA machine", file=sys.stderr)

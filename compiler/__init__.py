@@ -15,8 +15,8 @@ from .spec import Spec
 __all__ = [
     "Problem",
     "Spec",
-    "SpecWarning",
     "SpecError",
+    "SpecWarning",
     "build_model",
     "build_training",
     "load_spec",

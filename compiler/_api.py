@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import Problem, SpecError
@@ -24,7 +24,7 @@ from .problems import Problems
 from .spec import Spec, parse
 
 if TYPE_CHECKING:
-    import torch.nn as nn
+    from torch import nn
 
 
 class SpecWarning(UserWarning):
@@ -84,8 +84,9 @@ def load_spec(path: str | Path, *, max_bytes: int | None = None, overrides: Sequ
     return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
 
 
-def parse_spec(text: str, filename: str = "<string>", *, max_bytes: int | None = None,
-               overrides: Sequence[str] = ()) -> Spec:
+def parse_spec(
+    text: str, filename: str = "<string>", *, max_bytes: int | None = None, overrides: Sequence[str] = ()
+) -> Spec:
     """The same as ``load_spec`` for YAML text."""
     data, source = load_text(text, filename)
     return _compile(apply_overrides(data, list(overrides)), source, max_bytes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -50,7 +50,9 @@ class Binder:
         ok = True
         for key, value in call.kwargs.items():
             if key in NOT_ARGS:
-                self.problems.fail(where + (key,), f"{key!r} cannot be set per layer", "set `train.device` for the whole model")
+                self.problems.fail(
+                    where + (key,), f"{key!r} cannot be set per layer", "set `train.device` for the whole model"
+                )
                 ok = False
             elif key not in names:
                 fix = did_you_mean(key, names, f"its arguments are: {', '.join(names)}") or ""
@@ -72,8 +74,11 @@ class Binder:
         missing = [p.name for p in params if p.default is p.empty and p.name not in given]
         if missing:
             s = "s" if len(missing) > 1 else ""
-            self.problems.fail(where, f"{entry.name} is missing required argument{s} {', '.join(missing)}",
-                               f"add {', '.join(f'`{m}:`' for m in missing)}")
+            self.problems.fail(
+                where,
+                f"{entry.name} is missing required argument{s} {', '.join(missing)}",
+                f"add {', '.join(f'`{m}:`' for m in missing)}",
+            )
             return None
         for name, value in list(given.items()):
             param = next(p for p in params if p.name == name)
@@ -171,7 +176,7 @@ def arg_path(call: Call, name: str, positional: list) -> Path_:
     return call.yaml_path + (call.type, index)
 
 
-@lru_cache(maxsize=None)
+@cache
 def parameters(entry: Entry) -> tuple[inspect.Parameter, ...]:
     """The arguments a spec may give: the signature without device, dtype, *args and **kwargs."""
     params = entry.signature().parameters.values()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from collections import OrderedDict
 
-import torch.nn as nn
+from torch import nn
 
 from .emit import class_names
 from .ir import InitRuleIR, LayerIR, MergeIR, ModelIR, Node

@@ -118,7 +118,7 @@ def _build_body(model: ModelIR, names: dict[tuple, str]) -> str:
         whole = INDENT + ("return " if result is None else "model = ") + f"nn.Sequential(OrderedDict({pairs}))"
         if len(whole) > LINE:  # one name a line, as ruff would format it
             whole = whole.replace("OrderedDict(", "OrderedDict(\n" + INDENT * 3).replace(", ", ",\n" + INDENT * 3)
-            whole = whole[: -2] + ",\n" + INDENT * 2 + ")\n" + INDENT + ")"
+            whole = whole[:-2] + ",\n" + INDENT * 2 + ")\n" + INDENT + ")"
             whole = whole.replace("nn.Sequential(OrderedDict(", "nn.Sequential(\n" + INDENT * 2 + "OrderedDict(")
         lines.append(whole)
     else:
@@ -209,8 +209,11 @@ def _describe(merge: MergeIR) -> str:
         return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
 
     branches = [part(b) for b in merge.branches]
-    merged = f"cat([{', '.join(branches)}], dim={merge.dim})" if merge.op == "cat" else \
-        f" {'+' if merge.op == 'add' else '*'} ".join(branches)
+    merged = (
+        f"cat([{', '.join(branches)}], dim={merge.dim})"
+        if merge.op == "cat"
+        else f" {'+' if merge.op == 'add' else '*'} ".join(branches)
+    )
     before = f"{part(merge.before)}, then " if merge.before else ""
     return f"{before}{merged}" + (f", then {part(merge.then)}." if merge.then else ".")
 
@@ -287,8 +290,11 @@ def _custom_imports(layers: list[LayerIR]) -> list[str]:
 
 
 def _init_function(model: ModelIR) -> str:
-    lines = ["def init_weights(model):", INDENT + '"""The spec\'s `init:` rules: each module takes the first that '
-             'matches it."""', INDENT + "for name, module in model.named_modules():"]
+    lines = [
+        "def init_weights(model):",
+        INDENT + '"""The spec\'s `init:` rules: each module takes the first that matches it."""',
+        INDENT + "for name, module in model.named_modules():",
+    ]
     for i, rule in enumerate(model.init):
         lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
         nullable = {p for layer in model.layers() if _matches(rule, layer) for p in layer.none_params}

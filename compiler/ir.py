@@ -8,8 +8,9 @@ The training sections lower to ``TrainingIR``; ``Program`` is the whole lowered 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any
 
 from .errors import Problem
 from .registry import Entry
@@ -151,9 +152,15 @@ class MergeIR:
     @property
     def shape_key(self) -> tuple:
         """What the generated class depends on: equal keys share one class."""
-        return (self.class_name, self.op, self.dim, *((p.name, p.spread, tuple(n.name for n in p.nodes)) for p in
-                                                     [self.before or PartIR("", [], False), *self.branches,
-                                                      self.then or PartIR("", [], False)]))
+        return (
+            self.class_name,
+            self.op,
+            self.dim,
+            *(
+                (p.name, p.spread, tuple(n.name for n in p.nodes))
+                for p in [self.before or PartIR("", [], False), *self.branches, self.then or PartIR("", [], False)]
+            ),
+        )
 
     @property
     def params(self) -> int:
@@ -169,7 +176,7 @@ class MergeIR:
             yield from child.walk()
 
 
-Node = Union[LayerIR, BlockIR, MergeIR]
+Node = LayerIR | BlockIR | MergeIR
 
 
 @dataclass
@@ -246,8 +253,14 @@ class SpeedIR:
     @property
     def fast(self) -> bool:
         """Whether any option leaves the tutorial's way (the script then has the fast loop)."""
-        options = (self.precision, self.channels_last, self.data_on_device, self.compile, self.cuda_graph,
-                   self.cudnn_benchmark)
+        options = (
+            self.precision,
+            self.channels_last,
+            self.data_on_device,
+            self.compile,
+            self.cuda_graph,
+            self.cudnn_benchmark,
+        )
         return options != ("fp32", False, False, False, False, False)
 
 

@@ -196,9 +196,12 @@ class _Lowerer:
         for child in nodes:
             where = child.yaml_path
             if child.name in names:
-                self.problems.fail(where, f"{child.name!r} is already a module of this merge block "
-                                   f"(its branches, before and then share one namespace)",
-                                   f"rename one, e.g. {child.name + '_2'!r}")
+                self.problems.fail(
+                    where,
+                    f"{child.name!r} is already a module of this merge block "
+                    f"(its branches, before and then share one namespace)",
+                    f"rename one, e.g. {child.name + '_2'!r}",
+                )
             names[child.name] = where
         return part
 
@@ -239,13 +242,23 @@ class _Lowerer:
         if not entry.takes_tuple:
             self.check_tuple(node.yaml_path, entry.name)
         elif self.tuple_from is None and shape is not None:
-            self.problems.fail(where_of(node), "TupleItem picks an item of a tuple, but its input is one tensor",
-                               "remove it (only layers such as LSTM and GRU return tuples)")
+            self.problems.fail(
+                where_of(node),
+                "TupleItem picks an item of a tuple, but its input is one tensor",
+                "remove it (only layers such as LSTM and GRU return tuples)",
+            )
             return None
-        if entry.infer and entry.infer not in node.kwargs and len(node.args) <= _infer_index(entry) and \
-                self.spec.input is None:
-            self.problems.fail(where_of(node), f"cannot infer {entry.name}.{entry.infer}: the spec has no `input:` shape",
-                               f"add `input: [...]` (one sample's shape) or give `{entry.infer}:`")
+        if (
+            entry.infer
+            and entry.infer not in node.kwargs
+            and len(node.args) <= _infer_index(entry)
+            and self.spec.input is None
+        ):
+            self.problems.fail(
+                where_of(node),
+                f"cannot infer {entry.name}.{entry.infer}: the spec has no `input:` shape",
+                f"add `input: [...]` (one sample's shape) or give `{entry.infer}:`",
+            )
             return None
         call = self.binder.bind(node, entry, shape)
         if call is None:
@@ -264,13 +277,19 @@ class _Lowerer:
         self.tuple_from = None
         assert prev is not None
         if not isinstance(index, int) or not -2 <= index <= 1:
-            self.problems.fail(where_of_ir(ir), f"TupleItem index {index!r} is out of range: {prev.type} returns "
-                               "2 items, (output, state)", "use `TupleItem: 0` for the output")
+            self.problems.fail(
+                where_of_ir(ir),
+                f"TupleItem index {index!r} is out of range: {prev.type} returns 2 items, (output, state)",
+                "use `TupleItem: 0` for the output",
+            )
             return
         if index not in (0, -2):
-            self.problems.fail(where_of_ir(ir), f"{prev.type}'s item {index} is its state, whose batch axis is not "
-                               "first (torch gives h_n as (layers, N, hidden))",
-                               "take item 0, the output, then e.g. `Select: {dim: 1, index: -1}` for the last step")
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{prev.type}'s item {index} is its state, whose batch axis is not "
+                "first (torch gives h_n as (layers, N, hidden))",
+                "take item 0, the output, then e.g. `Select: {dim: 1, index: -1}` for the last step",
+            )
             return
         ir.out_shape = prev.out_shape
 
@@ -306,10 +325,13 @@ class _Lowerer:
         self.cost += cost
         if cost > MAX_LAYER_COST or self.cost > MAX_CONSTRUCTION_COST:
             what = f"this {ir.type} alone" if cost > MAX_LAYER_COST else "the model's distinct layers"
-            self.problems.fail(where_of_ir(ir), f"{what} exceed{'s' if cost > MAX_LAYER_COST else ''} what "
-                               f"validation checks in bounded time ({cost:,} units here; at most "
-                               f"{MAX_LAYER_COST:,} a layer and {MAX_CONSTRUCTION_COST:,} in all)",
-                               "use fewer stacked layers (e.g. num_layers), or repeat identical layers")
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{what} exceed{'s' if cost > MAX_LAYER_COST else ''} what "
+                f"validation checks in bounded time ({cost:,} units here; at most "
+                f"{MAX_LAYER_COST:,} a layer and {MAX_CONSTRUCTION_COST:,} in all)",
+                "use fewer stacked layers (e.g. num_layers), or repeat identical layers",
+            )
             self.cost = MAX_CONSTRUCTION_COST + 1  # report once, construct nothing more
             return None
         args, kwargs = ir.call.values()
@@ -318,8 +340,11 @@ class _Lowerer:
                 warnings.simplefilter("ignore")
                 module = ir.entry.resolve()(*args, **kwargs)
         except Exception as err:  # torch's own argument checks
-            self.problems.fail(where_of_ir(ir), f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
-                               "check the arguments against the torch documentation")
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
+                "check the arguments against the torch documentation",
+            )
             return None
         ir.params = sum(p.numel() for p in module.parameters() if p.requires_grad)
         ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
@@ -333,22 +358,29 @@ class _Lowerer:
         import torch
 
         assert ir.in_shape is not None
-        x = torch.empty((_META_BATCH, *ir.in_shape), device="meta",
-                        dtype=torch.long if dtype == "int64" else torch.float32)
+        x = torch.empty(
+            (_META_BATCH, *ir.in_shape), device="meta", dtype=torch.long if dtype == "int64" else torch.float32
+        )
         try:
             module.eval()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 out = module(x)
         except Exception as err:
-            self.problems.fail(where_of_ir(ir), f"{ir.type} cannot take an input of shape "
-                               f"{format_shape(ir.in_shape)}: {_first_line(err)} (torch's shapes include a batch "
-                               f"dimension of {_META_BATCH})", "check the layers before it, or the `input:` shape")
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{ir.type} cannot take an input of shape "
+                f"{format_shape(ir.in_shape)}: {_first_line(err)} (torch's shapes include a batch "
+                f"dimension of {_META_BATCH})",
+                "check the layers before it, or the `input:` shape",
+            )
             return None
         if isinstance(out, tuple):
             out = out[0]
         if not isinstance(out, torch.Tensor) or out.dim() < 1:
-            self.problems.fail(where_of_ir(ir), f"{ir.type} does not return a batch of tensors", "use a different layer")
+            self.problems.fail(
+                where_of_ir(ir), f"{ir.type} does not return a batch of tensors", "use a different layer"
+            )
             return None
         return tuple(out.shape[1:])
 
@@ -356,8 +388,11 @@ class _Lowerer:
 
     def init_rule(self, rule: Any, model: ModelIR) -> InitRuleIR | None:
         types = tuple(REGISTRY.get("layer", t) for t in rule.types)
-        layers = [layer for layer in model.layers() if layer.entry in types or
-                  any(fnmatch.fnmatchcase(layer.path, p) for p in rule.paths)]
+        layers = [
+            layer
+            for layer in model.layers()
+            if layer.entry in types or any(fnmatch.fnmatchcase(layer.path, p) for p in rule.paths)
+        ]
         calls = {}
         for pname, call in rule.calls:
             entry = REGISTRY.get("init", call.type)
@@ -367,13 +402,19 @@ class _Lowerer:
                 continue
             slots = {slot for layer in layers for slot in layer.param_slots}
             if layers and pname not in slots:
-                self.problems.fail(call.yaml_path, f"no module this rule matches has a parameter {pname!r}",
-                                   f"their parameters are: {', '.join(sorted(slots)) or 'none'}")
+                self.problems.fail(
+                    call.yaml_path,
+                    f"no module this rule matches has a parameter {pname!r}",
+                    f"their parameters are: {', '.join(sorted(slots)) or 'none'}",
+                )
                 continue
             calls[pname] = bound
         if rule.paths and not layers:
-            self.problems.warn(rule.yaml_path, f"init rule path {', '.join(rule.paths)} matches no layer",
-                               "check the module paths with `specc summary`")
+            self.problems.warn(
+                rule.yaml_path,
+                f"init rule path {', '.join(rule.paths)} matches no layer",
+                "check the module paths with `specc summary`",
+            )
         return InitRuleIR(types, rule.paths, calls, rule.yaml_path)  # type: ignore[arg-type]
 
 

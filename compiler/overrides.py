@@ -49,12 +49,12 @@ def _apply(data: Any, override: str) -> tuple[str, str] | None:
             keys = list(node) if isinstance(node, dict) else [str(i) for i in range(len(node))]
             where = ".".join(path[: depth + 1])
             return f"the spec has no {where!r} to set a value in", did_you_mean(part, [str(k) for k in keys], "") or (
-                f"keys there: {', '.join(map(str, keys))}" if keys else "")
+                f"keys there: {', '.join(map(str, keys))}" if keys else ""
+            )
         node = child
     last = path[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            return f"{key!r}: index {last} is not in the list of {len(node)}", "use an index from 0"
+    if isinstance(node, list) and (not last.isdigit() or int(last) >= len(node)):
+        return f"{key!r}: index {last} is not in the list of {len(node)}", "use an index from 0"
     _assign(node, last, value)
     return None
 

@@ -65,11 +65,19 @@ def notes(entry: Entry) -> str:
     }
     said += [text for name, text in traits.items() if getattr(entry, name)]
     if entry.kind == "scheduler":
-        said.append({"epoch": "steps per epoch", "batch": "steps per batch", "loss": "steps on the validation loss"}[
-            entry.steps])
+        said.append(
+            {"epoch": "steps per epoch", "batch": "steps per batch", "loss": "steps on the validation loss"}[
+                entry.steps
+            ]
+        )
     if entry.targets:
-        said.append({"classes": "targets: class labels", "values": "targets: values of the output's shape",
-                     "probabilities": "targets: probabilities of the output's shape"}[entry.targets])
+        said.append(
+            {
+                "classes": "targets: class labels",
+                "values": "targets: values of the output's shape",
+                "probabilities": "targets: probabilities of the output's shape",
+            }[entry.targets]
+        )
     if entry.replaced_by:
         said.append(f"old name of {entry.replaced_by}")
     return "; ".join(said)
@@ -91,11 +99,17 @@ def listing(kind: str) -> str:
 
 def markdown() -> str:
     """docs/reference.md: every name a spec may use, its arguments and defaults, what is inferred."""
-    out = ["# Reference", "",
-           "Every name a spec may use, generated from specc's registry (`python -m compiler.reference > "
-           "docs/reference.md`; a test keeps it in sync). Arguments are the class's own, in torch's order, with "
-           "their defaults; `(inferred)` marks the size shape inference fills when it is left out. "
-           "`specc list KIND` prints the same in a terminal.", ""]
+    out = [
+        "# Reference",
+        "",
+        (
+            "Every name a spec may use, generated from specc's registry (`python -m compiler.reference > "
+            "docs/reference.md`; a test keeps it in sync). Arguments are the class's own, in torch's order, with "
+            "their defaults; `(inferred)` marks the size shape inference fills when it is left out. "
+            "`specc list KIND` prints the same in a terminal."
+        ),
+        "",
+    ]
     for kind in KINDS:
         out += [f"## {_TITLES[kind]}", "", "| name | arguments | notes |", "| --- | --- | --- |"]
         out += [f"| `{n}` | {a.replace('|', '/')} | {t} |" for n, a, t in rows(kind)]

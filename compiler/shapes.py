@@ -222,8 +222,9 @@ def _circular_copies_fit(size: int, left: int, right: int) -> bool:
     a source slice can come out longer or shorter than its destination, which ``copy_`` refuses
     unless the source has length 1 (it broadcasts)."""
     out = size + left + right
-    copies = [(_slice_len(out, max(left, 0), out - max(right, 0)),
-               _slice_len(size, max(-left, 0), size - max(-right, 0)))]
+    copies = [
+        (_slice_len(out, max(left, 0), out - max(right, 0)), _slice_len(size, max(-left, 0), size - max(-right, 0)))
+    ]
     if left > 0:
         copies.append((_slice_len(out, 0, left), _slice_len(out, out - left - max(right, 0), out - max(right, 0))))
     if right > 0:
@@ -246,11 +247,15 @@ def _conv(nd: int, transposed: bool) -> Rule:
             raise ShapeError(f"{name}'s groups must be a positive integer, got {groups!r}", "give `groups:` >= 1")
         for arg, value in (("in_channels", in_ch), ("out_channels", out_ch)):
             if value % groups:
-                raise ShapeError(f"{name}'s {arg}={value} is not divisible by groups={groups}",
-                                 f"make {arg} a multiple of {groups}, or change `groups:`")
+                raise ShapeError(
+                    f"{name}'s {arg}={value} is not divisible by groups={groups}",
+                    f"make {arg} a multiple of {groups}, or change `groups:`",
+                )
         if mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ShapeError(f"{name}'s padding_mode must be zeros, reflect, replicate or circular, got {mode!r}",
-                             "give `padding_mode:` one of zeros, reflect, replicate, circular")
+            raise ShapeError(
+                f"{name}'s padding_mode must be zeros, reflect, replicate or circular, got {mode!r}",
+                "give `padding_mode:` one of zeros, reflect, replicate, circular",
+            )
         _at_least(name, "kernel_size", kernel, 1)
         _at_least(name, "stride", stride, 1)
         _at_least(name, "dilation", dilation, 1)
@@ -260,12 +265,16 @@ def _conv(nd: int, transposed: bool) -> Rule:
             return (out_ch, *_conv_transpose_sizes(name, a, spatial, kernel, stride, dilation, padding, mode))
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise ShapeError(f"{name}'s padding must be an int, a tuple, 'same' or 'valid', got {padding!r}",
-                                 "write `padding: same`, `padding: valid` or a number")
+                raise ShapeError(
+                    f"{name}'s padding must be an int, a tuple, 'same' or 'valid', got {padding!r}",
+                    "write `padding: same`, `padding: valid` or a number",
+                )
             if padding == "same" and any(s != 1 for s in stride):
-                raise ShapeError(f"{name}: padding='same' is not supported for strided convolutions "
-                                 f"(stride={stride if nd > 1 else stride[0]})",
-                                 "use stride 1 with padding 'same', or give the padding as a number")
+                raise ShapeError(
+                    f"{name}: padding='same' is not supported for strided convolutions "
+                    f"(stride={stride if nd > 1 else stride[0]})",
+                    "use stride 1 with padding 'same', or give the padding as a number",
+                )
             totals = [d * (k - 1) if padding == "same" else 0 for k, d in zip(kernel, dilation)]
             pads = [(t // 2, t - t // 2) for t in totals]
         else:
@@ -293,12 +302,15 @@ def _conv(nd: int, transposed: bool) -> Rule:
     return rule
 
 
-def _conv_transpose_sizes(name: str, a: dict[str, Any], spatial: Shape, kernel: Shape, stride: Shape,
-                          dilation: Shape, padding: Any, mode: str) -> list[int]:
+def _conv_transpose_sizes(
+    name: str, a: dict[str, Any], spatial: Shape, kernel: Shape, stride: Shape, dilation: Shape, padding: Any, mode: str
+) -> list[int]:
     nd = len(spatial)
     if isinstance(padding, str):
-        raise ShapeError(f"{name} does not accept padding={padding!r} (only Conv layers take 'same'/'valid')",
-                         "give the padding as a number")
+        raise ShapeError(
+            f"{name} does not accept padding={padding!r} (only Conv layers take 'same'/'valid')",
+            "give the padding as a number",
+        )
     if mode != "zeros":
         raise ShapeError(f"{name} only supports padding_mode 'zeros', got {mode!r}", "remove `padding_mode:`")
     pad = _ints(name, "padding", padding, nd)
@@ -312,8 +324,10 @@ def _conv_transpose_sizes(name: str, a: dict[str, Any], spatial: Shape, kernel: 
                 f"output_padding={e}, stride={s}, dilation={d}",
                 f"use output_padding below {max(s, d)}",
             )
-    sizes = [(n - 1) * s - 2 * p + d * (k - 1) + e + 1
-             for n, k, s, p, d, e in zip(spatial, kernel, stride, pad, dilation, extra)]
+    sizes = [
+        (n - 1) * s - 2 * p + d * (k - 1) + e + 1
+        for n, k, s, p, d, e in zip(spatial, kernel, stride, pad, dilation, extra)
+    ]
     if any(o < 1 for o in sizes):
         raise ShapeError(
             f"{name}'s output would be {_fmt(tuple(sizes))} per channel for an input of {_fmt(spatial)}: "
@@ -347,8 +361,9 @@ def _pool(nd: int, kind: str) -> Rule:
             if _get(a, "norm_type") == 0:
                 raise ShapeError(f"{name}'s norm_type must be non-zero", "give `norm_type:` e.g. 2")
             if nd == 1 and not _is_int(raw_kernel):
-                raise ShapeError(f"{name}'s kernel_size must be one int, got {raw_kernel!r}",
-                                 "give `kernel_size:` one int")
+                raise ShapeError(
+                    f"{name}'s kernel_size must be one int, got {raw_kernel!r}", "give `kernel_size:` one int"
+                )
         kernel = _pool_ints(name, "kernel_size", raw_kernel, nd)
         raw_stride = _get(a, "stride")
         if raw_stride is None or (isinstance(raw_stride, (tuple, list)) and not raw_stride):
@@ -368,8 +383,11 @@ def _pool(nd: int, kind: str) -> Rule:
                 f"{pad if nd > 1 else pad[0]} with kernel_size={kernel if nd > 1 else kernel[0]}",
                 f"use padding <= kernel_size // 2 = {tuple(k // 2 for k in kernel) if nd > 1 else kernel[0] // 2}",
             )
-        if nd == 3 and (kind == "avg" or (kind == "lp" and abs(_get(a, "norm_type", 2)) != math.inf)) and any(
-                n < k for n, k in zip(shape[1:], kernel)):
+        if (
+            nd == 3
+            and (kind == "avg" or (kind == "lp" and abs(_get(a, "norm_type", 2)) != math.inf))
+            and any(n < k for n, k in zip(shape[1:], kernel))
+        ):
             # avg_pool3d (LPPool3d too) wants the input at least as large as the kernel, padding or not
             raise ShapeError(
                 f"{name}'s kernel_size={kernel} is larger than its input {_fmt(shape)} "
@@ -377,8 +395,9 @@ def _pool(nd: int, kind: str) -> Rule:
                 f"use a kernel_size of at most {_fmt(shape[1:])}, or {_CHECK_INPUT}",
             )
         if kind == "avg" and _get(a, "divisor_override") == 0:
-            raise ShapeError(f"{name}'s divisor_override must not be zero",
-                             "remove `divisor_override:` or give it >= 1")
+            raise ShapeError(
+                f"{name}'s divisor_override must not be zero", "remove `divisor_override:` or give it >= 1"
+            )
         _nonempty(name, shape)
         sizes = tuple(_pool_len(*args, ceil) for args in zip(shape[1:], kernel, pad, stride, dilation))
         if any(o < 1 for o in sizes):
@@ -399,8 +418,11 @@ def _adaptive(nd: int) -> Rule:
         many = "one int" if nd == 1 else f"one int or a list of {nd} ints (None keeps that axis)"
         if _is_int(size):
             sizes = (int(size),) * nd
-        elif isinstance(size, (tuple, list)) and len(size) == nd and all(
-                _is_int(s) or (s is None and nd > 1) for s in size):
+        elif (
+            isinstance(size, (tuple, list))
+            and len(size) == nd
+            and all(_is_int(s) or (s is None and nd > 1) for s in size)
+        ):
             sizes = tuple(shape[1 + i] if s is None else int(s) for i, s in enumerate(size))
         else:
             raise ShapeError(f"{name}'s output_size must be {many}, got {size!r}", f"give `output_size:` {many}")
@@ -423,7 +445,8 @@ def _batch_norm(nd: int) -> Rule:
                     f"{name} expects each sample to be (C,) or (C, L), but its input {_fmt(shape)} has "
                     f"{len(shape)} dims",
                     f"use {_sibling(name, len(shape) - 1)} for {_LAYOUTS[len(shape) - 1]} samples"
-                    if 2 <= len(shape) - 1 <= 3 else _CHECK_INPUT,
+                    if 2 <= len(shape) - 1 <= 3
+                    else _CHECK_INPUT,
                 )
         else:
             _channels_first(name, shape, nd)
@@ -453,41 +476,56 @@ def _instance_norm(nd: int) -> Rule:
 def _group_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     groups = _required(name, a, "num_groups")
     if not shape:
-        raise ShapeError(f"{name} expects each sample to be (C, *), with a channel axis, but its input is a scalar",
-                         _CHECK_INPUT)
+        raise ShapeError(
+            f"{name} expects each sample to be (C, *), with a channel axis, but its input is a scalar", _CHECK_INPUT
+        )
     channels = _required(name, a, "num_channels")
     if groups < 1 or channels % groups:
-        raise ShapeError(f"{name}'s num_channels={channels} is not divisible by num_groups={groups}",
-                         "pick num_groups that divides the number of channels")
+        raise ShapeError(
+            f"{name}'s num_channels={channels} is not divisible by num_groups={groups}",
+            "pick num_groups that divides the number of channels",
+        )
     if _get(a, "affine", True):
         _channels(name, shape, "num_channels", channels)
     elif shape[0] % groups:
-        raise ShapeError(f"{name} splits channels into {groups} groups, but its input {_fmt(shape)} has "
-                         f"{shape[0]} channels, not a multiple of {groups}",
-                         "pick num_groups that divides the number of channels")
+        raise ShapeError(
+            f"{name} splits channels into {groups} groups, but its input {_fmt(shape)} has "
+            f"{shape[0]} channels, not a multiple of {groups}",
+            "pick num_groups that divides the number of channels",
+        )
     return shape
 
 
 def _layer_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     raw = _required(name, a, "normalized_shape")
     norm = (raw,) if _is_int(raw) else tuple(raw)
-    if len(norm) > len(shape) or tuple(shape[len(shape) - len(norm):]) != norm:
-        trailing = ("the whole sample and the batch" if len(norm) > len(shape) else
-                    "the last axis" if len(norm) == 1 else f"the last {len(norm)} axes")
-        tail = shape[len(shape) - len(norm):] if len(norm) <= len(shape) else shape
+    if len(norm) > len(shape) or tuple(shape[len(shape) - len(norm) :]) != norm:
+        trailing = (
+            "the whole sample and the batch"
+            if len(norm) > len(shape)
+            else "the last axis"
+            if len(norm) == 1
+            else f"the last {len(norm)} axes"
+        )
+        tail = shape[len(shape) - len(norm) :] if len(norm) <= len(shape) else shape
         raise ShapeError(
             f"{name} was built with normalized_shape={list(norm)}, which must equal {trailing} of each sample, but "
             f"its input is {_fmt(shape)}",
             f"leave `normalized_shape` out so it is inferred (it becomes {shape[-1]})"
-            + (f", or set `normalized_shape: {list(tail)}`" if tail else "") if shape else _CHECK_INPUT,
+            + (f", or set `normalized_shape: {list(tail)}`" if tail else "")
+            if shape
+            else _CHECK_INPUT,
         )
     return shape
 
 
 def _local_response_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     if len(shape) < 2:
-        raise ShapeError(f"{name} expects each sample to be (C, *spatial) with at least one spatial axis, but its "
-                         f"input is {_fmt(shape)}", _CHECK_INPUT)
+        raise ShapeError(
+            f"{name} expects each sample to be (C, *spatial) with at least one spatial axis, but its "
+            f"input is {_fmt(shape)}",
+            _CHECK_INPUT,
+        )
     return shape
 
 
@@ -498,14 +536,19 @@ def _local_response_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
 def _linear(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     n = _required(name, a, "in_features")
     if not shape:
-        raise ShapeError(f"{name} expects samples with at least one axis (*, in_features={n}), but each sample is "
-                         f"a scalar", _CHECK_INPUT)
+        raise ShapeError(
+            f"{name} expects samples with at least one axis (*, in_features={n}), but each sample is a scalar",
+            _CHECK_INPUT,
+        )
     if shape[-1] != n:
         flat = math.prod(shape)
         if len(shape) > 1:
             fix = f"insert `Flatten` before it: it turns {_fmt(shape)} into ({flat},)"
-            fix += (f", which matches in_features={n}" if flat == n else
-                    f"; then leave `in_features` out so it is inferred ({flat}), or set `in_features: {flat}`")
+            fix += (
+                f", which matches in_features={n}"
+                if flat == n
+                else f"; then leave `in_features` out so it is inferred ({flat}), or set `in_features: {flat}`"
+            )
         else:
             fix = f"leave `in_features` out so it is inferred from the input, or set `in_features: {shape[-1]}`"
         raise ShapeError(
@@ -553,18 +596,20 @@ def _rnn(name: str, a: dict[str, Any], shape: Shape) -> Shape:
         raise ShapeError(
             f"{name} expects each sample to be a sequence (L, input_size={size}), but its input is {_fmt(shape)}",
             f"insert `Unflatten: {{dim: 1, unflattened_size: [-1, {size}]}}` to make a sequence, or {_CHECK_INPUT}"
-            if len(shape) == 1 else f"insert `Flatten: {{start_dim: 2}}` before it, or {_CHECK_INPUT}",
+            if len(shape) == 1
+            else f"insert `Flatten: {{start_dim: 2}}` before it, or {_CHECK_INPUT}",
         )
     if shape[0] < 1:
-        raise ShapeError(f"{name} needs a sequence length of at least 1, but its input is {_fmt(shape)}",
-                         _CHECK_INPUT)
+        raise ShapeError(f"{name} needs a sequence length of at least 1, but its input is {_fmt(shape)}", _CHECK_INPUT)
     _features(name, shape, "input_size", size)
     proj = _get(a, "proj_size", 0) or 0
     if proj and name != "LSTM":
         raise ShapeError(f"{name} does not take proj_size (only LSTM does)", "remove `proj_size:`")
     if proj < 0 or (proj and proj >= hidden):
-        raise ShapeError(f"{name}'s proj_size={proj} must be between 0 and hidden_size={hidden} (exclusive)",
-                         "use a smaller proj_size")
+        raise ShapeError(
+            f"{name}'s proj_size={proj} must be between 0 and hidden_size={hidden} (exclusive)",
+            "use a smaller proj_size",
+        )
     directions = 2 if _get(a, "bidirectional", False) else 1
     return (shape[0], directions * (proj or hidden))
 
@@ -583,8 +628,9 @@ def _transformer_encoder_layer(name: str, a: dict[str, Any], shape: Shape) -> Sh
     d_model = _required(name, a, "d_model")
     heads = _required(name, a, "nhead")
     if heads < 1 or d_model % heads:
-        raise ShapeError(f"{name}'s d_model={d_model} is not divisible by nhead={heads}",
-                         "pick nhead that divides d_model")
+        raise ShapeError(
+            f"{name}'s d_model={d_model} is not divisible by nhead={heads}", "pick nhead that divides d_model"
+        )
     if len(shape) != 2:
         raise ShapeError(
             f"{name} expects each sample to be a sequence (L, d_model={d_model}), but its input is {_fmt(shape)}",
@@ -604,18 +650,23 @@ def _same(name: str, a: dict[str, Any], shape: Shape) -> Shape:
 
 def _dropout1d(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     if len(shape) not in (1, 2):
-        raise ShapeError(f"{name} expects each sample to be (C, L), but its input is {_fmt(shape)}",
-                         "use Dropout2d for (C, H, W) samples or Dropout for features" if shape else
-                         "use Dropout")
+        raise ShapeError(
+            f"{name} expects each sample to be (C, L), but its input is {_fmt(shape)}",
+            "use Dropout2d for (C, H, W) samples or Dropout for features" if shape else "use Dropout",
+        )
     return shape
 
 
 def _prelu(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     n = _get(a, "num_parameters", 1)
     if n != 1:
-        _channels(name, shape, "num_parameters", n,
-                  f"set `num_parameters: {shape[0]}` (one per channel) or 1 (shared)" if shape else
-                  "set `num_parameters: 1`")
+        _channels(
+            name,
+            shape,
+            "num_parameters",
+            n,
+            f"set `num_parameters: {shape[0]}` (one per channel) or 1 (shared)" if shape else "set `num_parameters: 1`",
+        )
     return shape
 
 
@@ -628,16 +679,20 @@ def _softmax(name: str, a: dict[str, Any], shape: Shape) -> Shape:
 
 def _softmax2d(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     if len(shape) != 3:
-        raise ShapeError(f"{name} expects each sample to be (C, H, W), but its input is {_fmt(shape)}",
-                         f"use Softmax with `dim: 1` for the channel axis, or {_CHECK_INPUT}")
+        raise ShapeError(
+            f"{name} expects each sample to be (C, H, W), but its input is {_fmt(shape)}",
+            f"use Softmax with `dim: 1` for the channel axis, or {_CHECK_INPUT}",
+        )
     return shape
 
 
 def _glu(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     dim = _batched_dim(name, "dim", _get(a, "dim", -1), shape)
     if dim == 0:
-        raise ShapeError(f"{name} would split the batch dimension in half (dim=0 is the batch)",
-                         "use a dim >= 1 (dim -1, the default, is the last axis of a sample)")
+        raise ShapeError(
+            f"{name} would split the batch dimension in half (dim=0 is the batch)",
+            "use a dim >= 1 (dim -1, the default, is the last axis of a sample)",
+        )
     size = shape[dim - 1]
     if size % 2:
         raise ShapeError(
@@ -680,13 +735,19 @@ def _unflatten(name: str, a: dict[str, Any], shape: Shape) -> Shape:
         raise ShapeError(f"{name} with dim=0 would split the batch dimension", "use `dim: 1` or later")
     sizes = _get(a, "unflattened_size")
     if not isinstance(sizes, (tuple, list)) or not all(_is_int(s) for s in sizes) or not sizes:
-        raise ShapeError(f"{name}'s unflattened_size must be a non-empty list of ints, got {sizes!r}",
-                         "give `unflattened_size:` a list such as [16, 7, 7]")
+        raise ShapeError(
+            f"{name}'s unflattened_size must be a non-empty list of ints, got {sizes!r}",
+            "give `unflattened_size:` a list such as [16, 7, 7]",
+        )
     sizes = tuple(int(s) for s in sizes)
     size = shape[dim - 1]
     known = math.prod(s for s in sizes if s != -1)
-    if sizes.count(-1) > 1 or any(s < -1 for s in sizes) or (-1 in sizes and (known == 0 or size % known)) or (
-            -1 not in sizes and known != size):
+    if (
+        sizes.count(-1) > 1
+        or any(s < -1 for s in sizes)
+        or (-1 in sizes and (known == 0 or size % known))
+        or (-1 not in sizes and known != size)
+    ):
         raise ShapeError(
             f"{name}'s unflattened_size={list(sizes)} does not multiply up to {size}, the size of axis {dim} of its "
             f"input {_fmt(shape)}",
@@ -701,7 +762,9 @@ def _sample_dim(name: str, arg: str, dim: Any, shape: Shape) -> int:
     """A ``dim`` that must name an axis of the sample (not the batch): its index into ``shape``."""
     d = _batched_dim(name, arg, dim, shape)
     if d == 0:
-        raise ShapeError(f"{name}'s {arg}={dim} is the batch dimension", f"use `{arg}: 1` or later (dims count the batch)")
+        raise ShapeError(
+            f"{name}'s {arg}={dim} is the batch dimension", f"use `{arg}: 1` or later (dims count the batch)"
+        )
     return d - 1
 
 
@@ -709,8 +772,10 @@ def _select(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     d = _sample_dim(name, "dim", _required(name, a, "dim"), shape)
     index, size = _required(name, a, "index"), shape[d]
     if not _is_int(index) or not -size <= index < size:
-        raise ShapeError(f"{name}'s index={index!r} is out of range for axis {d + 1} of size {size} in {_fmt(shape)}",
-                         f"use an index in [{-size}, {size - 1}]")
+        raise ShapeError(
+            f"{name}'s index={index!r} is out of range for axis {d + 1} of size {size} in {_fmt(shape)}",
+            f"use an index in [{-size}, {size - 1}]",
+        )
     return (*shape[:d], *shape[d + 1 :])
 
 
@@ -718,12 +783,15 @@ def _slice(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     d = _sample_dim(name, "dim", _required(name, a, "dim"), shape)
     start, end, step = _get(a, "start"), _get(a, "end"), _get(a, "step", 1)
     if any(v is not None and not _is_int(v) for v in (start, end, step)) or step is None or step < 1:
-        raise ShapeError(f"{name} needs int start/end and a step >= 1, got {start!r}, {end!r}, {step!r}",
-                         "e.g. `Slice: {dim: 1, start: 0, end: 4}`")
+        raise ShapeError(
+            f"{name} needs int start/end and a step >= 1, got {start!r}, {end!r}, {step!r}",
+            "e.g. `Slice: {dim: 1, start: 0, end: 4}`",
+        )
     length = len(range(*slice(start, end, step).indices(shape[d])))
     if length == 0:
-        raise ShapeError(f"{name} keeps nothing of axis {d + 1} (size {shape[d]}) of {_fmt(shape)}",
-                         "check start and end")
+        raise ShapeError(
+            f"{name} keeps nothing of axis {d + 1} (size {shape[d]}) of {_fmt(shape)}", "check start and end"
+        )
     return (*shape[:d], length, *shape[d + 1 :])
 
 
@@ -734,8 +802,10 @@ def _permute(name: str, a: dict[str, Any], shape: Shape) -> Shape:
         raise ShapeError(f"{name}'s dims must be a list of ints, got {dims!r}", "e.g. `dims: [0, 2, 1]`")
     normal = [d + n if d < 0 else d for d in dims]
     if sorted(normal) != list(range(n)):
-        raise ShapeError(f"{name}'s dims={list(dims)} must name each of the {n} dims of {_fmt(('N', *shape))} once",
-                         f"give a permutation of 0..{n - 1}")
+        raise ShapeError(
+            f"{name}'s dims={list(dims)} must name each of the {n} dims of {_fmt(('N', *shape))} once",
+            f"give a permutation of 0..{n - 1}",
+        )
     if normal[0] != 0:
         raise ShapeError(f"{name}'s dims={list(dims)} move the batch dimension", "keep 0 first")
     full = (0, *shape)
@@ -764,12 +834,16 @@ def _reduce(name: str, a: dict[str, Any], shape: Shape) -> Shape:
 def _reshape(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     sizes = _required(name, a, "shape")
     if not isinstance(sizes, (tuple, list)) or not sizes or not all(_is_int(s) and (s >= 1 or s == -1) for s in sizes):
-        raise ShapeError(f"{name}'s shape must be a non-empty list of positive ints (one may be -1), got {sizes!r}",
-                         "e.g. `shape: [16, 49]` (one sample's shape; the batch is kept)")
+        raise ShapeError(
+            f"{name}'s shape must be a non-empty list of positive ints (one may be -1), got {sizes!r}",
+            "e.g. `shape: [16, 49]` (one sample's shape; the batch is kept)",
+        )
     total, known = math.prod(shape), math.prod(s for s in sizes if s != -1)
     if list(sizes).count(-1) > 1 or (-1 in sizes and total % known) or (-1 not in sizes and known != total):
-        raise ShapeError(f"{name} cannot reshape {_fmt(shape)} ({total} values) into {_fmt(tuple(sizes))}",
-                         f"give sizes whose product is {total} (one of them may be -1)")
+        raise ShapeError(
+            f"{name} cannot reshape {_fmt(shape)} ({total} values) into {_fmt(tuple(sizes))}",
+            f"give sizes whose product is {total} (one of them may be -1)",
+        )
     return tuple(total // known if s == -1 else s for s in sizes)
 
 
@@ -779,26 +853,39 @@ def merged_shape(op: str, dim: int, shapes: list[Shape], names: list[str]) -> Sh
     if op == "cat":
         first = shapes[0]
         if any(len(s) != len(first) for s in shapes):
-            raise ShapeError(f"cat needs branches with the same number of axes, got {listing}",
-                             "make every branch end in the same layout")
+            raise ShapeError(
+                f"cat needs branches with the same number of axes, got {listing}",
+                "make every branch end in the same layout",
+            )
         d = _sample_dim("cat", "dim", dim, first)
         for s in shapes:
             if s[:d] + s[d + 1 :] != first[:d] + first[d + 1 :]:
-                raise ShapeError(f"cat along dim {dim} needs the other axes to match, got {listing}",
-                                 "give the branches the same sizes except along the cat dim (check strides/padding)")
+                raise ShapeError(
+                    f"cat along dim {dim} needs the other axes to match, got {listing}",
+                    "give the branches the same sizes except along the cat dim (check strides/padding)",
+                )
         return (*first[:d], sum(s[d] for s in shapes), *first[d + 1 :])
     out: list[int] = []
     for axis in range(max(len(s) for s in shapes)):
         sizes = {s[len(s) - 1 - axis] for s in shapes if axis < len(s)}
         if len(sizes - {1}) > 1:
-            raise ShapeError(f"{op} needs branch shapes that match or broadcast, got {listing}",
-                             "make the branches produce the same shape (e.g. a strided 1x1 conv on the shortcut)")
+            raise ShapeError(
+                f"{op} needs branch shapes that match or broadcast, got {listing}",
+                "make the branches produce the same shape (e.g. a strided 1x1 conv on the shortcut)",
+            )
         out.insert(0, max(sizes))
     return tuple(out)
 
 
-_UPSAMPLE_MODES = {"nearest": (1, 2, 3), "nearest-exact": (1, 2, 3), "area": (1, 2, 3), "linear": (1,),
-                   "bilinear": (2,), "bicubic": (2,), "trilinear": (3,)}
+_UPSAMPLE_MODES = {
+    "nearest": (1, 2, 3),
+    "nearest-exact": (1, 2, 3),
+    "area": (1, 2, 3),
+    "linear": (1,),
+    "bilinear": (2,),
+    "bicubic": (2,),
+    "trilinear": (3,),
+}
 
 
 def _upsample(name: str, a: dict[str, Any], shape: Shape) -> Shape:
@@ -810,26 +897,36 @@ def _upsample(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     if not isinstance(scale, (tuple, list)) and not scale:
         scale = None  # Upsample stores a zero scale_factor as None
     if mode not in _UPSAMPLE_MODES:
-        raise ShapeError(f"{name} cannot use mode={mode!r}" + (" (it needs antialias, which Upsample cannot set)"
-                                                                if mode == "lanczos" else ""),
-                         "use mode nearest, nearest-exact, area, linear, bilinear, bicubic or trilinear")
+        raise ShapeError(
+            f"{name} cannot use mode={mode!r}"
+            + (" (it needs antialias, which Upsample cannot set)" if mode == "lanczos" else ""),
+            "use mode nearest, nearest-exact, area, linear, bilinear, bicubic or trilinear",
+        )
     if mode in ("nearest", "nearest-exact", "area") and align is not None:
-        raise ShapeError(f"{name}'s align_corners only applies to the modes linear, bilinear, bicubic and trilinear, "
-                         f"not {mode!r}", "remove `align_corners:`")
+        raise ShapeError(
+            f"{name}'s align_corners only applies to the modes linear, bilinear, bicubic and trilinear, not {mode!r}",
+            "remove `align_corners:`",
+        )
     if not 2 <= len(shape) <= 4 or len(shape) - 1 not in _UPSAMPLE_MODES[mode]:
         layouts = " or ".join(_LAYOUTS[n] for n in _UPSAMPLE_MODES[mode])
         fits = {1: "linear", 2: "bilinear", 3: "trilinear"}.get(len(shape) - 1)
-        fix = f"use mode {fits!r} (or 'nearest') for {_LAYOUTS[len(shape) - 1]} samples" if fits and (
-            name == "Upsample") else _CHECK_INPUT
-        raise ShapeError(f"{name} in mode {mode!r} expects each sample to be {layouts}, but its input is "
-                         f"{_fmt(shape)}", fix)
+        fix = (
+            f"use mode {fits!r} (or 'nearest') for {_LAYOUTS[len(shape) - 1]} samples"
+            if fits and (name == "Upsample")
+            else _CHECK_INPUT
+        )
+        raise ShapeError(
+            f"{name} in mode {mode!r} expects each sample to be {layouts}, but its input is {_fmt(shape)}", fix
+        )
     if size is not None and scale is not None:
         raise ShapeError(f"{name} takes either size or scale_factor, not both", "remove one of them")
     if size is None and scale is None:
         raise ShapeError(f"{name} needs a size or a scale_factor", "add `scale_factor:` (e.g. 2) or `size:`")
     if size is not None and _get(a, "recompute_scale_factor"):
-        raise ShapeError(f"{name}: recompute_scale_factor is not meaningful with an explicit size",
-                         "remove `recompute_scale_factor:`")
+        raise ShapeError(
+            f"{name}: recompute_scale_factor is not meaningful with an explicit size",
+            "remove `recompute_scale_factor:`",
+        )
     nd = len(shape) - 1
     spatial = shape[1:]
     if size is not None:
@@ -837,16 +934,21 @@ def _upsample(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     else:
         if isinstance(scale, (tuple, list)):
             if len(scale) != nd:
-                raise ShapeError(f"{name}'s scale_factor {tuple(scale)} needs one value per spatial axis of its input "
-                                 f"{_fmt(shape)} ({nd})", f"give `scale_factor:` one number or {nd}")
+                raise ShapeError(
+                    f"{name}'s scale_factor {tuple(scale)} needs one value per spatial axis of its input "
+                    f"{_fmt(shape)} ({nd})",
+                    f"give `scale_factor:` one number or {nd}",
+                )
             scales = tuple(float(s) for s in scale)
         else:
             scales = (float(scale),) * nd
         sizes = tuple(int(n * s) for n, s in zip(spatial, scales))
     _nonempty(name, shape)
     if any(s < (0 if mode == "area" else 1) for s in sizes):
-        raise ShapeError(f"{name} would resize {_fmt(shape)} to {_fmt((shape[0], *sizes))}: output sizes must be "
-                         f"greater than 0", "use a larger size or scale_factor")
+        raise ShapeError(
+            f"{name} would resize {_fmt(shape)} to {_fmt((shape[0], *sizes))}: output sizes must be greater than 0",
+            "use a larger size or scale_factor",
+        )
     return (shape[0], *sizes)
 
 
@@ -861,25 +963,33 @@ def _pixel_shuffle(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     *lead, c, h, w = shape
     if down:
         if h % r or w % r:
-            raise ShapeError(f"{name} needs height and width divisible by {arg}={r}, but its input is {_fmt(shape)}",
-                             _CHECK_INPUT)
+            raise ShapeError(
+                f"{name} needs height and width divisible by {arg}={r}, but its input is {_fmt(shape)}", _CHECK_INPUT
+            )
         return (*lead, c * r * r, h // r, w // r)
     if c % (r * r):
-        raise ShapeError(f"{name} needs channels divisible by {arg}**2 = {r * r}, but its input {_fmt(shape)} has "
-                         f"{c} channels", f"give the layer before it a multiple of {r * r} channels")
+        raise ShapeError(
+            f"{name} needs channels divisible by {arg}**2 = {r * r}, but its input {_fmt(shape)} has {c} channels",
+            f"give the layer before it a multiple of {r * r} channels",
+        )
     return (*lead, c // (r * r), h * r, w * r)
 
 
 def _channel_shuffle(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     groups = _required(name, a, "groups")
     if len(shape) < 2:
-        raise ShapeError(f"{name} expects each sample to be (C, *spatial) with at least one spatial axis, but its "
-                         f"input is {_fmt(shape)}", _CHECK_INPUT)
+        raise ShapeError(
+            f"{name} expects each sample to be (C, *spatial) with at least one spatial axis, but its "
+            f"input is {_fmt(shape)}",
+            _CHECK_INPUT,
+        )
     if groups < 1:
         raise ShapeError(f"{name}'s groups must be positive, got {groups}", "give `groups:` >= 1")
     if shape[0] % groups:
-        raise ShapeError(f"{name} needs channels divisible by groups={groups}, but its input {_fmt(shape)} has "
-                         f"{shape[0]} channels", "pick groups that divides the number of channels")
+        raise ShapeError(
+            f"{name} needs channels divisible by groups={groups}, but its input {_fmt(shape)} has {shape[0]} channels",
+            "pick groups that divides the number of channels",
+        )
     return shape
 
 
@@ -891,8 +1001,11 @@ def _pad(nd: int, mode: str) -> Rule:
         elif isinstance(raw, (tuple, list)) and all(_is_int(p) for p in raw) and raw and len(raw) % 2 == 0:
             pads = tuple(int(p) for p in raw)
         else:
-            raise ShapeError(f"{name}'s padding must be an int or a list (left, right, top, bottom, front, back) of "
-                             f"{2 * nd} ints, got {raw!r}", f"give `padding:` one int or {2 * nd} ints")
+            raise ShapeError(
+                f"{name}'s padding must be an int or a list (left, right, top, bottom, front, back) of "
+                f"{2 * nd} ints, got {raw!r}",
+                f"give `padding:` one int or {2 * nd} ints",
+            )
         axes = len(pads) // 2
         batched = len(shape) + 1
         if mode == "constant":

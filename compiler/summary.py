@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .ir import BlockIR, LayerIR, MergeIR, ModelIR, Node
 from .lower import format_bytes
@@ -27,8 +27,9 @@ def _rows(node: Node, depth: int, rows: list) -> None:
         rows.append((label, node.type, _shape(node.out_shape), f"{node.params:,}"))
         return
     if isinstance(node, BlockIR):
-        rows.append((label, "Sequential[named]" if node.named else "Sequential", _shape(node.out_shape),
-                     f"{node.params:,}"))
+        rows.append(
+            (label, "Sequential[named]" if node.named else "Sequential", _shape(node.out_shape), f"{node.params:,}")
+        )
         for child in node.children:
             _rows(child, depth + 1, rows)
         return
@@ -37,8 +38,14 @@ def _rows(node: Node, depth: int, rows: list) -> None:
     for part in node.parts:
         role = "before" if part is node.before else "then" if part is node.then else "branch"
         params = sum(n.params for n in part.nodes)
-        rows.append(("  " * (depth + 1) + f"[{part.name}]", role if part.nodes else "identity",
-                     _shape(part.out_shape), f"{params:,}"))
+        rows.append(
+            (
+                "  " * (depth + 1) + f"[{part.name}]",
+                role if part.nodes else "identity",
+                _shape(part.out_shape),
+                f"{params:,}",
+            )
+        )
         for child in part.nodes:
             _rows(child, depth + 2, rows)
 
@@ -65,4 +72,3 @@ def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], Non
     print_fn(f"Total params: {model.params:,}")
     print_fn(f"Parameter and buffer memory: {format_bytes(model.nbytes)}")
     print_fn(f"Output shape: {_shape(model.output_shape)}")
-

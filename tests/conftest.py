@@ -28,4 +28,6 @@ def assert_import_runs_nothing(tree: ast.Module) -> None:
         elif isinstance(node, ast.If):
             assert ast.unparse(node.test) == "__name__ == '__main__'" and node is tree.body[-1]
         else:
-            assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef)), ast.unparse(node)
+            assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef)), (
+                ast.unparse(node)
+            )

@@ -20,38 +20,48 @@ def test_image_folder_counts_its_class_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("cat", "dog", "fox"):
         (tmp_path / "imgs" / "train" / name).mkdir(parents=True)
-    base = ("name: imf\ninput: [3, 8, 8]\nmodel: [Flatten, {Linear: {out_features: OUT}}]\n"
-            "data: {dataset: {ImageFolder: {root: imgs/train}}, transforms: [{Resize: [8, 8]}, ToTensor]}\n"
-            "loss: CrossEntropyLoss\n" + TRAIN)
+    base = (
+        "name: imf\ninput: [3, 8, 8]\nmodel: [Flatten, {Linear: {out_features: OUT}}]\n"
+        "data: {dataset: {ImageFolder: {root: imgs/train}}, transforms: [{Resize: [8, 8]}, ToTensor]}\n"
+        "loss: CrossEntropyLoss\n" + TRAIN
+    )
     program = compiler.lower_spec(compiler.parse_spec(base.replace("OUT", "3")))
     assert program.training.data.num_classes == 3
     assert "the data has 3 classes" in _problems(base.replace("OUT", "2"))
 
 
 def test_bce_on_class_labels_is_refused():
-    text = ("name: bce\ninput: [4]\nmodel: [{Linear: {out_features: 1}}]\n"
-            "data: {dataset: {CSV: {path: data/iris.csv, target: label}}}\nloss: BCEWithLogitsLoss\n" + TRAIN)
+    text = (
+        "name: bce\ninput: [4]\nmodel: [{Linear: {out_features: 1}}]\n"
+        "data: {dataset: {CSV: {path: data/iris.csv, target: label}}}\nloss: BCEWithLogitsLoss\n" + TRAIN
+    )
     assert "BCEWithLogitsLoss compares outputs with targets of the same shape, but CSV gives class labels 0..2" in (
-        _problems(text))
+        _problems(text)
+    )
 
 
 def test_csv_integer_targets_are_regression_values_under_mse():
-    text = ("name: reg\ninput: [4]\nmodel: [{Linear: {out_features: 1}}]\n"
-            "data: {dataset: {CSV: {path: data/iris.csv, target: label}}}\nloss: MSELoss\n" + TRAIN)
+    text = (
+        "name: reg\ninput: [4]\nmodel: [{Linear: {out_features: 1}}]\n"
+        "data: {dataset: {CSV: {path: data/iris.csv, target: label}}}\nloss: MSELoss\n" + TRAIN
+    )
     assert compiler.lower_spec(compiler.parse_spec(text)).training.data.targets == "values"
 
 
 def test_embedding_fed_floats_is_refused():
-    text = ("name: emb\ninput: [12]\nmodel: [{Embedding: [100, 8]}, Flatten, {Linear: {out_features: 2}}]\n"
-            "data: {dataset: {Synthetic: {size: 8, inputs: [12], classes: 2}}}\nloss: CrossEntropyLoss\n" + TRAIN)
+    text = (
+        "name: emb\ninput: [12]\nmodel: [{Embedding: [100, 8]}, Flatten, {Linear: {out_features: 2}}]\n"
+        "data: {dataset: {Synthetic: {size: 8, inputs: [12], classes: 2}}}\nloss: CrossEntropyLoss\n" + TRAIN
+    )
     assert "the model's first layer takes integer indices, but Synthetic gives float inputs" in _problems(text)
 
 
 def test_forgotten_flatten_with_data_names_the_shape_and_the_warning():
-    text = ("name: nf\ninput: [1, 16, 16]\nmodel: [{Conv2d: {out_channels: 16, kernel_size: 3, padding: 1}},"
-            " {Linear: {out_features: 10}}]\n"
-            "data: {dataset: {Synthetic: {size: 8, inputs: [1, 16, 16], classes: 10}}}\nloss: CrossEntropyLoss\n"
-            + TRAIN)
+    text = (
+        "name: nf\ninput: [1, 16, 16]\nmodel: [{Conv2d: {out_channels: 16, kernel_size: 3, padding: 1}},"
+        " {Linear: {out_features: 10}}]\n"
+        "data: {dataset: {Synthetic: {size: 8, inputs: [1, 16, 16], classes: 10}}}\nloss: CrossEntropyLoss\n" + TRAIN
+    )
     problems = _problems(text)
     assert "the model outputs (16, 16, 10) per sample, but CrossEntropyLoss over 10 classes needs (10,)" in problems
     assert "usually a forgotten Flatten" in problems
@@ -72,9 +82,15 @@ optimizer: {SGD: {lr: -0.1}}
 train: {epochs: -1, metrics: [acc]}
 """
     problems = _problems(text)
-    for fragment in ("name must be a Python identifier", "Linear.bias expects bool", "dropout probability",
-                     "batch_size must be at least 1", "SGD lr must not be negative", "epochs must be at least 1",
-                     "'accuracy'"):
+    for fragment in (
+        "name must be a Python identifier",
+        "Linear.bias expects bool",
+        "dropout probability",
+        "batch_size must be at least 1",
+        "SGD lr must not be negative",
+        "epochs must be at least 1",
+        "'accuracy'",
+    ):
         assert fragment in problems, fragment
 
 

@@ -39,11 +39,13 @@ def test_traits_are_where_other_modules_read_them():
 
 
 def test_reference_docs_are_generated_from_the_registry():
-    from compiler.reference import markdown
-
     from conftest import ROOT
 
-    assert (ROOT / "docs" / "reference.md").read_text() == markdown(), "run: python -m compiler.reference > docs/reference.md"
+    from compiler.reference import markdown
+
+    assert (ROOT / "docs" / "reference.md").read_text() == markdown(), (
+        "run: python -m compiler.reference > docs/reference.md"
+    )
 
 
 def test_specc_list_prints_every_kind(capsys):

@@ -31,9 +31,21 @@ _INDEX_INPUT = {"Embedding", "EmbeddingBag"}
 OK, ERROR, STRICTER, TRAIN_ERROR = "ok", "error", "stricter", "train-error"
 
 
+def layer_class(type_name: str) -> type:
+    """torch.nn's class, specc's own (compiler/layers.py) or torchvision.ops's."""
+    from torchvision import ops
+
+    from compiler import layers
+
+    for home in (nn, layers, ops):
+        if hasattr(home, type_name):
+            return getattr(home, type_name)
+    raise AttributeError(type_name)
+
+
 def arguments(type_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """Every constructor argument by name with its default filled in, as the compiler passes them."""
-    sig = inspect.signature(getattr(nn, type_name))
+    sig = inspect.signature(layer_class(type_name))
     bound = sig.bind_partial(**kwargs)
     bound.apply_defaults()
     out: dict[str, Any] = {}
@@ -52,10 +64,10 @@ def run_torch(type_name: str, kwargs: dict[str, Any], in_shape: tuple, train: bo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = getattr(nn, type_name)(**kwargs)
+            module = layer_class(type_name)(**kwargs)
             module.train(train)
             out = module(torch.zeros((BATCH, *in_shape), dtype=dtype))
-    except Exception as err:  # noqa: BLE001 - torch's refusal, from the constructor or the forward pass
+    except Exception as err:
         return err
     if isinstance(out, tuple):
         out = out[0]
@@ -92,11 +104,28 @@ CONV = [
     case("Conv1d", (4, 8), in_channels=4, out_channels=6, kernel_size=3, groups=2),
     case("Conv1d", (4, 10), in_channels=4, out_channels=2, kernel_size=3, padding=2, padding_mode="reflect"),
     case("Conv1d", (4, 10), in_channels=4, out_channels=2, kernel_size=3, padding=(3,), padding_mode="circular"),
-    case("Conv1d", (4, 3), in_channels=4, out_channels=2, kernel_size=4, padding="same", dilation=2,
-         padding_mode="circular"),
+    case(
+        "Conv1d",
+        (4, 3),
+        in_channels=4,
+        out_channels=2,
+        kernel_size=4,
+        padding="same",
+        dilation=2,
+        padding_mode="circular",
+    ),
     case("Conv1d", (4, 2), ERROR, in_channels=4, out_channels=2, kernel_size=3, padding=2, padding_mode="reflect"),
-    case("Conv1d", (4, 3), ERROR, in_channels=4, out_channels=2, kernel_size=4, padding="same", dilation=2,
-         padding_mode="reflect"),
+    case(
+        "Conv1d",
+        (4, 3),
+        ERROR,
+        in_channels=4,
+        out_channels=2,
+        kernel_size=4,
+        padding="same",
+        dilation=2,
+        padding_mode="reflect",
+    ),
     case("Conv1d", (4, 2), ERROR, in_channels=4, out_channels=6, kernel_size=3),
     case("Conv1d", (3, 10), ERROR, in_channels=4, out_channels=6, kernel_size=3),
     case("Conv1d", (4,), ERROR, in_channels=4, out_channels=6, kernel_size=3),
@@ -106,12 +135,12 @@ CONV = [
     case("Conv2d", (3, 32, 32), in_channels=3, out_channels=8, kernel_size=5),
     case("Conv2d", (3, 28, 28), in_channels=3, out_channels=8, kernel_size=(3, 5), stride=(2, 1), padding=(1, 2)),
     case("Conv2d", (3, 9, 9), in_channels=3, out_channels=8, kernel_size=4, padding="same", dilation=(1, 2)),
-    case("Conv2d", (3, 9, 9), in_channels=3, out_channels=8, kernel_size=3, padding="same",
-         padding_mode="replicate"),
+    case("Conv2d", (3, 9, 9), in_channels=3, out_channels=8, kernel_size=3, padding="same", padding_mode="replicate"),
     case("Conv2d", (3, 8, 8), in_channels=3, out_channels=8, kernel_size=3, stride=(2,), padding=(1,)),
     case("Conv2d", (6, 11, 11), in_channels=6, out_channels=9, kernel_size=3, groups=3, dilation=3, padding=3),
-    case("Conv2d", (3, 8, 8), ERROR, in_channels=3, out_channels=8, kernel_size=3, padding=(1,),
-         padding_mode="reflect"),
+    case(
+        "Conv2d", (3, 8, 8), ERROR, in_channels=3, out_channels=8, kernel_size=3, padding=(1,), padding_mode="reflect"
+    ),
     case("Conv2d", (3, 8, 8), ERROR, in_channels=3, out_channels=8, kernel_size=(3,)),
     case("Conv2d", (1, 28, 28), ERROR, in_channels=3, out_channels=8, kernel_size=3),
     case("Conv2d", (3, 4, 4), ERROR, in_channels=3, out_channels=8, kernel_size=5),
@@ -128,13 +157,29 @@ CONV = [
     case("ConvTranspose1d", (4, 1), ERROR, in_channels=4, out_channels=2, kernel_size=3, padding=3),
     case("ConvTranspose1d", (4, 1), STRICTER, in_channels=4, out_channels=2, kernel_size=2, stride=2, padding=1),
     case("ConvTranspose2d", (16, 7, 7), in_channels=16, out_channels=8, kernel_size=4, stride=2, padding=1),
-    case("ConvTranspose2d", (16, 7, 5), in_channels=16, out_channels=8, kernel_size=3, stride=(2, 3),
-         output_padding=(1, 2), groups=4),
+    case(
+        "ConvTranspose2d",
+        (16, 7, 5),
+        in_channels=16,
+        out_channels=8,
+        kernel_size=3,
+        stride=(2, 3),
+        output_padding=(1, 2),
+        groups=4,
+    ),
     case("ConvTranspose2d", (16, 7, 7), ERROR, in_channels=16, out_channels=8, kernel_size=3, padding="same"),
     case("ConvTranspose2d", (3, 7, 7), ERROR, in_channels=16, out_channels=8, kernel_size=3),
     case("ConvTranspose3d", (4, 3, 3, 3), in_channels=4, out_channels=2, kernel_size=3, stride=2),
-    case("ConvTranspose3d", (4, 3, 4, 5), in_channels=4, out_channels=2, kernel_size=3, stride=2, padding=1,
-         output_padding=1),
+    case(
+        "ConvTranspose3d",
+        (4, 3, 4, 5),
+        in_channels=4,
+        out_channels=2,
+        kernel_size=3,
+        stride=2,
+        padding=1,
+        output_padding=1,
+    ),
 ]
 
 POOL = [
@@ -250,8 +295,16 @@ DENSE = [
     case("EmbeddingBag", (3, 4), ERROR, num_embeddings=10, embedding_dim=3),
     case("EmbeddingBag", (), ERROR, num_embeddings=10, embedding_dim=3),
     case("RNN", (7, 5), input_size=5, hidden_size=3, batch_first=True),
-    case("RNN", (7, 5), input_size=5, hidden_size=3, batch_first=True, num_layers=2, bidirectional=True,
-         nonlinearity="relu"),
+    case(
+        "RNN",
+        (7, 5),
+        input_size=5,
+        hidden_size=3,
+        batch_first=True,
+        num_layers=2,
+        bidirectional=True,
+        nonlinearity="relu",
+    ),
     case("RNN", (7, 4), ERROR, input_size=5, hidden_size=3, batch_first=True),
     case("RNN", (7, 5, 5), ERROR, input_size=5, hidden_size=3, batch_first=True),
     case("RNN", (0, 5), ERROR, input_size=5, hidden_size=3, batch_first=True),
@@ -266,8 +319,7 @@ DENSE = [
     case("GRU", (7, 5), input_size=5, hidden_size=3, batch_first=True, bidirectional=True, num_layers=2),
     case("GRU", (7, 5), ERROR, input_size=5, hidden_size=3, batch_first=True, proj_size=2),
     case("TransformerEncoderLayer", (7, 8), d_model=8, nhead=2, dim_feedforward=16, batch_first=True),
-    case("TransformerEncoderLayer", (7, 8), d_model=8, nhead=4, dim_feedforward=16, batch_first=True,
-         norm_first=True),
+    case("TransformerEncoderLayer", (7, 8), d_model=8, nhead=4, dim_feedforward=16, batch_first=True, norm_first=True),
     case("TransformerEncoderLayer", (7, 6), ERROR, d_model=8, nhead=2, dim_feedforward=16, batch_first=True),
     case("TransformerEncoderLayer", (3, 7, 8), ERROR, d_model=8, nhead=2, dim_feedforward=16, batch_first=True),
     case("TransformerEncoderLayer", (7, 8), ERROR, d_model=8, nhead=3, dim_feedforward=16, batch_first=True),
@@ -441,7 +493,31 @@ PAD = [
     case("CircularPad3d", (2, 3, 3, 3), padding=(1, 0, 2, 1, 0, 3)),
 ]
 
-CASES = CONV + POOL + NORM + DENSE + ELEMENTWISE + RESHAPE + PAD
+FUNCTIONAL = [
+    case("Select", (20, 8), dim=1, index=-1),
+    case("Select", (20, 8), dim=-1, index=0),
+    case("Select", (20, 8), ERROR, dim=1, index=20),
+    case("Select", (20, 8), STRICTER, dim=0, index=0),  # would pick a sample of the batch
+    case("Slice", (20, 8), dim=1, start=0, end=4),
+    case("Slice", (20, 8), dim=-1, start=2, step=3),
+    case("Slice", (20, 8), dim=1, start=-3),
+    case("Permute", (3, 4, 5), dims=(0, 2, 3, 1)),
+    case("Permute", (3, 4), STRICTER, dims=(1, 0, 2)),  # would move the batch
+    case("Permute", (3, 4), ERROR, dims=(0, 1)),
+    case("Transpose", (3, 4), dim0=1, dim1=2),
+    case("Transpose", (3, 4, 5), dim0=-1, dim1=1),
+    case("Mean", (3, 4, 5), dim=1),
+    case("Mean", (3, 4, 5), dim=(2, 3), keepdim=True),
+    case("Mean", (3, 4), ERROR, dim=3),
+    case("Sum", (3, 4), dim=-1),
+    case("Amax", (3, 4, 5), dim=(2, 3)),
+    case("Reshape", (16, 49), shape=(4, 4, 49)),
+    case("Reshape", (16, 49), shape=(-1,)),
+    case("Reshape", (16, 49), ERROR, shape=(5, 5)),
+    case("StochasticDepth", (3, 8, 8), p=0.2, mode="row"),
+]
+
+CASES = CONV + POOL + NORM + DENSE + ELEMENTWISE + RESHAPE + PAD + FUNCTIONAL
 
 
 @pytest.mark.parametrize(("type_name", "in_shape", "kwargs", "expect"), CASES)
@@ -477,9 +553,11 @@ _COVERED = (
 
 
 def test_every_layer_has_a_rule_and_cases() -> None:
-    assert known_layers() == set(_COVERED.split())
-    assert {p.values[0] for p in CASES} == known_layers()
-    assert all(hasattr(nn, name) for name in known_layers())
+    # TupleItem's rule passes its input through: lowering hands it the tuple item it picks (tests/test_graphs.py)
+    functional = "Select Slice Permute Transpose Mean Sum Amax Reshape StochasticDepth TupleItem"
+    assert known_layers() == set(_COVERED.split()) | set(functional.split())
+    assert {p.values[0] for p in CASES} == known_layers() - {"TupleItem"}
+    assert all(layer_class(name) for name in known_layers())
 
 
 def test_unknown_layer_has_no_rule() -> None:
@@ -584,8 +662,16 @@ def ints_or_tuples(low: int, high: int, n: int = 2) -> st.SearchStrategy:
     w=st.integers(1, 9),
 )
 def test_conv2d_property(groups, ins, outs, extra_channel, kernel, stride, dilation, padding, mode, h, w) -> None:
-    kwargs = {"in_channels": groups * ins, "out_channels": groups * outs, "kernel_size": kernel, "stride": stride,
-              "padding": padding, "dilation": dilation, "groups": groups, "padding_mode": mode}
+    kwargs = {
+        "in_channels": groups * ins,
+        "out_channels": groups * outs,
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+        "padding_mode": mode,
+    }
     assert_agrees("Conv2d", kwargs, (groups * ins + extra_channel, h, w))
 
 
@@ -601,8 +687,16 @@ def test_conv2d_property(groups, ins, outs, extra_channel, kernel, stride, dilat
     w=st.integers(1, 6),
 )
 def test_conv_transpose2d_property(groups, kernel, stride, padding, output_padding, dilation, h, w) -> None:
-    kwargs = {"in_channels": 2 * groups, "out_channels": groups, "kernel_size": kernel, "stride": stride,
-              "padding": padding, "output_padding": output_padding, "dilation": dilation, "groups": groups}
+    kwargs = {
+        "in_channels": 2 * groups,
+        "out_channels": groups,
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": padding,
+        "output_padding": output_padding,
+        "dilation": dilation,
+        "groups": groups,
+    }
     # the CPU kernel returns an empty output where torch's shape check (the meta device) says "too small"
     assert_agrees("ConvTranspose2d", kwargs, (2 * groups, h, w), empty_is_error=True)
 
@@ -633,8 +727,13 @@ def test_maxpool2d_property(kernel, stride, padding, dilation, ceil_mode, h, w) 
     w=st.integers(1, 9),
 )
 def test_avgpool2d_property(kernel, stride, padding, ceil_mode, count_include_pad, h, w) -> None:
-    kwargs = {"kernel_size": kernel, "stride": stride, "padding": padding, "ceil_mode": ceil_mode,
-              "count_include_pad": count_include_pad}
+    kwargs = {
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": padding,
+        "ceil_mode": ceil_mode,
+        "count_include_pad": count_include_pad,
+    }
     assert_agrees("AvgPool2d", kwargs, (2, h, w))
 
 
