@@ -97,6 +97,7 @@ for _tag, _regex, _first in _CORE_RESOLVERS:
 MAX_INT = 2**63 - 1  # integers are int64, torch's widest: |n| <= 2**63 - 1, checked before any conversion
 MAX_EXPRESSIONS = 10_000  # `$references` and arithmetic strings after alias expansion (each one is parsed)
 _MAX_DIGITS = {10: len(str(MAX_INT)), 16: len(f"{MAX_INT:x}"), 8: len(f"{MAX_INT:o}")}
+_INT_FIX = f"use a smaller number: a spec's integers fit in 64 bits (at most {MAX_INT} in size)"
 _FINITE_FIX = "use a finite number: no argument a spec can set takes NaN or infinity"
 
 
@@ -117,10 +118,10 @@ def _int(text: str) -> int:
         base, digits = 16, text[2:]
     # count digits first: converting thousands of them is slow, and printing them raises ValueError
     if len(digits.lstrip("+-").lstrip("0")) > _MAX_DIGITS[base]:
-        raise _OutOfRange(_too_large(text), f"use an integer between -{MAX_INT} and {MAX_INT}")
+        raise _OutOfRange(_too_large(text), _INT_FIX)
     value = int(digits, base)
     if abs(value) > MAX_INT:
-        raise _OutOfRange(_too_large(text), f"use an integer between -{MAX_INT} and {MAX_INT}")
+        raise _OutOfRange(_too_large(text), _INT_FIX)
     return value
 
 

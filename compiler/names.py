@@ -246,7 +246,11 @@ def check_block_name(name: str, is_variable: Callable[[str], bool] | None = None
     if name in MODULE_ATTRIBUTES:
         raise _taken(name, "block", "an attribute of torch.nn.Module, which the block is added to")
     if is_variable is not None and is_variable(name):
-        raise _taken(name, "block", f"the variable ${name} has this name too; build_model would see the block")
+        raise NameProblem(
+            f"block name {_short(name)} is taken by the generated script (the variable ${name} has this name too; "
+            "build_model would see the block)",
+            _fix(name, "block", also_taken=is_variable),
+        )
 
 
 def check_spec_name(name: str) -> None:
@@ -265,7 +269,7 @@ def _check(name: str, kind: str) -> None:
     if folded != name:
         raise NameProblem(
             f"{what} must be written as Python reads it: {shown} becomes {_short(folded)} (Unicode NFKC)",
-            _fix(folded, kind, plain=True),
+            _fix(name, kind, plain=True),
         )
     if not name.isidentifier():
         raise NameProblem(f"{what} must be a Python identifier, got {shown}", _fix(name, kind, plain=True))
@@ -299,19 +303,26 @@ def _short(name: str) -> str:
     return repr(name) if len(name) <= 60 else repr(name[:40]) + f"... ({len(name)} characters)"
 
 
-def _fix(name: str, kind: str, plain: bool = False) -> str:
+def _fix(name: str, kind: str, plain: bool = False, also_taken: Callable[[str], bool] | None = None) -> str:
     """A suggestion that passes every check: `seed_` for `SEED`, `nn_` for `ｎn`, `my_model` for `my-model`."""
     text = re.sub(r"\W+", "_", unicodedata.normalize("NFKC", name))[:40].strip("_") or kind
     if text[0].isdigit():
         text = f"{kind}_{text}"
     text = text.lstrip("_") or kind
-    while _reason(text) or text in MODULE_ATTRIBUTES or text in MODULES or keyword.iskeyword(text):
+    while (
+        text == name
+        or _reason(text)
+        or text in MODULE_ATTRIBUTES
+        or text in MODULES
+        or keyword.iskeyword(text)
+        or (also_taken is not None and also_taken(text))
+    ):
         text += "_"
     if keyword.issoftkeyword(text):
         text += "_"
     if kind == "spec":
         return f"e.g. `name: {text}`"
-    return f"write it in plain characters, e.g. {text!r}" if plain and text != name else f"rename it, e.g. {text!r}"
+    return f"write it in plain characters, e.g. {text!r}" if plain else f"rename it, e.g. {text!r}"
 
 
 def _generate() -> str:
