@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .ir import Arg
 from .lower import _Lowerer, _shape
-from .paths import CSV_SCAN_BYTES, PathError, read_file
+from .paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
 from .registry import REGISTRY, Entry
 from .spec import Call, DataSpec, Spec, TrainSpec
 
@@ -346,7 +346,8 @@ class _DataChecker:
                     did_you_mean(target, [c[:40] for c in columns], f"its columns: {_columns(columns)}"),
                 )
                 return None, None, False
-            missing = [f for f in features if f not in columns]
+            present = set(columns)
+            missing = [f for f in features if f not in present]
             if missing:
                 self.fail(
                     _csv_where(dataset, "features" if dataset.value("features") else key),
@@ -392,6 +393,10 @@ class _DataChecker:
                 )
                 return None, set()
             raw = raw[: cut + 1]
+        first = raw.split(b"\n", 1)[0]
+        if first.count(b",") >= CSV_MAX_COLUMNS:  # counted before csv builds a list of them (an over-count is fine)
+            self.fail(where, f"{label} {path!r} has more than {CSV_MAX_COLUMNS:,} columns", "give fewer columns")
+            return None, set()
         labels: set[str] = set()
         try:
             reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))

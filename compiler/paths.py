@@ -26,6 +26,7 @@ _KINDS = {
 }
 _CHUNK = 1 << 20
 CSV_SCAN_BYTES = 16 << 20  # validation reads at most this much of a CSV file (its first rows)
+CSV_MAX_COLUMNS = 100_000
 
 
 class PathError(ValueError):
