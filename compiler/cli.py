@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
-from .errors import SpecError
+from .errors import SpecError, visible
 
 
 def _parse_bytes(text: str) -> int:
-    units = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-             "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+    units = {
+        "": 1,
+        "b": 1,
+        "k": 1 << 10,
+        "kb": 1 << 10,
+        "kib": 1 << 10,
+        "m": 1 << 20,
+        "mb": 1 << 20,
+        "mib": 1 << 20,
+        "g": 1 << 30,
+        "gb": 1 << 30,
+        "gib": 1 << 30,
+        "t": 1 << 40,
+        "tb": 1 << 40,
+        "tib": 1 << 40,
+    }
     stripped = text.strip().lower()
     number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz ")
-    unit = stripped[len(number):].strip()
+    unit = stripped[len(number) :].strip()
     try:
         if unit not in units:
             raise ValueError
@@ -76,15 +93,74 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+class OutputError(Exception):
+    """An output file specc will not or cannot write; the message is one line naming the path."""
+
+
+def write_atomically(path: Path, text: str, confine: bool = False) -> None:
+    """Write ``text`` to ``path`` by a temporary file in the same folder, fsync and ``os.replace``.
+
+    Never through a symbolic link (a link at ``path`` is refused, not followed), never over a
+    directory or a device (``/dev/full``), and with ``confine`` never outside the folder specc runs
+    in. On any failure (full disk, read-only folder) the old file is left as it was and the
+    temporary file is removed. Raises ``OutputError``.
+    """
+    from .paths import file_kind, inside
+
+    name = visible(str(path))
+    if confine and not inside(path.parent if str(path.parent) else "."):
+        raise OutputError(f"cannot write {name}: its folder leaves the folder specc runs in (a symbolic link)")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as err:
+        raise OutputError(f"cannot write {name}: {err.strerror}") from None
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise OutputError(f"cannot write {name}: it is a symbolic link (specc does not write through links)")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise OutputError(f"cannot write {name}: it is {file_kind(info.st_mode)}, not a regular file")
+    folder = path.parent if str(path.parent) else Path(".")
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, "wb") as file:
+            file.write(text.encode("utf-8"))
+            file.flush()
+            os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, (info.st_mode & 0o7777) if info is not None else 0o666 & ~umask)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise OutputError(f"cannot write {name}: {reason}; the old file, if any, is unchanged") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    with contextlib.suppress(OSError):  # make the rename durable; best effort where folders cannot be opened
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import render_script
 
     spec = _load(args.spec, args)
     out = Path(args.output) if args.output else Path("generated") / f"{spec.name}.py"
     text = render_script(spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    print(f"wrote {out} ({len(text.splitlines())} lines)")
+    try:
+        write_atomically(out, text, confine=not args.output)
+    except OutputError as err:
+        print(f"specc: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {visible(str(out))} ({len(text.splitlines())} lines)")
     return 0
 
 
@@ -195,8 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # never a traceback for users; SPECC_DEBUG=1 shows it
         if os.environ.get("SPECC_DEBUG"):
             raise
-        print(f"specc: internal error: {type(err).__name__}: {err} (set SPECC_DEBUG=1 for details; "
-              "please report it with the spec)", file=sys.stderr)
+        print(
+            f"specc: internal error: {type(err).__name__}: {visible(str(err))} (set SPECC_DEBUG=1 for details; "
+            "please report it with the spec)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -53,9 +53,12 @@ class ModelCode:
     uses_fnmatch: bool = False  # init rules by path
 
 
-def emit_model(model: ModelIR) -> ModelCode:
+def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> ModelCode:
+    """``script_globals``: the names the script defines at its top level (settings, vars, helpers): the
+    locals of ``build_model`` are renamed around them, so a block named ``nn`` cannot hide ``nn``."""
     names = class_names(list(model.merges()))
-    code = ModelCode(_build_body(model, names))
+    own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
+    code = ModelCode(_build_body(model, names, script_globals | own | set(names.values())))
     layers = list(model.layers())
     code.aliases = {layer.entry.alias for layer in layers if layer.entry.alias} | {"nn"}
     code.custom_imports = _custom_imports(layers)
@@ -92,7 +95,7 @@ def call_source(script_name: str, args: list[Arg], kwargs: dict[str, Arg], first
     return f"{script_name}({', '.join(parts)})"
 
 
-def _build_body(model: ModelIR, names: dict[tuple, str]) -> str:
+def _build_body(model: ModelIR, names: dict[tuple, str], script_globals: set[str]) -> str:
     """Named top-level parts as local variables (``conv1 = ...``), in module order, then the whole.
 
     Assigning in module order keeps construction order, so every random weight matches
@@ -108,7 +111,7 @@ def _build_body(model: ModelIR, names: dict[tuple, str]) -> str:
     result = "model" if model.init else None
     assert isinstance(root, BlockIR)
     if root.named and any(not isinstance(c, LayerIR) for c in root.children):
-        namespace = Namespace({"model", "init_weights"})
+        namespace = Namespace({"model", "init_weights", "nn", "OrderedDict", "torch", *script_globals})
         variables = []
         for child in root.children:
             var = namespace.name(child.name)

@@ -7,6 +7,26 @@ from dataclasses import dataclass, field
 MAX_PROBLEMS = 100  # per spec; past this, validation stops (an alias bomb of typos stays fast)
 
 
+def visible(text: str) -> str:
+    """``text`` safe to print on a terminal: every character that is not printable becomes a visible escape.
+
+    ESC and CSI (terminal escape sequences), BEL, carriage returns, other C0/C1 controls, bidi overrides
+    and isolates (U+202A-202E, U+2066-2069), zero-width and other format characters, line and paragraph
+    separators: a message or an excerpt can neither clear the screen, set the title, fake an "OK", nor
+    reorder what the reader sees. A space stays a space.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 @dataclass(frozen=True, order=True)
 class Problem:
     """One thing wrong with a spec, with where it is and how to fix it."""
@@ -20,11 +40,11 @@ class Problem:
     severity: str = field(default="error", compare=False)
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}: "
+        where = f"{visible(self.file)}:{self.line}:{self.col}: "
         kind = "warning: " if self.severity == "warning" else ""
-        path = f"{self.path}: " if self.path else ""
-        fix = f" Fix: {self.fix}" if self.fix else ""
-        return f"{where}{kind}{path}{self.message}{fix}"
+        path = f"{visible(self.path)}: " if self.path else ""
+        fix = f" Fix: {visible(self.fix)}" if self.fix else ""
+        return f"{where}{kind}{path}{visible(self.message)}{fix}"
 
 
 class SpecError(Exception):
@@ -45,4 +65,5 @@ class SpecError(Exception):
         text = lines[problem.line - 1]
         if len(text) > 160:
             return ""
-        return f"  {problem.line:>4} | {text}\n       | {' ' * max(problem.col - 1, 0)}^"
+        caret = len(visible(text[: max(problem.col - 1, 0)]))  # escapes widen the line: keep the caret under it
+        return f"  {problem.line:>4} | {visible(text)}\n       | {' ' * caret}^"

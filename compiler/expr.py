@@ -21,7 +21,7 @@ MAX_POWER_EXPONENT = 64
 
 _REF = re.compile(r"\$(\$|[A-Za-z_][A-Za-z0-9_]*)")
 _PLACEHOLDER = "_specc_var_"
-_OPERATOR_CHARS = set("+-*/%()")
+_OPERATOR = re.compile(r"[-+*/%()]")
 
 
 class ExprError(ValueError):
@@ -55,6 +55,13 @@ def references(text: str) -> list[str]:
     return [m.group(1) for m in _REF.finditer(text) if m.group(1) != "$"]
 
 
+def needs_evaluation(text: str) -> bool:
+    """Whether ``evaluate`` parses ``text`` (a `$reference` or arithmetic) instead of returning it as it is."""
+    if "$" in text and references(text):
+        return True
+    return _OPERATOR.search(text) is not None and any(c.isdigit() for c in text)
+
+
 def unescape(text: str) -> str:
     return text.replace("$$", "$")
 
@@ -64,9 +71,9 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
 
     Raises ExprError for a string that refers to variables but cannot be evaluated.
     """
-    refs = references(text)
-    if not refs and not (set(text) & _OPERATOR_CHARS and any(c.isdigit() for c in text)):
+    if not needs_evaluation(text):
         return unescape(text)
+    refs = references(text)
     if len(text) > MAX_EXPR_CHARS:
         if refs:
             raise ExprError(f"expression longer than {MAX_EXPR_CHARS} characters", "use a shorter expression")

@@ -7,14 +7,17 @@ are refused when they would expand past a bound ("billion laughs").
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from .errors import Problem, SpecError
+from .expr import needs_evaluation
+from .paths import PathError, read_file
 
 Path_ = tuple  # a path into the data: keys and list indices
 
@@ -60,8 +63,10 @@ _CORE_RESOLVERS = [
     ),
     (
         "tag:yaml.org,2002:float",
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        (
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        ),
         "-+0123456789.",
     ),
     ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
@@ -82,29 +87,60 @@ _Base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class _CoreLoader(_Base):  # type: ignore[misc,valid-type]
     """A safe loader whose implicit scalars follow the YAML 1.2 core schema."""
 
-    yaml_implicit_resolvers: dict = {}
+    yaml_implicit_resolvers: ClassVar[dict] = {}
 
 
 for _tag, _regex, _first in _CORE_RESOLVERS:
     _CoreLoader.add_implicit_resolver(_tag, re.compile(_regex), list(_first))
 
 
+MAX_INT = 2**63 - 1  # integers are int64, torch's widest: |n| <= 2**63 - 1, checked before any conversion
+MAX_EXPRESSIONS = 10_000  # `$references` and arithmetic strings after alias expansion (each one is parsed)
+_MAX_DIGITS = {10: len(str(MAX_INT)), 16: len(f"{MAX_INT:x}"), 8: len(f"{MAX_INT:o}")}
+_INT_FIX = f"use a smaller number: a spec's integers fit in 64 bits (at most {MAX_INT} in size)"
+_FINITE_FIX = "use a finite number: no argument a spec can set takes NaN or infinity"
+
+
+class _OutOfRange(Exception):
+    """A number the loader will not build: too many digits, or not finite."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
 def _int(text: str) -> int:
     text = text.replace("_", "")
+    base, digits = 10, text
     if text.startswith("0o"):
-        return int(text[2:], 8)
-    if text.startswith("0x"):
-        return int(text[2:], 16)
-    return int(text)
+        base, digits = 8, text[2:]
+    elif text.startswith("0x"):
+        base, digits = 16, text[2:]
+    # count digits first: converting thousands of them is slow, and printing them raises ValueError
+    if len(digits.lstrip("+-").lstrip("0")) > _MAX_DIGITS[base]:
+        raise _OutOfRange(_too_large(text), _INT_FIX)
+    value = int(digits, base)
+    if abs(value) > MAX_INT:
+        raise _OutOfRange(_too_large(text), _INT_FIX)
+    return value
+
+
+def _too_large(text: str) -> str:
+    shown = text if len(text) <= 24 else f"{text[:12]}...{text[-4:]} ({len(text)} characters)"
+    return f"integer too large: {shown} (the limit is 2**63 - 1)"
 
 
 def _float(text: str) -> float:
     low = text.lower()
     if low.endswith(".inf"):
-        return float("-inf") if low.startswith("-") else float("inf")
-    if low == ".nan":
-        return float("nan")
-    return float(text)
+        raise _OutOfRange(f"{text!r} is infinity, not a finite number", _FINITE_FIX)
+    if low.lstrip("+-") == ".nan":
+        raise _OutOfRange(f"{text!r} is NaN (not a number)", _FINITE_FIX)
+    value = float(text)
+    if not math.isfinite(value):  # `1e999`, `nan` or `inf` under an explicit `!!float` tag
+        shown = text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
+        raise _OutOfRange(f"{shown!r} is not a finite number (as a float it is {value})", _FINITE_FIX)
+    return value
 
 
 _SCALARS = {
@@ -128,8 +164,17 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
         text.encode("utf-8")
     except UnicodeEncodeError as err:  # lone surrogates from a str built in Python
         line = text.count("\n", 0, err.start) + 1
-        raise SpecError([Problem(filename, line, 1, "the text holds an invalid character (a lone surrogate)",
-                                 fix="pass valid Unicode text")]) from None
+        raise SpecError(
+            [
+                Problem(
+                    filename,
+                    line,
+                    1,
+                    "the text holds an invalid character (a lone surrogate)",
+                    fix="pass valid Unicode text",
+                )
+            ]
+        ) from None
     depth_problem = _check_flow_depth(text, source)
     if depth_problem:
         raise SpecError([depth_problem], text)
@@ -149,8 +194,15 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
         line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
         code = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
         raise SpecError(
-            [Problem(filename, line, col, f"the character {code} is not allowed in YAML ({err.reason})",
-                     fix="remove it or write it as an escape inside a double-quoted string, e.g. \"\\x01\"")],
+            [
+                Problem(
+                    filename,
+                    line,
+                    col,
+                    f"the character {code} is not allowed in YAML ({err.reason})",
+                    fix='remove it or write it as an escape inside a double-quoted string, e.g. "\\x01"',
+                )
+            ],
             text,
         ) from None
     except yaml.YAMLError as err:
@@ -189,20 +241,25 @@ def _syntax_problem(err: yaml.MarkedYAMLError, text: str, filename: str) -> Prob
 
 
 def load_file(path: str | Path) -> tuple[Any, Source]:
-    path = Path(path)
+    """Read a spec file -- a regular file only, at most ``MAX_BYTES`` of it -- and load it.
+
+    A device (`/dev/zero`), a FIFO or a directory is refused before it is read, and again on the open
+    descriptor, so nothing blocks; the size bound applies to the bytes read, not to what `stat` reports.
+    """
     name = str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            fix = "split it or remove data from it"
-            raise SpecError([Problem(name, 1, 1, f"the spec is larger than {MAX_BYTES // 1024} KiB", fix=fix)])
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError([Problem(name, 0, 0, "no such file", fix="check the path")]) from None
-    except IsADirectoryError:
-        raise SpecError([Problem(name, 0, 0, "is a directory, not a spec file", fix="name a .yaml file")]) from None
-    except OSError as err:
-        raise SpecError([Problem(name, 0, 0, f"cannot read: {err.strerror}")]) from None
+        raw, complete = read_file(path, limit=MAX_BYTES, confine=False)
+    except PathError as err:
+        if err.kind == "missing":
+            message, fix = "no such file", "check the path"
+        elif err.kind == "not_regular":
+            message, fix = err.message.replace("not a regular file", "not a spec file"), "name a .yaml file"
+        else:
+            message, fix = err.message, err.fix
+        raise SpecError([Problem(name, 0, 0, message, fix=fix)]) from None
+    if not complete:
+        fix = "split it or remove data from it"
+        raise SpecError([Problem(name, 1, 1, f"the spec is larger than {MAX_BYTES // 1024} KiB", fix=fix)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -253,10 +310,13 @@ class _Converter:
 
     def __init__(self, source: Source):
         self.source = source
+        self.expressions = 0  # strings that `$vars` and arithmetic will parse (see MAX_EXPRESSIONS)
 
     def _fail(self, node: yaml.Node, message: str, fix: str = "") -> SpecError:
         mark = node.start_mark
-        return SpecError([Problem(self.source.filename, mark.line + 1, mark.column + 1, message, fix=fix)], self.source.text)
+        return SpecError(
+            [Problem(self.source.filename, mark.line + 1, mark.column + 1, message, fix=fix)], self.source.text
+        )
 
     def check_graph(self, root: yaml.Node) -> None:
         """Bound depth, alias use and the size after alias expansion, before building anything."""
@@ -294,7 +354,9 @@ class _Converter:
 
     def convert(self, node: yaml.Node, path: Path_) -> Any:
         if node.tag not in _CORE_TAGS:
-            tag = "!!" + node.tag[len("tag:yaml.org,2002:") :] if node.tag.startswith("tag:yaml.org,2002:") else node.tag
+            tag = (
+                "!!" + node.tag[len("tag:yaml.org,2002:") :] if node.tag.startswith("tag:yaml.org,2002:") else node.tag
+            )
             raise self._fail(
                 node,
                 f"YAML tag {tag!r} is not allowed",
@@ -305,12 +367,27 @@ class _Converter:
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALARS:  # `!!map x`: a collection tag on a plain value
                 kind = node.tag.rsplit(":", 1)[-1]
-                raise self._fail(node, f"the `!!{kind}` tag cannot apply to a plain value", f"remove the `!!{kind}` tag")
+                raise self._fail(
+                    node, f"the `!!{kind}` tag cannot apply to a plain value", f"remove the `!!{kind}` tag"
+                )
             try:
-                return _SCALARS[node.tag](node.value)
+                value = _SCALARS[node.tag](node.value)
+            except _OutOfRange as err:
+                raise self._fail(node, err.message, err.fix) from None
             except ValueError:
                 kind = node.tag.rsplit(":", 1)[-1]
-                raise self._fail(node, f"{node.value!r} is not a valid {kind}", f"remove the `!!{kind}` tag") from None
+                shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+                raise self._fail(node, f"{shown!r} is not a valid {kind}", f"remove the `!!{kind}` tag") from None
+            if isinstance(value, str) and path[-1:] != ("<key>",) and needs_evaluation(value):
+                self.expressions += 1
+                if self.expressions > MAX_EXPRESSIONS:
+                    raise self._fail(
+                        node,
+                        f"more than {MAX_EXPRESSIONS:,} `$references` and arithmetic expressions "
+                        "(after alias expansion)",
+                        "use fewer expressions: compute a value once in `vars:` and refer to it",
+                    )
+            return value
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(child, path + (i,)) for i, child in enumerate(node.value)]
         result: dict[str, Any] = {}

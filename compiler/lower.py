@@ -19,6 +19,7 @@ from .load import Path_
 from .problems import Problems
 from .registry import REGISTRY, Entry
 from .shapes import ShapeError, format_shape, merged_shape, output_shape
+from .names import RESERVED_NAMES
 from .spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
@@ -65,6 +66,7 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     lowerer.end_of_model()
     model = ModelIR(root, spec.input, dtype)
     model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init) if rule is not None]
+    _check_class_names(model, spec, problems)
     budget = memory_budget() if max_bytes is None else max_bytes
     if problems.count() == before and model.nbytes > budget:
         problems.fail(
@@ -74,6 +76,22 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
             "make the layers smaller, or raise the limit (--max-memory, or SPECC_MAX_MODEL_BYTES)",
         )
     return model if problems.count() == before else None
+
+
+def _check_class_names(model: ModelIR, spec: Spec, problems: Problems) -> None:
+    """The generated script defines a class per merge-block shape: its name must not be one the script uses."""
+    from .emit import class_names
+
+    names = class_names(list(model.merges()))
+    for merge in model.merges():
+        name = names[merge.shape_key]
+        if name in RESERVED_NAMES or name in spec.vars:
+            problems.fail(
+                merge.yaml_path + ("class",),
+                f"class {name!r} is a name the generated script already uses (a variable, setting, import or helper)",
+                f"call it e.g. {name + 'Block'!r}",
+            )
+            return
 
 
 def _first_layer(node: Any) -> Entry | None:
@@ -160,6 +178,7 @@ class _Lowerer:
     def merge(self, node: Merge, name: str, path: str, shape: tuple | None, dtype: str) -> MergeIR:
         self.check_tuple(node.yaml_path, "merge block")
         class_name = node.class_name or f"{node.op.capitalize()}Block"
+
         ir = MergeIR(name, path, node.op, node.dim, class_name, None, [], None, node.yaml_path, shape)
         names: dict[str, Path_] = {}
         if node.before is not None:

@@ -8,6 +8,7 @@ do not match the classes or targets, a loss that does not fit the targets.
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 from ._suggest import did_you_mean
@@ -16,6 +17,7 @@ from .ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
 from .problems import Problems
 from .registry import NON_NEGATIVE_ARGS, REGISTRY
 from .shapes import format_shape
+from .paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
 from .spec import Call, DataSpec, Spec, TrainSpec
 
 _shape = format_shape
@@ -223,45 +225,103 @@ class _DataChecker:
         return classes or None
 
     def csv_facts(self, dataset: CallIR):
+        """(features, classes, has a test file) of a CSV dataset; its files are read through ``paths.read_file``.
+
+        Both files (``path`` and ``test_path``) must resolve, symbolic links followed, to regular files inside
+        the folder specc runs in; at most ``CSV_SCAN_BYTES`` of each is read. Problems name at most a few
+        columns, each cut to 40 characters and escaped: a file's contents never reach a log in bulk.
+        """
         path, target = dataset.value("path"), dataset.value("target")
         where = dataset.yaml_path
         if not isinstance(path, str) or not isinstance(target, str):
             self.fail(where, "CSV `path:` and `target:` must be strings")
             return None, None, False
-        normalized = os.path.normpath(path)
-        if os.path.isabs(path) or normalized == ".." or normalized.startswith(".." + os.sep):
-            # a shared spec must not read (or echo into CI logs) files outside the project
-            self.fail(where, f"CSV path {path!r} leaves the folder specc runs in",
-                      "use a path relative to that folder, without '..'")
+        test_path = dataset.value("test_path")
+        if test_path is not None and not isinstance(test_path, str):
+            self.fail(_csv_where(dataset, "test_path"), "CSV `test_path:` must be a string", "write a relative path")
             return None, None, False
-        if not os.path.isfile(path):
-            self.fail(where, f"CSV file {path!r} not found (paths are relative to where you run specc)",
-                      "check the path")
+        header, labels = self.csv_head(dataset, "path", path, target)
+        if header is None:
             return None, None, False
+        files = [("path", path, header)]
+        if test_path is not None:
+            test_header, _ = self.csv_head(dataset, "test_path", test_path, target)
+            if test_header is None:
+                return None, None, False
+            files.append(("test_path", test_path, test_header))
+        features = dataset.value("features") or [h for h in header if h != target]
+        for key, name, columns in files:
+            label = "CSV file" if key == "path" else "CSV test file"
+            if target not in columns:
+                from ._suggest import did_you_mean
+
+                self.fail(
+                    _csv_where(dataset, "target"),
+                    f"{label} {name!r} has no column {_clip(target)}",
+                    did_you_mean(target, [c[:40] for c in columns], f"its columns: {_columns(columns)}"),
+                )
+                return None, None, False
+            present = set(columns)
+            missing = [f for f in features if f not in present]
+            if missing:
+                self.fail(
+                    _csv_where(dataset, "features" if dataset.value("features") else key),
+                    f"{label} {name!r} has no column{'s' if len(missing) > 1 else ''} {_columns(missing)}",
+                    f"its columns: {_columns(columns)}",
+                )
+                return None, None, False
+        is_int = all(_is_int(v) for v in labels)
+        classes = None
+        if labels and is_int:
+            values = [int(float(v)) for v in labels]
+            if min(values) >= 0 and max(values) < 1 << 24:  # else whole-number regression values, not classes
+                classes = max(values) + 1
+        return (len(features),), classes, test_path is not None
+
+    def csv_head(self, dataset: CallIR, key: str, path: str, target: str) -> tuple[list[str] | None, set[str]]:
+        """The header of a CSV file a spec names and the values of its target column in the first rows."""
+        where = _csv_where(dataset, key)
+        label = "CSV file" if key == "path" else "CSV test file"
+        try:
+            raw, complete = read_file(path, limit=CSV_SCAN_BYTES)
+        except PathError as err:
+            if err.kind == "outside":
+                self.fail(where, f"CSV {key} {path!r} {err.message}", err.fix)
+            elif err.kind == "missing":
+                self.fail(where, f"{label} {path!r} not found (paths are relative to where you run specc)", err.fix)
+            else:
+                self.fail(where, f"{label} {path!r} {err.message}", err.fix)
+            return None, set()
+        if not complete:  # scan whole rows only
+            cut = raw.rfind(b"\n")
+            if cut < 0:
+                self.fail(
+                    where,
+                    f"{label} {path!r} has a first line longer than {CSV_SCAN_BYTES >> 20} MiB",
+                    "give a CSV file with a header row",
+                )
+                return None, set()
+            raw = raw[: cut + 1]
+        first = raw.split(b"\n", 1)[0]
+        if first.count(b",") >= CSV_MAX_COLUMNS:  # counted before csv builds a list of them (an over-count is fine)
+            self.fail(where, f"{label} {path!r} has more than {CSV_MAX_COLUMNS:,} columns", "give fewer columns")
+            return None, set()
         labels: set[str] = set()
         try:
-            with open(path, newline="", encoding="utf-8") as file:
-                reader = csv.reader(file)
-                header = next(reader, [])
-                for i, row in enumerate(reader):
-                    if target in header and len(row) == len(header):
-                        labels.add(row[header.index(target)])
-                    if i > 100_000:
-                        break
-        except (UnicodeDecodeError, csv.Error, OSError) as err:
-            self.fail(where, f"cannot read CSV file {path!r}: {type(err).__name__}",
-                      "give a UTF-8 CSV file with a header row")
-            return None, None, False
-        if target not in header:
-            self.fail(where, f"CSV file {path!r} has no column {target!r}", did_you_mean(target, header, f"columns: {header}"))
-            return None, None, False
-        features = dataset.value("features") or [h for h in header if h != target]
-        missing = [f for f in features if f not in header]
-        if missing:
-            self.fail(where, f"CSV file {path!r} has no column(s) {missing}", f"columns: {header}")
-        is_int = all(_is_int(v) for v in labels)
-        classes = (max(int(float(v)) for v in labels) + 1) if labels and is_int else None
-        return (len(features),), classes, dataset.value("test_path") is not None
+            reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+            header = next(reader, [])
+            column = header.index(target) if target in header else None
+            for i, row in enumerate(reader):
+                if column is not None and len(row) == len(header):
+                    labels.add(row[column])
+                if i > 100_000:
+                    break
+        except (UnicodeDecodeError, csv.Error) as err:
+            self.fail(
+                where, f"cannot read {label} {path!r}: {type(err).__name__}", "give a UTF-8 CSV file with a header row"
+            )
+            return None, set()
+        return header, labels
 
     def walk_transforms(self, transforms: list[CallIR], shape, image: bool, path) -> tuple | None:
         """Follow a sample through the transforms: PIL image or tensor, and its shape."""
@@ -376,6 +436,23 @@ def _is_shape(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(
         isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 24 for v in value
     )
+
+
+def _csv_where(dataset: CallIR, key: str) -> tuple:
+    """The YAML path of a CSV argument (its position when given by keyword, else the dataset's)."""
+    return dataset.yaml_path + ("CSV", key) if key in dataset.kwargs else dataset.yaml_path
+
+
+def _clip(text) -> str:
+    """A name from a file or a spec, escaped and cut to 40 characters."""
+    text = str(text)
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
+def _columns(names: list) -> str:
+    """At most 5 names, clipped: a header row never reaches a log in full."""
+    shown = ", ".join(_clip(n) for n in names[:5])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
 
 
 def _is_int(text: str) -> bool:

@@ -38,7 +38,7 @@ def _environment() -> jinja2.Environment:
 
 def render(program: Program) -> str:
     spec, training = program.spec, program.training
-    code = emit_model(program.model)
+    code = emit_model(program.model, RESERVED_NAMES | frozenset(spec.vars))
     context = {
         "docstring": _docstring(spec, training),
         "variables": _variables(spec),

@@ -21,16 +21,11 @@ from .errors import Problem
 from .expr import Evaluated, ExprError, evaluate, references
 from .load import Path_, Source
 from .problems import Problems
+from .names import RESERVED_NAMES, NameProblem, check_block_name, check_spec_name, check_variable
 from .registry import REGISTRY
 
 MAX_REPEAT = 10_000
 MAX_MODULES = 100_000  # per model; checked here before repeats are copied, and again while lowering
-# Names the generated script defines itself: a variable may not shadow them.
-RESERVED_NAMES = frozenset(
-    """torch nn optim F transforms datasets DataLoader TensorDataset math os sys time json random
-    argparse hashlib tempfile pathlib Path OrderedDict build_model build_data build_loss build_optimizer
-    build_scheduler train evaluate main save_checkpoint load_checkpoint GradientDescent""".split()
-)
 
 
 class _Strict(BaseModel):
@@ -170,7 +165,7 @@ class Spec(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_identifier(cls, value: str) -> str:
-        _check_identifier(value, "a spec name")
+        check_spec_name(value)  # a NameProblem carries its fix to _pydantic_problems
         return value
 
     @field_validator("input", mode="before")
@@ -347,10 +342,11 @@ class _Parser:
         elif REGISTRY.is_layer(name):
             self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
         else:
-            try:
-                _check_identifier(name, "a block name")
-            except ValueError as err:
-                self.fail(path, str(err), "use letters, digits and underscores, not starting with a digit")
+            try:  # a top-level block is a local of the script's build_model, like the variables it reads
+                top = len(path) == 2
+                check_block_name(name, is_variable=(lambda n: ("vars", n) in self.source.positions) if top else None)
+            except NameProblem as err:
+                self.fail(path, err.message, err.fix)
                 return
         folded = unicodedata.normalize("NFKC", name)
         if folded in seen:
@@ -590,9 +586,9 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
         for name, value in raw_vars.items():
             path = ("vars", name)
             try:
-                _check_identifier(str(name), "a variable name")
-            except ValueError as err:
-                parser.fail(path, str(err), "rename the variable")
+                check_variable(str(name))
+            except NameProblem as err:
+                parser.fail(path, err.message, err.fix)
                 continue
             folded = unicodedata.normalize("NFKC", name)
             if name in RESERVED_NAMES or folded in seen:
@@ -808,7 +804,8 @@ def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[Path_, st
             fix = f"add `{loc[-1]}:`"
         elif kind == "value_error":  # our own validators: the message is already the whole story
             message = str(item.get("ctx", {}).get("error", message))
-            if loc == ("name",) and isinstance(item.get("input"), str):
+            fix = getattr(item.get("ctx", {}).get("error"), "fix", "")  # a NameProblem's own fix
+            if not fix and loc == ("name",) and isinstance(item.get("input"), str):
                 fix = f"e.g. `name: {_identifier_like(item['input'])}`"
         elif kind in _BOUNDS:
             value, (relation, bound) = item.get("input"), _BOUNDS[kind]

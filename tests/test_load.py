@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -60,9 +59,11 @@ def test_core_schema_scalars(text: str, value) -> None:
 
 @pytest.mark.parametrize("text", [".inf", "-.inf", ".nan", ".NaN", "+.Inf"])
 def test_special_floats(text: str) -> None:
-    got = _data(f"v: {text}\n")["v"]
-    assert isinstance(got, float)
-    assert math.isnan(got) if "nan" in text.lower() else math.isinf(got)
+    """No torch argument a spec can set takes NaN or infinity: refused where they are written (issue 10)."""
+    with pytest.raises(SpecError) as info:
+        load_text(f"v: {text}\n", "t.yaml")
+    problem = _only(info.value)
+    assert (problem.line, problem.col) == (1, 4) and "use a finite number" in problem.fix
 
 
 @pytest.mark.parametrize(
