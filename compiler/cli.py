@@ -171,9 +171,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.set = [*(args.set or []), f"train.epochs={args.epochs}"]
     spec = _load(args.spec, args)
     if spec.train is None:
-        raise SpecError([spec.source.problem((), "this spec has no training sections, so there is nothing to train",
-                                             "add data, loss, optimizer and train (docs/spec-language.md §4-6), or "
-                                             "use `specc generate` for the model's module")], spec.source.text)
+        raise SpecError(
+            [
+                spec.source.problem(
+                    (),
+                    "this spec has no training sections, so there is nothing to train",
+                    "add data, loss, optimizer and train (docs/spec-language.md §4-6), or "
+                    "use `specc generate` for the model's module",
+                )
+            ],
+            spec.source.text,
+        )
     return train_from_spec(spec, args)
 
 
@@ -202,16 +210,27 @@ def _version() -> str:
 
 
 def _overridable(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a spec value, validated like the file (repeatable), "
-                   "e.g. --set train.epochs=3 --set optimizer.Adam.lr=3e-4")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a spec value, validated like the file (repeatable), "
+        "e.g. --set train.epochs=3 --set optimizer.Adam.lr=3e-4",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="specc", description="Compile YAML model specs into PyTorch models and scripts.")
+    parser = argparse.ArgumentParser(
+        prog="specc", description="Compile YAML model specs into PyTorch models and scripts."
+    )
     parser.add_argument("--version", action="version", version=_version())
-    parser.add_argument("--max-memory", type=_parse_bytes, default=None, metavar="SIZE",
-                        help="refuse models whose parameters and buffers exceed SIZE (default: physical memory)")
+    parser.add_argument(
+        "--max-memory",
+        type=_parse_bytes,
+        default=None,
+        metavar="SIZE",
+        help="refuse models whose parameters and buffers exceed SIZE (default: physical memory)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
@@ -241,9 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .reference import KINDS
 
-    p = sub.add_parser("list", help="the names a spec may use, with their arguments and defaults",
-                       description="List layers, losses, optimizers, schedulers, datasets, transforms or init "
-                       "functions with their arguments and defaults. Example: specc list layers")
+    p = sub.add_parser(
+        "list",
+        help="the names a spec may use, with their arguments and defaults",
+        description="List layers, losses, optimizers, schedulers, datasets, transforms or init "
+        "functions with their arguments and defaults. Example: specc list layers",
+    )
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
     p.set_defaults(func=cmd_list)
 

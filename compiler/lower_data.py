@@ -14,10 +14,10 @@ import os
 from ._suggest import did_you_mean
 from .bind import Binder, where_of
 from .ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
+from .paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
 from .problems import Problems
 from .registry import NON_NEGATIVE_ARGS, REGISTRY
 from .shapes import format_shape
-from .paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
 from .spec import Call, DataSpec, Spec, TrainSpec
 
 _shape = format_shape
@@ -28,8 +28,11 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
     present = {k: getattr(spec, k) is not None for k in ("data", "loss", "optimizer", "train")}
     if any(present.values()) and not all(present.values()):
         missing = [k for k, v in present.items() if not v]
-        problems.fail((), f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
-                      f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)")
+        problems.fail(
+            (),
+            f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
+            f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)",
+        )
     if not all(present.values()):
         return None
     assert spec.data and spec.loss and spec.optimizer and spec.train
@@ -43,8 +46,11 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
     if data and loss:
         checker.targets(data, loss, spec.train)
     if spec.train.mode == "online" and spec.train.epochs != 1:
-        problems.fail(("train", "epochs"), "online learning makes one pass and uses each sample once",
-                      "set `epochs: 1`, or use `mode: minibatch`")
+        problems.fail(
+            ("train", "epochs"),
+            "online learning makes one pass and uses each sample once",
+            "set `epochs: 1`, or use `mode: minibatch`",
+        )
     speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
     if problems.count() > before or not (data and loss and optimizer):
         return None
@@ -53,9 +59,13 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
 
 def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
     """Apply `speed:`, check the options against each other and the data, and settle what `auto` may do."""
-    speed = SpeedIR(*(train.option(n) for n in ("precision", "channels_last", "data_on_device")), [],
-                    True if train.option("compile") is True else train.option("compile"), train.option("cuda_graph"),
-                    train.option("cudnn_benchmark"))
+    speed = SpeedIR(
+        *(train.option(n) for n in ("precision", "channels_last", "data_on_device")),
+        [],
+        True if train.option("compile") is True else train.option("compile"),
+        train.option("cuda_graph"),
+        train.option("cudnn_benchmark"),
+    )
     if speed.compile is True:
         speed.compile = "default"
     if train.speed == "auto" and optimizer.entry.fusable and not {"fused", "foreach"} & set(optimizer.kwargs):
@@ -65,8 +75,11 @@ def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR
     if speed.data_on_device:
         others = [t.name for t in randoms if t.entry.flip_axis is None]
         if others and speed.data_on_device is True:
-            problems.fail(("train", "data_on_device"), f"data_on_device applies random flips on the device, "
-                         f"but not {', '.join(others)}", "remove those transforms, or set `data_on_device: false`")
+            problems.fail(
+                ("train", "data_on_device"),
+                f"data_on_device applies random flips on the device, but not {', '.join(others)}",
+                "remove those transforms, or set `data_on_device: false`",
+            )
         elif others:
             speed.data_on_device = False  # auto: keep the per-sample pipeline
         speed.flips = [(t.entry.flip_axis, float(t.value("p", 0.5))) for t in randoms if t.entry.flip_axis is not None]
@@ -83,8 +96,11 @@ def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR
     if not speed.data_on_device:
         reasons.append("data that is not on the device (`data_on_device`)")
     if speed.cuda_graph is True and reasons:
-        problems.fail(("train", "cuda_graph"), f"cuda_graph cannot be combined with {'; '.join(reasons)}",
-                     "set `cuda_graph: false`, or change what it conflicts with")
+        problems.fail(
+            ("train", "cuda_graph"),
+            f"cuda_graph cannot be combined with {'; '.join(reasons)}",
+            "set `cuda_graph: false`, or change what it conflicts with",
+        )
     elif speed.cuda_graph == "auto" and reasons:
         speed.cuda_graph = False
     if speed.fast and train.mode != "minibatch" and speed.cuda_graph:
@@ -111,8 +127,11 @@ def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
     reduction = ir.value("reduction")
     allowed = _REDUCTIONS + (("batchmean",) if ir.name == "KLDivLoss" else ())
     if isinstance(reduction, str) and reduction not in allowed:
-        problems.fail(_arg_where(call, "reduction", where), f"{ir.name} reduction {reduction!r} is not one of {allowed}",
-                     did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"))
+        problems.fail(
+            _arg_where(call, "reduction", where),
+            f"{ir.name} reduction {reduction!r} is not one of {allowed}",
+            did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"),
+        )
         return
     if ir.entry.kind != "loss":
         # constructing an optimizer imports torch._dynamo (about a second): check the numbers torch checks
@@ -120,19 +139,28 @@ def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
             values = value if isinstance(value, tuple) else (value,)
             numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
             if name in NON_NEGATIVE_ARGS and any(v < 0 for v in numbers):
-                problems.fail(_arg_where(call, name, where), f"{ir.name} {name} must not be negative, got {value!r}",
-                             f"use a value >= 0 for {name}")
+                problems.fail(
+                    _arg_where(call, name, where),
+                    f"{ir.name} {name} must not be negative, got {value!r}",
+                    f"use a value >= 0 for {name}",
+                )
             if name == "betas" and any(not 0.0 <= v < 1.0 for v in numbers):
-                problems.fail(_arg_where(call, name, where), f"{ir.name} betas must be in [0, 1), got {value!r}",
-                             "e.g. betas: [0.9, 0.999]")
+                problems.fail(
+                    _arg_where(call, name, where),
+                    f"{ir.name} betas must be in [0, 1), got {value!r}",
+                    "e.g. betas: [0.9, 0.999]",
+                )
         return
     try:
         ir.entry.resolve()(*args, **kwargs)
     except Exception as err:  # torch's own argument checks, e.g. "Invalid learning rate: -0.01"
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         culprit = next((k for k, v in kwargs.items() if repr(v) in message or str(v) in message), None)
-        problems.fail(_arg_where(call, culprit, where) if culprit else where,
-                     f"torch refuses {ir.name}'s arguments: {message}", "check the value against the torch documentation")
+        problems.fail(
+            _arg_where(call, culprit, where) if culprit else where,
+            f"torch refuses {ir.name}'s arguments: {message}",
+            "check the value against the torch documentation",
+        )
 
 
 def _arg_where(call: Call, name: str, default: tuple) -> tuple:
@@ -158,8 +186,9 @@ class _DataChecker:
         for t in data.transforms:
             entry = REGISTRY.get("transform", t.type)
             if entry and entry.replaced_by:
-                self.problems.warn(t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}",
-                                  f"write {entry.replaced_by}")
+                self.problems.warn(
+                    t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}", f"write {entry.replaced_by}"
+                )
         before = self.problems.count()
         shape, classes, has_test = self.dataset_facts(dataset, data)
         if self.problems.count() > before:  # unreadable data: no checks that build on its facts
@@ -169,16 +198,40 @@ class _DataChecker:
         if data.eval_transforms is not None:
             self.walk_transforms(eval_transforms, shape, image, ("data", "eval_transforms"))
         if data.normalize and dataset.name != "CSV":
-            self.fail(("data", "normalize"), "`normalize:` scales tabular features; this dataset is not tabular",
-                      "use a Normalize transform for images, or remove `normalize:`")
+            self.fail(
+                ("data", "normalize"),
+                "`normalize:` scales tabular features; this dataset is not tabular",
+                "use a Normalize transform for images, or remove `normalize:`",
+            )
         model_input = self.spec.input
         if sample is not None and model_input is not None and None not in sample and tuple(sample) != model_input:
-            self.fail(("input",), f"the model's input is {_shape(model_input)} but the data gives samples of "
-                      f"shape {_shape(tuple(sample))}", f"write `input: {list(sample)}` or change the transforms")
-        validation = ("val_split" if data.val_split else "test_path" if dataset.name == "CSV" and has_test
-                      else "test_split" if has_test else None)
-        return DataIR(dataset, transforms, eval_transforms, data.batch_size, data.shuffle, data.num_workers,
-                      data.val_split, data.normalize, classes, validation)
+            self.fail(
+                ("input",),
+                f"the model's input is {_shape(model_input)} but the data gives samples of "
+                f"shape {_shape(tuple(sample))}",
+                f"write `input: {list(sample)}` or change the transforms",
+            )
+        validation = (
+            "val_split"
+            if data.val_split
+            else "test_path"
+            if dataset.name == "CSV" and has_test
+            else "test_split"
+            if has_test
+            else None
+        )
+        return DataIR(
+            dataset,
+            transforms,
+            eval_transforms,
+            data.batch_size,
+            data.shuffle,
+            data.num_workers,
+            data.val_split,
+            data.normalize,
+            classes,
+            validation,
+        )
 
     def dataset_facts(self, dataset: CallIR, data: DataSpec):
         """(sample shape before transforms, number of classes, has a test split)."""
@@ -194,11 +247,17 @@ class _DataChecker:
         if name == "Synthetic":
             inputs, targets, classes = (dataset.value(k) for k in ("inputs", "targets", "classes"))
             if (targets is None) == (classes is None):
-                self.fail(path, "Synthetic needs exactly one of `targets:` (a shape: regression) or `classes:`",
-                          "e.g. `targets: [10]` or `classes: 10`")
+                self.fail(
+                    path,
+                    "Synthetic needs exactly one of `targets:` (a shape: regression) or `classes:`",
+                    "e.g. `targets: [10]` or `classes: 10`",
+                )
             if not _is_shape(inputs) or (targets is not None and not _is_shape(targets)):
-                self.fail(path, "Synthetic `inputs:` and `targets:` are shapes: lists of positive integers",
-                          "e.g. `inputs: [1000]`")
+                self.fail(
+                    path,
+                    "Synthetic `inputs:` and `targets:` are shapes: lists of positive integers",
+                    "e.g. `inputs: [1000]`",
+                )
                 return None, None, False
             if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
                 self.fail(path, "Synthetic `classes:` must be a positive integer")
@@ -214,14 +273,20 @@ class _DataChecker:
         """ImageFolder's classes are its root's subfolders (counted, not read); None if the root is not there."""
         root = dataset.value("root")
         if not isinstance(root, str) or not os.path.isdir(root):
-            self.fail(dataset.yaml_path, f"ImageFolder root {root!r} is not a folder (paths are relative to where "
-                      "you run specc)", "give the folder that holds one subfolder of images per class")
+            self.fail(
+                dataset.yaml_path,
+                f"ImageFolder root {root!r} is not a folder (paths are relative to where you run specc)",
+                "give the folder that holds one subfolder of images per class",
+            )
             return None
         with os.scandir(root) as entries:
             classes = sum(1 for e in entries if e.is_dir() and not e.name.startswith("."))
         if classes == 0:
-            self.fail(dataset.yaml_path, f"ImageFolder root {root!r} has no class subfolders",
-                      "put each class's images in a subfolder named after the class")
+            self.fail(
+                dataset.yaml_path,
+                f"ImageFolder root {root!r} has no class subfolders",
+                "put each class's images in a subfolder named after the class",
+            )
         return classes or None
 
     def csv_facts(self, dataset: CallIR):
@@ -332,8 +397,11 @@ class _DataChecker:
             name = t.entry.class_name
             if name == "ToTensor":
                 if state == "tensor":
-                    self.fail(where, "ToTensor gets a tensor: the sample is already one",
-                              "remove it (or put ToPILImage before it)")
+                    self.fail(
+                        where,
+                        "ToTensor gets a tensor: the sample is already one",
+                        "remove it (or put ToPILImage before it)",
+                    )
                 state = "tensor"
             elif name == "ToPILImage":
                 if state == "image":
@@ -347,10 +415,12 @@ class _DataChecker:
                     value = t.value(key)
                     n = len(value) if isinstance(value, (list, tuple)) else 1
                     if channels is not None and image and n not in (1, channels):
-                        self.fail(where, f"Normalize has {n} {key} values but the images have {channels} "
-                                  f"channel{'s' if channels > 1 else ''}",
-                                  f"give {channels} value{'s' if channels > 1 else ''}, e.g. "
-                                  f"{key}: {[0.5] * channels}")
+                        self.fail(
+                            where,
+                            f"Normalize has {n} {key} values but the images have {channels} "
+                            f"channel{'s' if channels > 1 else ''}",
+                            f"give {channels} value{'s' if channels > 1 else ''}, e.g. {key}: {[0.5] * channels}",
+                        )
                 std = t.value("std")
                 if any(v == 0 for v in (std if isinstance(std, (list, tuple)) else [std])):
                     self.fail(where, "Normalize std must not be 0")
@@ -374,44 +444,60 @@ class _DataChecker:
                 if len(pad) == 4:
                     shape[1:] = [shape[1] + pad[1] + pad[3], shape[2] + pad[0] + pad[2]]
         if state == "image":
-            self.fail(path if transforms else ("data", "dataset"),
-                      "the samples are still PIL images after the transforms; a DataLoader cannot batch them",
-                      "add `ToTensor` to `transforms:`")
+            self.fail(
+                path if transforms else ("data", "dataset"),
+                "the samples are still PIL images after the transforms; a DataLoader cannot batch them",
+                "add `ToTensor` to `transforms:`",
+            )
             return None
         return tuple(shape) if shape is not None else None
 
     def targets(self, data: DataIR, loss: CallIR, train: TrainSpec) -> None:
         """The loss against the data's targets and the model's output, before anything trains."""
         out = self.model.output_shape if self.model else None
-        classes, name = data.num_classes, data.dataset.name
+        name = data.dataset.name
         if self.model is not None and self.model.input_dtype == "int64" and name in ("Synthetic", "CSV"):
-            self.fail(data.dataset.yaml_path, f"the model's first layer takes integer indices, but {name} "
-                      "gives float inputs", "feed it token indices, or start the model with a layer that takes "
-                      "floats (e.g. Linear)")
+            self.fail(
+                data.dataset.yaml_path,
+                f"the model's first layer takes integer indices, but {name} gives float inputs",
+                "feed it token indices, or start the model with a layer that takes floats (e.g. Linear)",
+            )
         if loss.entry.targets == "classes":
             self.class_targets(data, loss, out)
         elif loss.entry.targets in ("values", "probabilities"):
             self.value_targets(data, loss, out)
         if "accuracy" in train.metrics and data.targets != "classes":
-            self.fail(("train", "metrics"), "accuracy needs class labels; these targets are regression values",
-                      "remove `accuracy`")
+            self.fail(
+                ("train", "metrics"),
+                "accuracy needs class labels; these targets are regression values",
+                "remove `accuracy`",
+            )
 
     def class_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
         classes = data.num_classes
         if classes is None and data.dataset.name != "ImageFolder":
-            self.fail(("loss",), f"{loss.name} needs class labels but the data has regression targets",
-                      "use MSELoss or L1Loss, or a dataset with classes")
+            self.fail(
+                ("loss",),
+                f"{loss.name} needs class labels but the data has regression targets",
+                "use MSELoss or L1Loss, or a dataset with classes",
+            )
             return
         data.targets = "classes"
         if out is None or classes is None:
             return
         if len(out) > 1:
-            self.fail(("model",), f"the model outputs {_shape(out)} per sample, but {loss.name} over {classes} "
-                      f"classes needs ({classes},)", "insert `Flatten` before the first Linear, so the dense layers "
-                      "see one vector per sample")
+            self.fail(
+                ("model",),
+                f"the model outputs {_shape(out)} per sample, but {loss.name} over {classes} "
+                f"classes needs ({classes},)",
+                "insert `Flatten` before the first Linear, so the dense layers see one vector per sample",
+            )
         elif out[0] != classes:
-            self.fail(("model",), f"the model outputs {out[0]} values per sample but the data has "
-                      f"{classes} classes", f"make the last layer output {classes}")
+            self.fail(
+                ("model",),
+                f"the model outputs {out[0]} values per sample but the data has {classes} classes",
+                f"make the last layer output {classes}",
+            )
 
     def value_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
         """Regression (MSE, L1...) and probability (BCE) losses compare the output with targets of its shape."""
@@ -421,20 +507,33 @@ class _DataChecker:
             labels = True  # BCE on a CSV's class labels 0..N-1: a classification dataset
         if labels:
             what = f"class labels 0..{classes - 1}" if classes else "class labels"
-            self.fail(("loss",), f"{loss.name} compares outputs with targets of the same shape, but {name} "
-                      f"gives {what}", f"use CrossEntropyLoss for {classes or 'the'} classes")
+            self.fail(
+                ("loss",),
+                f"{loss.name} compares outputs with targets of the same shape, but {name} gives {what}",
+                f"use CrossEntropyLoss for {classes or 'the'} classes",
+            )
             return
         data.targets = "values"
-        targets = tuple(data.dataset.value("targets")) if name == "Synthetic" and _is_shape(
-            data.dataset.value("targets")) else (1,) if name == "CSV" else None
+        targets = (
+            tuple(data.dataset.value("targets"))
+            if name == "Synthetic" and _is_shape(data.dataset.value("targets"))
+            else (1,)
+            if name == "CSV"
+            else None
+        )
         if targets is not None and out is not None and targets != tuple(out):
-            self.fail(("model",), f"the model outputs {_shape(out)} per sample but the targets are "
-                      f"{_shape(targets)}", f"make the last layer output {_shape(targets)}")
+            self.fail(
+                ("model",),
+                f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}",
+                f"make the last layer output {_shape(targets)}",
+            )
 
 
 def _is_shape(value) -> bool:
-    return isinstance(value, (list, tuple)) and bool(value) and all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 24 for v in value
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 24 for v in value)
     )
 
 

@@ -223,8 +223,12 @@ class _Parser:
                     f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`",
                 )
                 return None
-            self.fail(path, f"expected {article} {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`), got "
-                      f"{_describe(raw)}", f"e.g. `{kind}: {_EXAMPLES.get(kind, 'Name')}`")
+            self.fail(
+                path,
+                f"expected {article} {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`), got "
+                f"{_describe(raw)}",
+                f"e.g. `{kind}: {_EXAMPLES.get(kind, 'Name')}`",
+            )
             return None
         entry = REGISTRY.get(kind, type_name) if isinstance(type_name, str) else None
         if entry is None:
@@ -295,7 +299,9 @@ class _Parser:
                 fix = "start each layer on its own line with `- `"
             else:
                 message = f"the keys {', '.join(layers)} are layer types, but a named block's keys are names"
-                fix = f"make it a list (`- {first}: ...`) or name each layer, e.g. `{first.lower()}_1: {{{first}: ...}}`"
+                fix = (
+                    f"make it a list (`- {first}: ...`) or name each layer, e.g. `{first.lower()}_1: {{{first}: ...}}`"
+                )
             self.fail(path, message, fix)
             return True
         if len(layers) == 1 and raw[layers[0]] is None:  # `- Linear:` with its arguments not indented under it
@@ -336,7 +342,8 @@ class _Parser:
         if name in ("repeat", "body", "merge"):
             what = "merge blocks" if name == "merge" else "repeats"
             self.fail(
-                path, f"block name {name!r} is reserved for {what}",
+                path,
+                f"block name {name!r} is reserved for {what}",
                 f"rename the block, e.g. {name + '_1'!r}",
             )
         elif REGISTRY.is_layer(name):
@@ -363,8 +370,11 @@ class _Parser:
             return None
         count = raw["repeat"]
         if isinstance(count, bool) or not isinstance(count, int):
-            self.fail(path + ("repeat",), f"repeat count must be an integer, got {_describe(count)}",
-                      "write a number, e.g. `repeat: 3` (or a $variable)")
+            self.fail(
+                path + ("repeat",),
+                f"repeat count must be an integer, got {_describe(count)}",
+                "write a number, e.g. `repeat: 3` (or a $variable)",
+            )
             return None
         if not 1 <= count <= MAX_REPEAT:
             self.fail(path + ("repeat",), f"repeat count {count} is out of range", f"use 1 to {MAX_REPEAT}")
@@ -386,19 +396,22 @@ class _Parser:
             return None
         return repeat
 
-
     def merge(self, raw: dict, path: Path_) -> Merge | None:
         """`{merge: add, branches: {...}, ...}`; its parts keep their own YAML paths."""
         ok = True
         for key in raw:
             if key not in MERGE_KEYS:
-                self.fail(path + (key,), f"unknown key {key!r} in a merge block",
-                          did_you_mean(str(key), MERGE_KEYS, f"a merge block has: {', '.join(MERGE_KEYS)}"))
+                self.fail(
+                    path + (key,),
+                    f"unknown key {key!r} in a merge block",
+                    did_you_mean(str(key), MERGE_KEYS, f"a merge block has: {', '.join(MERGE_KEYS)}"),
+                )
                 ok = False
         op = raw["merge"]
         if op not in MERGE_OPS:
-            self.fail(path + ("merge",), f"unknown merge {op!r}",
-                      did_you_mean(str(op), MERGE_OPS, "use add, cat or mul"))
+            self.fail(
+                path + ("merge",), f"unknown merge {op!r}", did_you_mean(str(op), MERGE_OPS, "use add, cat or mul")
+            )
             ok = False
         dim = raw.get("dim", 1)
         if "dim" in raw and op in MERGE_OPS and op != "cat":
@@ -408,16 +421,25 @@ class _Parser:
             self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1` (channels)")
             ok = False
         class_name = raw.get("class")
-        if class_name is not None and not (isinstance(class_name, str) and class_name.isidentifier()
-                                           and class_name.isascii() and class_name[:1].isupper()):
-            self.fail(path + ("class",), f"class must be a Python class name, got {_describe(class_name)}",
-                      "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)")
+        if class_name is not None and not (
+            isinstance(class_name, str)
+            and class_name.isidentifier()
+            and class_name.isascii()
+            and class_name[:1].isupper()
+        ):
+            self.fail(
+                path + ("class",),
+                f"class must be a Python class name, got {_describe(class_name)}",
+                "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)",
+            )
             ok = False
         branches_raw = raw.get("branches")
         if not isinstance(branches_raw, dict) or len(branches_raw) < 2:
-            self.fail(path + ("branches",) if "branches" in raw else path,
-                      "a merge block needs `branches:`, a mapping of at least two named branches",
-                      "e.g. `branches: {main: [...], identity: Identity}`")
+            self.fail(
+                path + ("branches",) if "branches" in raw else path,
+                "a merge block needs `branches:`, a mapping of at least two named branches",
+                "e.g. `branches: {main: [...], identity: Identity}`",
+            )
             return None
         seen: dict[str, str] = {}
         branches = []
@@ -442,8 +464,11 @@ class _Parser:
 
     def init_rules(self, raw: Any) -> tuple[InitRule, ...]:
         if not isinstance(raw, list):
-            self.fail(("init",), f"`init:` is a list of rules, got {_describe(raw)}",
-                      "e.g. `init: [{type: Conv2d, weight: kaiming_normal_}]`")
+            self.fail(
+                ("init",),
+                f"`init:` is a list of rules, got {_describe(raw)}",
+                "e.g. `init: [{type: Conv2d, weight: kaiming_normal_}]`",
+            )
             return ()
         rules = []
         for i, item in enumerate(raw):
@@ -454,21 +479,30 @@ class _Parser:
 
     def init_rule(self, raw: Any, path: Path_) -> InitRule | None:
         if not isinstance(raw, dict):
-            self.fail(path, f"an init rule is a mapping, got {_describe(raw)}",
-                      "e.g. `{type: Linear, weight: {normal_: {std: 0.01}}, bias: zeros_}`")
+            self.fail(
+                path,
+                f"an init rule is a mapping, got {_describe(raw)}",
+                "e.g. `{type: Linear, weight: {normal_: {std: 0.01}}, bias: zeros_}`",
+            )
             return None
         selectors = {}
         for key in ("type", "path"):
             value = raw.get(key)
             values = value if isinstance(value, list) else [value] if value is not None else []
             if not all(isinstance(v, str) and v for v in values):
-                self.fail(path + (key,), f"`{key}:` is a name or a list of names, got {_describe(value)}",
-                          "e.g. `type: [BatchNorm2d, GroupNorm]` or `path: 'layer*.*.bn2'`")
+                self.fail(
+                    path + (key,),
+                    f"`{key}:` is a name or a list of names, got {_describe(value)}",
+                    "e.g. `type: [BatchNorm2d, GroupNorm]` or `path: 'layer*.*.bn2'`",
+                )
                 return None
             selectors[key] = tuple(values)
         if not selectors["type"] and not selectors["path"]:
-            self.fail(path, "an init rule needs `type:` (layer types) or `path:` (module path patterns)",
-                      "e.g. `type: Conv2d`")
+            self.fail(
+                path,
+                "an init rule needs `type:` (layer types) or `path:` (module path patterns)",
+                "e.g. `type: Conv2d`",
+            )
             return None
         for i, name in enumerate(selectors["type"]):
             if not REGISTRY.is_layer(name):
@@ -493,8 +527,15 @@ class _Parser:
         return InitRule(types=selectors["type"], paths=selectors["path"], calls=tuple(calls), yaml_path=path)
 
 
-_EXAMPLES = {"loss": "CrossEntropyLoss", "optimizer": "{Adam: {lr: 0.001}}", "scheduler": "{StepLR: {step_size: 1}}",
-             "dataset": "{MNIST: {root: data}}", "transform": "ToTensor", "layer": "ReLU", "init": "zeros_"}
+_EXAMPLES = {
+    "loss": "CrossEntropyLoss",
+    "optimizer": "{Adam: {lr: 0.001}}",
+    "scheduler": "{StepLR: {step_size: 1}}",
+    "dataset": "{MNIST: {root: data}}",
+    "transform": "ToTensor",
+    "layer": "ReLU",
+    "init": "zeros_",
+}
 
 
 def _is_repeat(raw: dict) -> bool:
@@ -560,8 +601,19 @@ def _args_like(value: Any) -> bool:
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
-    return f"{kinds.get(type(value), type(value).__name__)} ({value!r})" if not isinstance(value, (list, dict)) else kinds[type(value)]
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    return (
+        f"{kinds.get(type(value), type(value).__name__)} ({value!r})"
+        if not isinstance(value, (list, dict))
+        else kinds[type(value)]
+    )
 
 
 def _check_identifier(name: str, what: str) -> None:
@@ -592,7 +644,9 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
                 continue
             folded = unicodedata.normalize("NFKC", name)
             if name in RESERVED_NAMES or folded in seen:
-                parser.fail(path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}")
+                parser.fail(
+                    path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}"
+                )
                 continue
             seen[folded] = name
             later = [r for r in _references_in(value) if r not in variables and r in raw_vars]
@@ -601,8 +655,11 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
                 if ref == name:
                     parser.fail(path, f"variable ${name} refers to itself", "give it a value that does not use it")
                 else:
-                    parser.fail(path, f"variable ${name} uses ${ref}, which is defined after it",
-                                f"move `{ref}:` above `{name}:` in `vars:` (they are read in order)")
+                    parser.fail(
+                        path,
+                        f"variable ${name} uses ${ref}, which is defined after it",
+                        f"move `{ref}:` above `{name}:` in `vars:` (they are read in order)",
+                    )
                 continue
             resolved = _substitute(value, path, variables, symbols, parser, top=False)
             if _has_expression(resolved):
@@ -732,8 +789,11 @@ def _prepare(data: dict, parser: _Parser) -> dict:
             prepared.pop("model")
         elif not parser.found and _count_children(prepared["model"]) > MAX_MODULES:
             size = _count_children(prepared["model"])
-            parser.fail(("model",), f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
-                        "use fewer or smaller repeats")
+            parser.fail(
+                ("model",),
+                f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
+                "use fewer or smaller repeats",
+            )
     for path, kind in _CALL_FIELDS.items():
         key = path[0]
         if data.get(key) is not None:

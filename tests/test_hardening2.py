@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 import torch
 
 import compiler
-from compiler.emit import class_names
 from compiler import names, paths
 from compiler.cli import main as cli_main
+from compiler.emit import class_names
 from compiler.errors import Problem, SpecError, visible
 from compiler.load import MAX_BYTES, MAX_EXPRESSIONS, load_file, load_text
 
