@@ -16,10 +16,10 @@ from .bind import Binder, where_of
 from .errors import SpecError
 from .ir import BlockIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR
 from .load import Path_
+from .names import RESERVED_NAMES
 from .problems import Problems
 from .registry import REGISTRY, Entry
 from .shapes import ShapeError, format_shape, merged_shape, output_shape
-from .names import RESERVED_NAMES
 from .spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy

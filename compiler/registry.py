@@ -105,14 +105,17 @@ _SIGNATURES: dict[Entry, inspect.Signature] = {}
 
 def _recurrent_signature(entry: Entry) -> inspect.Signature:
     """RNN/LSTM/GRU take ``(*args, **kwargs)`` and pass them to RNNBase: read its signature instead."""
-    import torch.nn as nn
+    from torch import nn
 
-    params = [p for name, p in inspect.signature(nn.RNNBase.__init__).parameters.items() if name not in ("self", "mode")]
+    params = [
+        p for name, p in inspect.signature(nn.RNNBase.__init__).parameters.items() if name not in ("self", "mode")
+    ]
     if entry.name != "LSTM":
         params = [p for p in params if p.name != "proj_size"]
     if entry.name == "RNN":  # RNN(input_size, hidden_size, num_layers, nonlinearity, bias, ...)
-        nonlinearity = inspect.Parameter("nonlinearity", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="tanh",
-                                         annotation=str)
+        nonlinearity = inspect.Parameter(
+            "nonlinearity", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="tanh", annotation=str
+        )
         params.insert(3, nonlinearity)
     return inspect.Signature(params)
 
@@ -298,7 +301,7 @@ def register_layer(
     This is the only way to extend the set of layers: a spec can never import code itself.
     A generated script imports the class from its module (``cls.__module__``).
     """
-    import torch.nn as nn
+    from torch import nn
 
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_layer expects an nn.Module subclass, got {cls!r}")
@@ -307,6 +310,8 @@ def register_layer(
         raise ValueError(f"layer name {name!r} is not an identifier")
     if infer is not None and infer not in inspect.signature(cls).parameters:
         raise ValueError(f"{cls.__name__} has no argument {infer!r} to infer")
-    entry = Entry(name, "layer", cls.__module__, attr=cls.__qualname__, infer=infer, infer_axis=infer_axis, cls_object=cls)
+    entry = Entry(
+        name, "layer", cls.__module__, attr=cls.__qualname__, infer=infer, infer_axis=infer_axis, cls_object=cls
+    )
     REGISTRY.add(entry)
     return entry

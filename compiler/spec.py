@@ -11,17 +11,16 @@ from __future__ import annotations
 import keyword
 import re
 import unicodedata
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ._literal import literal
 from ._suggest import did_you_mean
-from .errors import Problem
 from .expr import Evaluated, ExprError, evaluate, references
 from .load import Path_, Source
-from .problems import Problems
 from .names import RESERVED_NAMES, NameProblem, check_block_name, check_spec_name, check_variable
+from .problems import Problems
 from .registry import REGISTRY
 
 MAX_REPEAT = 10_000
@@ -73,7 +72,7 @@ class Merge(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
-Node = Annotated[Union[Layer, Block, Repeat, Merge], Field(discriminator="kind")]
+Node = Annotated[Layer | Block | Repeat | Merge, Field(discriminator="kind")]
 
 MERGE_OPS = ("add", "cat", "mul")
 MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
