@@ -25,3 +25,20 @@ __all__ = [
     "register_layer",
     "render_script",
 ]
+
+
+def to_spec(module, input=(3, 224, 224), name=None, **kwargs):
+    """The spec (YAML text) of a live ``nn.Module``, verified against it (``compiler.decompile.to_spec``)."""
+    from .decompile import to_spec as decompile
+
+    return decompile(module, input, name, **kwargs)
+
+
+def export(spec, path, format="onnx", checkpoint=None, **kwargs):
+    """Write the spec's model as ONNX or a torch.export program (``compiler.export.export``); imported lazily."""
+    from .export import export as run_export
+
+    return run_export(spec, path, format=format, checkpoint=checkpoint, **kwargs)
+
+
+__all__ += ["export", "to_spec"]
