@@ -15,15 +15,17 @@ from .spec import Spec
 __all__ = [
     "Problem",
     "Spec",
-    "SpecWarning",
     "SpecError",
+    "SpecWarning",
     "build_model",
     "build_training",
+    "export",
     "load_spec",
     "lower_spec",
     "parse_spec",
     "register_layer",
     "render_script",
+    "to_spec",
 ]
 
 
@@ -41,4 +43,3 @@ def export(spec, path, format="onnx", checkpoint=None, **kwargs):
     return run_export(spec, path, format=format, checkpoint=checkpoint, **kwargs)
 
 
-__all__ += ["export", "to_spec"]

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 
 class DecompileError(ValueError):
@@ -35,7 +34,7 @@ class DecompileError(ValueError):
 
     def __init__(self, path: str, message: str):
         self.path, self.message = path, message
-        super().__init__(f"{path or '<model>'}: {message}")
+        super().__init__(f"{path}: {message}" if path else message)
 
 
 # --------------------------------------------------------------------------- spec nodes
@@ -94,9 +93,9 @@ def _simplify(value: Any) -> Any:
 
 def _uniform(value: Any) -> Any:
     """``(3, 3)`` -> ``3`` (torch stores ints given for sizes as tuples)."""
-    if isinstance(value, list) and value and all(v == value[0] and type(v) is type(value[0]) for v in value):
-        if isinstance(value[0], (int, float)) and not isinstance(value[0], bool):
-            return value[0]
+    if isinstance(value, list) and value and all(v == value[0] and type(v) is type(value[0]) for v in value) \
+            and isinstance(value[0], (int, float)) and not isinstance(value[0], bool):
+        return value[0]
     return value
 
 
@@ -187,7 +186,7 @@ def _rebuild(entry: Any, args: dict) -> nn.Module | None:
             return cls(**kwargs, device="meta")
         with torch.device("meta"):
             return cls(**kwargs)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure is reported, located
         return None
 
 
@@ -350,7 +349,7 @@ def _trace(module: nn.Module, path: str) -> tuple[fx.Graph, set[str]]:
     for _ in range(8):
         try:
             graph = _Tracer(inline).trace(module)
-        except Exception as err:  # fx raises many kinds for data-dependent control flow
+        except Exception as err:  # noqa: BLE001 - fx raises many kinds for data-dependent control flow
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise DecompileError(path, f"cannot trace {type(module).__name__}.forward with torch.fx: "
                                  f"{type(err).__name__}: {first}") from None
@@ -413,10 +412,10 @@ def _graph(module: nn.Module, path: str) -> tuple[G, G, set[str]]:
         if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
             shape_of[node] = node.args[0]
             continue
-        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in shape_of:
-            if node.args[1] == 0:
-                batch_of[node] = shape_of[node.args[0]]
-                continue
+        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in shape_of \
+                and node.args[1] == 0:
+            batch_of[node] = shape_of[node.args[0]]
+            continue
         if node.target in _ADD or name in ("add", "add_", "__add__", "__iadd__") and node.op == "call_method":
             op = "add"
         elif node.target in _MUL or name in ("mul", "mul_", "__mul__", "__imul__") and node.op == "call_method":
@@ -471,7 +470,7 @@ def _functional_layer(type_name: str, kwargs: dict, path: str, what: str) -> Lay
     entry = REGISTRY.get("layer", type_name)
     try:
         module = entry.resolve()(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure is reported, located
         raise DecompileError(path, f"{what}: cannot make a {type_name} of it ({err})") from None
     return _layer(module, entry, path)
 
@@ -911,11 +910,11 @@ def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
         dtype = torch.int64 if lower_spec(spec).model.input_dtype == "int64" else torch.float32
         with torch.device("meta"):
             rebuilt = build_model(spec)
-    try:
-        rebuilt.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise DecompileError("", f"the spec's model does not take the module's state dict: "
-                             f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}") from None
+    problem = state_dict_mismatch(rebuilt, state)
+    if problem:
+        raise DecompileError("", f"the spec's model does not take the module's state dict ({problem}); is the input "
+                             f"shape {list(shape)} the one the module was made for?")
+    rebuilt.load_state_dict(state, strict=True, assign=True)
     if any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()]):  # non-persistent buffers
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -936,7 +935,7 @@ def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
                     expected = module(x.clone())
                     got = rebuilt(x.clone())
                     break
-                except Exception as err:
+                except Exception as err:  # noqa: BLE001 - any failure is reported, located
                     if sample != shape:
                         continue
                     raise DecompileError("", f"the input shape {list(shape)} does not fit the module: "
@@ -948,6 +947,24 @@ def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
     if not _equal(expected, got):
         raise DecompileError("", "the spec's model gives different outputs from the module's on a sample input; "
                              "refusing to write a wrong spec (the forward likely does something the spec leaves out)")
+
+
+def state_dict_mismatch(model: nn.Module, state: dict) -> str:
+    """Why ``state`` would not load into ``model`` with strict=True, in one line ("" if it would)."""
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    shapes = [k for k in ours if k in state and hasattr(state[k], "shape") and ours[k].shape != state[k].shape]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''} ({', '.join(keys[:3])}"
+                         f"{', ...' if len(keys) > 3 else ''})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of another shape ({k}: {list(state[k].shape)}, the model's "
+                     f"{list(ours[k].shape)}{', ...' if len(shapes) > 1 else ''})")
+    return "; ".join(parts)
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -967,7 +984,7 @@ def load_factory(text: str) -> nn.Module:
     module_name, attr = text.split(":", 1)
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure is reported, located
         raise DecompileError("", f"cannot import {module_name!r}: {type(err).__name__}: {err}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -979,7 +996,7 @@ def load_factory(text: str) -> nn.Module:
         raise DecompileError("", f"{text} is neither an nn.Module nor a function that makes one")
     try:
         made = obj()
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any failure is reported, located
         raise DecompileError("", f"{text}() raised {type(err).__name__}: {err}") from None
     if not isinstance(made, nn.Module):
         raise DecompileError("", f"{text}() returned {type(made).__name__}, not an nn.Module")
