@@ -19,9 +19,27 @@ __all__ = [
     "SpecWarning",
     "build_model",
     "build_training",
+    "export",
     "load_spec",
     "lower_spec",
     "parse_spec",
     "register_layer",
     "render_script",
+    "to_spec",
 ]
+
+
+def to_spec(module, input=(3, 224, 224), name=None, **kwargs):
+    """The spec (YAML text) of a live ``nn.Module``, verified against it (``compiler.decompile.to_spec``)."""
+    from .decompile import to_spec as decompile
+
+    return decompile(module, input, name, **kwargs)
+
+
+def export(spec, path, format="onnx", checkpoint=None, **kwargs):
+    """Write the spec's model as ONNX or a torch.export program (``compiler.exporting.export``); imported lazily."""
+    from .exporting import export as run_export
+
+    return run_export(spec, path, format=format, checkpoint=checkpoint, **kwargs)
+
+

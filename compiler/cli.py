@@ -200,6 +200,142 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- interop: import, export, schema, plugins
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"specc {command}: {message}", file=sys.stderr)
+    return 1
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a shape: sizes of one sample, e.g. 3,224,224")
+    return shape
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .decompile import DecompileError, load_factory, to_spec
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = load_factory(args.factory)
+            name = args.name or args.factory.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+            text = to_spec(module, args.input, name=_identifier(name), source=args.factory)
+    except DecompileError as err:
+        return _fail("import", f"{args.factory}: {err}")
+    if args.output and args.output != "-":
+        _write_atomic(Path(args.output), text.encode("utf-8"))
+        print(f"wrote {args.output} ({len(text.splitlines())} lines)", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.weights:
+        import io
+
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(module.state_dict(), buffer)
+        _write_atomic(Path(args.weights), buffer.getvalue())
+        print(f"wrote {args.weights} (state dict: load it into compiler.build_model(spec) with strict=True)",
+              file=sys.stderr)
+    return 0
+
+
+def _identifier(name: str) -> str:
+    import re
+
+    name = re.sub(r"\W", "_", name)
+    return name if name.isidentifier() else f"model_{name}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    spec = _load(args.spec, args)
+    from .exporting import ExportError, export
+
+    out = Path(args.output) if args.output else Path(f"{spec.name}.{args.format}")
+    try:
+        result = export(spec, out, format=args.format, checkpoint=args.checkpoint)
+    except ExportError as err:
+        return _fail("export", str(err))
+    print(f"wrote {result.path} ({result.format}; checked against torch on a batch of 3: max |difference| "
+          f"{result.max_abs_diff:.3g}, tolerance rtol={result.rtol}, atol={result.atol})")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def _load_plugins(names: list[str]) -> str | None:
+    """``--plugin`` modules and the ``specc.layers`` entry points: each registers layers when imported."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group="specc.layers"):
+        try:
+            point.load()
+        except Exception as err:  # noqa: BLE001 - a broken plugin is one located line
+            return f"plugin {point.name} ({point.value}, entry point specc.layers): {type(err).__name__}: {err}"
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # noqa: BLE001 - likewise
+            return f"--plugin {name}: {type(err).__name__}: {err}"
+    return None
+
+
+def _add_interop_commands(sub) -> None:
+    p = sub.add_parser("import", help="write the spec of a PyTorch model (e.g. torchvision.models:resnet18)",
+                       description="Decompile a model into a spec: FACTORY is MODULE:CALLABLE, called with no "
+                       "arguments (or MODULE:MODEL). The spec is verified: the model's state dict loads with "
+                       "strict=True and the outputs are equal.")
+    p.add_argument("factory", metavar="FACTORY")
+    p.add_argument("--input", type=_shape, required=True, metavar="SHAPE", help="one sample's shape, e.g. 3,224,224")
+    p.add_argument("-o", "--output", metavar="FILE", help="the spec file (default: stdout)")
+    p.add_argument("--weights", metavar="FILE", help="also save the model's state dict here (torch.save)")
+    p.add_argument("--name", help="the spec's name (default: the factory's)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export", help="write the model as ONNX or a torch.export program, checked against torch")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    p.add_argument("--checkpoint", metavar="PATH", help="weights: a specc checkpoint or a state dict file")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: <name>.onnx or <name>.pt2")
+    _overridable(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of spec files (for editors)")
+    p.set_defaults(func=cmd_schema)
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -231,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="refuse models whose parameters and buffers exceed SIZE (default: physical memory)",
     )
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (it registers layers with compiler.register_layer); repeatable")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
@@ -274,12 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3, help="training steps to compare (default 3)")
     _overridable(p)
     p.set_defaults(func=cmd_check)
+    _add_interop_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    failed = _load_plugins(args.plugin)
+    if failed:
+        return _fail(args.command, failed)
     try:
         return args.func(args)
     except SpecError as err:
