@@ -134,51 +134,53 @@ def _build_body(model: ModelIR, names: dict[tuple, str], script_globals: set[str
 
 
 class _Emitter:
+    """Lines of ``build_model()``, laid out as ``ruff format`` would: a call too long for one line opens its
+    parentheses, with its arguments on one indented line if they fit, else one a line."""
+
     def __init__(self, names: dict[tuple, str]):
         self.names = names
 
     def assign(self, var: str, node: Node, depth: int) -> list[str]:
-        body = self.node_lines(node, depth)
-        body[0] = INDENT * depth + f"{var} = " + body[0].lstrip()
-        if isinstance(node, LayerIR):
-            body[0] = _with_comment(body[0], node)
-        return body
+        return self.lines(f"{var} = ", node, "", depth)
 
     def node_lines(self, node: Node, depth: int) -> list[str]:
-        """Source lines for one node at ``depth`` indents (the last line without a trailing comma)."""
+        return self.lines("", node, "", depth)
+
+    def lines(self, prefix: str, node: Node, suffix: str, depth: int) -> list[str]:
+        """``prefix`` + the node's expression + ``suffix``, starting at ``depth`` indents."""
         pad = INDENT * depth
         if isinstance(node, LayerIR):
-            return [pad + call_source(node.entry.script_name, node.call.args, node.call.kwargs)]
+            return _layer_lines(pad, prefix, node, suffix)
         if isinstance(node, MergeIR):
-            lines = [pad + self.names[node.shape_key] + "("]
-            for child in node.children:
-                lines += self.item(f"{child.name}=", child, depth + 1)
-            return lines + [pad + ")"]
-        lines = [pad + "nn.Sequential("]
-        if node.named:
-            lines += [pad + INDENT + "OrderedDict(", pad + INDENT * 2 + "["]
-            for child in node.children:
-                if isinstance(child, LayerIR):
-                    inner = self.node_lines(child, 0)[0]
-                    lines.append(_with_comment(pad + INDENT * 3 + f"({literal(child.name)}, {inner}),", child))
-                else:
-                    sub = self.node_lines(child, depth + 4)
-                    lines += [pad + INDENT * 3 + "(", pad + INDENT * 4 + literal(child.name) + ","]
-                    lines += [*sub[:-1], sub[-1] + ",", pad + INDENT * 3 + "),"]
-            lines += [pad + INDENT * 2 + "]", pad + INDENT + ")"]
-        else:
-            for child in node.children:
-                lines += self.item("", child, depth + 1)
-        return lines + [pad + ")"]
+            body = [line for child in node.children for line in self.lines(f"{child.name}=", child, ",", depth + 1)]
+            return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
+        if not node.named:
+            body = [line for child in node.children for line in self.lines("", child, ",", depth + 1)]
+            return [pad + prefix + "nn.Sequential(", *body, pad + ")" + suffix]
+        body = []
+        inner = INDENT * (depth + 3)
+        for child in node.children:
+            one = self.lines(f"({literal(child.name)}, ", child, "),", depth + 3)
+            if len(one) == 1:
+                body += one
+            else:  # ruff splits the tuple itself: its name and its value each on a line
+                body += [inner + "(", inner + INDENT + literal(child.name) + ","]
+                body += self.lines("", child, ",", depth + 4) + [inner + "),"]
+        return [pad + prefix + "nn.Sequential(", pad + INDENT + "OrderedDict(", pad + INDENT * 2 + "[", *body,
+                pad + INDENT * 2 + "]", pad + INDENT + ")", pad + ")" + suffix]
 
-    def item(self, prefix: str, child: Node, depth: int) -> list[str]:
-        """One argument line (or lines) of a call: ``prefix`` + the child's expression + ``,``."""
-        sub = self.node_lines(child, depth)
-        sub[0] = INDENT * depth + prefix + sub[0].lstrip()
-        sub[-1] += ","
-        if isinstance(child, LayerIR):
-            sub[0] = _with_comment(sub[0], child)
-        return sub
+
+def _layer_lines(pad: str, prefix: str, node: LayerIR, suffix: str) -> list[str]:
+    call = node.call
+    parts = [a.source for a in call.args] + [f"{k}={a.source}" for k, a in call.kwargs.items()]
+    head = pad + prefix + node.entry.script_name + "("
+    one = head + ", ".join(parts) + ")" + suffix
+    if len(one) <= LINE:
+        return [_with_comment(one, node)]
+    hugged = pad + INDENT + ", ".join(parts)
+    if len(hugged) <= LINE:
+        return [head, hugged, pad + ")" + suffix]
+    return [head, *(pad + INDENT + part + "," for part in parts), pad + ")" + suffix]
 
 
 def _with_comment(line: str, node: LayerIR) -> str:

@@ -181,8 +181,39 @@ def _eval(node: ast.AST, variables: dict[str, Any]) -> Any:
 
 
 def _python_source(node: ast.AST) -> str:
-    class Strip(ast.NodeTransformer):
-        def visit_Name(self, name: ast.Name) -> ast.Name:
-            return ast.Name(id=name.id[len(_PLACEHOLDER) :], ctx=ast.Load())
+    """The expression as Python text, spaced as ``ruff format`` spaces it (``n**0.5``, ``a * b``)."""
+    return _text(node, 0)
 
-    return ast.unparse(Strip().visit(node))
+
+_PRECEDENCE = {ast.Add: 11, ast.Sub: 11, ast.Mult: 12, ast.Div: 12, ast.FloorDiv: 12, ast.Mod: 12, ast.Pow: 14}
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%", ast.Pow: "**"}
+
+
+def _text(node: ast.AST, outer: int) -> str:
+    """Python source of an arithmetic node, parenthesised only where ``outer`` precedence needs it."""
+    if isinstance(node, ast.Expression):
+        return _text(node.body, outer)
+    if isinstance(node, ast.Name):
+        return node.id[len(_PLACEHOLDER) :] if node.id.startswith(_PLACEHOLDER) else node.id
+    if isinstance(node, ast.Constant):
+        return repr(node.value)
+    if isinstance(node, ast.UnaryOp):
+        text = ("-" if isinstance(node.op, ast.USub) else "+") + _text(node.operand, 13)
+        return f"({text})" if outer > 13 else text
+    assert isinstance(node, ast.BinOp)
+    op = type(node.op)
+    prec = _PRECEDENCE[op]
+    power = op is ast.Pow  # right-associative: its left operand binds tighter
+    left = _text(node.left, prec + 1 if power else prec)
+    right = _text(node.right, 13 if power else prec + 1)  # `2**-1` needs no parentheses
+    # a negated left operand is parenthesised, and ruff spaces `**` around anything in parentheses
+    simple = power and isinstance(node.left, (ast.Name, ast.Constant)) and _simple_operand(node.right)
+    text = f"{left}**{right}" if simple else f"{left} {_SYMBOLS[op]} {right}"
+    return f"({text})" if prec < outer else text
+
+
+def _simple_operand(node: ast.AST) -> bool:
+    """What ``ruff format`` writes without spaces around ``**``: names, numbers, and their negations."""
+    if isinstance(node, ast.UnaryOp):
+        return _simple_operand(node.operand)
+    return isinstance(node, (ast.Name, ast.Constant))

@@ -59,10 +59,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-                                        conv1=nn.Conv2d(in_channels=64, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=64,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -70,10 +83,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (96, 56, 56)
-                                        conv1=nn.Conv2d(in_channels=96, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=96,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -81,10 +107,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv1=nn.Conv2d(in_channels=128, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -92,10 +131,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(160),  # -> (160, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (160, 56, 56)
-                                        conv1=nn.Conv2d(in_channels=160, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=160,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -103,10 +155,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(192),  # -> (192, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (192, 56, 56)
-                                        conv1=nn.Conv2d(in_channels=192, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=192,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -114,10 +179,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(224),  # -> (224, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (224, 56, 56)
-                                        conv1=nn.Conv2d(in_channels=224, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=224,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                             ]
@@ -131,7 +209,10 @@ def build_model():
                             [
                                 ("norm", nn.BatchNorm2d(256)),  # -> (256, 56, 56), num_features inferred
                                 ("relu", nn.ReLU(inplace=True)),  # -> (256, 56, 56)
-                                ("conv", nn.Conv2d(in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False)),
+                                (
+                                    "conv",
+                                    nn.Conv2d(in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False),
+                                ),
                                 ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (128, 28, 28)
                             ]
                         )
@@ -147,10 +228,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=128, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -158,10 +252,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(160),  # -> (160, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (160, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=160, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=160,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -169,10 +276,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (192, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=192, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=192,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -180,10 +300,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(224),  # -> (224, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (224, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=224, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=224,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -191,10 +324,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(256),  # -> (256, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (256, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=256, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=256,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -202,10 +348,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(288),  # -> (288, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (288, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=288, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=288,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -213,10 +372,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(320),  # -> (320, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (320, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=320, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=320,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -224,10 +396,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(352),  # -> (352, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (352, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=352, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=352,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -235,10 +420,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(384),  # -> (384, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (384, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=384, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=384,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -246,10 +444,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(416),  # -> (416, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (416, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=416, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=416,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -257,10 +468,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(448),  # -> (448, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (448, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=448, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=448,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -268,10 +492,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(480),  # -> (480, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (480, 28, 28)
-                                        conv1=nn.Conv2d(in_channels=480, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=480,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                             ]
@@ -285,7 +522,10 @@ def build_model():
                             [
                                 ("norm", nn.BatchNorm2d(512)),  # -> (512, 28, 28), num_features inferred
                                 ("relu", nn.ReLU(inplace=True)),  # -> (512, 28, 28)
-                                ("conv", nn.Conv2d(in_channels=512, out_channels=256, kernel_size=1, stride=1, bias=False)),
+                                (
+                                    "conv",
+                                    nn.Conv2d(in_channels=512, out_channels=256, kernel_size=1, stride=1, bias=False),
+                                ),
                                 ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (256, 14, 14)
                             ]
                         )
@@ -301,10 +541,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=256, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=256,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -312,10 +565,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(288),  # -> (288, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (288, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=288, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=288,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -323,10 +589,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(320),  # -> (320, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (320, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=320, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=320,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -334,10 +613,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(352),  # -> (352, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (352, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=352, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=352,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -345,10 +637,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (384, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=384, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=384,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -356,10 +661,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(416),  # -> (416, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (416, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=416, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=416,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -367,10 +685,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(448),  # -> (448, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (448, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=448, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=448,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -378,10 +709,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (480, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=480, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=480,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -389,10 +733,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(512),  # -> (512, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (512, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=512, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=512,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -400,10 +757,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(544),  # -> (544, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (544, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=544, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=544,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -411,10 +781,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (576, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=576, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=576,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -422,10 +805,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(608),  # -> (608, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (608, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=608, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=608,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -433,10 +829,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(640),  # -> (640, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (640, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=640, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=640,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -444,10 +853,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (672, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=672, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=672,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -455,10 +877,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(704),  # -> (704, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (704, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=704, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=704,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -466,10 +901,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(736),  # -> (736, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (736, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=736, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=736,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -477,10 +925,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(768),  # -> (768, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (768, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=768, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=768,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -488,10 +949,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(800),  # -> (800, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (800, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=800, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=800,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -499,10 +973,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(832),  # -> (832, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (832, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=832, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=832,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -510,10 +997,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(864),  # -> (864, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (864, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=864, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=864,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -521,10 +1021,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(896),  # -> (896, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (896, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=896, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=896,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -532,10 +1045,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(928),  # -> (928, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (928, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=928, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=928,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -543,10 +1069,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(960),  # -> (960, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (960, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=960, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=960,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -554,10 +1093,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(992),  # -> (992, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (992, 14, 14)
-                                        conv1=nn.Conv2d(in_channels=992, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=992,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                             ]
@@ -571,7 +1123,10 @@ def build_model():
                             [
                                 ("norm", nn.BatchNorm2d(1024)),  # -> (1024, 14, 14), num_features inferred
                                 ("relu", nn.ReLU(inplace=True)),  # -> (1024, 14, 14)
-                                ("conv", nn.Conv2d(in_channels=1024, out_channels=512, kernel_size=1, stride=1, bias=False)),
+                                (
+                                    "conv",
+                                    nn.Conv2d(in_channels=1024, out_channels=512, kernel_size=1, stride=1, bias=False),
+                                ),
                                 ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (512, 7, 7)
                             ]
                         )
@@ -587,10 +1142,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=512, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=512,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -598,10 +1166,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(544),  # -> (544, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (544, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=544, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=544,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -609,10 +1190,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(576),  # -> (576, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (576, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=576, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=576,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -620,10 +1214,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(608),  # -> (608, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (608, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=608, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=608,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -631,10 +1238,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(640),  # -> (640, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (640, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=640, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=640,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -642,10 +1262,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(672),  # -> (672, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (672, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=672, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=672,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -653,10 +1286,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(704),  # -> (704, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (704, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=704, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=704,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -664,10 +1310,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(736),  # -> (736, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (736, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=736, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=736,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -675,10 +1334,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(768),  # -> (768, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (768, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=768, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=768,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -686,10 +1358,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(800),  # -> (800, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (800, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=800, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=800,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -697,10 +1382,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(832),  # -> (832, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (832, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=832, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=832,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -708,10 +1406,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(864),  # -> (864, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (864, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=864, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=864,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -719,10 +1430,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(896),  # -> (896, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (896, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=896, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=896,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -730,10 +1454,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(928),  # -> (928, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (928, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=928, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=928,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -741,10 +1478,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (960, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=960, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=960,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                                 (
@@ -752,10 +1502,23 @@ def build_model():
                                     DenseLayer(
                                         norm1=nn.BatchNorm2d(992),  # -> (992, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (992, 7, 7)
-                                        conv1=nn.Conv2d(in_channels=992, out_channels=bn_size * growth_rate, kernel_size=1, stride=1, bias=False),
+                                        conv1=nn.Conv2d(
+                                            in_channels=992,
+                                            out_channels=bn_size * growth_rate,
+                                            kernel_size=1,
+                                            stride=1,
+                                            bias=False,
+                                        ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(in_channels=128, out_channels=growth_rate, kernel_size=3, stride=1, padding=1, bias=False),
+                                        conv2=nn.Conv2d(
+                                            in_channels=128,
+                                            out_channels=growth_rate,
+                                            kernel_size=3,
+                                            stride=1,
+                                            padding=1,
+                                            bias=False,
+                                        ),
                                     ),
                                 ),
                             ]

@@ -68,7 +68,9 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False
+                                    ),
                                     nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (32, 112, 112)
                                 ),
@@ -103,7 +105,15 @@ def build_model():
                                     nn.SiLU(inplace=True),  # -> (96, 112, 112)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=96, out_channels=96, kernel_size=3, stride=2, padding=1, groups=96, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=96,
+                                        out_channels=96,
+                                        kernel_size=3,
+                                        stride=2,
+                                        padding=1,
+                                        groups=96,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (96, 56, 56)
                                 ),
@@ -164,7 +174,15 @@ def build_model():
                                     nn.SiLU(inplace=True),  # -> (144, 56, 56)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=144, out_channels=144, kernel_size=5, stride=2, padding=2, groups=144, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=144,
+                                        out_channels=144,
+                                        kernel_size=5,
+                                        stride=2,
+                                        padding=2,
+                                        groups=144,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(144),  # -> (144, 28, 28), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (144, 28, 28)
                                 ),
@@ -225,7 +243,15 @@ def build_model():
                                     nn.SiLU(inplace=True),  # -> (240, 28, 28)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=240, out_channels=240, kernel_size=3, stride=2, padding=1, groups=240, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=240,
+                                        out_channels=240,
+                                        kernel_size=3,
+                                        stride=2,
+                                        padding=1,
+                                        groups=240,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(240),  # -> (240, 14, 14), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (240, 14, 14)
                                 ),
@@ -312,7 +338,14 @@ def build_model():
                                     nn.SiLU(inplace=True),  # -> (480, 14, 14)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=480, out_channels=480, kernel_size=5, padding=2, groups=480, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=480,
+                                        out_channels=480,
+                                        kernel_size=5,
+                                        padding=2,
+                                        groups=480,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (480, 14, 14)
                                 ),
@@ -399,7 +432,15 @@ def build_model():
                                     nn.SiLU(inplace=True),  # -> (672, 14, 14)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=672, out_channels=672, kernel_size=5, stride=2, padding=2, groups=672, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=672,
+                                        out_channels=672,
+                                        kernel_size=5,
+                                        stride=2,
+                                        padding=2,
+                                        groups=672,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(672),  # -> (672, 7, 7), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (672, 7, 7)
                                 ),
@@ -428,7 +469,9 @@ def build_model():
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False),
+                        nn.Conv2d(
+                            in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False
+                        ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
@@ -454,7 +497,9 @@ def build_model():
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False),
+                        nn.Conv2d(
+                            in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False
+                        ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
@@ -480,7 +525,9 @@ def build_model():
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False),
+                        nn.Conv2d(
+                            in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False
+                        ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
@@ -512,7 +559,14 @@ def build_model():
                                     nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=1152, out_channels=1152, kernel_size=3, padding=1, groups=1152, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=1152,
+                                        out_channels=1152,
+                                        kernel_size=3,
+                                        padding=1,
+                                        groups=1152,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                                 ),
@@ -562,5 +616,5 @@ def init_weights(model):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
-            nn.init.uniform_(module.weight, a=-1 / num_classes ** 0.5, b=1 / num_classes ** 0.5)
+            nn.init.uniform_(module.weight, a=-1 / num_classes**0.5, b=1 / num_classes**0.5)
             nn.init.zeros_(module.bias)

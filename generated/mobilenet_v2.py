@@ -43,7 +43,9 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False),
+                                nn.Conv2d(
+                                    in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False
+                                ),
                                 nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (32, 112, 112)
                             ),
@@ -66,7 +68,15 @@ def build_model():
                                 nn.ReLU6(inplace=True),  # -> (96, 112, 112)
                             ),
                             nn.Sequential(
-                                nn.Conv2d(in_channels=96, out_channels=96, kernel_size=3, stride=2, padding=1, groups=96, bias=False),
+                                nn.Conv2d(
+                                    in_channels=96,
+                                    out_channels=96,
+                                    kernel_size=3,
+                                    stride=2,
+                                    padding=1,
+                                    groups=96,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (96, 56, 56)
                             ),
@@ -105,7 +115,15 @@ def build_model():
                                 nn.ReLU6(inplace=True),  # -> (144, 56, 56)
                             ),
                             nn.Sequential(
-                                nn.Conv2d(in_channels=144, out_channels=144, kernel_size=3, stride=2, padding=1, groups=144, bias=False),
+                                nn.Conv2d(
+                                    in_channels=144,
+                                    out_channels=144,
+                                    kernel_size=3,
+                                    stride=2,
+                                    padding=1,
+                                    groups=144,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(144),  # -> (144, 28, 28), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (144, 28, 28)
                             ),
@@ -160,7 +178,15 @@ def build_model():
                                 nn.ReLU6(inplace=True),  # -> (192, 28, 28)
                             ),
                             nn.Sequential(
-                                nn.Conv2d(in_channels=192, out_channels=192, kernel_size=3, stride=2, padding=1, groups=192, bias=False),
+                                nn.Conv2d(
+                                    in_channels=192,
+                                    out_channels=192,
+                                    kernel_size=3,
+                                    stride=2,
+                                    padding=1,
+                                    groups=192,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(192),  # -> (192, 14, 14), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (192, 14, 14)
                             ),
@@ -231,7 +257,9 @@ def build_model():
                                 nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                             ),
                             nn.Sequential(
-                                nn.Conv2d(in_channels=384, out_channels=384, kernel_size=3, padding=1, groups=384, bias=False),
+                                nn.Conv2d(
+                                    in_channels=384, out_channels=384, kernel_size=3, padding=1, groups=384, bias=False
+                                ),
                                 nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                             ),
@@ -286,7 +314,15 @@ def build_model():
                                 nn.ReLU6(inplace=True),  # -> (576, 14, 14)
                             ),
                             nn.Sequential(
-                                nn.Conv2d(in_channels=576, out_channels=576, kernel_size=3, stride=2, padding=1, groups=576, bias=False),
+                                nn.Conv2d(
+                                    in_channels=576,
+                                    out_channels=576,
+                                    kernel_size=3,
+                                    stride=2,
+                                    padding=1,
+                                    groups=576,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(576),  # -> (576, 7, 7), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (576, 7, 7)
                             ),
@@ -341,7 +377,9 @@ def build_model():
                                 nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                             ),
                             nn.Sequential(
-                                nn.Conv2d(in_channels=960, out_channels=960, kernel_size=3, padding=1, groups=960, bias=False),
+                                nn.Conv2d(
+                                    in_channels=960, out_channels=960, kernel_size=3, padding=1, groups=960, bias=False
+                                ),
                                 nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                             ),

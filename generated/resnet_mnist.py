@@ -130,7 +130,7 @@ def build_model():
     pool = nn.AdaptiveAvgPool2d(1)  # -> (64, 1, 1)
     flatten = nn.Flatten()  # -> (64,)
     fc = nn.Linear(in_features=64, out_features=10)  # -> (10,), in_features inferred
-    model = nn.Sequential(
+    return nn.Sequential(
         OrderedDict(
             stem=stem,
             block1=block1,
@@ -141,15 +141,6 @@ def build_model():
             fc=fc,
         )
     )
-    init_weights(model)
-    return model
-
-
-def init_weights(model):
-    """The spec's `init:` rules: each module takes the first that matches it."""
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
 # -----------------------------------------------------------------------------
@@ -173,8 +164,8 @@ def build_all(device="cpu"):
     train_set, val_set = build_datasets()
     train_loader, val_loader = make_loaders(train_set, val_set, MODE, BATCH_SIZE, SHUFFLE, NUM_WORKERS, SEED)
     loss_fn = nn.CrossEntropyLoss()
-    optimizer = optim.Adam(model.parameters(), lr=0.001)
-    scheduler = None
+    optimizer = optim.Adam(model.parameters(), lr=0.003)
+    scheduler = optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.1)
     return model, loss_fn, optimizer, scheduler, train_loader, val_loader
 
 
@@ -238,6 +229,7 @@ def train(objects, device, run, log=print, progress=None):
             record.update(val_loss=val_loss, val_accuracy=val_accuracy)
             log(f"epoch {epoch}: val loss {val_loss:.6f}, val accuracy {val_accuracy:.2%}")
         run.history.append(record)
+        scheduler.step()
         # checkpoint at the epoch's end: the next epoch starts from here
         run.end_epoch(train_loader)
         if epoch % CHECKPOINT_EVERY == 0 or epoch == run.epochs:

@@ -63,8 +63,8 @@ class Mean(nn.Module):
 def build_model():
     """The network: input (16, 32) -> output (4,), 17,220 parameters."""
     encoder = nn.Sequential(
-        nn.TransformerEncoderLayer(d_model=d_model, nhead=heads, dim_feedforward=d_model * 2, dropout=0.1, batch_first=True),
-        nn.TransformerEncoderLayer(d_model=d_model, nhead=heads, dim_feedforward=d_model * 2, dropout=0.1, batch_first=True),
+        nn.TransformerEncoderLayer(d_model=d_model, nhead=heads, dim_feedforward=d_model * 2, batch_first=True),
+        nn.TransformerEncoderLayer(d_model=d_model, nhead=heads, dim_feedforward=d_model * 2, batch_first=True),
     )
     pool = Mean(dim=1)  # -> (32,)
     head = nn.Linear(in_features=32, out_features=classes)  # -> (4,), in_features inferred
