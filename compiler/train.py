@@ -53,8 +53,12 @@ def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
         print(f"specc train: cannot write the run folder: {err.filename}: {err.strerror}", file=sys.stderr)
         return 3
     command = [sys.executable, str(script), "--out", folder]
-    for flag, value in (("--epochs", args.epochs), ("--device", args.device), ("--resume", args.resume),
-                        ("--max-steps", getattr(args, "max_steps", None))):
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--device", args.device),
+        ("--resume", args.resume),
+        ("--max-steps", getattr(args, "max_steps", None)),
+    ):
         if value is not None:
             command += [flag, str(value)]
     if getattr(args, "debug", False):

@@ -546,10 +546,11 @@ def load_checkpoint(path, max_bytes=1 << 36):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
     except OSError as err:
         raise ValueError(f"{path}: {err.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{path}: not a checkpoint file")
     with open(fd, "rb") as file:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{path}: not a checkpoint file")
         data = file.read(min(info.st_size, max_bytes) + 1)
     body, tag, digest = data[:-77], data[-77:-64], data[-64:]
     if len(data) > max_bytes or tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
