@@ -242,7 +242,7 @@ def _load_generated(tmp: str):
     sys.modules[mod_spec.name] = module
     mod_spec.loader.exec_module(module)
     params = inspect.signature(module.train).parameters
-    for needed in ("max_steps", "checkpoint_dir", "log", "state"):
+    for needed in ("objects", "device", "run", "log"):
         assert needed in params, f"the generated train() has no {needed!r} parameter: {list(params)}"
     return module
 
@@ -267,20 +267,7 @@ def bench_train_cpu(quick: bool) -> dict:
     assert steps < len(g_train), "max_steps must stay inside one epoch"
 
     def specc_run(n: int) -> None:
-        gen.train(
-            g_model,
-            g_loss,
-            g_opt,
-            g_sched,
-            g_train,
-            None,
-            device,
-            epochs=1,
-            state=None,
-            max_steps=n,
-            checkpoint_dir=None,
-            log=noop,
-        )
+        gen.train((g_model, g_loss, g_opt, g_sched, g_train, None), device, gen.Run(1, max_steps=n), log=noop)
 
     # -- hand-written: the tutorial's loop
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])

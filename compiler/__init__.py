@@ -7,7 +7,17 @@
 Every bad spec raises ``SpecError``, whose ``str`` lists each problem as ``file:line:col: message``.
 """
 
-from ._api import SpecWarning, build_model, build_training, load_spec, lower_spec, parse_spec, render_script
+from ._api import (
+    SpecWarning,
+    build_model,
+    build_training,
+    evaluate,
+    load_spec,
+    lower_spec,
+    parse_spec,
+    predict,
+    render_script,
+)
 from .errors import Problem, SpecError
 from .registry import register_layer
 from .spec import Spec
@@ -20,9 +30,11 @@ __all__ = [
     "build_model",
     "build_training",
     "export",
+    "evaluate",
     "load_spec",
     "lower_spec",
     "parse_spec",
+    "predict",
     "register_layer",
     "render_script",
     "to_spec",

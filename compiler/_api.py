@@ -113,14 +113,31 @@ def render_script(spec: Spec | str | Path) -> str:
     return render(lower_spec(spec))
 
 
+def evaluate(spec: Spec | str | Path, checkpoint: str | Path | None = None, split: str = "val",
+             device: Any = "cpu") -> dict:
+    """``{"loss": ..., "accuracy": ...}`` of a checkpoint (default: the latest run's) on the ``val`` or ``train`` split."""
+    from .train import evaluate as run
+
+    return run(spec if isinstance(spec, Spec) else load_spec(spec), checkpoint, split, device)
+
+
+def predict(spec: Spec | str | Path, checkpoint: str | Path | None, inputs: Sequence[str], device: Any = "cpu") -> list:
+    """``[(input, prediction), ...]`` for image files, folders of images or CSV files: class names, or values."""
+    from .train import predict as run
+
+    return run(spec if isinstance(spec, Spec) else load_spec(spec), checkpoint, [str(i) for i in inputs], device)
+
+
 __all__ = [
     "Problem",
     "SpecError",
     "SpecWarning",
     "build_model",
     "build_training",
+    "evaluate",
     "load_spec",
     "lower_spec",
     "parse_spec",
+    "predict",
     "render_script",
 ]

@@ -182,7 +182,53 @@ def cmd_train(args: argparse.Namespace) -> int:
             ],
             spec.source.text,
         )
+    if args.debug:
+        os.environ["SPECC_DEBUG"] = "1"
     return train_from_spec(spec, args)
+
+
+def _checkpoint_errors(work, args: argparse.Namespace) -> int:
+    """Run ``work()``: a bad checkpoint or input is one line and exit 1, never a traceback (unless --debug)."""
+    try:
+        return work()
+    except (ValueError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"specc {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate
+
+    spec = _load(args.spec, args)
+
+    def work() -> int:
+        result = evaluate(spec, args.checkpoint, args.split, args.device)
+        print(f"{args.split} loss {result['loss']:.6f}"
+              + (f", {args.split} accuracy {result['accuracy']:.2%}" if "accuracy" in result else ""))
+        return 0
+
+    return _checkpoint_errors(work, args)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .runtime import write_atomic
+    from .train import predict
+
+    spec = _load(args.spec, args)
+
+    def work() -> int:
+        rows = predict(spec, args.checkpoint, args.inputs, args.device)
+        for name, prediction in rows:
+            print(f"{name}: {prediction}")
+        if args.output:
+            lines = ["input,prediction"] + [f'"{n.replace(chr(34), chr(34) * 2)}","{p}"' for n, p in rows]
+            write_atomic(args.output, ("\n".join(lines) + "\n").encode())
+            print(f"wrote {args.output} ({len(rows)} predictions)")
+        return 0
+
+    return _checkpoint_errors(work, args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -391,10 +437,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:N, mps, auto)")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: runs/<name>)")
-    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    p.add_argument("--out", metavar="DIR", help="the run folder (default: a new runs/<name>/N)")
+    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint or a run folder, writing into its folder")
+    p.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     _overridable(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="loss and metrics of a checkpoint on the validation (or training) split",
+                       description="Example: specc eval specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="default: val")
+    p.add_argument("--device", default="cpu", help="default: cpu")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _overridable(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict classes (or values) for images, folders of images or CSV rows",
+                       description="Example: specc predict specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 digit.png")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, CSV files")
+    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
+    p.add_argument("-o", "--output", metavar="FILE", help="also write the predictions as CSV")
+    p.add_argument("--device", default="cpu", help="default: cpu")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _overridable(p)
+    p.set_defaults(func=cmd_predict)
 
     from .reference import KINDS
 

@@ -47,6 +47,7 @@ def render(program: Program) -> str:
     }
     if training is None:
         return _environment().get_template("model.py.j2").render(**context)
+    context["input_shape"] = literal(tuple(program.model.input_shape or ()))
     return _training_script(spec, training, context)
 
 
@@ -140,16 +141,20 @@ _STDLIB = frozenset(
         "argparse",
         "collections",
         "csv",
+        "errno",
         "fnmatch",
         "hashlib",
+        "importlib",
         "io",
         "json",
         "math",
         "os",
         "random",
+        "stat",
         "sys",
         "tempfile",
         "time",
+        "zipfile",
     }
 )
 _IMPORTS = {  # a global name the script reads -> (module, name) of the import that binds it
@@ -193,7 +198,11 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "speed_settings": _align(_speed_settings(speed)) if speed.fast else [],
         "datasets_params": "augment=True" if random_transforms else "",
         "datasets_args": "augment=not data_on_device" if random_transforms else "",
+        "transforms_code": _transforms_function(data, random_transforms),
         "data_code": _data_function(data, random_transforms),
+        "task": literal("classes" if training.loss.entry.targets == "classes" else "values"),
+        "predict_transform": "build_transforms()[1]" if _has_transforms(data) else "None",
+        "tensorboard": "tensorboard" in train.log,
         "loss_code": _call(training.loss),
         "optimizer_code": _call(training.optimizer, "model.parameters()"),
         "scheduler_code": _call(scheduler, "optimizer") if scheduler else "None",
@@ -228,7 +237,7 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
         ("NUM_WORKERS", value(("data", "num_workers"), data.num_workers), "DataLoader worker processes"),
         ("LOG_EVERY", value(("train", "log_every"), train.log_every), "steps between loss lines"),
         ("DEVICE", literal(train.device), "auto | cpu | cuda | cuda:N | mps"),
-        ("CHECKPOINT_DIR", literal(checkpoint.dir if checkpoint else f"runs/{spec.name}"), ""),
+        ("RUNS", literal(checkpoint.dir if checkpoint else f"runs/{spec.name}"), "each run in a new folder RUNS/N"),
         ("CHECKPOINT_EVERY", literal(checkpoint.every) if checkpoint else "EPOCHS", "epochs between checkpoints"),
         (
             "CHECKPOINT_EVERY_STEPS",
@@ -268,15 +277,35 @@ def _align(settings: list[tuple[str, str, str]]) -> list[str]:
     return [f"{name} = {value}" + (f"  # {comment}" if comment else "") for name, value, comment in settings]
 
 
-def _compose(calls: list[CallIR]) -> str:
+def _compose(calls: list[CallIR], indent: str = INDENT) -> str:
+    """``transforms.Compose([...])`` as ruff formats it, for a statement ``indent`` deep."""
     if not calls:
         return "None"
     items = [_call(c) for c in calls]
     one_line = f"transforms.Compose([{', '.join(items)}])"
-    if len(one_line) + 8 + 20 <= LINE:
+    if len(indent) + len("train_transform = ") + len(one_line) <= LINE:
         return one_line
-    body = "".join(f"\n{INDENT * 3}{item}," for item in items)
-    return f"transforms.Compose(\n{INDENT * 2}[{body}\n{INDENT * 2}]\n{INDENT})"
+    body = "".join(f"\n{indent}{INDENT * 2}{item}," for item in items)
+    return f"transforms.Compose(\n{indent}{INDENT}[{body}\n{indent}{INDENT}]\n{indent})"
+
+
+def _has_transforms(data: DataIR) -> bool:
+    return data.dataset.name not in ("CSV", "Synthetic")
+
+
+def _transforms_function(data: DataIR, augment_switch: bool) -> str:
+    """The body of ``build_transforms`` (image datasets only): (training transforms, evaluation transforms)."""
+    if not _has_transforms(data):
+        return ""
+    lines = [f"{INDENT}train_transform = {_compose(data.transforms)}"]
+    if augment_switch:  # data on the device: its random flips happen there, per batch
+        deterministic = [t for t in data.transforms if not t.entry.random]
+        lines.append(f"{INDENT}if not augment:\n{INDENT * 2}train_transform = {_compose(deterministic, INDENT * 2)}")
+    if data.eval_transforms != data.transforms:
+        lines.append(f"{INDENT}return train_transform, {_compose(data.eval_transforms)}")
+    else:
+        lines.append(f"{INDENT}return train_transform, train_transform  # no random augmentation to leave out")
+    return "\n".join(lines)
 
 
 def _data_function(data: DataIR, augment_switch: bool) -> str:
@@ -298,14 +327,7 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
         if data.validation == "val_split":
             add("val_source = train_set  # one set, split in two")
     else:
-        add(f"train_transform = {_compose(data.transforms)}")
-        if augment_switch:  # data on the device: its random flips happen there, per batch
-            deterministic = [t for t in data.transforms if not t.entry.random]
-            add(f"if not augment:\n{INDENT}train_transform = {_compose(deterministic)}")
-        if data.eval_transforms != data.transforms:
-            add(f"eval_transform = {_compose(data.eval_transforms)}")
-        else:
-            add("eval_transform = train_transform  # no random augmentation to leave out")
+        add(f"train_transform, eval_transform = build_transforms({'augment' if augment_switch else ''})")
         split = "train=True, " if ds.entry.test_split and data.validation else ""
         add(f"train_set = {_dataset_call(ds, split)}transform=train_transform)")
         if data.validation == "test_split":

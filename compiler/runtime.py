@@ -9,16 +9,21 @@ Keep every function here self-contained: stdlib and torch only, no reference to 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
+import importlib
 import io
+import json
 import os
 import random
+import stat
 import sys
 import tempfile
-import time
+import zipfile
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from torchvision import datasets
 
 
 class GradientDescent(torch.optim.Optimizer):
@@ -47,7 +52,7 @@ def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
 
 
 def read_csv(path, target, features=None):
-    """A numeric CSV file with a header row -> (features, targets) tensors.
+    """A numeric CSV file with a header row -> (features, targets) tensors and the feature columns' names.
 
     Integer targets become class labels (int64); any other targets regression values.
     """
@@ -59,34 +64,42 @@ def read_csv(path, target, features=None):
     x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
     values = [float(row[target]) for row in rows]
     if all(v.is_integer() for v in values):
-        return x, torch.tensor([int(v) for v in values])
-    return x, torch.tensor(values).unsqueeze(1)
+        return x, torch.tensor([int(v) for v in values]), columns
+    return x, torch.tensor(values).unsqueeze(1), columns
 
 
 def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0):
-    """(training set, validation set or None) from CSV files; ``normalize`` is fitted on the training split only."""
-    x, y = read_csv(path, target, features)
-    x_val = y_val = None
+    """(training set, validation set or None) from CSV files; ``normalize`` is fitted on the training split only.
+    The training set's ``csv`` holds its columns and scaling, which prediction applies to new rows."""
+    x, y, columns = read_csv(path, target, features)
+    x_val = y_val = scaling = None
     if test_path is not None:
-        x_val, y_val = read_csv(test_path, target, features)
+        x_val, y_val, _ = read_csv(test_path, target, features)
     elif val_split:
         train_idx, val_idx = split_indices(len(x), val_split, seed)
         x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
     if normalize:
-        x, x_val = scale_features(normalize, x, x_val)
-    return TensorDataset(x, y), (TensorDataset(x_val, y_val) if x_val is not None else None)
+        scaling = fit_scaling(normalize, x)
+        x, x_val = [None if t is None else apply_scaling(scaling, t) for t in (x, x_val)]
+    train_set = TensorDataset(x, y)
+    train_set.csv = {"columns": columns, "scaling": scaling}
+    return train_set, (TensorDataset(x_val, y_val) if x_val is not None else None)
 
 
-def scale_features(method, x, x_val=None):
-    """``rescale`` (min-max to [0, 1]) or ``standardize`` (z-score) with statistics of ``x``; ``normalize``: unit rows."""
-    if method == "normalize":  # per sample: nothing to fit
-        return [None if t is None else torch.nn.functional.normalize(t, p=2.0, dim=1) for t in (x, x_val)]
+def fit_scaling(method, x):
+    """``rescale`` (min-max to [0, 1]) or ``standardize`` (z-score) statistics of ``x``; ``normalize``: unit rows."""
     if method == "rescale":
         shift = x.min(dim=0).values
-        scale = (x.max(dim=0).values - shift).clamp_min(1e-12)
-    else:
-        shift, scale = x.mean(dim=0), x.std(dim=0).clamp_min(1e-12)
-    return [None if t is None else (t - shift) / scale for t in (x, x_val)]
+        return {"method": method, "shift": shift, "scale": (x.max(dim=0).values - shift).clamp_min(1e-12)}
+    if method == "standardize":
+        return {"method": method, "shift": x.mean(dim=0), "scale": x.std(dim=0).clamp_min(1e-12)}
+    return {"method": method}
+
+
+def apply_scaling(scaling, x):
+    if scaling["method"] == "normalize":  # per sample: nothing fitted
+        return torch.nn.functional.normalize(x, p=2.0, dim=1)
+    return (x - scaling["shift"]) / scaling["scale"]
 
 
 def split_indices(n, val_fraction, seed):
@@ -158,6 +171,7 @@ def make_device_loaders(train_set, val_set, mode, batch_size, shuffle, num_worke
     if val_set is not None:
         val_x, val_y = preload(val_set, device, num_workers)
         val_loader = DeviceLoader(val_x, val_y, max(batch_size, 256), False, None)
+    train_loader.dataset = train_set  # as a DataLoader's: class names and CSV scaling are read from it
     return train_loader, val_loader
 
 
@@ -249,12 +263,13 @@ def record_losses(history, pending, step, epoch):
 class Run:
     """Where a run stands, saved and restored whole so that a resumed run continues bit for bit: ``epoch`` (the
     one to continue in, from 0), ``batch`` (its batches done), ``step`` (updates in all), the history, and the
-    random states. ``epochs`` and ``max_steps`` bound it; ``save`` writes to ``checkpoint`` (None: nowhere)."""
+    random states. ``epochs`` and ``max_steps`` bound it; ``save`` writes to ``checkpoint`` (None: nowhere) with
+    ``data``, what prediction needs (``data_info``)."""
 
     def __init__(self, epochs, max_steps=None, checkpoint=None):
         self.epochs, self.max_steps, self.checkpoint = epochs, max_steps, checkpoint
         self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
-        self.loader_rng = self.restored = None
+        self.loader_rng = self.restored = self.data = None
 
     def batches(self, loader):
         """This epoch's batches from where the run stands, with the shuffle and random draws of a straight run."""
@@ -276,49 +291,82 @@ class Run:
         self.epoch, self.batch, self.loader_rng = self.epoch + 1, 0, loader.generator.get_state()
 
     def save(self, model, optimizer, scheduler):
-        """Checkpoint the weights, optimizer, schedule, position and random states."""
+        """Checkpoint the weights, optimizer, schedule, position, random states and what the run is (its
+        ``identity`` and ``data``); refresh the metrics beside it."""
         if not self.checkpoint:
             return
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            **{key: getattr(self, key) for key in ("epoch", "batch", "step", "history", "loader_rng")},
+            **{key: getattr(self, key) for key in ("epoch", "batch", "step", "history", "loader_rng", "data")},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python_rng": random.getstate(),
+            "identity": identity(model, optimizer, scheduler),
         }
         save_checkpoint(self.checkpoint, state)
+        write_metrics(os.path.dirname(self.checkpoint), self.history)
 
-    def resume(self, state, model, optimizer, scheduler):
-        """Continue from a checkpoint's ``state``: load the weights, take its position and random states."""
+    def resume(self, state, model, optimizer, scheduler, name="the checkpoint"):
+        """Continue from a checkpoint's ``state`` (refused if another spec wrote it): load the weights, take its
+        position and random states."""
+        different = identity_difference(state["identity"], identity(model, optimizer, scheduler))
+        if different:
+            raise ValueError(f"{name} was written for another spec: {different}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
-        self.restored = state
+        self.restored, self.data = state, state["data"]
 
 
-def save_checkpoint(path, state):
-    """Write ``state`` atomically (temporary file, fsync, rename: a crash leaves the old file whole) behind a
-    header line and the payload's SHA-256, so that a truncated or altered checkpoint is refused when loaded."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
+def identity(model, optimizer, scheduler):
+    """What a checkpoint must match to be resumed: the model's tensors (names and shapes), the optimizer and its
+    hyperparameters, the scheduler. (The number of epochs may change.)"""
+    return {
+        "model": [(key, tuple(value.shape)) for key, value in model.state_dict().items()],
+        "optimizer": type(optimizer).__name__,
+        "hyperparameters": {
+            k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, str, tuple, type(None)))
+        },
+        "scheduler": type(scheduler).__name__ if scheduler is not None else None,
+    }
+
+
+def identity_difference(saved, here):
+    """The first way a checkpoint's ``identity`` differs from this run's, in words (None: the same)."""
+    for key in ("optimizer", "scheduler"):
+        if saved[key] != here[key]:
+            return f"{key}: {saved[key]} in the checkpoint, {here[key]} here"
+    old, new = saved["hyperparameters"], here["hyperparameters"]
+    for key in sorted({*old, *new}):
+        if old.get(key) != new.get(key):
+            return f"{key}: {old.get(key)} in the checkpoint, {new.get(key)} here"
+    old, new = dict(saved["model"]), dict(here["model"])
+    for key in [*old, *(key for key in new if key not in old)]:
+        if old.get(key) != new.get(key):
+            return f"model: layer {key} {old.get(key, 'absent')} vs {new.get(key, 'absent')}"
+    return None
+
+
+def data_info(dataset, input_shape, task):
+    """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
+    the class names, the CSV columns and scaling."""
+    dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
+    classes = list(getattr(dataset, "classes", None) or []) or None
+    return {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+
+
+def write_atomic(path, data):
+    """Write ``data`` through a temporary file, fsync and rename: a crash leaves the old file whole, and a symlink
+    at ``path`` is replaced, never followed."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    for name in os.listdir(folder):  # temporaries a killed save left behind (an hour old: no save writes them)
-        stale = os.path.join(folder, name)
-        try:
-            if name.startswith(".tmp-") and name.endswith(".pt") and time.time() - os.path.getmtime(stale) > 3600:
-                os.unlink(stale)
-        except OSError:  # another save removed it first
-            pass
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(b"specc-checkpoint-v1\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -333,28 +381,159 @@ def save_checkpoint(path, state):
         os.close(dir_fd)
 
 
-def load_checkpoint(path):
-    """Read a checkpoint written by ``save_checkpoint``; verify it; unpickle only tensors and plain data."""
-    with open(path, "rb") as file:
-        magic, digest, payload = file.readline(), file.readline(), file.read()
-    if magic != b"specc-checkpoint-v1\n":
-        raise ValueError(f"{path}: not a checkpoint written by this script (or truncated)")
-    if digest != hashlib.sha256(payload).hexdigest().encode() + b"\n":
-        raise ValueError(f"{path}: checksum mismatch: the checkpoint is truncated or was altered")
-    return torch.load(io.BytesIO(payload), weights_only=True)
+def save_checkpoint(path, state):
+    """``torch.save`` the state (a zip file), then put the SHA-256 of all that precedes it in the zip's closing
+    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
 
 
-def show_progress(epoch, epochs, batch, batches, loss):
-    """One self-overwriting line on a terminal: epoch, a bar, and the last loss."""
-    width = 30
-    done = width * batch // max(batches, 1)
-    bar = "#" * done + "." * (width - done)
-    end = "\n" if batch == batches else ""
-    print(f"\repoch {epoch}/{epochs} [{bar}] {batch}/{batches} loss {loss:.4f}", end=end, file=sys.stderr, flush=True)
+def load_checkpoint(path, max_bytes=1 << 36):
+    """Read a checkpoint written by ``save_checkpoint`` (a regular file, at most ``max_bytes``); verify its
+    checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
+    except OSError as err:
+        raise ValueError(f"{path}: {err.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{path}: not a checkpoint file")
+    with open(fd, "rb") as file:
+        data = file.read(min(info.st_size, max_bytes) + 1)
+    body, tag, digest = data[:-77], data[-77:-64], data[-64:]
+    if len(data) > max_bytes or tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
+        raise ValueError(f"{path}: not a specc checkpoint, or truncated or altered (checksum mismatch)")
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path}: not a checkpoint (no zip archive)") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
+        raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def save_weights(model, path):
+    """The model's state dict alone, for use outside specc: ``model.load_state_dict(torch.load(path))``."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def write_metrics(folder, history, seconds=None):
+    """``metrics.json`` and ``metrics.csv`` (one row per logged step or epoch), each written atomically."""
+    write_atomic(os.path.join(folder, "metrics.json"), json.dumps({"seconds": seconds, "history": history}).encode())
+    table, columns = io.StringIO(), list(dict.fromkeys(key for record in history for key in record))
+    writer = csv.DictWriter(table, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(os.path.join(folder, "metrics.csv"), table.getvalue().encode())
+
+
+def write_tensorboard(folder, history):
+    """The history as TensorBoard scalars (``tensorboard --logdir runs``), when tensorboard is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("train.log names tensorboard, which is not installed (pip install tensorboard)", file=sys.stderr)
+        return
+    with SummaryWriter(folder) as writer:
+        for record in history:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and value is not None:
+                    writer.add_scalar(key, value, record["step"])
+
+
+def new_run_folder(root):
+    """A new numbered run folder ``root/N``, made exclusively (two runs never share one); ``root/latest`` names it."""
+    os.makedirs(root, exist_ok=True)
+    number = max([int(name) for name in os.listdir(root) if name.isdigit()], default=0) + 1
+    while True:
+        try:
+            os.mkdir(os.path.join(root, str(number)))
+            break
+        except FileExistsError:  # another run took it
+            number += 1
+    write_atomic(os.path.join(root, "latest"), f"{number}\n".encode())
+    return os.path.join(root, str(number))
+
+
+def find_checkpoint(path):
+    """A checkpoint file as given; in a run folder, its checkpoint.pt; in a folder of runs, the latest run's."""
+    latest = os.path.join(path, "latest")
+    if os.path.isdir(path) and os.path.isfile(latest):
+        with open(latest, encoding="utf-8") as file:
+            path = os.path.join(path, file.read(20).strip())
+    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+
+
+def progress_bar(run, steps_per_epoch):
+    """A tqdm bar (ETA, rate) on a terminal when tqdm is installed; else None, and the log lines remain."""
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm
+    except ImportError:
+        return None
+    total = run.epochs * steps_per_epoch if run.max_steps is None else min(run.max_steps, run.epochs * steps_per_epoch)
+    return tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True) if sys.stderr.isatty() else None
+
+
+def predict(model, inputs, info, transform, device):
+    """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training): the
+    class name (or number), or the regression values."""
+    names, batch = [], []
+    for path in inputs:
+        if path.lower().endswith(".csv"):
+            with open(path, newline="", encoding="utf-8") as file:
+                rows = list(csv.DictReader(file))
+            x = torch.tensor([[float(row[column]) for column in info["csv"]["columns"]] for row in rows])
+            batch += list(apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x)
+            names += [f"{path}:{line}" for line in range(2, len(rows) + 2)]
+            continue
+        files = [os.path.join(path, name) for name in sorted(os.listdir(path))] if os.path.isdir(path) else [path]
+        for file in files:
+            if file == path or file.lower().endswith(datasets.folder.IMG_EXTENSIONS):
+                image = datasets.folder.default_loader(file).convert("L" if info["input"][0] == 1 else "RGB")
+                batch.append(transform(image))
+                names.append(file)
+    model.eval()
+    with torch.no_grad():
+        output = model(torch.stack(batch).to(device)).cpu()
+    if info["task"] == "classes":
+        classes = info["classes"] or range(output.shape[1])
+        return [(name, str(classes[i])) for name, i in zip(names, output.argmax(dim=1).tolist())]
+    return [(name, " ".join(f"{v:.6g}" for v in row)) for name, row in zip(names, output.flatten(1).tolist())]
+
+
+def explain(err, run):
+    """A failure as one line and an exit code: 1 bad input, 3 the run failed, 130 interrupted."""
+    if isinstance(err, KeyboardInterrupt):
+        where = f"interrupted at epoch {run.epoch + 1} step {run.step}"
+        if run.checkpoint and os.path.exists(run.checkpoint):
+            return f"{where}; resume with: python {sys.argv[0]} --resume {os.path.dirname(run.checkpoint)}", 130
+        return f"{where}, before the first checkpoint", 130
+    if isinstance(err, ValueError):
+        return str(err), 1
+    if type(err).__name__ == "URLError" or str(err).startswith("Error downloading"):
+        tb = err.__traceback__
+        while tb.tb_next and not hasattr(tb.tb_frame.f_locals.get("self"), "root"):
+            tb = tb.tb_next
+        dataset = tb.tb_frame.f_locals.get("self")
+        where = getattr(dataset, "raw_folder", getattr(dataset, "root", "its root folder"))
+        return f"could not download {type(dataset).__name__}: no network; put the files under {where} or retry", 3
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return f"the disk is full: could not write {err.filename or 'the run folder'}", 3
+    if isinstance(err, OSError) and err.filename:
+        return f"cannot write {err.filename}: {err.strerror}", 3
+    return f"the run failed: {type(err).__name__}: {err} (--debug shows the traceback)", 3
 
 
 def pick_device(name):
     """``auto`` -> cuda if available, then mps, else cpu; anything else as given."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available on this machine; use --device cpu")
     if name == "auto":
         mps = getattr(torch.backends, "mps", None)
         name = "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"

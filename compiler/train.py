@@ -1,41 +1,137 @@
-"""``specc train``: render the script, run it (the one training loop), then plot its loss curve."""
+"""``specc train``, ``specc eval``, ``specc predict`` and their Python API (``compiler.evaluate``, ``compiler.predict``).
+
+``specc train`` renders the script into a new run folder and runs it there (the one training loop), then plots its
+loss curve. Exit codes, the same as the script's: 0 ok, 1 invalid spec or bad input, 2 internal error, 3 the run
+failed, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
+from . import runtime
 from .plot import plot_history
 from .spec import Spec
+
+
+def runs_root(spec: Spec) -> str:
+    """Where a spec's runs go: ``train.checkpoint.dir``, else ``runs/<name>``; each run in a new numbered folder."""
+    checkpoint = spec.train.checkpoint if spec.train else None
+    return checkpoint.dir if checkpoint else f"runs/{spec.name}"
+
+
+def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it when specc dies (Linux)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
 
 
 def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
     from . import render_script
 
-    out = Path(args.out or (spec.train.checkpoint.dir if spec.train and spec.train.checkpoint else f"runs/{spec.name}"))
-    out.mkdir(parents=True, exist_ok=True)
-    script = out / f"{spec.name}.py"
-    script.write_text(render_script(spec), encoding="utf-8")
-    command = [sys.executable, str(script), "--out", str(out)]
-    if args.epochs is not None:
-        command += ["--epochs", str(args.epochs)]
-    if args.device:
-        command += ["--device", args.device]
-    if args.resume:
-        command += ["--resume", args.resume]
+    try:
+        if args.out:
+            folder = args.out
+        elif args.resume:
+            folder = os.path.dirname(runtime.find_checkpoint(args.resume))
+        else:
+            folder = runtime.new_run_folder(runs_root(spec))
+        os.makedirs(folder, exist_ok=True)
+        script = Path(folder) / f"{spec.name}.py"
+        runtime.write_atomic(str(script), render_script(spec).encode())
+    except OSError as err:
+        print(f"specc train: cannot write the run folder: {err.filename}: {err.strerror}", file=sys.stderr)
+        return 3
+    command = [sys.executable, str(script), "--out", folder]
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--device", args.device),
+        ("--resume", args.resume),
+        ("--max-steps", getattr(args, "max_steps", None)),
+    ):
+        if value is not None:
+            command += [flag, str(value)]
+    if getattr(args, "debug", False):
+        command.append("--debug")
     print(f"running {' '.join(command)}", flush=True)
-    env = dict(os.environ)
-    code = subprocess.call(command, env=env)
+    linux = sys.platform.startswith("linux")
+    # its own session: a Ctrl-C reaches the script once, through the forwarding below
+    child = subprocess.Popen(command, preexec_fn=_die_with_parent if linux else None, start_new_session=True)  # noqa: PLW1509
+    forward = lambda signum, frame: child.send_signal(signum)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if code != 0:
-        print(f"specc train: the script exited with status {code}", file=sys.stderr)
-        return code
-    metrics = out / "metrics.json"
-    history = json.loads(metrics.read_text())["history"]
-    png = out / "loss.png"
-    plot_history(history, png, title=spec.name)
-    print(f"checkpoint: {out / 'checkpoint.pt'}\nmetrics:    {metrics}\nloss plot:  {png}")
+        return code if code in (1, 3, 130) else 3  # the script has printed why
+    metrics = Path(folder) / "metrics.json"
+    png = Path(folder) / "loss.png"
+    plot_history(json.loads(metrics.read_text())["history"], png, title=spec.name)
+    print(f"run folder: {folder}\n  checkpoint.pt, model.pt, metrics.json, metrics.csv, loss.png")
     return 0
+
+
+# --------------------------------------------------------------------------- evaluate, predict
+
+
+def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, with_data: bool) -> tuple:
+    """(script module, objects, run): the compiled objects with the checkpoint's weights, its identity checked."""
+    from . import build_training, render_script
+    from ._api import lower_spec
+    from .check import import_script
+    from .training import _construct
+
+    path = runtime.find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
+    state = runtime.load_checkpoint(path)
+    device = runtime.pick_device(str(device))
+    with tempfile.TemporaryDirectory() as folder:
+        script = import_script(render_script(spec), spec.name, folder)
+    if with_data:
+        objects = tuple(build_training(spec, device))
+    else:  # prediction: no dataset to build
+        from .build import build_model
+
+        training = lower_spec(spec).training
+        model = build_model(lower_spec(spec).model).to(device)
+        optimizer = _construct(training.optimizer, model.parameters())
+        scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
+        objects = (model, None, optimizer, scheduler, None, None)
+    run = runtime.Run(1)
+    run.resume(state, objects[0], objects[2], objects[3], path)
+    return script, objects, run, device
+
+
+def evaluate(spec: Spec, checkpoint: str | os.PathLike | None = None, split: str = "val", device: Any = "cpu") -> dict:
+    """Loss (and accuracy, where the spec asks for it) of a checkpoint on the validation or the training split."""
+    script, (model, loss_fn, _, _, train_loader, val_loader), _, device = _restored(spec, checkpoint, device, True)
+    loader = val_loader if split == "val" else train_loader
+    if loader is None:
+        raise ValueError("this spec holds out no validation data; use the training split (--split train)")
+    loss, accuracy = script.evaluate(model, loss_fn, loader, device)
+    return {"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})}
+
+
+def predict(spec: Spec, checkpoint: str | os.PathLike | None, inputs: list[str], device: Any = "cpu") -> list:
+    """(input, prediction) for image files, folders of images or CSV files: class names (or numbers), or values."""
+    from ._api import lower_spec
+    from .training import _compose
+
+    _, (model, *_), run, device = _restored(spec, checkpoint, device, False)
+    data = lower_spec(spec).training.data
+    transform = _compose(data.eval_transforms) if data.dataset.name not in ("CSV", "Synthetic") else None
+    missing = [path for path in inputs if not os.path.exists(path)]
+    if missing:
+        raise ValueError(f"{missing[0]}: no such file or folder")
+    return runtime.predict(model, inputs, run.data, transform or (lambda x: x), device)

@@ -148,9 +148,9 @@ def test_checkpoint_refuses_pickled_code(tmp_path):
 
     buffer = io.BytesIO()
     torch.save({"x": Evil()}, buffer, pickle_module=pickle)
-    payload = buffer.getvalue()
+    payload = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # a valid trailer: only the unpickler refuses it
     path = tmp_path / "evil.pt"
-    path.write_bytes(b"specc-checkpoint-v1\n" + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+    path.write_bytes(payload + b"specc-sha256:" + hashlib.sha256(payload).hexdigest().encode())
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         runtime.load_checkpoint(str(path))
 

@@ -1,0 +1,285 @@
+"""A user's workflow: plain-torch checkpoints, provenance, run folders, eval and predict, one-line errors."""
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import pytest
+import torch
+from conftest import ROOT
+
+import compiler
+from compiler import runtime
+from compiler.cli import main
+
+SPEC = """
+name: wf
+input: [1, 8, 8]
+model:
+  - Flatten
+  - Linear: {{out_features: 3}}
+data:
+  dataset: {{FakeData: {{size: 48, image_size: [1, 8, 8], num_classes: 3}}}}
+  transforms: [ToTensor]
+  val_split: 0.25
+  batch_size: 8
+loss: CrossEntropyLoss
+optimizer: {{{optimizer}: {{lr: {lr}}}}}
+train: {{epochs: 2, log_every: 1000, metrics: [accuracy], device: cpu, checkpoint: {{dir: {root}}}}}
+"""
+
+
+def _spec(tmp_path, name="wf", optimizer="SGD", lr=0.1, hidden=None):
+    text = SPEC.format(optimizer=optimizer, lr=lr, root=tmp_path / "runs")
+    if hidden:
+        text = text.replace("  - Linear:", f"  - Linear: {{out_features: {hidden}}}\n  - Linear:")
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def _script(tmp_path, spec_path):
+    script = tmp_path / (spec_path.stem + ".py")
+    script.write_text(compiler.render_script(compiler.load_spec(spec_path)))
+    return script
+
+
+def _run(script, *args, cwd=None):
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+# --------------------------------------------------------------------------- 1. checkpoints
+
+
+def test_checkpoint_is_plain_torch_and_refuses_a_decompression_bomb(tmp_path):
+    path = tmp_path / "c.pt"
+    runtime.save_checkpoint(str(path), {"w": torch.arange(4.0)})
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(4.0))
+    # a compressed entry, with a valid trailer: refused before torch.load sees it
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * 10_000_000)
+    import hashlib
+
+    data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")
+    path.write_bytes(data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
+    with pytest.raises(ValueError, match="decompression bomb") as info:
+        runtime.load_checkpoint(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_load_checkpoint_reads_only_regular_files(tmp_path):
+    with pytest.raises(ValueError, match="not a checkpoint file"):
+        runtime.load_checkpoint(str(tmp_path))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a checkpoint file"):
+        runtime.load_checkpoint(str(fifo))  # never blocks
+    with pytest.raises(ValueError, match="No such file"):
+        runtime.load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+# --------------------------------------------------------------------------- 2, 3, 5, 6: through the script
+
+
+def test_runs_provenance_eval_predict_and_errors(tmp_path):
+    spec = _spec(tmp_path)
+    script = _script(tmp_path, spec)
+    runs = tmp_path / "runs"
+    for n in (1, 2):  # runs are never overwritten
+        proc = _run(script, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert (runs / str(n) / "checkpoint.pt").is_file() and (runs / str(n) / "model.pt").is_file()
+        assert (runs / "latest").read_text().strip() == str(n)
+    assert not (runs / "latest").is_symlink()
+    rows = (runs / "1" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,loss") and len(rows) == 1 + 2 * 5 + 2  # 5 steps an epoch, 2 epochs
+    weights = torch.load(runs / "1" / "model.pt", weights_only=True)
+    model = compiler.build_model(compiler.load_spec(spec))
+    model.load_state_dict(weights)
+
+    # --resume a run folder: continues in that folder, epochs may change
+    proc = _run(script, "--resume", str(runs / "1"), "--epochs", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert runtime.load_checkpoint(str(runs / "1" / "checkpoint.pt"))["epoch"] == 3
+    assert not (runs / "3").exists()
+
+    # eval and predict, in the script and through the API and the CLI
+    proc = _run(script, "--eval", cwd=tmp_path)
+    assert proc.returncode == 0 and "accuracy" in proc.stdout, proc.stderr
+    result = compiler.evaluate(spec, runs / "1")
+    assert set(result) == {"loss", "accuracy"}
+    assert f"{result['loss']:.6f}" in _run(script, "--eval", "--resume", str(runs / "1"), cwd=tmp_path).stdout
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i * 100, 50, 20)).save(images / f"{i}.png")
+    predictions = compiler.predict(spec, runs / "1", [str(images)])
+    assert [name for name, _ in predictions] == [str(images / "0.png"), str(images / "1.png")]
+    assert all(p in {"0", "1", "2"} for _, p in predictions)
+    proc = _run(script, "--predict", str(images), "--resume", str(runs / "1"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{n}: {p}" for n, p in predictions]
+
+    # another spec's checkpoint is refused, naming what differs
+    for kwargs, expected in (({"optimizer": "Adam", "lr": 0.1}, "optimizer: SGD in the checkpoint, Adam here"),
+                             ({"lr": 0.5}, "lr: 0.1 in the checkpoint, 0.5 here"),
+                             ({"hidden": 5}, "model: layer 1.weight (3, 64) vs (5, 64)")):
+        other = _script(tmp_path, _spec(tmp_path, name="other", **kwargs))
+        proc = _run(other, "--resume", str(runs / "1"), cwd=tmp_path)
+        assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+    # bad --resume: one line, exit 1, no traceback
+    good = (runs / "1" / "checkpoint.pt").read_bytes()
+    bad = tmp_path / "bad.pt"
+    for content in (b"", good[: len(good) // 2], good[:100] + bytes([good[100] ^ 1]) + good[101:]):
+        bad.write_bytes(content)
+        proc = _run(script, "--resume", str(bad), cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr and str(bad) in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    for path in (tmp_path / "missing.pt", images):
+        proc = _run(script, "--resume", str(path), cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    proc = _run(script, "--resume", str(bad), "--debug", cwd=tmp_path)
+    assert "Traceback" in proc.stderr
+
+
+def test_cuda_without_cuda_is_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = _run(_script(tmp_path, _spec(tmp_path)), "--device", "cuda", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: CUDA is not available on this machine; use --device cpu"
+
+
+def test_offline_download_is_one_line(tmp_path):
+    text = (ROOT / "specs" / "mnist_cnn.yaml").read_text().replace("root: data", f"root: {tmp_path / 'nodata'}")
+    spec = tmp_path / "offline.yaml"
+    spec.write_text(text)
+    script = _script(tmp_path, spec)
+    env = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert "could not download MNIST: no network; put the files under" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_read_only_run_folder_is_one_line(tmp_path):
+    script = _script(tmp_path, _spec(tmp_path))
+    (tmp_path / "ro").mkdir(mode=0o500)
+    proc = _run(script, "--out", str(tmp_path / "ro"), cwd=tmp_path)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_disk_full_is_one_line(tmp_path):
+    """ENOSPC while saving: the script's error path, driven in-process."""
+    from compiler.check import import_script
+
+    script = import_script(compiler.render_script(compiler.load_spec(_spec(tmp_path))), "wf_full", str(tmp_path))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "checkpoint.pt")
+
+    script.write_atomic = full
+    assert script.main(["--out", str(tmp_path / "run")]) == 3
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path):
+    spec = _spec(tmp_path).read_text().replace("size: 48", "size: 4000").replace("epochs: 2", "epochs: 50")
+    spec = spec.replace("checkpoint: {dir:", "checkpoint: {every_steps: 5, dir:")
+    (tmp_path / "slow.yaml").write_text(spec)
+    script = _script(tmp_path, tmp_path / "slow.yaml")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "runs" / "1" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert f"resume with: python {script} --resume {tmp_path / 'runs' / '1'}" in err, err
+
+
+# --------------------------------------------------------------------------- specc train, eval, predict
+
+
+def test_specc_train_eval_predict(tmp_path, capsys):
+    spec = _spec(tmp_path)
+    assert main(["train", str(spec)]) == 0
+    assert main(["train", str(spec), "--epochs", "1"]) == 0
+    runs = tmp_path / "runs"
+    assert (runs / "latest").read_text().strip() == "2"
+    for name in ("checkpoint.pt", "model.pt", "metrics.json", "metrics.csv", "loss.png", "wf.py"):
+        assert (runs / "1" / name).is_file(), name
+    assert len(json.loads((runs / "2" / "metrics.json").read_text())["history"]) == 5 + 1
+    capsys.readouterr()
+    assert main(["eval", str(spec), "--checkpoint", str(runs / "1")]) == 0
+    assert "val loss" in capsys.readouterr().out
+    assert main(["eval", str(spec), "--checkpoint", str(tmp_path / "nothing.pt")]) == 1
+    assert "nothing.pt" in capsys.readouterr().err
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
+    assert main(["predict", str(spec), str(tmp_path / "x.png"), "-o", str(tmp_path / "out.csv")]) == 0
+    assert (tmp_path / "out.csv").read_text().startswith("input,prediction\n")
+    bad = _spec(tmp_path, name="bad", lr=0.5)
+    assert main(["train", str(bad), "--resume", str(runs / "1")]) == 1  # the script printed why (tested above)
+
+
+def test_csv_prediction_uses_the_training_statistics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # CSV paths stay inside the folder specc runs in
+    rows = ["a,b,label"] + [f"{i},{100 + 3 * i},{i % 2}" for i in range(40)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "new.csv").write_text("a,b\n1,103\n2,106\n")
+    spec = tmp_path / "c.yaml"
+    spec.write_text(f"""
+name: c
+input: [2]
+model: [{{Linear: {{out_features: 2}}}}]
+data: {{dataset: {{CSV: {{path: t.csv, target: label}}}}, normalize: standardize, batch_size: 8}}
+loss: CrossEntropyLoss
+optimizer: {{SGD: {{lr: 0.1}}}}
+train: {{epochs: 1, device: cpu, checkpoint: {{dir: {tmp_path / 'runs'}}}}}
+""")
+    script = _script(tmp_path, spec)
+    assert _run(script, cwd=tmp_path).returncode == 0
+    state = runtime.load_checkpoint(str(tmp_path / "runs" / "1" / "checkpoint.pt"))
+    assert state["data"]["csv"]["columns"] == ["a", "b"]
+    assert state["data"]["csv"]["scaling"]["method"] == "standardize"
+    predictions = compiler.predict(spec, None, [str(tmp_path / "new.csv")])
+    assert [n for n, _ in predictions] == [f"{tmp_path / 'new.csv'}:2", f"{tmp_path / 'new.csv'}:3"]
+    proc = _run(script, "--predict", str(tmp_path / "new.csv"), cwd=tmp_path)
+    assert proc.stdout.splitlines() == [f"{n}: {p}" for n, p in predictions]
+
+
+# --------------------------------------------------------------------------- 7. multi-line Compose
+
+
+@pytest.mark.skipif(shutil.which("ruff") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "ruff")),
+                    reason="ruff is in the dev extra")
+def test_long_transform_lists_render_ruff_clean(tmp_path):
+    transforms = ", ".join(["RandomHorizontalFlip", "RandomVerticalFlip", "{RandomRotation: {degrees: 10}}",
+                            "{Pad: {padding: 2}}", "{CenterCrop: {size: 8}}", "ToTensor",
+                            "{Normalize: {mean: [0.5], std: [0.5]}}"])
+    for speed in ("tutorial", "auto"):
+        text = SPEC.format(optimizer="SGD", lr=0.1, root="runs/x").replace("[ToTensor]", f"[{transforms}]")
+        text = text.replace("device: cpu", f"device: cpu, speed: {speed}")
+        script = tmp_path / f"many_{speed}.py"
+        script.write_text(compiler.render_script(compiler.parse_spec(text, "many.yaml")))
+        assert "transforms.Compose(\n        [\n            transforms.RandomHorizontalFlip()" in script.read_text()
+        ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
+        for command in (["check"], ["format", "--check"]):
+            proc = subprocess.run([ruff, *command, "--line-length", "120", str(script)], capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
