@@ -7,20 +7,47 @@
 Every bad spec raises ``SpecError``, whose ``str`` lists each problem as ``file:line:col: message``.
 """
 
-from ._api import (
-    SpecWarning,
-    build_model,
-    build_training,
-    evaluate,
-    load_spec,
-    lower_spec,
-    parse_spec,
-    predict,
-    render_script,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import Problem, SpecError
-from .registry import register_layer
-from .spec import Spec
+
+if TYPE_CHECKING:
+    from ._api import (
+        SpecWarning,
+        build_model,
+        build_training,
+        evaluate,
+        load_spec,
+        lower_spec,
+        parse_spec,
+        predict,
+        render_script,
+    )
+    from .registry import register_layer
+    from .spec import Spec
+
+# Imported on first use: `import compiler` (and the `specc` command's start) stays light, and a Ctrl-C
+# during the seconds torch takes to import reaches the command's own handling.
+_LAZY = {
+    **dict.fromkeys(
+        "SpecWarning build_model build_training evaluate load_spec lower_spec parse_spec predict render_script".split(),
+        "._api",
+    ),
+    "register_layer": ".registry",
+    "Spec": ".spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'compiler' has no attribute {name!r}")
+
 
 __all__ = [
     "Problem",
@@ -29,8 +56,8 @@ __all__ = [
     "SpecWarning",
     "build_model",
     "build_training",
-    "export",
     "evaluate",
+    "export",
     "load_spec",
     "lower_spec",
     "parse_spec",
@@ -53,5 +80,3 @@ def export(spec, path, format="onnx", checkpoint=None, **kwargs):
     from .exporting import export as run_export
 
     return run_export(spec, path, format=format, checkpoint=checkpoint, **kwargs)
-
-

@@ -113,8 +113,9 @@ def render_script(spec: Spec | str | Path) -> str:
     return render(lower_spec(spec))
 
 
-def evaluate(spec: Spec | str | Path, checkpoint: str | Path | None = None, split: str = "val",
-             device: Any = "cpu") -> dict:
+def evaluate(
+    spec: Spec | str | Path, checkpoint: str | Path | None = None, split: str = "val", device: Any = "cpu"
+) -> dict:
     """``{"loss": ..., "accuracy": ...}`` of a checkpoint (default: the latest run's) on the ``val`` or ``train`` split."""
     from .train import evaluate as run
 

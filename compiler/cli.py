@@ -205,8 +205,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     def work() -> int:
         result = evaluate(spec, args.checkpoint, args.split, args.device)
-        print(f"{args.split} loss {result['loss']:.6f}"
-              + (f", {args.split} accuracy {result['accuracy']:.2%}" if "accuracy" in result else ""))
+        print(
+            f"{args.split} loss {result['loss']:.6f}"
+            + (f", {args.split} accuracy {result['accuracy']:.2%}" if "accuracy" in result else "")
+        )
         return 0
 
     return _checkpoint_errors(work, args)
@@ -290,8 +292,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         buffer = io.BytesIO()
         torch.save(module.state_dict(), buffer)
         _write_atomic(Path(args.weights), buffer.getvalue())
-        print(f"wrote {args.weights} (state dict: load it into compiler.build_model(spec) with strict=True)",
-              file=sys.stderr)
+        print(
+            f"wrote {args.weights} (state dict: load it into compiler.build_model(spec) with strict=True)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -328,8 +332,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         result = export(spec, out, format=args.format, checkpoint=args.checkpoint)
     except ExportError as err:
         return _fail("export", str(err))
-    print(f"wrote {result.path} ({result.format}; checked against torch on a batch of 3: max |difference| "
-          f"{result.max_abs_diff:.3g}, tolerance rtol={result.rtol}, atol={result.atol})")
+    print(
+        f"wrote {result.path} ({result.format}; checked against torch on a batch of 3: max |difference| "
+        f"{result.max_abs_diff:.3g}, tolerance rtol={result.rtol}, atol={result.atol})"
+    )
     return 0
 
 
@@ -348,21 +354,24 @@ def _load_plugins(names: list[str]) -> str | None:
     for point in entry_points(group="specc.layers"):
         try:
             point.load()
-        except Exception as err:  # noqa: BLE001 - a broken plugin is one located line
+        except Exception as err:
             return f"plugin {point.name} ({point.value}, entry point specc.layers): {type(err).__name__}: {err}"
     for name in names:
         try:
             importlib.import_module(name)
-        except Exception as err:  # noqa: BLE001 - likewise
+        except Exception as err:
             return f"--plugin {name}: {type(err).__name__}: {err}"
     return None
 
 
 def _add_interop_commands(sub) -> None:
-    p = sub.add_parser("import", help="write the spec of a PyTorch model (e.g. torchvision.models:resnet18)",
-                       description="Decompile a model into a spec: FACTORY is MODULE:CALLABLE, called with no "
-                       "arguments (or MODULE:MODEL). The spec is verified: the model's state dict loads with "
-                       "strict=True and the outputs are equal.")
+    p = sub.add_parser(
+        "import",
+        help="write the spec of a PyTorch model (e.g. torchvision.models:resnet18)",
+        description="Decompile a model into a spec: FACTORY is MODULE:CALLABLE, called with no "
+        "arguments (or MODULE:MODEL). The spec is verified: the model's state dict loads with "
+        "strict=True and the outputs are equal.",
+    )
     p.add_argument("factory", metavar="FACTORY")
     p.add_argument("--input", type=_shape, required=True, metavar="SHAPE", help="one sample's shape, e.g. 3,224,224")
     p.add_argument("-o", "--output", metavar="FILE", help="the spec file (default: stdout)")
@@ -413,8 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="refuse models whose parameters and buffers exceed SIZE (default: physical memory)",
     )
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first (it registers layers with compiler.register_layer); repeatable")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers layers with compiler.register_layer); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
@@ -438,14 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override train.epochs")
     p.add_argument("--device", help="override train.device (cpu, cuda, cuda:N, mps, auto)")
     p.add_argument("--out", metavar="DIR", help="the run folder (default: a new runs/<name>/N)")
-    p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint or a run folder, writing into its folder")
+    p.add_argument(
+        "--resume", metavar="PATH", help="continue from a checkpoint or a run folder, writing into its folder"
+    )
     p.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _overridable(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="loss and metrics of a checkpoint on the validation (or training) split",
-                       description="Example: specc eval specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1")
+    p = sub.add_parser(
+        "eval",
+        help="loss and metrics of a checkpoint on the validation (or training) split",
+        description="Example: specc eval specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1",
+    )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
     p.add_argument("--split", choices=("val", "train"), default="val", help="default: val")
@@ -454,8 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     _overridable(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict classes (or values) for images, folders of images or CSV rows",
-                       description="Example: specc predict specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 digit.png")
+    p = sub.add_parser(
+        "predict",
+        help="predict classes (or values) for images, folders of images or CSV rows",
+        description="Example: specc predict specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 digit.png",
+    )
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, CSV files")
     p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
@@ -486,12 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    failed = _load_plugins(args.plugin)
-    if failed:
-        return _fail(args.command, failed)
-    try:
+    try:  # building the parser imports the registry (and so pydantic): Ctrl-C there exits quietly too
+        args = build_parser().parse_args(argv)
+        failed = _load_plugins(args.plugin)
+        if failed:
+            return _fail(args.command, failed)
         return args.func(args)
     except SpecError as err:
         _report(err)

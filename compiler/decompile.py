@@ -65,7 +65,9 @@ class Merge:
     dim: int
     class_name: str | None
     before: tuple[tuple[str, Any], ...]
-    branches: tuple[tuple[str, Any], ...]  # (name, part): part is Layer/Block/Merge (one child), a spread Block, or None
+    branches: tuple[
+        tuple[str, Any], ...
+    ]  # (name, part): part is Layer/Block/Merge (one child), a spread Block, or None
     then: tuple[tuple[str, Any], ...]
 
 
@@ -93,8 +95,13 @@ def _simplify(value: Any) -> Any:
 
 def _uniform(value: Any) -> Any:
     """``(3, 3)`` -> ``3`` (torch stores ints given for sizes as tuples)."""
-    if isinstance(value, list) and value and all(v == value[0] and type(v) is type(value[0]) for v in value) \
-            and isinstance(value[0], (int, float)) and not isinstance(value[0], bool):
+    if (
+        isinstance(value, list)
+        and value
+        and all(v == value[0] and type(v) is type(value[0]) for v in value)
+        and isinstance(value[0], (int, float))
+        and not isinstance(value[0], bool)
+    ):
         return value[0]
     return value
 
@@ -104,8 +111,11 @@ def _same(a: Any, b: Any) -> bool:
         return a is b
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
-    return type(a) is type(b) and a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == b
-                                              and not isinstance(a, bool))
+    return (
+        type(a) is type(b)
+        and a == b
+        or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and a == b and not isinstance(a, bool))
+    )
 
 
 def _transformer_args(module: nn.Module) -> dict[str, Any]:
@@ -114,10 +124,15 @@ def _transformer_args(module: nn.Module) -> dict[str, Any]:
     if name is None:
         name = {nn.ReLU: "relu", nn.GELU: "gelu"}.get(type(act))
     return {
-        "d_model": module.self_attn.embed_dim, "nhead": module.self_attn.num_heads,
-        "dim_feedforward": module.linear1.out_features, "dropout": module.dropout.p, "activation": name,
-        "layer_norm_eps": module.norm1.eps, "batch_first": module.self_attn.batch_first,
-        "norm_first": module.norm_first, "bias": module.linear1.bias is not None,
+        "d_model": module.self_attn.embed_dim,
+        "nhead": module.self_attn.num_heads,
+        "dim_feedforward": module.linear1.out_features,
+        "dropout": module.dropout.p,
+        "activation": name,
+        "layer_norm_eps": module.norm1.eps,
+        "batch_first": module.self_attn.batch_first,
+        "norm_first": module.norm_first,
+        "bias": module.linear1.bias is not None,
     }
 
 
@@ -160,8 +175,11 @@ def _layer(module: nn.Module, entry: Any, path: str) -> Layer:
             args = candidate
             break
     else:
-        raise DecompileError(path, f"cannot read the arguments of {entry.name} from the module: rebuilt from "
-                             f"{_describe_args(args)} it is {rebuilt!r}, not {module!r}")
+        raise DecompileError(
+            path,
+            f"cannot read the arguments of {entry.name} from the module: rebuilt from "
+            f"{_describe_args(args)} it is {rebuilt!r}, not {module!r}",
+        )
     if entry.infer and entry.infer in args and _inferable(entry, args[entry.infer]):
         del args[entry.infer]  # specc infers it from the input shape
     names = [n for n in sig.parameters if n in args]
@@ -186,7 +204,7 @@ def _rebuild(entry: Any, args: dict) -> nn.Module | None:
             return cls(**kwargs, device="meta")
         with torch.device("meta"):
             return cls(**kwargs)
-    except Exception:  # noqa: BLE001 - any failure is reported, located
+    except Exception:
         return None
 
 
@@ -225,8 +243,9 @@ def _describe_node(node: fx.Node) -> str:
         return f"the method .{name}()"
     if node.op == "call_function":
         module = getattr(target, "__module__", "") or ""
-        prefix = {"torch.nn.functional": "F.", "_operator": "operator."}.get(module, "torch." if "torch" in module
-                                                                            else "")
+        prefix = {"torch.nn.functional": "F.", "_operator": "operator."}.get(
+            module, "torch." if "torch" in module else ""
+        )
         return f"{prefix}{name}()"
     if node.op == "get_attr":
         return f"the attribute self.{target}"
@@ -244,15 +263,40 @@ def _function_name(node: fx.Node) -> str:
     return target if isinstance(target, str) else getattr(target, "__name__", "")
 
 
-_ACTIVATIONS = {"relu": "ReLU", "relu_": "ReLU", "relu6": "ReLU6", "sigmoid": "Sigmoid", "tanh": "Tanh",
-                "silu": "SiLU", "gelu": "GELU", "hardswish": "Hardswish", "hardsigmoid": "Hardsigmoid",
-                "mish": "Mish", "elu": "ELU", "leaky_relu": "LeakyReLU", "softplus": "Softplus", "selu": "SELU"}
-_POOLS = {"adaptive_avg_pool1d": "AdaptiveAvgPool1d", "adaptive_avg_pool2d": "AdaptiveAvgPool2d",
-          "adaptive_avg_pool3d": "AdaptiveAvgPool3d", "adaptive_max_pool1d": "AdaptiveMaxPool1d",
-          "adaptive_max_pool2d": "AdaptiveMaxPool2d", "max_pool1d": "MaxPool1d", "max_pool2d": "MaxPool2d",
-          "max_pool3d": "MaxPool3d", "avg_pool1d": "AvgPool1d", "avg_pool2d": "AvgPool2d", "avg_pool3d": "AvgPool3d"}
-_POOL_ARGS = {"Adaptive": ["output_size"], "Max": ["kernel_size", "stride", "padding", "dilation", "ceil_mode"],
-              "Avg": ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"]}
+_ACTIVATIONS = {
+    "relu": "ReLU",
+    "relu_": "ReLU",
+    "relu6": "ReLU6",
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "silu": "SiLU",
+    "gelu": "GELU",
+    "hardswish": "Hardswish",
+    "hardsigmoid": "Hardsigmoid",
+    "mish": "Mish",
+    "elu": "ELU",
+    "leaky_relu": "LeakyReLU",
+    "softplus": "Softplus",
+    "selu": "SELU",
+}
+_POOLS = {
+    "adaptive_avg_pool1d": "AdaptiveAvgPool1d",
+    "adaptive_avg_pool2d": "AdaptiveAvgPool2d",
+    "adaptive_avg_pool3d": "AdaptiveAvgPool3d",
+    "adaptive_max_pool1d": "AdaptiveMaxPool1d",
+    "adaptive_max_pool2d": "AdaptiveMaxPool2d",
+    "max_pool1d": "MaxPool1d",
+    "max_pool2d": "MaxPool2d",
+    "max_pool3d": "MaxPool3d",
+    "avg_pool1d": "AvgPool1d",
+    "avg_pool2d": "AvgPool2d",
+    "avg_pool3d": "AvgPool3d",
+}
+_POOL_ARGS = {
+    "Adaptive": ["output_size"],
+    "Max": ["kernel_size", "stride", "padding", "dilation", "ceil_mode"],
+    "Avg": ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"],
+}
 
 
 def _functional(node: fx.Node, path: str, batch_of: dict) -> tuple[str, dict[str, Any]] | str | None:
@@ -279,8 +323,11 @@ def _functional(node: fx.Node, path: str, batch_of: dict) -> tuple[str, dict[str
     if name == "flatten":
         start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
         if start == 0:
-            raise DecompileError(path, f"{_describe_node(node)} flattens the batch dimension too (start_dim=0); "
-                                 "a spec's Flatten keeps the batch: write flatten(x, 1)")
+            raise DecompileError(
+                path,
+                f"{_describe_node(node)} flattens the batch dimension too (start_dim=0); "
+                "a spec's Flatten keeps the batch: write flatten(x, 1)",
+            )
         return "Flatten", {"start_dim": start, "end_dim": end}
     if name in ("view", "reshape") and method or name == "reshape" and not method:
         sizes = list(node.args[1:])
@@ -305,10 +352,15 @@ def _functional(node: fx.Node, path: str, batch_of: dict) -> tuple[str, dict[str
     if name in ("mean", "sum", "amax"):
         dim = _arg(node, 1, "dim")
         if dim is None:
-            raise DecompileError(path, f"{_describe_node(node)} reduces over every dimension, the batch too; "
-                                 "a spec reduces over given dims (Mean: {dim: ...})")
-        return name.capitalize(), {"dim": list(dim) if isinstance(dim, (list, tuple)) else dim,
-                                   "keepdim": _arg(node, 2, "keepdim", False)}
+            raise DecompileError(
+                path,
+                f"{_describe_node(node)} reduces over every dimension, the batch too; "
+                "a spec reduces over given dims (Mean: {dim: ...})",
+            )
+        return name.capitalize(), {
+            "dim": list(dim) if isinstance(dim, (list, tuple)) else dim,
+            "keepdim": _arg(node, 2, "keepdim", False),
+        }
     if name == "permute" and method:
         dims = node.args[1:]
         if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
@@ -329,8 +381,13 @@ def _functional(node: fx.Node, path: str, batch_of: dict) -> tuple[str, dict[str
     return None
 
 
-_BASE_NAMES = {"Flatten": "flatten", "Reshape": "reshape", "TupleItem": "item", "AdaptiveAvgPool2d": "avgpool",
-               "Dropout": "dropout"}
+_BASE_NAMES = {
+    "Flatten": "flatten",
+    "Reshape": "reshape",
+    "TupleItem": "item",
+    "AdaptiveAvgPool2d": "avgpool",
+    "Dropout": "dropout",
+}
 
 
 class _Tracer(fx.Tracer):
@@ -349,10 +406,11 @@ def _trace(module: nn.Module, path: str) -> tuple[fx.Graph, set[str]]:
     for _ in range(8):
         try:
             graph = _Tracer(inline).trace(module)
-        except Exception as err:  # noqa: BLE001 - fx raises many kinds for data-dependent control flow
+        except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise DecompileError(path, f"cannot trace {type(module).__name__}.forward with torch.fx: "
-                                 f"{type(err).__name__}: {first}") from None
+            raise DecompileError(
+                path, f"cannot trace {type(module).__name__}.forward with torch.fx: {type(err).__name__}: {first}"
+            ) from None
         more = set()
         for node in graph.nodes:
             if node.op == "call_module":
@@ -360,9 +418,12 @@ def _trace(module: nn.Module, path: str) -> tuple[fx.Graph, set[str]]:
                     continue
                 sub = module.get_submodule(node.target)
                 if type(sub) in layer_classes or isinstance(sub, nn.Sequential):
-                    raise DecompileError(_join(path, node.target), f"{type(module).__name__}.forward calls it with "
-                                         f"{len(node.args)} arguments and {len(node.kwargs)} keywords; a spec's layers "
-                                         "take one tensor")
+                    raise DecompileError(
+                        _join(path, node.target),
+                        f"{type(module).__name__}.forward calls it with "
+                        f"{len(node.args)} arguments and {len(node.kwargs)} keywords; a spec's layers "
+                        "take one tensor",
+                    )
                 more.add(node.target)
         if not more:
             return graph, inline
@@ -392,8 +453,9 @@ def _graph(module: nn.Module, path: str) -> tuple[G, G, set[str]]:
         what = _describe_node(node)
         if node.op == "placeholder":
             if source is not None:
-                raise DecompileError(path, f"{type(module).__name__}.forward takes more than one input; a spec's "
-                                     "model takes one tensor")
+                raise DecompileError(
+                    path, f"{type(module).__name__}.forward takes more than one input; a spec's model takes one tensor"
+                )
             source = made[node] = G("input", what="the input")
             continue
         if node.op == "output":
@@ -412,8 +474,12 @@ def _graph(module: nn.Module, path: str) -> tuple[G, G, set[str]]:
         if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
             shape_of[node] = node.args[0]
             continue
-        if node.op == "call_function" and node.target is operator.getitem and node.args[0] in shape_of \
-                and node.args[1] == 0:
+        if (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and node.args[0] in shape_of
+            and node.args[1] == 0
+        ):
             batch_of[node] = shape_of[node.args[0]]
             continue
         if node.target in _ADD or name in ("add", "add_", "__add__", "__iadd__") and node.op == "call_method":
@@ -436,13 +502,16 @@ def _graph(module: nn.Module, path: str) -> tuple[G, G, set[str]]:
             continue
         if op:
             if len(node.args) != 2 or node.kwargs:
-                raise DecompileError(path, f"{what} with {len(node.args)} arguments and keywords "
-                                     f"{sorted(node.kwargs)}; a merge {op}s tensors")
+                raise DecompileError(
+                    path,
+                    f"{what} with {len(node.args)} arguments and keywords {sorted(node.kwargs)}; a merge {op}s tensors",
+                )
             ins = []
             for value in node.args:
                 if not (isinstance(value, fx.Node) and isinstance(made.get(value), G)):
-                    raise DecompileError(path, f"{what} with {value!r}: a merge {op}s tensors of the forward, not "
-                                         "constants")
+                    raise DecompileError(
+                        path, f"{what} with {value!r}: a merge {op}s tensors of the forward, not constants"
+                    )
                 ins.append(made[value])
             made[node] = G("merge", ins, op=op, what=what)
             continue
@@ -455,8 +524,13 @@ def _graph(module: nn.Module, path: str) -> tuple[G, G, set[str]]:
         if layer == "skip":
             made[node] = made[tensor]
             continue
-        made[node] = G("layer", [made[tensor]], layer=_functional_layer(*layer, path, what),
-                       base=_BASE_NAMES.get(layer[0], name.strip("_")), what=what)
+        made[node] = G(
+            "layer",
+            [made[tensor]],
+            layer=_functional_layer(*layer, path, what),
+            base=_BASE_NAMES.get(layer[0], name.strip("_")),
+            what=what,
+        )
     if source is None:
         raise DecompileError(path, "forward takes no input")
     if not (isinstance(out, fx.Node) and isinstance(made.get(out), G)):
@@ -470,7 +544,7 @@ def _functional_layer(type_name: str, kwargs: dict, path: str, what: str) -> Lay
     entry = REGISTRY.get("layer", type_name)
     try:
         module = entry.resolve()(**{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    except Exception as err:  # noqa: BLE001 - any failure is reported, located
+    except Exception as err:
         raise DecompileError(path, f"{what}: cannot make a {type_name} of it ({err})") from None
     return _layer(module, entry, path)
 
@@ -497,8 +571,13 @@ def _simplify_graph(output: G) -> None:
                     break
             cats.setdefault(key, node)
         first = node.ins[0]
-        if first.kind == "merge" and first.op == node.op and first.dim == node.dim and users.get(id(first)) == 1 \
-                and node.op != "cat":
+        if (
+            first.kind == "merge"
+            and first.op == node.op
+            and first.dim == node.dim
+            and users.get(id(first)) == 1
+            and node.op != "cat"
+        ):
             node.ins = [*first.ins, *node.ins[1:]]
 
 
@@ -624,17 +703,24 @@ class _Decompiler:
         ids = [id(n) for n in used]
         needed = {id(n) for n in _topological(output) if n.kind != "input"}
         if len(ids) != len(set(ids)) or set(ids) != needed:
-            raise DecompileError(path, f"{type(module).__name__}.forward reuses an intermediate value in a way "
-                                 "merge blocks cannot express (a value feeds two places that are not branches of "
-                                 "one merge)")
+            raise DecompileError(
+                path,
+                f"{type(module).__name__}.forward reuses an intermediate value in a way "
+                "merge blocks cannot express (a value feeds two places that are not branches of "
+                "one merge)",
+            )
         called = {n.target.split(".")[0] for n in used if n.kind == "module"}
         for name, child in module.named_children():
             if name not in called and name not in inline:
                 if any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
-                    raise DecompileError(_join(path, name), f"{type(module).__name__}.forward never calls it, but it "
-                                         "has weights a spec would lose")
-                self.notes.append(f"{_join(path, name)} ({type(child).__name__}) is never called by "
-                                  f"{type(module).__name__}.forward: left out")
+                    raise DecompileError(
+                        _join(path, name),
+                        f"{type(module).__name__}.forward never calls it, but it has weights a spec would lose",
+                    )
+                self.notes.append(
+                    f"{_join(path, name)} ({type(child).__name__}) is never called by "
+                    f"{type(module).__name__}.forward: left out"
+                )
         return self.level(steps, 0, module, path, reader)
 
     def level(self, steps: list[G], depth: int, owner: nn.Module, path: str, reader: _Steps) -> Any:
@@ -648,14 +734,14 @@ class _Decompiler:
             parts = step.target.split(".")
             return parts[depth] if len(parts) > depth + 1 else None
         if step.kind == "merge":
-            keys = {self.key(s, depth, reader) if s.kind != "layer" else "" for s in
-                    _all_steps([step], reader)[1:]}
+            keys = {self.key(s, depth, reader) if s.kind != "layer" else "" for s in _all_steps([step], reader)[1:]}
             keys.discard("")
             return keys.pop() if len(keys) == 1 and None not in keys else None
         return None
 
-    def items(self, steps: list[G], depth: int, owner: nn.Module, path: str, reader: _Steps, names: _Names,
-              seen: set[str]) -> list[tuple[str, Any, bool]]:
+    def items(
+        self, steps: list[G], depth: int, owner: nn.Module, path: str, reader: _Steps, names: _Names, seen: set[str]
+    ) -> list[tuple[str, Any, bool]]:
         out: list[tuple[str, Any, bool]] = []
         i = 0
         while i < len(steps):
@@ -675,8 +761,10 @@ class _Decompiler:
                 child = owner.get_submodule(name)
                 if name in seen:
                     if any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
-                        raise DecompileError(_join(path, name), "called twice by the forward: a spec cannot share "
-                                             "weights between two places")
+                        raise DecompileError(
+                            _join(path, name),
+                            "called twice by the forward: a spec cannot share weights between two places",
+                        )
                     name = names.fresh(name)
                 seen.add(name)
                 out.append((name, self.convert(child, _join(path, name)), False))
@@ -687,9 +775,12 @@ class _Decompiler:
                 for branch in reader.branches(step):
                     sub = self.items(branch, depth, owner, path, reader, names, seen)
                     if any(is_merge for _, _, is_merge in sub):
-                        raise DecompileError(path, f"{type(owner).__name__}.forward nests {step.what} inside another "
-                                             "merge's branch; a spec's merge would add a module level and change the "
-                                             "state-dict keys")
+                        raise DecompileError(
+                            path,
+                            f"{type(owner).__name__}.forward nests {step.what} inside another "
+                            "merge's branch; a spec's merge would add a module level and change the "
+                            "state-dict keys",
+                        )
                     branches.append(sub)
                 out.append(("", (step, branches, names), True))
         return out
@@ -699,24 +790,36 @@ class _Decompiler:
         if not merges:
             if not items:
                 return Layer("Identity")
-            return Block(tuple((n, node) for n, node, _ in items),
-                         named=[n for n, _, _ in items] != [str(i) for i in range(len(items))])
+            return Block(
+                tuple((n, node) for n, node, _ in items),
+                named=[n for n, _, _ in items] != [str(i) for i in range(len(items))],
+            )
         if len(merges) > 1:
             whats = ", ".join(items[i][1][0].what for i in merges)
-            raise DecompileError(path, f"{type(owner).__name__}.forward merges more than once ({whats}); a spec's "
-                                 "merge block is one module, so this would change the state-dict keys")
+            raise DecompileError(
+                path,
+                f"{type(owner).__name__}.forward merges more than once ({whats}); a spec's "
+                "merge block is one module, so this would change the state-dict keys",
+            )
         at = merges[0]
         step, branches, names = items[at][1]
         parts = []
         for branch in branches:
             if not branch:
                 parts.append((names.fresh("identity"), None))
-            elif len(branch) == 1 and not (isinstance(branch[0][1], Block) and branch[0][1].named) \
-                    and not (isinstance(branch[0][1], Layer) and branch[0][1].type == "Identity"):
+            elif (
+                len(branch) == 1
+                and not (isinstance(branch[0][1], Block) and branch[0][1].named)
+                and not (isinstance(branch[0][1], Layer) and branch[0][1].type == "Identity")
+            ):
                 parts.append((branch[0][0], branch[0][1]))
             else:
-                parts.append((names.fresh("main" if not parts else "branch"),
-                              Block(tuple((n, node) for n, node, _ in branch), named=True)))
+                parts.append(
+                    (
+                        names.fresh("main" if not parts else "branch"),
+                        Block(tuple((n, node) for n, node, _ in branch), named=True),
+                    )
+                )
         cls = type(owner).__name__
         from .build import GraphBlock
 
@@ -724,8 +827,14 @@ class _Decompiler:
             cls = re.sub(r"_\d+$", "", cls)
         cls = cls.lstrip("_")
         cls = cls[:1].upper() + cls[1:] if cls.isidentifier() and cls.isascii() else None
-        return Merge(step.op, step.dim, cls, tuple((n, node) for n, node, _ in items[:at]), tuple(parts),
-                     tuple((n, node) for n, node, _ in items[at + 1:]))
+        return Merge(
+            step.op,
+            step.dim,
+            cls,
+            tuple((n, node) for n, node, _ in items[:at]),
+            tuple(parts),
+            tuple((n, node) for n, node, _ in items[at + 1 :]),
+        )
 
 
 # --------------------------------------------------------------------------- YAML text
@@ -778,14 +887,16 @@ def _compress(items: list[Any]) -> list[Any]:
         best = (1, 1)  # (period, count)
         for period in range(1, (n - i) // 2 + 1):
             count = 1
-            while i + (count + 1) * period <= n and items[i + count * period: i + (count + 1) * period] == \
-                    items[i: i + period]:
+            while (
+                i + (count + 1) * period <= n
+                and items[i + count * period : i + (count + 1) * period] == items[i : i + period]
+            ):
                 count += 1
             if count > 1 and period * count > best[0] * best[1]:
                 best = (period, count)
         period, count = best
         if count > 1:
-            out.append(Repeat(count, tuple(items[i:i + period])))
+            out.append(Repeat(count, tuple(items[i : i + period])))
         else:
             out.append(items[i])
         i += period * count
@@ -816,7 +927,7 @@ class _Writer:
         start = len(self.lines)
         self.body(indent + 2, node)
         first = self.lines[start]
-        self.lines[start] = pad + "- " + first[indent + 2:]
+        self.lines[start] = pad + "- " + first[indent + 2 :]
 
     def body(self, indent: int, node: Any) -> None:
         pad = " " * indent
@@ -869,8 +980,13 @@ def _render(name: str, input_shape: tuple[int, ...], root: Any, header: list[str
 # --------------------------------------------------------------------------- the public function
 
 
-def to_spec(module: nn.Module, input: tuple[int, ...] | list[int] = (3, 224, 224), name: str | None = None, *,
-            source: str | None = None) -> str:
+def to_spec(
+    module: nn.Module,
+    input: tuple[int, ...] | list[int] = (3, 224, 224),
+    name: str | None = None,
+    *,
+    source: str | None = None,
+) -> str:
     """The spec (YAML text) of ``module``: built, loaded with its state dict and compared before it is returned.
 
     ``input`` is one sample's shape (no batch). Raises ``DecompileError`` naming the module path and the
@@ -886,8 +1002,10 @@ def to_spec(module: nn.Module, input: tuple[int, ...] | list[int] = (3, 224, 224
         name = "model_" + name
     decompiler = _Decompiler()
     root = decompiler.convert(module, "")
-    header = [f"Decompiled by specc from {source or type(module).__name__} (compiler.to_spec): its state dict loads",
-              "with strict=True and the eval-mode outputs are equal (checked on one sample input)."]
+    header = [
+        f"Decompiled by specc from {source or type(module).__name__} (compiler.to_spec): its state dict loads",
+        "with strict=True and the eval-mode outputs are equal (checked on one sample input).",
+    ]
     header += [f"note: {note}" for note in decompiler.notes]
     text = _render(name, shape, root, header)
     verify(module, text, shape)
@@ -905,15 +1023,19 @@ def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
             spec = parse_spec(text, "<decompiled>")
         except SpecError as err:
             first = err.problems[0].message if getattr(err, "problems", None) else str(err)
-            raise DecompileError("", f"the input shape {list(shape)} does not fit the model, or the written spec is "
-                                 f"invalid: {first}") from None
+            raise DecompileError(
+                "", f"the input shape {list(shape)} does not fit the model, or the written spec is invalid: {first}"
+            ) from None
         dtype = torch.int64 if lower_spec(spec).model.input_dtype == "int64" else torch.float32
         with torch.device("meta"):
             rebuilt = build_model(spec)
     problem = state_dict_mismatch(rebuilt, state)
     if problem:
-        raise DecompileError("", f"the spec's model does not take the module's state dict ({problem}); is the input "
-                             f"shape {list(shape)} the one the module was made for?")
+        raise DecompileError(
+            "",
+            f"the spec's model does not take the module's state dict ({problem}); is the input "
+            f"shape {list(shape)} the one the module was made for?",
+        )
     rebuilt.load_state_dict(state, strict=True, assign=True)
     if any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()]):  # non-persistent buffers
         with warnings.catch_warnings():
@@ -929,24 +1051,32 @@ def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
         with torch.no_grad():
             for i, sample in enumerate(dict.fromkeys([small, shape])):
                 generator = torch.Generator().manual_seed(0)
-                x = torch.randn(1, *sample, generator=generator) if dtype == torch.float32 else \
-                    torch.zeros(1, *sample, dtype=dtype)
+                x = (
+                    torch.randn(1, *sample, generator=generator)
+                    if dtype == torch.float32
+                    else torch.zeros(1, *sample, dtype=dtype)
+                )
                 try:
                     expected = module(x.clone())
                     got = rebuilt(x.clone())
                     break
-                except Exception as err:  # noqa: BLE001 - any failure is reported, located
+                except Exception as err:
                     if sample != shape:
                         continue
-                    raise DecompileError("", f"the input shape {list(shape)} does not fit the module: "
-                                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                                         ) from None
+                    raise DecompileError(
+                        "",
+                        f"the input shape {list(shape)} does not fit the module: "
+                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                    ) from None
     finally:
         for m, mode in was.items():
             m.training = mode
     if not _equal(expected, got):
-        raise DecompileError("", "the spec's model gives different outputs from the module's on a sample input; "
-                             "refusing to write a wrong spec (the forward likely does something the spec leaves out)")
+        raise DecompileError(
+            "",
+            "the spec's model gives different outputs from the module's on a sample input; "
+            "refusing to write a wrong spec (the forward likely does something the spec leaves out)",
+        )
 
 
 def state_dict_mismatch(model: nn.Module, state: dict) -> str:
@@ -958,12 +1088,16 @@ def state_dict_mismatch(model: nn.Module, state: dict) -> str:
     parts = []
     for what, keys in (("missing", missing), ("unexpected", unexpected)):
         if keys:
-            parts.append(f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''} ({', '.join(keys[:3])}"
-                         f"{', ...' if len(keys) > 3 else ''})")
+            parts.append(
+                f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''} ({', '.join(keys[:3])}"
+                f"{', ...' if len(keys) > 3 else ''})"
+            )
     if shapes:
         k = shapes[0]
-        parts.append(f"{len(shapes)} of another shape ({k}: {list(state[k].shape)}, the model's "
-                     f"{list(ours[k].shape)}{', ...' if len(shapes) > 1 else ''})")
+        parts.append(
+            f"{len(shapes)} of another shape ({k}: {list(state[k].shape)}, the model's "
+            f"{list(ours[k].shape)}{', ...' if len(shapes) > 1 else ''})"
+        )
     return "; ".join(parts)
 
 
@@ -984,7 +1118,7 @@ def load_factory(text: str) -> nn.Module:
     module_name, attr = text.split(":", 1)
     try:
         obj: Any = importlib.import_module(module_name)
-    except Exception as err:  # noqa: BLE001 - any failure is reported, located
+    except Exception as err:
         raise DecompileError("", f"cannot import {module_name!r}: {type(err).__name__}: {err}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -996,7 +1130,7 @@ def load_factory(text: str) -> nn.Module:
         raise DecompileError("", f"{text} is neither an nn.Module nor a function that makes one")
     try:
         made = obj()
-    except Exception as err:  # noqa: BLE001 - any failure is reported, located
+    except Exception as err:
         raise DecompileError("", f"{text}() raised {type(err).__name__}: {err}") from None
     if not isinstance(made, nn.Module):
         raise DecompileError("", f"{text}() returned {type(made).__name__}, not an nn.Module")

@@ -166,8 +166,15 @@ class _Emitter:
             else:  # ruff splits the tuple itself: its name and its value each on a line
                 body += [inner + "(", inner + INDENT + literal(child.name) + ","]
                 body += self.lines("", child, ",", depth + 4) + [inner + "),"]
-        return [pad + prefix + "nn.Sequential(", pad + INDENT + "OrderedDict(", pad + INDENT * 2 + "[", *body,
-                pad + INDENT * 2 + "]", pad + INDENT + ")", pad + ")" + suffix]
+        return [
+            pad + prefix + "nn.Sequential(",
+            pad + INDENT + "OrderedDict(",
+            pad + INDENT * 2 + "[",
+            *body,
+            pad + INDENT * 2 + "]",
+            pad + INDENT + ")",
+            pad + ")" + suffix,
+        ]
 
 
 def _layer_lines(pad: str, prefix: str, node: LayerIR, suffix: str) -> list[str]:

@@ -93,8 +93,9 @@ def _sample(program: Any, batch: int):
     return torch.randn(batch, *shape, generator=generator)
 
 
-def export(spec: Any, path: str | Path, format: str = "onnx", checkpoint: str | Path | None = None,
-           opset: int | None = None) -> ExportResult:
+def export(
+    spec: Any, path: str | Path, format: str = "onnx", checkpoint: str | Path | None = None, opset: int | None = None
+) -> ExportResult:
     """Write ``spec``'s model (with ``checkpoint``'s weights if given) to ``path``, checked, atomically."""
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}: use onnx or pt2")
@@ -155,8 +156,9 @@ def _compare(expected: Any, got: Any, what: str) -> float:
         raise ExportError(f"{what} gives shape {list(got.shape)}, torch {list(expected.shape)}")
     diff = float(np.max(np.abs(expected.astype(np.float64) - got.astype(np.float64)))) if expected.size else 0.0
     if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
-        raise ExportError(f"{what} differs from torch by up to {diff:.3g} (tolerance rtol={RTOL}, atol={ATOL}); "
-                          "nothing was written")
+        raise ExportError(
+            f"{what} differs from torch by up to {diff:.3g} (tolerance rtol={RTOL}, atol={ATOL}); nothing was written"
+        )
     return diff
 
 
@@ -167,9 +169,15 @@ def _onnx(model, x, check, expected, tmp: Path, opset: int | None) -> float:
     try:
         with _quiet():
             kwargs = {"opset_version": opset} if opset else {}
-            program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["output"],
-                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},),
-                                        **kwargs)
+            program = torch.onnx.export(
+                model,
+                (x,),
+                dynamo=True,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},),
+                **kwargs,
+            )
             program.save(str(tmp))
     except ExportError:
         raise
@@ -186,8 +194,9 @@ def _pt2(model, x, check, expected, tmp: Path) -> float:
     try:
         with _quiet():
             try:
-                program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1,
-                                                                                                 max=1 << 16)},))
+                program = torch.export.export(
+                    model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
+                )
             except Exception:
                 program = torch.export.export(model, (check,))
             torch.export.save(program, str(tmp))
@@ -202,4 +211,3 @@ def _pt2(model, x, check, expected, tmp: Path) -> float:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else ""
-

@@ -194,7 +194,7 @@ def _text(node: ast.AST, outer: int) -> str:
     if isinstance(node, ast.Expression):
         return _text(node.body, outer)
     if isinstance(node, ast.Name):
-        return node.id[len(_PLACEHOLDER) :] if node.id.startswith(_PLACEHOLDER) else node.id
+        return node.id.removeprefix(_PLACEHOLDER)
     if isinstance(node, ast.Constant):
         return repr(node.value)
     if isinstance(node, ast.UnaryOp):

@@ -404,10 +404,13 @@ class _Lowerer:
         warned = self.__dict__.setdefault("_meta_warned", set())
         if ir.type not in warned:  # once per layer type
             warned.add(ir.type)
-            self.problems.warn(where_of_ir(ir), f"{ir.type} has no shape rule: its output shape "
-                               f"{format_shape(tuple(out.shape[1:]))} comes from one forward pass on the meta device "
-                               "(no data, no memory)", "check that shape: a layer registered from Python without a "
-                               "shape rule is always inferred this way")
+            self.problems.warn(
+                where_of_ir(ir),
+                f"{ir.type} has no shape rule: its output shape "
+                f"{format_shape(tuple(out.shape[1:]))} comes from one forward pass on the meta device "
+                "(no data, no memory)",
+                "check that shape: a layer registered from Python without a shape rule is always inferred this way",
+            )
         return tuple(out.shape[1:])
 
     # init rules ---------------------------------------------------------------------

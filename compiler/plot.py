@@ -57,8 +57,12 @@ def _raster(steps, losses, val, path: Path, width: int = 640, height: int = 360)
         (x0, y0), (x1, y1) = point(s0, v0), point(s1, v1)
         for t in range(max(abs(x1 - x0), abs(y1 - y0), 1) + 1):
             f = t / max(abs(x1 - x0), abs(y1 - y0), 1)
-            image[:, round(y0 + f * (y1 - y0)), round(x0 + f * (x1 - x0))] = torch.tensor([31, 119, 180], dtype=torch.uint8)
+            image[:, round(y0 + f * (y1 - y0)), round(x0 + f * (x1 - x0))] = torch.tensor(
+                [31, 119, 180], dtype=torch.uint8
+            )
     for s, v in val:
         x, y = point(s, v)
-        image[:, max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3] = torch.tensor([255, 127, 14], dtype=torch.uint8)[:, None, None]
+        image[:, max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3] = torch.tensor([255, 127, 14], dtype=torch.uint8)[
+            :, None, None
+        ]
     write_png(image, str(path))

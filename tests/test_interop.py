@@ -21,8 +21,16 @@ from compiler.decompile import DecompileError
 from compiler.load import load_file
 
 SLOW_SPECS = {"alexnet", "densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50"}
-TORCHVISION = ["resnet18", "squeezenet1_0", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0",
-               "vgg16_bn", "alexnet"]
+TORCHVISION = [
+    "resnet18",
+    "squeezenet1_0",
+    "resnet50",
+    "mobilenet_v2",
+    "densenet121",
+    "efficientnet_b0",
+    "vgg16_bn",
+    "alexnet",
+]
 FAST_TORCHVISION = {"resnet18", "squeezenet1_0"}
 
 
@@ -143,12 +151,15 @@ class _Sort(nn.Module):
         return torch.sort(x, dim=1).values
 
 
-@pytest.mark.parametrize(("module", "words"), [
-    (_Untraceable(), ["cannot trace _Untraceable.forward"]),
-    (_Shared(), ["fc: called twice", "share weights"]),
-    (_TwoMerges(), ["merges more than once", "state-dict keys"]),
-    (_Sort(), ["torch.sort()", "cannot be expressed"]),
-])
+@pytest.mark.parametrize(
+    ("module", "words"),
+    [
+        (_Untraceable(), ["cannot trace _Untraceable.forward"]),
+        (_Shared(), ["fc: called twice", "share weights"]),
+        (_TwoMerges(), ["merges more than once", "state-dict keys"]),
+        (_Sort(), ["torch.sort()", "cannot be expressed"]),
+    ],
+)
 def test_what_a_spec_cannot_express_is_a_located_error(module, words):
     with pytest.raises(DecompileError) as err:
         compiler.to_spec(nn.Sequential(nn.Linear(4, 4), module), (4,))
@@ -165,8 +176,17 @@ def test_an_input_that_does_not_fit_is_refused():
 
 def test_specc_import_writes_spec_and_weights_that_reproduce_the_model(tmp_path, capsys):
     spec_path, weights = tmp_path / "r18.yaml", tmp_path / "r18.pt"
-    code, _out, err = run(capsys, "import", "torchvision.models:resnet18", "--input", "3,64,64", "-o", str(spec_path),
-                         "--weights", str(weights))
+    code, _out, err = run(
+        capsys,
+        "import",
+        "torchvision.models:resnet18",
+        "--input",
+        "3,64,64",
+        "-o",
+        str(spec_path),
+        "--weights",
+        str(weights),
+    )
     assert code == 0, err
     torch.manual_seed(0)
     reference = models.resnet18(weights=None)
@@ -175,12 +195,15 @@ def test_specc_import_writes_spec_and_weights_that_reproduce_the_model(tmp_path,
     assert list(model.state_dict()) == list(reference.state_dict())
 
 
-@pytest.mark.parametrize(("argv", "words"), [
-    (["torchvision.models:no_such_model", "--input", "3,64,64"], ["has no 'no_such_model'"]),
-    (["no_such_package.models:net", "--input", "3,64,64"], ["cannot import 'no_such_package.models'"]),
-    (["torch.nn:LSTM", "--input", "3,4"], ["torch.nn:LSTM() raised TypeError"]),
-    (["torchvision.models:resnet18", "--input", "3,64"], ["input shape [3, 64] does not fit"]),
-])
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["torchvision.models:no_such_model", "--input", "3,64,64"], ["has no 'no_such_model'"]),
+        (["no_such_package.models:net", "--input", "3,64,64"], ["cannot import 'no_such_package.models'"]),
+        (["torch.nn:LSTM", "--input", "3,4"], ["torch.nn:LSTM() raised TypeError"]),
+        (["torchvision.models:resnet18", "--input", "3,64"], ["input shape [3, 64] does not fit"]),
+    ],
+)
 def test_specc_import_bad_input_is_one_line(argv, words, capsys):
     code, out, err = run(capsys, "import", *argv)
     assert code == 1 and out == ""
@@ -216,8 +239,17 @@ def test_export_takes_a_checkpoint_with_a_model_key(tmp_path, capsys):
     torch.manual_seed(5)
     model = compiler.build_model(spec)
     torch.save({"model": model.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
-    code, _out, err = run(capsys, "export", str(spec), "--format", "pt2", "--checkpoint", str(tmp_path / "ckpt.pt"),
-                         "-o", str(tmp_path / "mlp.pt2"))
+    code, _out, err = run(
+        capsys,
+        "export",
+        str(spec),
+        "--format",
+        "pt2",
+        "--checkpoint",
+        str(tmp_path / "ckpt.pt"),
+        "-o",
+        str(tmp_path / "mlp.pt2"),
+    )
     assert code == 0, err
     loaded = torch.export.load(str(tmp_path / "mlp.pt2")).module()
     x = torch.randn(4, 1000)
@@ -226,8 +258,17 @@ def test_export_takes_a_checkpoint_with_a_model_key(tmp_path, capsys):
 
 def test_a_failed_export_leaves_no_file(tmp_path, capsys):
     torch.save({"wrong.weight": torch.zeros(1)}, tmp_path / "bad.pt")
-    code, _out, err = run(capsys, "export", str(ROOT / "specs" / "mlp.yaml"), "--format", "pt2", "--checkpoint",
-                         str(tmp_path / "bad.pt"), "-o", str(tmp_path / "out" / "mlp.pt2"))
+    code, _out, err = run(
+        capsys,
+        "export",
+        str(ROOT / "specs" / "mlp.yaml"),
+        "--format",
+        "pt2",
+        "--checkpoint",
+        str(tmp_path / "bad.pt"),
+        "-o",
+        str(tmp_path / "out" / "mlp.pt2"),
+    )
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "does not fit the spec's model" in err and "unexpected key" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -250,8 +291,13 @@ def test_import_compiler_and_validate_do_not_load_export_or_onnx():
                               "onnxscript") if m in sys.modules]
         assert not loaded, loaded
     """)
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+    )
 
 
 # --------------------------------------------------------------------------- JSON Schema
@@ -272,7 +318,29 @@ def test_every_shipped_spec_validates_against_the_schema(path, validator):
     assert not errors, errors[:3]
 
 
-INVALID_BY_SCHEMA = ["unknown_top_level_key", "unknown_kwarg", "merge_unknown_op", "repeat_extra_key", "shuffle_yes", "bad_device", "train_mode_typo", "init_unknown_function", "epochs_float", "unknown_optimizer", "unknown_loss", "lstm_kwarg_typo", "metric_typo", "missing_model", "missing_name", "top_level_list", "batch_size_zero", "unknown_data_key", "unknown_train_key", "misspelt_layer_mapping", "input_not_a_list"]
+INVALID_BY_SCHEMA = [
+    "unknown_top_level_key",
+    "unknown_kwarg",
+    "merge_unknown_op",
+    "repeat_extra_key",
+    "shuffle_yes",
+    "bad_device",
+    "train_mode_typo",
+    "init_unknown_function",
+    "epochs_float",
+    "unknown_optimizer",
+    "unknown_loss",
+    "lstm_kwarg_typo",
+    "metric_typo",
+    "missing_model",
+    "missing_name",
+    "top_level_list",
+    "batch_size_zero",
+    "unknown_data_key",
+    "unknown_train_key",
+    "misspelt_layer_mapping",
+    "input_not_a_list",
+]
 
 
 @pytest.mark.parametrize("name", INVALID_BY_SCHEMA)
@@ -321,15 +389,22 @@ compiler.register_layer(Scale)
 
 def _specc(tmp_path, *argv):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
-    return subprocess.run([sys.executable, "-c", "import sys; from compiler.cli import main; sys.exit(main())",
-                           *argv], check=False, cwd=tmp_path, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from compiler.cli import main; sys.exit(main())", *argv],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture
 def plugin(tmp_path):
     (tmp_path / "myplugin.py").write_text(PLUGIN)
-    (tmp_path / "s.yaml").write_text("name: plugged\ninput: [4]\nmodel:\n  - {Linear: {out_features: 3}}\n"
-                                     "  - {Scale: {factor: 0.5}}\n")
+    (tmp_path / "s.yaml").write_text(
+        "name: plugged\ninput: [4]\nmodel:\n  - {Linear: {out_features: 3}}\n  - {Scale: {factor: 0.5}}\n"
+    )
     return tmp_path
 
 
@@ -356,5 +431,7 @@ def test_plugin_from_an_entry_point(plugin):
 def test_a_broken_plugin_is_one_line(plugin):
     result = _specc(plugin, "--plugin", "no_such_plugin", "validate", "s.yaml")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip() == "specc validate: --plugin no_such_plugin: ModuleNotFoundError: No module named " \
-                                    "'no_such_plugin'"
+    assert (
+        result.stderr.strip() == "specc validate: --plugin no_such_plugin: ModuleNotFoundError: No module named "
+        "'no_such_plugin'"
+    )

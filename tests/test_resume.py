@@ -54,8 +54,13 @@ def _script(tmp_path, workers, epochs=3, every_steps=1000):
 
 
 def _run(script, out, *args):
-    proc = subprocess.run([sys.executable, str(script), "--out", str(out), *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(out), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -98,8 +103,9 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path, workers):
     straight = _result(tmp_path / "straight")
     out = tmp_path / "killed"
     rng = random.Random(workers)
-    proc = subprocess.Popen([sys.executable, str(script), "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoint = out / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:

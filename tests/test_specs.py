@@ -3,7 +3,9 @@
 import ast
 import shutil
 import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,12 +56,19 @@ def test_generated_script_imports_only_torch_torchvision_stdlib(path):
     assert_import_runs_nothing(tree)
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the dev extra")
-def test_generated_code_is_lint_clean_and_formatted():
-    gen = str(ROOT / "generated")
-    check = subprocess.run(["ruff", "check", gen], capture_output=True, text=True, check=False)
+def _ruff() -> str | None:
+    beside = Path(sys.executable).parent / "ruff"  # the venv's, also when it is not on PATH
+    return str(beside) if beside.exists() else shutil.which("ruff")
+
+
+@pytest.mark.skipif(_ruff() is None, reason="ruff is in the dev extra")
+@pytest.mark.parametrize("where", ["generated", "."], ids=["generated scripts", "whole project"])
+def test_lint_clean_and_formatted(where):
+    """`ruff check` and `ruff format --check` hold over the generated scripts and over the whole project."""
+    target = str(ROOT / where)
+    check = subprocess.run([_ruff(), "check", target], capture_output=True, text=True, check=False, cwd=ROOT)
     assert check.returncode == 0, check.stdout
-    fmt = subprocess.run(["ruff", "format", "--check", gen], capture_output=True, text=True, check=False)
+    fmt = subprocess.run([_ruff(), "format", "--check", target], capture_output=True, text=True, check=False, cwd=ROOT)
     assert fmt.returncode == 0, fmt.stdout
 
 

@@ -51,7 +51,9 @@ def _script(tmp_path, spec_path):
 
 
 def _run(script, *args, cwd=None):
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(script), *args], check=False, capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
 # --------------------------------------------------------------------------- 1. checkpoints
@@ -130,9 +132,11 @@ def test_runs_provenance_eval_predict_and_errors(tmp_path):
     assert proc.stdout.splitlines() == [f"{n}: {p}" for n, p in predictions]
 
     # another spec's checkpoint is refused, naming what differs
-    for kwargs, expected in (({"optimizer": "Adam", "lr": 0.1}, "optimizer: SGD in the checkpoint, Adam here"),
-                             ({"lr": 0.5}, "lr: 0.1 in the checkpoint, 0.5 here"),
-                             ({"hidden": 5}, "model: layer 1.weight (3, 64) vs (5, 64)")):
+    for kwargs, expected in (
+        ({"optimizer": "Adam", "lr": 0.1}, "optimizer: SGD in the checkpoint, Adam here"),
+        ({"lr": 0.5}, "lr: 0.1 in the checkpoint, 0.5 here"),
+        ({"hidden": 5}, "model: layer 1.weight (3, 64) vs (5, 64)"),
+    ):
         other = _script(tmp_path, _spec(tmp_path, name="other", **kwargs))
         proc = _run(other, "--resume", str(runs / "1"), cwd=tmp_path)
         assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
@@ -167,8 +171,9 @@ def test_offline_download_is_one_line(tmp_path):
     spec.write_text(text)
     script = _script(tmp_path, spec)
     env = dict(os.environ, http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
     assert proc.returncode == 3, proc.stderr
     assert "could not download MNIST: no network; put the files under" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -200,8 +205,9 @@ def test_ctrl_c_prints_the_resume_command(tmp_path):
     spec = spec.replace("checkpoint: {dir:", "checkpoint: {every_steps: 5, dir:")
     (tmp_path / "slow.yaml").write_text(spec)
     script = _script(tmp_path, tmp_path / "slow.yaml")
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "runs" / "1" / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -251,7 +257,7 @@ model: [{{Linear: {{out_features: 2}}}}]
 data: {{dataset: {{CSV: {{path: t.csv, target: label}}}}, normalize: standardize, batch_size: 8}}
 loss: CrossEntropyLoss
 optimizer: {{SGD: {{lr: 0.1}}}}
-train: {{epochs: 1, device: cpu, checkpoint: {{dir: {tmp_path / 'runs'}}}}}
+train: {{epochs: 1, device: cpu, checkpoint: {{dir: {tmp_path / "runs"}}}}}
 """)
     script = _script(tmp_path, spec)
     assert _run(script, cwd=tmp_path).returncode == 0
@@ -267,12 +273,12 @@ train: {{epochs: 1, device: cpu, checkpoint: {{dir: {tmp_path / 'runs'}}}}}
 # --------------------------------------------------------------------------- 7. multi-line Compose
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "ruff")),
-                    reason="ruff is in the dev extra")
+@pytest.mark.skipif(
+    shutil.which("ruff") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "ruff")),
+    reason="ruff is in the dev extra",
+)
 def test_long_transform_lists_render_ruff_clean(tmp_path):
-    transforms = ", ".join(["RandomHorizontalFlip", "RandomVerticalFlip", "{RandomRotation: {degrees: 10}}",
-                            "{Pad: {padding: 2}}", "{CenterCrop: {size: 8}}", "ToTensor",
-                            "{Normalize: {mean: [0.5], std: [0.5]}}"])
+    transforms = "RandomHorizontalFlip, RandomVerticalFlip, {RandomRotation: {degrees: 10}}, {Pad: {padding: 2}}, {CenterCrop: {size: 8}}, ToTensor, {Normalize: {mean: [0.5], std: [0.5]}}"
     for speed in ("tutorial", "auto"):
         text = SPEC.format(optimizer="SGD", lr=0.1, root="runs/x").replace("[ToTensor]", f"[{transforms}]")
         text = text.replace("device: cpu", f"device: cpu, speed: {speed}")
@@ -281,5 +287,7 @@ def test_long_transform_lists_render_ruff_clean(tmp_path):
         assert "transforms.Compose(\n        [\n            transforms.RandomHorizontalFlip()" in script.read_text()
         ruff = shutil.which("ruff") or os.path.join(os.path.dirname(sys.executable), "ruff")
         for command in (["check"], ["format", "--check"]):
-            proc = subprocess.run([ruff, *command, "--line-length", "120", str(script)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [ruff, *command, "--line-length", "120", str(script)], check=False, capture_output=True, text=True
+            )
             assert proc.returncode == 0, proc.stdout + proc.stderr
