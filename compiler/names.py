@@ -43,6 +43,8 @@ SETTINGS = frozenset(
         "LOG_EVERY",
         "DEVICE",
         "CHECKPOINT_DIR",
+        "RUNS",
+        "LOG",
         "CHECKPOINT_EVERY",
         "CHECKPOINT_EVERY_STEPS",
         "VAL_SPLIT",

@@ -420,7 +420,10 @@ def new_run_folder(root):
 
 
 def find_checkpoint(path):
-    """A checkpoint file as given; in a run folder, its checkpoint.pt; in a folder of runs, the latest run's."""
+    """A checkpoint file as given; in a run folder, its checkpoint.pt; in a folder of runs (or its ``latest``
+    file), the latest run's."""
+    if os.path.basename(path) == "latest" and os.path.isfile(path):
+        path = os.path.dirname(path) or "."
     latest = os.path.join(path, "latest")
     if os.path.isdir(path) and os.path.isfile(latest):
         with open(latest, encoding="utf-8") as file:
