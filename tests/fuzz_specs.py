@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_SEED_BYTES = 64 << 10  # seeds larger than this are skipped
 MAX_INPUT_CHARS = 3 << 20  # mutations that would grow an input past this are dropped (the loader refuses > 1 MiB)
 MODEL_BYTES = 64 << 20  # the memory budget given to parse_spec; build_model only runs under it
-BOUND_SECONDS = 5.0  # an input slower than this is an escape ("slow")
+BOUND_SECONDS = 2.0  # an input slower than this is an escape ("slow"; issue 10's bound)
 HARD_SECONDS = 60.0  # an input still running after this is interrupted and recorded ("timeout")
 
 TOKENS = [
@@ -175,6 +175,41 @@ HOSTILE = [
     "-",
     "x" * 10_000,
     "é" * 3000,
+]
+
+# Issue 10's families: paths that leave the project or are not regular files (the symlinks are made by
+# run_fuzz inside the project), names that normalise onto or shadow the script's, and small width x depth bombs.
+PATHS = [
+    "/dev/zero",
+    "/proc/self/environ",
+    "/etc/passwd",
+    "../../etc/passwd",
+    "data/../../outside.csv",
+    "fuzz-links/environ.csv",
+    "fuzz-links/zero.csv",
+    "fuzz-links/fifo.csv",
+    "fuzz-links/dir.csv",
+    "data",
+]
+NAMES = [
+    "ｎn",
+    "ｔorch",
+    "SEED",
+    "EPOCHS",
+    "io",
+    "len",
+    "main",
+    "forward",
+    "_modules",
+    "state_dict",
+    "training",
+    "self",
+]
+BOMBS = [
+    {"LSTM": {"hidden_size": 1, "num_layers": 100000, "batch_first": True}},
+    {"repeat": 10000, "body": [{"TransformerEncoderLayer": {"d_model": 8, "nhead": 1, "dim_feedforward": 8}}]},
+    {"repeat": 10000, "body": [{"repeat": 10000, "body": ["ReLU"]}]},
+    {"GRU": {"hidden_size": 4, "num_layers": 5000, "bidirectional": True, "batch_first": True}},
 ]
 
 HUGE_INTS = [2**99, 10**30, 2**63, 2**63 - 1, 2**53 + 1, 2**31, 2**24 + 1, 10**9, 9999, 10_001, 100_001]
@@ -383,6 +418,8 @@ def _hostile_value(rng: random.Random, depth: int = 0) -> Any:
         return {rng.choice(HOSTILE + ["Linear", "repeat", "body", "x"]): _hostile_value(rng, depth + 1)}
     if kind == 7:
         return rng.choice(["ReLU", "Linear", "Conv2d", "Flatten", "$x", "2**99", "$$", "9999", "-1", "1e309"])
+    if kind == 8:
+        return rng.choice([*PATHS, *NAMES, *BOMBS])
     return rng.choice(HOSTILE)
 
 
@@ -522,6 +559,20 @@ def check_input(text: str) -> str:
     return stage
 
 
+def _make_links() -> Path:
+    """fuzz-links/ in the folder specc runs in: symlinks out of the project, a FIFO and a folder named like CSVs."""
+    import shutil
+
+    folder = Path("fuzz-links")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    (folder / "environ.csv").symlink_to("/proc/self/environ")
+    (folder / "zero.csv").symlink_to("/dev/zero")
+    os.mkfifo(folder / "fifo.csv")
+    (folder / "dir.csv").mkdir()
+    return folder
+
+
 def run_fuzz(
     inputs: int | None = None,
     seed: int = 0,
@@ -540,6 +591,7 @@ def run_fuzz(
     corpus = corpus if corpus is not None else load_corpus()
     if not corpus:
         raise RuntimeError("empty seed corpus")
+    links = _make_links()
     report = Report(seed=seed)
     watchdog = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
     previous = signal.signal(signal.SIGALRM, _on_alarm) if watchdog else None
@@ -611,6 +663,9 @@ def run_fuzz(
         if watchdog:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        import shutil
+
+        shutil.rmtree(links, ignore_errors=True)
     report.elapsed = time.perf_counter() - began
     report.peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return report
