@@ -233,11 +233,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return _checkpoint_errors(work, args)
 
 
+# `specc check` builds the data, and CI may run it on specs from pull requests: it downloads nothing, reads
+# nothing outside the folder it runs in, and builds no dataset larger than this many values.
+CHECK_MAX_VALUES = 1 << 26
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .check import run_checks
 
     spec = _load(args.spec, args)
+    if spec.data is not None and spec.data.dataset.kwargs.get("download"):
+        # the same spec, with download off: both backends then read only files already here
+        args.set = [*(args.set or []), f"data.dataset.{spec.data.dataset.type}.download=false"]
+        spec = _load(args.spec, args)
+    _check_untrusted_data(spec)
     return run_checks(spec, steps=args.steps)
+
+
+def _check_untrusted_data(spec) -> None:
+    """The data `specc check` would build stays inside the project and small (located errors otherwise)."""
+    import math
+
+    from .paths import inside
+
+    if spec.data is None:
+        return
+    dataset = spec.data.dataset
+    where = dataset.yaml_path + (dataset.type,)
+    root = dataset.kwargs.get("root")
+    problems = []
+    if isinstance(root, str) and not inside(root):
+        problems.append(
+            spec.source.problem(
+                where + ("root",),
+                f"specc check reads no data outside the folder it runs in, but root {root!r} resolves outside it",
+                "put the dataset under this folder (symbolic links are followed)",
+            )
+        )
+    if dataset.type == "Synthetic":
+        size, inputs = dataset.kwargs.get("size", 0), dataset.kwargs.get("inputs", ())
+        values = size * math.prod(inputs) if isinstance(size, int) and all(isinstance(i, int) for i in inputs) else 0
+        if values > CHECK_MAX_VALUES:
+            problems.append(
+                spec.source.problem(
+                    where,
+                    f"specc check builds at most {CHECK_MAX_VALUES:,} input "
+                    f"values, but this Synthetic dataset has {values:,}",
+                    "use a smaller `size:` to check the spec",
+                )
+            )
+    if problems:
+        raise SpecError(problems, spec.source.text)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -125,3 +125,29 @@ def test_repeated_layers_are_checked_once_and_bombs_stop_fast():
     with pytest.raises(compiler.SpecError, match="exceeds what validation checks in bounded time"):
         compiler.parse_spec("name: b\ninput: [4, 8]\nmodel:\n  - LSTM: {hidden_size: 1, num_layers: 100000}\n")
     assert time.perf_counter() - started < 2
+
+
+def test_specc_check_on_untrusted_specs_downloads_nothing_and_stays_inside(tmp_path, capsys, monkeypatch):
+    from compiler import check
+    from compiler.cli import main
+
+    seen = []
+    monkeypatch.setattr(check, "run_checks", lambda spec, steps: seen.append(spec) or 0)
+    assert main(["check", "specs/mnist_cnn.yaml"]) == 0
+    assert seen[0].data.dataset.kwargs["download"] is False  # the spec says true: check turns it off
+    outside = tmp_path / "out.yaml"
+    outside.write_text(
+        "name: o\ninput: [1, 28, 28]\nmodel: [Flatten, {Linear: {out_features: 10}}]\n"
+        "data: {dataset: {MNIST: {root: /tmp/elsewhere, download: true}}, transforms: [ToTensor]}\n"
+        "loss: CrossEntropyLoss\noptimizer: {SGD: {lr: 0.1}}\ntrain: {epochs: 1}\n"
+    )
+    big = tmp_path / "big.yaml"
+    big.write_text(
+        "name: b\ninput: [40]\nmodel: [{Linear: {out_features: 10}}]\n"
+        "data: {dataset: {Synthetic: {size: 10000000, inputs: [40], classes: 10}}}\n"
+        "loss: CrossEntropyLoss\noptimizer: {SGD: {lr: 0.1}}\ntrain: {epochs: 1}\n"
+    )
+    assert main(["check", str(outside)]) == 1 and main(["check", str(big)]) == 1
+    err = capsys.readouterr().err
+    assert "resolves outside it" in err and "builds at most 67,108,864 input values" in err
+    assert len(seen) == 1
