@@ -319,6 +319,8 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
             kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
         if data.normalize:  # fitted on the training split only
             kwargs["normalize"] = Arg(None, literal(data.normalize))
+        if data.targets == "values":  # the loss compares outputs with them: regression, even on whole numbers
+            kwargs["targets"] = Arg(None, literal("values"))
         add(f"return {call_source('csv_datasets', ds.args, kwargs)}")
         return _indent(lines)
     if ds.name == "Synthetic":

@@ -51,10 +51,11 @@ def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
     return TensorDataset(x, y)
 
 
-def read_csv(path, target, features=None):
+def read_csv(path, target, features=None, targets="classes"):
     """A numeric CSV file with a header row -> (features, targets) tensors and the feature columns' names.
 
-    Integer targets become class labels (int64); any other targets regression values.
+    Targets are class labels (int64) where they are whole numbers, unless ``targets="values"`` (the loss
+    compares them with the output: regression): then float, one column, whatever they hold.
     """
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
@@ -63,18 +64,18 @@ def read_csv(path, target, features=None):
     columns = features or [name for name in rows[0] if name != target]
     x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
     values = [float(row[target]) for row in rows]
-    if all(v.is_integer() for v in values):
+    if targets == "classes" and all(v.is_integer() for v in values):
         return x, torch.tensor([int(v) for v in values]), columns
     return x, torch.tensor(values).unsqueeze(1), columns
 
 
-def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0):
+def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0, targets="classes"):
     """(training set, validation set or None) from CSV files; ``normalize`` is fitted on the training split only.
     The training set's ``csv`` holds its columns and scaling, which prediction applies to new rows."""
-    x, y, columns = read_csv(path, target, features)
+    x, y, columns = read_csv(path, target, features, targets)
     x_val = y_val = scaling = None
     if test_path is not None:
-        x_val, y_val, _ = read_csv(test_path, target, features)
+        x_val, y_val, _ = read_csv(test_path, target, features, targets)
     elif val_split:
         train_idx, val_idx = split_indices(len(x), val_split, seed)
         x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]

@@ -102,7 +102,9 @@ def build_datasets(data: DataIR, seed: int, augment: bool = True):
     ds = data.dataset
     if ds.name == "CSV":
         values = {p: ds.value(p) for p in ("path", "target", "features", "test_path")}
-        return runtime.csv_datasets(**values, val_split=data.val_split, normalize=data.normalize, seed=seed)
+        return runtime.csv_datasets(
+            **values, val_split=data.val_split, normalize=data.normalize, seed=seed, targets=data.targets
+        )
     if ds.name == "Synthetic":
         values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
         train_set = val_source = runtime.synthetic_dataset(**values, seed=seed)

@@ -45,7 +45,11 @@ def test_csv_integer_targets_are_regression_values_under_mse():
         "name: reg\ninput: [4]\nmodel: [{Linear: {out_features: 1}}]\n"
         "data: {dataset: {CSV: {path: data/iris.csv, target: label}}}\nloss: MSELoss\n" + TRAIN
     )
-    assert compiler.lower_spec(compiler.parse_spec(text)).training.data.targets == "values"
+    spec = compiler.parse_spec(text)
+    assert compiler.lower_spec(spec).training.data.targets == "values"
+    _, y = next(iter(compiler.build_training(spec).train_loader))
+    assert y.dtype.is_floating_point and y.shape[1:] == (1,)  # the output's shape: no broadcasting against (N,)
+    assert "targets=\"values\"" in compiler.render_script(spec)
 
 
 def test_embedding_fed_floats_is_refused():
