@@ -154,6 +154,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     spec = _load(args.spec, args)
     out = Path(args.output) if args.output else Path("generated") / f"{spec.name}.py"
+    if args.output and (args.output.endswith(("/", os.sep)) or (out.is_dir() and not out.is_symlink())):
+        out = out / f"{spec.name}.py"  # `-o gen/`: the script goes into the folder, named after the spec
     text = render_script(spec)
     try:
         write_atomically(out, text, confine=not args.output)
@@ -456,6 +458,33 @@ def _overridable(p: argparse.ArgumentParser) -> None:
     )
 
 
+_EXAMPLES = {
+    "validate": "specc validate specs/*.yaml",
+    "summary": "specc summary specs/resnet18.yaml",
+    "generate": "specc generate specs/mnist_cnn.yaml -o generated/",
+    "train": "specc train specs/mnist_cnn.yaml --epochs 2 --set optimizer.Adam.lr=3e-4\n"
+    "  specc train specs/mnist_cnn.yaml --resume runs/mnist_cnn/1",
+    "eval": "specc eval specs/resnet_mnist.yaml --checkpoint runs/resnet_mnist/1",
+    "predict": "specc predict specs/resnet_mnist.yaml digits/ -o predictions.csv",
+    "check": "specc check specs/mnist_cnn.yaml --steps 3",
+    "list": "specc list layers",
+    "import": "specc import torchvision.models:resnet18 --input 3,224,224 -o resnet18.yaml",
+    "export": "specc export specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 --format onnx",
+    "schema": "specc schema > specc.schema.json",
+}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Examples kept as written, and every option's default shown."""
+
+
+def _with_examples(sub: argparse._SubParsersAction) -> None:
+    for name, parser in sub.choices.items():
+        parser.formatter_class = _HelpFormatter
+        if name in _EXAMPLES:
+            parser.epilog = "example:\n  " + _EXAMPLES[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="specc", description="Compile YAML model specs into PyTorch models and scripts."
@@ -550,6 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     _overridable(p)
     p.set_defaults(func=cmd_check)
     _add_interop_commands(sub)
+    _with_examples(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -37,5 +38,8 @@ def plot_history(history: list[dict], path: Path, title: str = "") -> None:
     ax.grid(alpha=0.3)
     ax.legend(lines, [line.get_label() for line in lines], loc="upper right")
     fig.tight_layout()
-    fig.savefig(path)
+    path = Path(path)
+    temporary = path.with_name(f".tmp-{path.name}")  # written whole, then renamed over: never half a PNG
+    fig.savefig(temporary, format="png")
     plt.close(fig)
+    os.replace(temporary, path)

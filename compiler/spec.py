@@ -88,7 +88,7 @@ class InitRule(_Strict):
 
 
 class Checkpoint(_Strict):
-    dir: str
+    dir: str | None = None  # the folder of runs (default runs/<name>)
     every: int = Field(1, ge=1)  # epochs
     every_steps: int | None = Field(None, ge=1)  # also mid-epoch, every N updates
 

@@ -26,7 +26,7 @@ from .spec import Spec
 def runs_root(spec: Spec) -> str:
     """Where a spec's runs go: ``train.checkpoint.dir``, else ``runs/<name>``; each run in a new numbered folder."""
     checkpoint = spec.train.checkpoint if spec.train else None
-    return checkpoint.dir if checkpoint else f"runs/{spec.name}"
+    return checkpoint.dir if checkpoint and checkpoint.dir else f"runs/{spec.name}"
 
 
 def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it when specc dies (Linux)

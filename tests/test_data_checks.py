@@ -49,7 +49,7 @@ def test_csv_integer_targets_are_regression_values_under_mse():
     assert compiler.lower_spec(spec).training.data.targets == "values"
     _, y = next(iter(compiler.build_training(spec).train_loader))
     assert y.dtype.is_floating_point and y.shape[1:] == (1,)  # the output's shape: no broadcasting against (N,)
-    assert "targets=\"values\"" in compiler.render_script(spec)
+    assert 'targets="values"' in compiler.render_script(spec)
 
 
 def test_embedding_fed_floats_is_refused():
@@ -155,3 +155,16 @@ def test_specc_check_on_untrusted_specs_downloads_nothing_and_stays_inside(tmp_p
     err = capsys.readouterr().err
     assert "resolves outside it" in err and "builds at most 67,108,864 input values" in err
     assert len(seen) == 1
+
+
+def test_checkpoint_every_steps_without_dir_and_generate_into_a_folder(tmp_path, capsys):
+    from compiler.cli import main
+
+    spec = compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.checkpoint={every_steps: 50}"])
+    assert spec.train.checkpoint.every_steps == 50 and spec.train.checkpoint.dir is None
+    assert 'RUNS = "runs/mnist_cnn"' in compiler.render_script(spec)
+    assert main(["generate", "specs/mlp.yaml", "-o", f"{tmp_path}/"]) == 0
+    assert (tmp_path / "mlp.py").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "example:\n  specc train specs/mnist_cnn.yaml" in capsys.readouterr().out
