@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -291,3 +292,40 @@ def test_long_transform_lists_render_ruff_clean(tmp_path):
                 [ruff, *command, "--line-length", "120", str(script)], check=False, capture_output=True, text=True
             )
             assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_killing_specc_train_ends_its_training_script(tmp_path):
+    """The script runs as specc train's child: SIGKILL the parent and the child goes too (PR_SET_PDEATHSIG)."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "train", "specs/mlp_gd.yaml", "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def children() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if str(out).encode() in cmdline and int(entry) != parent.pid:
+                    found.append(int(entry))
+        return found
+
+    deadline = time.monotonic() + 60
+    while not children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert children(), "the training script never started"
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not children(), "the training script outlived specc train"
