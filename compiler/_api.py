@@ -10,6 +10,7 @@ here, nothing stored on the Spec) so that ``build_model(spec)`` does not lower i
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ class SpecWarning(UserWarning):
     """Something legal in a spec that is usually a mistake (e.g. Linear over a feature map)."""
 
 
+# id(spec) -> (a weak reference to the spec, its Program without the spec): the cache must not keep the
+# spec alive, or every spec ever loaded would stay in memory.
 _PROGRAMS: dict[int, tuple[weakref.ref, Program]] = {}
 
 
@@ -52,7 +55,8 @@ def _compile(data: Any, source: Source, max_bytes: int | None) -> Spec:
     problems.raise_if_any()
     assert spec is not None and program is not None
     key = id(spec)
-    _PROGRAMS[key] = (weakref.ref(spec, lambda _, cache=_PROGRAMS: cache.pop(key, None)), program)
+    detached = dataclasses.replace(program, spec=None)
+    _PROGRAMS[key] = (weakref.ref(spec, lambda _, cache=_PROGRAMS: cache.pop(key, None)), detached)
     for problem in program.warnings:
         warnings.warn(str(problem), SpecWarning, stacklevel=3)
     return spec
@@ -67,7 +71,7 @@ def lower_spec(spec: Spec | str | Path) -> Program:
         spec = load_spec(spec)
     cached = _PROGRAMS.get(id(spec))
     if cached is not None and cached[0]() is spec:
-        return cached[1]
+        return dataclasses.replace(cached[1], spec=spec)
     problems = Problems(spec.source)
     program = _lower(spec, problems)
     problems.raise_if_any()
