@@ -417,6 +417,28 @@ def bench_validate_resnet50(quick: bool) -> dict:
     )
 
 
+def bench_import(quick: bool) -> dict:
+    """`import compiler` in a fresh process vs an empty one: export, decompile and schema stay unloaded."""
+    reps = 7 if quick else 15
+    probe = (
+        "import sys, compiler; "
+        "assert not {'compiler.exporting', 'compiler.decompile', 'compiler.schema', 'onnx', 'torch'} & set(sys.modules)"
+    )
+    base_cmd, specc_cmd = [sys.executable, "-c", "pass"], [sys.executable, "-c", probe]
+    _run_process(base_cmd), _run_process(specc_cmd)
+    b, s = interleave(lambda: _run_process(base_cmd), lambda: _run_process(specc_cmd), reps)
+    return row(
+        "import_compiler",
+        "s",
+        False,
+        3.0,
+        b,
+        s,
+        "`python -c 'import compiler'` (asserting that neither torch nor the export, decompile and schema "
+        "modules are loaded) vs `python -c pass`",
+    )
+
+
 BENCHMARKS = OrderedDict(
     build_cnn=bench_build_cnn,
     build_400=bench_build_400,
@@ -425,6 +447,7 @@ BENCHMARKS = OrderedDict(
     build_resnet50=bench_build_resnet50,
     step_resnet18=bench_step_resnet18,
     validate_resnet50=bench_validate_resnet50,
+    import_compiler=bench_import,
 )
 
 
