@@ -282,17 +282,28 @@ def _cache_key() -> str:
     return digest.hexdigest()[:32]
 
 
+SHIPPED = "specc.schema.json"  # beside this file, built for the key in specc.schema.key (a test keeps both current)
+
+
 def schema_text() -> str:
-    """The schema as JSON text; cached per registry and torch version (building it imports torch: seconds)."""
+    """The schema as JSON text. Building it imports torch (seconds), so it comes, in order, from the copy shipped
+    in the package when it was built for this registry and these versions, from the user's cache, or is built."""
     import json
     import os
     import tempfile
     from pathlib import Path
 
+    here = Path(__file__).parent
+    key = _cache_key()
+    try:
+        if (here / "specc.schema.key").read_text(encoding="utf-8").strip() == key:
+            return (here / SHIPPED).read_text(encoding="utf-8")
+    except OSError:
+        pass
     folder = Path(
         os.environ.get("SPECC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "specc"
     )
-    path = folder / f"schema-{_cache_key()}.json"
+    path = folder / f"schema-{key}.json"
     try:
         return path.read_text(encoding="utf-8")
     except OSError:
@@ -307,3 +318,12 @@ def schema_text() -> str:
     except OSError:
         pass  # a read-only home: no cache, the same text
     return text
+
+
+if __name__ == "__main__":  # python -m compiler.schema: rebuild the shipped copy and its key
+    import json
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    (here / SHIPPED).write_text(json.dumps(schema(), indent=2) + "\n", encoding="utf-8")
+    (here / "specc.schema.key").write_text(_cache_key() + "\n", encoding="utf-8")

@@ -55,3 +55,16 @@ def test_specc_list_prints_every_kind(capsys):
     out = capsys.readouterr().out
     for name in ("Conv2d", "CrossEntropyLoss", "Adam", "OneCycleLR", "MNIST", "RandomCrop", "kaiming_normal_"):
         assert name in out
+
+
+def test_the_shipped_schema_is_current():
+    """`specc schema` prints compiler/specc.schema.json when its key matches (no torch import: well under 1 s)."""
+    import json
+
+    from conftest import ROOT
+
+    from compiler import schema
+
+    key = (ROOT / "compiler" / "specc.schema.key").read_text().strip()
+    assert key == schema._cache_key(), "run: python -m compiler.schema"
+    assert json.loads((ROOT / "compiler" / schema.SHIPPED).read_text()) == schema.schema()
