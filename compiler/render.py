@@ -237,7 +237,11 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
         ("NUM_WORKERS", value(("data", "num_workers"), data.num_workers), "DataLoader worker processes"),
         ("LOG_EVERY", value(("train", "log_every"), train.log_every), "steps between loss lines"),
         ("DEVICE", literal(train.device), "auto | cpu | cuda | cuda:N | mps"),
-        ("RUNS", literal(checkpoint.dir if checkpoint and checkpoint.dir else f"runs/{spec.name}"), "each run in a new folder RUNS/N"),
+        (
+            "RUNS",
+            literal(checkpoint.dir if checkpoint and checkpoint.dir else f"runs/{spec.name}"),
+            "each run in a new folder RUNS/N",
+        ),
         ("CHECKPOINT_EVERY", literal(checkpoint.every) if checkpoint else "EPOCHS", "epochs between checkpoints"),
         (
             "CHECKPOINT_EVERY_STEPS",

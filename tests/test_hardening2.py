@@ -471,7 +471,9 @@ def test_generate_refuses_a_symlink_target(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("target", ["directory", "/dev/full", "file_as_folder"])
 def test_generate_one_line_errors(tmp_path: Path, capsys, target: str) -> None:
+    """`-o DIR` writes DIR/<name>.py; where that is itself a folder (or the target a device), one line."""
     (tmp_path / "plain").write_text("x", encoding="utf-8")
+    (tmp_path / "mlp.py").mkdir()
     out = {"directory": str(tmp_path), "/dev/full": "/dev/full", "file_as_folder": str(tmp_path / "plain" / "x.py")}
     code, err = _generate(capsys, "-o", out[target])
     assert code == 1 and err.startswith("specc: cannot write ") and len(err.strip().splitlines()) == 1
