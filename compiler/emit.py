@@ -46,11 +46,7 @@ class ModelCode:
     build_body: str  # the body of ``build_model()``
     classes: list[str] = field(default_factory=list)  # merge-block classes and specc's own layers
     init_function: str | None = None  # ``def init_weights(model): ...``
-    aliases: set[str] = field(default_factory=set)  # "nn", "ops", ... (imports)
     custom_imports: list[str] = field(default_factory=list)  # `from pkg import Layer` for registered layers
-    uses_ordered_dict: bool = False
-    uses_torch: bool = False  # torch.cat in a merge
-    uses_fnmatch: bool = False  # init rules by path
 
 
 def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> ModelCode:
@@ -60,9 +56,7 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
     own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
     code = ModelCode(_build_body(model, names, script_globals | own | set(names.values())))
     layers = list(model.layers())
-    code.aliases = {layer.entry.alias for layer in layers if layer.entry.alias} | {"nn"}
     code.custom_imports = _custom_imports(layers)
-    code.uses_ordered_dict = any(isinstance(n, BlockIR) and n.named for n in [model.root, *model.root.walk()])
     code.classes = [_layer_class_source(cls) for cls in _own_layer_classes(layers)]
     emitted: set[str] = set()
     for merge in model.merges():
@@ -70,10 +64,8 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
         if name not in emitted:
             emitted.add(name)
             code.classes.append(_merge_class_source(merge, name))
-            code.uses_torch |= merge.op == "cat"
     if model.init:
         code.init_function = _init_function(model)
-        code.uses_fnmatch = any(rule.paths for rule in model.init)
     return code
 
 
@@ -309,7 +301,7 @@ def _init_function(model: ModelIR) -> str:
     ]
     for i, rule in enumerate(model.init):
         lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
-        nullable = {p for layer in model.layers() if _matches(rule, layer) for p in layer.none_params}
+        nullable = {p for layer in model.layers() if rule.matches(layer) for p in layer.none_params}
         for pname, call in rule.calls.items():
             line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
             if pname in nullable:
@@ -326,9 +318,3 @@ def _condition(rule: InitRuleIR) -> str:
         parts.append(f"isinstance(module, {names[0] if len(names) == 1 else '(' + ', '.join(names) + ')'})")
     parts += [f"fnmatch.fnmatchcase(name, {literal(p)})" for p in rule.paths]
     return " or ".join(parts)
-
-
-def _matches(rule: InitRuleIR, layer: LayerIR) -> bool:
-    import fnmatch
-
-    return layer.entry in rule.types or any(fnmatch.fnmatchcase(layer.path, p) for p in rule.paths)

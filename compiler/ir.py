@@ -8,6 +8,7 @@ The training sections lower to ``TrainingIR``; ``Program`` is the whole lowered 
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +188,10 @@ class InitRuleIR:
     paths: tuple[str, ...]
     calls: dict[str, CallIR]
     yaml_path: tuple = ()
+
+    def matches(self, layer: LayerIR) -> bool:
+        """Whether the rule applies to a layer: its type, or its module path against a glob."""
+        return layer.entry in self.types or any(fnmatch.fnmatchcase(layer.path, p) for p in self.paths)
 
 
 @dataclass

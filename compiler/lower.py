@@ -7,7 +7,6 @@ numbers, to let torch check its arguments and to count its parameters and buffer
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import warnings
 from typing import Any
@@ -417,12 +416,8 @@ class _Lowerer:
 
     def init_rule(self, rule: Any, model: ModelIR) -> InitRuleIR | None:
         types = tuple(REGISTRY.get("layer", t) for t in rule.types)
-        layers = [
-            layer
-            for layer in model.layers()
-            if layer.entry in types or any(fnmatch.fnmatchcase(layer.path, p) for p in rule.paths)
-        ]
-        calls = {}
+        ir = InitRuleIR(types, rule.paths, {}, rule.yaml_path)  # type: ignore[arg-type]
+        layers = [layer for layer in model.layers() if ir.matches(layer)]
         for pname, call in rule.calls:
             entry = REGISTRY.get("init", call.type)
             assert entry is not None
@@ -437,14 +432,14 @@ class _Lowerer:
                     f"their parameters are: {', '.join(sorted(slots)) or 'none'}",
                 )
                 continue
-            calls[pname] = bound
+            ir.calls[pname] = bound
         if rule.paths and not layers:
             self.problems.warn(
                 rule.yaml_path,
                 f"init rule path {', '.join(rule.paths)} matches no layer",
                 "check the module paths with `specc summary`",
             )
-        return InitRuleIR(types, rule.paths, calls, rule.yaml_path)  # type: ignore[arg-type]
+        return ir
 
 
 def _construction_cost(ir: LayerIR) -> int:

@@ -27,7 +27,6 @@ import keyword
 import re
 import sys
 import unicodedata
-from collections.abc import Callable
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
@@ -246,10 +245,10 @@ def check_variable(name: str) -> None:
     _check(name, "var")
 
 
-def check_block_name(name: str, is_variable: Callable[[str], bool] | None = None) -> None:
+def check_block_name(name: str) -> None:
     """A block (or branch) name becomes a module attribute, so it must not be one of ``nn.Module``'s. Where it
     is also a local variable of the script's ``build_model``, the emitter renames the variable (``nn_1``) if it
-    would hide a global; ``is_variable`` is accepted for callers that pass it and no longer needed."""
+    would hide a global."""
     _check(name, "block", globals_too=False)
     if name in MODULE_ATTRIBUTES:
         raise _taken(name, "block", "an attribute of torch.nn.Module, which the block is added to")
@@ -305,20 +304,13 @@ def _short(name: str) -> str:
     return repr(name) if len(name) <= 60 else repr(name[:40]) + f"... ({len(name)} characters)"
 
 
-def _fix(name: str, kind: str, plain: bool = False, also_taken: Callable[[str], bool] | None = None) -> str:
+def _fix(name: str, kind: str, plain: bool = False) -> str:
     """A suggestion that passes every check: `seed_` for `SEED`, `nn_` for `ｎn`, `my_model` for `my-model`."""
     text = re.sub(r"\W+", "_", unicodedata.normalize("NFKC", name))[:40].strip("_") or kind
     if text[0].isdigit():
         text = f"{kind}_{text}"
     text = text.lstrip("_") or kind
-    while (
-        text == name
-        or _reason(text)
-        or text in MODULE_ATTRIBUTES
-        or text in MODULES
-        or keyword.iskeyword(text)
-        or (also_taken is not None and also_taken(text))
-    ):
+    while text == name or _reason(text) or text in MODULE_ATTRIBUTES or text in MODULES or keyword.iskeyword(text):
         text += "_"
     if keyword.issoftkeyword(text):
         text += "_"

@@ -15,7 +15,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-# How the generated script refers to each module, and the import that makes the name exist.
+# How the generated script spells each module (render.py writes the import from the names the script reads).
 SCRIPT_ALIASES = {
     "compiler.runtime": "",  # copied into the script itself
     "compiler.layers": "",  # likewise
@@ -26,13 +26,6 @@ SCRIPT_ALIASES = {
     "torchvision.transforms": "transforms",
     "torchvision.datasets": "datasets",
     "torchvision.ops": "ops",
-}
-SCRIPT_IMPORTS = {
-    "nn": "from torch import nn",
-    "optim": "from torch import optim",
-    "transforms": "from torchvision import transforms",
-    "datasets": "from torchvision import datasets",
-    "ops": "from torchvision import ops",
 }
 
 
@@ -65,11 +58,6 @@ class Entry:
     @property
     def class_name(self) -> str:
         return self.attr or self.name
-
-    @property
-    def alias(self) -> str:
-        """The name the script imports for this entry's module ("" when the class is copied in)."""
-        return "" if self.cls_object is not None else SCRIPT_ALIASES.get(self.module, "")
 
     @property
     def script_name(self) -> str:

@@ -39,22 +39,12 @@ def _environment() -> jinja2.Environment:
 def render(program: Program) -> str:
     spec, training = program.spec, program.training
     code = emit_model(program.model, RESERVED_NAMES | frozenset(spec.vars))
-    context = {
-        "docstring": _docstring(spec, training),
-        "variables": _variables(spec),
-        "model": code,
-        "model_imports": _model_imports(code),
-    }
+    context = {"docstring": _docstring(spec, training), "variables": _variables(spec), "model": code}
     if training is None:
-        return _environment().get_template("model.py.j2").render(**context)
+        return _render("model.py.j2", context, code)
     context["input_shape"] = literal(tuple(program.model.input_shape or ()))
-    return _training_script(spec, training, context)
-
-
-def _model_imports(code: ModelCode) -> list[str]:
-    from .registry import SCRIPT_IMPORTS
-
-    return [SCRIPT_IMPORTS[alias] for alias in sorted(code.aliases) if alias in SCRIPT_IMPORTS and alias != "nn"]
+    context.update(_training_context(spec, training))
+    return _render("train.py.j2", context, code)
 
 
 # --------------------------------------------------------------------------- header
@@ -98,17 +88,15 @@ def _variables(spec: Spec) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- training
 
 
-def _training_script(spec: Spec, training: TrainingIR, context: dict) -> str:
-    """Render ``train.py.j2``; then add the runtime helpers and the imports that the script's names call for."""
-    del context["model_imports"]  # imports come from the names the script reads
-    context.update(_training_context(spec, training))
-    template = _environment().get_template("train.py.j2")
+def _render(name: str, context: dict, code: ModelCode) -> str:
+    """Render a template twice: a draft shows which global names the script reads; the final text adds the
+    runtime helpers those names call for and the imports that bind them (nothing unused, nothing missing)."""
+    template = _environment().get_template(name)
     draft = template.render(**context, helpers=[], imports="")
     helpers = _helpers_used(_names(draft))
     sources = [inspect.getsource(helper).rstrip() for helper in helpers]
     names = _names(draft).union(*(_names(source) for source in sources))
-    imports = _imports(names, context["model"].custom_imports)
-    return template.render(**context, helpers=sources, imports=imports)
+    return template.render(**context, helpers=sources, imports=_imports(names, code.custom_imports))
 
 
 def _names(source: str) -> set[str]:

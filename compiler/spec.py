@@ -349,9 +349,8 @@ class _Parser:
         elif REGISTRY.is_layer(name):
             self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
         else:
-            try:  # a top-level block is a local of the script's build_model, like the variables it reads
-                top = len(path) == 2
-                check_block_name(name, is_variable=(lambda n: ("vars", n) in self.source.positions) if top else None)
+            try:
+                check_block_name(name)
             except NameProblem as err:
                 self.fail(path, err.message, err.fix)
                 return
@@ -614,15 +613,6 @@ def _describe(value: Any) -> str:
         if not isinstance(value, (list, dict))
         else kinds[type(value)]
     )
-
-
-def _check_identifier(name: str, what: str) -> None:
-    if not name.isidentifier():
-        raise ValueError(f"{what} must be a Python identifier, got {name!r}")
-    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise ValueError(f"{what} must not be a Python keyword, got {name!r}")
-    if name.startswith("__"):
-        raise ValueError(f"{what} must not start with '__', got {name!r}")
 
 
 # --------------------------------------------------------------------------- variables
