@@ -36,6 +36,20 @@ def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it whe
         pass
 
 
+# Runs the script as ``python SCRIPT ARGS`` would (``sys.argv``, ``__main__``); the script's own main() handles a
+# Ctrl-C once it runs, and this handles one that comes earlier, during its imports.
+_QUIET_START = (
+    "import os, runpy, sys\n"
+    "sys.argv = sys.argv[1:]\n"
+    "sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))\n"
+    "try:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    "except KeyboardInterrupt:\n"
+    "    print('error: interrupted before training started', file=sys.stderr)\n"
+    "    sys.exit(130)\n"
+)
+
+
 def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
     from . import render_script
 
@@ -65,8 +79,10 @@ def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
         command.append("--debug")
     print(f"running {' '.join(command)}", flush=True)
     linux = sys.platform.startswith("linux")
-    # its own session: a Ctrl-C reaches the script once, through the forwarding below
-    child = subprocess.Popen(command, preexec_fn=_die_with_parent if linux else None, start_new_session=True)  # noqa: PLW1509
+    # its own session: a Ctrl-C reaches the script once, through the forwarding below; run through _QUIET_START
+    # so that one arriving while the script still imports torch ends it with a line, not an import traceback
+    quiet = [sys.executable, "-c", _QUIET_START, *command[1:]]
+    child = subprocess.Popen(quiet, preexec_fn=_die_with_parent if linux else None, start_new_session=True)  # noqa: PLW1509
     forward = lambda signum, frame: child.send_signal(signum)
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -219,6 +219,26 @@ def test_ctrl_c_prints_the_resume_command(tmp_path):
     assert f"resume with: python {script} --resume {tmp_path / 'runs' / '1'}" in err, err
 
 
+def test_specc_train_ctrl_c_while_the_script_imports_torch_prints_one_line(tmp_path):
+    """Ctrl-C reaches `specc train` while its script is still importing torch: one line, exit 130, no traceback."""
+    spec = _spec(tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "train", str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(compiler.__file__).parent.parent)},
+    )
+    assert proc.stdout.readline().startswith("running ")  # the script has just been started
+    time.sleep(0.3)  # inside `import torch` (about 2 s here)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted" in err, err
+
+
 # --------------------------------------------------------------------------- specc train, eval, predict
 
 
