@@ -324,31 +324,21 @@ class Run:
 
 
 def identity(model, optimizer, scheduler):
-    """What a checkpoint must match to be resumed: the model's tensors (names and shapes), the optimizer and its
-    hyperparameters, the scheduler. (The number of epochs may change.)"""
-    return {
-        "model": [(key, tuple(value.shape)) for key, value in model.state_dict().items()],
-        "optimizer": type(optimizer).__name__,
-        "hyperparameters": {
-            k: v for k, v in optimizer.defaults.items() if isinstance(v, (int, float, str, tuple, type(None)))
-        },
-        "scheduler": type(scheduler).__name__ if scheduler is not None else None,
-    }
+    """What a checkpoint must match to be resumed (the number of epochs may change): the optimizer, its
+    hyperparameters and the scheduler; the model's tensors, by name and shape."""
+    plain = (int, float, str, tuple, type(None))
+    hyperparameters = {key: value for key, value in optimizer.defaults.items() if isinstance(value, plain)}
+    layers = {f"model: layer {key}": tuple(value.shape) for key, value in model.state_dict().items()}
+    schedule = type(scheduler).__name__ if scheduler is not None else None
+    return {"optimizer": type(optimizer).__name__, "scheduler": schedule, **hyperparameters, **layers}
 
 
 def identity_difference(saved, here):
     """The first way a checkpoint's ``identity`` differs from this run's, in words (None: the same)."""
-    for key in ("optimizer", "scheduler"):
-        if saved[key] != here[key]:
-            return f"{key}: {saved[key]} in the checkpoint, {here[key]} here"
-    old, new = saved["hyperparameters"], here["hyperparameters"]
-    for key in sorted({*old, *new}):
-        if old.get(key) != new.get(key):
-            return f"{key}: {old.get(key)} in the checkpoint, {new.get(key)} here"
-    old, new = dict(saved["model"]), dict(here["model"])
-    for key in [*old, *(key for key in new if key not in old)]:
-        if old.get(key) != new.get(key):
-            return f"model: layer {key} {old.get(key, 'absent')} vs {new.get(key, 'absent')}"
+    for key in dict.fromkeys([*saved, *here]):
+        old, new = saved.get(key, "absent"), here.get(key, "absent")
+        if old != new:
+            return f"{key}: {old} in the checkpoint, {new} here"
     return None
 
 
@@ -372,14 +362,11 @@ def write_atomic(path, data):
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    dir_fd = os.open(folder, os.O_RDONLY)  # make the rename itself durable
+    os.fsync(dir_fd)
+    os.close(dir_fd)
 
 
 def save_checkpoint(path, state):

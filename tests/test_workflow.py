@@ -136,7 +136,7 @@ def test_runs_provenance_eval_predict_and_errors(tmp_path):
     for kwargs, expected in (
         ({"optimizer": "Adam", "lr": 0.1}, "optimizer: SGD in the checkpoint, Adam here"),
         ({"lr": 0.5}, "lr: 0.1 in the checkpoint, 0.5 here"),
-        ({"hidden": 5}, "model: layer 1.weight (3, 64) vs (5, 64)"),
+        ({"hidden": 5}, "model: layer 1.weight: (3, 64) in the checkpoint, (5, 64) here"),
     ):
         other = _script(tmp_path, _spec(tmp_path, name="other", **kwargs))
         proc = _run(other, "--resume", str(runs / "1"), cwd=tmp_path)
