@@ -3,7 +3,9 @@
 GPU-only paths (CUDA graphs, bf16 throughput) are measured by bench/gpu.py on a CUDA machine.
 """
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,17 +50,56 @@ def _spec(options):
         "  precision: bf16\n  channels_last: true\n  data_on_device: true",
         "  precision: fp16",
         "  speed: auto",
+        "  speed: auto\n  precision: bf16",
+        "  speed: auto\n  precision: fp32",
         "  data_on_device: true\n  cuda_graph: true\n  cudnn_benchmark: true",
     ],
-    ids=["bf16+channels_last+data_on_device", "fp16+scaler", "speed-auto", "cuda_graph-spec-on-cpu"],
+    ids=[
+        "bf16+channels_last+data_on_device",
+        "fp16+scaler",
+        "speed-auto",
+        "speed-auto-bf16",
+        "speed-auto-fp32",
+        "cuda_graph-spec-on-cpu",
+    ],
 )
 def test_fast_options_keep_compiled_and_generated_equal(options):
     failed = [f"{c.name}: {c.detail}" for c in compare(_spec(options), steps=3) if not c.ok]
     assert not failed, failed
 
 
-def test_auto_is_the_tutorials_way_on_the_cpu():
-    assert runtime.resolve_speed(torch.device("cpu"), "auto", "auto", "auto", "auto") == ("fp32", False, False, False)
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_auto_on_the_cpu_follows_the_measured_rules(monkeypatch, bf16):
+    """bf16 autocast only on a CPU with bf16 instructions; channels_last on every CPU; data stays in the DataLoader."""
+    monkeypatch.setattr(runtime, "cpu_bf16", lambda: bf16)
+    expected = ("bf16" if bf16 else "fp32", True, False, False)
+    assert runtime.resolve_speed(torch.device("cpu"), "auto", "auto", "auto", "auto") == expected
+    # what a spec sets itself is kept
+    assert runtime.resolve_speed(torch.device("cpu"), "fp32", False, True, False) == ("fp32", False, True, False)
+
+
+def test_cpu_bf16_reads_the_cpu_flags():
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo here")
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert runtime.cpu_bf16() == ("avx512_bf16" in flags or "amx_tile" in flags)
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_speed_auto_on_the_cpu_trains_as_resolved(tmp_path, bf16):
+    """The generated loop under `speed: auto`: the first convolution runs in bf16 exactly when the CPU has bf16 (the
+    script's own cpu_bf16 decides), its output is channels_last, Adam is fused."""
+    script = import_script(compiler.render_script(_spec("  speed: auto")), f"auto_{bf16}", str(tmp_path))
+    script.cpu_bf16 = lambda: bf16
+    objects = script.build_all()
+    model, optimizer = objects[0], objects[2]
+    seen = []
+    model[0].register_forward_hook(lambda module, args, out: seen.append(out))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert optimizer.defaults["fused"] is True
+    script.train(objects, torch.device("cpu"), script.Run(1, max_steps=2), log=lambda *a: None)
+    assert seen[0].dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
 
 
 def test_data_on_device_batches_match_the_loader_without_augmentation():
