@@ -3,7 +3,10 @@
 GPU-only paths (CUDA graphs, bf16 throughput) are measured by bench/gpu.py on a CUDA machine.
 """
 
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -184,3 +187,28 @@ def test_compile_runs_on_the_cpu(tmp_path):
     eager_losses = [r["loss"] for r in eager_history.history if "loss" in r]
     assert losses == pytest.approx(eager_losses, rel=1e-3)
     assert time.perf_counter() - started < 600
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPECC_ACCURACY"), reason="about 3-8 minutes: set SPECC_ACCURACY=1")
+def test_speed_auto_keeps_the_readme_accuracy(tmp_path):
+    """The README's main job (`specc train specs/mnist_cnn.yaml --epochs 2`) with `speed: auto`: held-out
+    accuracy within 0.5 points of the tutorial settings' fp32 run (1,000 digits: 5 of them)."""
+
+    def accuracy(*sets):
+        out = tmp_path / str(len(sets))
+        command = [sys.executable, "-m", "compiler.cli", "train", "specs/mnist_cnn.yaml", "--epochs", "2"]
+        proc = subprocess.run(
+            [*command, "--device", "cpu", "--out", str(out), *sets],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        history = json.loads((out / "metrics.json").read_text())["history"]
+        return [r["val_accuracy"] for r in history if "val_accuracy" in r][-1]
+
+    fp32, auto = accuracy(), accuracy("--set", "train.speed=auto")
+    assert abs(auto - fp32) <= 0.005, (fp32, auto)
