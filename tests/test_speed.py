@@ -127,8 +127,13 @@ def test_device_flips_flip_about_half_the_images():
     assert torch.equal(torch.where((batch == x).flatten(1).all(1).view(-1, 1, 1, 1), batch, batch.flip(-1)), x)
 
 
-def test_resume_with_device_data_is_exact(tmp_path):
-    spec = _spec("  precision: bf16\n  data_on_device: true")
+@pytest.mark.parametrize(
+    "options",
+    ["  precision: bf16\n  data_on_device: true", "  speed: auto\n  precision: bf16"],
+    ids=["bf16+data_on_device", "speed-auto-bf16-cpu"],
+)
+def test_resume_is_exact_with_fast_options(tmp_path, options):
+    spec = _spec(options)
     script = import_script(compiler.render_script(spec), "fast_resume", str(tmp_path))
     device = torch.device("cpu")
     straight, full = script.build_all(), script.Run(script.EPOCHS)
