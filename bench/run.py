@@ -158,7 +158,7 @@ def assert_same_weights(spec, hand, what: str) -> None:
 def bench_build_cnn(quick: bool) -> dict:
     spec = compiler.load_spec(CNN_SPEC)
     assert_same_weights(spec, hand_cnn, "build_cnn")
-    reps = 7 if quick else 21
+    reps = 3 if quick else 21
     timed(hand_cnn), timed(lambda: compiler.build_model(spec))  # warm-up
     b, s = interleave(lambda: timed(hand_cnn), lambda: timed(lambda: compiler.build_model(spec)), reps)
     return row(
@@ -175,7 +175,7 @@ def bench_build_cnn(quick: bool) -> dict:
 def bench_build_400(quick: bool) -> dict:
     spec = compiler.load_spec(DEEP_SPEC)
     assert_same_weights(spec, hand_deep400, "build_400")
-    reps, number = (10, 3) if quick else (31, 3)
+    reps, number = (3, 3) if quick else (31, 3)
     timed(hand_deep400), timed(lambda: compiler.build_model(spec))
 
     def hand() -> list:
@@ -217,7 +217,7 @@ def _run_process(cmd: list[str], expect: str | None = None) -> float:
 
 
 def bench_validate(quick: bool) -> dict:
-    reps = 7 if quick else 9
+    reps = 2 if quick else 9
     specc_cmd = [_specc_exe(), "validate", CNN_SPEC]
     base_cmd = [sys.executable, "-c", "import torch"]
     _run_process(base_cmd), _run_process(specc_cmd, "OK")  # warm the page cache
@@ -253,7 +253,7 @@ def bench_train_cpu(quick: bool) -> dict:
 
     # Short segments, many pairs: on a shared 2-core machine throughput swings 3x within seconds,
     # so the two halves of a pair must run close together for the swing to cancel in their ratio.
-    steps, warmup, reps = (2, 2, 8) if quick else (2, 3, 40)
+    steps, warmup, reps = (1, 1, 2) if quick else (2, 3, 40)
     device = torch.device("cpu")
 
     def noop(*args, **kwargs) -> None:
@@ -321,7 +321,7 @@ def bench_build_resnet50(quick: bool) -> dict:
 
     spec = compiler.load_spec(RESNET50_SPEC)
     assert_same_weights(spec, lambda: models.resnet50(weights=None), "build_resnet50")
-    reps = 5 if quick else 15
+    reps = 2 if quick else 15
     b, s = interleave(
         lambda: timed(lambda: models.resnet50(weights=None)), lambda: timed(lambda: compiler.build_model(spec)), reps
     )
@@ -370,7 +370,7 @@ def bench_step_resnet18(quick: bool) -> dict:
             opt.step()
 
         steppers[name] = step
-    reps = 6 if quick else 30
+    reps = 2 if quick else 30
     for step in steppers.values():
         step()
     tv, comp, gen = [], [], []
@@ -401,7 +401,7 @@ def bench_step_resnet18(quick: bool) -> dict:
 
 
 def bench_validate_resnet50(quick: bool) -> dict:
-    reps = 5 if quick else 9
+    reps = 2 if quick else 9
     specc_cmd = [_specc_exe(), "validate", RESNET50_SPEC]
     base_cmd = [sys.executable, "-c", "import torch"]
     _run_process(base_cmd), _run_process(specc_cmd, "OK")
@@ -419,7 +419,7 @@ def bench_validate_resnet50(quick: bool) -> dict:
 
 def bench_import(quick: bool) -> dict:
     """`import compiler` in a fresh process vs an empty one: export, decompile and schema stay unloaded."""
-    reps = 7 if quick else 15
+    reps = 3 if quick else 15
     probe = (
         "import sys, compiler; "
         "assert not {'compiler.exporting', 'compiler.decompile', 'compiler.schema', 'onnx', 'torch'} & set(sys.modules)"
@@ -439,6 +439,111 @@ def bench_import(quick: bool) -> dict:
     )
 
 
+class _Turns:
+    """Training loops in threads that take turns: only one runs at a time, each for ``every`` steps.
+
+    Each loop is a generated script's own ``train``, unchanged; only its training loader is wrapped.
+    The wrapper lets batches ``0 .. start - 1`` through untimed (warm-up: the first steps allocate,
+    pack weights, fill caches), then from batch ``start`` on it hands the turn to the next loop every
+    ``every`` batches and times each stretch it runs, until batch ``stop`` ends its epoch. Stretch
+    ``i`` of each loop ran right after stretch ``i`` of the one before it, so their ratio sees one
+    state of the shared machine.
+    """
+
+    def __init__(self, count: int, start: int, stop: int, every: int) -> None:
+        import threading
+
+        self.start, self.stop, self.every = start, stop, every
+        self.go = [threading.Event() for _ in range(count)]
+        self.seconds: list[list[float]] = [[] for _ in range(count)]
+        self.go[0].set()
+
+    def _pass(self, side: int) -> None:
+        self.go[side].clear()
+        self.go[(side + 1) % len(self.go)].set()
+
+    def wrap(self, loader, side: int):
+        turns = self
+
+        class Timed:
+            generator, dataset = loader.generator, loader.dataset
+
+            def __len__(self) -> int:
+                return len(loader)
+
+            def __iter__(self):
+                batches = iter(loader)
+                if not turns.go[side].wait(timeout=900):
+                    raise RuntimeError("the other training loop never handed the turn back")
+                began = None
+                for k in range(turns.stop + 1):
+                    if k >= turns.start and (k - turns.start) % turns.every == 0:
+                        if began is not None:
+                            turns.seconds[side].append(time.perf_counter() - began)
+                        turns._pass(side)
+                        if k == turns.stop:
+                            return
+                        if not turns.go[side].wait(timeout=900):
+                            raise RuntimeError("the other training loop never handed the turn back")
+                        began = time.perf_counter()
+                    yield next(batches)
+
+        return Timed()
+
+
+def train_in_turns(scripts: list, start: int, stop: int, every: int) -> list[list[float]]:
+    """Seconds per stretch of ``every`` steps, for steps ``start`` to ``stop`` of each generated script's own
+    ``build_all()`` and ``train()`` on the CPU, the scripts taking turns (see ``_Turns``)."""
+    import threading
+
+    turns, errors, device = _Turns(len(scripts), start, stop, every), [], torch.device("cpu")
+
+    def noop(*args, **kwargs) -> None:
+        pass
+
+    def one(side: int, script) -> None:
+        try:
+            objects = list(script.build_all(device))
+            assert stop < len(objects[4]), "the timed steps must stay inside one epoch"
+            objects[4] = turns.wrap(objects[4], side)
+            script.train(tuple(objects), device, script.Run(1, max_steps=stop + 1), log=noop)
+        except BaseException as err:  # let the other loops run on, then re-raise here
+            errors.append(err)
+            turns._pass(side)
+
+    threads = [threading.Thread(target=one, args=(i, s), daemon=True) for i, s in enumerate(scripts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return turns.seconds
+
+
+def bench_speed_auto_cpu(quick: bool) -> dict:
+    """Issue 14, item 2: `speed: auto` against the tutorial settings, the tutorial CNN (batch 64) on the CPU."""
+    start, stop, every = (2, 4, 1) if quick else (10, 50, 2)
+    tmp = tempfile.TemporaryDirectory(prefix="specc-bench-")
+    scripts = [
+        _load_script(compiler.load_spec(CNN_SPEC, overrides=sets), tmp.name, f"specc_bench_speed_{i}")
+        for i, sets in enumerate([[], ["train.speed=auto"]])
+    ]
+    tutorial, auto = train_in_turns(scripts, start, stop, every)
+    tmp.cleanup()
+    batch = 64
+    return row(
+        "speed_auto_cpu",
+        "img/s",
+        True,
+        1.8,
+        [every * batch / t for t in tutorial],
+        [every * batch / t for t in auto],
+        f"generated scripts of {CNN_SPEC}: `speed: auto` vs the tutorial settings, steps {start}->{stop} "
+        f"(batch {batch}) of each run, in turns of {every} steps in one process; {THREADS} threads",
+    )
+
+
 BENCHMARKS = OrderedDict(
     build_cnn=bench_build_cnn,
     build_400=bench_build_400,
@@ -448,6 +553,7 @@ BENCHMARKS = OrderedDict(
     step_resnet18=bench_step_resnet18,
     validate_resnet50=bench_validate_resnet50,
     import_compiler=bench_import,
+    speed_auto_cpu=bench_speed_auto_cpu,
 )
 
 
@@ -487,8 +593,11 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (a smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2-3 repeats, a few steps: a smoke run that every row still runs"
+    )
     parser.add_argument("--only", metavar="NAME", choices=list(BENCHMARKS), help="run one benchmark")
+    parser.add_argument("--json", metavar="PATH", type=Path, default=RESULTS_JSON, help="where to write the results")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)  # the specs and the MNIST root `data` are relative to the repository
@@ -500,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         result = BENCHMARKS[name](args.quick)
         for r in [result, *result.pop("extra_rows", [])]:
-            r["quick"] = args.quick
+            r["bench"], r["quick"] = name, args.quick
             r["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(r)
             print(f"  {r['name']}: ratio {r['ratio']:.3f} ({r['seconds']} s)", file=sys.stderr, flush=True)
@@ -518,15 +627,15 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     previous = {}
-    if args.only and RESULTS_JSON.exists():
+    if args.only and args.json.exists():
         try:
-            previous = {r["name"]: r for r in json.loads(RESULTS_JSON.read_text())["results"]}
+            previous = {r["name"]: r for r in json.loads(args.json.read_text())["results"]}
         except (ValueError, KeyError):
             previous = {}
     merged = {**previous, **{r["name"]: r for r in rows}}
     ordered = list(merged.values())
-    RESULTS_JSON.write_text(json.dumps({"meta": meta, "results": ordered}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {RESULTS_JSON.relative_to(ROOT)}", file=sys.stderr)
+    args.json.write_text(json.dumps({"meta": meta, "results": ordered}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.json}", file=sys.stderr)
     status = 0 if all(r["ok"] for r in rows) else 1
     if torch.cuda.is_available() and not args.only:  # the GPU part, every option at batch 64 and 512
         import subprocess

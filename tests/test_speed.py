@@ -3,7 +3,12 @@
 GPU-only paths (CUDA graphs, bf16 throughput) are measured by bench/gpu.py on a CUDA machine.
 """
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,17 +53,56 @@ def _spec(options):
         "  precision: bf16\n  channels_last: true\n  data_on_device: true",
         "  precision: fp16",
         "  speed: auto",
+        "  speed: auto\n  precision: bf16",
+        "  speed: auto\n  precision: fp32",
         "  data_on_device: true\n  cuda_graph: true\n  cudnn_benchmark: true",
     ],
-    ids=["bf16+channels_last+data_on_device", "fp16+scaler", "speed-auto", "cuda_graph-spec-on-cpu"],
+    ids=[
+        "bf16+channels_last+data_on_device",
+        "fp16+scaler",
+        "speed-auto",
+        "speed-auto-bf16",
+        "speed-auto-fp32",
+        "cuda_graph-spec-on-cpu",
+    ],
 )
 def test_fast_options_keep_compiled_and_generated_equal(options):
     failed = [f"{c.name}: {c.detail}" for c in compare(_spec(options), steps=3) if not c.ok]
     assert not failed, failed
 
 
-def test_auto_is_the_tutorials_way_on_the_cpu():
-    assert runtime.resolve_speed(torch.device("cpu"), "auto", "auto", "auto", "auto") == ("fp32", False, False, False)
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_auto_on_the_cpu_follows_the_measured_rules(monkeypatch, bf16):
+    """bf16 autocast only on a CPU with bf16 instructions; channels_last on every CPU; data stays in the DataLoader."""
+    monkeypatch.setattr(runtime, "cpu_bf16", lambda: bf16)
+    expected = ("bf16" if bf16 else "fp32", True, False, False)
+    assert runtime.resolve_speed(torch.device("cpu"), "auto", "auto", "auto", "auto") == expected
+    # what a spec sets itself is kept
+    assert runtime.resolve_speed(torch.device("cpu"), "fp32", False, True, False) == ("fp32", False, True, False)
+
+
+def test_cpu_bf16_reads_the_cpu_flags():
+    if not os.path.exists("/proc/cpuinfo"):
+        pytest.skip("no /proc/cpuinfo here")
+    flags = Path("/proc/cpuinfo").read_text().split()
+    assert runtime.cpu_bf16() == ("avx512_bf16" in flags or "amx_tile" in flags)
+
+
+@pytest.mark.parametrize("bf16", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_speed_auto_on_the_cpu_trains_as_resolved(tmp_path, bf16):
+    """The generated loop under `speed: auto`: the first convolution runs in bf16 exactly when the CPU has bf16 (the
+    script's own cpu_bf16 decides), its output is channels_last, Adam is fused."""
+    script = import_script(compiler.render_script(_spec("  speed: auto")), f"auto_{bf16}", str(tmp_path))
+    script.cpu_bf16 = lambda: bf16
+    objects = script.build_all()
+    model, optimizer = objects[0], objects[2]
+    seen = []
+    model[0].register_forward_hook(lambda module, args, out: seen.append(out))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert optimizer.defaults["fused"] is True
+    script.train(objects, torch.device("cpu"), script.Run(1, max_steps=2), log=lambda *a: None)
+    assert seen[0].dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
 
 
 def test_data_on_device_batches_match_the_loader_without_augmentation():
@@ -83,8 +127,13 @@ def test_device_flips_flip_about_half_the_images():
     assert torch.equal(torch.where((batch == x).flatten(1).all(1).view(-1, 1, 1, 1), batch, batch.flip(-1)), x)
 
 
-def test_resume_with_device_data_is_exact(tmp_path):
-    spec = _spec("  precision: bf16\n  data_on_device: true")
+@pytest.mark.parametrize(
+    "options",
+    ["  precision: bf16\n  data_on_device: true", "  speed: auto\n  precision: bf16"],
+    ids=["bf16+data_on_device", "speed-auto-bf16-cpu"],
+)
+def test_resume_is_exact_with_fast_options(tmp_path, options):
+    spec = _spec(options)
     script = import_script(compiler.render_script(spec), "fast_resume", str(tmp_path))
     device = torch.device("cpu")
     straight, full = script.build_all(), script.Run(script.EPOCHS)
@@ -143,3 +192,28 @@ def test_compile_runs_on_the_cpu(tmp_path):
     eager_losses = [r["loss"] for r in eager_history.history if "loss" in r]
     assert losses == pytest.approx(eager_losses, rel=1e-3)
     assert time.perf_counter() - started < 600
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SPECC_ACCURACY"), reason="about 3-8 minutes: set SPECC_ACCURACY=1")
+def test_speed_auto_keeps_the_readme_accuracy(tmp_path):
+    """The README's main job (`specc train specs/mnist_cnn.yaml --epochs 2`) with `speed: auto`: held-out
+    accuracy within 0.5 points of the tutorial settings' fp32 run (1,000 digits: 5 of them)."""
+
+    def accuracy(*sets):
+        out = tmp_path / str(len(sets))
+        command = [sys.executable, "-m", "compiler.cli", "train", "specs/mnist_cnn.yaml", "--epochs", "2"]
+        proc = subprocess.run(
+            [*command, "--device", "cpu", "--out", str(out), *sets],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        history = json.loads((out / "metrics.json").read_text())["history"]
+        return [r["val_accuracy"] for r in history if "val_accuracy" in r][-1]
+
+    fp32, auto = accuracy(), accuracy("--set", "train.speed=auto")
+    assert abs(auto - fp32) <= 0.005, (fp32, auto)
