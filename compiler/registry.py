@@ -73,7 +73,8 @@ class Entry:
         return getattr(importlib.import_module(self.module), self.class_name)
 
     def signature(self) -> inspect.Signature:
-        """The constructor's signature; static for torchvision entries (no import needed)."""
+        """The constructor's signature: static for torchvision entries, from ``torch_facts`` for torch's (no
+        import needed), read from the class for plugins or when the table is for another torch."""
         if self.params is not None:
             return inspect.Signature(
                 [
@@ -85,7 +86,13 @@ class Entry:
                     for p in self.params
                 ]
             )
-        return _signature(self)
+        if self.cls_object is None:
+            from .torch_facts import signature
+
+            sig = signature(self)  # from the checked-in table: no torch import
+            if sig is not None:
+                return sig
+        return live_signature(self)
 
 
 _SIGNATURES: dict[Entry, inspect.Signature] = {}
@@ -108,7 +115,8 @@ def _recurrent_signature(entry: Entry) -> inspect.Signature:
     return inspect.Signature(params)
 
 
-def _signature(entry: Entry) -> inspect.Signature:
+def live_signature(entry: Entry) -> inspect.Signature:
+    """The signature read from the class itself (imports it: torch for torch's classes)."""
     if entry not in _SIGNATURES:
         sig = inspect.signature(entry.resolve())
         if entry.name in ("RNN", "LSTM", "GRU") and entry.module == "torch.nn":
