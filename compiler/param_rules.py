@@ -16,7 +16,6 @@ plugin registered from Python) is constructed on the meta device, which imports 
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,14 +44,25 @@ class Made:
     none: list[str] = field(default_factory=list)  # slots registered as None
 
     def tensor(self, shape: tuple, itemsize: int = 4) -> int:
-        """torch.empty(shape): refused for a negative dimension or a size past int64, as ATen refuses it."""
+        """torch.empty(shape): refused as ATen refuses it -- a negative dimension, a byte size or a stride past
+        int64 (c10's ``computeStorageNbytesContiguous`` and ``empty_tensor_restride``)."""
         dims = [int(d) for d in shape]
         for d in dims:
             if d < 0:
                 raise Refused(f"Trying to create tensor with negative dimension {d}: {dims}", "RuntimeError")
-        numel = math.prod(dims)
-        if numel > _INT64_MAX or numel * itemsize > _INT64_MAX:
+        numel, overflowed = 1, False
+        for d in dims:  # an unsigned 64-bit product, overflow remembered even if a later 0 clears it
+            numel *= d
+            overflowed |= numel >= 2**64
+            numel %= 2**64
+        nbytes = numel * itemsize
+        if overflowed or nbytes > _INT64_MAX:
             raise Refused(f"Storage size calculation overflowed with sizes={dims}", "RuntimeError")
+        stride = 1
+        for d in reversed(dims[1:]):
+            stride *= max(d, 1)
+            if stride > _INT64_MAX:
+                raise Refused("Stride calculation overflowed", "RuntimeError")
         return numel
 
     def param(self, slot: str | None, shape: tuple, trainable: bool = True) -> None:
@@ -202,15 +212,19 @@ def _bilinear(name: str, a: dict[str, Any], made: Made) -> None:
         made.param("bias", (a["out_features"],))
     else:
         made.no_param("bias")
+    if a["in1_features"] <= 0:  # reset_parameters
+        raise Refused(f"in1_features must be > 0, but got (in1_features={a['in1_features']})")
 
 
 def _embedding(name: str, a: dict[str, Any], made: Made) -> None:
     n, padding_idx = a["num_embeddings"], a["padding_idx"]
-    if padding_idx is not None and (padding_idx >= n if padding_idx > 0 else padding_idx < -n):
+    if padding_idx is not None and (padding_idx >= n if padding_idx > 0 else padding_idx < 0 and padding_idx < -n):
         raise Refused(f"{'Padding_idx' if name == 'Embedding' else 'padding_idx'} must be within num_embeddings")
     if a["_weight"] is not None:
         raise Refused("Shape of weight does not match num_embeddings and embedding_dim")  # never: bind refuses it
     made.param("weight", (n, a["embedding_dim"]), trainable=not a.get("_freeze", False))
+    if padding_idx is not None and n == 0:  # reset_parameters zeroes weight[padding_idx]
+        raise Refused("index 0 is out of bounds for dimension 0 with size 0", "IndexError")
 
 
 def _rnn(name: str, a: dict[str, Any], made: Made) -> None:
