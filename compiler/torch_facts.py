@@ -19,6 +19,7 @@ every layer constructed on the meta device, as validation did before the table e
 from __future__ import annotations
 
 import collections.abc
+import functools
 import inspect
 import json
 import math
@@ -84,7 +85,9 @@ def _clear_caches() -> None:
         bind._PARAMETERS.clear()
 
 
+@functools.cache
 def installed_versions() -> dict[str, str]:
+    """The installed torch's and torchvision's versions, from their package metadata (no import)."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {}
