@@ -169,6 +169,8 @@ def _decode(value: Any) -> Any:
             return tuple(_decode(v) for v in value["tuple"])
         if "float" in value:
             return float(value["float"])
+        if "repr" in value:
+            return value["repr"]  # a default JSON cannot hold (torchvision's enums): its repr, for reading only
         return _function(value["function"])
     return value
 
@@ -176,17 +178,20 @@ def _decode(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------- generating
 
 
-def _encode(value: Any) -> Any:
+def _encode(value: Any, strict: bool = True) -> Any:
+    """JSON for a default; a value JSON cannot hold is an error, or with ``strict=False`` marked ``{"repr": ...}``."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else {"float": repr(value)}
     if isinstance(value, tuple):
-        return {"tuple": [_encode(v) for v in value]}
+        return {"tuple": [_encode(v, strict) for v in value]}
     if isinstance(value, list):
-        return [_encode(v) for v in value]
+        return [_encode(v, strict) for v in value]
     if inspect.isfunction(value) or inspect.isbuiltin(value):
         return {"function": value.__name__}
+    if not strict:
+        return {"repr": repr(value)}
     raise ValueError(f"a default the table cannot hold: {value!r}")
 
 
@@ -205,7 +210,7 @@ def _entries() -> list:
 
 
 def generate() -> dict:
-    """The table for the installed torch (imports torch)."""
+    """The table for the installed torch and torchvision (imports both)."""
     from .registry import live_signature
 
     entries = {}
@@ -225,7 +230,31 @@ def generate() -> dict:
                 row["annotation"] = text
             rows.append(row)
         entries[f"{entry.kind}:{entry.name}"] = {"class": f"{entry.module}.{entry.class_name}", "parameters": rows}
-    return {"versions": installed_versions(), "entries": entries}
+    return {"versions": installed_versions(), "entries": entries, "torchvision": _torchvision()}
+
+
+def _torchvision() -> dict:
+    """torchvision's own signatures of the entries the registry spells statically (``Entry.params``, which
+    validation reads: specc supplies ``transform``, ``train`` ...); tests check the static names against these."""
+    from .registry import REGISTRY
+
+    found = {}
+    for kind in ("layer", "transform", "dataset"):
+        for entry in REGISTRY.entries(kind):
+            if entry.params is None or not entry.module.startswith("torchvision"):
+                continue
+            rows = []
+            for p in inspect.signature(entry.resolve()).parameters.values():
+                row: dict[str, Any] = {"name": p.name, "kind": p.kind.name}
+                if p.default is not p.empty:
+                    row["default"] = _encode(p.default, strict=False)
+                if p.annotation is not p.empty:
+                    row["annotation_text"] = (
+                        p.annotation if isinstance(p.annotation, str) else _annotation_text(p.annotation)
+                    )
+                rows.append(row)
+            found[f"{entry.kind}:{entry.name}"] = {"class": f"{entry.module}.{entry.class_name}", "parameters": rows}
+    return found
 
 
 def table_text(table: dict) -> str:

@@ -72,6 +72,27 @@ def test_table_signatures_are_torchs(entry) -> None:
         _same_verdicts(a.annotation, b.annotation, f"{entry.name}.{a.name}")
 
 
+STATIC = [e for kind in ("layer", "transform", "dataset") for e in REGISTRY.entries(kind) if e.params is not None]
+
+
+@pytest.mark.parametrize("entry", STATIC, ids=[f"{e.kind}:{e.name}" for e in STATIC])
+def test_static_torchvision_parameters_are_torchvisions(entry) -> None:
+    """Entries spelt statically (``Entry.params``: what validation reads for torchvision) name torchvision's own
+    arguments, required exactly where torchvision requires them (the table's torchvision section, checked
+    against the installed torchvision by the regeneration test above)."""
+    if not entry.module.startswith("torchvision"):
+        assert entry.module == "" and entry.kind == "dataset"  # Synthetic and CSV: specc's own
+        return
+    table = json.loads(torch_facts.TABLE.read_text(encoding="utf-8"))
+    theirs = {p["name"]: "default" not in p for p in table["torchvision"][f"{entry.kind}:{entry.name}"]["parameters"]}
+    assert table["torchvision"][f"{entry.kind}:{entry.name}"]["class"] == f"{entry.module}.{entry.class_name}"
+    for name in entry.params:
+        assert name.rstrip("!") in theirs, f"{entry.name} has no argument {name.rstrip('!')!r} in torchvision"
+        assert theirs[name.rstrip("!")] == name.endswith("!"), f"{entry.name}.{name}: required differs"
+    supplied = {"transform", "target_transform", "train", "loader", "is_valid_file"}  # specc sets or never offers
+    assert {n for n, required in theirs.items() if required} <= {p.rstrip("!") for p in entry.params} | supplied
+
+
 _PROBES = [None, True, 0, 3, -1, 2.5, "relu", "same", [1, 2], [1, 2, 3], [0.9, 0.99], [[1], [2]], {"a": 1}, [1.5]]
 
 
