@@ -77,8 +77,10 @@ REPRODUCERS: dict[str, tuple[str, str]] = {
         "bounded time",
     ),
     "repeat_transformer_layers": (
-        "name: t\ninput: [16, 1024]\nmodel:\n  - repeat: 10000\n    body:\n"
-        "      - TransformerEncoderLayer: {d_model: 1024, nhead: 8, batch_first: true}\n",
+        (
+            "name: t\ninput: [16, 1024]\nmodel:\n  - repeat: 10000\n    body:\n"
+            "      - TransformerEncoderLayer: {d_model: 1024, nhead: 8, batch_first: true}\n"
+        ),
         "parameters and buffers need",
     ),
     "repeat_linear": (_model("  - repeat: 10000\n    body: [{Linear: [4, 4]}, {Linear: [4, 4]}, ReLU]\n"), ""),
@@ -87,8 +89,10 @@ REPRODUCERS: dict[str, tuple[str, str]] = {
         "parameters and buffers need",
     ),
     "repeat_batchnorm": (
-        "name: t\ninput: [1000000, 2, 2]\nmodel:\n  - repeat: 10\n    body:\n      - repeat: 9000\n"
-        "        body: [BatchNorm2d]\n",
+        (
+            "name: t\ninput: [1000000, 2, 2]\nmodel:\n  - repeat: 10\n    body:\n      - repeat: 9000\n"
+            "        body: [BatchNorm2d]\n"
+        ),
         "parameters and buffers need",
     ),
     "nested_repeat_100M_modules": (_model("  - repeat: 10000\n    body:\n      - repeat: 10000\n        body: [ReLU]\n"), "100,000,000 modules"),
