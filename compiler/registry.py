@@ -3,9 +3,11 @@
 An entry says where the class lives, how the generated script spells it, and which argument
 shape inference fills. A spec can only name entries of this table: nothing is ever imported
 from a string in a spec. Argument names, order and types come from the class's own
-signature (``inspect.signature``), so they are torch's, not a copy that can drift; the
-torchvision entries carry their parameter names statically so validation need not import
-torchvision (a test checks them against the installed torchvision).
+signature, read from ``torch_facts.json`` (generated from the installed torch by
+``python -m compiler.torch_facts``; a test regenerates and compares it) so validation need not
+import torch, or by ``inspect.signature`` for plugins and when the table is for another torch;
+the torchvision entries carry their parameter names statically (``tests/test_torch_facts.py``
+checks them against torchvision's own signatures in the table).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ every layer constructed on the meta device, as validation did before the table e
 
 from __future__ import annotations
 
+import ast
 import collections.abc
 import functools
 import inspect
@@ -153,12 +154,36 @@ def _parameter(row: dict) -> inspect.Parameter:
     default = inspect.Parameter.empty if "default" not in row else _decode(row["default"])
     annotation = inspect.Parameter.empty
     if "annotation" in row:
-        annotation = eval(row["annotation"], dict(_NAMESPACE))
+        annotation = rebuild_annotation(row["annotation"])
     elif "annotation_text" in row:
         annotation = row["annotation_text"]
     return inspect.Parameter(
         row["name"], getattr(inspect.Parameter, row["kind"]), default=default, annotation=annotation
     )
+
+
+def rebuild_annotation(text: str) -> Any:
+    """An annotation from its text (``typing.Union[int, tuple[int, int]]``, ``float | torch.Tensor``): a walk over
+    names, attributes, subscripts, ``|`` and constants of the namespace above -- never ``eval``."""
+    return _rebuild(ast.parse(text, mode="eval").body)
+
+
+def _rebuild(node: ast.AST) -> Any:
+    if isinstance(node, ast.Name) and node.id in _NAMESPACE:
+        return _NAMESPACE[node.id]
+    if isinstance(node, ast.Attribute) and not node.attr.startswith("_"):
+        return getattr(_rebuild(node.value), node.attr)
+    if isinstance(node, ast.Subscript):
+        return _rebuild(node.value)[_rebuild(node.slice)]
+    if isinstance(node, ast.Tuple):
+        return tuple(_rebuild(e) for e in node.elts)
+    if isinstance(node, ast.List):
+        return [_rebuild(e) for e in node.elts]
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _rebuild(node.left) | _rebuild(node.right)
+    raise ValueError(f"an annotation the table cannot rebuild: {ast.unparse(node)}")
 
 
 def _decode(value: Any) -> Any:
@@ -224,7 +249,7 @@ def generate() -> dict:
                 row["annotation_text"] = p.annotation
             elif p.annotation is not p.empty:
                 text = _annotation_text(p.annotation)
-                rebuilt = eval(text, dict(_NAMESPACE))
+                rebuilt = rebuild_annotation(text)
                 if repr(rebuilt) != repr(p.annotation) and _annotation_text(rebuilt) != text:
                     raise ValueError(f"{entry.name}.{p.name}: annotation {text!r} does not survive the table")
                 row["annotation"] = text
