@@ -229,6 +229,35 @@ def test_plugins_keep_live_signatures() -> None:
     assert list(entry.signature().parameters) == ["factor"]
 
 
+@pytest.mark.filterwarnings("ignore:.*FactsProbe has no shape rule")
+def test_a_plugin_layer_is_constructed_by_torch_beside_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the fast path a plugin (no rules) is constructed on the meta device; the built-in layers beside it
+    are counted by the rules; the counts are torch's either way."""
+    from torch import nn
+
+    class FactsProbe(nn.Module):
+        def __init__(self, width: int = 3):
+            super().__init__()
+            self.scale = nn.Parameter(nn.init.ones_(__import__("torch").empty(width)))
+
+        def forward(self, x):
+            return x * self.scale
+
+    monkeypatch.setitem(REGISTRY._by_kind, "layer", dict(REGISTRY._by_kind["layer"]))  # undone after the test
+    compiler.register_layer(FactsProbe)
+    text = "name: t\ninput: [4]\nmodel:\n  - {Linear: {out_features: 3}}\n  - {FactsProbe: {width: 3}}\n"
+    counts = {}
+    for live in (False, True):
+        with monkeypatch.context() as patch:
+            spies = _Spies(patch)
+            torch_facts.set_live(live)
+            program = lower_spec(compiler.parse_spec(text, "t.yaml"))
+            counts[live] = [(layer.params, layer.nbytes, layer.param_slots) for layer in program.model.layers()]
+            if not live:
+                assert spies.live == 1 and spies.rules == 1  # FactsProbe by torch, Linear by its rule
+    assert counts[False] == counts[True] == [(15, 60, ("weight", "bias")), (3, 12, ("scale",))]
+
+
 _NO_TORCH = """
 import sys
 from compiler.cli import main
