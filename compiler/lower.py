@@ -25,8 +25,10 @@ from .shapes import ShapeError, format_shape, merged_shape, output_shape
 from .spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
-# Validation's budget for constructing layers on the meta device (about 0.1-0.3 ms a unit here): a unit is
-# one layer, or one stacked layer of a recurrent one. Identical layers are constructed once.
+# Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;
+# identical layers are checked once. It bounds the live path (constructing on the meta device, about
+# 0.1-0.3 ms a unit here) and applies to the arithmetic rules too (microseconds a unit), so both paths
+# refuse exactly the same specs.
 MAX_LAYER_COST = 2_000
 MAX_CONSTRUCTION_COST = 4_000
 
