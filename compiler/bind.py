@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from functools import cache
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -176,11 +175,17 @@ def arg_path(call: Call, name: str, positional: list) -> Path_:
     return call.yaml_path + (call.type, index)
 
 
-@cache
+_PARAMETERS: dict[Entry, tuple[inspect.Parameter, ...]] = {}  # cleared by torch_facts.set_live
+
+
 def parameters(entry: Entry) -> tuple[inspect.Parameter, ...]:
     """The arguments a spec may give: the signature without device, dtype, *args and **kwargs."""
-    params = entry.signature().parameters.values()
-    return tuple(p for p in params if p.name not in NOT_ARGS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+    if entry not in _PARAMETERS:
+        params = entry.signature().parameters.values()
+        _PARAMETERS[entry] = tuple(
+            p for p in params if p.name not in NOT_ARGS and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+    return _PARAMETERS[entry]
 
 
 _ADAPTERS: dict[Any, TypeAdapter | None] = {}

@@ -59,7 +59,9 @@ class SpecError(Exception):
         """The source line of a problem with a caret under its column (for the CLI)."""
         if not self.source_text or problem.line < 1:
             return ""
-        lines = self.source_text.splitlines()
+        if getattr(self, "_lines", None) is None:  # split once: a spec refused with 100 problems has 100 excerpts
+            self._lines = self.source_text.splitlines()
+        lines = self._lines
         if problem.line > len(lines):
             return ""
         text = lines[problem.line - 1]

@@ -1,8 +1,10 @@
 """Stage 3: Spec -> ModelIR. Binds every argument, infers every shape, builds the module tree.
 
-Shapes come from the arithmetic rules in ``shapes`` (no forward pass). Each layer is also
-constructed once on the ``meta`` device, which allocates no weights and draws no random
-numbers, to let torch check its arguments and to count its parameters and buffers exactly.
+Shapes come from the arithmetic rules in ``shapes`` (no forward pass); parameter and buffer
+counts and torch's constructor checks from those in ``param_rules``, so validation imports no
+torch. A layer without rules (a plugin), or every layer on the live path (``torch_facts.live()``),
+is constructed once on the ``meta`` device instead, which allocates no weights and draws no
+random numbers, to let torch check its arguments and count its parameters and buffers exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import warnings
 from typing import Any
 
+from . import param_rules, torch_facts
 from .bind import Binder, where_of
 from .errors import SpecError
 from .ir import BlockIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR
@@ -22,8 +25,10 @@ from .shapes import ShapeError, format_shape, merged_shape, output_shape
 from .spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
-# Validation's budget for constructing layers on the meta device (about 0.1-0.3 ms a unit here): a unit is
-# one layer, or one stacked layer of a recurrent one. Identical layers are constructed once.
+# Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;
+# identical layers are checked once. It bounds the live path (constructing on the meta device, about
+# 0.1-0.3 ms a unit here) and applies to the arithmetic rules too (microseconds a unit), so both paths
+# refuse exactly the same specs.
 MAX_LAYER_COST = 2_000
 MAX_CONSTRUCTION_COST = 4_000
 
@@ -326,15 +331,17 @@ class _Lowerer:
         if out_shape is not None:
             ir.out_shape = tuple(out_shape)
             return
-        if module is True:  # constructed before: rebuild it for the forward pass
-            module = self.construct(ir, cached=False)
+        if module is True:  # checked without a module: construct it live for the forward pass
+            module = self.construct(ir, cached=False, live=True)
+            if module is None:
+                return
         ir.out_shape = self.meta_forward(ir, module, dtype)
 
-    def construct(self, ir: LayerIR, cached: bool = True) -> Any:
-        """Let torch check the arguments by constructing the layer on the meta device (no weights, no RNG);
-        count its parameters and buffers. Identical layers (a `repeat`) are constructed once."""
-        import torch
-
+    def construct(self, ir: LayerIR, cached: bool = True, live: bool = False) -> Any:
+        """Check the arguments as torch's constructor would and count the parameters and buffers: by the
+        arithmetic rules of ``param_rules`` (no torch import; returns True), or, for a layer without one or on
+        the live path, by constructing it on the meta device (no weights, no RNG; returns the module).
+        Identical layers (a `repeat`) are checked once."""
         key = f"{ir.entry.name}{_call_text(ir)}"
         if cached and key in self.constructed:
             ir.params, ir.nbytes, ir.param_slots, ir.none_params = self.constructed[key]
@@ -352,17 +359,37 @@ class _Lowerer:
             )
             self.cost = MAX_CONSTRUCTION_COST + 1  # report once, construct nothing more
             return None
+        if not live and ir.entry.cls_object is None and not torch_facts.live():
+            try:
+                made = param_rules.construct(ir.entry.name, ir.call.arguments)
+            except param_rules.Refused as err:
+                self.refused(ir, err)
+                return None
+            except (TypeError, ValueError, ArithmeticError, LookupError):
+                made = None  # arguments of a kind the rule does not know: torch judges them
+            if made is not None:
+                counts = (made.params, made.nbytes, tuple(made.slots), tuple(made.none))
+                ir.params, ir.nbytes, ir.param_slots, ir.none_params = self.constructed[key] = counts
+                return True
+        return self.construct_live(ir, key)
+
+    def refused(self, ir: LayerIR, err: BaseException) -> None:
+        self.problems.fail(
+            where_of_ir(ir),
+            f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
+            "check the arguments against the torch documentation",
+        )
+
+    def construct_live(self, ir: LayerIR, key: str) -> Any:
+        import torch
+
         args, kwargs = ir.call.values()
         try:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 module = ir.entry.resolve()(*args, **kwargs)
         except Exception as err:  # torch's own argument checks
-            self.problems.fail(
-                where_of_ir(ir),
-                f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
-                "check the arguments against the torch documentation",
-            )
+            self.refused(ir, err)
             return None
         ir.params = sum(p.numel() for p in module.parameters() if p.requires_grad)
         ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))

@@ -3,9 +3,11 @@
 An entry says where the class lives, how the generated script spells it, and which argument
 shape inference fills. A spec can only name entries of this table: nothing is ever imported
 from a string in a spec. Argument names, order and types come from the class's own
-signature (``inspect.signature``), so they are torch's, not a copy that can drift; the
-torchvision entries carry their parameter names statically so validation need not import
-torchvision (a test checks them against the installed torchvision).
+signature, read from ``torch_facts.json`` (generated from the installed torch by
+``python -m compiler.torch_facts``; a test regenerates and compares it) so validation need not
+import torch, or by ``inspect.signature`` for plugins and when the table is for another torch;
+the torchvision entries carry their parameter names statically (``tests/test_torch_facts.py``
+checks them against torchvision's own signatures in the table).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class Entry:
         return getattr(importlib.import_module(self.module), self.class_name)
 
     def signature(self) -> inspect.Signature:
-        """The constructor's signature; static for torchvision entries (no import needed)."""
+        """The constructor's signature: static for torchvision entries, from ``torch_facts`` for torch's (no
+        import needed), read from the class for plugins or when the table is for another torch."""
         if self.params is not None:
             return inspect.Signature(
                 [
@@ -85,7 +88,13 @@ class Entry:
                     for p in self.params
                 ]
             )
-        return _signature(self)
+        if self.cls_object is None:
+            from .torch_facts import signature
+
+            sig = signature(self)  # from the checked-in table: no torch import
+            if sig is not None:
+                return sig
+        return live_signature(self)
 
 
 _SIGNATURES: dict[Entry, inspect.Signature] = {}
@@ -108,7 +117,8 @@ def _recurrent_signature(entry: Entry) -> inspect.Signature:
     return inspect.Signature(params)
 
 
-def _signature(entry: Entry) -> inspect.Signature:
+def live_signature(entry: Entry) -> inspect.Signature:
+    """The signature read from the class itself (imports it: torch for torch's classes)."""
     if entry not in _SIGNATURES:
         sig = inspect.signature(entry.resolve())
         if entry.name in ("RNN", "LSTM", "GRU") and entry.module == "torch.nn":
@@ -211,8 +221,8 @@ TRANSFORMS: list[Entry] = [
     _tv("ToTensor", "transform", ""),
     _tv("ToPILImage", "transform", "mode"),
     _tv("Normalize", "transform", "mean! std! inplace"),
-    _tv("Resize", "transform", "size interpolation max_size antialias"),
-    _tv("Scale", "transform", "size interpolation max_size antialias", attr="Resize", replaced_by="Resize"),
+    _tv("Resize", "transform", "size! interpolation max_size antialias"),
+    _tv("Scale", "transform", "size! interpolation max_size antialias", attr="Resize", replaced_by="Resize"),
     _tv("CenterCrop", "transform", "size!"),
     _tv("RandomCrop", "transform", "size! padding pad_if_needed fill padding_mode", random=True),
     _tv("RandomHorizontalFlip", "transform", "p", random=True, flip_axis=-1),

@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from compiler import layers
+from compiler import layers, param_rules
 from compiler.registry import REGISTRY
 from compiler.shapes import known_layers
 
@@ -15,6 +15,12 @@ def test_every_registered_layer_has_a_shape_rule_and_every_rule_a_layer():
     builtin = {e.name for e in REGISTRY.entries("layer") if e.cls_object is None}
     assert builtin - known_layers() == set(), "registered layers without a shape rule"
     assert known_layers() - builtin == set(), "shape rules for layers that are not registered"
+
+
+def test_every_registered_layer_has_a_parameter_rule_and_every_rule_a_layer():
+    builtin = {e.name for e in REGISTRY.entries("layer") if e.cls_object is None}
+    assert builtin - param_rules.known_layers() == set(), "registered layers without a parameter rule"
+    assert param_rules.known_layers() - builtin == set(), "parameter rules for layers that are not registered"
 
 
 def test_specc_layers_are_all_registered():

@@ -1,0 +1,291 @@
+"""What validation needs from torch, read from a checked-in table instead of importing torch.
+
+Importing torch costs seconds; validating a spec needs only the constructor signatures of the
+registered classes (names, kinds, defaults, annotations). ``torch_facts.json`` beside this file
+holds them for every registry entry that lives in torch or in specc's own torch modules, with
+the torch and torchvision versions it was generated from. ``signature(entry)`` rebuilds an
+``inspect.Signature`` from it when the installed torch is that version (read from the package
+metadata, without importing torch); otherwise validation reads torch live -- correct, just
+slower -- and says so once on stderr.
+
+Regenerate after upgrading torch (``tests/test_torch_facts.py`` fails until you do)::
+
+    python -m compiler.torch_facts
+
+``SPECC_LIVE_TORCH=1`` (or ``set_live(True)``) forces the live path: signatures from torch and
+every layer constructed on the meta device, as validation did before the table existed.
+"""
+
+from __future__ import annotations
+
+import ast
+import collections.abc
+import functools
+import inspect
+import json
+import math
+import os
+import sys
+import typing
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+TABLE = Path(__file__).with_name("torch_facts.json")
+_KINDS = ("layer", "loss", "optimizer", "scheduler", "init")
+_TABLE: dict | None = None
+_FORCED: bool | None = None  # set_live(); None: the environment decides
+_WARNED = False
+_SIGNATURES: dict[Any, inspect.Signature] = {}
+
+
+# stand-ins for the torch types annotations name (only their names and isinstance matter: a spec's values are
+# never tensors, so a stand-in refuses exactly what torch's class refuses)
+def _standin(name: str, base: type = object) -> type:
+    return type(name, (base,), {"__module__": "torch", "__qualname__": name})
+
+
+_TORCH = SimpleNamespace(Tensor=_standin("Tensor"), Size=_standin("Size", tuple), dtype=_standin("dtype"))
+_NAMESPACE = {
+    "typing": typing,
+    "collections": collections,
+    "torch": _TORCH,
+    "NoneType": type(None),
+    "Any": typing.Any,
+    **{t.__name__: t for t in (int, float, bool, str, tuple, list, dict, bytes, type(None))},
+}
+
+
+def _function(name: str) -> Any:
+    """A default that is a function (``F.relu``): a stand-in of the same name that cannot be called."""
+
+    def standin(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{name} stands in for torch's default function; construct the layer with torch")
+
+    standin.__name__ = standin.__qualname__ = name
+    return standin
+
+
+# --------------------------------------------------------------------------------------------- mode
+
+
+def set_live(flag: bool | None) -> None:
+    """Force (True) or forbid (False) the live path; None: back to ``SPECC_LIVE_TORCH`` and the version check."""
+    global _FORCED
+    _FORCED = flag
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    from . import registry
+
+    registry._SIGNATURES.clear()
+    _SIGNATURES.clear()
+    bind = sys.modules.get(f"{__package__}.bind")
+    if bind is not None:
+        bind._PARAMETERS.clear()
+
+
+@functools.cache
+def installed_versions() -> dict[str, str]:
+    """The installed torch's and torchvision's versions, from their package metadata (no import)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("torch", "torchvision"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = ""
+    return found
+
+
+def _table() -> dict | None:
+    global _TABLE
+    if _TABLE is None:
+        try:
+            _TABLE = json.loads(TABLE.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            _TABLE = {}
+    return _TABLE or None
+
+
+def live() -> bool:
+    """True when validation must read torch itself: forced, or the table is missing or for another torch."""
+    global _WARNED
+    if _FORCED is not None:
+        return _FORCED
+    if os.environ.get("SPECC_LIVE_TORCH", "") not in ("", "0"):
+        return True
+    table = _table()
+    have = installed_versions()["torch"]
+    if table is not None and table.get("versions", {}).get("torch") == have:
+        return False
+    if not _WARNED:
+        _WARNED = True
+        made = (table or {}).get("versions", {}).get("torch", "none")
+        print(
+            f"specc: compiler/torch_facts.json was generated for torch {made}, but torch {have or 'none'} is "
+            "installed: validation reads torch itself (correct, just slower); regenerate it with "
+            "`python -m compiler.torch_facts`",
+            file=sys.stderr,
+        )
+    return True
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def signature(entry: Any) -> inspect.Signature | None:
+    """The entry's signature from the table, or None (live path, or an entry the table does not hold)."""
+    if live():
+        return None
+    table = _table()
+    assert table is not None
+    if entry not in _SIGNATURES:
+        row = table["entries"].get(f"{entry.kind}:{entry.name}")
+        if row is None or row["class"] != f"{entry.module}.{entry.class_name}":
+            return None
+        _SIGNATURES[entry] = inspect.Signature([_parameter(p) for p in row["parameters"]])
+    return _SIGNATURES[entry]
+
+
+def _parameter(row: dict) -> inspect.Parameter:
+    default = inspect.Parameter.empty if "default" not in row else _decode(row["default"])
+    annotation = inspect.Parameter.empty
+    if "annotation" in row:
+        annotation = rebuild_annotation(row["annotation"])
+    elif "annotation_text" in row:
+        annotation = row["annotation_text"]
+    return inspect.Parameter(
+        row["name"], getattr(inspect.Parameter, row["kind"]), default=default, annotation=annotation
+    )
+
+
+def rebuild_annotation(text: str) -> Any:
+    """An annotation from its text (``typing.Union[int, tuple[int, int]]``, ``float | torch.Tensor``): a walk over
+    names, attributes, subscripts, ``|`` and constants of the namespace above -- never ``eval``."""
+    return _rebuild(ast.parse(text, mode="eval").body)
+
+
+def _rebuild(node: ast.AST) -> Any:
+    if isinstance(node, ast.Name) and node.id in _NAMESPACE:
+        return _NAMESPACE[node.id]
+    if isinstance(node, ast.Attribute) and not node.attr.startswith("_"):
+        return getattr(_rebuild(node.value), node.attr)
+    if isinstance(node, ast.Subscript):
+        return _rebuild(node.value)[_rebuild(node.slice)]
+    if isinstance(node, ast.Tuple):
+        return tuple(_rebuild(e) for e in node.elts)
+    if isinstance(node, ast.List):
+        return [_rebuild(e) for e in node.elts]
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _rebuild(node.left) | _rebuild(node.right)
+    raise ValueError(f"an annotation the table cannot rebuild: {ast.unparse(node)}")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        if "tuple" in value:
+            return tuple(_decode(v) for v in value["tuple"])
+        if "float" in value:
+            return float(value["float"])
+        if "repr" in value:
+            return value["repr"]  # a default JSON cannot hold (torchvision's enums): its repr, for reading only
+        return _function(value["function"])
+    return value
+
+
+# --------------------------------------------------------------------------------------------- generating
+
+
+def _encode(value: Any, strict: bool = True) -> Any:
+    """JSON for a default; a value JSON cannot hold is an error, or with ``strict=False`` marked ``{"repr": ...}``."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, strict) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, strict) for v in value]
+    if inspect.isfunction(value) or inspect.isbuiltin(value):
+        return {"function": value.__name__}
+    if not strict:
+        return {"repr": repr(value)}
+    raise ValueError(f"a default the table cannot hold: {value!r}")
+
+
+def _annotation_text(annotation: Any) -> str:
+    if isinstance(annotation, type) and annotation.__module__ == "builtins":
+        return annotation.__qualname__
+    if isinstance(annotation, type):
+        return f"{annotation.__module__}.{annotation.__qualname__}"
+    return repr(annotation)
+
+
+def _entries() -> list:
+    from .registry import REGISTRY
+
+    return [e for kind in _KINDS for e in REGISTRY.entries(kind) if e.params is None and e.cls_object is None]
+
+
+def generate() -> dict:
+    """The table for the installed torch and torchvision (imports both)."""
+    from .registry import live_signature
+
+    entries = {}
+    for entry in _entries():
+        rows = []
+        for p in live_signature(entry).parameters.values():
+            row: dict[str, Any] = {"name": p.name, "kind": p.kind.name}
+            if p.default is not p.empty:
+                row["default"] = _encode(p.default)
+            if isinstance(p.annotation, str):
+                row["annotation_text"] = p.annotation
+            elif p.annotation is not p.empty:
+                text = _annotation_text(p.annotation)
+                rebuilt = rebuild_annotation(text)
+                if repr(rebuilt) != repr(p.annotation) and _annotation_text(rebuilt) != text:
+                    raise ValueError(f"{entry.name}.{p.name}: annotation {text!r} does not survive the table")
+                row["annotation"] = text
+            rows.append(row)
+        entries[f"{entry.kind}:{entry.name}"] = {"class": f"{entry.module}.{entry.class_name}", "parameters": rows}
+    return {"versions": installed_versions(), "entries": entries, "torchvision": _torchvision()}
+
+
+def _torchvision() -> dict:
+    """torchvision's own signatures of the entries the registry spells statically (``Entry.params``, which
+    validation reads: specc supplies ``transform``, ``train`` ...); tests check the static names against these."""
+    from .registry import REGISTRY
+
+    found = {}
+    for kind in ("layer", "transform", "dataset"):
+        for entry in REGISTRY.entries(kind):
+            if entry.params is None or not entry.module.startswith("torchvision"):
+                continue
+            rows = []
+            for p in inspect.signature(entry.resolve()).parameters.values():
+                row: dict[str, Any] = {"name": p.name, "kind": p.kind.name}
+                if p.default is not p.empty:
+                    row["default"] = _encode(p.default, strict=False)
+                if p.annotation is not p.empty:
+                    row["annotation_text"] = (
+                        p.annotation if isinstance(p.annotation, str) else _annotation_text(p.annotation)
+                    )
+                rows.append(row)
+            found[f"{entry.kind}:{entry.name}"] = {"class": f"{entry.module}.{entry.class_name}", "parameters": rows}
+    return found
+
+
+def table_text(table: dict) -> str:
+    return json.dumps(table, indent=1, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":  # python -m compiler.torch_facts: rewrite the table for the installed torch
+    TABLE.write_text(table_text(generate()), encoding="utf-8")
+    print(f"wrote {TABLE}")
