@@ -346,7 +346,7 @@ _NO_PARAMETERS = (
     "MaxPool1d MaxPool2d MaxPool3d AvgPool1d AvgPool2d AvgPool3d AdaptiveMaxPool1d AdaptiveMaxPool2d "
     "AdaptiveMaxPool3d AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d LocalResponseNorm "
     "Flatten Unflatten Identity Upsample UpsamplingNearest2d UpsamplingBilinear2d PixelShuffle PixelUnshuffle "
-    "ChannelShuffle ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d ReflectionPad1d "
+    "ChannelShuffle Unfold ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d ReflectionPad1d "
     "ReflectionPad2d ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d CircularPad1d CircularPad2d "
     "CircularPad3d ReLU ReLU6 LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid Hardswish "
     "Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold GLU Softmax Softmin LogSoftmax Softmax2d "

@@ -158,7 +158,7 @@ LAYERS: list[Entry] = [
     *_layers("Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout"),
     # reshaping and resampling
     *_layers("Flatten Unflatten Identity Upsample UpsamplingNearest2d UpsamplingBilinear2d"),
-    *_layers("PixelShuffle PixelUnshuffle ChannelShuffle"),
+    *_layers("PixelShuffle PixelUnshuffle ChannelShuffle Unfold"),
     *_layers("ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d"),
     *_layers("ReflectionPad1d ReflectionPad2d ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d"),
     *_layers("CircularPad1d CircularPad2d CircularPad3d"),

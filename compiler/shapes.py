@@ -975,6 +975,28 @@ def _pixel_shuffle(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     return (*lead, c // (r * r), h * r, w * r)
 
 
+def _unfold(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    """Sliding blocks (im2col): (C, H, W) -> (C * kh * kw, L), L blocks in all."""
+    if len(shape) != 3:
+        raise ShapeError(f"{name} expects each sample to be (C, H, W), but its input is {_fmt(shape)}", _CHECK_INPUT)
+    kernel = _ints(name, "kernel_size", _required(name, a, "kernel_size"), 2)
+    dilation, padding, stride = (
+        _ints(name, k, _get(a, k, d), 2) for k, d in (("dilation", 1), ("padding", 0), ("stride", 1))
+    )
+    _at_least(name, "kernel_size", kernel, 1)
+    _at_least(name, "dilation", dilation, 1)
+    _at_least(name, "padding", padding, 0)
+    _at_least(name, "stride", stride, 1)
+    blocks = [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1 for n, k, d, p, s in zip(shape[1:], kernel, dilation, padding, stride)
+    ]
+    if min(blocks) < 1:
+        raise ShapeError(
+            f"{name}'s kernel_size {kernel} (dilation {dilation}) does not fit its input {_fmt(shape)}", _CHECK_INPUT
+        )
+    return (shape[0] * kernel[0] * kernel[1], blocks[0] * blocks[1])
+
+
 def _channel_shuffle(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     groups = _required(name, a, "groups")
     if len(shape) < 2:
@@ -1072,6 +1094,7 @@ _RULES: dict[str, Rule] = {
     "PixelShuffle": _pixel_shuffle,
     "PixelUnshuffle": _pixel_shuffle,
     "ChannelShuffle": _channel_shuffle,
+    "Unfold": _unfold,
     # specc's own layers (compiler/layers.py) and torchvision.ops
     "TupleItem": _same,  # lowering hands it the tuple item it picks
     "Select": _select,

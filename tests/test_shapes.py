@@ -375,6 +375,12 @@ ELEMENTWISE = [
 ]
 
 RESHAPE = [
+    case("Unfold", (3, 8, 8), kernel_size=2),
+    case("Unfold", (3, 8, 10), kernel_size=(3, 2), stride=2, padding=1, dilation=(2, 1)),
+    case("Unfold", (3, 5, 5), kernel_size=5),
+    case("Unfold", (3, 4, 4), ERROR, kernel_size=5),
+    case("Unfold", (3, 8, 8), ERROR, kernel_size=2, stride=0),
+    case("Unfold", (3, 8, 8), ERROR, kernel_size=2, padding=-1),
     case("Flatten", (4, 5, 6)),
     case("Flatten", (4, 5, 6), start_dim=2),
     case("Flatten", (4, 5, 6), start_dim=-2, end_dim=-1),
@@ -546,7 +552,7 @@ _COVERED = (
     "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout Identity "
     "ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid Hardtanh Hardswish "
     "Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold Softmax Softmin LogSoftmax Softmax2d GLU "
-    "Flatten Unflatten Upsample UpsamplingNearest2d UpsamplingBilinear2d PixelShuffle PixelUnshuffle ChannelShuffle "
+    "Flatten Unflatten Upsample UpsamplingNearest2d UpsamplingBilinear2d PixelShuffle PixelUnshuffle ChannelShuffle Unfold "
     "ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d ReflectionPad1d ReflectionPad2d "
     "ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d CircularPad1d CircularPad2d CircularPad3d "
 )
