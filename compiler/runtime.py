@@ -195,7 +195,8 @@ def setup_distributed(device, quiet=True):
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
     try:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        if not torch.distributed.is_initialized():  # (main may run more than once in a process)
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"cannot join the torchrun process group: {err}") from None
     return device, torch.distributed.get_rank()
