@@ -195,7 +195,7 @@ def setup_distributed(device, quiet=True):
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
     try:
-        if not torch.distributed.is_initialized():  # (main may run more than once in a process)
+        if not torch.distributed.is_initialized():  # (main may run twice in a process)
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"cannot join the torchrun process group: {err}") from None
@@ -208,49 +208,44 @@ def rank_part(n, rank, processes):
 
 
 class RankBatches:
-    """A loader's global batches (its batch sampler, so the seeded order is a plain run's), each split across the
-    ranks. In training a last batch smaller than the number of ranks is left out: every rank must take a step."""
+    """A loader's batches (from its batch sampler: a plain run's seeded order), each split across the ranks; a last
+    batch smaller than the number of ranks is left out (every rank must take a part)."""
 
-    def __init__(self, batches, rank, processes, train):
-        self.batches, self.rank, self.processes, self.train = batches, rank, processes, train
+    def __init__(self, batches, rank, processes):
+        self.batches, self.rank, self.processes = batches, rank, processes
 
     def __len__(self):
-        last = len(self.batches.sampler) % self.batches.batch_size
-        part = rank_part(last, self.rank, self.processes)
-        return len(self.batches) - (0 < last < self.processes and (self.train or part.start == part.stop))
+        return len(self.batches) - (0 < len(self.batches.sampler) % self.batches.batch_size < self.processes)
 
     def __iter__(self):
         for batch in self.batches:
-            part = batch[rank_part(len(batch), self.rank, self.processes)]
-            if part and (len(batch) >= self.processes or not self.train):
-                yield part
+            if len(batch) >= self.processes:
+                yield batch[rank_part(len(batch), self.rank, self.processes)]
 
 
 def distribute(model, train_loader, val_loader, seed, sync_batchnorm=False):
-    """Under torchrun: the model in DistributedDataParallel (BatchNorm as SyncBatchNorm if asked) and every batch
-    split across the ranks, which together train on exactly the batches of a plain run (``batch_size`` is the global
-    batch); ranks after the first draw their own dropout and augmentation (seeded ``seed + rank``)."""
+    """Under torchrun: the model in DistributedDataParallel (with SyncBatchNorm if asked) and each global batch
+    (``batch_size``) split across the ranks, which so train on a plain run's batches; ranks after the first draw
+    their own dropout and augmentation (seeded ``seed + rank``)."""
     if not torch.distributed.is_initialized():
         return model, train_loader, val_loader
     rank, processes = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    size = train_loader.batch_size
-    if size % processes:
-        raise ValueError(f"batch_size {size} does not divide among {processes} processes (it is the global batch)")
+    if train_loader.batch_size % processes:
+        raise ValueError(f"batch_size {train_loader.batch_size} does not divide among {processes} processes")
     device = next(model.parameters()).device
     if sync_batchnorm and device.type == "cpu":
-        raise ValueError("train.sync_batchnorm needs GPUs (torch's SyncBatchNorm does not run on the CPU)")
-    if sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        raise ValueError("train.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU")
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_batchnorm else model
     model = torch.nn.parallel.DistributedDataParallel(model, [device.index] if device.type == "cuda" else None)
-    loaders = []
-    for loader in (train_loader, val_loader):
+    loaders = [train_loader, val_loader]
+    for i, loader in enumerate(loaders):
         if isinstance(loader, DataLoader):
-            batches = RankBatches(loader.batch_sampler, rank, processes, loader is train_loader)
-            kept = {"dataset": loader.dataset, "num_workers": loader.num_workers, "generator": loader.generator}
-            loader = DataLoader(batch_sampler=batches, **kept)
-        elif loader is not None:
+            batches = RankBatches(loader.batch_sampler, rank, processes)
+            loaders[i] = DataLoader(
+                loader.dataset, batch_sampler=batches, num_workers=loader.num_workers, generator=loader.generator
+            )
+        elif loader is not None:  # a DeviceLoader
             loader.ranks = (rank, processes)
-        loaders.append(loader)
     if rank:
         torch.manual_seed(seed + rank)
         random.seed(seed + rank)

@@ -23,6 +23,8 @@ import pytest
 import torch
 
 import compiler
+from compiler import runtime
+from compiler.check import import_script
 from compiler.runtime import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +65,7 @@ runs = [
     ("dropout", ["--out", out + "/dropout_resumed", "--max-steps", "5"]),
     ("dropout", ["--out", out + "/dropout_resumed", "--resume", out + "/dropout_resumed"]),
     ("cnn", ["--out", out + "/cnn_two", "--max-steps", "4"]),
+    ("on_device", ["--out", out + "/on_device_two"]),  # data_on_device: a DeviceLoader split across the ranks
     ("odd_batch", ["--out", out + "/odd_batch"]),
 ]
 codes = [script(name).main(argv) for name, argv in runs]
@@ -79,8 +82,6 @@ def _render(folder: Path, name: str, text: str, *overrides: str) -> None:
 
 
 def _import(folder: Path, name: str):
-    from compiler.check import import_script
-
     return import_script((folder / f"{name}.py").read_text(), f"{name}_{folder.name}", str(folder))
 
 
@@ -109,6 +110,7 @@ def two_process_runs(tmp_path_factory):
     _render(folder, "dropout", MLP.format(dropout=0.3, batch=64))
     _render(folder, "odd_batch", MLP.format(dropout=0.0, batch=63))
     _render(folder, "cnn", "", "model.dense.2.Dropout.p=0.0")
+    _render(folder, "on_device", MLP.format(dropout=0.0, batch=64), "train.data_on_device=true")
     (folder / "driver.py").write_text(DRIVER)
     started = time.monotonic()
     proc = subprocess.run(
@@ -138,6 +140,36 @@ def test_two_processes_train_the_tutorial_cnn_as_one_does(two_process_runs):
     _assert_close(folder / "cnn_one", folder / "cnn_two")
 
 
+def test_two_processes_with_the_data_on_the_device_train_as_one_does(two_process_runs):
+    folder, _, _ = two_process_runs
+    assert _import(folder, "on_device").main(["--out", str(folder / "on_device_one")]) == 0
+    _assert_close(folder / "on_device_one", folder / "on_device_two")
+
+
+def test_build_training_in_a_process_group_gives_the_scripts_objects(tmp_path):
+    """compiler.build_training inside an initialised process group (1 process here) = the script's build_all."""
+    spec = compiler.parse_spec(MLP.format(dropout=0.0, batch=64), "mlp.yaml")
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        training = compiler.build_training(spec, "cpu")
+        script = import_script(compiler.render_script(spec), "ddp_objects", str(tmp_path))
+        objects = script.build_all(torch.device("cpu"))
+        for compiled, generated in zip(training, objects):
+            assert type(compiled) is type(generated)
+        assert isinstance(training.model, torch.nn.parallel.DistributedDataParallel)
+        assert isinstance(training.train_loader.batch_sampler, runtime.RankBatches)
+        assert all(
+            torch.equal(a, b) for a, b in zip(training.model.state_dict().values(), objects[0].state_dict().values())
+        )
+        for (xa, ya), (xb, yb) in zip(training.train_loader, objects[4]):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        bn = compiler.parse_spec(MLP.format(dropout=0.0, batch=64), "mlp.yaml", overrides=["train.sync_batchnorm=true"])
+        with pytest.raises(ValueError, match="sync_batchnorm needs GPUs"):
+            compiler.build_training(bn, "cpu")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def test_a_two_process_checkpoint_resumes_in_two_processes_bitwise(two_process_runs):
     folder, _, _ = two_process_runs
     (straight, history_a), (resumed, history_b) = _result(folder / "dropout_two"), _result(folder / "dropout_resumed")
@@ -159,7 +191,7 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_runs):
 
 def test_a_batch_that_does_not_divide_is_one_error_from_rank_0(two_process_runs):
     _, proc, _ = two_process_runs
-    assert "codes [0, 0, 0, 0, 0, 0, 1]" in proc.stdout
+    assert "codes [0, 0, 0, 0, 0, 0, 0, 1]" in proc.stdout
     assert proc.stderr.count("batch_size 63 does not divide among 2 processes") == 1
     assert "Traceback" not in proc.stderr
 
