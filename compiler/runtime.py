@@ -182,9 +182,8 @@ def make_device_loaders(train_set, val_set, mode, batch_size, shuffle, num_worke
 
 
 def setup_distributed(device, quiet=True):
-    """Under torchrun (it sets RANK): join its process group (NCCL on CUDA, gloo otherwise; collectives give up after
-    SPECC_DIST_TIMEOUT seconds, default 300), one GPU per process; ranks after the first print nothing if ``quiet``.
-    Returns (device, rank); a plain run: (device, 0)."""
+    """Under torchrun (it sets RANK): join its process group, NCCL on CUDA, else gloo (waits end after
+    SPECC_DIST_TIMEOUT s, default 300); ranks after the first print nothing if ``quiet``. -> (device, rank)"""
     if "RANK" not in os.environ:
         return device, 0
     if quiet and int(os.environ["RANK"]):
@@ -236,7 +235,8 @@ def distribute(model, train_loader, val_loader, seed, sync_batchnorm=False):
     if sync_batchnorm and device.type == "cpu":
         raise ValueError("train.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU")
     model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_batchnorm else model
-    model = torch.nn.parallel.DistributedDataParallel(model, [device.index] if device.type == "cuda" else None)
+    ids = [device.index] if device.type == "cuda" else None  # gradients as views into DDP's buckets: no copies
+    model = torch.nn.parallel.DistributedDataParallel(model, ids, gradient_as_bucket_view=True)
     loaders = [train_loader, val_loader]
     for i, loader in enumerate(loaders):
         if isinstance(loader, DataLoader):
@@ -258,8 +258,7 @@ def unwrap(model):
 
 
 def over_ranks(values, mean=False):
-    """Numbers (or one number) summed over the ranks of a torchrun run, or averaged, in one collective; in a plain
-    run, as given."""
+    """Numbers (or a number) summed, or averaged, over the ranks of a torchrun run; in a plain run, as given."""
     if not torch.distributed.is_initialized():
         return values
     device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
@@ -269,8 +268,8 @@ def over_ranks(values, mean=False):
 
 
 def gather_ranks(run):
-    """Under torchrun, where every rank calls ``Run.save``: the training losses recorded since the last call become
-    their mean over the ranks, and every rank's random states are gathered for the checkpoint (a plain run: None)."""
+    """Under torchrun (every rank calls ``Run.save``): the losses recorded since the last call become their mean over
+    the ranks; every rank's random states, gathered for the checkpoint. A plain run: None."""
     if not torch.distributed.is_initialized():
         return None
     records = [record for record in run.history[run.synced :] if "loss" in record]
@@ -288,11 +287,9 @@ def random_states():
 
 
 def own_random_states(state):
-    """A checkpoint's state with this rank's random states: under torchrun, those the rank saved, or its own where
-    the checkpoint holds none for it (written by fewer processes)."""
-    if not torch.distributed.is_initialized() or not torch.distributed.get_rank():
-        return state
-    ranks, rank = state.get("ranks") or [], torch.distributed.get_rank()
+    """A checkpoint's state with this rank's random states (under torchrun; its own where the checkpoint has none)."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    ranks = state.get("ranks") or [state]
     return {**state, **(ranks[rank] if rank < len(ranks) else random_states())}
 
 
