@@ -223,35 +223,53 @@ def test_a_missing_rendezvous_is_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def _rank_pid(launcher: subprocess.Popen, rank: int) -> int | None:
-    """The process of ``rank`` among the launcher's children (Linux: read from /proc)."""
+def _rank_pid(token: str, rank: int) -> int | None:
+    """The process of ``rank`` among those started with ``SPECC_TEST_RUN=token`` (Linux: read from /proc)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except (OSError, IndexError):
+        except OSError:
             continue
-        if parent == str(launcher.pid) and f"RANK={rank}".encode() in environ:
+        if f"SPECC_TEST_RUN={token}".encode() in environ and f"RANK={rank}".encode() in environ:
             return int(pid)
     return None
 
 
+def test_specc_train_nproc_trains_in_one_run_folder(tmp_path):
+    spec = tmp_path / "mlp.yaml"
+    spec.write_text(MLP.format(dropout=0.0, batch=64))
+    proc = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "train", str(spec), "--nproc", "2", "--max-steps", "2"]
+        + ["--out", str(tmp_path / "run")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--nproc-per-node=2" in proc.stdout and proc.stdout.count("training 804 parameters") == 1
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"checkpoint.pt", "model.pt", "metrics.json", "loss.png"}
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the rank's process in /proc")
 def test_killing_a_rank_stops_the_run_quickly_with_one_clear_line(tmp_path):
-    _render(tmp_path, "mlp", MLP.format(dropout=0.0, batch=64))
+    spec = tmp_path / "mlp.yaml"
+    spec.write_text(MLP.format(dropout=0.0, batch=64))
     launcher = subprocess.Popen(
-        [sys.executable, str(LAUNCH), "--standalone", "--nproc-per-node=2", str(tmp_path / "mlp.py")]
-        + ["--out", str(tmp_path / "run"), "--epochs", "100000"],
+        [sys.executable, "-m", "compiler.cli", "train", str(spec), "--nproc", "2", "--epochs", "100000"]
+        + ["--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SPECC_TEST_RUN": str(tmp_path)},
     )
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline and launcher.poll() is None:
         time.sleep(0.05)
-    pid = _rank_pid(launcher, 1)
+    pid = _rank_pid(str(tmp_path), 1)
     assert pid is not None, launcher.communicate(timeout=60)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
