@@ -531,6 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", metavar="PATH", help="continue from a checkpoint or a run folder, writing into its folder"
     )
     p.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
+    p.add_argument(
+        "--nproc", type=int, metavar="N", help="N processes through torchrun (DDP); batch_size stays the global batch"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _overridable(p)
     p.set_defaults(func=cmd_train)

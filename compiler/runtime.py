@@ -9,6 +9,7 @@ Keep every function here self-contained: stdlib and torch only, no reference to 
 from __future__ import annotations
 
 import csv
+import datetime
 import errno
 import hashlib
 import importlib
@@ -16,6 +17,7 @@ import io
 import json
 import os
 import random
+import signal
 import stat
 import sys
 import tempfile
@@ -133,10 +135,12 @@ class DeviceLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.generator = generator
         self.flips = flips  # (dim, probability) pairs
+        self.ranks = (0, 1)  # (rank, processes): under torchrun each batch is split across them (``distribute``)
 
     def __len__(self):
         n = len(self.x)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        drop = self.drop_last or 0 < n % self.batch_size < self.ranks[1]  # every rank must take a part
+        return n // self.batch_size if drop else -(-n // self.batch_size)
 
     def __iter__(self):
         n = len(self.x)
@@ -150,7 +154,8 @@ class DeviceLoader:
             for dim, p in self.flips:
                 flip = (torch.rand(len(index), generator=self.generator) < p).to(x.device)
                 x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), x.flip(dim), x)
-            yield x, self.y[index]
+            part = rank_part(len(index), *self.ranks)
+            yield x[part], self.y[index][part]
 
 
 def preload(dataset, device, num_workers=0):
@@ -182,6 +187,118 @@ def cpu_bf16():
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def setup_distributed(device, quiet=True):
+    """Under torchrun (it sets RANK): join its process group, NCCL on CUDA, else gloo (waits end after
+    SPECC_DIST_TIMEOUT s, default 300); ranks after the first print nothing if ``quiet``. -> (device, rank)"""
+    if "RANK" not in os.environ:
+        return device, 0
+    if quiet and int(os.environ["RANK"]):
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # torchrun stops the others: exit as interrupted
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    timeout = datetime.timedelta(seconds=float(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
+    try:
+        if not torch.distributed.is_initialized():  # (main may run twice in a process)
+            torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"cannot join the torchrun process group: {err}") from None
+    return device, torch.distributed.get_rank()
+
+
+def rank_part(n, rank, processes):
+    """This rank's contiguous slice of a batch of ``n`` (sizes differ by at most one)."""
+    return slice(rank * n // processes, (rank + 1) * n // processes)
+
+
+class RankBatches:
+    """A loader's batches (from its batch sampler: a plain run's seeded order), each split across the ranks; a last
+    batch smaller than the number of ranks is left out (every rank must take a part)."""
+
+    def __init__(self, batches, rank, processes):
+        self.batches, self.rank, self.processes = batches, rank, processes
+
+    def __len__(self):
+        return len(self.batches) - (0 < len(self.batches.sampler) % self.batches.batch_size < self.processes)
+
+    def __iter__(self):
+        for batch in self.batches:
+            if len(batch) >= self.processes:
+                yield batch[rank_part(len(batch), self.rank, self.processes)]
+
+
+def distribute(model, train_loader, val_loader, seed, sync_batchnorm=False):
+    """Under torchrun: the model in DistributedDataParallel (with SyncBatchNorm if asked) and each global batch
+    (``batch_size``) split across the ranks, which so train on a plain run's batches; ranks after the first draw
+    their own dropout and augmentation (seeded ``seed + rank``)."""
+    if not torch.distributed.is_initialized():
+        return model, train_loader, val_loader
+    rank, processes = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if train_loader.batch_size % processes:
+        raise ValueError(f"batch_size {train_loader.batch_size} does not divide among {processes} processes")
+    device = next(model.parameters()).device
+    if sync_batchnorm and device.type == "cpu":
+        raise ValueError("train.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU")
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model) if sync_batchnorm else model
+    ids = [device.index] if device.type == "cuda" else None  # gradients as views into DDP's buckets: no copies
+    model = torch.nn.parallel.DistributedDataParallel(model, ids, gradient_as_bucket_view=True)
+    loaders = [train_loader, val_loader]
+    for i, loader in enumerate(loaders):
+        if isinstance(loader, DataLoader):
+            batches = RankBatches(loader.batch_sampler, rank, processes)
+            loaders[i] = DataLoader(
+                loader.dataset, batch_sampler=batches, num_workers=loader.num_workers, generator=loader.generator
+            )
+        elif loader is not None:  # a DeviceLoader
+            loader.ranks = (rank, processes)
+    if rank:
+        torch.manual_seed(seed + rank)
+        random.seed(seed + rank)
+    return model, *loaders
+
+
+def unwrap(model):
+    """The model inside a DistributedDataParallel wrapper (whose state dict keys carry a ``module.`` prefix)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def over_ranks(values, mean=False):
+    """Numbers (or a number) summed, or averaged, over the ranks of a torchrun run; in a plain run, as given."""
+    if not torch.distributed.is_initialized():
+        return values
+    device = "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+    total = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return (total / torch.distributed.get_world_size() if mean else total).tolist()
+
+
+def gather_ranks(run):
+    """Under torchrun (every rank calls ``Run.save``): the losses recorded since the last call become their mean over
+    the ranks; every rank's random states, gathered for the checkpoint. A plain run: None."""
+    if not torch.distributed.is_initialized():
+        return None
+    records = [record for record in run.history[run.synced :] if "loss" in record]
+    for record, value in zip(records, over_ranks([record["loss"] for record in records], mean=True)):
+        record["loss"] = value
+    run.synced, states = len(run.history), [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(states, random_states())
+    return states
+
+
+def random_states():
+    """The random states a resumed run restores: torch's (CPU and CUDA) and Python's."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return {"torch_rng": torch.get_rng_state(), "cuda_rng": cuda, "python_rng": random.getstate()}
+
+
+def own_random_states(state):
+    """A checkpoint's state with this rank's random states (under torchrun; its own where the checkpoint has none)."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    ranks = state.get("ranks") or [state]
+    return {**state, **(ranks[rank] if rank < len(ranks) else random_states())}
+
+
 def resolve_speed(device, precision, channels_last, data_on_device, cuda_graph):
     """Turn `auto` options into what is safe and fast on this device (measured: bench/RESULTS.md).
 
@@ -198,7 +315,7 @@ def resolve_speed(device, precision, channels_last, data_on_device, cuda_graph):
         data_on_device = cuda
     if cuda_graph == "auto":
         cuda_graph = cuda and data_on_device
-    return precision, channels_last, data_on_device, cuda_graph and cuda
+    return precision, channels_last, data_on_device, cuda_graph and cuda and not torch.distributed.is_initialized()
 
 
 class GraphedStep:
@@ -282,6 +399,7 @@ class Run:
         self.epochs, self.max_steps, self.checkpoint = epochs, max_steps, checkpoint
         self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
         self.loader_rng = self.restored = self.data = None
+        self.synced = 0  # history records averaged over the ranks (torchrun)
 
     def batches(self, loader):
         """This epoch's batches from where the run stands, with the shuffle and random draws of a straight run."""
@@ -305,24 +423,26 @@ class Run:
     def save(self, model, optimizer, scheduler):
         """Checkpoint the weights, optimizer, schedule, position, random states and what the run is (its
         ``identity`` and ``data``); refresh the metrics beside it."""
+        model, ranks = unwrap(model), gather_ranks(self)  # under torchrun every rank saves; rank 0 writes
         if not self.checkpoint:
-            return
+            return ranks and torch.distributed.barrier()
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             **{key: getattr(self, key) for key in ("epoch", "batch", "step", "history", "loader_rng", "data")},
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python_rng": random.getstate(),
+            **random_states(),
+            "ranks": ranks,
             "identity": identity(model, optimizer, scheduler),
         }
         save_checkpoint(self.checkpoint, state)
         write_metrics(os.path.dirname(self.checkpoint), self.history)
+        return ranks and torch.distributed.barrier()
 
     def resume(self, state, model, optimizer, scheduler, name="the checkpoint"):
         """Continue from a checkpoint's ``state`` (refused if another spec wrote it): load the weights, take its
         position and random states."""
+        model = unwrap(model)
         different = identity_difference(state["identity"], identity(model, optimizer, scheduler))
         if different:
             raise ValueError(f"{name} was written for another spec: {different}")
@@ -331,7 +451,7 @@ class Run:
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
-        self.restored, self.data = state, state["data"]
+        self.restored, self.data, self.synced = own_random_states(state), state["data"], len(self.history)
 
 
 def identity(model, optimizer, scheduler):
@@ -418,7 +538,7 @@ def load_checkpoint(path, max_bytes=1 << 36):
 def save_weights(model, path):
     """The model's state dict alone, for use outside specc: ``model.load_state_dict(torch.load(path))``."""
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    torch.save(unwrap(model).state_dict(), buffer)
     write_atomic(path, buffer.getvalue())
 
 
@@ -511,11 +631,17 @@ def predict(model, inputs, info, transform, device):
 
 def explain(err, run):
     """A failure as one line and an exit code: 1 bad input, 3 the run failed, 130 interrupted."""
-    if isinstance(err, KeyboardInterrupt):
-        where = f"interrupted at epoch {run.epoch + 1} step {run.step}"
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun stopping this process from here on ends it quietly
+    dist = torch.distributed
+    lost = dist.is_initialized() and (
+        isinstance(err, dist.DistError) or "gloo" in str(err) and isinstance(err, RuntimeError)
+    )
+    if isinstance(err, KeyboardInterrupt) or lost:  # lost: a collective failed, another process of the run is gone
+        where = "lost another process of the run" if lost else str(err) or "interrupted"
+        where, code = f"{where} at epoch {run.epoch + 1} step {run.step}", 3 if lost else 130
         if run.checkpoint and os.path.exists(run.checkpoint):
-            return f"{where}; resume with: python {sys.argv[0]} --resume {os.path.dirname(run.checkpoint)}", 130
-        return f"{where}, before the first checkpoint", 130
+            return f"{where}; resume with: python {sys.argv[0]} --resume {os.path.dirname(run.checkpoint)}", code
+        return f"{where}, before the first checkpoint", code
     if isinstance(err, ValueError):
         return str(err), 1
     if type(err).__name__ == "URLError" or str(err).startswith("Error downloading"):

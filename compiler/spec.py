@@ -113,6 +113,7 @@ class TrainSpec(_Strict):
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")
     checkpoint: Checkpoint | None = None
     log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])  # metrics.csv; TensorBoard
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm layers as SyncBatchNorm (statistics over every rank)
     # speed options (docs/spec-language.md §10); the defaults are the tutorial's way
     speed: Literal["tutorial", "auto"] = "tutorial"  # auto: every option below that is unset becomes auto
     precision: Literal["fp32", "bf16", "fp16", "auto"] | None = None  # autocast; fp16 with a gradient scaler

@@ -50,6 +50,22 @@ _QUIET_START = (
 )
 
 
+def _nproc_problem(spec: Spec, nproc: int) -> str | None:
+    """Why ``--nproc`` cannot run this spec (None: it can): each process takes an equal part of every batch."""
+    if nproc < 1:
+        return f"--nproc {nproc}: give 1 or more processes"
+    mode, size = spec.train.mode, spec.data.batch_size if spec.data else 0
+    if nproc > 1 and mode == "online":
+        return "online mode trains on one sample per update: run it in one process (leave out --nproc)"
+    if mode == "minibatch" and size % nproc:
+        divisors = [n for n in range(2, size + 1) if size % n == 0][:4]
+        return (
+            f"batch_size {size} (the global batch, split across the processes) does not divide among {nproc} "
+            f"processes: use --nproc {' or '.join(map(str, divisors))}, or --set data.batch_size={size - size % nproc or nproc}"
+        )
+    return None
+
+
 def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
     from . import render_script
 
@@ -67,6 +83,20 @@ def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
         print(f"specc train: cannot write the run folder: {err.filename}: {err.strerror}", file=sys.stderr)
         return 3
     command = [sys.executable, str(script), "--out", folder]
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None:  # torchrun on this machine; spec-language §6 has the command for several machines
+        problem = _nproc_problem(spec, nproc)
+        if problem:
+            print(f"specc train: {problem}", file=sys.stderr)
+            return 1
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes, without its banner
+        launch = [
+            sys.executable,
+            str(Path(__file__).with_name("launch.py")),
+            "--standalone",
+            f"--nproc-per-node={nproc}",
+        ]
+        command = launch + command[1:]
     for flag, value in (
         ("--epochs", args.epochs),
         ("--device", args.device),

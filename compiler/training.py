@@ -78,6 +78,9 @@ def build_training(program: Program, device: str | torch.device | None = None) -
         train_loader, val_loader = runtime.make_loaders(
             train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
         )
+    model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
+        model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
+    )
     loss_fn = _construct(training.loss)
     optimizer = _construct(training.optimizer, model.parameters())
     scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
