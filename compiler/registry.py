@@ -49,6 +49,8 @@ class Entry:
     fusable: bool = False
     graph_safe: bool = False
     steps: str = "epoch"  # schedulers: when step() runs: epoch | batch | loss (on the validation loss)
+    # arguments torch needs in one of these combinations (defaults None in the signature), e.g. OneCycleLR's length
+    one_of: tuple[tuple[str, ...], ...] = ()
     targets: str | None = None  # losses: "classes" (class labels) | "values" (same shape as the output)
     flip_axis: int | None = None  # random flips: the tensor axis flipped (data_on_device flips on the device)
     sample: tuple | None = None  # image datasets: (C, H, W) of a sample before transforms (None: unknown size)
@@ -208,7 +210,13 @@ SCHEDULERS: list[Entry] = [
         ).split()
     ),
     Entry("ReduceLROnPlateau", "scheduler", "torch.optim.lr_scheduler", steps="loss"),
-    Entry("OneCycleLR", "scheduler", "torch.optim.lr_scheduler", steps="batch"),
+    Entry(
+        "OneCycleLR",
+        "scheduler",
+        "torch.optim.lr_scheduler",
+        steps="batch",
+        one_of=(("total_steps",), ("epochs", "steps_per_epoch")),
+    ),
 ]
 
 
