@@ -190,7 +190,10 @@ OPTIMIZERS: list[Entry] = [
     Entry("SGD", "optimizer", "torch.optim", graph_safe=True),
     Entry("Adam", "optimizer", "torch.optim", fusable=True, graph_safe=True),
     Entry("AdamW", "optimizer", "torch.optim", fusable=True, graph_safe=True),
-    *(Entry(n, "optimizer", "torch.optim") for n in "Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop".split()),
+    *(
+        Entry(n, "optimizer", "torch.optim")
+        for n in "Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop Adafactor".split()
+    ),
     # the tutorial's hand-written rule: param -= lr * param.grad
     Entry("GradientDescent", "optimizer", "compiler.runtime"),
 ]

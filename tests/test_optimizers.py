@@ -43,6 +43,7 @@ OPTIMIZERS = {
     "RAdam": "RAdam",
     "ASGD": "ASGD",
     "Rprop": "Rprop",
+    "Adafactor": "Adafactor",
     "GradientDescent": "{GradientDescent: {lr: 0.1}}",
 }
 SCHEDULERS = {
