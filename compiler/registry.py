@@ -213,6 +213,7 @@ SCHEDULERS: list[Entry] = [
         ).split()
     ),
     Entry("ReduceLROnPlateau", "scheduler", "torch.optim.lr_scheduler", steps="loss"),
+    Entry("CyclicLR", "scheduler", "torch.optim.lr_scheduler", steps="batch"),
     Entry(
         "OneCycleLR",
         "scheduler",

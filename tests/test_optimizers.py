@@ -56,6 +56,7 @@ SCHEDULERS = {
     "ConstantLR": "ConstantLR",
     "PolynomialLR": "{PolynomialLR: {total_iters: 2}}",
     "ReduceLROnPlateau": "ReduceLROnPlateau",
+    "CyclicLR": "{CyclicLR: {base_lr: 0.01, max_lr: 0.1, step_size_up: 2}}",
     "OneCycleLR": "{OneCycleLR: {max_lr: 0.1, total_steps: 10}}",
 }
 

@@ -37,7 +37,11 @@ def test_every_entry_resolves_to_a_callable(kind):
 
 def test_traits_are_where_other_modules_read_them():
     assert {e.name for e in REGISTRY.entries("optimizer") if e.fusable} == {"Adam", "AdamW"}
-    assert {e.name for e in REGISTRY.entries("scheduler") if e.steps != "epoch"} == {"OneCycleLR", "ReduceLROnPlateau"}
+    assert {e.name for e in REGISTRY.entries("scheduler") if e.steps != "epoch"} == {
+        "OneCycleLR",
+        "CyclicLR",
+        "ReduceLROnPlateau",
+    }
     assert {e.name: e.flip_axis for e in REGISTRY.entries("transform") if e.flip_axis is not None} == {
         "RandomHorizontalFlip": -1,
         "RandomVerticalFlip": -2,
