@@ -53,14 +53,13 @@ class SpecError(Exception):
     def __init__(self, problems: list[Problem], source_text: str | None = None):
         self.problems = sorted(set(problems))
         self.source_text = source_text
+        self._lines = source_text.splitlines() if source_text else []  # split once, not once per excerpt
         super().__init__("\n".join(str(p) for p in self.problems))
 
     def excerpt(self, problem: Problem) -> str:
         """The source line of a problem with a caret under its column (for the CLI)."""
         if not self.source_text or problem.line < 1:
             return ""
-        if getattr(self, "_lines", None) is None:  # split once: a spec refused with 100 problems has 100 excerpts
-            self._lines = self.source_text.splitlines()
         lines = self._lines
         if problem.line > len(lines):
             return ""

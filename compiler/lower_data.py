@@ -136,12 +136,9 @@ def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
         )
         return
     if ir.entry.one_of and not any(all(kwargs.get(a) is not None for a in group) for group in ir.entry.one_of):
-        options = " or ".join(" and ".join(f"`{a}:`" for a in group) for group in ir.entry.one_of)
-        problems.fail(
-            where,
-            f"{ir.name} needs the length of its schedule: {options}",
-            f"add {options.split(' or ')[0]}: it steps once per batch, epochs x batches per epoch in all",
-        )
+        options = [" and ".join(f"`{a}:`" for a in group) for group in ir.entry.one_of]
+        per_batch = ": it steps once per batch, epochs x batches per epoch in all" if ir.entry.steps == "batch" else ""
+        problems.fail(where, f"{ir.name} needs {' or '.join(options)}", f"add {options[0]}{per_batch}")
     if ir.entry.kind != "loss":
         # constructing an optimizer imports torch._dynamo (about a second): check the numbers torch checks
         for name, value in kwargs.items():

@@ -355,9 +355,22 @@ _NO_PARAMETERS = (
 _RULES.update(dict.fromkeys(_NO_PARAMETERS.split(), _none))
 
 
-def check_loss(name: str, kwargs: dict[str, Any]) -> None:
-    """What a loss's constructor refuses (the reduction is checked before): raises ``Refused``."""
-    if name == "MultiMarginLoss" and kwargs.get("p", 1) not in (1, 2):
+def _multi_margin(kwargs: dict[str, Any]) -> None:
+    if kwargs.get("p", 1) not in (1, 2):
         raise Refused("only p == 1 and p == 2 supported")
-    if name == "HuberLoss" and "delta" in kwargs and not isinstance(kwargs["delta"], (float, int)):
+
+
+def _huber(kwargs: dict[str, Any]) -> None:
+    if "delta" in kwargs and not isinstance(kwargs["delta"], (float, int)):
         raise Refused(f"delta must be a float or int, got: {type(kwargs['delta'])}", "TypeError")
+
+
+# the losses whose constructors check more than the reduction (checked before); the others check nothing else
+_LOSS_RULES: dict[str, Callable[[dict[str, Any]], None]] = {"MultiMarginLoss": _multi_margin, "HuberLoss": _huber}
+
+
+def check_loss(name: str, kwargs: dict[str, Any]) -> None:
+    """What a loss's constructor refuses: raises ``Refused``."""
+    rule = _LOSS_RULES.get(name)
+    if rule is not None:
+        rule(kwargs)

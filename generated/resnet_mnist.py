@@ -471,20 +471,20 @@ class Run:
         """Checkpoint the weights, optimizer, schedule, position, random states and what the run is (its
         ``identity`` and ``data``); refresh the metrics beside it."""
         model, ranks = unwrap(model), gather_ranks(self)  # under torchrun every rank saves; rank 0 writes
-        if not self.checkpoint:
-            return ranks and torch.distributed.barrier()
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            **{key: getattr(self, key) for key in ("epoch", "batch", "step", "history", "loader_rng", "data")},
-            **random_states(),
-            "ranks": ranks,
-            "identity": identity(model, optimizer, scheduler),
-        }
-        save_checkpoint(self.checkpoint, state)
-        write_metrics(os.path.dirname(self.checkpoint), self.history)
-        return ranks and torch.distributed.barrier()
+        if self.checkpoint:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                **{key: getattr(self, key) for key in ("epoch", "batch", "step", "history", "loader_rng", "data")},
+                **random_states(),
+                "ranks": ranks,
+                "identity": identity(model, optimizer, scheduler),
+            }
+            save_checkpoint(self.checkpoint, state)
+            write_metrics(os.path.dirname(self.checkpoint), self.history)
+        if ranks:
+            torch.distributed.barrier()  # no rank goes on before rank 0's checkpoint is whole
 
     def resume(self, state, model, optimizer, scheduler, name="the checkpoint"):
         """Continue from a checkpoint's ``state`` (refused if another spec wrote it): load the weights, take its
