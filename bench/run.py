@@ -467,108 +467,22 @@ def bench_import(quick: bool) -> dict:
     )
 
 
-class _Turns:
-    """Training loops in threads that take turns: only one runs at a time, each for ``every`` steps.
-
-    Each loop is a generated script's own ``train``, unchanged; only its training loader is wrapped.
-    The wrapper lets batches ``0 .. start - 1`` through untimed (warm-up: the first steps allocate,
-    pack weights, fill caches), then from batch ``start`` on it hands the turn to the next loop every
-    ``every`` batches and times each stretch it runs, until batch ``stop`` ends its epoch. Stretch
-    ``i`` of each loop ran right after stretch ``i`` of the one before it, so their ratio sees one
-    state of the shared machine.
-    """
-
-    def __init__(self, count: int, start: int, stop: int, every: int) -> None:
-        import threading
-
-        self.start, self.stop, self.every = start, stop, every
-        self.go = [threading.Event() for _ in range(count)]
-        self.seconds: list[list[float]] = [[] for _ in range(count)]
-        self.go[0].set()
-
-    def _pass(self, side: int) -> None:
-        self.go[side].clear()
-        self.go[(side + 1) % len(self.go)].set()
-
-    def wrap(self, loader, side: int):
-        turns = self
-
-        class Timed:
-            generator, dataset = loader.generator, loader.dataset
-
-            def __len__(self) -> int:
-                return len(loader)
-
-            def __iter__(self):
-                batches = iter(loader)
-                if not turns.go[side].wait(timeout=900):
-                    raise RuntimeError("the other training loop never handed the turn back")
-                began = None
-                for k in range(turns.stop + 1):
-                    if k >= turns.start and (k - turns.start) % turns.every == 0:
-                        if began is not None:
-                            turns.seconds[side].append(time.perf_counter() - began)
-                        turns._pass(side)
-                        if k == turns.stop:
-                            return
-                        if not turns.go[side].wait(timeout=900):
-                            raise RuntimeError("the other training loop never handed the turn back")
-                        began = time.perf_counter()
-                    yield next(batches)
-
-        return Timed()
-
-
-def train_in_turns(scripts: list, start: int, stop: int, every: int) -> list[list[float]]:
-    """Seconds per stretch of ``every`` steps, for steps ``start`` to ``stop`` of each generated script's own
-    ``build_all()`` and ``train()`` on the CPU, the scripts taking turns (see ``_Turns``)."""
-    import threading
-
-    turns, errors, device = _Turns(len(scripts), start, stop, every), [], torch.device("cpu")
-
-    def noop(*args, **kwargs) -> None:
-        pass
-
-    def one(side: int, script) -> None:
-        try:
-            objects = list(script.build_all(device))
-            assert stop < len(objects[4]), "the timed steps must stay inside one epoch"
-            objects[4] = turns.wrap(objects[4], side)
-            script.train(tuple(objects), device, script.Run(1, max_steps=stop + 1), log=noop)
-        except BaseException as err:  # let the other loops run on, then re-raise here
-            errors.append(err)
-            turns._pass(side)
-
-    threads = [threading.Thread(target=one, args=(i, s), daemon=True) for i, s in enumerate(scripts)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return turns.seconds
-
-
 def bench_speed_auto_cpu(quick: bool) -> dict:
-    """Issue 14, item 2: `speed: auto` against the tutorial settings, the tutorial CNN (batch 64) on the CPU."""
-    start, stop, every = (2, 4, 1) if quick else (10, 50, 2)
-    tmp = tempfile.TemporaryDirectory(prefix="specc-bench-")
-    scripts = [
-        _load_script(compiler.load_spec(CNN_SPEC, overrides=sets), tmp.name, f"specc_bench_speed_{i}")
-        for i, sets in enumerate([[], ["train.speed=auto"]])
-    ]
-    tutorial, auto = train_in_turns(scripts, start, stop, every)
-    tmp.cleanup()
-    batch = 64
+    """Issue 14, item 2: `speed: auto` against the tutorial settings, the tutorial CNN (batch 64) on the CPU,
+    each run in its own process through the script's main (reuse_memory is process-wide: bench/speed_processes.py)."""
+    import speed_processes
+
+    count, (start, stop) = (1, (2, 4)) if quick else (6, (10, 50))
+    tutorial, auto = speed_processes.pairs(count, start, stop, [])
     return row(
         "speed_auto_cpu",
         "img/s",
         True,
         1.8,
-        [every * batch / t for t in tutorial],
-        [every * batch / t for t in auto],
-        f"generated scripts of {CNN_SPEC}: `speed: auto` vs the tutorial settings, steps {start}->{stop} "
-        f"(batch {batch}) of each run, in turns of {every} steps in one process; {THREADS} threads",
+        tutorial,
+        auto,
+        f"generated scripts of {CNN_SPEC} run by their main(): `speed: auto` vs the tutorial settings, "
+        f"steps {start}->{stop} (batch {speed_processes.BATCH}), {count} pairs of processes, tutorial then auto",
     )
 
 

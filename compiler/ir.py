@@ -254,6 +254,7 @@ class SpeedIR:
     compile: bool | str = False
     cuda_graph: bool | str = False
     cudnn_benchmark: bool | str = False
+    reuse_memory: bool | str = False
 
     @property
     def fast(self) -> bool:
@@ -265,8 +266,9 @@ class SpeedIR:
             self.compile,
             self.cuda_graph,
             self.cudnn_benchmark,
+            self.reuse_memory,
         )
-        return options != ("fp32", False, False, False, False, False)
+        return options != ("fp32", False, False, False, False, False, False)
 
 
 @dataclass

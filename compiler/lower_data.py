@@ -67,6 +67,7 @@ def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR
         True if train.option("compile") is True else train.option("compile"),
         train.option("cuda_graph"),
         train.option("cudnn_benchmark"),
+        train.option("reuse_memory"),
     )
     if speed.compile is True:
         speed.compile = "default"

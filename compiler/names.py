@@ -54,6 +54,7 @@ SETTINGS = frozenset(
         "COMPILE",
         "CUDA_GRAPH",
         "CUDNN_BENCHMARK",
+        "REUSE_MEMORY",
     }
 )
 IMPORTS = frozenset(

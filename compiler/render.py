@@ -129,6 +129,7 @@ _STDLIB = frozenset(
         "argparse",
         "collections",
         "csv",
+        "ctypes",
         "datetime",
         "errno",
         "fnmatch",
@@ -186,6 +187,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "loop_template": "loop_fast.py.j2" if speed.fast else "loop_tutorial.py.j2",
         "settings": _align(_settings(spec, training)),
         "speed_settings": _align(_speed_settings(speed)) if speed.fast else [],
+        "reuse_memory": bool(speed.reuse_memory),
         "distribute": "model, train_loader, val_loader = distribute(model, train_loader, val_loader, SEED"
         + (", sync_batchnorm=True)" if train.sync_batchnorm else ")  # DDP under torchrun"),
         "datasets_params": "augment=True" if random_transforms else "",
@@ -259,6 +261,7 @@ def _speed_settings(speed) -> list[tuple[str, str, str]]:
             literal(speed.cudnn_benchmark),
             "let cuDNN time its convolution algorithms (auto: on CUDA)",
         ),
+        ("REUSE_MEMORY", literal(speed.reuse_memory), "keep freed memory for the next step (glibc; auto: on CPU)"),
     ]
 
 

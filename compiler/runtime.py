@@ -9,6 +9,7 @@ Keep every function here self-contained: stdlib and torch only, no reference to 
 from __future__ import annotations
 
 import csv
+import ctypes
 import datetime
 import errno
 import hashlib
@@ -185,6 +186,25 @@ def cpu_bf16():
     """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated: fp32 stays."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own probes
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def reuse_freed_memory():
+    """Have glibc keep freed memory in the process for reuse; elsewhere (macOS, Windows, musl) do nothing.
+
+    A CPU step frees and allocates the same large buffers every time (the tutorial CNN: the bf16 copy of its
+    100 MB dense weight, the gradients). glibc serves each buffer over 32 MB with a fresh mmap and returns it
+    on free, so every step faults those pages back in (measured: a third of a bf16 step; bench/RESULTS.md).
+    With mmap off and trimming off, they come from the heap and stay there: peak memory about 18% higher.
+    Process-wide, which is why the script's main calls it and train() does not. -> whether it applied"""
+    try:
+        glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (AttributeError, ValueError, OSError):  # Windows has no confstr; macOS no such name
+        glibc = ""
+    if not glibc.startswith("glibc"):
+        return False
+    libc = ctypes.CDLL(None)  # the process's own C library
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def setup_distributed(device, quiet=True):

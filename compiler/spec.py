@@ -122,6 +122,7 @@ class TrainSpec(_Strict):
     compile: Literal[False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
     cuda_graph: bool | Literal["auto"] | None = None  # forward, backward and update replayed as one CUDA graph
     cudnn_benchmark: bool | Literal["auto"] | None = None  # let cuDNN time its convolution algorithms once
+    reuse_memory: bool | Literal["auto"] | None = None  # glibc keeps freed memory for the next step (CPU)
 
     def option(self, name: str):
         """An option's value with `speed:` applied (unset: `auto` under speed: auto, else off)."""

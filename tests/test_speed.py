@@ -105,6 +105,78 @@ def test_speed_auto_on_the_cpu_trains_as_resolved(tmp_path, bf16):
     assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
 
 
+_GLIBC = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+_FAULTS = """
+import resource, sys, torch
+from compiler import runtime
+if sys.argv[1] == "reuse":
+    assert runtime.reuse_freed_memory()
+for _ in range(2):
+    torch.ones(16 << 20)  # 64 MB, over glibc's largest mmap threshold
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    torch.ones(16 << 20)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not _GLIBC, reason="reuse_freed_memory acts on glibc only")
+def test_reuse_freed_memory_stops_large_buffers_faulting_in_again():
+    """Five 64 MB tensors, allocated and freed in turn: about 16,000 page faults each by default (a fresh mmap every
+    time), next to none once freed memory is kept. Each case in a fresh process: the setting is process-wide."""
+
+    def faults(mode):
+        command = [sys.executable, "-c", _FAULTS, mode]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        return int(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
+
+    assert faults("default") > 5 * 10_000
+    assert faults("reuse") < 2_000
+
+
+@pytest.mark.parametrize(
+    ("options", "device", "calls"),
+    [
+        ("  speed: auto", "cpu", 1),
+        ("  reuse_memory: true", "cpu", 1),
+        ("  speed: auto\n  reuse_memory: false", "cpu", None),
+        ("  precision: bf16", "cpu", None),
+        ("", "cpu", None),
+    ],
+    ids=["auto-cpu", "true", "auto-but-false", "other-options", "tutorial"],
+)
+def test_the_script_main_reuses_freed_memory_as_the_spec_says(tmp_path, monkeypatch, options, device, calls):
+    """main() (not train(): the setting is process-wide) calls reuse_freed_memory under `auto` on a CPU and when
+    set; a script whose spec leaves it off carries neither the call nor the helper."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the MNIST root `data` is relative
+    name = f"reuse_{abs(hash(options))}"
+    script = import_script(compiler.render_script(_spec(options)), name, str(tmp_path))
+    if calls is None:
+        assert not hasattr(script, "reuse_freed_memory")
+        return
+    seen = []
+    script.reuse_freed_memory = lambda: seen.append(True)  # the pytest process keeps glibc's defaults
+    assert script.main(["--device", device, "--max-steps", "1", "--out", str(tmp_path / "run")]) == 0
+    assert len(seen) == calls
+
+
+@pytest.mark.parametrize(("device", "calls"), [("cpu", 1), ("cuda", 0)])
+def test_reuse_memory_auto_is_for_the_cpu_only(tmp_path, device, calls):
+    """Under `auto` main() decides by the device before building anything (build_all is stopped here, so no GPU is
+    needed to see the CUDA branch)."""
+    script = import_script(compiler.render_script(_spec("  speed: auto")), f"reuse_{device}", str(tmp_path))
+    seen = []
+    script.reuse_freed_memory = lambda: seen.append(True)
+    script.pick_device = lambda name: torch.device(device)
+
+    def stop(device):
+        raise RuntimeError("stopped before building")
+
+    script.build_all = stop
+    assert script.main(["--out", str(tmp_path / "run")]) != 0
+    assert len(seen) == calls
+
+
 def test_data_on_device_batches_match_the_loader_without_augmentation():
     """Preloaded batches are the per-sample pipeline's batches, in the same seeded order."""
     spec = compiler.parse_spec(FAST.format(options="  data_on_device: true").replace("RandomHorizontalFlip, ", ""))
