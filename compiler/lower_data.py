@@ -11,9 +11,9 @@ import csv
 import io
 import os
 
-from . import torch_facts
+from . import data_rules, torch_facts
 from ._suggest import did_you_mean
-from .bind import Binder, where_of
+from .bind import Binder, arg_path, parameters, where_of
 from .ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
 from .param_rules import check_loss
 from .paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
@@ -117,6 +117,18 @@ def _call(binder: Binder, call: Call, kind: str) -> CallIR | None:
     result = binder.bind(call, entry)
     if result is not None and kind in ("loss", "optimizer", "scheduler"):
         _check_arguments(binder.problems, result, call)
+    if result is not None and kind in ("transform", "dataset"):
+        refused = data_rules.check(entry.class_name, result.arguments)
+        positional = list(parameters(entry))
+        for name, problem, fix in refused:
+            index = next((i for i, p in enumerate(positional) if p.name == name), 0)
+            if call.form == "list" and index:  # `Resize: [8, 8]` is Resize(8, 8): size 8, interpolation 8
+                first = positional[0].name
+                problem += f" (item {index + 1} of `{call.type}: [...]` is its {name})"
+                fix += f"; to give {first} as a list, write `{call.type}: {{{first}: [...]}}`"
+            binder.problems.fail(arg_path(call, name, positional), problem, fix)
+        if refused:
+            return None  # the shapes that follow would only repeat the problem
     return result
 
 
@@ -436,6 +448,15 @@ class _DataChecker:
                     self.fail(where, "Normalize std must not be 0")
             elif name in ("Resize", "CenterCrop", "RandomCrop") and shape:
                 size = t.value("size")
+                size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size  # [s] is s
+                if name == "RandomCrop" and shape[1] is not None and not t.value("pad_if_needed"):
+                    crop = data_rules.crop_too_large(size, t.value("padding"), shape[1], shape[2])
+                    if crop:
+                        self.fail(
+                            where,
+                            f"RandomCrop's crop {crop} is larger than the {shape[1]}x{shape[2]} images",
+                            "crop less, add `padding:`, or set `pad_if_needed: true`",
+                        )
                 if isinstance(size, int) and name != "Resize":
                     shape[1:] = [size, size]
                 elif isinstance(size, int):  # Resize(int) scales the shorter side
@@ -450,7 +471,7 @@ class _DataChecker:
                 shape[0] = t.value("num_output_channels", 1) or 1
             elif name == "Pad" and shape and shape[1] is not None:
                 pad = t.value("padding")
-                pad = [pad] * 4 if isinstance(pad, int) else list(pad) * (2 if len(pad) == 2 else 1)
+                pad = [pad] * 4 if isinstance(pad, int) else list(pad) * {1: 4, 2: 2}.get(len(pad), 1)
                 if len(pad) == 4:
                     shape[1:] = [shape[1] + pad[1] + pad[3], shape[2] + pad[0] + pad[2]]
         if state == "image":

@@ -80,16 +80,7 @@ class Entry:
         """The constructor's signature: static for torchvision entries, from ``torch_facts`` for torch's (no
         import needed), read from the class for plugins or when the table is for another torch."""
         if self.params is not None:
-            return inspect.Signature(
-                [
-                    inspect.Parameter(
-                        p.rstrip("!"),
-                        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                        default=inspect.Parameter.empty if p.endswith("!") else None,
-                    )
-                    for p in self.params
-                ]
-            )
+            return inspect.Signature([self._static_parameter(p) for p in self.params])
         if self.cls_object is None:
             from .torch_facts import signature
 
@@ -97,6 +88,15 @@ class Entry:
             if sig is not None:
                 return sig
         return live_signature(self)
+
+    def _static_parameter(self, spelt: str) -> inspect.Parameter:
+        """One of ``params``: "name!" is required; torchvision's get their type from TORCHVISION_TYPES."""
+        name = spelt.rstrip("!")
+        annotation = inspect.Parameter.empty
+        if self.module.startswith("torchvision"):
+            annotation = TORCHVISION_TYPES.get(f"{self.name}.{name}", TORCHVISION_TYPES.get(name, annotation))
+        default = inspect.Parameter.empty if spelt.endswith("!") else None
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
 
 
 _SIGNATURES: dict[Entry, inspect.Signature] = {}
@@ -222,6 +222,38 @@ SCHEDULERS: list[Entry] = [
         one_of=(("total_steps",), ("epochs", "steps_per_epoch")),
     ),
 ]
+
+
+# The types torchvision's transforms and datasets take, by argument name ("Entry.argument" where one differs):
+# their signatures carry no annotations, so these are what the binder checks a spec's values against
+# (data_rules.py then checks the values themselves). A float takes an int too (pydantic's strict mode).
+_NUMBERS = float | tuple[float, ...]
+TORCHVISION_TYPES: dict[str, Any] = {
+    "size": int | tuple[int, ...],
+    "FakeData.size": int,
+    "p": float,
+    "mean": _NUMBERS,
+    "std": _NUMBERS,
+    "inplace": bool,
+    "mode": str | None,
+    "interpolation": int | str,  # an int; a name is refused by data_rules with its code
+    "max_size": int | None,
+    "antialias": bool | None,
+    "padding": int | tuple[int, ...] | None,
+    "pad_if_needed": bool,
+    "fill": _NUMBERS,
+    "padding_mode": str,
+    "degrees": _NUMBERS,
+    "expand": bool,
+    "center": tuple[float, ...] | None,
+    "num_output_channels": int,
+    "root": str,
+    "download": bool,
+    "allow_empty": bool,
+    "image_size": tuple[int, ...],
+    "num_classes": int,
+    "random_offset": int,
+}
 
 
 def _tv(name: str, kind: str, params: str, **kw: Any) -> Entry:

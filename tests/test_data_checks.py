@@ -22,7 +22,7 @@ def test_image_folder_counts_its_class_folders(tmp_path, monkeypatch):
         (tmp_path / "imgs" / "train" / name).mkdir(parents=True)
     base = (
         "name: imf\ninput: [3, 8, 8]\nmodel: [Flatten, {Linear: {out_features: OUT}}]\n"
-        "data: {dataset: {ImageFolder: {root: imgs/train}}, transforms: [{Resize: [8, 8]}, ToTensor]}\n"
+        "data: {dataset: {ImageFolder: {root: imgs/train}}, transforms: [{Resize: {size: [8, 8]}}, ToTensor]}\n"
         "loss: CrossEntropyLoss\n" + TRAIN
     )
     program = compiler.lower_spec(compiler.parse_spec(base.replace("OUT", "3")))
