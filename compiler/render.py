@@ -127,6 +127,7 @@ def _helpers_used(names: set[str]) -> list:
 _STDLIB = frozenset(
     {
         "argparse",
+        "atexit",
         "collections",
         "csv",
         "ctypes",
@@ -191,7 +192,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "distribute": "model, train_loader, val_loader = distribute(model, train_loader, val_loader, SEED"
         + (", sync_batchnorm=True)" if train.sync_batchnorm else ")  # DDP under torchrun"),
         "datasets_params": "augment=True" if random_transforms else "",
-        "datasets_args": "augment=not data_on_device" if random_transforms else "",
+        "datasets_call": _datasets_call(data, "augment=not data_on_device" if random_transforms else ""),
         "transforms_code": _transforms_function(data, random_transforms),
         "data_code": _data_function(data, random_transforms),
         "task": literal("classes" if training.loss.entry.targets == "classes" else "values"),
@@ -286,6 +287,13 @@ def _compose(calls: list[CallIR], indent: str = INDENT) -> str:
         return one_line
     body = "".join(f"\n{indent}{INDENT * 2}{item}," for item in items)
     return f"transforms.Compose(\n{indent}{INDENT}[{body}\n{indent}{INDENT}]\n{indent})"
+
+
+def _datasets_call(data: DataIR, args: str) -> str:
+    """How build_all gets its datasets; a download runs on each machine's first process first (under torchrun)."""
+    if data.dataset.value("download") is not True:
+        return f"build_datasets({args})"
+    return f"leader_first(build_datasets{', ' + args if args else ''})  # under torchrun: one download per machine"
 
 
 def _has_transforms(data: DataIR) -> bool:

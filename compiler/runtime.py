@@ -8,6 +8,7 @@ Keep every function here self-contained: stdlib and torch only, no reference to 
 
 from __future__ import annotations
 
+import atexit
 import csv
 import ctypes
 import datetime
@@ -222,9 +223,31 @@ def setup_distributed(device, quiet=True):
     try:
         if not torch.distributed.is_initialized():  # (main may run twice in a process)
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+            # left to interpreter teardown, gloo's threads can abort the process (SIGABRT) after a good run
+            atexit.register(leave_process_group)
     except (RuntimeError, ValueError) as err:
         raise ValueError(f"cannot join the torchrun process group: {err}") from None
     return device, torch.distributed.get_rank()
+
+
+def leave_process_group():
+    """At exit, while Python is still whole: destroy the process group (torch asks every process to)."""
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def leader_first(build, **kwargs):
+    """Under torchrun: each machine's first process (LOCAL_RANK 0) runs ``build`` (a download) while the others
+    wait, then they run it and find the files in place: one download per machine, no file read half-written."""
+    if not torch.distributed.is_initialized():
+        return build(**kwargs)
+    leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    if not leader:
+        torch.distributed.barrier()
+    built = build(**kwargs)
+    if leader:
+        torch.distributed.barrier()
+    return built
 
 
 def rank_part(n, rank, processes):
@@ -255,8 +278,12 @@ def distribute(model, train_loader, val_loader, seed, sync_batchnorm=False):
     if not torch.distributed.is_initialized():
         return model, train_loader, val_loader
     rank, processes = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    if train_loader.batch_size % processes:
-        raise ValueError(f"batch_size {train_loader.batch_size} does not divide among {processes} processes")
+    size = train_loader.batch_size
+    if size % processes:  # mode: batch takes the whole training set as its one batch
+        what = "the training set (mode: batch)" if size == len(train_loader.dataset) else "batch_size"
+        raise ValueError(
+            f"{what} {size} does not divide among {processes} processes: run a number of processes that divides {size}"
+        )
     device = next(model.parameters()).device
     if sync_batchnorm and device.type == "cpu":
         raise ValueError("train.sync_batchnorm needs GPUs: torch's SyncBatchNorm does not run on the CPU")

@@ -58,7 +58,8 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     model = build_model(program.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_set, val_set = build_datasets(training.data, spec.seed, augment=not on_device)
+    fetch = runtime.leader_first if training.data.dataset.value("download") is True else lambda build, **kw: build(**kw)
+    train_set, val_set = fetch(build_datasets, data=training.data, seed=spec.seed, augment=not on_device)
     data = training.data
     mode = training.train.mode
     if on_device:

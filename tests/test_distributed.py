@@ -48,7 +48,7 @@ train: {{epochs: 3, log_every: 2, metrics: [accuracy], device: cpu, checkpoint: 
 """
 
 DRIVER = """
-import importlib.util, os, sys
+import importlib.util, os, sys, time
 import torch.distributed as dist
 
 def script(name):
@@ -67,10 +67,24 @@ runs = [
     ("cnn", ["--out", out + "/cnn_two", "--max-steps", "4"]),
     ("on_device", ["--out", out + "/on_device_two"]),  # data_on_device: a DeviceLoader split across the ranks
     ("odd_batch", ["--out", out + "/odd_batch"]),
+    ("odd_whole", ["--out", out + "/odd_whole"]),  # mode: batch, 257 training samples
 ]
 codes = [script(name).main(argv) for name, argv in runs]
+
+
+def fetch():  # a download: the leader's takes a second; the follower must find its file
+    marker = os.path.join(out, "fetched")
+    if os.environ["LOCAL_RANK"] == "0":
+        time.sleep(1.0)
+        open(marker, "w").close()
+    return os.path.exists(marker)
+
+
+found = [None, None]
+dist.all_gather_object(found, script("cnn").leader_first(fetch))
 if dist.get_rank() == 0:
     print("codes", codes)
+    print("fetched", found)
 """
 
 
@@ -109,6 +123,9 @@ def two_process_runs(tmp_path_factory):
     _render(folder, "mlp", MLP.format(dropout=0.0, batch=64))
     _render(folder, "dropout", MLP.format(dropout=0.3, batch=64))
     _render(folder, "odd_batch", MLP.format(dropout=0.0, batch=63))
+    _render(
+        folder, "odd_whole", MLP.format(dropout=0.0, batch=64).replace("size: 320", "size: 321"), "train.mode=batch"
+    )
     _render(folder, "cnn", "", "model.dense.2.Dropout.p=0.0")
     _render(folder, "on_device", MLP.format(dropout=0.0, batch=64), "train.data_on_device=true")
     (folder / "driver.py").write_text(DRIVER)
@@ -123,6 +140,14 @@ def two_process_runs(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return folder, proc, time.monotonic() - started
+
+
+def test_a_download_runs_on_the_first_process_first(two_process_runs):
+    """`download: true` under torchrun: LOCAL_RANK 0 builds the datasets while the others wait (leader_first), so
+    each machine downloads once and no process reads a half-written file."""
+    _, proc, _ = two_process_runs
+    assert "fetched [True, True]" in proc.stdout, proc.stdout
+    assert "leader_first(build_datasets)" in (ROOT / "generated" / "mnist_cnn.py").read_text()
 
 
 def test_two_processes_train_the_mlp_as_one_does(two_process_runs):
@@ -191,8 +216,10 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_process_runs):
 
 def test_a_batch_that_does_not_divide_is_one_error_from_rank_0(two_process_runs):
     _, proc, _ = two_process_runs
-    assert "codes [0, 0, 0, 0, 0, 0, 0, 1]" in proc.stdout
+    assert "codes [0, 0, 0, 0, 0, 0, 0, 1, 1]" in proc.stdout
     assert proc.stderr.count("batch_size 63 does not divide among 2 processes") == 1
+    # mode: batch: the one batch is the training set, which is what must divide
+    assert proc.stderr.count("the training set (mode: batch) 257 does not divide among 2 processes") == 1
     assert "Traceback" not in proc.stderr
 
 
