@@ -155,7 +155,7 @@ def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, wit
         scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
         objects = (model, None, optimizer, scheduler, None, None)
     run = runtime.Run(1)
-    run.resume(state, objects[0], objects[2], objects[3], path)
+    run.resume(state, objects[0], objects[2], objects[3], path, model_only=True)  # evaluating, predicting
     return script, objects, run, device
 
 

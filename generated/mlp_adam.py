@@ -174,7 +174,8 @@ def main(argv=None):
         run.data = data_info(train_loader.dataset, (1000,), "values")
         checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or args.eval or args.predict else None
         if checkpoint:
-            run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint)
+            only_model = args.eval or bool(args.predict)  # evaluating, predicting: the optimizer may differ
+            run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, only_model)
         if args.eval:
             loss, accuracy = evaluate(model, loss_fn, val_loader or train_loader, device)
             print(f"{checkpoint}: loss {loss:.6f}" + (f", accuracy {accuracy:.2%}" if accuracy is not None else ""))
@@ -413,19 +414,25 @@ class Run:
         if ranks:
             torch.distributed.barrier()  # no rank goes on before rank 0's checkpoint is whole
 
-    def resume(self, state, model, optimizer, scheduler, name="the checkpoint"):
+    def resume(self, state, model, optimizer, scheduler, name="the checkpoint", model_only=False):
         """Continue from a checkpoint's ``state`` (refused if another spec wrote it): load the weights, take its
-        position and random states."""
+        position and random states. ``model_only`` (evaluating, predicting): only the model must match."""
         model = unwrap(model)
-        different = identity_difference(state["identity"], identity(model, optimizer, scheduler))
+        saved, here = state["identity"], identity(model, optimizer, scheduler)
+        if model_only:
+            saved, here = ({k: v for k, v in d.items() if k.startswith("model: ")} for d in (saved, here))
+        different = identity_difference(saved, here)
         if different:
             raise ValueError(f"{name} was written for another spec: {different}")
         model.load_state_dict(state["model"])
+        self.data = state["data"]
+        if model_only:
+            return
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
-        self.restored, self.data, self.synced = own_random_states(state), state["data"], len(self.history)
+        self.restored, self.synced = own_random_states(state), len(self.history)
 
 
 def identity(model, optimizer, scheduler):
@@ -439,8 +446,11 @@ def identity(model, optimizer, scheduler):
 
 
 def identity_difference(saved, here):
-    """The first way a checkpoint's ``identity`` differs from this run's, in words (None: the same)."""
+    """The first way a checkpoint's ``identity`` differs from this run's, in words (None: the same). Optimizer
+    flags that choose torch's kernel may differ (`speed: auto` makes Adam fused)."""
     for key in dict.fromkeys([*saved, *here]):
+        if key in ("fused", "foreach", "capturable", "differentiable"):  # torch's kernel, not the arithmetic
+            continue
         old, new = saved.get(key, "absent"), here.get(key, "absent")
         if old != new:
             return f"{key}: {old} in the checkpoint, {new} here"

@@ -16,6 +16,7 @@ import torch
 import compiler
 from compiler import runtime
 from compiler.check import compare, import_script
+from compiler.runtime import load_checkpoint
 
 FAST = """
 name: fast_probe
@@ -175,6 +176,21 @@ def test_reuse_memory_auto_is_for_the_cpu_only(tmp_path, device, calls):
     script.build_all = stop
     assert script.main(["--out", str(tmp_path / "run")]) != 0
     assert len(seen) == calls
+
+
+def test_a_speed_auto_run_resumes_and_evaluates_with_the_tutorial_settings(tmp_path, monkeypatch):
+    """`speed: auto` makes Adam fused: a kernel choice, not another optimizer. Its checkpoint is evaluated and
+    resumed by the same spec without `speed: auto` (and the reverse)."""
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the MNIST root `data` is relative
+    auto = import_script(compiler.render_script(_spec("  speed: auto")), "resume_auto", str(tmp_path))
+    auto.reuse_freed_memory = lambda: None  # the pytest process keeps glibc's defaults
+    plain = import_script(compiler.render_script(_spec("")), "resume_plain", str(tmp_path))
+    run = str(tmp_path / "run")
+    assert auto.main(["--out", run, "--max-steps", "2"]) == 0
+    assert plain.main(["--eval", "--resume", run]) == 0
+    assert plain.main(["--resume", run, "--out", run, "--max-steps", "3"]) == 0
+    assert auto.main(["--resume", run, "--out", run, "--max-steps", "4"]) == 0
+    assert load_checkpoint(str(tmp_path / "run" / "checkpoint.pt"))["step"] == 4
 
 
 def test_data_on_device_batches_match_the_loader_without_augmentation():

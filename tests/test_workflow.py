@@ -143,6 +143,14 @@ def test_runs_provenance_eval_predict_and_errors(tmp_path):
         assert proc.returncode == 1 and expected in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 
+    # evaluating and predicting need the model to match, not the optimizer: lr changed since training
+    other = _script(tmp_path, _spec(tmp_path, name="relearnt", lr=0.5))
+    proc = _run(other, "--eval", "--resume", str(runs / "1"), cwd=tmp_path)
+    assert proc.returncode == 0 and f"{result['loss']:.6f}" in proc.stdout, proc.stderr
+    proc = _run(other, "--predict", str(images), "--resume", str(runs / "1"), cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [f"{n}: {p}" for n, p in predictions], proc.stderr
+    assert compiler.evaluate(tmp_path / "relearnt.yaml", runs / "1") == result
+
     # bad --resume: one line, exit 1, no traceback
     good = (runs / "1" / "checkpoint.pt").read_bytes()
     bad = tmp_path / "bad.pt"
