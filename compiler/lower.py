@@ -171,6 +171,11 @@ class _Lowerer:
             out.append(sub)
             sub.out_shape = self.sequence(sub.children, path, node, shape, dtype)
             return sub.out_shape
+        if isinstance(node, Repeat):  # a merge part that repeats: a Sequential of the copies
+            sub = BlockIR(name, path, False, yaml_path=node.yaml_path, in_shape=shape)
+            out.append(sub)
+            sub.out_shape = self.splice(sub.children, path, node, shape, dtype)
+            return sub.out_shape
         layer = self.layer(node, name, path, shape, dtype)
         if layer is None:
             return None

@@ -95,3 +95,33 @@ def test_lstm_output_picked_and_last_step_selected(tmp_path):
         x = torch.randn(3, length, 8)
         assert model(x).shape == (3, 4)
         assert torch.equal(model(x), script_model(x))
+
+
+REPEATED_PARTS = """
+name: rep
+input: [8]
+model:
+  - Linear: {out_features: 16}
+  - merge: add
+    branches:
+      main: {repeat: 2, body: [{Linear: {out_features: 16}}, ReLU]}
+      skip: Identity
+    then: {repeat: 2, body: [{Linear: {out_features: 16}}, Tanh]}
+  - Linear: {out_features: 3}
+"""
+
+
+def test_a_repeat_as_a_merge_part_is_a_sequential_of_its_copies(tmp_path):
+    """Found by the fuzzer: a `repeat:` as a branch (or before/then) was lowered as a layer and escaped as an
+    AttributeError. It is a Sequential of the copies, the same in both backends."""
+    spec = compiler.parse_spec(REPEATED_PARTS, "rep.yaml")
+    torch.manual_seed(0)
+    compiled = compiler.build_model(spec)
+    assert [type(m).__name__ for m in compiled[1].main] == ["Linear", "ReLU", "Linear", "ReLU"]
+    assert [type(m).__name__ for m in compiled[1].then] == ["Linear", "Tanh", "Linear", "Tanh"]
+    torch.manual_seed(0)
+    generated = _script(spec, tmp_path).build_model()
+    assert str(compiled) == str(generated)
+    x = torch.randn(5, 8)
+    assert torch.equal(compiled(x), generated(x))
+    assert torch.allclose(compiled(x), compiled[2](compiled[1].then(compiled[1].main(compiled[0](x)) + compiled[0](x))))
