@@ -117,19 +117,23 @@ def _call(binder: Binder, call: Call, kind: str) -> CallIR | None:
     result = binder.bind(call, entry)
     if result is not None and kind in ("loss", "optimizer", "scheduler"):
         _check_arguments(binder.problems, result, call)
-    if result is not None and kind in ("transform", "dataset"):
-        refused = data_rules.check(entry.class_name, result.arguments)
-        positional = list(parameters(entry))
-        for name, problem, fix in refused:
-            index = next((i for i, p in enumerate(positional) if p.name == name), 0)
-            if call.form == "list" and index:  # `Resize: [8, 8]` is Resize(8, 8): size 8, interpolation 8
-                first = positional[0].name
-                problem += f" (item {index + 1} of `{call.type}: [...]` is its {name})"
-                fix += f"; to give {first} as a list, write `{call.type}: {{{first}: [...]}}`"
-            binder.problems.fail(arg_path(call, name, positional), problem, fix)
-        if refused:
-            return None  # the shapes that follow would only repeat the problem
+    if result is not None and kind in ("transform", "dataset") and not _torchvision_values_ok(binder, call, result):
+        return None  # the shapes that follow would only repeat the problem
     return result
+
+
+def _torchvision_values_ok(binder: Binder, call: Call, ir: CallIR) -> bool:
+    """Report the values torchvision would refuse (data_rules), each at its argument."""
+    refused = data_rules.check(ir.entry.class_name, ir.arguments)
+    positional = list(parameters(ir.entry))
+    for name, problem, fix in refused:
+        index = next((i for i, p in enumerate(positional) if p.name == name), 0)
+        if call.form == "list" and index:  # `Resize: [8, 8]` is Resize(8, 8): size 8, interpolation 8
+            first = positional[0].name
+            problem += f" (item {index + 1} of `{call.type}: [...]` is its {name})"
+            fix += f"; to give {first} as a list, write `{call.type}: {{{first}: [...]}}`"
+        binder.problems.fail(arg_path(call, name, positional), problem, fix)
+    return not refused
 
 
 _REDUCTIONS = ("none", "mean", "sum")
