@@ -127,6 +127,13 @@ class Binder:
         where = where_of(call)
         if shape is None:
             return None  # the input shape is unknown: reported where it became unknown
+        if not shape:  # e.g. after Select on the only axis: one number per sample
+            self.problems.fail(
+                where,
+                f"{entry.name} cannot infer {entry.infer}: its input is one number per sample (shape ())",
+                "keep an axis before it (e.g. `keepdim: true` on the reduction), or drop the layer that removed it",
+            )
+            return None
         if entry.infer_axis == "features":
             if entry.name == "Linear" and len(shape) > 1:
                 self.problems.warn(

@@ -64,6 +64,7 @@ class LayerIR:
     nbytes: int = 0  # parameters and buffers
     param_slots: tuple[str, ...] = ()  # the module's parameter names, ``None`` ones (bias=False) included
     none_params: tuple[str, ...] = ()  # those of them that are ``None``
+    param_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, shape) of the others: what init rules meet
     inferred: str | None = None  # the argument filled by shape inference
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 from . import param_rules, torch_facts
 from .bind import Binder, where_of
 from .errors import SpecError
-from .ir import BlockIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR
+from .ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR
 from .load import Path_
 from .names import RESERVED_NAMES
 from .problems import Problems
@@ -260,7 +260,7 @@ class _Lowerer:
         before = self.problems.count()
         ir = self.new_layer(node, name, path, shape, dtype)
         if ir is not None and self.problems.count() == before:
-            self.layer_cache[key] = (ir.call, ir.out_shape, (ir.params, ir.nbytes, ir.param_slots, ir.none_params))
+            self.layer_cache[key] = (ir.call, ir.out_shape, _counts(ir))
         return ir
 
     def new_layer(self, node: Layer, name: str, path: str, shape: tuple | None, dtype: str) -> LayerIR | None:
@@ -349,7 +349,7 @@ class _Lowerer:
         Identical layers (a `repeat`) are checked once."""
         key = f"{ir.entry.name}{_call_text(ir)}"
         if cached and key in self.constructed:
-            ir.params, ir.nbytes, ir.param_slots, ir.none_params = self.constructed[key]
+            ir.params, ir.nbytes, ir.param_slots, ir.none_params, ir.param_shapes = self.constructed[key]
             return True
         cost = _construction_cost(ir)
         self.cost += cost
@@ -373,8 +373,9 @@ class _Lowerer:
             except (TypeError, ValueError, ArithmeticError, LookupError):
                 made = None  # arguments of a kind the rule does not know: torch judges them
             if made is not None:
-                counts = (made.params, made.nbytes, tuple(made.slots), tuple(made.none))
-                ir.params, ir.nbytes, ir.param_slots, ir.none_params = self.constructed[key] = counts
+                counts = (made.params, made.nbytes, tuple(made.slots), tuple(made.none), tuple(made.shapes.items()))
+                ir.params, ir.nbytes, ir.param_slots, ir.none_params, ir.param_shapes = counts
+                self.constructed[key] = counts
                 return True
         return self.construct_live(ir, key)
 
@@ -400,7 +401,8 @@ class _Lowerer:
         ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
         ir.param_slots = tuple(module._parameters)
         ir.none_params = tuple(name for name, p in module._parameters.items() if p is None)
-        self.constructed[key] = (ir.params, ir.nbytes, ir.param_slots, ir.none_params)
+        ir.param_shapes = tuple((name, tuple(p.shape)) for name, p in module._parameters.items() if p is not None)
+        self.constructed[key] = _counts(ir)
         return module
 
     def meta_forward(self, ir: LayerIR, module: Any, dtype: str) -> tuple | None:
@@ -464,6 +466,8 @@ class _Lowerer:
                     f"their parameters are: {', '.join(sorted(slots)) or 'none'}",
                 )
                 continue
+            if self.init_refused(call, bound, pname, layers):
+                continue
             ir.calls[pname] = bound
         if rule.paths and not layers:
             self.problems.warn(
@@ -472,6 +476,26 @@ class _Lowerer:
                 "check the module paths with `specc summary`",
             )
         return ir
+
+    def init_refused(self, call: Any, bound: CallIR, pname: str, layers: list[LayerIR]) -> bool:
+        """Report what torch.nn.init would refuse on each distinct parameter the rule meets (param_rules)."""
+        from .bind import arg_path, parameters
+
+        shapes = {dict(layer.param_shapes)[pname] for layer in layers if pname in dict(layer.param_shapes)}
+        found = {
+            problem
+            for shape in sorted(shapes)
+            for problem in param_rules.check_init(bound.entry.name, bound.arguments, shape, pname)
+        }
+        for argument, problem, fix in sorted(found, key=str):
+            where = arg_path(call, argument, list(parameters(bound.entry))) if argument else call.yaml_path
+            self.problems.fail(where, problem, fix)
+        return bool(found)
+
+
+def _counts(ir: LayerIR) -> tuple:
+    """What constructing a layer told: reused for identical layers (``LayerIR``'s fields, in order)."""
+    return ir.params, ir.nbytes, ir.param_slots, ir.none_params, ir.param_shapes
 
 
 def _construction_cost(ir: LayerIR) -> int:

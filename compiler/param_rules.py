@@ -16,6 +16,7 @@ plugin registered from Python) is constructed on the meta device, which imports 
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class Made:
     nbytes: int = 0  # parameters and buffers
     slots: list[str] = field(default_factory=list)  # module._parameters, in order
     none: list[str] = field(default_factory=list)  # slots registered as None
+    shapes: dict[str, tuple] = field(default_factory=dict)  # the others' shapes
 
     def tensor(self, shape: tuple, itemsize: int = 4) -> int:
         """torch.empty(shape): refused as ATen refuses it -- a negative dimension, a byte size or a stride past
@@ -72,6 +74,7 @@ class Made:
         self.nbytes += numel * 4
         if slot is not None:
             self.slots.append(slot)
+            self.shapes[slot] = tuple(int(d) for d in shape)
 
     def no_param(self, slot: str) -> None:
         self.slots.append(slot)
@@ -374,3 +377,54 @@ def check_loss(name: str, kwargs: dict[str, Any]) -> None:
     rule = _LOSS_RULES.get(name)
     if rule is not None:
         rule(kwargs)
+
+
+# --------------------------------------------------------------------------- init functions (torch.nn.init)
+
+_FLOAT32_MAX = 3.4028234663852886e38
+_INIT_DIMS = {  # the dimensions torch.nn.init accepts: (fewest, most, in words)
+    "eye_": (2, 2, "2 dimensions"),
+    "sparse_": (2, 2, "2 dimensions"),
+    "dirac_": (3, 5, "3 to 5 dimensions"),
+    **dict.fromkeys(
+        ("orthogonal_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"),
+        (2, 99, "2 or more dimensions"),  # the xavier and kaiming ones compute fan in and fan out
+    ),
+}
+
+
+def check_init(name: str, a: dict[str, Any], shape: tuple[int, ...], param: str) -> list[tuple[str | None, str, str]]:
+    """What ``torch.nn.init.<name>`` refuses on a float32 parameter of ``shape``, as (argument or None for the
+    parameter itself, problem, fix); torch raises these only when the model is built."""
+    problems: list[tuple[str | None, str, str]] = []
+    for key, value in a.items():
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        # torch overflows on some (constant_, uniform_, kaiming's a) and fills inf or nan with others: all refused
+        if any(isinstance(v, float) and not (math.isfinite(v) and abs(v) <= _FLOAT32_MAX) for v in numbers):
+            problems.append((key, f"{name} {key}={value!r} does not fit a float32 parameter", "use a finite value"))
+    dims = len(shape)
+    std, gain, lo, hi = (a.get(k) for k in ("std", "gain", "a", "b"))
+    if name in ("normal_", "trunc_normal_", "sparse_") and isinstance(std, (int, float)) and std < 0:
+        problems.append(("std", f"{name} std must not be negative, got {std}", "e.g. std: 0.02"))
+    if name == "trunc_normal_" and std == 0:
+        problems.append(("std", "trunc_normal_ divides by std: it must be more than 0", "e.g. std: 0.02"))
+    if name.startswith("xavier_") and isinstance(gain, (int, float)) and gain < 0:
+        problems.append(("gain", f"{name} gain must not be negative, got {gain}", "e.g. gain: 1.0"))
+    numeric = isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+    if name in ("uniform_", "trunc_normal_") and numeric and lo > hi:
+        problems.append(("a", f"{name} needs a <= b, got a={lo}, b={hi}", f"swap them: a: {hi}, b: {lo}"))
+    lowest, highest, words = _INIT_DIMS.get(name, (0, 99, ""))
+    if not lowest <= dims <= highest:
+        problems.append(
+            (
+                None,
+                f"{name} needs a parameter of {words}, but {param} has shape {shape}",
+                "use it on weights (biases are 1-D: zeros_ or constant_ suit them)",
+            )
+        )
+    groups = a.get("groups", 1)
+    if name == "dirac_" and 3 <= dims <= 5 and isinstance(groups, int) and groups > 0 and shape[0] % groups:
+        problems.append(
+            ("groups", f"dirac_ groups={groups} does not divide the {shape[0]} output channels", "e.g. groups: 1")
+        )
+    return problems

@@ -102,6 +102,7 @@ def _live(cls, kwargs: dict):
         sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())),
         tuple(module._parameters),
         tuple(n for n, p in module._parameters.items() if p is None),
+        {n: tuple(p.shape) for n, p in module._parameters.items() if p is not None},  # what init rules check
     )
 
 
@@ -113,7 +114,7 @@ def _fast(name: str, arguments: dict):
     except (TypeError, ValueError, ArithmeticError, LookupError):
         return ("fallback",)  # lowering constructs these live
     assert made is not None
-    return ("ok", made.params, made.nbytes, tuple(made.slots), tuple(made.none))
+    return ("ok", made.params, made.nbytes, tuple(made.slots), tuple(made.none), made.shapes)
 
 
 def _combos(entry, seed: int) -> list[dict]:
@@ -218,3 +219,82 @@ def test_loss_checks_agree_with_torch(entry) -> None:
         except param_rules.Refused:
             fast = "refused"
         assert fast == live, f"{entry.name}({kwargs})"
+
+
+# --------------------------------------------------------------------------- init rules
+
+_INIT_SPEC = """
+name: ini
+input: [4, 6, 6]
+model: [{{Conv2d: {{out_channels: 6, kernel_size: 3}}}}, Flatten, {{Linear: {{out_features: 3}}}}]
+init:
+  - {{type: {layer}, {param}: {rule}}}
+"""
+_INIT_CASES = [
+    (layer, param, rule)
+    for layer in ("Linear", "Conv2d")
+    for param in ("weight", "bias")
+    for rule in (
+        "eye_",
+        "dirac_",
+        "{dirac_: {groups: 4}}",
+        "orthogonal_",
+        "sparse_",
+        "{sparse_: {sparsity: 0.5, std: -1}}",
+        "kaiming_normal_",
+        "{kaiming_uniform_: {a: 0.1, mode: fan_out}}",
+        "xavier_uniform_",
+        "{xavier_normal_: {gain: -1}}",
+        "{normal_: {std: -1}}",
+        "{normal_: {mean: 1.0e+300}}",
+        "{uniform_: {a: 5, b: 1}}",
+        "{uniform_: {a: -1, b: 1}}",
+        "{trunc_normal_: {std: 0}}",
+        "{trunc_normal_: {a: 3, b: -3}}",
+        "{constant_: 1.0e+300}",
+        "{constant_: 0.5}",
+        "{constant_: .inf}",
+        "zeros_",
+    )
+]
+_INIT_STRICTER = ("{normal_: {mean: 1.0e+300}}", "{constant_: .inf}")  # torch fills inf; specc refuses
+
+
+@pytest.mark.parametrize(("layer", "param", "rule"), _INIT_CASES, ids=[" ".join(c) for c in _INIT_CASES])
+def test_init_rules_are_refused_exactly_where_torch_refuses_them(layer, param, rule) -> None:
+    """Validation (no torch) refuses an init rule, at its line, exactly when torch's nn.init raises while the
+    model is built: parameter dimensions, negative std or gain, a > b, values past float32."""
+    import compiler
+    from compiler.errors import SpecError
+
+    text = _INIT_SPEC.format(layer=layer, param=param, rule=rule)
+    try:
+        spec = compiler.parse_spec(text, "ini.yaml")
+    except SpecError as err:
+        refused = str(err)
+        assert "ini.yaml:6:" in refused, refused
+    else:
+        refused = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sparse_/dirac_ warnings are not failures
+            compiler.build_model(spec) if refused is None else _torch_builds(layer, param, rule)
+        torch_refuses = False
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+        torch_refuses = True
+    if rule in _INIT_STRICTER:
+        assert refused is not None and not torch_refuses
+    else:
+        assert (refused is not None) == torch_refuses, refused
+
+
+def _torch_builds(layer: str, param: str, rule: str) -> None:
+    """Apply the rule with torch itself, on the parameter validation refused."""
+    import yaml
+
+    module = torch.nn.Linear(216, 3) if layer == "Linear" else torch.nn.Conv2d(4, 6, 3)
+    parsed = yaml.safe_load(rule)
+    name, kwargs = (parsed, {}) if isinstance(parsed, str) else next(iter(parsed.items()))
+    kwargs = kwargs if isinstance(kwargs, dict) else {"val": kwargs}
+    with torch.no_grad():
+        getattr(torch.nn.init, name)(getattr(module, param), **kwargs)

@@ -132,7 +132,7 @@ def _outcome(path: Path) -> str:
         print_summary(program.model, title=str(path))
     for layer in program.model.layers():
         out.write(f"{layer.path} {layer.type} {layer.in_shape} {layer.out_shape} {layer.params} {layer.nbytes} ")
-        out.write(f"{layer.param_slots} {layer.none_params}\n")
+        out.write(f"{layer.param_slots} {layer.none_params} {layer.param_shapes}\n")
     out.write(render_script(spec))
     return out.getvalue()
 
@@ -252,10 +252,13 @@ def test_a_plugin_layer_is_constructed_by_torch_beside_rules(monkeypatch: pytest
             spies = _Spies(patch)
             torch_facts.set_live(live)
             program = lower_spec(compiler.parse_spec(text, "t.yaml"))
-            counts[live] = [(layer.params, layer.nbytes, layer.param_slots) for layer in program.model.layers()]
+            counts[live] = [
+                (layer.params, layer.nbytes, layer.param_slots, layer.param_shapes) for layer in program.model.layers()
+            ]
             if not live:
                 assert spies.live == 1 and spies.rules == 1  # FactsProbe by torch, Linear by its rule
-    assert counts[False] == counts[True] == [(15, 60, ("weight", "bias")), (3, 12, ("scale",))]
+    linear = (15, 60, ("weight", "bias"), (("weight", (3, 4)), ("bias", (3,))))
+    assert counts[False] == counts[True] == [linear, (3, 12, ("scale",), (("scale", (3,)),))]
 
 
 _NO_TORCH = """
