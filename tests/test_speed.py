@@ -123,7 +123,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @pytest.mark.skipif(not _GLIBC, reason="reuse_freed_memory acts on glibc only")
 def test_reuse_freed_memory_stops_large_buffers_faulting_in_again():
-    """Five 64 MB tensors, allocated and freed in turn: about 16,000 page faults each by default (a fresh mmap every
+    """Five 64 MB tensors, allocated and freed in turn: 16,384 page faults each by default (a fresh mmap every
     time), next to none once freed memory is kept. Each case in a fresh process: the setting is process-wide."""
 
     def faults(mode):
@@ -131,8 +131,10 @@ def test_reuse_freed_memory_stops_large_buffers_faulting_in_again():
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         return int(subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout)
 
-    assert faults("default") > 5 * 10_000
-    assert faults("reuse") < 2_000
+    assert faults("default") > 5 * 15_000  # every one of the five allocations, 16,384 pages each
+    # kept: next to none, except where the kernel pages idle memory out on its own (this VM runs a DAMON
+    # `pageout` scheme: 4 runs in 12 faulted one tensor back in), so the bound is two tensors of the five
+    assert faults("reuse") < 2 * 16_384 + 1_000
 
 
 @pytest.mark.parametrize(
