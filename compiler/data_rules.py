@@ -116,6 +116,8 @@ def _normalize(name: str, a: dict) -> Iterator[Problem]:
     for key in ("mean", "std"):
         if isinstance(a.get(key), (list, tuple)) and not a[key]:
             yield key, f"{name} {key} is empty", f"give one {key} per channel, e.g. {key}: [0.5]"
+    if any(v == 0 for v in _values(a.get("std"))):  # torchvision: "std evaluated to zero", in the first batch
+        yield "std", f"{name} divides by std, which holds a 0: {a['std']!r}", "e.g. std: [0.5]"
 
 
 def _fake_data(name: str, a: dict) -> Iterator[Problem]:

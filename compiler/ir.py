@@ -243,6 +243,11 @@ class DataIR:
     def augments(self) -> bool:
         return any(t.entry.random for t in self.transforms)
 
+    @property
+    def downloads(self) -> bool:
+        """``download: true``: under torchrun each machine's first process builds the datasets first."""
+        return self.dataset.value("download") is True
+
 
 @dataclass
 class SpeedIR:

@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 from . import param_rules, torch_facts
-from .bind import Binder, where_of
+from .bind import Binder, arg_path, parameters, where_of
 from .errors import SpecError
 from .ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR
 from .load import Path_
@@ -479,8 +479,6 @@ class _Lowerer:
 
     def init_refused(self, call: Any, bound: CallIR, pname: str, layers: list[LayerIR]) -> bool:
         """Report what torch.nn.init would refuse on each distinct parameter the rule meets (param_rules)."""
-        from .bind import arg_path, parameters
-
         shapes = {dict(layer.param_shapes)[pname] for layer in layers if pname in dict(layer.param_shapes)}
         found = {
             problem
@@ -508,8 +506,6 @@ def _construction_cost(ir: LayerIR) -> int:
 
 
 def _infer_index(entry: Entry) -> int:
-    from .bind import parameters
-
     names = [p.name for p in parameters(entry)]
     return names.index(entry.infer) if entry.infer in names else 0
 

@@ -447,9 +447,6 @@ class _DataChecker:
                             f"channel{'s' if channels > 1 else ''}",
                             f"give {channels} value{'s' if channels > 1 else ''}, e.g. {key}: {[0.5] * channels}",
                         )
-                std = t.value("std")
-                if any(v == 0 for v in (std if isinstance(std, (list, tuple)) else [std])):
-                    self.fail(where, "Normalize std must not be 0")
             elif name in ("Resize", "CenterCrop", "RandomCrop") and shape:
                 size = t.value("size")
                 size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size  # [s] is s

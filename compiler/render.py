@@ -291,7 +291,7 @@ def _compose(calls: list[CallIR], indent: str = INDENT) -> str:
 
 def _datasets_call(data: DataIR, args: str) -> str:
     """How build_all gets its datasets; a download runs on each machine's first process first (under torchrun)."""
-    if data.dataset.value("download") is not True:
+    if not data.downloads:
         return f"build_datasets({args})"
     return f"leader_first(build_datasets{', ' + args if args else ''})  # under torchrun: one download per machine"
 

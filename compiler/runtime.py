@@ -189,14 +189,17 @@ def cpu_bf16():
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def reuse_freed_memory():
-    """Have glibc keep freed memory in the process for reuse; elsewhere (macOS, Windows, musl) do nothing.
+def reuse_freed_memory(setting, device):
+    """``setting`` True, or "auto" on a CPU: have glibc keep freed memory in the process for reuse (elsewhere --
+    macOS, Windows, musl -- nothing to do).
 
     A CPU step frees and allocates the same large buffers every time (the tutorial CNN: the bf16 copy of its
     100 MB dense weight, the gradients). glibc serves each buffer over 32 MB with a fresh mmap and returns it
-    on free, so every step faults those pages back in (measured: a third of a bf16 step; bench/RESULTS.md).
+    on free, so every step faults those pages back in (measured: 0.22 s a bf16 step, 0.13 s without; RESULTS.md).
     With mmap off and trimming off, they come from the heap and stay there: peak memory about 18% higher.
     Process-wide, which is why the script's main calls it and train() does not. -> whether it applied"""
+    if setting is not True and not (setting == "auto" and device.type == "cpu"):
+        return False
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
     except (AttributeError, ValueError, OSError):  # Windows has no confstr; macOS no such name

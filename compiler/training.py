@@ -58,8 +58,11 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     model = build_model(program.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    fetch = runtime.leader_first if training.data.dataset.value("download") is True else lambda build, **kw: build(**kw)
-    train_set, val_set = fetch(build_datasets, data=training.data, seed=spec.seed, augment=not on_device)
+    datasets = {"data": training.data, "seed": spec.seed, "augment": not on_device}
+    if training.data.downloads:  # as the generated build_all: one download per machine under torchrun
+        train_set, val_set = runtime.leader_first(build_datasets, **datasets)
+    else:
+        train_set, val_set = build_datasets(**datasets)
     data = training.data
     mode = training.train.mode
     if on_device:

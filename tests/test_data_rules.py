@@ -14,7 +14,7 @@ name: rules
 model: [{{AdaptiveAvgPool2d: 1}}, Flatten, {{Linear: {{in_features: 1, out_features: 10}}}}]
 data:
   dataset: {{FakeData: {{size: 8, image_size: [1, 28, 28], num_classes: 10}}}}
-  transforms: [{transform}, ToTensor]
+  transforms: {transforms}
   batch_size: 4
 loss: CrossEntropyLoss
 optimizer: {{SGD: {{lr: 0.1}}}}
@@ -56,6 +56,8 @@ CASES = [
     ("{Pad: {padding: 2, padding_mode: wrap}}", {"padding": 2, "padding_mode": "wrap"}),
     ("{Grayscale: {num_output_channels: 1}}", {"num_output_channels": 1}),
     ("{Grayscale: {num_output_channels: 2}}", {"num_output_channels": 2}),
+    ("{Normalize: {mean: [0.5], std: [0]}}", {"mean": [0.5], "std": [0]}),
+    ("{Normalize: {mean: [0.5], std: [0.5]}}", {"mean": [0.5], "std": [0.5]}),
     ("{RandomHorizontalFlip: {p: 0.3}}", {"p": 0.3}),
     ("{RandomHorizontalFlip: {p: abc}}", {"p": "abc"}),
 ]
@@ -65,9 +67,14 @@ STRICTER = [  # refused by specc, accepted (and meaningless) in torchvision
 ]
 
 
+def _on_tensors(transform: str) -> bool:
+    return transform.startswith("{Normalize")  # the one that takes tensors: after ToTensor
+
+
 def _specc_refuses(transform: str) -> str | None:
+    transforms = f"[ToTensor, {transform}]" if _on_tensors(transform) else f"[{transform}, ToTensor]"
     try:
-        compiler.parse_spec(SPEC.format(transform=transform), "rules.yaml")
+        compiler.parse_spec(SPEC.format(transforms=transforms), "rules.yaml")
     except SpecError as err:
         return str(err)
     return None
@@ -80,8 +87,10 @@ def _torchvision_refuses(transform: str, kwargs: dict) -> bool:
     name = transform.strip("{").split(":")[0]
     image = Image.new("L", (28, 28))
     try:
-        out = getattr(transforms, name)(**kwargs)(image)
-        transforms.ToTensor()(out)
+        if _on_tensors(transform):
+            getattr(transforms, name)(**kwargs)(transforms.ToTensor()(image))
+        else:
+            transforms.ToTensor()(getattr(transforms, name)(**kwargs)(image))
     except (TypeError, ValueError, KeyError, RuntimeError):
         return True
     return False
@@ -111,7 +120,7 @@ def test_a_flip_probability_outside_0_1_is_refused(transform, kwargs):
     ],
 )
 def test_dataset_arguments_are_checked(dataset, message):
-    text = SPEC.format(transform="RandomHorizontalFlip").replace(
+    text = SPEC.format(transforms="[RandomHorizontalFlip, ToTensor]").replace(
         "{FakeData: {size: 8, image_size: [1, 28, 28], num_classes: 10}}", dataset
     )
     with pytest.raises(SpecError, match=r"rules\.yaml:5:") as caught:

@@ -111,7 +111,7 @@ _FAULTS = """
 import resource, sys, torch
 from compiler import runtime
 if sys.argv[1] == "reuse":
-    assert runtime.reuse_freed_memory()
+    assert runtime.reuse_freed_memory("auto", torch.device("cpu"))
 for _ in range(2):
     torch.ones(16 << 20)  # 64 MB, over glibc's largest mmap threshold
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -138,46 +138,35 @@ def test_reuse_freed_memory_stops_large_buffers_faulting_in_again():
 
 
 @pytest.mark.parametrize(
-    ("options", "device", "calls"),
+    ("options", "setting"),
     [
-        ("  speed: auto", "cpu", 1),
-        ("  reuse_memory: true", "cpu", 1),
-        ("  speed: auto\n  reuse_memory: false", "cpu", None),
-        ("  precision: bf16", "cpu", None),
-        ("", "cpu", None),
+        ("  speed: auto", "auto"),
+        ("  reuse_memory: true", True),
+        ("  speed: auto\n  reuse_memory: false", None),
+        ("  precision: bf16", None),
+        ("", None),
     ],
-    ids=["auto-cpu", "true", "auto-but-false", "other-options", "tutorial"],
+    ids=["auto", "true", "auto-but-false", "other-options", "tutorial"],
 )
-def test_the_script_main_reuses_freed_memory_as_the_spec_says(tmp_path, monkeypatch, options, device, calls):
-    """main() (not train(): the setting is process-wide) calls reuse_freed_memory under `auto` on a CPU and when
-    set; a script whose spec leaves it off carries neither the call nor the helper."""
+def test_the_script_main_passes_reuse_memory_on(tmp_path, monkeypatch, options, setting):
+    """main() (not train(): the setting is process-wide) hands the spec's setting and the device to
+    reuse_freed_memory; a script whose spec leaves it off carries neither the call nor the helper."""
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the MNIST root `data` is relative
     name = f"reuse_{abs(hash(options))}"
     script = import_script(compiler.render_script(_spec(options)), name, str(tmp_path))
-    if calls is None:
+    if setting is None:
         assert not hasattr(script, "reuse_freed_memory")
         return
     seen = []
-    script.reuse_freed_memory = lambda: seen.append(True)  # the pytest process keeps glibc's defaults
-    assert script.main(["--device", device, "--max-steps", "1", "--out", str(tmp_path / "run")]) == 0
-    assert len(seen) == calls
+    script.reuse_freed_memory = lambda *args: seen.append(args)  # the pytest process keeps glibc's defaults
+    assert script.main(["--device", "cpu", "--max-steps", "1", "--out", str(tmp_path / "run")]) == 0
+    assert seen == [(setting, torch.device("cpu"))]
 
 
-@pytest.mark.parametrize(("device", "calls"), [("cpu", 1), ("cuda", 0)])
-def test_reuse_memory_auto_is_for_the_cpu_only(tmp_path, device, calls):
-    """Under `auto` main() decides by the device before building anything (build_all is stopped here, so no GPU is
-    needed to see the CUDA branch)."""
-    script = import_script(compiler.render_script(_spec("  speed: auto")), f"reuse_{device}", str(tmp_path))
-    seen = []
-    script.reuse_freed_memory = lambda: seen.append(True)
-    script.pick_device = lambda name: torch.device(device)
-
-    def stop(device):
-        raise RuntimeError("stopped before building")
-
-    script.build_all = stop
-    assert script.main(["--out", str(tmp_path / "run")]) != 0
-    assert len(seen) == calls
+@pytest.mark.parametrize(("setting", "device"), [("auto", "cuda"), ("auto", "mps"), (False, "cpu")])
+def test_reuse_freed_memory_leaves_other_devices_and_false_alone(setting, device):
+    """`auto` acts on a CPU only (the subprocess test above sees it act there); False never acts."""
+    assert runtime.reuse_freed_memory(setting, torch.device(device)) is False
 
 
 def test_a_speed_auto_run_resumes_and_evaluates_with_the_tutorial_settings(tmp_path, monkeypatch):
@@ -185,7 +174,7 @@ def test_a_speed_auto_run_resumes_and_evaluates_with_the_tutorial_settings(tmp_p
     resumed by the same spec without `speed: auto` (and the reverse)."""
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the MNIST root `data` is relative
     auto = import_script(compiler.render_script(_spec("  speed: auto")), "resume_auto", str(tmp_path))
-    auto.reuse_freed_memory = lambda: None  # the pytest process keeps glibc's defaults
+    auto.reuse_freed_memory = lambda *args: None  # the pytest process keeps glibc's defaults
     plain = import_script(compiler.render_script(_spec("")), "resume_plain", str(tmp_path))
     run = str(tmp_path / "run")
     assert auto.main(["--out", run, "--max-steps", "2"]) == 0
