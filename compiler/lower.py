@@ -133,13 +133,9 @@ class _Lowerer:
     def sequence(self, out: list[Node], path: str, block: Block, shape: tuple | None, dtype: str) -> tuple | None:
         """Lower ``block``'s children into ``out`` (module path ``path``); return the output shape."""
         for name, child in block.children:
-            if isinstance(child, Repeat) and block.named:  # a named repeat is its own Sequential of the copies
-                sub = BlockIR(name, _join(path, name), False, yaml_path=child.yaml_path, in_shape=shape)
-                out.append(sub)
-                shape = sub.out_shape = self.splice(sub.children, sub.path, child, shape, dtype)
-            elif isinstance(child, Repeat):
+            if isinstance(child, Repeat) and not block.named:  # in a list, the copies are spliced in
                 shape = self.splice(out, path, child, shape, dtype)
-            else:
+            else:  # a named repeat, like a merge part that repeats, is its own Sequential of the copies (add)
                 shape = self.add(out, path, name or str(len(out)), child, shape, dtype)
             dtype = "float32"
         return shape
@@ -171,7 +167,7 @@ class _Lowerer:
             out.append(sub)
             sub.out_shape = self.sequence(sub.children, path, node, shape, dtype)
             return sub.out_shape
-        if isinstance(node, Repeat):  # a merge part that repeats: a Sequential of the copies
+        if isinstance(node, Repeat):  # named, or a merge part: a Sequential of the copies
             sub = BlockIR(name, path, False, yaml_path=node.yaml_path, in_shape=shape)
             out.append(sub)
             sub.out_shape = self.splice(sub.children, path, node, shape, dtype)
