@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compiler
-from compiler import runtime
+from compiler.runtime import helpers as runtime
 
-LAUNCH = ROOT / "compiler" / "launch.py"
+LAUNCH = ROOT / "compiler" / "workflow" / "launch.py"
 
 
 def run(kind: str, script: Path, out: Path, steps: int) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import compiler
-from compiler.check import import_script
+from compiler.workflow.check import import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 

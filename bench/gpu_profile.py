@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu
 
 import compiler
-from compiler.check import import_script
+from compiler.workflow.check import import_script
 
 
 def profile(run, steps: int, label: str, lines: list[str]) -> None:

@@ -450,7 +450,7 @@ def bench_import(quick: bool) -> dict:
     reps = 3 if quick else 15
     probe = (
         "import sys, compiler; "
-        "assert not {'compiler.exporting', 'compiler.decompile', 'compiler.schema', 'onnx', 'torch'} & set(sys.modules)"
+        "assert not {'compiler.interop.exporting', 'compiler.interop.decompile', 'compiler.cli.schema', 'onnx', 'torch'} & set(sys.modules)"
     )
     base_cmd, specc_cmd = [sys.executable, "-c", "pass"], [sys.executable, "-c", probe]
     _run_process(base_cmd), _run_process(specc_cmd)

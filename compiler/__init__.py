@@ -12,38 +12,38 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import Problem, SpecError
+from compiler.errors import Problem, SpecError
 
 if TYPE_CHECKING:
-    from ._api import (
+    from compiler.facts.registry import register_layer
+    from compiler.front.spec import Spec
+    from compiler.pipeline import (
         SpecWarning,
         build_model,
         build_training,
-        evaluate,
         load_spec,
         lower_spec,
         parse_spec,
-        predict,
         render_script,
     )
-    from .registry import register_layer
-    from .spec import Spec
+    from compiler.workflow.runs import evaluate, predict
 
 # Imported on first use: `import compiler` (and the `specc` command's start) stays light, and a Ctrl-C
 # during the seconds torch takes to import reaches the command's own handling.
 _LAZY = {
     **dict.fromkeys(
-        "SpecWarning build_model build_training evaluate load_spec lower_spec parse_spec predict render_script".split(),
-        "._api",
+        "SpecWarning build_model build_training load_spec lower_spec parse_spec render_script".split(),
+        "compiler.pipeline",
     ),
-    "register_layer": ".registry",
-    "Spec": ".spec",
+    **dict.fromkeys(("evaluate", "predict"), "compiler.workflow.runs"),
+    "register_layer": "compiler.facts.registry",
+    "Spec": "compiler.front.spec",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'compiler' has no attribute {name!r}")
@@ -69,14 +69,14 @@ __all__ = [
 
 
 def to_spec(module, input=(3, 224, 224), name=None, **kwargs):
-    """The spec (YAML text) of a live ``nn.Module``, verified against it (``compiler.decompile.to_spec``)."""
-    from .decompile import to_spec as decompile
+    """The spec (YAML text) of a live ``nn.Module``, verified against it (``compiler.interop.decompile.to_spec``)."""
+    from compiler.interop.decompile import to_spec as decompile
 
     return decompile(module, input, name, **kwargs)
 
 
 def export(spec, path, format="onnx", checkpoint=None, **kwargs):
-    """Write the spec's model as ONNX or a torch.export program (``compiler.exporting.export``); imported lazily."""
-    from .exporting import export as run_export
+    """Write the spec's model as ONNX or a torch.export program (``compiler.interop.exporting.export``); imported lazily."""
+    from compiler.interop.exporting import export as run_export
 
     return run_export(spec, path, format=format, checkpoint=checkpoint, **kwargs)

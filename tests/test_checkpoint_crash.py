@@ -1,6 +1,6 @@
 """Checkpoints under crashes, full disks, read-only folders, truncation and bit flips.
 
-``compiler.runtime.save_checkpoint`` writes a temporary file, fsyncs it, renames it over the
+``compiler.runtime.helpers.save_checkpoint`` writes a temporary file, fsyncs it, renames it over the
 checkpoint and fsyncs the folder; ``load_checkpoint`` checks the SHA-256 trailer in the zip's closing comment before unpickling
 with ``weights_only=True``. These tests check the promise that follows: whenever a run dies, the
 checkpoint on disk is a complete earlier state, and a damaged file is refused, never misread.
@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compiler import runtime
+from compiler.runtime import helpers as runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = int(os.environ.get("SPECC_CRASH_TRIALS", "40"))
@@ -58,7 +58,7 @@ HELPER = (
         """
     import json, os, sys, time
     import torch
-    from compiler.runtime import save_checkpoint
+    from compiler.runtime.helpers import save_checkpoint
     """
     )
     + inspect.getsource(make_state)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-from compiler.cli import main
+from compiler.cli.commands import main
 
 
 def run(capsys, *argv):
@@ -83,7 +83,10 @@ def test_console_script_has_no_traceback_on_bad_yaml(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nmodel: [ReLU\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "compiler.cli", "validate", str(bad)], check=False, capture_output=True, text=True
+        [sys.executable, "-m", "compiler.cli", "validate", str(bad)],
+        check=False,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr

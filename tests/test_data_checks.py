@@ -110,7 +110,7 @@ def test_overrides_are_validated_like_the_file():
 
 
 def test_cli_train_refuses_zero_epochs_and_model_only_specs(capsys):
-    from compiler.cli import main
+    from compiler.cli.commands import main
 
     assert main(["train", "specs/mnist_cnn.yaml", "--epochs", "0"]) == 1
     assert main(["train", "specs/mlp.yaml"]) == 1
@@ -132,8 +132,8 @@ def test_repeated_layers_are_checked_once_and_bombs_stop_fast():
 
 
 def test_specc_check_on_untrusted_specs_downloads_nothing_and_stays_inside(tmp_path, capsys, monkeypatch):
-    from compiler import check
-    from compiler.cli import main
+    from compiler.cli.commands import main
+    from compiler.workflow import check
 
     seen = []
     monkeypatch.setattr(check, "run_checks", lambda spec, steps: seen.append(spec) or 0)
@@ -158,7 +158,7 @@ def test_specc_check_on_untrusted_specs_downloads_nothing_and_stays_inside(tmp_p
 
 
 def test_checkpoint_every_steps_without_dir_and_generate_into_a_folder(tmp_path, capsys):
-    from compiler.cli import main
+    from compiler.cli.commands import main
 
     spec = compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.checkpoint={every_steps: 50}"])
     assert spec.train.checkpoint.every_steps == 50 and spec.train.checkpoint.dir is None

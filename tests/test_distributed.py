@@ -23,12 +23,12 @@ import pytest
 import torch
 
 import compiler
-from compiler import runtime
-from compiler.check import import_script
-from compiler.runtime import load_checkpoint
+from compiler.runtime import helpers as runtime
+from compiler.runtime.helpers import load_checkpoint
+from compiler.workflow.check import import_script
 
 ROOT = Path(__file__).resolve().parent.parent
-LAUNCH = ROOT / "compiler" / "launch.py"
+LAUNCH = ROOT / "compiler" / "workflow" / "launch.py"
 
 MLP = """
 name: ddp_mlp
@@ -224,7 +224,7 @@ def test_a_batch_that_does_not_divide_is_one_error_from_rank_0(two_process_runs)
 
 
 def test_specc_train_refuses_nproc_that_does_not_divide_the_batch(tmp_path, capsys):
-    from compiler.cli import main
+    from compiler.cli.commands import main
 
     spec = tmp_path / "mlp.yaml"
     spec.write_text(MLP.format(dropout=0.0, batch=64))

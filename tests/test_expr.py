@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import compiler
-from compiler.expr import MAX_EXPR_CHARS, MAX_INT, MAX_POWER_EXPONENT, Evaluated, ExprError, evaluate, references
+from compiler.front.expr import MAX_EXPR_CHARS, MAX_INT, MAX_POWER_EXPONENT, Evaluated, ExprError, evaluate, references
 
 VARS = {"a": 3, "b": 2.5, "hidden": 100, "n": 0, "flag": True, "word": "same", "sizes": [1, 2]}
 

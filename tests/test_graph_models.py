@@ -21,7 +21,7 @@ from torchvision import models
 from torchvision.ops import StochasticDepth
 
 import compiler
-from compiler.check import compare
+from compiler.workflow.check import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "squeezenet1_0", "densenet121", "efficientnet_b0"]

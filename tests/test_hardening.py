@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compiler
-from compiler import runtime
+from compiler.runtime import helpers as runtime
 
 HOSTILE = [
     'a"b',
@@ -251,7 +251,7 @@ def test_hostile_strings_in_every_string_field_of_every_spec(spec_path):
             tree = ast.parse(compiler.render_script(spec))
             constants = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
             if path == ("description",):  # the docstring keeps a sanitised copy: printable, no quotes or backslashes
-                from compiler.render import _safe_doc
+                from compiler.render.script import _safe_doc
 
                 assert _safe_doc(text) in (ast.get_docstring(tree) or "")
             else:

@@ -22,11 +22,12 @@ import pytest
 import torch
 
 import compiler
-from compiler import names, paths
-from compiler.cli import main as cli_main
-from compiler.emit import class_names
+from compiler.cli.commands import main as cli_main
+from compiler.common import paths
 from compiler.errors import Problem, SpecError, visible
-from compiler.load import MAX_BYTES, MAX_EXPRESSIONS, load_file, load_text
+from compiler.front import names
+from compiler.front.load import MAX_BYTES, MAX_EXPRESSIONS, load_file, load_text
+from compiler.render.emit import class_names
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = (ROOT / "data" / "iris.csv").read_text(encoding="utf-8")
@@ -131,7 +132,7 @@ def test_missing_column_lists_few_clipped_escaped_names(project: Path) -> None:
 def test_csv_prefix_is_read_with_a_bound(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation reads at most CSV_SCAN_BYTES (+1) of a CSV file, whatever its size."""
     monkeypatch.setattr(paths, "CSV_SCAN_BYTES", 64)
-    monkeypatch.setattr("compiler.lower_data.CSV_SCAN_BYTES", 64)
+    monkeypatch.setattr("compiler.lower.training.CSV_SCAN_BYTES", 64)
     requested = []
     real_read = os.read
 
@@ -325,9 +326,9 @@ def test_did_you_mean_over_45000_variables_is_fast() -> None:
 
 
 def test_suggestions_still_work_on_small_sets() -> None:
-    from compiler._suggest import closest
+    from compiler.common.suggest import closest
 
-    layers = compiler.registry.REGISTRY.names("layer")
+    layers = compiler.facts.registry.REGISTRY.names("layer")
     assert closest("Lineer", layers) == "Linear" and closest("conv2D", layers) == "Conv2d"
     assert closest("learning_rate", ["lr", "momentum"]) == "lr"
     assert closest("x" * 5000, ["x" * 4999]) is None  # too long to compare at all
@@ -429,7 +430,7 @@ def test_reserved_names_cover_every_name_a_script_binds() -> None:
 
 
 def test_module_attributes_match_the_installed_torch() -> None:
-    """MODULE_ATTRIBUTES is generated (python -m compiler.names); regenerate it when this fails after an upgrade."""
+    """MODULE_ATTRIBUTES is generated (python -m compiler.front.names); regenerate it when this fails after an upgrade."""
     import torch
 
     installed = {n for n in dir(torch.nn.Sequential()) if not n.startswith("__")}
@@ -441,7 +442,7 @@ def test_module_attributes_match_the_installed_torch() -> None:
 
 
 def test_name_checks_do_not_import_torch() -> None:
-    code = "import sys, compiler.names, compiler.spec; assert 'torch' not in sys.modules; print(len(compiler.names.HELPERS))"
+    code = "import sys, compiler.front.names, compiler.front.spec; assert 'torch' not in sys.modules; print(len(compiler.front.names.HELPERS))"
     proc = subprocess.run(
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT, timeout=60
     )

@@ -16,9 +16,9 @@ from torch import nn
 from torchvision import models
 
 import compiler
-from compiler.cli import main
-from compiler.decompile import DecompileError
-from compiler.load import load_file
+from compiler.cli.commands import main
+from compiler.front.load import load_file
+from compiler.interop.decompile import DecompileError
 
 SLOW_SPECS = {"alexnet", "densenet121", "efficientnet_b0", "mobilenet_v2", "resnet50"}
 TORCHVISION = [
@@ -285,9 +285,9 @@ def test_import_compiler_and_validate_do_not_load_export_or_onnx():
     code = textwrap.dedent(f"""
         import sys
         import compiler
-        from compiler.cli import main
+        from compiler.cli.commands import main
         assert main(["validate", {str(ROOT / "specs" / "mnist_cnn.yaml")!r}]) == 0
-        loaded = [m for m in ("compiler.exporting", "compiler.decompile", "compiler.schema", "onnx", "onnxruntime",
+        loaded = [m for m in ("compiler.interop.exporting", "compiler.interop.decompile", "compiler.cli.schema", "onnx", "onnxruntime",
                               "onnxscript") if m in sys.modules]
         assert not loaded, loaded
     """)
@@ -306,7 +306,7 @@ def test_import_compiler_and_validate_do_not_load_export_or_onnx():
 @pytest.fixture(scope="module")
 def validator():
     jsonschema = pytest.importorskip("jsonschema")
-    from compiler.schema import schema
+    from compiler.cli.schema import schema
 
     return jsonschema.Draft202012Validator(schema())
 
@@ -390,7 +390,7 @@ compiler.register_layer(Scale)
 def _specc(tmp_path, *argv):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from compiler.cli import main; sys.exit(main())", *argv],
+        [sys.executable, "-c", "import sys; from compiler.cli.commands import main; sys.exit(main())", *argv],
         check=False,
         cwd=tmp_path,
         env=env,

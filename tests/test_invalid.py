@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import compiler
-from compiler.cli import main as cli_main
+from compiler.cli.commands import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "invalid"

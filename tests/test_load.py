@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from compiler import SpecError
-from compiler import load as load_mod
-from compiler.load import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, load_file, load_text
+from compiler.front import load as load_mod
+from compiler.front.load import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, load_file, load_text
 
 
 def _data(text: str):

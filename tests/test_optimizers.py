@@ -1,7 +1,7 @@
 """Every registered optimizer and scheduler trains a small spec, and the compiled and generated backends agree on it
 at every level of spec-language.md §8 (types, hyperparameters, first batches, the weights after training steps).
 
-Registering an optimizer or a scheduler (one `Entry` in compiler/registry.py) makes these tests ask for a row in the
+Registering an optimizer or a scheduler (one `Entry` in compiler/facts/registry.py) makes these tests ask for a row in the
 table below: the arguments it needs, if any. Nothing else is needed for it to be checked end to end.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 import compiler
-from compiler.check import compare
-from compiler.registry import REGISTRY
+from compiler.facts.registry import REGISTRY
+from compiler.workflow.check import compare
 
 SPEC = """\
 name: registry_{kind}

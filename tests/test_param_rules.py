@@ -11,9 +11,9 @@ import zlib
 import pytest
 import torch
 
-from compiler import param_rules, torch_facts
-from compiler.bind import _adapter
-from compiler.registry import REGISTRY
+from compiler.facts import param_rules, torch_facts
+from compiler.facts.registry import REGISTRY
+from compiler.lower.bind import _adapter
 
 SIZES = [-2, 0, 1, 3, 4, 6, 2**31]
 BOOLS = [True, False]

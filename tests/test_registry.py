@@ -6,9 +6,10 @@ import inspect
 
 import pytest
 
-from compiler import layers, param_rules
-from compiler.registry import REGISTRY
-from compiler.shapes import known_layers
+from compiler.facts import param_rules
+from compiler.facts.registry import REGISTRY
+from compiler.facts.shapes import known_layers
+from compiler.runtime import layers
 
 
 def test_every_registered_layer_has_a_shape_rule_and_every_rule_a_layer():
@@ -25,7 +26,7 @@ def test_every_registered_layer_has_a_parameter_rule_and_every_rule_a_layer():
 
 def test_specc_layers_are_all_registered():
     own = {name for name, obj in vars(layers).items() if inspect.isclass(obj) and obj.__module__ == layers.__name__}
-    registered = {e.name for e in REGISTRY.entries("layer") if e.module == "compiler.layers"}
+    registered = {e.name for e in REGISTRY.entries("layer") if e.module == "compiler.runtime.layers"}
     assert own == registered
 
 
@@ -51,15 +52,15 @@ def test_traits_are_where_other_modules_read_them():
 def test_reference_docs_are_generated_from_the_registry():
     from conftest import ROOT
 
-    from compiler.reference import markdown
+    from compiler.cli.reference import markdown
 
     assert (ROOT / "docs" / "reference.md").read_text() == markdown(), (
-        "run: python -m compiler.reference > docs/reference.md"
+        "run: python -m compiler.cli.reference > docs/reference.md"
     )
 
 
 def test_specc_list_prints_every_kind(capsys):
-    from compiler.cli import main
+    from compiler.cli.commands import main
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -68,13 +69,13 @@ def test_specc_list_prints_every_kind(capsys):
 
 
 def test_the_shipped_schema_is_current():
-    """`specc schema` prints compiler/specc.schema.json when its key matches (no torch import: well under 1 s)."""
+    """`specc schema` prints compiler/cli/specc.schema.json when its key matches (no torch import: well under 1 s)."""
     import json
 
     from conftest import ROOT
 
-    from compiler import schema
+    from compiler.cli import schema
 
-    key = (ROOT / "compiler" / "specc.schema.key").read_text().strip()
-    assert key == schema._cache_key(), "run: python -m compiler.schema"
-    assert json.loads((ROOT / "compiler" / schema.SHIPPED).read_text()) == schema.schema()
+    key = (ROOT / "compiler" / "cli" / "specc.schema.key").read_text().strip()
+    assert key == schema._cache_key(), "run: python -m compiler.cli.schema"
+    assert json.loads((ROOT / "compiler" / "cli" / schema.SHIPPED).read_text()) == schema.schema()

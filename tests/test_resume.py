@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import compiler
-from compiler.runtime import load_checkpoint
+from compiler.runtime.helpers import load_checkpoint
 
 SPEC = """
 name: resume_probe

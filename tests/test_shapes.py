@@ -1,4 +1,4 @@
-"""compiler.shapes against torch itself.
+"""compiler.facts.shapes against torch itself.
 
 Every case builds the real module on the CPU, feeds it a batch of two samples, and checks that
 ``output_shape`` gives the same per-sample shape, or raises ShapeError exactly where torch raises.
@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from compiler import shapes
-from compiler.shapes import ShapeError, known_layers, output_shape
+from compiler.facts import shapes
+from compiler.facts.shapes import ShapeError, known_layers, output_shape
 
 BATCH = 2
 _NOT_ARGS = {"device", "dtype", "_weight", "_freeze"}
@@ -32,10 +32,10 @@ OK, ERROR, STRICTER, TRAIN_ERROR = "ok", "error", "stricter", "train-error"
 
 
 def layer_class(type_name: str) -> type:
-    """torch.nn's class, specc's own (compiler/layers.py) or torchvision.ops's."""
+    """torch.nn's class, specc's own (compiler/runtime/layers.py) or torchvision.ops's."""
     from torchvision import ops
 
-    from compiler import layers
+    from compiler.runtime import layers
 
     for home in (nn, layers, ops):
         if hasattr(home, type_name):

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, SPECS, assert_import_runs_nothing
 
 import compiler
-from compiler.check import compare
+from compiler.workflow.check import compare
 
 IDS = [p.stem for p in SPECS]
 

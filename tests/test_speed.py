@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import compiler
-from compiler import runtime
-from compiler.check import compare, import_script
-from compiler.runtime import load_checkpoint
+from compiler.runtime import helpers as runtime
+from compiler.runtime.helpers import load_checkpoint
+from compiler.workflow.check import compare, import_script
 
 FAST = """
 name: fast_probe
@@ -109,7 +109,7 @@ def test_speed_auto_on_the_cpu_trains_as_resolved(tmp_path, bf16):
 _GLIBC = sys.platform.startswith("linux") and (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
 _FAULTS = """
 import resource, sys, torch
-from compiler import runtime
+from compiler.runtime import helpers as runtime
 if sys.argv[1] == "reuse":
     assert runtime.reuse_freed_memory("auto", torch.device("cpu"))
 for _ in range(2):

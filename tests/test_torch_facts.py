@@ -1,6 +1,6 @@
 """Validation without torch: the checked-in table is torch's, and the fast path says what the live one says.
 
-- the table equals one generated now from the installed torch (regenerate: ``python -m compiler.torch_facts``);
+- the table equals one generated now from the installed torch (regenerate: ``python -m compiler.facts.make_table``);
 - every signature read from it equals torch's own, and its annotations accept and refuse the same values;
 - every shipped spec and every invalid-corpus file gives the same problems, warnings, summary, per-layer
   counts and script on the fast path (table and arithmetic rules) as on the live path (torch constructing
@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 
 import compiler
-from compiler import lower, param_rules, registry, torch_facts
-from compiler._api import lower_spec, render_script
-from compiler.registry import REGISTRY, live_signature
-from compiler.summary import print_summary
+from compiler.cli.summary import print_summary
+from compiler.facts import make_table, param_rules, registry, torch_facts
+from compiler.facts.registry import REGISTRY
+from compiler.facts.torch_facts import live_signature
+from compiler.lower import model as lower
+from compiler.pipeline import lower_spec, render_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -49,10 +51,10 @@ def _repo_cwd(monkeypatch: pytest.MonkeyPatch):
 
 def test_the_table_is_generated_from_the_installed_torch() -> None:
     shipped = json.loads(torch_facts.TABLE.read_text(encoding="utf-8"))
-    fresh = torch_facts.generate()
-    assert shipped["versions"] == fresh["versions"], "torch changed: run `python -m compiler.torch_facts`"
-    assert shipped == fresh, "compiler/torch_facts.json is stale: run `python -m compiler.torch_facts`"
-    assert torch_facts.TABLE.read_text(encoding="utf-8") == torch_facts.table_text(fresh)
+    fresh = make_table.generate()
+    assert shipped["versions"] == fresh["versions"], "torch changed: run `python -m compiler.facts.make_table`"
+    assert shipped == fresh, "compiler/facts/torch_facts.json is stale: run `python -m compiler.facts.make_table`"
+    assert torch_facts.TABLE.read_text(encoding="utf-8") == make_table.table_text(fresh)
     assert len(fresh["entries"]) == len(TABLE_ENTRIES) > 100
 
 
@@ -202,7 +204,7 @@ def test_a_table_for_another_torch_falls_back_to_live_and_says_so_once(
     second = _outcome(ROOT / "specs" / "lenet5.yaml")
     err = capsys.readouterr().err
     assert err.count("torch_facts.json was generated for torch 0.0.1") == 1, err
-    assert "regenerate it with `python -m compiler.torch_facts`" in err
+    assert "regenerate it with `python -m compiler.facts.make_table`" in err
     assert spies.live > 0 and spies.signatures == 0 and spies.rules == 0
     torch_facts.set_live(False)
     assert _outcome(ROOT / "specs" / "mnist_cnn.yaml") == first and "Total params" in second
@@ -263,7 +265,7 @@ def test_a_plugin_layer_is_constructed_by_torch_beside_rules(monkeypatch: pytest
 
 _NO_TORCH = """
 import sys
-from compiler.cli import main
+from compiler.cli.commands import main
 rc = main(sys.argv[1:])
 heavy = sorted(m for m in ("torch", "torchvision", "jinja2", "numpy") if m in sys.modules)
 print("IMPORTED", heavy)

@@ -16,8 +16,8 @@ import torch
 from conftest import ROOT
 
 import compiler
-from compiler import runtime
-from compiler.cli import main
+from compiler.cli.commands import main
+from compiler.runtime import helpers as runtime
 
 SPEC = """
 name: wf
@@ -198,7 +198,7 @@ def test_read_only_run_folder_is_one_line(tmp_path):
 
 def test_disk_full_is_one_line(tmp_path):
     """ENOSPC while saving: the script's error path, driven in-process."""
-    from compiler.check import import_script
+    from compiler.workflow.check import import_script
 
     script = import_script(compiler.render_script(compiler.load_spec(_spec(tmp_path))), "wf_full", str(tmp_path))
 

@@ -1,0 +1,329 @@
+"""A JSON Schema for spec files (``specc schema``), generated from the registry and the pydantic models.
+
+Editors that speak JSON Schema (yaml-language-server: VS Code's YAML extension, Neovim, Helix) use it
+to complete layer names and their keyword arguments and to flag structural mistakes as you type. It
+is a first line, not the validator: ``specc validate`` remains the authority (shapes, ranges, data).
+Every value a spec may write as a ``$var`` or as arithmetic also accepts such a string.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+from compiler.facts.registry import REGISTRY
+
+SCHEMA_ID = "https://specc.dev/specc.schema.json"
+_EXPRESSION = {"type": "string", "pattern": r"\$|^[\s0-9eE.+\-*/%()]+$"}  # $var or arithmetic
+_VAR = {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$"}
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _json_type(annotation: Any, depth: int = 0) -> dict:
+    """The JSON schema of a Python annotation, as far as it says (``{}`` where it does not)."""
+    if depth > 4 or annotation is inspect.Parameter.empty or annotation is Any:
+        return {}
+    if annotation is type(None) or annotation is None:
+        return {"type": "null"}
+    if annotation is bool:
+        return {"anyOf": [{"type": "boolean"}, _VAR]}
+    if annotation is int:
+        return {"anyOf": [{"type": "integer"}, _EXPRESSION]}
+    if annotation is float:
+        return {"anyOf": [{"type": "number"}, _EXPRESSION]}
+    if annotation is str:
+        return {"type": "string"}
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        parts = [_json_type(a, depth + 1) for a in args]
+        if any(p == {} for p in parts):
+            return {}
+        return {"anyOf": parts}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if origin in (tuple, list) or annotation in (tuple, list):
+        items = [_json_type(a, depth + 1) for a in args if a is not Ellipsis]
+        schema: dict = {"type": "array"}
+        if items and all(i == items[0] for i in items):
+            schema["items"] = items[0]
+        return {"anyOf": [schema, _VAR]}
+    return {}
+
+
+def _param_schema(param: inspect.Parameter, hints: dict) -> dict:
+    annotation = hints.get(param.name, param.annotation)
+    schema = _json_type(annotation)
+    if schema == {} and param.default not in (inspect.Parameter.empty, None):
+        schema = _json_type(type(param.default))
+    if schema and param.default is None:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    return schema
+
+
+def _hints(entry: Any) -> dict:
+    if entry.params is not None:
+        return {}
+    try:
+        cls = entry.resolve()
+        return typing.get_type_hints(cls.__init__ if isinstance(cls, type) else cls)
+    except Exception:
+        return {}
+
+
+def _call(entry: Any) -> dict:
+    """``{Name: {kw: ...} | [args] | scalar}`` for one entry."""
+    try:
+        sig = entry.signature()
+    except Exception:
+        return {
+            "type": "object",
+            "required": [entry.name],
+            "additionalProperties": False,
+            "properties": {entry.name: {}},
+        }
+    hints = _hints(entry)
+    params = [
+        p
+        for p in sig.parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in ("device", "dtype")
+    ]
+    variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values())
+    properties = {p.name: _param_schema(p, hints) for p in params}
+    kwargs: dict = {"type": "object", "properties": properties}
+    if not variadic:
+        kwargs["additionalProperties"] = False
+    value = {
+        "anyOf": [
+            kwargs,
+            {"type": "array", **({} if variadic else {"maxItems": len(params)})},
+            {"type": ["string", "number", "boolean"]},
+        ]
+    }
+    if not params and not variadic:
+        value = {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "array", "maxItems": 0}]}
+    schema = {
+        "type": "object",
+        "required": [entry.name],
+        "additionalProperties": False,
+        "properties": {entry.name: value},
+    }
+    doc = (inspect.getdoc(entry.cls_object) if entry.cls_object is not None else None) or ""
+    if doc:
+        schema["description"] = doc.splitlines()[0]
+    return schema
+
+
+def _calls(kind: str) -> dict:
+    """Any call of one kind: a bare name (enum) or a one-key mapping per entry."""
+    options, bare = [], []
+    for entry in REGISTRY.entries(kind):
+        options.append(_call(entry))
+        bare.append(entry.name)
+    return {"anyOf": [{"enum": bare}, *options]}
+
+
+def _loosen(schema: Any) -> Any:
+    """Numbers and booleans in pydantic's schema may also be ``$vars`` or arithmetic."""
+    if isinstance(schema, dict):
+        out = {k: _loosen(v) for k, v in schema.items()}
+        kind = out.get("type")
+        if kind in ("integer", "number"):
+            bounds = {k: out.pop(k) for k in list(out) if k in ("title", "default", "description")}
+            return {"anyOf": [out, _EXPRESSION], **bounds}
+        if kind == "boolean":
+            bounds = {k: out.pop(k) for k in list(out) if k in ("title", "default", "description")}
+            return {"anyOf": [out, _VAR], **bounds}
+        return out
+    if isinstance(schema, list):
+        return [_loosen(v) for v in schema]
+    return schema
+
+
+def _pydantic(model: Any, defs: dict, skip: tuple[str, ...] = ()) -> dict:
+    schema = model.model_json_schema(ref_template="#/$defs/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        defs[name] = _loosen(sub)
+    for field in skip:
+        schema["properties"].pop(field, None)
+        if field in schema.get("required", []):
+            schema["required"].remove(field)
+    schema.pop("title", None)
+    return _loosen(schema)
+
+
+def schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a spec file."""
+    from compiler.front.spec import MERGE_OPS, DataSpec, TrainSpec
+
+    layer_names = REGISTRY.names("layer")
+    defs: dict[str, Any] = {}
+    defs["layer"] = _calls("layer")
+    defs["node"] = {
+        "anyOf": [
+            {"$ref": "#/$defs/layer"},
+            {"$ref": "#/$defs/block"},
+            {"$ref": "#/$defs/repeat"},
+            {"$ref": "#/$defs/merge"},
+        ]
+    }
+    defs["block"] = {
+        "anyOf": [
+            {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}, "description": "nn.Sequential"},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "description": "nn.Sequential(OrderedDict): children by name",
+                "propertyNames": {"pattern": _IDENT, "not": {"enum": [*layer_names, "repeat", "body", "merge"]}},
+                "additionalProperties": {"$ref": "#/$defs/node"},
+            },
+        ]
+    }
+    defs["repeat"] = {
+        "type": "object",
+        "required": ["repeat", "body"],
+        "additionalProperties": False,
+        "description": "N copies of body, spliced into the enclosing list",
+        "properties": {
+            "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+            "body": {"$ref": "#/$defs/block"},
+        },
+    }
+    defs["merge"] = {
+        "type": "object",
+        "required": ["merge", "branches"],
+        "additionalProperties": False,
+        "description": "branches that all take the block's input, combined by add, cat or mul",
+        "properties": {
+            "merge": {"enum": list(MERGE_OPS)},
+            "dim": {"anyOf": [{"type": "integer"}, _EXPRESSION]},
+            "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
+            "before": {"$ref": "#/$defs/node"},
+            "branches": {
+                "type": "object",
+                "minProperties": 2,
+                "propertyNames": {"pattern": _IDENT},
+                "additionalProperties": {"$ref": "#/$defs/node"},
+            },
+            "then": {"$ref": "#/$defs/node"},
+        },
+    }
+    defs["init_rule"] = {
+        "type": "object",
+        "description": "modules by type and/or path; a torch.nn.init call per parameter name",
+        "properties": {
+            "type": {"anyOf": [{"enum": layer_names}, {"type": "array", "items": {"enum": layer_names}}]},
+            "path": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        },
+        "propertyNames": {"pattern": _IDENT},
+        "additionalProperties": _calls("init"),
+    }
+    data = _pydantic(DataSpec, defs)
+    data["properties"]["dataset"] = _calls("dataset")
+    data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
+    data["properties"]["eval_transforms"] = {"type": "array", "items": _calls("transform")}
+    train = _pydantic(TrainSpec, defs)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "specc model spec",
+        "description": "A YAML model spec for specc (docs/spec-language.md)",
+        "type": "object",
+        "required": ["name", "model"],
+        "additionalProperties": False,
+        "properties": {
+            "version": {"const": 1},
+            "name": {"type": "string", "pattern": _IDENT},
+            "description": {"type": "string"},
+            "seed": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]},
+            "vars": {"type": "object", "propertyNames": {"pattern": _IDENT}},
+            "input": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 8,
+                "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+            },
+            "model": {"anyOf": [{"$ref": "#/$defs/block"}, {"$ref": "#/$defs/merge"}]},
+            "init": {"type": "array", "items": {"$ref": "#/$defs/init_rule"}},
+            "data": data,
+            "loss": _calls("loss"),
+            "optimizer": _calls("optimizer"),
+            "scheduler": _calls("scheduler"),
+            "train": train,
+        },
+        "$defs": defs,
+    }
+
+
+def _cache_key() -> str:
+    """What the schema depends on: the registry (plugins included), torch's signatures, this code."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    versions = []
+    for package in ("torch", "torchvision", "pydantic"):
+        try:
+            versions.append(version(package))
+        except PackageNotFoundError:
+            versions.append("")
+    package = Path(__file__).parents[1]
+    code = [(package / name).read_bytes() for name in ("cli/schema.py", "front/spec.py", "facts/registry.py")]
+    entries = sorted(
+        (e.kind, e.name, e.module, e.class_name, repr(e.params))
+        for kind in ("layer", "loss", "optimizer", "scheduler", "transform", "dataset", "init")
+        for e in REGISTRY.entries(kind)
+    )
+    digest = hashlib.sha256(json.dumps([versions, entries]).encode())
+    for blob in code:
+        digest.update(blob)
+    return digest.hexdigest()[:32]
+
+
+SHIPPED = "specc.schema.json"  # beside this file, built for the key in specc.schema.key (a test keeps both current)
+
+
+def schema_text() -> str:
+    """The schema as JSON text. Building it imports torch (seconds), so it comes, in order, from the copy shipped
+    in the package when it was built for this registry and these versions, from the user's cache, or is built."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    key = _cache_key()
+    try:
+        if (here / "specc.schema.key").read_text(encoding="utf-8").strip() == key:
+            return (here / SHIPPED).read_text(encoding="utf-8")
+    except OSError:
+        pass
+    folder = Path(
+        os.environ.get("SPECC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "specc"
+    )
+    path = folder / f"schema-{key}.json"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    text = json.dumps(schema(), indent=2) + "\n"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".schema-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: no cache, the same text
+    return text
+
+
+if __name__ == "__main__":  # python -m compiler.cli.schema: rebuild the shipped copy and its key
+    import json
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    (here / SHIPPED).write_text(json.dumps(schema(), indent=2) + "\n", encoding="utf-8")
+    (here / "specc.schema.key").write_text(_cache_key() + "\n", encoding="utf-8")

@@ -1,0 +1,74 @@
+"""The layer table of ``specc summary``: computed from the lowered IR, no weights allocated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from compiler.facts.shapes import format_shape
+from compiler.lower.ir import BlockIR, LayerIR, MergeIR, ModelIR, Node
+from compiler.lower.model import format_bytes
+
+
+def _shape(shape: tuple | None) -> str:
+    return "(?)" if shape is None else format_shape(shape)
+
+
+def summary_rows(model: ModelIR) -> list[tuple[str, str, str, str]]:
+    """One row per module; a merge block lists its parts, each with its output shape and parameters."""
+    rows: list[tuple[str, str, str, str]] = []
+    for child in model.root.children:
+        _rows(child, 0, rows)
+    return rows
+
+
+def _rows(node: Node, depth: int, rows: list) -> None:
+    label = "  " * depth + node.name
+    if isinstance(node, LayerIR):
+        rows.append((label, node.type, _shape(node.out_shape), f"{node.params:,}"))
+        return
+    if isinstance(node, BlockIR):
+        rows.append(
+            (label, "Sequential[named]" if node.named else "Sequential", _shape(node.out_shape), f"{node.params:,}")
+        )
+        for child in node.children:
+            _rows(child, depth + 1, rows)
+        return
+    assert isinstance(node, MergeIR)
+    rows.append((label, f"{node.class_name} ({node.op})", _shape(node.out_shape), f"{node.params:,}"))
+    for part in node.parts:
+        role = "before" if part is node.before else "then" if part is node.then else "branch"
+        params = sum(n.params for n in part.nodes)
+        rows.append(
+            (
+                "  " * (depth + 1) + f"[{part.name}]",
+                role if part.nodes else "identity",
+                _shape(part.out_shape),
+                f"{params:,}",
+            )
+        )
+        for child in part.nodes:
+            _rows(child, depth + 2, rows)
+
+
+def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], None] = print) -> None:
+    """Print the layer table and totals through ``print_fn`` (so it can be captured)."""
+    header = ("Layer", "Type", "Output shape", "Params")
+    rows = summary_rows(model)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    line = "-" * (sum(widths) + 6)
+
+    def fmt(row: tuple[str, ...]) -> str:
+        return f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}"
+
+    if title:
+        print_fn(title)
+    print_fn(f"Input shape: {_shape(model.input_shape)} (one sample; batch dimension not shown)")
+    print_fn(line)
+    print_fn(fmt(header))
+    print_fn(line)
+    for row in rows:
+        print_fn(fmt(row))
+    print_fn(line)
+    print_fn(f"Total params: {model.params:,}")
+    print_fn(f"Parameter and buffer memory: {format_bytes(model.nbytes)}")
+    print_fn(f"Output shape: {_shape(model.output_shape)}")

@@ -1,0 +1,338 @@
+"""The one identifier check for the names a spec gives: variables, block names and the spec name.
+
+Variables become module-level constants of the generated script, top-level blocks become local
+variables of its ``build_model``, block names become ``nn.Module`` attributes (``add_module``), and
+the spec name becomes the script's file name (``generated/<name>.py``). Each name is checked in this
+order, and each refusal is a ``NameProblem`` with a message naming the clash and a fix:
+
+1. Unicode: Python folds identifiers to NFKC (``ｎn`` *is* ``nn``), so a name that NFKC changes is refused;
+2. a Python identifier, not a keyword (soft keywords included), not starting with ``__``;
+3. not a name the generated script already uses: Python's builtins (``len``, ``print``), the script's
+   settings (``SEED``, ``EPOCHS``), its imports (``io``, ``torch``, ``nn``), the functions it defines,
+   and every helper copied from ``compiler/runtime/helpers.py`` (read with ``ast``, never imported);
+4. block names only: not an attribute of ``torch.nn.Sequential`` (``forward``, ``training``, ``_modules``),
+   and a top-level block not named like one of the spec's variables (both are locals of ``build_model``);
+5. the spec name only: not a module a script imports (``json``, ``torch``): ``python generated/json.py``
+   would import itself in its place.
+
+No torch is imported here: ``MODULE_ATTRIBUTES`` is a constant, written by ``python -m compiler.front.names``
+and compared with the installed torch by ``tests/test_hardening2.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import keyword
+import re
+import sys
+import unicodedata
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+SETTINGS = frozenset(
+    {
+        "SEED",
+        "EPOCHS",
+        "MODE",
+        "BATCH_SIZE",
+        "SHUFFLE",
+        "NUM_WORKERS",
+        "LOG_EVERY",
+        "DEVICE",
+        "CHECKPOINT_DIR",
+        "RUNS",
+        "LOG",
+        "CHECKPOINT_EVERY",
+        "CHECKPOINT_EVERY_STEPS",
+        "VAL_SPLIT",
+        "PRECISION",
+        "CHANNELS_LAST",
+        "DATA_ON_DEVICE",
+        "FLIPS",
+        "COMPILE",
+        "CUDA_GRAPH",
+        "CUDNN_BENCHMARK",
+        "REUSE_MEMORY",
+    }
+)
+IMPORTS = frozenset(
+    {
+        "io",
+        "csv",
+        "fnmatch",
+        "struct",
+        "zipfile",
+        "tqdm",
+        "json",
+        "os",
+        "sys",
+        "time",
+        "random",
+        "argparse",
+        "hashlib",
+        "tempfile",
+        "math",
+        "pathlib",
+        "Path",
+        "torch",
+        "torchvision",
+        "nn",
+        "optim",
+        "F",
+        "transforms",
+        "datasets",
+        "DataLoader",
+        "Subset",
+        "TensorDataset",
+        "OrderedDict",
+        "collections",
+    }
+)
+# Older names kept reserved so specs stay portable between specc versions.
+_FORMER = frozenset({"build_data"})
+
+
+def _runtime_names(module: str = "helpers.py") -> frozenset[str]:
+    """Every name a module copied into scripts (``runtime/helpers.py``, ``runtime/layers.py``) binds at its top level."""
+    tree = ast.parse((_PACKAGE / "runtime" / module).read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    names.discard("annotations")  # `from __future__ import annotations` binds nothing in a script
+    return frozenset(names)
+
+
+def _template_functions() -> frozenset[str]:
+    """The functions the script templates define (``build_model``, ``train``, ``main``, ...)."""
+    found: set[str] = set()
+    for template in sorted((_PACKAGE / "render" / "templates").glob("*.j2")):
+        found.update(re.findall(r"^def (\w+)\(", template.read_text(encoding="utf-8"), re.MULTILINE))
+    return frozenset(found)
+
+
+# emit.py writes `init_weights`; scripts import tqdm, fnmatch, struct and zipfile where they use them
+HELPERS = _runtime_names() | _runtime_names("layers.py") | _template_functions() | {"init_weights", "ops"}
+BUILTINS = frozenset(name for name in dir(builtins) if not name.startswith("__"))
+# Names the generated script defines or uses at module level: a variable or a block may not take them.
+RESERVED_NAMES = SETTINGS | IMPORTS | HELPERS | _FORMER
+
+# Modules a generated script's own folder would shadow if the spec name took their name.
+MODULES = frozenset(n for n in getattr(sys, "stdlib_module_names", ()) if not n.startswith("_")) | frozenset(
+    {"torch", "torchvision", "numpy", "PIL", "compiler", "specc", "jinja2", "sympy", "networkx", "filelock", "fsspec"}
+    | {"triton", "typing_extensions", "mpmath", "setuptools", "yaml", "pydantic"}
+)
+
+# dir(torch.nn.Sequential()) without dunders: a block name is an attribute name on its parent
+# (nn.Module.add_module refuses one that exists). Regenerate with `python -m compiler.front.names`.
+# BEGIN MODULE_ATTRIBUTES
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "T_destination",
+        "_apply",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_buffers",
+        "_call_impl",
+        "_compiled_call_impl",
+        "_forward_hooks",
+        "_forward_hooks_always_called",
+        "_forward_hooks_with_kwargs",
+        "_forward_pre_hooks",
+        "_forward_pre_hooks_with_kwargs",
+        "_get_backward_hooks",
+        "_get_backward_pre_hooks",
+        "_get_item_by_idx",
+        "_get_name",
+        "_is_full_backward_hook",
+        "_load_from_state_dict",
+        "_load_state_dict_post_hooks",
+        "_load_state_dict_pre_hooks",
+        "_maybe_warn_non_full_backward_hook",
+        "_modules",
+        "_named_members",
+        "_non_persistent_buffers_set",
+        "_parameters",
+        "_register_load_state_dict_pre_hook",
+        "_register_state_dict_hook",
+        "_replicate_for_data_parallel",
+        "_save_to_state_dict",
+        "_slow_forward",
+        "_state_dict_hooks",
+        "_state_dict_pre_hooks",
+        "_version",
+        "_wrapped_call_impl",
+        "add_module",
+        "append",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extend",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "insert",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "pop",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+    }
+)
+# END MODULE_ATTRIBUTES
+
+
+class NameProblem(ValueError):
+    """A name a spec may not use: ``message`` names the clash, ``fix`` suggests another name."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+_WHAT = {"var": "a variable name", "block": "a block name", "spec": "a spec name"}
+
+
+def check_variable(name: str) -> None:
+    _check(name, "var")
+
+
+def check_block_name(name: str) -> None:
+    """A block (or branch) name becomes a module attribute, so it must not be one of ``nn.Module``'s. Where it
+    is also a local variable of the script's ``build_model``, the emitter renames the variable (``nn_1``) if it
+    would hide a global."""
+    _check(name, "block", globals_too=False)
+    if name in MODULE_ATTRIBUTES:
+        raise _taken(name, "block", "an attribute of torch.nn.Module, which the block is added to")
+
+
+def check_spec_name(name: str) -> None:
+    _check(name, "spec")
+    if name in MODULES:
+        raise NameProblem(
+            f"spec name {name!r} is the name of a Python module: generated/{name}.py would be imported in its place",
+            _fix(name, "spec"),
+        )
+
+
+def _check(name: str, kind: str, globals_too: bool = True) -> None:
+    what = _WHAT[kind]
+    shown = _short(name)
+    folded = unicodedata.normalize("NFKC", name)
+    if folded != name:
+        raise NameProblem(
+            f"{what} must be written as Python reads it: {shown} becomes {_short(folded)} (Unicode NFKC)",
+            _fix(name, kind, plain=True),
+        )
+    if not name.isidentifier():
+        raise NameProblem(f"{what} must be a Python identifier, got {shown}", _fix(name, kind, plain=True))
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise NameProblem(f"{what} must not be a Python keyword, got {shown}", _fix(name, kind))
+    if name.startswith("__"):
+        raise NameProblem(f"{what} must not start with '__', got {shown}", _fix(name, kind))
+    reason = _reason(name) if globals_too else None
+    if reason:
+        raise _taken(name, kind, reason)
+
+
+def _reason(name: str) -> str:
+    if name in SETTINGS:
+        return "one of its settings"
+    if name in IMPORTS:
+        return "a module or class it imports"
+    if name in HELPERS or name in _FORMER:
+        return "a function or class it defines"
+    if name in BUILTINS:
+        return "a Python builtin"
+    return ""
+
+
+def _taken(name: str, kind: str, reason: str) -> NameProblem:
+    noun = _WHAT[kind][2:]
+    return NameProblem(f"{noun} {_short(name)} is taken by the generated script ({reason})", _fix(name, kind))
+
+
+def _short(name: str) -> str:
+    return repr(name) if len(name) <= 60 else repr(name[:40]) + f"... ({len(name)} characters)"
+
+
+def _fix(name: str, kind: str, plain: bool = False) -> str:
+    """A suggestion that passes every check: `seed_` for `SEED`, `nn_` for `ｎn`, `my_model` for `my-model`."""
+    text = re.sub(r"\W+", "_", unicodedata.normalize("NFKC", name))[:40].strip("_") or kind
+    if text[0].isdigit():
+        text = f"{kind}_{text}"
+    text = text.lstrip("_") or kind
+    while text == name or _reason(text) or text in MODULE_ATTRIBUTES or text in MODULES or keyword.iskeyword(text):
+        text += "_"
+    if keyword.issoftkeyword(text):
+        text += "_"
+    if kind == "spec":
+        return f"e.g. `name: {text}`"
+    return f"write it in plain characters, e.g. {text!r}" if plain else f"rename it, e.g. {text!r}"
+
+
+def _generate() -> str:
+    """The MODULE_ATTRIBUTES block for the installed torch (run `python -m compiler.front.names` to rewrite it)."""
+    import torch
+
+    attributes = sorted(n for n in dir(torch.nn.Sequential()) if not n.startswith("__"))
+    body = "".join(f'        "{n}",\n' for n in attributes)
+    return (
+        f"# BEGIN MODULE_ATTRIBUTES\nMODULE_ATTRIBUTES = frozenset(\n    {{\n{body}    }}\n)\n# END MODULE_ATTRIBUTES\n"
+    )
+
+
+if __name__ == "__main__":
+    source = Path(__file__).read_text(encoding="utf-8")
+    start, end = source.index("# BEGIN MODULE_ATTRIBUTES"), source.index("# END MODULE_ATTRIBUTES\n")
+    Path(__file__).write_text(source[:start] + _generate() + source[end + len("# END MODULE_ATTRIBUTES\n") :])
+    print(f"rewrote MODULE_ATTRIBUTES in {__file__}")

@@ -1,0 +1,950 @@
+"""Stage 2: plain data -> a validated ``Spec`` (pydantic v2, unknown keys forbidden).
+
+The model grammar (spec-language.md §2) is parsed here into ``Block``/``Layer``/``Repeat``
+nodes; every node keeps the YAML path it came from so later stages can still point at it.
+`$vars` and arithmetic are evaluated first (see ``expr``); their Python text is kept in
+``Spec.symbols`` so the generated script stays symbolic. No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import unicodedata
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from compiler.common.literal import literal
+from compiler.common.suggest import did_you_mean
+from compiler.facts.registry import REGISTRY
+from compiler.front.expr import Evaluated, ExprError, evaluate, references
+from compiler.front.load import Path_, Source
+from compiler.front.names import RESERVED_NAMES, NameProblem, check_block_name, check_spec_name, check_variable
+from compiler.front.problems import Problems
+
+MAX_REPEAT = 10_000
+MAX_MODULES = 100_000  # per model; checked here before repeats are copied, and again while lowering
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Call(_Strict):
+    """`TypeName`, `{TypeName: {kw: v}}`, `{TypeName: [args]}` or `{TypeName: scalar}`."""
+
+    type: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    form: Literal["bare", "kwargs", "list", "scalar"] = "bare"
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Layer(Call):
+    kind: Literal["layer"] = "layer"
+
+
+class Repeat(_Strict):
+    kind: Literal["repeat"] = "repeat"
+    count: int
+    body: Block
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Block(_Strict):
+    kind: Literal["block"] = "block"
+    named: bool
+    children: tuple[tuple[str, Node], ...]  # (name or "" for list items, node)
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Merge(_Strict):
+    """`{merge: add|cat|mul, branches: {name: node, ...}, before?, then?, dim?, class?}`."""
+
+    kind: Literal["merge"] = "merge"
+    op: Literal["add", "cat", "mul"]
+    dim: int = 1
+    class_name: str | None = None
+    before: Node | None = None
+    branches: tuple[tuple[str, Node], ...]
+    then: Node | None = None
+    yaml_path: tuple[Any, ...] = ()
+
+
+Node = Annotated[Layer | Block | Repeat | Merge, Field(discriminator="kind")]
+
+MERGE_OPS = ("add", "cat", "mul")
+MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
+
+
+class InitRule(_Strict):
+    """One `init:` rule: the modules it matches and, per parameter name, the init function."""
+
+    types: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    calls: tuple[tuple[str, Call], ...]
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Checkpoint(_Strict):
+    dir: str | None = None  # the folder of runs (default runs/<name>)
+    every: int = Field(1, ge=1)  # epochs
+    every_steps: int | None = Field(None, ge=1)  # also mid-epoch, every N updates
+
+
+class DataSpec(_Strict):
+    dataset: Call
+    normalize: Literal["rescale", "standardize", "normalize"] | None = None
+    transforms: tuple[Call, ...] = ()
+    eval_transforms: tuple[Call, ...] | None = None
+    batch_size: int = Field(64, ge=1, le=1 << 20)
+    shuffle: bool = True
+    num_workers: int = Field(0, ge=0, le=64)
+    val_split: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_last: bool = False
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(1, ge=1, le=1_000_000)
+    mode: Literal["minibatch", "batch", "online"] = "minibatch"
+    log_every: int = Field(100, ge=1)
+    metrics: list[Literal["accuracy"]] = Field(default_factory=list)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")
+    checkpoint: Checkpoint | None = None
+    log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])  # metrics.csv; TensorBoard
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm layers as SyncBatchNorm (statistics over every rank)
+    # speed options (docs/spec-language.md §10); the defaults are the tutorial's way
+    speed: Literal["tutorial", "auto"] = "tutorial"  # auto: every option below that is unset becomes auto
+    precision: Literal["fp32", "bf16", "fp16", "auto"] | None = None  # autocast; fp16 with a gradient scaler
+    channels_last: bool | Literal["auto"] | None = None  # NHWC memory format for conv models
+    data_on_device: bool | Literal["auto"] | None = None  # deterministic transforms once, batches on the device
+    compile: Literal[False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    cuda_graph: bool | Literal["auto"] | None = None  # forward, backward and update replayed as one CUDA graph
+    cudnn_benchmark: bool | Literal["auto"] | None = None  # let cuDNN time its convolution algorithms once
+    reuse_memory: bool | Literal["auto"] | None = None  # glibc keeps freed memory for the next step (CPU)
+
+    def option(self, name: str):
+        """An option's value with `speed:` applied (unset: `auto` under speed: auto, else off)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        if self.speed == "auto" and name != "compile":
+            return "auto"
+        return {"precision": "fp32", "compile": False}.get(name, False)
+
+
+class Spec(_Strict):
+    """A validated spec. ``load_spec`` also lowers it (``compiler.lower_spec``), so shapes are checked too."""
+
+    version: Literal[1] = 1
+    name: str
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    vars: dict[str, Any] = Field(default_factory=dict)
+    input: tuple[int, ...] | None = None
+    model: Block
+    init: tuple[InitRule, ...] = ()
+    data: DataSpec | None = None
+    loss: Call | None = None
+    optimizer: Call | None = None
+    scheduler: Call | None = None
+    train: TrainSpec | None = None
+
+    _source: Source | None = PrivateAttr(default=None)
+    _symbols: dict[Path_, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> Source:
+        assert self._source is not None
+        return self._source
+
+    @property
+    def symbols(self) -> dict[Path_, str]:
+        """Python source text of every value that came from `$vars` or arithmetic, by YAML path."""
+        return self._symbols
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        check_spec_name(value)  # a NameProblem carries its fix to _pydantic_problems
+        return value
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _input_is_shape(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(value)
+        return value
+
+    @field_validator("input")
+    @classmethod
+    def _input_positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if value is not None:
+            if not 1 <= len(value) <= 8:
+                raise ValueError("input must list 1 to 8 sizes (one sample, no batch dimension)")
+            if any(v < 1 or v > 1 << 24 for v in value):
+                raise ValueError("input sizes must be between 1 and 16777216")
+        return value
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Parser:
+    """Parses the YAML forms pydantic cannot discriminate by itself, collecting problems."""
+
+    def __init__(self, problems: Problems):
+        self.source = problems.source
+        self.collector = problems
+        self.found = 0  # problems this parser found
+
+    def fail(self, path: Path_, message: str, fix: str = "") -> None:
+        self.found += 1
+        self.collector.fail(path, message, fix)
+
+    # calls: layers, losses, optimizers, transforms, datasets --------------------------
+
+    def call(self, raw: Any, path: Path_, kind: str, cls: type[Call] = Call) -> Call | None:
+        if isinstance(raw, str):
+            type_name, value, form = raw, None, "bare"
+        elif isinstance(raw, dict) and len(raw) == 1:
+            type_name, value = next(iter(raw.items()))
+            form = "kwargs" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
+            if value is None:
+                form = "bare"
+        else:
+            known = [k for k in raw if isinstance(k, str) and REGISTRY.get(kind, k)] if isinstance(raw, dict) else []
+            article = "an" if kind[0] in "aeiou" else "a"
+            if len(known) == 1:  # `Adam:` with `lr:` beside it instead of under it, or a stray key
+                others = [str(k) for k in raw if k != known[0]]
+                self.fail(
+                    path + (others[0],),
+                    f"unexpected key{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))} beside the "
+                    f"{kind} type {known[0]!r}: {article} {kind} mapping has one key, its type",
+                    f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`",
+                )
+                return None
+            self.fail(
+                path,
+                f"expected {article} {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`), got "
+                f"{_describe(raw)}",
+                f"e.g. `{kind}: {_EXAMPLES.get(kind, 'Name')}`",
+            )
+            return None
+        entry = REGISTRY.get(kind, type_name) if isinstance(type_name, str) else None
+        if entry is None:
+            where = path + (type_name,) if form != "bare" else path
+            self.fail(
+                where,
+                f"unknown {kind} type {type_name!r}",
+                did_you_mean(str(type_name), REGISTRY.names(kind), f"see docs/spec-language.md for the {kind}s"),
+            )
+            return None
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if form == "kwargs":
+            kwargs = dict(value)
+        elif form == "list":
+            args = tuple(value)
+        elif form == "scalar":
+            args = (value,)
+        return cls(type=type_name, args=args, kwargs=kwargs, form=form, yaml_path=path)
+
+    # model grammar -----------------------------------------------------------------
+
+    def node(self, raw: Any, path: Path_) -> Layer | Block | Repeat | None:
+        if isinstance(raw, list):
+            return self.block(raw, path)
+        if isinstance(raw, str):
+            if REGISTRY.is_layer(raw):
+                return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
+            self.fail(path, f"unknown layer type {raw!r}", did_you_mean(raw, REGISTRY.names("layer"), ""))
+            return None
+        if isinstance(raw, dict):
+            keys = set(raw)
+            if "merge" in raw:
+                return self.merge(raw, path)
+            if _is_repeat(raw):
+                return self.repeat(raw, path)
+            if len(raw) == 1:
+                (key,) = keys
+                if REGISTRY.is_layer(key):
+                    if _holds_layers(raw[key]):  # `Linear: [ReLU, ...]`: meant as a block named Linear
+                        self.fail(
+                            path + (key,),
+                            f"{key!r} is a layer type, so this reads as a {key} layer whose arguments are layers",
+                            f"to name a block, use a name that is not a layer type, e.g. {key.lower() + '_1'!r}",
+                        )
+                        return None
+                    return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
+                if _looks_like_layer(key, raw[key]):
+                    self.fail(
+                        path + (key,),
+                        f"unknown layer type {key!r}",
+                        did_you_mean(key, REGISTRY.names("layer"), "a named block's value must be a layer or a block"),
+                    )
+                    return None
+            elif self.misplaced_layers(raw, path):
+                return None
+            return self.block(raw, path)
+        self.fail(path, f"expected a layer, a block or a repeat, got {_describe(raw)}", "write e.g. `- ReLU`")
+        return None
+
+    def misplaced_layers(self, raw: dict, path: Path_) -> bool:
+        """Report a mapping of several keys that is neither a layer nor a named block; True if reported."""
+        layers = [k for k in raw if isinstance(k, str) and REGISTRY.is_layer(k)]
+        if len(layers) > 1 and len(layers) == len(raw):  # `- {Linear: [4, 2], ReLU: null}`
+            first = layers[0]
+            if path and isinstance(path[-1], int):
+                message = f"one list item holds {len(layers)} layers ({', '.join(layers)})"
+                fix = "start each layer on its own line with `- `"
+            else:
+                message = f"the keys {', '.join(layers)} are layer types, but a named block's keys are names"
+                fix = (
+                    f"make it a list (`- {first}: ...`) or name each layer, e.g. `{first.lower()}_1: {{{first}: ...}}`"
+                )
+            self.fail(path, message, fix)
+            return True
+        if len(layers) == 1 and raw[layers[0]] is None:  # `- Linear:` with its arguments not indented under it
+            key = layers[0]
+            others = [str(k) for k in raw if k != key]
+            if not any(_holds_layers([v]) or isinstance(v, dict) for k, v in raw.items() if k != key):
+                self.fail(
+                    path + (key,),
+                    f"{', '.join(others)} sit{'s' if len(others) == 1 else ''} beside `{key}:` instead of under it",
+                    f"indent {key}'s arguments further than `{key}:`, or write `{key}: {{{others[0]}: ...}}`",
+                )
+                return True
+        return False
+
+    def block(self, raw: list | dict, path: Path_) -> Block | None:
+        if not raw:
+            self.fail(path, "an empty block", "add layers to it or remove it")
+            return None
+        children: list[tuple[str, Any]] = []
+        if isinstance(raw, list):
+            for i, item in enumerate(raw):
+                child = self.node(item, path + (i,))
+                if child is not None:
+                    children.append(("", child))
+            return Block(named=False, children=tuple(children), yaml_path=path)
+        seen: dict[str, str] = {}
+        for name, item in raw.items():
+            self.block_name(name, path + (name,), seen)
+            child = self.node(item, path + (name,))
+            if child is not None:
+                children.append((name, child))
+        return Block(named=True, children=tuple(children), yaml_path=path)
+
+    def block_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
+        if not isinstance(name, str):
+            self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
+            return
+        if name in ("repeat", "body", "merge"):
+            what = "merge blocks" if name == "merge" else "repeats"
+            self.fail(
+                path,
+                f"block name {name!r} is reserved for {what}",
+                f"rename the block, e.g. {name + '_1'!r}",
+            )
+        elif REGISTRY.is_layer(name):
+            self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
+        else:
+            try:
+                check_block_name(name)
+            except NameProblem as err:
+                self.fail(path, err.message, err.fix)
+                return
+        folded = unicodedata.normalize("NFKC", name)
+        if folded in seen:
+            self.fail(path, f"block name {name!r} equals {seen[folded]!r} after Unicode normalisation", "rename one")
+        seen[folded] = name
+
+    def repeat(self, raw: dict, path: Path_) -> Repeat | None:
+        extra = set(raw) - {"repeat", "body"}
+        for key in extra:
+            self.fail(path + (key,), f"unknown key {key!r} in a repeat", "a repeat has only `repeat:` and `body:`")
+        if "repeat" not in raw or "body" not in raw:
+            missing = "repeat" if "repeat" not in raw else "body"
+            self.fail(path, f"a repeat needs `{missing}:`", "write `{repeat: N, body: [...]}`")
+            return None
+        count = raw["repeat"]
+        if isinstance(count, bool) or not isinstance(count, int):
+            self.fail(
+                path + ("repeat",),
+                f"repeat count must be an integer, got {_describe(count)}",
+                "write a number, e.g. `repeat: 3` (or a $variable)",
+            )
+            return None
+        if not 1 <= count <= MAX_REPEAT:
+            self.fail(path + ("repeat",), f"repeat count {count} is out of range", f"use 1 to {MAX_REPEAT}")
+            return None
+        body_raw = raw["body"]
+        body = self.node(body_raw, path + ("body",))
+        if body is None:
+            return None
+        if not isinstance(body, Block):
+            body = Block(named=False, children=(("", body),), yaml_path=path + ("body",))
+        repeat = Repeat(count=count, body=body, yaml_path=path)
+        size = _spliced(repeat)
+        if size > MAX_MODULES:
+            self.fail(
+                path + ("repeat",),
+                f"this repeat makes {size:,} modules, more than the {MAX_MODULES:,} a model may have",
+                "use a smaller count",
+            )
+            return None
+        return repeat
+
+    def merge(self, raw: dict, path: Path_) -> Merge | None:
+        """`{merge: add, branches: {...}, ...}`; its parts keep their own YAML paths."""
+        ok = True
+        for key in raw:
+            if key not in MERGE_KEYS:
+                self.fail(
+                    path + (key,),
+                    f"unknown key {key!r} in a merge block",
+                    did_you_mean(str(key), MERGE_KEYS, f"a merge block has: {', '.join(MERGE_KEYS)}"),
+                )
+                ok = False
+        op = raw["merge"]
+        if op not in MERGE_OPS:
+            self.fail(
+                path + ("merge",), f"unknown merge {op!r}", did_you_mean(str(op), MERGE_OPS, "use add, cat or mul")
+            )
+            ok = False
+        dim = raw.get("dim", 1)
+        if "dim" in raw and op in MERGE_OPS and op != "cat":
+            self.fail(path + ("dim",), f"`dim:` is for cat; {op} combines whole tensors", "remove `dim:`")
+            ok = False
+        elif isinstance(dim, bool) or not isinstance(dim, int):
+            self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1` (channels)")
+            ok = False
+        class_name = raw.get("class")
+        if class_name is not None and not (
+            isinstance(class_name, str)
+            and class_name.isidentifier()
+            and class_name.isascii()
+            and class_name[:1].isupper()
+        ):
+            self.fail(
+                path + ("class",),
+                f"class must be a Python class name, got {_describe(class_name)}",
+                "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)",
+            )
+            ok = False
+        branches_raw = raw.get("branches")
+        if not isinstance(branches_raw, dict) or len(branches_raw) < 2:
+            self.fail(
+                path + ("branches",) if "branches" in raw else path,
+                "a merge block needs `branches:`, a mapping of at least two named branches",
+                "e.g. `branches: {main: [...], identity: Identity}`",
+            )
+            return None
+        seen: dict[str, str] = {}
+        branches = []
+        for name, item in branches_raw.items():
+            where = path + ("branches", name)
+            self.block_name(name, where, seen)
+            child = self.node(item, where)
+            if child is None:
+                ok = False
+            else:
+                branches.append((name, child))
+        parts = {}
+        for key in ("before", "then"):
+            if raw.get(key) is not None:
+                parts[key] = self.node(raw[key], path + (key,))
+                ok = ok and parts[key] is not None
+        if not ok:
+            return None
+        return Merge(op=op, dim=dim, class_name=class_name, branches=tuple(branches), yaml_path=path, **parts)
+
+    # init rules --------------------------------------------------------------------
+
+    def init_rules(self, raw: Any) -> tuple[InitRule, ...]:
+        if not isinstance(raw, list):
+            self.fail(
+                ("init",),
+                f"`init:` is a list of rules, got {_describe(raw)}",
+                "e.g. `init: [{type: Conv2d, weight: kaiming_normal_}]`",
+            )
+            return ()
+        rules = []
+        for i, item in enumerate(raw):
+            rule = self.init_rule(item, ("init", i))
+            if rule is not None:
+                rules.append(rule)
+        return tuple(rules)
+
+    def init_rule(self, raw: Any, path: Path_) -> InitRule | None:
+        if not isinstance(raw, dict):
+            self.fail(
+                path,
+                f"an init rule is a mapping, got {_describe(raw)}",
+                "e.g. `{type: Linear, weight: {normal_: {std: 0.01}}, bias: zeros_}`",
+            )
+            return None
+        selectors = {}
+        for key in ("type", "path"):
+            value = raw.get(key)
+            values = value if isinstance(value, list) else [value] if value is not None else []
+            if not all(isinstance(v, str) and v for v in values):
+                self.fail(
+                    path + (key,),
+                    f"`{key}:` is a name or a list of names, got {_describe(value)}",
+                    "e.g. `type: [BatchNorm2d, GroupNorm]` or `path: 'layer*.*.bn2'`",
+                )
+                return None
+            selectors[key] = tuple(values)
+        if not selectors["type"] and not selectors["path"]:
+            self.fail(
+                path,
+                "an init rule needs `type:` (layer types) or `path:` (module path patterns)",
+                "e.g. `type: Conv2d`",
+            )
+            return None
+        for i, name in enumerate(selectors["type"]):
+            if not REGISTRY.is_layer(name):
+                where = path + ("type",) + ((i,) if isinstance(raw["type"], list) else ())
+                self.fail(where, f"unknown layer type {name!r}", did_you_mean(name, REGISTRY.names("layer"), ""))
+                return None
+        calls = []
+        for key, value in raw.items():
+            if key in ("type", "path"):
+                continue
+            if not isinstance(key, str) or not key.isidentifier():
+                self.fail(path + (key,), f"{key!r} is not a parameter name", "e.g. `weight:` or `bias:`")
+                continue
+            call = self.call(value, path + (key,), "init")
+            if call is not None:
+                calls.append((key, call))
+        if not any(key not in ("type", "path") for key in raw):
+            self.fail(path, "this init rule sets no parameter", "add e.g. `weight: {kaiming_normal_: {mode: fan_out}}`")
+            return None
+        if not calls:
+            return None
+        return InitRule(types=selectors["type"], paths=selectors["path"], calls=tuple(calls), yaml_path=path)
+
+
+_EXAMPLES = {
+    "loss": "CrossEntropyLoss",
+    "optimizer": "{Adam: {lr: 0.001}}",
+    "scheduler": "{StepLR: {step_size: 1}}",
+    "dataset": "{MNIST: {root: data}}",
+    "transform": "ToTensor",
+    "layer": "ReLU",
+    "init": "zeros_",
+}
+
+
+def _is_repeat(raw: dict) -> bool:
+    """`{repeat: N, body: ...}` (even a broken one), not a named block that has a `repeat` or `body` child."""
+    if "repeat" not in raw and "body" not in raw:
+        return False
+    if len(raw) == 1:
+        return True
+    return not all(isinstance(v, (list, dict)) or (isinstance(v, str) and REGISTRY.is_layer(v)) for v in raw.values())
+
+
+def _holds_layers(value: Any) -> bool:
+    """Whether a layer's arguments are really layers (a block named like a layer type)."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        if isinstance(item, str) and REGISTRY.is_layer(item):
+            return True
+        if isinstance(item, dict) and any(isinstance(k, str) and (REGISTRY.is_layer(k) or k == "repeat") for k in item):
+            return True
+        if isinstance(item, list) and _holds_layers(item):
+            return True
+    return False
+
+
+def _count_modules(node: Any) -> int:
+    """Modules lowering will create for a node (Python ints: exact however large)."""
+    if isinstance(node, Block):
+        return 1 + _count_children(node)
+    if isinstance(node, Merge):
+        parts = [node.before, node.then, *(b for _, b in node.branches)]
+        return 1 + sum(_count_modules(p) for p in parts if p is not None)
+    if isinstance(node, Repeat):
+        return _spliced(node)
+    return 1
+
+
+def _count_children(block: Block) -> int:
+    return sum(_spliced(c) if isinstance(c, Repeat) else _count_modules(c) for _, c in block.children)
+
+
+def _spliced(repeat: Repeat) -> int:
+    body = repeat.body
+    return repeat.count * (_count_modules(body) if body.named else _count_children(body))
+
+
+def _looks_like_layer(key: str, value: Any) -> bool:
+    """`{Linearr: {in_features: 3}}`: a misspelt layer, not a block named `Linearr`."""
+    if isinstance(value, (list, str)) or value is None:
+        return not isinstance(value, str) and key[:1].isupper() and _args_like(value)
+    if isinstance(value, dict):
+        return key[:1].isupper() and not any(
+            isinstance(v, (dict, list)) or (isinstance(v, str) and REGISTRY.is_layer(v)) for v in value.values()
+        )
+    return True  # {Foo: 0.5}: a scalar is an argument, never a block
+
+
+def _args_like(value: Any) -> bool:
+    if value is None:
+        return True
+    return all(not isinstance(v, (dict, list)) and not (isinstance(v, str) and REGISTRY.is_layer(v)) for v in value)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
+    return (
+        f"{kinds.get(type(value), type(value).__name__)} ({value!r})"
+        if not isinstance(value, (list, dict))
+        else kinds[type(value)]
+    )
+
+
+# --------------------------------------------------------------------------- variables
+
+
+def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, dict[Path_, str]]:
+    """Evaluate `vars` in order, then every `$ref`/arithmetic string elsewhere."""
+    symbols: dict[Path_, str] = {}
+    raw_vars = data.get("vars", {})
+    variables: dict[str, Any] = {}
+    if isinstance(raw_vars, dict):
+        seen: dict[str, str] = {}
+        for name, value in raw_vars.items():
+            path = ("vars", name)
+            try:
+                check_variable(str(name))
+            except NameProblem as err:
+                parser.fail(path, err.message, err.fix)
+                continue
+            folded = unicodedata.normalize("NFKC", name)
+            if name in RESERVED_NAMES or folded in seen:
+                parser.fail(
+                    path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}"
+                )
+                continue
+            seen[folded] = name
+            later = [r for r in _references_in(value) if r not in variables and r in raw_vars]
+            if later:
+                ref = later[0]
+                if ref == name:
+                    parser.fail(path, f"variable ${name} refers to itself", "give it a value that does not use it")
+                else:
+                    parser.fail(
+                        path,
+                        f"variable ${name} uses ${ref}, which is defined after it",
+                        f"move `{ref}:` above `{name}:` in `vars:` (they are read in order)",
+                    )
+                continue
+            resolved = _substitute(value, path, variables, symbols, parser, top=False)
+            if _has_expression(resolved):
+                symbols[path] = python_text(resolved)
+            variables[name] = _plain(resolved)
+    out = {}
+    for key, value in data.items():
+        if key in ("vars", "name", "description"):
+            out[key] = dict(variables) if key == "vars" and isinstance(raw_vars, dict) else value
+        else:
+            out[key] = _substitute(value, (key,), variables, symbols, parser, top=True)
+    return out, symbols
+
+
+def _references_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return references(value)
+    if isinstance(value, (list, dict)):
+        return [r for v in (value.values() if isinstance(value, dict) else value) for r in _references_in(v)]
+    return []
+
+
+def _substitute(value: Any, path: Path_, variables: dict, symbols: dict, parser: _Parser, top: bool) -> Any:
+    if isinstance(value, str):
+        try:
+            result = evaluate(value, variables)
+        except ExprError as err:
+            parser.fail(path, err.message, err.fix)
+            return value
+        if isinstance(result, Evaluated):
+            if top:
+                symbols[path] = result.source
+            return result.value if top else result
+        return result
+    if isinstance(value, list):
+        return [_substitute(v, path + (i,), variables, symbols, parser, top) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _substitute(v, path + (k,), variables, symbols, parser, top) for k, v in value.items()}
+    return value
+
+
+def _has_expression(value: Any) -> bool:
+    if isinstance(value, Evaluated):
+        return True
+    if isinstance(value, (list, dict)):
+        return any(_has_expression(v) for v in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def python_text(value: Any) -> str:
+    """Python source for a (possibly partly symbolic) value."""
+    if isinstance(value, Evaluated):
+        return value.source
+    if isinstance(value, list):
+        return "[" + ", ".join(python_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(k)}: {python_text(v)}" for k, v in value.items()) + "}"
+    return literal(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Evaluated):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# --------------------------------------------------------------------------- validation
+
+_CALL_FIELDS: dict[Path_, str] = {("loss",): "loss", ("optimizer",): "optimizer", ("scheduler",): "scheduler"}
+
+
+def validate(data: Any, source: Source) -> Spec:
+    """Validate loaded data against the schema; raise SpecError listing every problem."""
+    problems = Problems(source)
+    spec = parse(data, problems)
+    problems.raise_if_any()
+    assert spec is not None
+    return spec
+
+
+def parse(data: Any, problems: Problems) -> Spec | None:
+    """Stage 2: loaded data -> Spec, every problem into ``problems``.
+
+    Returns a Spec whenever the rest of the pipeline can still check it: a value pydantic refuses
+    (a bad `batch_size`, an unknown metric) is reported, then left out (its default used), so that
+    the model, data and optimizer checks still run and every problem is reported in one pass.
+    None when the model grammar itself is broken.
+    """
+    source = problems.source
+    parser = _Parser(problems)
+    if not isinstance(data, dict):
+        fix = "write `name:`, `model:` and the other sections at the top level, without a leading `- `"
+        problems.fail((), f"a spec is a mapping of sections, got {_describe(data)}", fix)
+        return None
+    data, symbols = _resolve_vars(data, source, parser)
+    prepared = _prepare(data, parser)
+    grammar_ok = parser.found == 0
+    for _attempt in range(3):
+        try:
+            spec = Spec.model_validate(prepared)
+        except ValidationError as err:
+            for loc, message, fix in _pydantic_problems(err, data):
+                problems.fail(loc, message, fix)
+            if not grammar_ok or not _salvage(prepared, err):
+                return None
+            continue
+        spec._source = source
+        spec._symbols = symbols
+        return spec if grammar_ok else None
+    return None
+
+
+def _prepare(data: dict, parser: _Parser) -> dict:
+    """The sections pydantic cannot parse by itself: model grammar, calls, init rules, data."""
+    prepared = dict(data)
+    if "init" in data:
+        prepared["init"] = parser.init_rules(data["init"])
+    if "model" in data:
+        prepared["model"] = parser.node(data["model"], ("model",))
+        if isinstance(prepared["model"], (Layer, Repeat, Merge)):
+            prepared["model"] = Block(named=False, children=(("", prepared["model"]),), yaml_path=("model",))
+        if prepared["model"] is None:
+            prepared.pop("model")
+        elif not parser.found and _count_children(prepared["model"]) > MAX_MODULES:
+            size = _count_children(prepared["model"])
+            parser.fail(
+                ("model",),
+                f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
+                "use fewer or smaller repeats",
+            )
+    for path, kind in _CALL_FIELDS.items():
+        key = path[0]
+        if data.get(key) is not None:
+            prepared[key] = parser.call(data[key], path, kind)
+            if prepared[key] is None:
+                prepared.pop(key)
+    if isinstance(data.get("data"), dict):
+        prepared["data"] = _prepare_data(data["data"], parser)
+    return prepared
+
+
+_PLACEHOLDERS = {"name": "spec"}  # required values that have no default
+
+
+def _salvage(prepared: dict, err: ValidationError) -> bool:
+    """Leave out every value pydantic refused (its default is used); False when nothing can be left out."""
+    changed = False
+    for item in err.errors(include_url=False):
+        loc = [x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge"))]
+        if item["type"] == "missing" or not loc or loc[0] == "model":
+            return False
+        if len(loc) == 1:
+            if loc[0] in _PLACEHOLDERS:
+                prepared[loc[0]] = _PLACEHOLDERS[loc[0]]
+            else:
+                prepared.pop(loc[0], None)
+            changed = True
+        elif isinstance(prepared.get(loc[0]), dict) and loc[1] in prepared[loc[0]]:
+            section = dict(prepared[loc[0]])
+            section.pop(loc[1])
+            prepared[loc[0]] = section
+            changed = True
+        else:
+            return False
+    return changed
+
+
+def _prepare_data(raw: dict, parser: _Parser) -> dict:
+    prepared = dict(raw)
+    if raw.get("dataset") is not None:
+        prepared["dataset"] = parser.call(raw["dataset"], ("data", "dataset"), "dataset")
+        if prepared["dataset"] is None:
+            prepared.pop("dataset")
+    for key in ("transforms", "eval_transforms"):
+        items = raw.get(key)
+        if isinstance(items, list):
+            calls = [parser.call(item, ("data", key, i), "transform") for i, item in enumerate(items)]
+            prepared[key] = tuple(c for c in calls if c is not None)
+    return prepared
+
+
+def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[Path_, str, str]]:
+    problems = []
+    for item in err.errors(include_url=False):
+        loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge")))
+        kind = item["type"]
+        message, fix = item["msg"], ""
+        if kind == "extra_forbidden":
+            parent_fields = _fields_at(loc[:-1])
+            message = f"unknown key {loc[-1]!r}"
+            fix = did_you_mean(str(loc[-1]), parent_fields, "remove it") if parent_fields else "remove it"
+            if parent_fields:
+                fix += f" (allowed: {', '.join(parent_fields)})"
+        elif kind == "missing":
+            if _present(data, loc):  # given, but it failed to parse: already reported
+                continue
+            message = f"missing required key {loc[-1]!r}"
+            fix = f"add `{loc[-1]}:`"
+        elif kind == "value_error":  # our own validators: the message is already the whole story
+            message = str(item.get("ctx", {}).get("error", message))
+            fix = getattr(item.get("ctx", {}).get("error"), "fix", "")  # a NameProblem's own fix
+            if not fix and loc == ("name",) and isinstance(item.get("input"), str):
+                fix = f"e.g. `name: {_identifier_like(item['input'])}`"
+        elif kind in _BOUNDS:
+            value, (relation, bound) = item.get("input"), _BOUNDS[kind]
+            message = f"{loc[-1]} must be {relation} {item['ctx'][bound]}, got {value!r}"
+            fix = _range_text(loc)
+        elif kind == "string_pattern_mismatch" and loc[-1:] == ("device",):
+            message = f"unknown device {item.get('input')!r}"
+            fix = "use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
+        elif kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "enum"):
+            value = item.get("input")
+            message = f"{item['msg'].rstrip('.')}, got {_describe(value)}"
+            if isinstance(value, str) and kind in ("int_type", "float_type"):
+                fix = "write the number without quotes (or use $name for a variable)"
+            elif isinstance(value, float) and kind == "int_type":
+                fix = "write a whole number"
+            elif kind == "bool_type":
+                fix = "write true or false (in YAML 1.2, yes/no/on/off are strings)"
+            elif kind in ("list_type", "tuple_type") and not isinstance(value, (list, dict)):
+                fix = f"write a list, e.g. [{value}]"
+            elif kind == "dict_type":
+                fix = "write a mapping of `key: value` pairs"
+            elif kind == "literal_error":
+                choices = re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", ""))
+                if choices:
+                    fix = did_you_mean(str(value), choices, f"use one of: {', '.join(choices)}")
+        problems.append((loc, message, fix))
+    return problems
+
+
+def _present(data: Any, loc: Path_) -> bool:
+    for part in loc:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return data is not None
+
+
+_BOUNDS = {
+    "greater_than_equal": ("at least", "ge"),
+    "greater_than": ("greater than", "gt"),
+    "less_than_equal": ("at most", "le"),
+    "less_than": ("less than", "lt"),
+}
+
+
+def _range_text(loc: Path_) -> str:
+    """The allowed range of a numeric field, from its pydantic constraints."""
+    model = _model_at(loc[:-1])
+    field = getattr(model, "model_fields", {}).get(loc[-1]) if model is not None else None
+    bounds = {}
+    for constraint in getattr(field, "metadata", ()):
+        for name in ("ge", "gt", "le", "lt"):
+            if getattr(constraint, name, None) is not None:
+                bounds[name] = getattr(constraint, name)
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{signs[name]} {value}" for name, value in bounds.items()]
+    return f"use a value {' and '.join(parts)}" if parts else ""
+
+
+def _identifier_like(name: str) -> str:
+    """A Python identifier close to ``name`` (`my-model` -> `my_model`, `class` -> `class_`)."""
+    text = re.sub(r"\W+", "_", name).strip("_") or "spec"
+    if text[0].isdigit():
+        text = "spec_" + text
+    if keyword.iskeyword(text) or keyword.issoftkeyword(text) or text.startswith("__"):
+        text = text.lstrip("_") + "_"
+    return text
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc``, or None."""
+    model: Any = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return None
+    return model
+
+
+def _fields_at(loc: Path_) -> list[str]:
+    return [f for f in getattr(_model_at(loc), "model_fields", {}) if f != "yaml_path"]

@@ -1,0 +1,308 @@
+"""The lowered spec: every IR class, in one place. Both backends read these and nothing else.
+
+A model is a tree: ``BlockIR`` (an ``nn.Sequential``), ``MergeIR`` (a module whose branches
+are combined by add, cat or mul) and ``LayerIR`` leaves. Every argument is resolved and every
+shape known; every node keeps its YAML path so late errors can still name a line.
+The training sections lower to ``TrainingIR``; ``Program`` is the whole lowered spec.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.common.naming import Namespace
+from compiler.errors import Problem
+from compiler.facts.registry import Entry
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument: its value, and the Python text the generated script writes for it."""
+
+    value: Any
+    source: str
+
+
+@dataclass
+class CallIR:
+    """A constructor (or function) call with bound arguments: a layer, loss, optimizer, transform..."""
+
+    entry: Entry
+    args: list[Arg]
+    kwargs: dict[str, Arg]
+    yaml_path: tuple = ()
+    arguments: dict[str, Any] = field(default_factory=dict)  # every argument by name, defaults filled in
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def values(self) -> tuple[list, dict]:
+        return [a.value for a in self.args], {k: a.value for k, a in self.kwargs.items()}
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """An argument's value by name, given by position or keyword, else its default."""
+        value = self.arguments.get(name, default)
+        return default if value is None else value
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class LayerIR:
+    name: str  # child name in its parent ("0", "conv1")
+    path: str  # module path from the root ("dense.0"), as in ``model.get_submodule``
+    call: CallIR
+    in_shape: Shape | None
+    out_shape: Shape | None = None
+    params: int = 0  # trainable parameters
+    nbytes: int = 0  # parameters and buffers
+    param_slots: tuple[str, ...] = ()  # the module's parameter names, ``None`` ones (bias=False) included
+    none_params: tuple[str, ...] = ()  # those of them that are ``None``
+    param_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, shape) of the others: what init rules meet
+    inferred: str | None = None  # the argument filled by shape inference
+
+    @property
+    def entry(self) -> Entry:
+        return self.call.entry
+
+    @property
+    def type(self) -> str:
+        return self.call.entry.name
+
+    @property
+    def yaml_path(self) -> tuple:
+        return self.call.yaml_path
+
+    def walk(self) -> Iterator[Node]:
+        return iter(())
+
+
+@dataclass
+class BlockIR:
+    """``nn.Sequential`` of the children, with names (``OrderedDict``) or numbered."""
+
+    name: str
+    path: str
+    named: bool
+    children: list[Node] = field(default_factory=list)
+    yaml_path: tuple = ()
+    in_shape: Shape | None = None
+    out_shape: Shape | None = None
+
+    @property
+    def params(self) -> int:
+        return sum(child.params for child in self.children)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(child.nbytes for child in self.children)
+
+    def walk(self) -> Iterator[Node]:
+        """Every node below this one, depth first, in module order."""
+        for child in self.children:
+            yield child
+            yield from child.walk()
+
+
+@dataclass
+class PartIR:
+    """``before``, one branch, or ``then`` of a merge block.
+
+    ``nodes`` run in order. A part written as a mapping of names is *spread*: its nodes are
+    direct children of the merge module. Otherwise it is one child named after the part. An
+    ``Identity`` branch has no nodes: it passes the block's input through.
+    """
+
+    name: str
+    nodes: list[Node]
+    spread: bool
+    yaml_path: tuple = ()
+    out_shape: Shape | None = None
+
+
+@dataclass
+class MergeIR:
+    """A module whose branches all take the same input and are combined by ``op``."""
+
+    name: str
+    path: str
+    op: str  # add | cat | mul
+    dim: int  # cat's dimension (torch's numbering: the batch is 0)
+    class_name: str  # the generated script's class for this block's shape
+    before: PartIR | None
+    branches: list[PartIR]
+    then: PartIR | None
+    yaml_path: tuple = ()
+    in_shape: Shape | None = None
+    out_shape: Shape | None = None
+
+    @property
+    def parts(self) -> list[PartIR]:
+        return [p for p in (self.before, *self.branches, self.then) if p is not None]
+
+    @property
+    def children(self) -> list[Node]:
+        """The module's children in registration order: before, the branches, then."""
+        return [node for part in self.parts for node in part.nodes]
+
+    @property
+    def shape_key(self) -> tuple:
+        """What the generated class depends on: equal keys share one class."""
+        return (
+            self.class_name,
+            self.op,
+            self.dim,
+            *(
+                (p.name, p.spread, tuple(n.name for n in p.nodes))
+                for p in [self.before or PartIR("", [], False), *self.branches, self.then or PartIR("", [], False)]
+            ),
+        )
+
+    @property
+    def params(self) -> int:
+        return sum(child.params for child in self.children)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(child.nbytes for child in self.children)
+
+    def walk(self) -> Iterator[Node]:
+        for child in self.children:
+            yield child
+            yield from child.walk()
+
+
+Node = LayerIR | BlockIR | MergeIR
+
+
+@dataclass
+class InitRuleIR:
+    """``init:`` rule: modules it matches (by type or path glob) and a call per parameter name."""
+
+    types: tuple[Entry, ...]
+    paths: tuple[str, ...]
+    calls: dict[str, CallIR]
+    yaml_path: tuple = ()
+
+    def matches(self, layer: LayerIR) -> bool:
+        """Whether the rule applies to a layer: its type, or its module path against a glob."""
+        return layer.entry in self.types or any(fnmatch.fnmatchcase(layer.path, p) for p in self.paths)
+
+
+@dataclass
+class ModelIR:
+    root: BlockIR | MergeIR
+    input_shape: Shape | None
+    input_dtype: str = "float32"  # "int64" when the first layer takes indices (Embedding)
+    init: list[InitRuleIR] = field(default_factory=list)
+
+    @property
+    def output_shape(self) -> Shape | None:
+        return self.root.out_shape
+
+    @property
+    def params(self) -> int:
+        return self.root.params
+
+    @property
+    def nbytes(self) -> int:
+        return self.root.nbytes
+
+    def layers(self) -> Iterator[LayerIR]:
+        return (node for node in self.root.walk() if isinstance(node, LayerIR))
+
+    def merges(self) -> Iterator[MergeIR]:
+        nodes = [self.root, *self.root.walk()]
+        return (node for node in nodes if isinstance(node, MergeIR))
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class DataIR:
+    dataset: CallIR
+    transforms: list[CallIR]
+    eval_transforms: list[CallIR]
+    batch_size: int
+    shuffle: bool
+    num_workers: int
+    val_split: float
+    normalize: str | None  # CSV features: rescale | standardize | normalize
+    num_classes: int | None  # None for regression targets
+    validation: str | None  # where the validation set comes from: val_split | test_split | test_path | None
+    targets: str = "classes"  # classes (int64 labels) | values (float, the output's shape); set by the loss check
+
+    @property
+    def augments(self) -> bool:
+        return any(t.entry.random for t in self.transforms)
+
+    @property
+    def downloads(self) -> bool:
+        """``download: true``: under torchrun each machine's first process builds the datasets first."""
+        return self.dataset.value("download") is True
+
+
+@dataclass
+class SpeedIR:
+    """The speed options with ``speed:`` applied; ``auto`` values are resolved by the device at run time."""
+
+    precision: str = "fp32"
+    channels_last: bool | str = False
+    data_on_device: bool | str = False
+    flips: list = field(default_factory=list)  # (axis, probability) of the random flips
+    compile: bool | str = False
+    cuda_graph: bool | str = False
+    cudnn_benchmark: bool | str = False
+    reuse_memory: bool | str = False
+
+    @property
+    def fast(self) -> bool:
+        """Whether any option leaves the tutorial's way (the script then has the fast loop)."""
+        options = (
+            self.precision,
+            self.channels_last,
+            self.data_on_device,
+            self.compile,
+            self.cuda_graph,
+            self.cudnn_benchmark,
+            self.reuse_memory,
+        )
+        return options != ("fp32", False, False, False, False, False, False)
+
+
+@dataclass
+class TrainingIR:
+    data: DataIR
+    loss: CallIR
+    optimizer: CallIR
+    scheduler: CallIR | None
+    train: Any  # spec.TrainSpec
+    speed: SpeedIR = field(default_factory=SpeedIR)
+
+
+@dataclass
+class Program:
+    """A lowered spec: what every backend (build, render, check, summary) takes."""
+
+    spec: Any  # spec.Spec
+    model: ModelIR
+    training: TrainingIR | None
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def class_names(merges: list[MergeIR]) -> dict[tuple, str]:
+    """A class name per distinct block shape, in order of first appearance (``AddBlock``, ``AddBlock_1``)."""
+    namespace = Namespace({"Module", "Sequential", "OrderedDict"})
+    names: dict[tuple, str] = {}
+    for merge in merges:
+        if merge.shape_key not in names:
+            names[merge.shape_key] = namespace.name(merge.class_name)
+    return names

@@ -1,0 +1,528 @@
+"""Stage 3: Spec -> ModelIR. Binds every argument, infers every shape, builds the module tree.
+
+Shapes come from the arithmetic rules in ``shapes`` (no forward pass); parameter and buffer
+counts and torch's constructor checks from those in ``param_rules``, so validation imports no
+torch. A layer without rules (a plugin), or every layer on the live path (``torch_facts.live()``),
+is constructed once on the ``meta`` device instead, which allocates no weights and draws no
+random numbers, to let torch check its arguments and count its parameters and buffers exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from compiler.errors import SpecError
+from compiler.facts import param_rules, torch_facts
+from compiler.facts.registry import REGISTRY, Entry
+from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape
+from compiler.front.load import Path_
+from compiler.front.names import RESERVED_NAMES
+from compiler.front.problems import Problems
+from compiler.front.spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
+from compiler.lower.bind import Binder, arg_path, parameters, where_of
+from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, class_names
+
+_META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
+# Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;
+# identical layers are checked once. It bounds the live path (constructing on the meta device, about
+# 0.1-0.3 ms a unit here) and applies to the arithmetic rules too (microseconds a unit), so both paths
+# refuse exactly the same specs.
+MAX_LAYER_COST = 2_000
+MAX_CONSTRUCTION_COST = 4_000
+
+
+def physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def memory_budget() -> int:
+    """Bytes a model's parameters and buffers may take (``SPECC_MAX_MODEL_BYTES`` overrides)."""
+    value = os.environ.get("SPECC_MAX_MODEL_BYTES")
+    if value:
+        try:
+            return int(float(value))
+        except ValueError:
+            pass
+    return physical_memory()
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) -> ModelIR | None:
+    """Lower ``spec.model`` (and ``spec.init``); problems go to ``problems``. None when the model is broken."""
+    before = problems.count()
+    lowerer = _Lowerer(spec, problems)
+    first = _first_layer(spec.model)
+    dtype = "int64" if first is not None and first.takes_indices else "float32"
+    root = BlockIR("", "", spec.model.named, yaml_path=("model",), in_shape=spec.input)
+    root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
+    lowerer.end_of_model()
+    model = ModelIR(root, spec.input, dtype)
+    model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init) if rule is not None]
+    _check_class_names(model, spec, problems)
+    budget = memory_budget() if max_bytes is None else max_bytes
+    if problems.count() == before and model.nbytes > budget:
+        problems.fail(
+            ("model",),
+            f"the model's parameters and buffers need {format_bytes(model.nbytes)} "
+            f"({model.params:,} parameters), more than the {format_bytes(budget)} allowed",
+            "make the layers smaller, or raise the limit (--max-memory, or SPECC_MAX_MODEL_BYTES)",
+        )
+    return model if problems.count() == before else None
+
+
+def _check_class_names(model: ModelIR, spec: Spec, problems: Problems) -> None:
+    """The generated script defines a class per merge-block shape: its name must not be one the script uses."""
+    names = class_names(list(model.merges()))
+    for merge in model.merges():
+        name = names[merge.shape_key]
+        if name in RESERVED_NAMES or name in spec.vars:
+            problems.fail(
+                merge.yaml_path + ("class",),
+                f"class {name!r} is a name the generated script already uses (a variable, setting, import or helper)",
+                f"call it e.g. {name + 'Block'!r}",
+            )
+            return
+
+
+def _first_layer(node: Any) -> Entry | None:
+    """The registry entry of the model's first layer (it decides the input's dtype)."""
+    if isinstance(node, Layer):
+        return REGISTRY.get("layer", node.type)
+    if isinstance(node, Repeat):
+        return _first_layer(node.body)
+    if isinstance(node, Merge):
+        return _first_layer(node.before if node.before is not None else node.branches[0][1])
+    for _, child in node.children:
+        found = _first_layer(child)
+        if found:
+            return found
+    return None
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+class _Lowerer:
+    def __init__(self, spec: Spec, problems: Problems):
+        self.spec = spec
+        self.problems = problems
+        self.binder = Binder(problems, spec.symbols)
+        self.count = 0
+        self.tuple_from: LayerIR | None = None  # a layer whose tuple output the next layer gets
+        self.constructed: dict[str, tuple] = {}  # (params, nbytes, slots, None slots) by layer call
+        self.layer_cache: dict[tuple, tuple] = {}  # a repeated layer (same spec node, same input): its results
+        self.cost = 0
+
+    # tree ---------------------------------------------------------------------------
+
+    def sequence(self, out: list[Node], path: str, block: Block, shape: tuple | None, dtype: str) -> tuple | None:
+        """Lower ``block``'s children into ``out`` (module path ``path``); return the output shape."""
+        for name, child in block.children:
+            if isinstance(child, Repeat) and not block.named:  # in a list, the copies are spliced in
+                shape = self.splice(out, path, child, shape, dtype)
+            else:  # a named repeat, like a merge part that repeats, is its own Sequential of the copies (add)
+                shape = self.add(out, path, name or str(len(out)), child, shape, dtype)
+            dtype = "float32"
+        return shape
+
+    def splice(self, out: list[Node], path: str, repeat: Repeat, shape: tuple | None, dtype: str) -> tuple | None:
+        for _ in range(repeat.count):
+            if repeat.body.named:
+                shape = self.add(out, path, str(len(out)), repeat.body, shape, dtype)
+            else:
+                shape = self.sequence(out, path, repeat.body, shape, dtype)
+            if self.count > MAX_MODULES:
+                break
+        return shape
+
+    def add(self, out: list[Node], parent: str, name: str, node: Any, shape: tuple | None, dtype: str):
+        """Lower one node named ``name`` into ``out``; return its output shape."""
+        path = _join(parent, name)
+        self.count += 1
+        if self.count == MAX_MODULES + 1:
+            self.problems.fail(node.yaml_path, f"the model has more than {MAX_MODULES} modules", "use fewer repeats")
+        if self.count > MAX_MODULES:
+            return None
+        if isinstance(node, Merge):
+            merge = self.merge(node, name, path, shape, dtype)
+            out.append(merge)
+            return merge.out_shape
+        if isinstance(node, Block):
+            sub = BlockIR(name, path, node.named, yaml_path=node.yaml_path, in_shape=shape)
+            out.append(sub)
+            sub.out_shape = self.sequence(sub.children, path, node, shape, dtype)
+            return sub.out_shape
+        if isinstance(node, Repeat):  # named, or a merge part: a Sequential of the copies
+            sub = BlockIR(name, path, False, yaml_path=node.yaml_path, in_shape=shape)
+            out.append(sub)
+            sub.out_shape = self.splice(sub.children, path, node, shape, dtype)
+            return sub.out_shape
+        layer = self.layer(node, name, path, shape, dtype)
+        if layer is None:
+            return None
+        out.append(layer)
+        return layer.out_shape
+
+    # merge blocks -----------------------------------------------------------------
+
+    def merge(self, node: Merge, name: str, path: str, shape: tuple | None, dtype: str) -> MergeIR:
+        self.check_tuple(node.yaml_path, "merge block")
+        class_name = node.class_name or f"{node.op.capitalize()}Block"
+
+        ir = MergeIR(name, path, node.op, node.dim, class_name, None, [], None, node.yaml_path, shape)
+        names: dict[str, Path_] = {}
+        if node.before is not None:
+            ir.before = self.part("before", node.before, path, shape, dtype, names)
+            shape, dtype = ir.before.out_shape, "float32"
+        for branch_name, branch in node.branches:
+            ir.branches.append(self.part(branch_name, branch, path, shape, dtype, names))
+            if self.tuple_from is not None:
+                self.check_tuple(branch.yaml_path, f"{node.op} of the branches")
+        shapes = [b.out_shape for b in ir.branches]
+        merged = None
+        if all(s is not None for s in shapes):
+            try:
+                merged = merged_shape(node.op, node.dim, shapes, [b.name for b in ir.branches])  # type: ignore[arg-type]
+            except ShapeError as err:
+                self.problems.fail(node.yaml_path + ("merge",), err.message, err.fix)
+        if node.then is not None:
+            ir.then = self.part("then", node.then, path, merged, "float32", names)
+            merged = ir.then.out_shape
+        ir.out_shape = merged
+        return ir
+
+    def part(self, name: str, node: Any, path: str, shape, dtype: str, names: dict[str, Path_]) -> PartIR:
+        """A merge part: a named block spreads its children into the merge module, others are one child."""
+        if isinstance(node, Layer) and node.type == "Identity" and not node.args and not node.kwargs:
+            return PartIR(name, [], False, node.yaml_path, shape)
+        nodes: list[Node] = []
+        if isinstance(node, Block) and node.named:
+            out = self.sequence(nodes, path, node, shape, dtype)
+            part = PartIR(name, nodes, True, node.yaml_path, out)
+        else:
+            out = self.add(nodes, path, name, node, shape, dtype)
+            part = PartIR(name, nodes, False, node.yaml_path, out)
+        for child in nodes:
+            where = child.yaml_path
+            if child.name in names:
+                self.problems.fail(
+                    where,
+                    f"{child.name!r} is already a module of this merge block "
+                    f"(its branches, before and then share one namespace)",
+                    f"rename one, e.g. {child.name + '_2'!r}",
+                )
+            names[child.name] = where
+        return part
+
+    # one layer -------------------------------------------------------------------------
+
+    def check_tuple(self, where: Path_, what: str) -> None:
+        """A tuple output (LSTM's ``(output, state)``) may only meet TupleItem."""
+        if self.tuple_from is not None:
+            prev = self.tuple_from
+            self.problems.fail(
+                where,
+                f"{prev.type} at {prev.path!r} returns a tuple (output, state); this {what} would get the whole tuple",
+                f"put `TupleItem: 0` after {prev.type} to take its output",
+            )
+            self.tuple_from = None
+
+    def end_of_model(self) -> None:
+        self.tuple_from = None  # a model may return a tuple (its last layer's)
+
+    def layer(self, node: Layer, name: str, path: str, shape: tuple | None, dtype: str) -> LayerIR | None:
+        key = (id(node), shape, dtype, self.tuple_from is not None)
+        if key in self.layer_cache:  # the copies a `repeat` makes: bound and checked once
+            call, out_shape, counts = self.layer_cache[key]
+            ir = LayerIR(name, path, call, shape, out_shape, *counts, inferred=_inferred(node, call.entry))
+            if out_shape is not None and call.entry.returns_tuple:
+                self.tuple_from = ir
+            return ir
+        before = self.problems.count()
+        ir = self.new_layer(node, name, path, shape, dtype)
+        if ir is not None and self.problems.count() == before:
+            self.layer_cache[key] = (ir.call, ir.out_shape, _counts(ir))
+        return ir
+
+    def new_layer(self, node: Layer, name: str, path: str, shape: tuple | None, dtype: str) -> LayerIR | None:
+        entry = REGISTRY.get("layer", node.type)
+        assert entry is not None  # the parser only accepts registered names
+        tuple_item = self.tuple_from is not None and entry.takes_tuple
+        if not entry.takes_tuple:
+            self.check_tuple(node.yaml_path, entry.name)
+        elif self.tuple_from is None and shape is not None:
+            self.problems.fail(
+                where_of(node),
+                "TupleItem picks an item of a tuple, but its input is one tensor",
+                "remove it (only layers such as LSTM and GRU return tuples)",
+            )
+            return None
+        if (
+            entry.infer
+            and entry.infer not in node.kwargs
+            and len(node.args) <= _infer_index(entry)
+            and self.spec.input is None
+        ):
+            self.problems.fail(
+                where_of(node),
+                f"cannot infer {entry.name}.{entry.infer}: the spec has no `input:` shape",
+                f"add `input: [...]` (one sample's shape) or give `{entry.infer}:`",
+            )
+            return None
+        call = self.binder.bind(node, entry, shape)
+        if call is None:
+            return None
+        ir = LayerIR(name, path, call, shape, inferred=_inferred(node, entry))
+        if tuple_item:
+            self.tuple_item(ir)
+        else:
+            self.infer_shape(ir, dtype)
+        if ir.out_shape is not None and entry.returns_tuple:
+            self.tuple_from = ir
+        return ir
+
+    def tuple_item(self, ir: LayerIR) -> None:
+        prev, index = self.tuple_from, ir.call.value("index", 0)
+        self.tuple_from = None
+        assert prev is not None
+        if not isinstance(index, int) or not -2 <= index <= 1:
+            self.problems.fail(
+                where_of_ir(ir),
+                f"TupleItem index {index!r} is out of range: {prev.type} returns 2 items, (output, state)",
+                "use `TupleItem: 0` for the output",
+            )
+            return
+        if index not in (0, -2):
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{prev.type}'s item {index} is its state, whose batch axis is not "
+                "first (torch gives h_n as (layers, N, hidden))",
+                "take item 0, the output, then e.g. `Select: {dim: 1, index: -1}` for the last step",
+            )
+            return
+        ir.out_shape = prev.out_shape
+
+    def infer_shape(self, ir: LayerIR, dtype: str) -> None:
+        where = where_of_ir(ir)
+        module = self.construct(ir)
+        if module is None:
+            return
+        if ir.in_shape is None:
+            return
+        try:
+            out_shape = output_shape(ir.type, ir.call.arguments, ir.in_shape)
+        except ShapeError as err:
+            self.problems.fail(where, err.message, err.fix)
+            return
+        if out_shape is not None:
+            ir.out_shape = tuple(out_shape)
+            return
+        if module is True:  # checked without a module: construct it live for the forward pass
+            module = self.construct(ir, cached=False, live=True)
+            if module is None:
+                return
+        ir.out_shape = self.meta_forward(ir, module, dtype)
+
+    def construct(self, ir: LayerIR, cached: bool = True, live: bool = False) -> Any:
+        """Check the arguments as torch's constructor would and count the parameters and buffers: by the
+        arithmetic rules of ``param_rules`` (no torch import; returns True), or, for a layer without one or on
+        the live path, by constructing it on the meta device (no weights, no RNG; returns the module).
+        Identical layers (a `repeat`) are checked once."""
+        key = f"{ir.entry.name}{_call_text(ir)}"
+        if cached and key in self.constructed:
+            ir.params, ir.nbytes, ir.param_slots, ir.none_params, ir.param_shapes = self.constructed[key]
+            return True
+        cost = _construction_cost(ir)
+        self.cost += cost
+        if cost > MAX_LAYER_COST or self.cost > MAX_CONSTRUCTION_COST:
+            what = f"this {ir.type} alone" if cost > MAX_LAYER_COST else "the model's distinct layers"
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{what} exceed{'s' if cost > MAX_LAYER_COST else ''} what "
+                f"validation checks in bounded time ({cost:,} units here; at most "
+                f"{MAX_LAYER_COST:,} a layer and {MAX_CONSTRUCTION_COST:,} in all)",
+                "use fewer stacked layers (e.g. num_layers), or repeat identical layers",
+            )
+            self.cost = MAX_CONSTRUCTION_COST + 1  # report once, construct nothing more
+            return None
+        if not live and ir.entry.cls_object is None and not torch_facts.live():
+            try:
+                made = param_rules.construct(ir.entry.name, ir.call.arguments)
+            except param_rules.Refused as err:
+                self.refused(ir, err)
+                return None
+            except (TypeError, ValueError, ArithmeticError, LookupError):
+                made = None  # arguments of a kind the rule does not know: torch judges them
+            if made is not None:
+                counts = (made.params, made.nbytes, tuple(made.slots), tuple(made.none), tuple(made.shapes.items()))
+                ir.params, ir.nbytes, ir.param_slots, ir.none_params, ir.param_shapes = counts
+                self.constructed[key] = counts
+                return True
+        return self.construct_live(ir, key)
+
+    def refused(self, ir: LayerIR, err: BaseException) -> None:
+        self.problems.fail(
+            where_of_ir(ir),
+            f"{ir.type}{_call_text(ir)} is refused by torch: {_first_line(err)}",
+            "check the arguments against the torch documentation",
+        )
+
+    def construct_live(self, ir: LayerIR, key: str) -> Any:
+        import torch
+
+        args, kwargs = ir.call.values()
+        try:
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = ir.entry.resolve()(*args, **kwargs)
+        except Exception as err:  # torch's own argument checks
+            self.refused(ir, err)
+            return None
+        ir.params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        ir.nbytes = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        ir.param_slots = tuple(module._parameters)
+        ir.none_params = tuple(name for name, p in module._parameters.items() if p is None)
+        ir.param_shapes = tuple((name, tuple(p.shape)) for name, p in module._parameters.items() if p is not None)
+        self.constructed[key] = _counts(ir)
+        return module
+
+    def meta_forward(self, ir: LayerIR, module: Any, dtype: str) -> tuple | None:
+        """No arithmetic rule (a layer registered from Python): run it once on the meta device."""
+        import torch
+
+        assert ir.in_shape is not None
+        x = torch.empty(
+            (_META_BATCH, *ir.in_shape), device="meta", dtype=torch.long if dtype == "int64" else torch.float32
+        )
+        try:
+            module.eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = module(x)
+        except Exception as err:
+            self.problems.fail(
+                where_of_ir(ir),
+                f"{ir.type} cannot take an input of shape "
+                f"{format_shape(ir.in_shape)}: {_first_line(err)} (torch's shapes include a batch "
+                f"dimension of {_META_BATCH})",
+                "check the layers before it, or the `input:` shape",
+            )
+            return None
+        if isinstance(out, tuple):
+            out = out[0]
+        if not isinstance(out, torch.Tensor) or out.dim() < 1:
+            self.problems.fail(
+                where_of_ir(ir), f"{ir.type} does not return a batch of tensors", "use a different layer"
+            )
+            return None
+        warned = self.__dict__.setdefault("_meta_warned", set())
+        if ir.type not in warned:  # once per layer type
+            warned.add(ir.type)
+            self.problems.warn(
+                where_of_ir(ir),
+                f"{ir.type} has no shape rule: its output shape "
+                f"{format_shape(tuple(out.shape[1:]))} comes from one forward pass on the meta device "
+                "(no data, no memory)",
+                "check that shape: a layer registered from Python without a shape rule is always inferred this way",
+            )
+        return tuple(out.shape[1:])
+
+    # init rules ---------------------------------------------------------------------
+
+    def init_rule(self, rule: Any, model: ModelIR) -> InitRuleIR | None:
+        types = tuple(REGISTRY.get("layer", t) for t in rule.types)
+        ir = InitRuleIR(types, rule.paths, {}, rule.yaml_path)  # type: ignore[arg-type]
+        layers = [layer for layer in model.layers() if ir.matches(layer)]
+        for pname, call in rule.calls:
+            entry = REGISTRY.get("init", call.type)
+            assert entry is not None
+            bound = self.binder.bind(call, entry)
+            if bound is None:
+                continue
+            slots = {slot for layer in layers for slot in layer.param_slots}
+            if layers and pname not in slots:
+                self.problems.fail(
+                    call.yaml_path,
+                    f"no module this rule matches has a parameter {pname!r}",
+                    f"their parameters are: {', '.join(sorted(slots)) or 'none'}",
+                )
+                continue
+            if self.init_refused(call, bound, pname, layers):
+                continue
+            ir.calls[pname] = bound
+        if rule.paths and not layers:
+            self.problems.warn(
+                rule.yaml_path,
+                f"init rule path {', '.join(rule.paths)} matches no layer",
+                "check the module paths with `specc summary`",
+            )
+        return ir
+
+    def init_refused(self, call: Any, bound: CallIR, pname: str, layers: list[LayerIR]) -> bool:
+        """Report what torch.nn.init would refuse on each distinct parameter the rule meets (param_rules)."""
+        shapes = {dict(layer.param_shapes)[pname] for layer in layers if pname in dict(layer.param_shapes)}
+        found = {
+            problem
+            for shape in sorted(shapes)
+            for problem in param_rules.check_init(bound.entry.name, bound.arguments, shape, pname)
+        }
+        for argument, problem, fix in sorted(found, key=str):
+            where = arg_path(call, argument, list(parameters(bound.entry))) if argument else call.yaml_path
+            self.problems.fail(where, problem, fix)
+        return bool(found)
+
+
+def _counts(ir: LayerIR) -> tuple:
+    """What constructing a layer told: reused for identical layers (``LayerIR``'s fields, in order)."""
+    return ir.params, ir.nbytes, ir.param_slots, ir.none_params, ir.param_shapes
+
+
+def _construction_cost(ir: LayerIR) -> int:
+    """Work units to construct a layer: its stacked layers for recurrent ones, else one."""
+    if ir.entry.returns_tuple:  # RNN, LSTM, GRU: parameters per stacked layer and direction
+        layers, bidirectional = ir.call.value("num_layers", 1), ir.call.value("bidirectional", False)
+        if isinstance(layers, int) and not isinstance(layers, bool):
+            return max(1, layers) * (2 if bidirectional is True else 1)
+    return 1
+
+
+def _infer_index(entry: Entry) -> int:
+    names = [p.name for p in parameters(entry)]
+    return names.index(entry.infer) if entry.infer in names else 0
+
+
+def _inferred(node: Layer, entry: Entry) -> str | None:
+    """The argument shape inference filled, if any (not given by position or keyword)."""
+    if not entry.infer or entry.infer in node.kwargs or len(node.args) > _infer_index(entry):
+        return None
+    return entry.infer
+
+
+def where_of_ir(ir: LayerIR) -> Path_:
+    return ir.yaml_path + ((ir.type,) if ir.call.args or ir.call.kwargs else ())
+
+
+def _call_text(ir: LayerIR) -> str:
+    parts = [a.source for a in ir.call.args] + [f"{k}={a.source}" for k, a in ir.call.kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+__all__ = ["SpecError", "format_bytes", "lower_model", "memory_budget"]

@@ -1,0 +1,593 @@
+"""Stage 3b: the training sections -> TrainingIR, checked against the model and the data.
+
+Catches at validation time what would otherwise crash at batch 1: a 3-channel Normalize on
+MNIST, Normalize before ToTensor, images never turned into tensors, a model whose outputs
+do not match the classes or targets, a loss that does not fit the targets.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+
+from compiler.common.paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
+from compiler.common.suggest import did_you_mean
+from compiler.facts import data_rules, torch_facts
+from compiler.facts.param_rules import check_loss
+from compiler.facts.registry import NON_NEGATIVE_ARGS, REGISTRY
+from compiler.facts.shapes import format_shape
+from compiler.front.problems import Problems
+from compiler.front.spec import Call, DataSpec, Spec, TrainSpec
+from compiler.lower.bind import Binder, arg_path, parameters, where_of
+from compiler.lower.ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
+
+_shape = format_shape
+
+
+def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> TrainingIR | None:
+    """Lower data, loss, optimizer, scheduler and train; check them against the model. None for a model-only spec."""
+    present = {k: getattr(spec, k) is not None for k in ("data", "loss", "optimizer", "train")}
+    if any(present.values()) and not all(present.values()):
+        missing = [k for k, v in present.items() if not v]
+        problems.fail(
+            (),
+            f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
+            f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)",
+        )
+    if not all(present.values()):
+        return None
+    assert spec.data and spec.loss and spec.optimizer and spec.train
+    before = problems.count()
+    binder = Binder(problems, spec.symbols)
+    checker = _DataChecker(spec, model, binder)
+    data = checker.data(spec.data)
+    loss = _call(binder, spec.loss, "loss")
+    optimizer = _call(binder, spec.optimizer, "optimizer")
+    scheduler = _call(binder, spec.scheduler, "scheduler") if spec.scheduler else None
+    if data and loss:
+        checker.targets(data, loss, spec.train)
+    if spec.train.mode == "online" and spec.train.epochs != 1:
+        problems.fail(
+            ("train", "epochs"),
+            "online learning makes one pass and uses each sample once",
+            "set `epochs: 1`, or use `mode: minibatch`",
+        )
+    speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
+    if problems.count() > before or not (data and loss and optimizer):
+        return None
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed)
+
+
+def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
+    """Apply `speed:`, check the options against each other and the data, and settle what `auto` may do."""
+    speed = SpeedIR(
+        *(train.option(n) for n in ("precision", "channels_last", "data_on_device")),
+        [],
+        True if train.option("compile") is True else train.option("compile"),
+        train.option("cuda_graph"),
+        train.option("cudnn_benchmark"),
+        train.option("reuse_memory"),
+    )
+    if speed.compile is True:
+        speed.compile = "default"
+    if train.speed == "auto" and optimizer.entry.fusable and not {"fused", "foreach"} & set(optimizer.kwargs):
+        # one fused kernel instead of dozens of foreach kernels a step (a CUDA graph's main cost at batch 64)
+        optimizer.kwargs["fused"] = Arg(True, "True")
+    randoms = [t for t in data.transforms if t.entry.random]
+    if speed.data_on_device:
+        others = [t.name for t in randoms if t.entry.flip_axis is None]
+        if others and speed.data_on_device is True:
+            problems.fail(
+                ("train", "data_on_device"),
+                f"data_on_device applies random flips on the device, but not {', '.join(others)}",
+                "remove those transforms, or set `data_on_device: false`",
+            )
+        elif others:
+            speed.data_on_device = False  # auto: keep the per-sample pipeline
+        speed.flips = [(t.entry.flip_axis, float(t.value("p", 0.5))) for t in randoms if t.entry.flip_axis is not None]
+    reasons = []
+    if speed.compile:
+        reasons.append("`compile` (its reduce-overhead mode already uses CUDA graphs)")
+    if scheduler is not None:
+        reasons.append(f"a scheduler ({scheduler.name}: a captured step keeps its learning rate)")
+    if not optimizer.entry.graph_safe:
+        safe = sorted(e.name for e in REGISTRY.entries("optimizer") if e.graph_safe)
+        reasons.append(f"{optimizer.name} (captured steps support {', '.join(safe)})")
+    if speed.precision == "fp16":
+        reasons.append("fp16 (its gradient scaler skips steps, which a graph cannot)")
+    if not speed.data_on_device:
+        reasons.append("data that is not on the device (`data_on_device`)")
+    if speed.cuda_graph is True and reasons:
+        problems.fail(
+            ("train", "cuda_graph"),
+            f"cuda_graph cannot be combined with {'; '.join(reasons)}",
+            "set `cuda_graph: false`, or change what it conflicts with",
+        )
+    elif speed.cuda_graph == "auto" and reasons:
+        speed.cuda_graph = False
+    if speed.fast and train.mode != "minibatch" and speed.cuda_graph:
+        problems.fail(("train", "cuda_graph"), "cuda_graph needs mode: minibatch", "set `cuda_graph: false`")
+    return speed
+
+
+def _call(binder: Binder, call: Call, kind: str) -> CallIR | None:
+    entry = REGISTRY.get(kind, call.type)
+    assert entry is not None
+    result = binder.bind(call, entry)
+    if result is not None and kind in ("loss", "optimizer", "scheduler"):
+        _check_arguments(binder.problems, result, call)
+    if result is not None and kind in ("transform", "dataset") and not _torchvision_values_ok(binder, call, result):
+        return None  # the shapes that follow would only repeat the problem
+    return result
+
+
+def _torchvision_values_ok(binder: Binder, call: Call, ir: CallIR) -> bool:
+    """Report the values torchvision would refuse (data_rules), each at its argument."""
+    refused = data_rules.check(ir.entry.class_name, ir.arguments)
+    positional = list(parameters(ir.entry))
+    for name, problem, fix in refused:
+        index = next((i for i, p in enumerate(positional) if p.name == name), 0)
+        if call.form == "list" and index:  # `Resize: [8, 8]` is Resize(8, 8): size 8, interpolation 8
+            first = positional[0].name
+            problem += f" (item {index + 1} of `{call.type}: [...]` is its {name})"
+            fix += f"; to give {first} as a list, write `{call.type}: {{{first}: [...]}}`"
+        binder.problems.fail(arg_path(call, name, positional), problem, fix)
+    return not refused
+
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
+    """Catch now what torch would refuse at step 1: an unknown reduction, a negative lr, betas out of range."""
+    args, kwargs = ir.values()
+    where = where_of(call)
+    reduction = ir.value("reduction")
+    allowed = _REDUCTIONS + (("batchmean",) if ir.name == "KLDivLoss" else ())
+    if isinstance(reduction, str) and reduction not in allowed:
+        problems.fail(
+            _arg_where(call, "reduction", where),
+            f"{ir.name} reduction {reduction!r} is not one of {allowed}",
+            did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"),
+        )
+        return
+    if ir.entry.one_of and not any(all(kwargs.get(a) is not None for a in group) for group in ir.entry.one_of):
+        options = [" and ".join(f"`{a}:`" for a in group) for group in ir.entry.one_of]
+        per_batch = ": it steps once per batch, epochs x batches per epoch in all" if ir.entry.steps == "batch" else ""
+        problems.fail(where, f"{ir.name} needs {' or '.join(options)}", f"add {options[0]}{per_batch}")
+    if ir.entry.kind != "loss":
+        # constructing an optimizer imports torch._dynamo (about a second): check the numbers torch checks
+        for name, value in kwargs.items():
+            values = value if isinstance(value, tuple) else (value,)
+            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if name in NON_NEGATIVE_ARGS and any(v < 0 for v in numbers):
+                problems.fail(
+                    _arg_where(call, name, where),
+                    f"{ir.name} {name} must not be negative, got {value!r}",
+                    f"use a value >= 0 for {name}",
+                )
+            if name == "betas" and any(not 0.0 <= v < 1.0 for v in numbers):
+                problems.fail(
+                    _arg_where(call, name, where),
+                    f"{ir.name} betas must be in [0, 1), got {value!r}",
+                    "e.g. betas: [0.9, 0.999]",
+                )
+        return
+    try:
+        if torch_facts.live() or ir.entry.cls_object is not None:
+            ir.entry.resolve()(*args, **kwargs)
+        else:  # what the loss constructors check, without importing torch
+            check_loss(ir.name, ir.arguments)
+    except Exception as err:  # torch's own argument checks, e.g. "Invalid learning rate: -0.01"
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        culprit = next((k for k, v in kwargs.items() if repr(v) in message or str(v) in message), None)
+        problems.fail(
+            _arg_where(call, culprit, where) if culprit else where,
+            f"torch refuses {ir.name}'s arguments: {message}",
+            "check the value against the torch documentation",
+        )
+
+
+def _arg_where(call: Call, name: str, default: tuple) -> tuple:
+    return call.yaml_path + (call.type, name) if name in call.kwargs else default
+
+
+class _DataChecker:
+    def __init__(self, spec: Spec, model: ModelIR | None, binder: Binder):
+        self.spec, self.model, self.binder, self.problems = spec, model, binder, binder.problems
+
+    def fail(self, path, message: str, fix: str = "") -> None:
+        self.problems.fail(path, message, fix)
+
+    def data(self, data: DataSpec) -> DataIR | None:
+        dataset = _call(self.binder, data.dataset, "dataset")
+        transforms = [c for c in (_call(self.binder, t, "transform") for t in data.transforms) if c]
+        if data.eval_transforms is not None:
+            eval_transforms = [c for c in (_call(self.binder, t, "transform") for t in data.eval_transforms) if c]
+        else:
+            eval_transforms = [t for t in transforms if not t.entry.random]
+        if dataset is None or len(transforms) != len(data.transforms):
+            return None
+        for t in data.transforms:
+            entry = REGISTRY.get("transform", t.type)
+            if entry and entry.replaced_by:
+                self.problems.warn(
+                    t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}", f"write {entry.replaced_by}"
+                )
+        before = self.problems.count()
+        shape, classes, has_test = self.dataset_facts(dataset, data)
+        if self.problems.count() > before:  # unreadable data: no checks that build on its facts
+            return None
+        image = dataset.entry.image
+        sample = self.walk_transforms(transforms, shape, image, ("data", "transforms"))
+        if data.eval_transforms is not None:
+            self.walk_transforms(eval_transforms, shape, image, ("data", "eval_transforms"))
+        if data.normalize and dataset.name != "CSV":
+            self.fail(
+                ("data", "normalize"),
+                "`normalize:` scales tabular features; this dataset is not tabular",
+                "use a Normalize transform for images, or remove `normalize:`",
+            )
+        model_input = self.spec.input
+        if sample is not None and model_input is not None and None not in sample and tuple(sample) != model_input:
+            self.fail(
+                ("input",),
+                f"the model's input is {_shape(model_input)} but the data gives samples of "
+                f"shape {_shape(tuple(sample))}",
+                f"write `input: {list(sample)}` or change the transforms",
+            )
+        validation = (
+            "val_split"
+            if data.val_split
+            else "test_path"
+            if dataset.name == "CSV" and has_test
+            else "test_split"
+            if has_test
+            else None
+        )
+        return DataIR(
+            dataset,
+            transforms,
+            eval_transforms,
+            data.batch_size,
+            data.shuffle,
+            data.num_workers,
+            data.val_split,
+            data.normalize,
+            classes,
+            validation,
+        )
+
+    def dataset_facts(self, dataset: CallIR, data: DataSpec):
+        """(sample shape before transforms, number of classes, has a test split)."""
+        name = dataset.name
+        path = dataset.yaml_path
+        if name == "ImageFolder":
+            return dataset.entry.sample, self.image_folder_classes(dataset), False
+        if dataset.entry.sample is not None:
+            return dataset.entry.sample, dataset.entry.classes, dataset.entry.test_split
+        if name == "FakeData":
+            size = dataset.value("image_size", (3, 224, 224))
+            return tuple(size), dataset.value("num_classes", 10), False
+        if name == "Synthetic":
+            inputs, targets, classes = (dataset.value(k) for k in ("inputs", "targets", "classes"))
+            if (targets is None) == (classes is None):
+                self.fail(
+                    path,
+                    "Synthetic needs exactly one of `targets:` (a shape: regression) or `classes:`",
+                    "e.g. `targets: [10]` or `classes: 10`",
+                )
+            if not _is_shape(inputs) or (targets is not None and not _is_shape(targets)):
+                self.fail(
+                    path,
+                    "Synthetic `inputs:` and `targets:` are shapes: lists of positive integers",
+                    "e.g. `inputs: [1000]`",
+                )
+                return None, None, False
+            if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+                self.fail(path, "Synthetic `classes:` must be a positive integer")
+            size = dataset.value("size")
+            if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 10_000_000:
+                self.fail(path, "Synthetic `size:` must be an integer from 1 to 10000000")
+            return tuple(inputs), classes, False
+        if name == "CSV":
+            return self.csv_facts(dataset)
+        return None, None, False
+
+    def image_folder_classes(self, dataset: CallIR) -> int | None:
+        """ImageFolder's classes are its root's subfolders (counted, not read); None if the root is not there."""
+        root = dataset.value("root")
+        if not isinstance(root, str) or not os.path.isdir(root):
+            self.fail(
+                dataset.yaml_path,
+                f"ImageFolder root {root!r} is not a folder (paths are relative to where you run specc)",
+                "give the folder that holds one subfolder of images per class",
+            )
+            return None
+        with os.scandir(root) as entries:
+            classes = sum(1 for e in entries if e.is_dir() and not e.name.startswith("."))
+        if classes == 0:
+            self.fail(
+                dataset.yaml_path,
+                f"ImageFolder root {root!r} has no class subfolders",
+                "put each class's images in a subfolder named after the class",
+            )
+        return classes or None
+
+    def csv_facts(self, dataset: CallIR):
+        """(features, classes, has a test file) of a CSV dataset; its files are read through ``paths.read_file``.
+
+        Both files (``path`` and ``test_path``) must resolve, symbolic links followed, to regular files inside
+        the folder specc runs in; at most ``CSV_SCAN_BYTES`` of each is read. Problems name at most a few
+        columns, each cut to 40 characters and escaped: a file's contents never reach a log in bulk.
+        """
+        path, target = dataset.value("path"), dataset.value("target")
+        where = dataset.yaml_path
+        if not isinstance(path, str) or not isinstance(target, str):
+            self.fail(where, "CSV `path:` and `target:` must be strings")
+            return None, None, False
+        test_path = dataset.value("test_path")
+        if test_path is not None and not isinstance(test_path, str):
+            self.fail(_csv_where(dataset, "test_path"), "CSV `test_path:` must be a string", "write a relative path")
+            return None, None, False
+        header, labels = self.csv_head(dataset, "path", path, target)
+        if header is None:
+            return None, None, False
+        files = [("path", path, header)]
+        if test_path is not None:
+            test_header, _ = self.csv_head(dataset, "test_path", test_path, target)
+            if test_header is None:
+                return None, None, False
+            files.append(("test_path", test_path, test_header))
+        features = dataset.value("features") or [h for h in header if h != target]
+        for key, name, columns in files:
+            label = "CSV file" if key == "path" else "CSV test file"
+            if target not in columns:
+                from compiler.common.suggest import did_you_mean
+
+                self.fail(
+                    _csv_where(dataset, "target"),
+                    f"{label} {name!r} has no column {_clip(target)}",
+                    did_you_mean(target, [c[:40] for c in columns], f"its columns: {_columns(columns)}"),
+                )
+                return None, None, False
+            present = set(columns)
+            missing = [f for f in features if f not in present]
+            if missing:
+                self.fail(
+                    _csv_where(dataset, "features" if dataset.value("features") else key),
+                    f"{label} {name!r} has no column{'s' if len(missing) > 1 else ''} {_columns(missing)}",
+                    f"its columns: {_columns(columns)}",
+                )
+                return None, None, False
+        is_int = all(_is_int(v) for v in labels)
+        classes = None
+        if labels and is_int:
+            values = [int(float(v)) for v in labels]
+            if min(values) >= 0 and max(values) < 1 << 24:  # else whole-number regression values, not classes
+                classes = max(values) + 1
+        return (len(features),), classes, test_path is not None
+
+    def csv_head(self, dataset: CallIR, key: str, path: str, target: str) -> tuple[list[str] | None, set[str]]:
+        """The header of a CSV file a spec names and the values of its target column in the first rows."""
+        where = _csv_where(dataset, key)
+        label = "CSV file" if key == "path" else "CSV test file"
+        try:
+            raw, complete = read_file(path, limit=CSV_SCAN_BYTES)
+        except PathError as err:
+            if err.kind == "outside":
+                self.fail(where, f"CSV {key} {path!r} {err.message}", err.fix)
+            elif err.kind == "missing":
+                self.fail(where, f"{label} {path!r} not found (paths are relative to where you run specc)", err.fix)
+            else:
+                self.fail(where, f"{label} {path!r} {err.message}", err.fix)
+            return None, set()
+        if not complete:  # scan whole rows only
+            cut = raw.rfind(b"\n")
+            if cut < 0:
+                self.fail(
+                    where,
+                    f"{label} {path!r} has a first line longer than {CSV_SCAN_BYTES >> 20} MiB",
+                    "give a CSV file with a header row",
+                )
+                return None, set()
+            raw = raw[: cut + 1]
+        first = raw.split(b"\n", 1)[0]
+        if first.count(b",") >= CSV_MAX_COLUMNS:  # counted before csv builds a list of them (an over-count is fine)
+            self.fail(where, f"{label} {path!r} has more than {CSV_MAX_COLUMNS:,} columns", "give fewer columns")
+            return None, set()
+        labels: set[str] = set()
+        try:
+            reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+            header = next(reader, [])
+            column = header.index(target) if target in header else None
+            for i, row in enumerate(reader):
+                if column is not None and len(row) == len(header):
+                    labels.add(row[column])
+                if i > 100_000:
+                    break
+        except (UnicodeDecodeError, csv.Error) as err:
+            self.fail(
+                where, f"cannot read {label} {path!r}: {type(err).__name__}", "give a UTF-8 CSV file with a header row"
+            )
+            return None, set()
+        return header, labels
+
+    def walk_transforms(self, transforms: list[CallIR], shape, image: bool, path) -> tuple | None:
+        """Follow a sample through the transforms: PIL image or tensor, and its shape."""
+        state = "image" if image else "tensor"
+        shape = list(shape) if shape is not None else None
+        for i, t in enumerate(transforms):
+            where = path + (i,)
+            name = t.entry.class_name
+            if name == "ToTensor":
+                if state == "tensor":
+                    self.fail(
+                        where,
+                        "ToTensor gets a tensor: the sample is already one",
+                        "remove it (or put ToPILImage before it)",
+                    )
+                state = "tensor"
+            elif name == "ToPILImage":
+                if state == "image":
+                    self.fail(where, "ToPILImage gets a PIL image already", "remove it")
+                state = "image"
+            elif name == "Normalize":
+                if state == "image":
+                    self.fail(where, "Normalize needs a tensor but gets a PIL image", "put ToTensor before Normalize")
+                channels = shape[0] if shape else None
+                for key in ("mean", "std"):
+                    value = t.value(key)
+                    n = len(value) if isinstance(value, (list, tuple)) else 1
+                    if channels is not None and image and n not in (1, channels):
+                        self.fail(
+                            where,
+                            f"Normalize has {n} {key} values but the images have {channels} "
+                            f"channel{'s' if channels > 1 else ''}",
+                            f"give {channels} value{'s' if channels > 1 else ''}, e.g. {key}: {[0.5] * channels}",
+                        )
+            elif name in ("Resize", "CenterCrop", "RandomCrop") and shape:
+                size = t.value("size")
+                size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size  # [s] is s
+                if name == "RandomCrop" and shape[1] is not None and not t.value("pad_if_needed"):
+                    crop = data_rules.crop_too_large(size, t.value("padding"), shape[1], shape[2])
+                    if crop:
+                        self.fail(
+                            where,
+                            f"RandomCrop's crop {crop} is larger than the {shape[1]}x{shape[2]} images",
+                            "crop less, add `padding:`, or set `pad_if_needed: true`",
+                        )
+                if isinstance(size, int) and name != "Resize":
+                    shape[1:] = [size, size]
+                elif isinstance(size, int):  # Resize(int) scales the shorter side
+                    h, w = shape[1], shape[2]
+                    if h is not None and w is not None:
+                        shape[1:] = [size, max(1, int(size * w / h))] if h <= w else [max(1, int(size * h / w)), size]
+                    else:
+                        shape[1:] = [None, None]
+                elif isinstance(size, (list, tuple)) and len(size) == 2:
+                    shape[1:] = list(size)
+            elif name == "Grayscale" and shape:
+                shape[0] = t.value("num_output_channels", 1) or 1
+            elif name == "Pad" and shape and shape[1] is not None:
+                pad = t.value("padding")
+                pad = [pad] * 4 if isinstance(pad, int) else list(pad) * {1: 4, 2: 2}.get(len(pad), 1)
+                if len(pad) == 4:
+                    shape[1:] = [shape[1] + pad[1] + pad[3], shape[2] + pad[0] + pad[2]]
+        if state == "image":
+            self.fail(
+                path if transforms else ("data", "dataset"),
+                "the samples are still PIL images after the transforms; a DataLoader cannot batch them",
+                "add `ToTensor` to `transforms:`",
+            )
+            return None
+        return tuple(shape) if shape is not None else None
+
+    def targets(self, data: DataIR, loss: CallIR, train: TrainSpec) -> None:
+        """The loss against the data's targets and the model's output, before anything trains."""
+        out = self.model.output_shape if self.model else None
+        name = data.dataset.name
+        if self.model is not None and self.model.input_dtype == "int64" and name in ("Synthetic", "CSV"):
+            self.fail(
+                data.dataset.yaml_path,
+                f"the model's first layer takes integer indices, but {name} gives float inputs",
+                "feed it token indices, or start the model with a layer that takes floats (e.g. Linear)",
+            )
+        if loss.entry.targets == "classes":
+            self.class_targets(data, loss, out)
+        elif loss.entry.targets in ("values", "probabilities"):
+            self.value_targets(data, loss, out)
+        if "accuracy" in train.metrics and data.targets != "classes":
+            self.fail(
+                ("train", "metrics"),
+                "accuracy needs class labels; these targets are regression values",
+                "remove `accuracy`",
+            )
+
+    def class_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
+        classes = data.num_classes
+        if classes is None and data.dataset.name != "ImageFolder":
+            self.fail(
+                ("loss",),
+                f"{loss.name} needs class labels but the data has regression targets",
+                "use MSELoss or L1Loss, or a dataset with classes",
+            )
+            return
+        data.targets = "classes"
+        if out is None or classes is None:
+            return
+        if len(out) > 1:
+            self.fail(
+                ("model",),
+                f"the model outputs {_shape(out)} per sample, but {loss.name} over {classes} "
+                f"classes needs ({classes},)",
+                "insert `Flatten` before the first Linear, so the dense layers see one vector per sample",
+            )
+        elif out[0] != classes:
+            self.fail(
+                ("model",),
+                f"the model outputs {out[0]} values per sample but the data has {classes} classes",
+                f"make the last layer output {classes}",
+            )
+
+    def value_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
+        """Regression (MSE, L1...) and probability (BCE) losses compare the output with targets of its shape."""
+        name, classes = data.dataset.name, data.num_classes
+        labels = name != "CSV" and classes is not None
+        if loss.entry.targets == "probabilities" and classes is not None and classes > 2:
+            labels = True  # BCE on a CSV's class labels 0..N-1: a classification dataset
+        if labels:
+            what = f"class labels 0..{classes - 1}" if classes else "class labels"
+            self.fail(
+                ("loss",),
+                f"{loss.name} compares outputs with targets of the same shape, but {name} gives {what}",
+                f"use CrossEntropyLoss for {classes or 'the'} classes",
+            )
+            return
+        data.targets = "values"
+        targets = (
+            tuple(data.dataset.value("targets"))
+            if name == "Synthetic" and _is_shape(data.dataset.value("targets"))
+            else (1,)
+            if name == "CSV"
+            else None
+        )
+        if targets is not None and out is not None and targets != tuple(out):
+            self.fail(
+                ("model",),
+                f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}",
+                f"make the last layer output {_shape(targets)}",
+            )
+
+
+def _is_shape(value) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 24 for v in value)
+    )
+
+
+def _csv_where(dataset: CallIR, key: str) -> tuple:
+    """The YAML path of a CSV argument (its position when given by keyword, else the dataset's)."""
+    return dataset.yaml_path + ("CSV", key) if key in dataset.kwargs else dataset.yaml_path
+
+
+def _clip(text) -> str:
+    """A name from a file or a spec, escaped and cut to 40 characters."""
+    text = str(text)
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
+
+
+def _columns(names: list) -> str:
+    """At most 5 names, clipped: a header row never reaches a log in full."""
+    shown = ", ".join(_clip(n) for n in names[:5])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+
+def _is_int(text: str) -> bool:
+    try:
+        return float(text).is_integer()
+    except ValueError:
+        return False

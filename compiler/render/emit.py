@@ -1,0 +1,291 @@
+"""The model's Python source, emitted from ModelIR the way torch.fx emits a GraphModule's code.
+
+One IR, one emitter: ``build_model()``'s body (named top-level parts as local variables, then
+the whole), one small class per distinct merge-block shape with ``forward`` written out line
+by line, and ``init_weights(model)`` for the spec's ``init:`` rules. Names are made legal and
+unique as they are emitted (``Namespace``); every value is a checked literal or identifier.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+from compiler.common.literal import literal
+from compiler.common.naming import Namespace
+from compiler.facts.shapes import format_shape
+from compiler.lower.ir import Arg, BlockIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, class_names
+
+LINE = 120
+INDENT = "    "
+
+
+@dataclass
+class ModelCode:
+    """What a generated file needs for the model: source pieces and the names they import."""
+
+    build_body: str  # the body of ``build_model()``
+    classes: list[str] = field(default_factory=list)  # merge-block classes and specc's own layers
+    init_function: str | None = None  # ``def init_weights(model): ...``
+    custom_imports: list[str] = field(default_factory=list)  # `from pkg import Layer` for registered layers
+
+
+def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> ModelCode:
+    """``script_globals``: the names the script defines at its top level (settings, vars, helpers): the
+    locals of ``build_model`` are renamed around them, so a block named ``nn`` cannot hide ``nn``."""
+    names = class_names(list(model.merges()))
+    own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
+    code = ModelCode(_build_body(model, names, script_globals | own | set(names.values())))
+    layers = list(model.layers())
+    code.custom_imports = _custom_imports(layers)
+    code.classes = [_layer_class_source(cls) for cls in _own_layer_classes(layers)]
+    emitted: set[str] = set()
+    for merge in model.merges():
+        name = names[merge.shape_key]
+        if name not in emitted:
+            emitted.add(name)
+            code.classes.append(_merge_class_source(merge, name))
+    if model.init:
+        code.init_function = _init_function(model)
+    return code
+
+
+# --------------------------------------------------------------------------- build_model
+
+
+def call_source(script_name: str, args: list[Arg], kwargs: dict[str, Arg], first: tuple[str, ...] = ()) -> str:
+    parts = [*first, *(a.source for a in args), *(f"{k}={a.source}" for k, a in kwargs.items())]
+    return f"{script_name}({', '.join(parts)})"
+
+
+def _build_body(model: ModelIR, names: dict[tuple, str], script_globals: set[str]) -> str:
+    """Named top-level parts as local variables (``conv1 = ...``), in module order, then the whole.
+
+    Assigning in module order keeps construction order, so every random weight matches
+    ``compiler.build_model`` exactly.
+    """
+    root = model.root
+    emitter = _Emitter(names)
+    doc = (
+        f'"""The network: input {format_shape(model.input_shape or ())} -> output '
+        f'{format_shape(model.output_shape or ())}, {model.params:,} parameters."""'
+    )
+    lines = [INDENT + doc if model.input_shape else INDENT + f'"""The network: {model.params:,} parameters."""']
+    result = "model" if model.init else None
+    assert isinstance(root, BlockIR)
+    if root.named and any(not isinstance(c, LayerIR) for c in root.children):
+        namespace = Namespace({"model", "init_weights", "nn", "OrderedDict", "torch", *script_globals})
+        variables = []
+        for child in root.children:
+            var = namespace.name(child.name)
+            variables.append(var)
+            lines += emitter.assign(var, child, 1)
+        pairs = ", ".join(f"{c.name}={v}" for c, v in zip(root.children, variables))
+        whole = INDENT + ("return " if result is None else "model = ") + f"nn.Sequential(OrderedDict({pairs}))"
+        if len(whole) > LINE:  # one name a line, as ruff would format it
+            whole = whole.replace("OrderedDict(", "OrderedDict(\n" + INDENT * 3).replace(", ", ",\n" + INDENT * 3)
+            whole = whole[:-2] + ",\n" + INDENT * 2 + ")\n" + INDENT + ")"
+            whole = whole.replace("nn.Sequential(OrderedDict(", "nn.Sequential(\n" + INDENT * 2 + "OrderedDict(")
+        lines.append(whole)
+    else:
+        expr = emitter.node_lines(root, 1)
+        expr[0] = INDENT + ("return " if result is None else "model = ") + expr[0].lstrip()
+        lines += expr
+    if result:
+        lines += [INDENT + "init_weights(model)", INDENT + "return model"]
+    return "\n".join(lines)
+
+
+class _Emitter:
+    """Lines of ``build_model()``, laid out as ``ruff format`` would: a call too long for one line opens its
+    parentheses, with its arguments on one indented line if they fit, else one a line."""
+
+    def __init__(self, names: dict[tuple, str]):
+        self.names = names
+
+    def assign(self, var: str, node: Node, depth: int) -> list[str]:
+        return self.lines(f"{var} = ", node, "", depth)
+
+    def node_lines(self, node: Node, depth: int) -> list[str]:
+        return self.lines("", node, "", depth)
+
+    def lines(self, prefix: str, node: Node, suffix: str, depth: int) -> list[str]:
+        """``prefix`` + the node's expression + ``suffix``, starting at ``depth`` indents."""
+        pad = INDENT * depth
+        if isinstance(node, LayerIR):
+            return _layer_lines(pad, prefix, node, suffix)
+        if isinstance(node, MergeIR):
+            body = [line for child in node.children for line in self.lines(f"{child.name}=", child, ",", depth + 1)]
+            return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
+        if not node.named:
+            body = [line for child in node.children for line in self.lines("", child, ",", depth + 1)]
+            return [pad + prefix + "nn.Sequential(", *body, pad + ")" + suffix]
+        body = []
+        inner = INDENT * (depth + 3)
+        for child in node.children:
+            one = self.lines(f"({literal(child.name)}, ", child, "),", depth + 3)
+            if len(one) == 1:
+                body += one
+            else:  # ruff splits the tuple itself: its name and its value each on a line
+                body += [inner + "(", inner + INDENT + literal(child.name) + ","]
+                body += self.lines("", child, ",", depth + 4) + [inner + "),"]
+        return [
+            pad + prefix + "nn.Sequential(",
+            pad + INDENT + "OrderedDict(",
+            pad + INDENT * 2 + "[",
+            *body,
+            pad + INDENT * 2 + "]",
+            pad + INDENT + ")",
+            pad + ")" + suffix,
+        ]
+
+
+def _layer_lines(pad: str, prefix: str, node: LayerIR, suffix: str) -> list[str]:
+    call = node.call
+    parts = [a.source for a in call.args] + [f"{k}={a.source}" for k, a in call.kwargs.items()]
+    head = pad + prefix + node.entry.script_name + "("
+    one = head + ", ".join(parts) + ")" + suffix
+    if len(one) <= LINE:
+        return [_with_comment(one, node)]
+    hugged = pad + INDENT + ", ".join(parts)
+    if len(hugged) <= LINE:
+        return [head, hugged, pad + ")" + suffix]
+    return [head, *(pad + INDENT + part + "," for part in parts), pad + ")" + suffix]
+
+
+def _with_comment(line: str, node: LayerIR) -> str:
+    comment = f"  # -> {format_shape(node.out_shape)}" if node.out_shape is not None else ""
+    if node.inferred:
+        comment = (comment or "  #") + f", {node.inferred} inferred"
+    return line + comment if len(line + comment) <= LINE else line
+
+
+# --------------------------------------------------------------------------- merge classes
+
+
+def _merge_class_source(merge: MergeIR, name: str) -> str:
+    """``class BasicBlock(nn.Module)``: children passed in by name, ``forward`` written out."""
+    params = Namespace({"self"})
+    children = [(child.name, params.name(child.name)) for child in merge.children]
+    lines = [f"class {name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
+    lines.append(INDENT + f"def __init__(self, {', '.join(p for _, p in children)}):")
+    lines.append(INDENT * 2 + "super().__init__()")
+    lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
+    lines += ["", INDENT + "def forward(self, x):"]
+    lines += [INDENT * 2 + line for line in _forward_lines(merge)]
+    return "\n".join(lines)
+
+
+def _describe(merge: MergeIR) -> str:
+    """The block in one line: ``conv1 .. bn2 + downsample, then relu_out``."""
+
+    def part(p) -> str:
+        names = [n.name for n in p.nodes] or ["input"]
+        return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
+
+    branches = [part(b) for b in merge.branches]
+    merged = (
+        f"cat([{', '.join(branches)}], dim={merge.dim})"
+        if merge.op == "cat"
+        else f" {'+' if merge.op == 'add' else '*'} ".join(branches)
+    )
+    before = f"{part(merge.before)}, then " if merge.before else ""
+    return f"{before}{merged}" + (f", then {part(merge.then)}." if merge.then else ".")
+
+
+def _forward_lines(merge: MergeIR) -> list[str]:
+    variables = Namespace({"self", "x", "torch", "nn", "out"})
+    lines: list[str] = []
+    if merge.before:
+        lines += _chain("x", "x", merge.before.nodes)
+    values = []
+    for branch in merge.branches:
+        if not branch.nodes:
+            values.append("x")
+            continue
+        var = variables.name(branch.name)
+        lines += _chain(var, "x", branch.nodes)
+        values.append(var)
+    if merge.op == "cat":
+        merged = f"torch.cat([{', '.join(values)}], dim={merge.dim})"
+    else:
+        merged = f" {'+' if merge.op == 'add' else '*'} ".join(values)
+    then = merge.then.nodes if merge.then else []
+    if len(then) <= 2:
+        return lines + [f"return {_calls(then, merged)}"]
+    return lines + [f"out = {merged}", *_chain("out", "out", then), "return out"]
+
+
+def _chain(var: str, source: str, nodes: list[Node]) -> list[str]:
+    """``var = self.b(self.a(source))`` for two calls; longer chains one call a line, as torchvision writes them."""
+    if len(nodes) <= 2:
+        return [f"{var} = {_calls(nodes, source)}"]
+    return [f"{var} = {_calls([node], source if i == 0 else var)}" for i, node in enumerate(nodes)]
+
+
+def _calls(nodes: list[Node], arg: str) -> str:
+    for node in nodes:
+        arg = f"self.{node.name}({arg})"
+    return arg
+
+
+# --------------------------------------------------------------------------- specc's own layers
+
+
+def _own_layer_classes(layers: list[LayerIR]) -> list[type]:
+    """The classes from compiler/runtime/layers.py the model uses, base classes first."""
+    from compiler.runtime import layers as own
+
+    used: list[type] = []
+    for layer in layers:
+        if layer.entry.module != "compiler.runtime.layers":
+            continue
+        cls = getattr(own, layer.entry.class_name)
+        for base in reversed(cls.__mro__):
+            if base.__module__ == own.__name__ and base not in used:
+                used.append(base)
+    return used
+
+
+def _layer_class_source(cls: type) -> str:
+    return inspect.getsource(cls).rstrip()
+
+
+def _custom_imports(layers: list[LayerIR]) -> list[str]:
+    imports = set()
+    for layer in layers:
+        if layer.entry.cls_object is not None:
+            module, name = layer.entry.module, layer.entry.class_name
+            assert all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
+            imports.add(f"from {module} import {name}")
+    return sorted(imports)
+
+
+# --------------------------------------------------------------------------- init rules
+
+
+def _init_function(model: ModelIR) -> str:
+    lines = [
+        "def init_weights(model):",
+        INDENT + '"""The spec\'s `init:` rules: each module takes the first that matches it."""',
+        INDENT + "for name, module in model.named_modules():",
+    ]
+    for i, rule in enumerate(model.init):
+        lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
+        nullable = {p for layer in model.layers() if rule.matches(layer) for p in layer.none_params}
+        for pname, call in rule.calls.items():
+            line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
+            if pname in nullable:
+                lines += [INDENT * 3 + f"if module.{pname} is not None:", INDENT * 4 + line]
+            else:
+                lines.append(INDENT * 3 + line)
+    return "\n".join(lines)
+
+
+def _condition(rule: InitRuleIR) -> str:
+    parts = []
+    if rule.types:
+        names = [e.script_name for e in rule.types]
+        parts.append(f"isinstance(module, {names[0] if len(names) == 1 else '(' + ', '.join(names) + ')'})")
+    parts += [f"fnmatch.fnmatchcase(name, {literal(p)})" for p in rule.paths]
+    return " or ".join(parts)
