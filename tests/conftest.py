@@ -1,6 +1,7 @@
 import ast
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,32 @@ def assert_import_runs_nothing(tree: ast.Module) -> None:
             assert isinstance(node, (ast.Import, ast.ImportFrom, ast.Assign, ast.FunctionDef, ast.ClassDef)), (
                 ast.unparse(node)
             )
+
+
+# A fixed piece of pure-Python work and its time on a quiet 2-core machine of this project's kind. Timing bounds
+# in tests scale by how much slower that work runs right now, so a loaded machine cannot fail them while a real
+# slowdown of the code under test still does (its share of the time does not shrink with the load).
+_QUIET_CALIBRATION_S = 0.06
+
+
+def _calibration_seconds() -> float:
+    started = time.perf_counter()
+    sum(i * i for i in range(1_000_000))
+    return time.perf_counter() - started
+
+
+def load_factor() -> float:
+    """How many times slower this machine runs now than quiet (at least 1): the best of three calibration runs."""
+    return max(1.0, min(_calibration_seconds() for _ in range(3)) / _QUIET_CALIBRATION_S)
+
+
+def assert_fast(measure, bound_s: float, what: str) -> float:
+    """``measure()`` returns seconds. Passes when a run is under ``bound_s`` times the load factor measured around
+    it; a run over that is retried once, since a spike of load can fall between the calibrations."""
+    for attempt in range(2):
+        before = load_factor()
+        seconds = measure()
+        allowed = bound_s * max(before, load_factor())
+        if seconds < allowed:
+            return seconds
+    raise AssertionError(f"{what}: {seconds:.2f} s, over {bound_s} s x load factor = {allowed:.2f} s")

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_fast
 
 ROOT = Path(__file__).resolve().parent.parent
 IRIS = (ROOT / "data" / "iris.csv").read_text(encoding="utf-8")
@@ -150,10 +151,15 @@ def test_validate_each_reproducer_is_located_fast_and_small(name: str, project: 
     else:
         path = f"{name}.yaml"
         (project / path).write_text(text, encoding="utf-8")
-    rc, err, wall, rss = measured(["validate", path], project)
-    if wall >= WALL_S:  # the machine is shared: a time over the bound counts only if a second run confirms it
-        _, _, again, _ = measured(["validate", path], project)
-        wall = min(wall, again)
+    runs = []
+
+    def run() -> float:
+        runs.append(measured(["validate", path], project))
+        return runs[-1][2]
+
+    # the machine is shared: the bound scales with the load measured around the run (tests/conftest.py)
+    wall = assert_fast(run, WALL_S, name)
+    rc, err, _, rss = runs[-1]
     print(f"{name}: rc {rc}, {wall:.2f} s, {rss:.0f} MB")
     assert "Traceback" not in err and "internal error" not in err, err
     if name == "repeat_linear":  # a legal spec of 30,000 small modules: validated, within the bounds
@@ -163,7 +169,6 @@ def test_validate_each_reproducer_is_located_fast_and_small(name: str, project: 
         problems = [line for line in err.splitlines() if LOCATED.match(line)]
         assert problems and all(line.startswith(f"{path}:") for line in problems), err
         assert expected in err, err
-    assert wall < WALL_S, f"{name}: {wall:.2f} s"
     assert rss < RSS_MB, f"{name}: {rss:.0f} MB peak RSS"
 
 
