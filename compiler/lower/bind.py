@@ -28,9 +28,10 @@ _INVALID = object()
 
 
 class Binder:
-    def __init__(self, problems: Problems, symbols: dict[Path_, str]):
+    def __init__(self, problems: Problems, symbols: dict[Path_, str], unparsed: frozenset[Path_] = frozenset()):
         self.problems = problems
         self.symbols = symbols  # Python text of values that came from `$vars` or arithmetic
+        self.unparsed = unparsed  # values the parser refused (reported): invalid here, not reported again
 
     def bind(self, call: Call, entry: Entry, shape: tuple | None = None) -> CallIR | None:
         """Match ``call``'s arguments to ``entry``'s signature; fill the inferable one from ``shape``."""
@@ -147,6 +148,8 @@ class Binder:
         return shape[0]
 
     def check_type(self, entry: Entry, param: inspect.Parameter, value: Any, path: Path_) -> Any:
+        if path in self.unparsed:
+            return _INVALID
         value = _to_tuples(value)
         adapter = _adapter(param.annotation)
         if adapter is None:

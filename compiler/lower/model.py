@@ -20,7 +20,7 @@ from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
-from compiler.front.spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
+from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, class_names
 
@@ -104,6 +104,8 @@ def _first_layer(node: Any) -> Entry | None:
         return _first_layer(node.body)
     if isinstance(node, Merge):
         return _first_layer(node.before if node.before is not None else node.branches[0][1])
+    if isinstance(node, Broken):
+        return None
     for _, child in node.children:
         found = _first_layer(child)
         if found:
@@ -119,7 +121,7 @@ class _Lowerer:
     def __init__(self, spec: Spec, problems: Problems):
         self.spec = spec
         self.problems = problems
-        self.binder = Binder(problems, spec.symbols)
+        self.binder = Binder(problems, spec.symbols, spec.unparsed)
         self.count = 0
         self.tuple_from: LayerIR | None = None  # a layer whose tuple output the next layer gets
         self.constructed: dict[str, tuple] = {}  # (params, nbytes, slots, None slots) by layer call
@@ -154,7 +156,7 @@ class _Lowerer:
         self.count += 1
         if self.count == MAX_MODULES + 1:
             self.problems.fail(node.yaml_path, f"the model has more than {MAX_MODULES} modules", "use fewer repeats")
-        if self.count > MAX_MODULES:
+        if self.count > MAX_MODULES or isinstance(node, Broken):  # after a refused node, shapes are unknown
             return None
         if isinstance(node, Merge):
             merge = self.merge(node, name, path, shape, dtype)

@@ -27,7 +27,7 @@ _shape = format_shape
 
 def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> TrainingIR | None:
     """Lower data, loss, optimizer, scheduler and train; check them against the model. None for a model-only spec."""
-    present = {k: getattr(spec, k) is not None for k in ("data", "loss", "optimizer", "train")}
+    present = {k: getattr(spec, k) is not None or (k,) in spec.unparsed for k in ("data", "loss", "optimizer", "train")}
     if any(present.values()) and not all(present.values()):
         missing = [k for k, v in present.items() if not v]
         problems.fail(
@@ -35,15 +35,14 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
             f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
             f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)",
         )
-    if not all(present.values()):
+    if not all(present.values()) or spec.data is None or spec.train is None:
         return None
-    assert spec.data and spec.loss and spec.optimizer and spec.train
     before = problems.count()
-    binder = Binder(problems, spec.symbols)
+    binder = Binder(problems, spec.symbols, spec.unparsed)
     checker = _DataChecker(spec, model, binder)
     data = checker.data(spec.data)
-    loss = _call(binder, spec.loss, "loss")
-    optimizer = _call(binder, spec.optimizer, "optimizer")
+    loss = _call(binder, spec.loss, "loss") if spec.loss else None
+    optimizer = _call(binder, spec.optimizer, "optimizer") if spec.optimizer else None
     scheduler = _call(binder, spec.scheduler, "scheduler") if spec.scheduler else None
     if data and loss:
         checker.targets(data, loss, spec.train)
@@ -201,13 +200,15 @@ class _DataChecker:
         self.problems.fail(path, message, fix)
 
     def data(self, data: DataSpec) -> DataIR | None:
-        dataset = _call(self.binder, data.dataset, "dataset")
+        refused = ("data", "dataset") in self.spec.unparsed
+        dataset = None if refused else _call(self.binder, data.dataset, "dataset")
         transforms = [c for c in (_call(self.binder, t, "transform") for t in data.transforms) if c]
         if data.eval_transforms is not None:
             eval_transforms = [c for c in (_call(self.binder, t, "transform") for t in data.eval_transforms) if c]
         else:
             eval_transforms = [t for t in transforms if not t.entry.random]
-        if dataset is None or len(transforms) != len(data.transforms):
+        dropped = {("data", "transforms"), ("data", "eval_transforms")} & self.spec.unparsed
+        if dataset is None or len(transforms) != len(data.transforms) or dropped:
             return None
         for t in data.transforms:
             entry = REGISTRY.get("transform", t.type)
