@@ -54,6 +54,10 @@ class Entry:
     # arguments torch needs in one of these combinations (defaults None in the signature), e.g. OneCycleLR's length
     one_of: tuple[tuple[str, ...], ...] = ()
     targets: str | None = None  # losses: "classes" (class labels) | "values" (same shape as the output)
+    # what a loss expects of the model's output, and what a final layer makes of it: "logits" (raw scores),
+    # "probabilities" (Softmax, Sigmoid) or "log_probabilities" (LogSoftmax); a mismatch is a lint warning
+    expects: str | None = None  # losses
+    produces: str | None = None  # layers
     flip_axis: int | None = None  # random flips: the tensor axis flipped (data_on_device flips on the device)
     sample: tuple | None = None  # image datasets: (C, H, W) of a sample before transforms (None: unknown size)
     classes: int | None = None  # image datasets: number of classes
@@ -131,9 +135,13 @@ LAYERS: list[Entry] = [
     *_layers("ReflectionPad1d ReflectionPad2d ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d"),
     *_layers("CircularPad1d CircularPad2d CircularPad3d"),
     # activations
-    *_layers("ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid"),
+    *_layers("ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh"),
+    *_layers("Sigmoid", produces="probabilities"),
+    *_layers("LogSigmoid"),
     *_layers("Hardtanh Hardswish Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold GLU"),
-    *_layers("Softmax Softmin LogSoftmax Softmax2d"),
+    *_layers("Softmax Softmin", produces="probabilities"),
+    *_layers("LogSoftmax", produces="log_probabilities"),
+    *_layers("Softmax2d", produces="probabilities"),
     # specc's own (compiler/runtime/layers.py): what torch.nn has no module for
     *(
         Entry(n, "layer", "compiler.runtime.layers")
@@ -149,9 +157,12 @@ def _losses(names: str, **kw: Any) -> list[Entry]:
 
 
 LOSSES: list[Entry] = [
-    *_losses("CrossEntropyLoss NLLLoss MultiMarginLoss", targets="classes"),
+    *_losses("CrossEntropyLoss", targets="classes", expects="logits"),
+    *_losses("NLLLoss", targets="classes", expects="log_probabilities"),
+    *_losses("MultiMarginLoss", targets="classes"),
     *_losses("MSELoss L1Loss SmoothL1Loss HuberLoss", targets="values"),
-    *_losses("BCELoss BCEWithLogitsLoss", targets="probabilities"),
+    *_losses("BCELoss", targets="probabilities", expects="probabilities"),
+    *_losses("BCEWithLogitsLoss", targets="probabilities", expects="logits"),
     *_losses("KLDivLoss PoissonNLLLoss MultiLabelMarginLoss MultiLabelSoftMarginLoss SoftMarginLoss"),
 ]
 

@@ -495,6 +495,8 @@ class _DataChecker:
                 f"the model's first layer takes integer indices, but {name} gives float inputs",
                 "feed it token indices, or start the model with a layer that takes floats (e.g. Linear)",
             )
+        if self.model is not None:
+            _check_final_layer(self.problems, self.model, loss)
         if loss.entry.targets == "classes":
             self.class_targets(data, loss, out)
         elif loss.entry.targets in ("values", "probabilities"):
@@ -543,7 +545,7 @@ class _DataChecker:
             self.fail(
                 ("loss",),
                 f"{loss.name} compares outputs with targets of the same shape, but {name} gives {what}",
-                f"use CrossEntropyLoss for {classes or 'the'} classes",
+                f"use a classification loss ({_classification_loss()}) for {classes or 'the'} classes",
             )
             return
         data.targets = "values"
@@ -555,11 +557,63 @@ class _DataChecker:
             else None
         )
         if targets is not None and out is not None and targets != tuple(out):
+            fix = f"make the last layer output {_shape(targets)}"
+            if classes is not None and tuple(out) == (classes,):  # a CSV of whole numbers 0..N-1, N outputs
+                fix = (
+                    f"the target column holds whole numbers 0..{classes - 1}: to classify them, use a "
+                    f"classification loss ({_classification_loss()}); for regression, {fix}"
+                )
             self.fail(
-                ("model",),
-                f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}",
-                f"make the last layer output {_shape(targets)}",
+                ("model",), f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}", fix
             )
+
+
+# A loss's `expects` against the final layer's `produces` (registry traits): (problem, fix) of the lint warning.
+_OUTPUT_MISMATCH = {
+    ("logits", "probabilities"): (
+        "{layer} before {loss}: {loss} applies its own {squash} to raw scores (logits), so training on "
+        + "probabilities squashes them twice and learns slowly or stalls",
+        "remove the final {layer} (apply it when predicting if you need probabilities)",
+    ),
+    ("logits", "log_probabilities"): (
+        "{layer} before {loss}: {loss} takes raw scores (logits) and applies its own {squash}",
+        "remove the final {layer}, or keep it and use NLLLoss",
+    ),
+    ("log_probabilities", "logits"): (
+        "{loss} expects log-probabilities, but the model ends with {layer}, which gives raw scores",
+        "end the model with `LogSoftmax: {{dim: 1}}`, or use CrossEntropyLoss, which applies it itself",
+    ),
+    ("log_probabilities", "probabilities"): (
+        "{loss} expects log-probabilities, but the model ends with {layer}, which gives probabilities",
+        "use `LogSoftmax: {{dim: 1}}` instead of {layer}",
+    ),
+    ("probabilities", "logits"): (
+        "{loss} expects probabilities in [0, 1], but the model ends with {layer}, which gives raw scores",
+        "end the model with Sigmoid, or use BCEWithLogitsLoss (more stable), which applies it itself",
+    ),
+    ("probabilities", "log_probabilities"): (
+        "{loss} expects probabilities in [0, 1], but the model ends with {layer}, which gives log-probabilities",
+        "end the model with Sigmoid instead of {layer}",
+    ),
+}
+
+
+def _classification_loss() -> str:
+    """The loss to suggest for class labels: the registry's classification loss on raw scores."""
+    return next(e.name for e in REGISTRY.entries("loss") if e.targets == "classes" and e.expects == "logits")
+
+
+def _check_final_layer(problems: Problems, model: ModelIR, loss: CallIR) -> None:
+    """Lint: what the loss expects of the model's output against what its final layer makes of it."""
+    last = model.final_layer()
+    if last is None or loss.entry.expects is None:
+        return
+    mismatch = _OUTPUT_MISMATCH.get((loss.entry.expects, last.entry.produces or "logits"))
+    if mismatch is None:
+        return
+    squash = "sigmoid" if loss.entry.targets == "probabilities" else "log-softmax"
+    problem, fix = (text.format(layer=last.type, loss=loss.name, squash=squash) for text in mismatch)
+    problems.warn(last.yaml_path, problem, fix)
 
 
 def _is_shape(value) -> bool:
