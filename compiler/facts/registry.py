@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,7 @@ class Entry:
     test_split: bool = False  # datasets with torchvision's `train=False` split
     image: bool = False  # datasets whose samples are PIL images
     cls_object: Any = field(default=None, compare=False, hash=False)  # registered from Python
+    shape_rule: Any = field(default=None, compare=False, hash=False)  # a plugin's own: (in_shape, arguments) -> shape
 
     @property
     def class_name(self) -> str:
@@ -317,11 +319,17 @@ def register_layer(
     *,
     infer: str | None = None,
     infer_axis: str = "channels",
+    shape: Callable[[tuple[int, ...], dict[str, Any]], tuple[int, ...]] | None = None,
 ) -> Entry:
     """Make a Python-defined ``nn.Module`` subclass nameable in specs.
 
     This is the only way to extend the set of layers: a spec can never import code itself.
     A generated script imports the class from its module (``cls.__module__``).
+
+    ``shape`` is the layer's shape rule: given one sample's input shape (no batch dimension) and every
+    constructor argument by name (defaults filled in), it returns the output shape, or raises
+    ``compiler.ShapeError(message, fix)`` (or ``ValueError``) for an input the layer cannot take. Without it,
+    validation runs the layer once on the meta device and warns that the shape came from there.
     """
     from torch import nn
 
@@ -332,8 +340,17 @@ def register_layer(
         raise ValueError(f"layer name {name!r} is not an identifier")
     if infer is not None and infer not in inspect.signature(cls).parameters:
         raise ValueError(f"{cls.__name__} has no argument {infer!r} to infer")
+    if shape is not None and not callable(shape):
+        raise TypeError(f"shape must be a function (in_shape, arguments) -> output shape, got {shape!r}")
     entry = Entry(
-        name, "layer", cls.__module__, attr=cls.__qualname__, infer=infer, infer_axis=infer_axis, cls_object=cls
+        name,
+        "layer",
+        cls.__module__,
+        attr=cls.__qualname__,
+        infer=infer,
+        infer_axis=infer_axis,
+        cls_object=cls,
+        shape_rule=shape,
     )
     REGISTRY.add(entry)
     return entry

@@ -22,7 +22,7 @@ from typing import Any
 Shape = tuple[int, ...]
 Rule = Callable[[str, dict[str, Any], Shape], Shape]
 
-__all__ = ["ShapeError", "format_shape", "known_layers", "merged_shape", "output_shape"]
+__all__ = ["ShapeError", "format_shape", "known_layers", "merged_shape", "output_shape", "plugin_shape"]
 
 _CHECK_INPUT = "check the layers before it, or the `input:` shape"
 
@@ -50,6 +50,31 @@ def output_shape(type_name: str, arguments: dict[str, Any], in_shape: tuple[int,
         return tuple(rule(type_name, arguments, tuple(in_shape)))
     except (TypeError, ValueError, ArithmeticError, LookupError):
         return None  # arguments of a kind the rule does not know (torch checks them): let the caller fall back
+
+
+def plugin_shape(name: str, rule: Callable, arguments: dict[str, Any], in_shape: Shape) -> Shape:
+    """Output shape of a plugin layer by its own rule (``register_layer(..., shape=rule)``).
+
+    The rule's ``ShapeError`` or ``ValueError`` is the layer's refusal of its input; anything else it raises,
+    or a result that is not a shape, is a bug in the rule, reported as one.
+    """
+    try:
+        out = rule(tuple(in_shape), dict(arguments))
+    except ShapeError:
+        raise
+    except ValueError as err:
+        raise ShapeError(f"{name} cannot take an input of shape {format_shape(in_shape)}: {err}", _CHECK_INPUT) from err
+    except Exception as err:
+        raise ShapeError(
+            f"{name}'s shape rule failed on input {format_shape(in_shape)}: {type(err).__name__}: {err}",
+            f"fix the `shape=` function given to register_layer for {name}",
+        ) from err
+    if not isinstance(out, (tuple, list)) or not all(_is_int(v) and v >= 0 for v in out):
+        raise ShapeError(
+            f"{name}'s shape rule returned {out!r}, not a shape (a tuple of sizes, no batch dimension)",
+            f"make the `shape=` function given to register_layer for {name} return e.g. (64, 8, 8)",
+        )
+    return tuple(out)
 
 
 def known_layers() -> frozenset[str]:

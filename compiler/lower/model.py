@@ -16,7 +16,7 @@ from typing import Any
 from compiler.errors import SpecError
 from compiler.facts import param_rules, torch_facts
 from compiler.facts.registry import REGISTRY, Entry
-from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape
+from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape, plugin_shape
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
@@ -325,7 +325,10 @@ class _Lowerer:
         if ir.in_shape is None:
             return
         try:
-            out_shape = output_shape(ir.type, ir.call.arguments, ir.in_shape)
+            if ir.entry.shape_rule is not None:
+                out_shape = plugin_shape(ir.type, ir.entry.shape_rule, ir.call.arguments, ir.in_shape)
+            else:
+                out_shape = output_shape(ir.type, ir.call.arguments, ir.in_shape)
         except ShapeError as err:
             self.problems.fail(where, err.message, err.fix)
             return
@@ -438,7 +441,8 @@ class _Lowerer:
                 f"{ir.type} has no shape rule: its output shape "
                 f"{format_shape(tuple(out.shape[1:]))} comes from one forward pass on the meta device "
                 "(no data, no memory)",
-                "check that shape: a layer registered from Python without a shape rule is always inferred this way",
+                f"check that shape; give the layer its shape rule to check it without a forward pass and silence "
+                f"this (`register_layer({ir.type}, shape=...)`, see docs/spec-language.md §9)",
             )
         return tuple(out.shape[1:])
 
