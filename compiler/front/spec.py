@@ -45,6 +45,15 @@ class Layer(Call):
     kind: Literal["layer"] = "layer"
 
 
+class SchedulerCall(Call):
+    """A scheduler, optionally with `interval: step` (step after every update instead of every epoch)."""
+
+    interval: Literal["step", "epoch"] | None = None
+
+
+SCHEDULER_INTERVALS = ("step", "epoch")
+
+
 class Repeat(_Strict):
     kind: Literal["repeat"] = "repeat"
     count: int
@@ -156,7 +165,7 @@ class Spec(_Strict):
     data: DataSpec | None = None
     loss: Call | None = None
     optimizer: Call | None = None
-    scheduler: Call | None = None
+    scheduler: SchedulerCall | None = None
     train: TrainSpec | None = None
 
     _source: Source | None = PrivateAttr(default=None)
@@ -240,17 +249,37 @@ class _Parser:
         kwargs: dict[str, Any] = dict(value) if shape == "kwargs" else {}
         return cls(type=type_name, args=args, kwargs=kwargs, form=shape, yaml_path=path)
 
+    def section_call(self, raw: Any, path: Path_, kind: str) -> Call | None:
+        """`loss:`, `optimizer:` or `scheduler:`; a scheduler may have `interval:` beside its type."""
+        cls = _CALL_CLASSES.get(kind, Call)
+        if not (cls is SchedulerCall and isinstance(raw, dict) and "interval" in raw and len(raw) > 1):
+            return self.call(raw, path, kind, cls)
+        interval = raw["interval"]
+        call = self.call({k: v for k, v in raw.items() if k != "interval"}, path, kind, cls)
+        if interval not in SCHEDULER_INTERVALS:
+            self.fail(
+                path + ("interval",),
+                f"interval must be step or epoch, got {_describe(interval)}",
+                did_you_mean(
+                    str(interval), SCHEDULER_INTERVALS, "write `interval: step` (after every update) or epoch"
+                ),
+            )
+            return None
+        return call.model_copy(update={"interval": interval}) if call is not None else None
+
     def not_a_call(self, raw: Any, path: Path_, kind: str) -> None:
         """Report a value that is not `Name`, `{Name: args}`: a stray key beside the type, or no type at all."""
         known = [k for k in raw if isinstance(k, str) and REGISTRY.get(kind, k)] if isinstance(raw, dict) else []
         article = "an" if kind[0] in "aeiou" else "a"
         if len(known) == 1:  # `Adam:` with `lr:` beside it instead of under it, or a stray key
             others = [str(k) for k in raw if k != known[0]]
+            fix = f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`"
+            beside = " (and `interval:`)" if kind == "scheduler" else ""
             self.fail(
                 path + (others[0],),
                 f"unexpected key{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))} beside the "
-                f"{kind} type {known[0]!r}: {article} {kind} mapping has one key, its type",
-                f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`",
+                f"{kind} type {known[0]!r}: {article} {kind} mapping has one key, its type{beside}",
+                did_you_mean(others[0], ["interval"], fix) if beside else fix,
             )
             return
         self.fail(
@@ -771,6 +800,7 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- validation
 
 _CALL_FIELDS: dict[Path_, str] = {("loss",): "loss", ("optimizer",): "optimizer", ("scheduler",): "scheduler"}
+_CALL_CLASSES: dict[str, type[Call]] = {"scheduler": SchedulerCall}
 
 
 def validate(data: Any, source: Source) -> Spec:
@@ -831,7 +861,7 @@ def _prepare(data: dict, parser: _Parser) -> tuple[dict, set[Path_]]:
     for path, kind in _CALL_FIELDS.items():
         key = path[0]
         if data.get(key) is not None:
-            prepared[key] = parser.call(data[key], path, kind)
+            prepared[key] = parser.section_call(data[key], path, kind)
             if prepared[key] is None:
                 prepared.pop(key)
                 unparsed.add(path)

@@ -297,6 +297,9 @@ class TrainingIR:
     scheduler: CallIR | None
     train: Any  # spec.TrainSpec
     speed: SpeedIR = field(default_factory=SpeedIR)
+    # when scheduler.step() runs: "epoch", "batch" (after every update) or "loss" (per epoch, on the validation
+    # loss); the registry's `steps` unless the spec's `interval:` says otherwise
+    scheduler_steps: str | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ from compiler.facts.param_rules import check_loss
 from compiler.facts.registry import NON_NEGATIVE_ARGS, REGISTRY
 from compiler.facts.shapes import format_shape
 from compiler.front.problems import Problems
-from compiler.front.spec import Call, DataSpec, Spec, TrainSpec
+from compiler.front.spec import Call, DataSpec, SchedulerCall, Spec, TrainSpec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
 
@@ -53,9 +53,30 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
             "set `epochs: 1`, or use `mode: minibatch`",
         )
     speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
+    steps = _scheduler_steps(problems, spec.scheduler, scheduler) if spec.scheduler and scheduler else None
     if problems.count() > before or not (data and loss and optimizer):
         return None
-    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed)
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps)
+
+
+def _scheduler_steps(problems: Problems, call: SchedulerCall, scheduler: CallIR) -> str:
+    """When the scheduler steps: its registry trait, or per update with `interval: step` (epoch schedulers)."""
+    steps, interval = scheduler.entry.steps, call.interval
+    if interval is None or (interval, steps) in (("step", "batch"), ("epoch", "epoch")):
+        return steps
+    if steps == "loss":
+        problems.fail(
+            ("scheduler", "interval"),
+            f"{scheduler.name} steps on the validation loss, once per epoch",
+            "remove `interval:` (or use an epoch scheduler, e.g. CosineAnnealingLR, with `interval: step`)",
+        )
+    elif steps == "batch":
+        problems.fail(
+            ("scheduler", "interval"),
+            f"{scheduler.name} steps after every update (its length counts updates, not epochs)",
+            "remove `interval: epoch`",
+        )
+    return "batch"
 
 
 def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
