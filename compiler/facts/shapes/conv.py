@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from compiler.facts.shapes.base import (
     _CHECK_INPUT,
@@ -85,74 +85,100 @@ def _circular_copies_fit(size: int, left: int, right: int) -> bool:
     return all(src == dst or src == 1 for dst, src in copies)
 
 
+class _ConvArgs(NamedTuple):
+    in_ch: int
+    out_ch: int
+    kernel: Shape
+    stride: Shape
+    dilation: Shape
+    padding: Any
+    mode: str
+
+
 def _conv(nd: int, transposed: bool) -> Rule:
     def rule(name: str, a: dict[str, Any], shape: Shape) -> Shape:
         _channels_first(name, shape, nd)
-        in_ch = _required(name, a, "in_channels")
-        out_ch = _required(name, a, "out_channels")
-        groups = _get(a, "groups", 1)
-        kernel = _ints(name, "kernel_size", _required(name, a, "kernel_size"), nd, one_ok=False)
-        stride = _ints(name, "stride", _get(a, "stride", 1), nd)
-        dilation = _ints(name, "dilation", _get(a, "dilation", 1), nd)
-        padding = _get(a, "padding", 0)
-        mode = _get(a, "padding_mode", "zeros")
-        if not _is_int(groups) or groups < 1:
-            raise ShapeError(f"{name}'s groups must be a positive integer, got {groups!r}", "give `groups:` >= 1")
-        for arg, value in (("in_channels", in_ch), ("out_channels", out_ch)):
-            if value % groups:
-                raise ShapeError(
-                    f"{name}'s {arg}={value} is not divisible by groups={groups}",
-                    f"make {arg} a multiple of {groups}, or change `groups:`",
-                )
-        if mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ShapeError(
-                f"{name}'s padding_mode must be zeros, reflect, replicate or circular, got {mode!r}",
-                "give `padding_mode:` one of zeros, reflect, replicate, circular",
-            )
-        _at_least(name, "kernel_size", kernel, 1)
-        _at_least(name, "stride", stride, 1)
-        _at_least(name, "dilation", dilation, 1)
-        _channels(name, shape, "in_channels", in_ch)
+        c = _conv_args(name, a, nd)
+        _channels(name, shape, "in_channels", c.in_ch)
         spatial = shape[1:]
         if transposed:
-            return (out_ch, *_conv_transpose_sizes(name, a, spatial, kernel, stride, dilation, padding, mode))
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ShapeError(
-                    f"{name}'s padding must be an int, a tuple, 'same' or 'valid', got {padding!r}",
-                    "write `padding: same`, `padding: valid` or a number",
-                )
-            if padding == "same" and any(s != 1 for s in stride):
-                raise ShapeError(
-                    f"{name}: padding='same' is not supported for strided convolutions "
-                    f"(stride={stride if nd > 1 else stride[0]})",
-                    "use stride 1 with padding 'same', or give the padding as a number",
-                )
-            totals = [d * (k - 1) if padding == "same" else 0 for k, d in zip(kernel, dilation)]
-            pads = [(t // 2, t - t // 2) for t in totals]
-        else:
-            pad = _ints(name, "padding", padding, nd, one_ok=mode == "zeros")
-            _at_least(name, "padding", pad, 0)
-            pads = [(p, p) for p in pad]
-        sizes = []
-        for i, (size, (left, right)) in enumerate(zip(spatial, pads)):
-            if mode != "zeros":
-                padded = _pad_dim(name, mode, size, left, right, str(i + 1))
-            else:
-                padded = size + left + right
-            sizes.append(padded)
-        reach = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-        if any(p < r for p, r in zip(sizes, reach)):
-            dilated = f" (dilated to {_fmt(tuple(reach))})" if any(d != 1 for d in dilation) else ""
-            raise ShapeError(
-                f"{name}'s kernel {_fmt(kernel)}{dilated} is larger than its padded input: the input "
-                f"{_fmt(shape)} is {_fmt(tuple(sizes))} per channel after padding",
-                f"use a smaller kernel_size or dilation, add padding, or {_CHECK_INPUT} (the input may have been "
-                f"shrunk too much already)",
+            return (
+                c.out_ch,
+                *_conv_transpose_sizes(name, a, spatial, c.kernel, c.stride, c.dilation, c.padding, c.mode),
             )
-        return (out_ch, *((p - r) // s + 1 for p, r, s in zip(sizes, reach, stride)))
+        return (c.out_ch, *_conv_sizes(name, shape, c, _conv_pads(name, c, nd)))
 
     return rule
+
+
+def _conv_args(name: str, a: dict[str, Any], nd: int) -> _ConvArgs:
+    """A convolution's arguments, checked as its constructor checks them."""
+    in_ch = _required(name, a, "in_channels")
+    out_ch = _required(name, a, "out_channels")
+    groups = _get(a, "groups", 1)
+    kernel = _ints(name, "kernel_size", _required(name, a, "kernel_size"), nd, one_ok=False)
+    stride = _ints(name, "stride", _get(a, "stride", 1), nd)
+    dilation = _ints(name, "dilation", _get(a, "dilation", 1), nd)
+    padding = _get(a, "padding", 0)
+    mode = _get(a, "padding_mode", "zeros")
+    if not _is_int(groups) or groups < 1:
+        raise ShapeError(f"{name}'s groups must be a positive integer, got {groups!r}", "give `groups:` >= 1")
+    for arg, value in (("in_channels", in_ch), ("out_channels", out_ch)):
+        if value % groups:
+            raise ShapeError(
+                f"{name}'s {arg}={value} is not divisible by groups={groups}",
+                f"make {arg} a multiple of {groups}, or change `groups:`",
+            )
+    if mode not in ("zeros", "reflect", "replicate", "circular"):
+        raise ShapeError(
+            f"{name}'s padding_mode must be zeros, reflect, replicate or circular, got {mode!r}",
+            "give `padding_mode:` one of zeros, reflect, replicate, circular",
+        )
+    _at_least(name, "kernel_size", kernel, 1)
+    _at_least(name, "stride", stride, 1)
+    _at_least(name, "dilation", dilation, 1)
+    return _ConvArgs(in_ch, out_ch, kernel, stride, dilation, padding, mode)
+
+
+def _conv_pads(name: str, c: _ConvArgs, nd: int) -> list[tuple[int, int]]:
+    """(left, right) padding per spatial axis: from a number, a tuple, 'same' or 'valid'."""
+    if not isinstance(c.padding, str):
+        pad = _ints(name, "padding", c.padding, nd, one_ok=c.mode == "zeros")
+        _at_least(name, "padding", pad, 0)
+        return [(p, p) for p in pad]
+    if c.padding not in ("same", "valid"):
+        raise ShapeError(
+            f"{name}'s padding must be an int, a tuple, 'same' or 'valid', got {c.padding!r}",
+            "write `padding: same`, `padding: valid` or a number",
+        )
+    if c.padding == "same" and any(s != 1 for s in c.stride):
+        raise ShapeError(
+            f"{name}: padding='same' is not supported for strided convolutions "
+            f"(stride={c.stride if nd > 1 else c.stride[0]})",
+            "use stride 1 with padding 'same', or give the padding as a number",
+        )
+    totals = [d * (k - 1) if c.padding == "same" else 0 for k, d in zip(c.kernel, c.dilation)]
+    return [(t // 2, t - t // 2) for t in totals]
+
+
+def _conv_sizes(name: str, shape: Shape, c: _ConvArgs, pads: list[tuple[int, int]]) -> list[int]:
+    """The output's spatial sizes: torch's ``conv_output_size`` over the padded input."""
+    sizes = []
+    for i, (size, (left, right)) in enumerate(zip(shape[1:], pads)):
+        if c.mode != "zeros":
+            sizes.append(_pad_dim(name, c.mode, size, left, right, str(i + 1)))
+        else:
+            sizes.append(size + left + right)
+    reach = [d * (k - 1) + 1 for k, d in zip(c.kernel, c.dilation)]
+    if any(p < r for p, r in zip(sizes, reach)):
+        dilated = f" (dilated to {_fmt(tuple(reach))})" if any(d != 1 for d in c.dilation) else ""
+        raise ShapeError(
+            f"{name}'s kernel {_fmt(c.kernel)}{dilated} is larger than its padded input: the input "
+            f"{_fmt(shape)} is {_fmt(tuple(sizes))} per channel after padding",
+            f"use a smaller kernel_size or dilation, add padding, or {_CHECK_INPUT} (the input may have been "
+            f"shrunk too much already)",
+        )
+    return [(p - r) // s + 1 for p, r, s in zip(sizes, reach, c.stride)]
 
 
 def _conv_transpose_sizes(
@@ -205,49 +231,9 @@ def _pool_ints(name: str, arg: str, value: Any, nd: int) -> Shape:
 def _pool(nd: int, kind: str) -> Rule:
     def rule(name: str, a: dict[str, Any], shape: Shape) -> Shape:
         _channels_first(name, shape, nd)
-        raw_kernel = _required(name, a, "kernel_size")
-        if kind == "lp":
-            if _get(a, "norm_type") == 0:
-                raise ShapeError(f"{name}'s norm_type must be non-zero", "give `norm_type:` e.g. 2")
-            if nd == 1 and not _is_int(raw_kernel):
-                raise ShapeError(
-                    f"{name}'s kernel_size must be one int, got {raw_kernel!r}", "give `kernel_size:` one int"
-                )
-        kernel = _pool_ints(name, "kernel_size", raw_kernel, nd)
-        raw_stride = _get(a, "stride")
-        if raw_stride is None or (isinstance(raw_stride, (tuple, list)) and not raw_stride):
-            stride = kernel  # the module's default, and ATen's for an empty stride
-        else:
-            stride = _pool_ints(name, "stride", raw_stride, nd)
-        pad = (0,) * nd if kind == "lp" else _pool_ints(name, "padding", _get(a, "padding", 0), nd)
-        dilation = _pool_ints(name, "dilation", _get(a, "dilation", 1), nd) if kind == "max" else (1,) * nd
+        kernel, stride, pad, dilation = _pool_args(name, a, nd, kind)
+        _pool_fits(name, a, nd, kind, shape, kernel)
         ceil = bool(_get(a, "ceil_mode", False))
-        _at_least(name, "kernel_size", kernel, 1)
-        _at_least(name, "stride", stride, 1)
-        _at_least(name, "dilation", dilation, 1)
-        _at_least(name, "padding", pad, 0)
-        if any(p > k // 2 for p, k in zip(pad, kernel)):
-            raise ShapeError(
-                f"{name}'s padding must be at most half its kernel_size, but got padding="
-                f"{pad if nd > 1 else pad[0]} with kernel_size={kernel if nd > 1 else kernel[0]}",
-                f"use padding <= kernel_size // 2 = {tuple(k // 2 for k in kernel) if nd > 1 else kernel[0] // 2}",
-            )
-        if (
-            nd == 3
-            and (kind == "avg" or (kind == "lp" and abs(_get(a, "norm_type", 2)) != math.inf))
-            and any(n < k for n, k in zip(shape[1:], kernel))
-        ):
-            # avg_pool3d (LPPool3d too) wants the input at least as large as the kernel, padding or not
-            raise ShapeError(
-                f"{name}'s kernel_size={kernel} is larger than its input {_fmt(shape)} "
-                f"(avg_pool3d does not count padding or ceil_mode here)",
-                f"use a kernel_size of at most {_fmt(shape[1:])}, or {_CHECK_INPUT}",
-            )
-        if kind == "avg" and _get(a, "divisor_override") == 0:
-            raise ShapeError(
-                f"{name}'s divisor_override must not be zero", "remove `divisor_override:` or give it >= 1"
-            )
-        _nonempty(name, shape)
         sizes = tuple(_pool_len(*args, ceil) for args in zip(shape[1:], kernel, pad, stride, dilation))
         if any(o < 1 for o in sizes):
             raise ShapeError(
@@ -258,6 +244,53 @@ def _pool(nd: int, kind: str) -> Rule:
         return (shape[0], *sizes)
 
     return rule
+
+
+def _pool_args(name: str, a: dict[str, Any], nd: int, kind: str) -> tuple[Shape, Shape, Shape, Shape]:
+    """(kernel, stride, padding, dilation) of a max, average or power-average pooling, checked as torch does."""
+    raw_kernel = _required(name, a, "kernel_size")
+    if kind == "lp":
+        if _get(a, "norm_type") == 0:
+            raise ShapeError(f"{name}'s norm_type must be non-zero", "give `norm_type:` e.g. 2")
+        if nd == 1 and not _is_int(raw_kernel):
+            raise ShapeError(f"{name}'s kernel_size must be one int, got {raw_kernel!r}", "give `kernel_size:` one int")
+    kernel = _pool_ints(name, "kernel_size", raw_kernel, nd)
+    raw_stride = _get(a, "stride")
+    if raw_stride is None or (isinstance(raw_stride, (tuple, list)) and not raw_stride):
+        stride = kernel  # the module's default, and ATen's for an empty stride
+    else:
+        stride = _pool_ints(name, "stride", raw_stride, nd)
+    pad = (0,) * nd if kind == "lp" else _pool_ints(name, "padding", _get(a, "padding", 0), nd)
+    dilation = _pool_ints(name, "dilation", _get(a, "dilation", 1), nd) if kind == "max" else (1,) * nd
+    _at_least(name, "kernel_size", kernel, 1)
+    _at_least(name, "stride", stride, 1)
+    _at_least(name, "dilation", dilation, 1)
+    _at_least(name, "padding", pad, 0)
+    if any(p > k // 2 for p, k in zip(pad, kernel)):
+        raise ShapeError(
+            f"{name}'s padding must be at most half its kernel_size, but got padding="
+            f"{pad if nd > 1 else pad[0]} with kernel_size={kernel if nd > 1 else kernel[0]}",
+            f"use padding <= kernel_size // 2 = {tuple(k // 2 for k in kernel) if nd > 1 else kernel[0] // 2}",
+        )
+    return kernel, stride, pad, dilation
+
+
+def _pool_fits(name: str, a: dict[str, Any], nd: int, kind: str, shape: Shape, kernel: Shape) -> None:
+    """What ATen checks of the input beyond the output size (3-d average pooling's kernel, a zero divisor)."""
+    if (
+        nd == 3
+        and (kind == "avg" or (kind == "lp" and abs(_get(a, "norm_type", 2)) != math.inf))
+        and any(n < k for n, k in zip(shape[1:], kernel))
+    ):
+        # avg_pool3d (LPPool3d too) wants the input at least as large as the kernel, padding or not
+        raise ShapeError(
+            f"{name}'s kernel_size={kernel} is larger than its input {_fmt(shape)} "
+            f"(avg_pool3d does not count padding or ceil_mode here)",
+            f"use a kernel_size of at most {_fmt(shape[1:])}, or {_CHECK_INPUT}",
+        )
+    if kind == "avg" and _get(a, "divisor_override") == 0:
+        raise ShapeError(f"{name}'s divisor_override must not be zero", "remove `divisor_override:` or give it >= 1")
+    _nonempty(name, shape)
 
 
 def _adaptive(nd: int) -> Rule:

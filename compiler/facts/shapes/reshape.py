@@ -211,6 +211,32 @@ def _upsample(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     size, scale = _get(a, "size"), _get(a, "scale_factor")
     if not isinstance(scale, (tuple, list)) and not scale:
         scale = None  # Upsample stores a zero scale_factor as None
+    _upsample_mode(name, mode, align, shape)
+    if size is not None and scale is not None:
+        raise ShapeError(f"{name} takes either size or scale_factor, not both", "remove one of them")
+    if size is None and scale is None:
+        raise ShapeError(f"{name} needs a size or a scale_factor", "add `scale_factor:` (e.g. 2) or `size:`")
+    if size is not None and _get(a, "recompute_scale_factor"):
+        raise ShapeError(
+            f"{name}: recompute_scale_factor is not meaningful with an explicit size",
+            "remove `recompute_scale_factor:`",
+        )
+    nd = len(shape) - 1
+    if size is not None:
+        sizes = _ints(name, "size", size, nd, one_ok=False)
+    else:
+        sizes = tuple(int(n * s) for n, s in zip(shape[1:], _upsample_scales(name, scale, shape)))
+    _nonempty(name, shape)
+    if any(s < (0 if mode == "area" else 1) for s in sizes):
+        raise ShapeError(
+            f"{name} would resize {_fmt(shape)} to {_fmt((shape[0], *sizes))}: output sizes must be greater than 0",
+            "use a larger size or scale_factor",
+        )
+    return (shape[0], *sizes)
+
+
+def _upsample_mode(name: str, mode: Any, align: Any, shape: Shape) -> None:
+    """The interpolation mode exists, takes align_corners if given, and fits the sample's spatial axes."""
     if mode not in _UPSAMPLE_MODES:
         raise ShapeError(
             f"{name} cannot use mode={mode!r}"
@@ -233,38 +259,19 @@ def _upsample(name: str, a: dict[str, Any], shape: Shape) -> Shape:
         raise ShapeError(
             f"{name} in mode {mode!r} expects each sample to be {layouts}, but its input is {_fmt(shape)}", fix
         )
-    if size is not None and scale is not None:
-        raise ShapeError(f"{name} takes either size or scale_factor, not both", "remove one of them")
-    if size is None and scale is None:
-        raise ShapeError(f"{name} needs a size or a scale_factor", "add `scale_factor:` (e.g. 2) or `size:`")
-    if size is not None and _get(a, "recompute_scale_factor"):
-        raise ShapeError(
-            f"{name}: recompute_scale_factor is not meaningful with an explicit size",
-            "remove `recompute_scale_factor:`",
-        )
+
+
+def _upsample_scales(name: str, scale: Any, shape: Shape) -> tuple[float, ...]:
+    """One scale factor per spatial axis."""
     nd = len(shape) - 1
-    spatial = shape[1:]
-    if size is not None:
-        sizes = _ints(name, "size", size, nd, one_ok=False)
-    else:
-        if isinstance(scale, (tuple, list)):
-            if len(scale) != nd:
-                raise ShapeError(
-                    f"{name}'s scale_factor {tuple(scale)} needs one value per spatial axis of its input "
-                    f"{_fmt(shape)} ({nd})",
-                    f"give `scale_factor:` one number or {nd}",
-                )
-            scales = tuple(float(s) for s in scale)
-        else:
-            scales = (float(scale),) * nd
-        sizes = tuple(int(n * s) for n, s in zip(spatial, scales))
-    _nonempty(name, shape)
-    if any(s < (0 if mode == "area" else 1) for s in sizes):
+    if not isinstance(scale, (tuple, list)):
+        return (float(scale),) * nd
+    if len(scale) != nd:
         raise ShapeError(
-            f"{name} would resize {_fmt(shape)} to {_fmt((shape[0], *sizes))}: output sizes must be greater than 0",
-            "use a larger size or scale_factor",
+            f"{name}'s scale_factor {tuple(scale)} needs one value per spatial axis of its input {_fmt(shape)} ({nd})",
+            f"give `scale_factor:` one number or {nd}",
         )
-    return (shape[0], *sizes)
+    return tuple(float(s) for s in scale)
 
 
 def _pixel_shuffle(name: str, a: dict[str, Any], shape: Shape) -> Shape:
