@@ -83,7 +83,7 @@ def test_mse_on_integer_class_column_suggests_a_classification_loss(monkeypatch:
         compiler.parse_spec(text, "iris.yaml")
     (problem,) = info.value.problems
     assert "the model outputs (3,) per sample but the targets are (1,)" in problem.message
-    assert "use a classification loss (CrossEntropyLoss)" in problem.fix
+    assert "to classify them, use CrossEntropyLoss (a classification loss)" in problem.fix
 
 
 def test_shipped_specs_do_not_warn() -> None:

@@ -566,7 +566,7 @@ class _DataChecker:
             self.fail(
                 ("loss",),
                 f"{loss.name} compares outputs with targets of the same shape, but {name} gives {what}",
-                f"use a classification loss ({_classification_loss()}) for {classes or 'the'} classes",
+                f"use {_classification_loss()} (a classification loss) for {classes or 'the'} classes",
             )
             return
         data.targets = "values"
@@ -581,8 +581,8 @@ class _DataChecker:
             fix = f"make the last layer output {_shape(targets)}"
             if classes is not None and tuple(out) == (classes,):  # a CSV of whole numbers 0..N-1, N outputs
                 fix = (
-                    f"the target column holds whole numbers 0..{classes - 1}: to classify them, use a "
-                    f"classification loss ({_classification_loss()}); for regression, {fix}"
+                    f"the target column holds whole numbers 0..{classes - 1}: to classify them, use "
+                    f"{_classification_loss()} (a classification loss); for regression, {fix}"
                 )
             self.fail(
                 ("model",), f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}", fix
