@@ -331,17 +331,8 @@ def register_layer(
     ``compiler.ShapeError(message, fix)`` (or ``ValueError``) for an input the layer cannot take. Without it,
     validation runs the layer once on the meta device and warns that the shape came from there.
     """
-    from torch import nn
-
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise TypeError(f"register_layer expects an nn.Module subclass, got {cls!r}")
-    name = name or cls.__name__
-    if not name.isidentifier():
-        raise ValueError(f"layer name {name!r} is not an identifier")
-    if infer is not None and infer not in inspect.signature(cls).parameters:
-        raise ValueError(f"{cls.__name__} has no argument {infer!r} to infer")
-    if shape is not None and not callable(shape):
-        raise TypeError(f"shape must be a function (in_shape, arguments) -> output shape, got {shape!r}")
+    name = name or getattr(cls, "__name__", "")
+    _check_plugin(cls, name, infer, shape)
     entry = Entry(
         name,
         "layer",
@@ -354,3 +345,16 @@ def register_layer(
     )
     REGISTRY.add(entry)
     return entry
+
+
+def _check_plugin(cls: Any, name: str, infer: str | None, shape: Any) -> None:
+    from torch import nn
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_layer expects an nn.Module subclass, got {cls!r}")
+    if not name.isidentifier():
+        raise ValueError(f"layer name {name!r} is not an identifier")
+    if infer is not None and infer not in inspect.signature(cls).parameters:
+        raise ValueError(f"{cls.__name__} has no argument {infer!r} to infer")
+    if shape is not None and not callable(shape):
+        raise TypeError(f"shape must be a function (in_shape, arguments) -> output shape, got {shape!r}")

@@ -433,18 +433,22 @@ class _Lowerer:
                 where_of_ir(ir), f"{ir.type} does not return a batch of tensors", "use a different layer"
             )
             return None
-        warned = self.__dict__.setdefault("_meta_warned", set())
-        if ir.type not in warned:  # once per layer type
-            warned.add(ir.type)
-            self.problems.warn(
-                where_of_ir(ir),
-                f"{ir.type} has no shape rule: its output shape "
-                f"{format_shape(tuple(out.shape[1:]))} comes from one forward pass on the meta device "
-                "(no data, no memory)",
-                f"check that shape; give the layer its shape rule to check it without a forward pass and silence "
-                f"this (`register_layer({ir.type}, shape=...)`, see docs/spec-language.md §9)",
-            )
+        self.warn_no_rule(ir, tuple(out.shape[1:]))
         return tuple(out.shape[1:])
+
+    def warn_no_rule(self, ir: LayerIR, shape: tuple) -> None:
+        """Once per layer type: a shape from a forward pass is unchecked (give the layer its rule to check it)."""
+        warned = self.__dict__.setdefault("_meta_warned", set())
+        if ir.type in warned:
+            return
+        warned.add(ir.type)
+        self.problems.warn(
+            where_of_ir(ir),
+            f"{ir.type} has no shape rule: its output shape {format_shape(shape)} comes from one forward pass on "
+            "the meta device (no data, no memory)",
+            f"check that shape; give the layer its shape rule to check it without a forward pass and silence "
+            f"this (`register_layer({ir.type}, shape=...)`, see docs/spec-language.md §9)",
+        )
 
     # init rules ---------------------------------------------------------------------
 
