@@ -16,6 +16,7 @@ from compiler.errors import Problem, SpecError
 
 if TYPE_CHECKING:
     from compiler.facts.registry import register_layer
+    from compiler.facts.shapes import ShapeError
     from compiler.front.spec import Spec
     from compiler.pipeline import (
         SpecWarning,
@@ -37,6 +38,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("evaluate", "predict"), "compiler.workflow.runs"),
     "register_layer": "compiler.facts.registry",
+    "ShapeError": "compiler.facts.shapes",
     "Spec": "compiler.front.spec",
 }
 
@@ -51,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Problem",
+    "ShapeError",
     "Spec",
     "SpecError",
     "SpecWarning",

@@ -29,6 +29,10 @@ class Training:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader | None
 
+    # when to call scheduler.step(): "epoch", "batch" (after every optimizer.step()), or "loss" (once per epoch,
+    # with the validation loss); None without a scheduler
+    scheduler_steps: str | None = None
+
     def __iter__(self):  # model, loss_fn, optimizer, scheduler, train_loader, val_loader = training
         return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
 
@@ -88,7 +92,7 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     loss_fn = _construct(training.loss)
     optimizer = _construct(training.optimizer, model.parameters())
     scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
-    return Training(model, loss_fn, optimizer, scheduler, train_loader, val_loader)
+    return Training(model, loss_fn, optimizer, scheduler, train_loader, val_loader, training.scheduler_steps)
 
 
 def _construct(call: CallIR, *first: Any) -> Any:

@@ -91,18 +91,7 @@ def _call(entry: Any) -> dict:
     ]
     variadic = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in sig.parameters.values())
     properties = {p.name: _param_schema(p, hints) for p in params}
-    kwargs: dict = {"type": "object", "properties": properties}
-    if not variadic:
-        kwargs["additionalProperties"] = False
-    value = {
-        "anyOf": [
-            kwargs,
-            {"type": "array", **({} if variadic else {"maxItems": len(params)})},
-            {"type": ["string", "number", "boolean"]},
-        ]
-    }
-    if not params and not variadic:
-        value = {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "array", "maxItems": 0}]}
+    value = _arguments(properties, variadic)
     schema = {
         "type": "object",
         "required": [entry.name],
@@ -113,6 +102,22 @@ def _call(entry: Any) -> dict:
     if doc:
         schema["description"] = doc.splitlines()[0]
     return schema
+
+
+def _arguments(properties: dict, variadic: bool) -> dict:
+    """A call's value: keyword arguments, a list of positional ones, or one scalar."""
+    if not properties and not variadic:
+        return {"anyOf": [{"type": "object", "maxProperties": 0}, {"type": "array", "maxItems": 0}]}
+    kwargs: dict = {"type": "object", "properties": properties}
+    if not variadic:
+        kwargs["additionalProperties"] = False
+    return {
+        "anyOf": [
+            kwargs,
+            {"type": "array", **({} if variadic else {"maxItems": len(properties)})},
+            {"type": ["string", "number", "boolean"]},
+        ]
+    }
 
 
 def _calls(kind: str) -> dict:
@@ -155,70 +160,9 @@ def _pydantic(model: Any, defs: dict, skip: tuple[str, ...] = ()) -> dict:
 
 def schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file."""
-    from compiler.front.spec import MERGE_OPS, DataSpec, TrainSpec
+    from compiler.front.spec import DataSpec, TrainSpec
 
-    layer_names = REGISTRY.names("layer")
-    defs: dict[str, Any] = {}
-    defs["layer"] = _calls("layer")
-    defs["node"] = {
-        "anyOf": [
-            {"$ref": "#/$defs/layer"},
-            {"$ref": "#/$defs/block"},
-            {"$ref": "#/$defs/repeat"},
-            {"$ref": "#/$defs/merge"},
-        ]
-    }
-    defs["block"] = {
-        "anyOf": [
-            {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/node"}, "description": "nn.Sequential"},
-            {
-                "type": "object",
-                "minProperties": 1,
-                "description": "nn.Sequential(OrderedDict): children by name",
-                "propertyNames": {"pattern": _IDENT, "not": {"enum": [*layer_names, "repeat", "body", "merge"]}},
-                "additionalProperties": {"$ref": "#/$defs/node"},
-            },
-        ]
-    }
-    defs["repeat"] = {
-        "type": "object",
-        "required": ["repeat", "body"],
-        "additionalProperties": False,
-        "description": "N copies of body, spliced into the enclosing list",
-        "properties": {
-            "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
-            "body": {"$ref": "#/$defs/block"},
-        },
-    }
-    defs["merge"] = {
-        "type": "object",
-        "required": ["merge", "branches"],
-        "additionalProperties": False,
-        "description": "branches that all take the block's input, combined by add, cat or mul",
-        "properties": {
-            "merge": {"enum": list(MERGE_OPS)},
-            "dim": {"anyOf": [{"type": "integer"}, _EXPRESSION]},
-            "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
-            "before": {"$ref": "#/$defs/node"},
-            "branches": {
-                "type": "object",
-                "minProperties": 2,
-                "propertyNames": {"pattern": _IDENT},
-                "additionalProperties": {"$ref": "#/$defs/node"},
-            },
-            "then": {"$ref": "#/$defs/node"},
-        },
-    }
-    defs["init_rule"] = {
-        "type": "object",
-        "description": "modules by type and/or path; a torch.nn.init call per parameter name",
-        "properties": {
-            "type": {"anyOf": [{"enum": layer_names}, {"type": "array", "items": {"enum": layer_names}}]},
-            "path": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-        },
-        "propertyNames": {"pattern": _IDENT},
-        "additionalProperties": _calls("init"),
-    }
+    defs: dict[str, Any] = {"layer": _calls("layer"), **_model_defs(), "init_rule": _init_rule()}
     data = _pydantic(DataSpec, defs)
     data["properties"]["dataset"] = _calls("dataset")
     data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
@@ -249,10 +193,92 @@ def schema() -> dict:
             "data": data,
             "loss": _calls("loss"),
             "optimizer": _calls("optimizer"),
-            "scheduler": _calls("scheduler"),
+            "scheduler": _scheduler_calls(),
             "train": train,
         },
         "$defs": defs,
+    }
+
+
+def _scheduler_calls() -> dict:
+    """A scheduler; its mapping forms may also say `interval: step | epoch`."""
+    from compiler.front.spec import SCHEDULER_INTERVALS
+
+    calls = _calls("scheduler")
+    for option in calls["anyOf"][1:]:
+        option["properties"]["interval"] = {"enum": list(SCHEDULER_INTERVALS)}
+    return calls
+
+
+def _model_defs() -> dict[str, Any]:
+    """The model grammar: a node is a layer, a block, a repeat or a merge block."""
+    layer_names = REGISTRY.names("layer")
+    node = {"$ref": "#/$defs/node"}
+    block_names = {"pattern": _IDENT, "not": {"enum": [*layer_names, "repeat", "body", "merge"]}}
+    return {
+        "node": {"anyOf": [{"$ref": f"#/$defs/{kind}"} for kind in ("layer", "block", "repeat", "merge")]},
+        "block": {
+            "anyOf": [
+                {"type": "array", "minItems": 1, "items": node, "description": "nn.Sequential"},
+                {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "nn.Sequential(OrderedDict): children by name",
+                    "propertyNames": block_names,
+                    "additionalProperties": node,
+                },
+            ]
+        },
+        "repeat": {
+            "type": "object",
+            "required": ["repeat", "body"],
+            "additionalProperties": False,
+            "description": "N copies of body, spliced into the enclosing list",
+            "properties": {
+                "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+                "body": {"$ref": "#/$defs/block"},
+            },
+        },
+        "merge": _merge_def(),
+    }
+
+
+def _merge_def() -> dict[str, Any]:
+    from compiler.front.spec import MERGE_OPS
+
+    node = {"$ref": "#/$defs/node"}
+    return {
+        "type": "object",
+        "required": ["merge", "branches"],
+        "additionalProperties": False,
+        "description": "branches that all take the block's input, combined by add, cat or mul",
+        "properties": {
+            "merge": {"enum": list(MERGE_OPS)},
+            "dim": {"anyOf": [{"type": "integer"}, _EXPRESSION]},
+            "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
+            "before": node,
+            "branches": {
+                "type": "object",
+                "minProperties": 2,
+                "propertyNames": {"pattern": _IDENT},
+                "additionalProperties": node,
+            },
+            "then": node,
+        },
+    }
+
+
+def _init_rule() -> dict[str, Any]:
+    layer_names = REGISTRY.names("layer")
+    return {
+        "type": "object",
+        "description": "modules by type and/or path; a torch.nn.init call per parameter name",
+        "properties": {
+            "type": {"anyOf": [{"enum": layer_names}, {"type": "array", "items": {"enum": layer_names}}]},
+            "path": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        },
+        "propertyNames": {"pattern": _IDENT},
+        "additionalProperties": _calls("init"),
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,12 +55,17 @@ class Entry:
     # arguments torch needs in one of these combinations (defaults None in the signature), e.g. OneCycleLR's length
     one_of: tuple[tuple[str, ...], ...] = ()
     targets: str | None = None  # losses: "classes" (class labels) | "values" (same shape as the output)
+    # what a loss expects of the model's output, and what a final layer makes of it: "logits" (raw scores),
+    # "probabilities" (Softmax, Sigmoid) or "log_probabilities" (LogSoftmax); a mismatch is a lint warning
+    expects: str | None = None  # losses
+    produces: str | None = None  # layers
     flip_axis: int | None = None  # random flips: the tensor axis flipped (data_on_device flips on the device)
     sample: tuple | None = None  # image datasets: (C, H, W) of a sample before transforms (None: unknown size)
     classes: int | None = None  # image datasets: number of classes
     test_split: bool = False  # datasets with torchvision's `train=False` split
     image: bool = False  # datasets whose samples are PIL images
     cls_object: Any = field(default=None, compare=False, hash=False)  # registered from Python
+    shape_rule: Any = field(default=None, compare=False, hash=False)  # a plugin's own: (in_shape, arguments) -> shape
 
     @property
     def class_name(self) -> str:
@@ -131,9 +137,13 @@ LAYERS: list[Entry] = [
     *_layers("ReflectionPad1d ReflectionPad2d ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d"),
     *_layers("CircularPad1d CircularPad2d CircularPad3d"),
     # activations
-    *_layers("ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid"),
+    *_layers("ReLU ReLU6 PReLU LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh"),
+    *_layers("Sigmoid", produces="probabilities"),
+    *_layers("LogSigmoid"),
     *_layers("Hardtanh Hardswish Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold GLU"),
-    *_layers("Softmax Softmin LogSoftmax Softmax2d"),
+    *_layers("Softmax Softmin", produces="probabilities"),
+    *_layers("LogSoftmax", produces="log_probabilities"),
+    *_layers("Softmax2d", produces="probabilities"),
     # specc's own (compiler/runtime/layers.py): what torch.nn has no module for
     *(
         Entry(n, "layer", "compiler.runtime.layers")
@@ -149,9 +159,12 @@ def _losses(names: str, **kw: Any) -> list[Entry]:
 
 
 LOSSES: list[Entry] = [
-    *_losses("CrossEntropyLoss NLLLoss MultiMarginLoss", targets="classes"),
+    *_losses("CrossEntropyLoss", targets="classes", expects="logits"),
+    *_losses("NLLLoss", targets="classes", expects="log_probabilities"),
+    *_losses("MultiMarginLoss", targets="classes"),
     *_losses("MSELoss L1Loss SmoothL1Loss HuberLoss", targets="values"),
-    *_losses("BCELoss BCEWithLogitsLoss", targets="probabilities"),
+    *_losses("BCELoss", targets="probabilities", expects="probabilities"),
+    *_losses("BCEWithLogitsLoss", targets="probabilities", expects="logits"),
     *_losses("KLDivLoss PoissonNLLLoss MultiLabelMarginLoss MultiLabelSoftMarginLoss SoftMarginLoss"),
 ]
 
@@ -306,23 +319,42 @@ def register_layer(
     *,
     infer: str | None = None,
     infer_axis: str = "channels",
+    shape: Callable[[tuple[int, ...], dict[str, Any]], tuple[int, ...]] | None = None,
 ) -> Entry:
     """Make a Python-defined ``nn.Module`` subclass nameable in specs.
 
     This is the only way to extend the set of layers: a spec can never import code itself.
     A generated script imports the class from its module (``cls.__module__``).
+
+    ``shape`` is the layer's shape rule: given one sample's input shape (no batch dimension) and every
+    constructor argument by name (defaults filled in), it returns the output shape, or raises
+    ``compiler.ShapeError(message, fix)`` (or ``ValueError``) for an input the layer cannot take. Without it,
+    validation runs the layer once on the meta device and warns that the shape came from there.
     """
+    name = name or getattr(cls, "__name__", "")
+    _check_plugin(cls, name, infer, shape)
+    entry = Entry(
+        name,
+        "layer",
+        cls.__module__,
+        attr=cls.__qualname__,
+        infer=infer,
+        infer_axis=infer_axis,
+        cls_object=cls,
+        shape_rule=shape,
+    )
+    REGISTRY.add(entry)
+    return entry
+
+
+def _check_plugin(cls: Any, name: str, infer: str | None, shape: Any) -> None:
     from torch import nn
 
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_layer expects an nn.Module subclass, got {cls!r}")
-    name = name or cls.__name__
     if not name.isidentifier():
         raise ValueError(f"layer name {name!r} is not an identifier")
     if infer is not None and infer not in inspect.signature(cls).parameters:
         raise ValueError(f"{cls.__name__} has no argument {infer!r} to infer")
-    entry = Entry(
-        name, "layer", cls.__module__, attr=cls.__qualname__, infer=infer, infer_axis=infer_axis, cls_object=cls
-    )
-    REGISTRY.add(entry)
-    return entry
+    if shape is not None and not callable(shape):
+        raise TypeError(f"shape must be a function (in_shape, arguments) -> output shape, got {shape!r}")

@@ -155,6 +155,22 @@ _SCALARS = {
 def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
     """Parse YAML text into plain data (dict/list/str/int/float/bool/None) and its positions."""
     source = Source(filename, text)
+    _check_text(text, source)
+    depth_problem = _check_flow_depth(text, source)
+    if depth_problem:
+        raise SpecError([depth_problem], text)
+    root = _compose(text, filename)
+    if root is None:
+        raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
+    _Converter(source).check_graph(root)
+    data = _Converter(source).convert(root, ())
+    if data is None:  # `---` or `~` alone
+        raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
+    return data, source
+
+
+def _check_text(text: str, source: Source) -> None:
+    """Refuse text too large to read, or that is not valid Unicode."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
         raise SpecError(
             [source.problem((), f"the spec is larger than {MAX_BYTES // 1024} KiB", "split it or remove data from it")],
@@ -164,24 +180,16 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
         text.encode("utf-8")
     except UnicodeEncodeError as err:  # lone surrogates from a str built in Python
         line = text.count("\n", 0, err.start) + 1
-        raise SpecError(
-            [
-                Problem(
-                    filename,
-                    line,
-                    1,
-                    "the text holds an invalid character (a lone surrogate)",
-                    fix="pass valid Unicode text",
-                )
-            ]
-        ) from None
-    depth_problem = _check_flow_depth(text, source)
-    if depth_problem:
-        raise SpecError([depth_problem], text)
+        message = "the text holds an invalid character (a lone surrogate)"
+        raise SpecError([Problem(source.filename, line, 1, message, fix="pass valid Unicode text")]) from None
+
+
+def _compose(text: str, filename: str) -> Any:
+    """The YAML node tree (no Python objects made); every reader or parser error as one located problem."""
     try:
         loader = _CoreLoader(text)
         try:
-            root = loader.get_single_node()
+            return loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as err:
@@ -190,31 +198,23 @@ def load_text(text: str, filename: str = "<string>") -> tuple[Any, Source]:
         fix = "flatten the structure"
         raise SpecError([Problem(filename, 1, 1, f"nesting deeper than {MAX_DEPTH} levels", fix=fix)], text) from None
     except yaml.reader.ReaderError as err:  # a control character or other unreadable character
-        before = text[: max(err.position, 0)]
-        line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
-        code = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
-        raise SpecError(
-            [
-                Problem(
-                    filename,
-                    line,
-                    col,
-                    f"the character {code} is not allowed in YAML ({err.reason})",
-                    fix='remove it or write it as an escape inside a double-quoted string, e.g. "\\x01"',
-                )
-            ],
-            text,
-        ) from None
+        raise SpecError([_reader_problem(err, text, filename)], text) from None
     except yaml.YAMLError as err:
         message = f"YAML error: {' '.join(str(err).split())}"
         raise SpecError([Problem(filename, 1, 1, message, fix="correct the YAML")], text) from None
-    if root is None:
-        raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
-    _Converter(source).check_graph(root)
-    data = _Converter(source).convert(root, ())
-    if data is None:  # `---` or `~` alone
-        raise SpecError([Problem(filename, 1, 1, "the spec is empty", fix="write at least `name:` and `model:`")], text)
-    return data, source
+
+
+def _reader_problem(err: yaml.reader.ReaderError, text: str, filename: str) -> Problem:
+    before = text[: max(err.position, 0)]
+    line, col = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+    code = f"U+{err.character:04X}" if isinstance(err.character, int) else repr(err.character)
+    return Problem(
+        filename,
+        line,
+        col,
+        f"the character {code} is not allowed in YAML ({err.reason})",
+        fix='remove it or write it as an escape inside a double-quoted string, e.g. "\\x01"',
+    )
 
 
 def _syntax_problem(err: yaml.MarkedYAMLError, text: str, filename: str) -> Problem:
@@ -365,31 +365,34 @@ class _Converter:
         if path not in self.source.positions:
             self.source.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         if isinstance(node, yaml.ScalarNode):
-            if node.tag not in _SCALARS:  # `!!map x`: a collection tag on a plain value
-                kind = node.tag.rsplit(":", 1)[-1]
-                raise self._fail(
-                    node, f"the `!!{kind}` tag cannot apply to a plain value", f"remove the `!!{kind}` tag"
-                )
-            try:
-                value = _SCALARS[node.tag](node.value)
-            except _OutOfRange as err:
-                raise self._fail(node, err.message, err.fix) from None
-            except ValueError:
-                kind = node.tag.rsplit(":", 1)[-1]
-                shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
-                raise self._fail(node, f"{shown!r} is not a valid {kind}", f"remove the `!!{kind}` tag") from None
-            if isinstance(value, str) and path[-1:] != ("<key>",) and needs_evaluation(value):
-                self.expressions += 1
-                if self.expressions > MAX_EXPRESSIONS:
-                    raise self._fail(
-                        node,
-                        f"more than {MAX_EXPRESSIONS:,} `$references` and arithmetic expressions "
-                        "(after alias expansion)",
-                        "use fewer expressions: compute a value once in `vars:` and refer to it",
-                    )
-            return value
+            return self.scalar(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(child, path + (i,)) for i, child in enumerate(node.value)]
+        return self.mapping(node, path)
+
+    def scalar(self, node: yaml.ScalarNode, path: Path_) -> Any:
+        if node.tag not in _SCALARS:  # `!!map x`: a collection tag on a plain value
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise self._fail(node, f"the `!!{kind}` tag cannot apply to a plain value", f"remove the `!!{kind}` tag")
+        try:
+            value = _SCALARS[node.tag](node.value)
+        except _OutOfRange as err:
+            raise self._fail(node, err.message, err.fix) from None
+        except ValueError:
+            kind = node.tag.rsplit(":", 1)[-1]
+            shown = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            raise self._fail(node, f"{shown!r} is not a valid {kind}", f"remove the `!!{kind}` tag") from None
+        if isinstance(value, str) and path[-1:] != ("<key>",) and needs_evaluation(value):
+            self.expressions += 1
+            if self.expressions > MAX_EXPRESSIONS:
+                raise self._fail(
+                    node,
+                    f"more than {MAX_EXPRESSIONS:,} `$references` and arithmetic expressions (after alias expansion)",
+                    "use fewer expressions: compute a value once in `vars:` and refer to it",
+                )
+        return value
+
+    def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         result: dict[str, Any] = {}
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:

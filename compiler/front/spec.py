@@ -45,6 +45,15 @@ class Layer(Call):
     kind: Literal["layer"] = "layer"
 
 
+class SchedulerCall(Call):
+    """A scheduler, optionally with `interval: step` (step after every update instead of every epoch)."""
+
+    interval: Literal["step", "epoch"] | None = None
+
+
+SCHEDULER_INTERVALS = ("step", "epoch")
+
+
 class Repeat(_Strict):
     kind: Literal["repeat"] = "repeat"
     count: int
@@ -72,7 +81,15 @@ class Merge(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
-Node = Annotated[Layer | Block | Repeat | Merge, Field(discriminator="kind")]
+class Broken(_Strict):
+    """A node the parser refused (already reported): lowering skips it and the shapes after it are unknown,
+    so the rest of the model is still checked in the same pass."""
+
+    kind: Literal["broken"] = "broken"
+    yaml_path: tuple[Any, ...] = ()
+
+
+Node = Annotated[Layer | Block | Repeat | Merge | Broken, Field(discriminator="kind")]
 
 MERGE_OPS = ("add", "cat", "mul")
 MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
@@ -148,11 +165,12 @@ class Spec(_Strict):
     data: DataSpec | None = None
     loss: Call | None = None
     optimizer: Call | None = None
-    scheduler: Call | None = None
+    scheduler: SchedulerCall | None = None
     train: TrainSpec | None = None
 
     _source: Source | None = PrivateAttr(default=None)
     _symbols: dict[Path_, str] = PrivateAttr(default_factory=dict)
+    _unparsed: frozenset[Path_] = PrivateAttr(default_factory=frozenset)
 
     @property
     def source(self) -> Source:
@@ -163,6 +181,11 @@ class Spec(_Strict):
     def symbols(self) -> dict[Path_, str]:
         """Python source text of every value that came from `$vars` or arithmetic, by YAML path."""
         return self._symbols
+
+    @property
+    def unparsed(self) -> frozenset[Path_]:
+        """Paths of the calls the parser refused (reported): the checks that need them are skipped."""
+        return self._unparsed
 
     @field_validator("name")
     @classmethod
@@ -198,6 +221,8 @@ class _Parser:
         self.source = problems.source
         self.collector = problems
         self.found = 0  # problems this parser found
+        self.unparsed: set[Path_] = set()  # values refused here (reported): later stages do not report them again
+        self.refused_vars: set[str] = set()  # variables refused (reported): their uses are not reported again
 
     def fail(self, path: Path_, message: str, fix: str = "") -> None:
         self.found += 1
@@ -206,50 +231,63 @@ class _Parser:
     # calls: layers, losses, optimizers, transforms, datasets --------------------------
 
     def call(self, raw: Any, path: Path_, kind: str, cls: type[Call] = Call) -> Call | None:
-        if isinstance(raw, str):
-            type_name, value, form = raw, None, "bare"
-        elif isinstance(raw, dict) and len(raw) == 1:
-            type_name, value = next(iter(raw.items()))
-            form = "kwargs" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
-            if value is None:
-                form = "bare"
-        else:
-            known = [k for k in raw if isinstance(k, str) and REGISTRY.get(kind, k)] if isinstance(raw, dict) else []
-            article = "an" if kind[0] in "aeiou" else "a"
-            if len(known) == 1:  # `Adam:` with `lr:` beside it instead of under it, or a stray key
-                others = [str(k) for k in raw if k != known[0]]
-                self.fail(
-                    path + (others[0],),
-                    f"unexpected key{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))} beside the "
-                    f"{kind} type {known[0]!r}: {article} {kind} mapping has one key, its type",
-                    f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`",
-                )
-                return None
-            self.fail(
-                path,
-                f"expected {article} {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`), got "
-                f"{_describe(raw)}",
-                f"e.g. `{kind}: {_EXAMPLES.get(kind, 'Name')}`",
-            )
+        form = _call_form(raw)
+        if form is None:
+            self.not_a_call(raw, path, kind)
             return None
+        type_name, value, shape = form
         entry = REGISTRY.get(kind, type_name) if isinstance(type_name, str) else None
         if entry is None:
-            where = path + (type_name,) if form != "bare" else path
+            where = path + (type_name,) if shape != "bare" else path
             self.fail(
                 where,
                 f"unknown {kind} type {type_name!r}",
                 did_you_mean(str(type_name), REGISTRY.names(kind), f"see docs/spec-language.md for the {kind}s"),
             )
             return None
-        args: tuple[Any, ...] = ()
-        kwargs: dict[str, Any] = {}
-        if form == "kwargs":
-            kwargs = dict(value)
-        elif form == "list":
-            args = tuple(value)
-        elif form == "scalar":
-            args = (value,)
-        return cls(type=type_name, args=args, kwargs=kwargs, form=form, yaml_path=path)
+        args: tuple[Any, ...] = tuple(value) if shape == "list" else (value,) if shape == "scalar" else ()
+        kwargs: dict[str, Any] = dict(value) if shape == "kwargs" else {}
+        return cls(type=type_name, args=args, kwargs=kwargs, form=shape, yaml_path=path)
+
+    def section_call(self, raw: Any, path: Path_, kind: str) -> Call | None:
+        """`loss:`, `optimizer:` or `scheduler:`; a scheduler may have `interval:` beside its type."""
+        cls = _CALL_CLASSES.get(kind, Call)
+        if not (cls is SchedulerCall and isinstance(raw, dict) and "interval" in raw and len(raw) > 1):
+            return self.call(raw, path, kind, cls)
+        interval = raw["interval"]
+        call = self.call({k: v for k, v in raw.items() if k != "interval"}, path, kind, cls)
+        if interval not in SCHEDULER_INTERVALS:
+            self.fail(
+                path + ("interval",),
+                f"interval must be step or epoch, got {_describe(interval)}",
+                did_you_mean(
+                    str(interval), SCHEDULER_INTERVALS, "write `interval: step` (after every update) or epoch"
+                ),
+            )
+            return None
+        return call.model_copy(update={"interval": interval}) if call is not None else None
+
+    def not_a_call(self, raw: Any, path: Path_, kind: str) -> None:
+        """Report a value that is not `Name`, `{Name: args}`: a stray key beside the type, or no type at all."""
+        known = [k for k in raw if isinstance(k, str) and REGISTRY.get(kind, k)] if isinstance(raw, dict) else []
+        article = "an" if kind[0] in "aeiou" else "a"
+        if len(known) == 1:  # `Adam:` with `lr:` beside it instead of under it, or a stray key
+            others = [str(k) for k in raw if k != known[0]]
+            fix = f"put {known[0]}'s arguments under it, e.g. `{known[0]}: {{{others[0]}: ...}}`"
+            beside = " (and `interval:`)" if kind == "scheduler" else ""
+            self.fail(
+                path + (others[0],),
+                f"unexpected key{'s' if len(others) > 1 else ''} {', '.join(map(repr, others))} beside the "
+                f"{kind} type {known[0]!r}: {article} {kind} mapping has one key, its type{beside}",
+                did_you_mean(others[0], ["interval"], fix) if beside else fix,
+            )
+            return
+        self.fail(
+            path,
+            f"expected {article} {kind} (`Name`, `{{Name: {{arg: value}}}}` or `{{Name: [args]}}`), got "
+            f"{_describe(raw)}",
+            f"e.g. `{kind}: {_EXAMPLES.get(kind, 'Name')}`",
+        )
 
     # model grammar -----------------------------------------------------------------
 
@@ -322,20 +360,20 @@ class _Parser:
         if not raw:
             self.fail(path, "an empty block", "add layers to it or remove it")
             return None
-        children: list[tuple[str, Any]] = []
         if isinstance(raw, list):
-            for i, item in enumerate(raw):
-                child = self.node(item, path + (i,))
-                if child is not None:
-                    children.append(("", child))
-            return Block(named=False, children=tuple(children), yaml_path=path)
+            children = tuple(("", self.child(item, path + (i,))) for i, item in enumerate(raw))
+            return Block(named=False, children=children, yaml_path=path)
         seen: dict[str, str] = {}
+        named = []
         for name, item in raw.items():
             self.block_name(name, path + (name,), seen)
-            child = self.node(item, path + (name,))
-            if child is not None:
-                children.append((name, child))
-        return Block(named=True, children=tuple(children), yaml_path=path)
+            named.append((name, self.child(item, path + (name,))))
+        return Block(named=True, children=tuple(named), yaml_path=path)
+
+    def child(self, raw: Any, path: Path_) -> Layer | Block | Repeat | Merge | Broken:
+        """A node, or a ``Broken`` one in its place (reported) so that the nodes around it are still checked."""
+        node = self.node(raw, path)
+        return Broken(yaml_path=path) if node is None else node
 
     def block_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
         if not isinstance(name, str):
@@ -380,10 +418,7 @@ class _Parser:
         if not 1 <= count <= MAX_REPEAT:
             self.fail(path + ("repeat",), f"repeat count {count} is out of range", f"use 1 to {MAX_REPEAT}")
             return None
-        body_raw = raw["body"]
-        body = self.node(body_raw, path + ("body",))
-        if body is None:
-            return None
+        body = self.child(raw["body"], path + ("body",))
         if not isinstance(body, Block):
             body = Block(named=False, children=(("", body),), yaml_path=path + ("body",))
         repeat = Repeat(count=count, body=body, yaml_path=path)
@@ -399,41 +434,7 @@ class _Parser:
 
     def merge(self, raw: dict, path: Path_) -> Merge | None:
         """`{merge: add, branches: {...}, ...}`; its parts keep their own YAML paths."""
-        ok = True
-        for key in raw:
-            if key not in MERGE_KEYS:
-                self.fail(
-                    path + (key,),
-                    f"unknown key {key!r} in a merge block",
-                    did_you_mean(str(key), MERGE_KEYS, f"a merge block has: {', '.join(MERGE_KEYS)}"),
-                )
-                ok = False
-        op = raw["merge"]
-        if op not in MERGE_OPS:
-            self.fail(
-                path + ("merge",), f"unknown merge {op!r}", did_you_mean(str(op), MERGE_OPS, "use add, cat or mul")
-            )
-            ok = False
-        dim = raw.get("dim", 1)
-        if "dim" in raw and op in MERGE_OPS and op != "cat":
-            self.fail(path + ("dim",), f"`dim:` is for cat; {op} combines whole tensors", "remove `dim:`")
-            ok = False
-        elif isinstance(dim, bool) or not isinstance(dim, int):
-            self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1` (channels)")
-            ok = False
-        class_name = raw.get("class")
-        if class_name is not None and not (
-            isinstance(class_name, str)
-            and class_name.isidentifier()
-            and class_name.isascii()
-            and class_name[:1].isupper()
-        ):
-            self.fail(
-                path + ("class",),
-                f"class must be a Python class name, got {_describe(class_name)}",
-                "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)",
-            )
-            ok = False
+        ok = self.merge_keys_ok(raw, path)
         branches_raw = raw.get("branches")
         if not isinstance(branches_raw, dict) or len(branches_raw) < 2:
             self.fail(
@@ -445,21 +446,42 @@ class _Parser:
         seen: dict[str, str] = {}
         branches = []
         for name, item in branches_raw.items():
-            where = path + ("branches", name)
-            self.block_name(name, where, seen)
-            child = self.node(item, where)
-            if child is None:
-                ok = False
-            else:
-                branches.append((name, child))
-        parts = {}
-        for key in ("before", "then"):
-            if raw.get(key) is not None:
-                parts[key] = self.node(raw[key], path + (key,))
-                ok = ok and parts[key] is not None
+            self.block_name(name, path + ("branches", name), seen)
+            branches.append((name, self.child(item, path + ("branches", name))))
+        parts = {key: self.child(raw[key], path + (key,)) for key in ("before", "then") if raw.get(key) is not None}
         if not ok:
             return None
+        op, dim, class_name = raw["merge"], raw.get("dim", 1), raw.get("class")
         return Merge(op=op, dim=dim, class_name=class_name, branches=tuple(branches), yaml_path=path, **parts)
+
+    def merge_keys_ok(self, raw: dict, path: Path_) -> bool:
+        """Report unknown keys and a bad `merge:`, `dim:` or `class:`; True when there are none."""
+        before = self.found
+        for key in raw:
+            if key not in MERGE_KEYS:
+                self.fail(
+                    path + (key,),
+                    f"unknown key {key!r} in a merge block",
+                    did_you_mean(str(key), MERGE_KEYS, f"a merge block has: {', '.join(MERGE_KEYS)}"),
+                )
+        op = raw["merge"]
+        if op not in MERGE_OPS:
+            self.fail(
+                path + ("merge",), f"unknown merge {op!r}", did_you_mean(str(op), MERGE_OPS, "use add, cat or mul")
+            )
+        dim = raw.get("dim", 1)
+        if "dim" in raw and op in MERGE_OPS and op != "cat":
+            self.fail(path + ("dim",), f"`dim:` is for cat; {op} combines whole tensors", "remove `dim:`")
+        elif isinstance(dim, bool) or not isinstance(dim, int):
+            self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1` (channels)")
+        class_name = raw.get("class")
+        if class_name is not None and not _is_class_name(class_name):
+            self.fail(
+                path + ("class",),
+                f"class must be a Python class name, got {_describe(class_name)}",
+                "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)",
+            )
+        return self.found == before
 
     # init rules --------------------------------------------------------------------
 
@@ -486,6 +508,19 @@ class _Parser:
                 "e.g. `{type: Linear, weight: {normal_: {std: 0.01}}, bias: zeros_}`",
             )
             return None
+        selectors = self.init_selectors(raw, path)
+        if selectors is None:
+            return None
+        calls = self.init_calls(raw, path)
+        if not any(key not in ("type", "path") for key in raw):
+            self.fail(path, "this init rule sets no parameter", "add e.g. `weight: {kaiming_normal_: {mode: fan_out}}`")
+            return None
+        if not calls:
+            return None
+        return InitRule(types=selectors["type"], paths=selectors["path"], calls=calls, yaml_path=path)
+
+    def init_selectors(self, raw: dict, path: Path_) -> dict[str, tuple[str, ...]] | None:
+        """An init rule's `type:` and `path:`, each a tuple of names; None when reported."""
         selectors = {}
         for key in ("type", "path"):
             value = raw.get(key)
@@ -510,6 +545,10 @@ class _Parser:
                 where = path + ("type",) + ((i,) if isinstance(raw["type"], list) else ())
                 self.fail(where, f"unknown layer type {name!r}", did_you_mean(name, REGISTRY.names("layer"), ""))
                 return None
+        return selectors
+
+    def init_calls(self, raw: dict, path: Path_) -> tuple[tuple[str, Call], ...]:
+        """(parameter name, init function) for each parameter an init rule sets."""
         calls = []
         for key, value in raw.items():
             if key in ("type", "path"):
@@ -520,12 +559,23 @@ class _Parser:
             call = self.call(value, path + (key,), "init")
             if call is not None:
                 calls.append((key, call))
-        if not any(key not in ("type", "path") for key in raw):
-            self.fail(path, "this init rule sets no parameter", "add e.g. `weight: {kaiming_normal_: {mode: fan_out}}`")
-            return None
-        if not calls:
-            return None
-        return InitRule(types=selectors["type"], paths=selectors["path"], calls=tuple(calls), yaml_path=path)
+        return tuple(calls)
+
+
+def _is_class_name(name: Any) -> bool:
+    return isinstance(name, str) and name.isidentifier() and name.isascii() and name[:1].isupper()
+
+
+def _call_form(raw: Any) -> tuple[Any, Any, str] | None:
+    """(type name, value, form) of a call's YAML, or None when it is not a call's shape."""
+    if isinstance(raw, str):
+        return raw, None, "bare"
+    if not (isinstance(raw, dict) and len(raw) == 1):
+        return None
+    type_name, value = next(iter(raw.items()))
+    if value is None:
+        return type_name, None, "bare"
+    return type_name, value, "kwargs" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
 
 
 _EXAMPLES = {
@@ -624,39 +674,7 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
     """Evaluate `vars` in order, then every `$ref`/arithmetic string elsewhere."""
     symbols: dict[Path_, str] = {}
     raw_vars = data.get("vars", {})
-    variables: dict[str, Any] = {}
-    if isinstance(raw_vars, dict):
-        seen: dict[str, str] = {}
-        for name, value in raw_vars.items():
-            path = ("vars", name)
-            try:
-                check_variable(str(name))
-            except NameProblem as err:
-                parser.fail(path, err.message, err.fix)
-                continue
-            folded = unicodedata.normalize("NFKC", name)
-            if name in RESERVED_NAMES or folded in seen:
-                parser.fail(
-                    path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}"
-                )
-                continue
-            seen[folded] = name
-            later = [r for r in _references_in(value) if r not in variables and r in raw_vars]
-            if later:
-                ref = later[0]
-                if ref == name:
-                    parser.fail(path, f"variable ${name} refers to itself", "give it a value that does not use it")
-                else:
-                    parser.fail(
-                        path,
-                        f"variable ${name} uses ${ref}, which is defined after it",
-                        f"move `{ref}:` above `{name}:` in `vars:` (they are read in order)",
-                    )
-                continue
-            resolved = _substitute(value, path, variables, symbols, parser, top=False)
-            if _has_expression(resolved):
-                symbols[path] = python_text(resolved)
-            variables[name] = _plain(resolved)
+    variables = _variables(raw_vars, parser, symbols) if isinstance(raw_vars, dict) else {}
     out = {}
     for key, value in data.items():
         if key in ("vars", "name", "description"):
@@ -664,6 +682,59 @@ def _resolve_vars(data: dict, source: Source, parser: _Parser) -> tuple[dict, di
         else:
             out[key] = _substitute(value, (key,), variables, symbols, parser, top=True)
     return out, symbols
+
+
+def _variables(raw_vars: dict, parser: _Parser, symbols: dict[Path_, str]) -> dict[str, Any]:
+    """The `vars:` table evaluated in order; each refused variable is reported and left out."""
+    variables: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for name, value in raw_vars.items():
+        path = ("vars", name)
+        if not _variable_name_ok(name, path, seen, parser) or not _variable_order_ok(
+            name, value, variables, raw_vars, parser
+        ):
+            parser.refused_vars.add(str(name))
+            continue
+        before = len(parser.unparsed)
+        resolved = _substitute(value, path, variables, symbols, parser, top=False)
+        if len(parser.unparsed) > before:
+            parser.refused_vars.add(name)
+            continue
+        if _has_expression(resolved):
+            symbols[path] = python_text(resolved)
+        variables[name] = _plain(resolved)
+    return variables
+
+
+def _variable_order_ok(name: str, value: Any, variables: dict, raw_vars: dict, parser: _Parser) -> bool:
+    """A variable may use only the variables above it."""
+    later = [r for r in _references_in(value) if r not in variables and r in raw_vars]
+    if not later:
+        return True
+    ref, path = later[0], ("vars", name)
+    if ref == name:
+        parser.fail(path, f"variable ${name} refers to itself", "give it a value that does not use it")
+    elif ref not in parser.refused_vars:
+        parser.fail(
+            path,
+            f"variable ${name} uses ${ref}, which is defined after it",
+            f"move `{ref}:` above `{name}:` in `vars:` (they are read in order)",
+        )
+    return False
+
+
+def _variable_name_ok(name: Any, path: Path_, seen: dict[str, str], parser: _Parser) -> bool:
+    try:
+        check_variable(str(name))
+    except NameProblem as err:
+        parser.fail(path, err.message, err.fix)
+        return False
+    folded = unicodedata.normalize("NFKC", name)
+    if name in RESERVED_NAMES or folded in seen:
+        parser.fail(path, f"variable name {name!r} is taken by the generated script", f"rename it, e.g. {name + '_'!r}")
+        return False
+    seen[folded] = name
+    return True
 
 
 def _references_in(value: Any) -> list[str]:
@@ -676,10 +747,14 @@ def _references_in(value: Any) -> list[str]:
 
 def _substitute(value: Any, path: Path_, variables: dict, symbols: dict, parser: _Parser, top: bool) -> Any:
     if isinstance(value, str):
+        if parser.refused_vars.intersection(references(value)):  # uses a refused variable: reported there
+            parser.unparsed.add(path)
+            return value
         try:
             result = evaluate(value, variables)
         except ExprError as err:
             parser.fail(path, err.message, err.fix)
+            parser.unparsed.add(path)
             return value
         if isinstance(result, Evaluated):
             if top:
@@ -725,6 +800,7 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------- validation
 
 _CALL_FIELDS: dict[Path_, str] = {("loss",): "loss", ("optimizer",): "optimizer", ("scheduler",): "scheduler"}
+_CALL_CLASSES: dict[str, type[Call]] = {"scheduler": SchedulerCall}
 
 
 def validate(data: Any, source: Source) -> Spec:
@@ -751,50 +827,65 @@ def parse(data: Any, problems: Problems) -> Spec | None:
         problems.fail((), f"a spec is a mapping of sections, got {_describe(data)}", fix)
         return None
     data, symbols = _resolve_vars(data, source, parser)
-    prepared = _prepare(data, parser)
-    grammar_ok = parser.found == 0
+    prepared, unparsed = _prepare(data, parser)
+    unparsed |= parser.unparsed
     for _attempt in range(3):
         try:
             spec = Spec.model_validate(prepared)
         except ValidationError as err:
             for loc, message, fix in _pydantic_problems(err, data):
-                problems.fail(loc, message, fix)
-            if not grammar_ok or not _salvage(prepared, err):
+                if loc not in unparsed:
+                    problems.fail(loc, message, fix)
+            if not _salvage(prepared, err):
                 return None
             continue
         spec._source = source
         spec._symbols = symbols
-        return spec if grammar_ok else None
+        spec._unparsed = frozenset(unparsed)
+        return spec
     return None
 
 
-def _prepare(data: dict, parser: _Parser) -> dict:
-    """The sections pydantic cannot parse by itself: model grammar, calls, init rules, data."""
+def _prepare(data: dict, parser: _Parser) -> tuple[dict, set[Path_]]:
+    """The sections pydantic cannot parse by itself: model grammar, calls, init rules, data.
+
+    Also returns the paths of the calls the parser refused (reported): later stages skip the checks that
+    need them instead of reporting them missing.
+    """
     prepared = dict(data)
+    unparsed: set[Path_] = set()
     if "init" in data:
         prepared["init"] = parser.init_rules(data["init"])
     if "model" in data:
-        prepared["model"] = parser.node(data["model"], ("model",))
-        if isinstance(prepared["model"], (Layer, Repeat, Merge)):
-            prepared["model"] = Block(named=False, children=(("", prepared["model"]),), yaml_path=("model",))
-        if prepared["model"] is None:
-            prepared.pop("model")
-        elif not parser.found and _count_children(prepared["model"]) > MAX_MODULES:
-            size = _count_children(prepared["model"])
-            parser.fail(
-                ("model",),
-                f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
-                "use fewer or smaller repeats",
-            )
+        _prepare_model(prepared, data["model"], parser)
     for path, kind in _CALL_FIELDS.items():
         key = path[0]
         if data.get(key) is not None:
-            prepared[key] = parser.call(data[key], path, kind)
+            prepared[key] = parser.section_call(data[key], path, kind)
             if prepared[key] is None:
                 prepared.pop(key)
+                unparsed.add(path)
     if isinstance(data.get("data"), dict):
-        prepared["data"] = _prepare_data(data["data"], parser)
-    return prepared
+        prepared["data"] = _prepare_data(data["data"], parser, unparsed)
+    return prepared, unparsed
+
+
+def _prepare_model(prepared: dict, raw: Any, parser: _Parser) -> None:
+    before = parser.found
+    model = parser.node(raw, ("model",))
+    if isinstance(model, (Layer, Repeat, Merge)):
+        model = Block(named=False, children=(("", model),), yaml_path=("model",))
+    if model is None:
+        prepared.pop("model")
+        return
+    prepared["model"] = model
+    if parser.found == before and _count_children(model) > MAX_MODULES:
+        size = _count_children(model)
+        parser.fail(
+            ("model",),
+            f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",
+            "use fewer or smaller repeats",
+        )
 
 
 _PLACEHOLDERS = {"name": "spec"}  # required values that have no default
@@ -823,17 +914,20 @@ def _salvage(prepared: dict, err: ValidationError) -> bool:
     return changed
 
 
-def _prepare_data(raw: dict, parser: _Parser) -> dict:
+def _prepare_data(raw: dict, parser: _Parser, unparsed: set[Path_]) -> dict:
     prepared = dict(raw)
     if raw.get("dataset") is not None:
-        prepared["dataset"] = parser.call(raw["dataset"], ("data", "dataset"), "dataset")
-        if prepared["dataset"] is None:
-            prepared.pop("dataset")
+        path = ("data", "dataset")
+        prepared["dataset"] = parser.call(raw["dataset"], path, "dataset") or Call(type="", yaml_path=path)
+        if not prepared["dataset"].type:  # refused: a stand-in keeps the section's other values checked
+            unparsed.add(path)
     for key in ("transforms", "eval_transforms"):
         items = raw.get(key)
         if isinstance(items, list):
             calls = [parser.call(item, ("data", key, i), "transform") for i, item in enumerate(items)]
             prepared[key] = tuple(c for c in calls if c is not None)
+            if len(prepared[key]) < len(calls):
+                unparsed.add(("data", key))
     return prepared
 
 
@@ -841,50 +935,55 @@ def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[Path_, st
     problems = []
     for item in err.errors(include_url=False):
         loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge")))
-        kind = item["type"]
-        message, fix = item["msg"], ""
-        if kind == "extra_forbidden":
-            parent_fields = _fields_at(loc[:-1])
-            message = f"unknown key {loc[-1]!r}"
-            fix = did_you_mean(str(loc[-1]), parent_fields, "remove it") if parent_fields else "remove it"
-            if parent_fields:
-                fix += f" (allowed: {', '.join(parent_fields)})"
-        elif kind == "missing":
-            if _present(data, loc):  # given, but it failed to parse: already reported
-                continue
-            message = f"missing required key {loc[-1]!r}"
-            fix = f"add `{loc[-1]}:`"
-        elif kind == "value_error":  # our own validators: the message is already the whole story
-            message = str(item.get("ctx", {}).get("error", message))
-            fix = getattr(item.get("ctx", {}).get("error"), "fix", "")  # a NameProblem's own fix
-            if not fix and loc == ("name",) and isinstance(item.get("input"), str):
-                fix = f"e.g. `name: {_identifier_like(item['input'])}`"
-        elif kind in _BOUNDS:
-            value, (relation, bound) = item.get("input"), _BOUNDS[kind]
-            message = f"{loc[-1]} must be {relation} {item['ctx'][bound]}, got {value!r}"
-            fix = _range_text(loc)
-        elif kind == "string_pattern_mismatch" and loc[-1:] == ("device",):
-            message = f"unknown device {item.get('input')!r}"
-            fix = "use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
-        elif kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "enum"):
-            value = item.get("input")
-            message = f"{item['msg'].rstrip('.')}, got {_describe(value)}"
-            if isinstance(value, str) and kind in ("int_type", "float_type"):
-                fix = "write the number without quotes (or use $name for a variable)"
-            elif isinstance(value, float) and kind == "int_type":
-                fix = "write a whole number"
-            elif kind == "bool_type":
-                fix = "write true or false (in YAML 1.2, yes/no/on/off are strings)"
-            elif kind in ("list_type", "tuple_type") and not isinstance(value, (list, dict)):
-                fix = f"write a list, e.g. [{value}]"
-            elif kind == "dict_type":
-                fix = "write a mapping of `key: value` pairs"
-            elif kind == "literal_error":
-                choices = re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", ""))
-                if choices:
-                    fix = did_you_mean(str(value), choices, f"use one of: {', '.join(choices)}")
-        problems.append((loc, message, fix))
+        if item["type"] == "missing" and _present(data, loc):  # given, but it failed to parse: already reported
+            continue
+        problems.append((loc, *_pydantic_message(item, loc)))
     return problems
+
+
+def _pydantic_message(item: Any, loc: Path_) -> tuple[str, str]:
+    """(message, fix) for one of pydantic's errors, in the spec's words."""
+    kind = item["type"]
+    if kind == "extra_forbidden":
+        parent_fields = _fields_at(loc[:-1])
+        fix = did_you_mean(str(loc[-1]), parent_fields, "remove it") if parent_fields else "remove it"
+        return f"unknown key {loc[-1]!r}", fix + (f" (allowed: {', '.join(parent_fields)})" if parent_fields else "")
+    if kind == "missing":
+        return f"missing required key {loc[-1]!r}", f"add `{loc[-1]}:`"
+    if kind == "value_error":  # our own validators: the message is already the whole story
+        error = item.get("ctx", {}).get("error")
+        fix = getattr(error, "fix", "")  # a NameProblem's own fix
+        if not fix and loc == ("name",) and isinstance(item.get("input"), str):
+            fix = f"e.g. `name: {_identifier_like(item['input'])}`"
+        return str(error if error is not None else item["msg"]), fix
+    if kind in _BOUNDS:
+        relation, bound = _BOUNDS[kind]
+        return f"{loc[-1]} must be {relation} {item['ctx'][bound]}, got {item.get('input')!r}", _range_text(loc)
+    if kind == "string_pattern_mismatch" and loc[-1:] == ("device",):
+        return f"unknown device {item.get('input')!r}", "use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps"
+    if kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "enum"):
+        return f"{item['msg'].rstrip('.')}, got {_describe(item.get('input'))}", _type_fix(item)
+    return item["msg"], ""
+
+
+def _type_fix(item: Any) -> str:
+    """The fix for a value of the wrong type or not among the allowed ones."""
+    kind, value = item["type"], item.get("input")
+    if isinstance(value, str) and kind in ("int_type", "float_type"):
+        return "write the number without quotes (or use $name for a variable)"
+    if isinstance(value, float) and kind == "int_type":
+        return "write a whole number"
+    if kind == "bool_type":
+        return "write true or false (in YAML 1.2, yes/no/on/off are strings)"
+    if kind in ("list_type", "tuple_type") and not isinstance(value, (list, dict)):
+        return f"write a list, e.g. [{value}]"
+    if kind == "dict_type":
+        return "write a mapping of `key: value` pairs"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", item.get("ctx", {}).get("expected", ""))
+        if choices:
+            return did_you_mean(str(value), choices, f"use one of: {', '.join(choices)}")
+    return ""
 
 
 def _present(data: Any, loc: Path_) -> bool:

@@ -28,16 +28,46 @@ _INVALID = object()
 
 
 class Binder:
-    def __init__(self, problems: Problems, symbols: dict[Path_, str]):
+    def __init__(self, problems: Problems, symbols: dict[Path_, str], unparsed: frozenset[Path_] = frozenset()):
         self.problems = problems
         self.symbols = symbols  # Python text of values that came from `$vars` or arithmetic
+        self.unparsed = unparsed  # values the parser refused (reported): invalid here, not reported again
 
     def bind(self, call: Call, entry: Entry, shape: tuple | None = None) -> CallIR | None:
-        """Match ``call``'s arguments to ``entry``'s signature; fill the inferable one from ``shape``."""
-        where = where_of(call)
+        """Match ``call``'s arguments to ``entry``'s signature; fill the inferable one from ``shape``.
+
+        With ``shape`` unknown (a problem before this layer), the other arguments are still checked.
+        """
         params = parameters(entry)
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        names = [p.name for p in params]
+        given = self.given(call, entry, params, positional)
+        if given is None:
+            return None
+        inferred = entry.infer if entry.infer and entry.infer not in given else None
+        if inferred is not None:
+            value = self.inferred_value(call, entry, shape)
+            if value is None and shape is not None:
+                return None  # reported
+            if value is not None:
+                given[inferred] = value
+        missing = [p.name for p in params if p.default is p.empty and p.name not in given and p.name != inferred]
+        if missing:
+            s = "s" if len(missing) > 1 else ""
+            self.problems.fail(
+                where_of(call),
+                f"{entry.name} is missing required argument{s} {', '.join(missing)}",
+                f"add {', '.join(f'`{m}:`' for m in missing)}",
+            )
+            return None
+        if not self.types_ok(call, entry, given, positional) or (inferred and inferred not in given):
+            return None
+        args, kwargs = self.arrange(call, given, inferred, positional)
+        arguments = {p.name: p.default if p.default is not p.empty else None for p in params} | given
+        return CallIR(entry, args, kwargs, call.yaml_path, arguments)
+
+    def given(self, call: Call, entry: Entry, params: tuple, positional: list) -> dict[str, Any] | None:
+        """The arguments the spec gives, by name; None when one is extra, unknown or given twice (reported)."""
+        where = where_of(call)
         if len(call.args) > len(positional):
             self.problems.fail(
                 where,
@@ -47,51 +77,34 @@ class Binder:
             )
             return None
         given = {param.name: value for param, value in zip(positional, call.args)}
+        names = [p.name for p in params]
         ok = True
         for key, value in call.kwargs.items():
             if key in NOT_ARGS:
                 self.problems.fail(
                     where + (key,), f"{key!r} cannot be set per layer", "set `train.device` for the whole model"
                 )
-                ok = False
             elif key not in names:
                 fix = did_you_mean(key, names, f"its arguments are: {', '.join(names)}") or ""
                 self.problems.fail(where + (key,), f"{entry.name} has no argument {key!r}", fix)
-                ok = False
             elif key in given:
                 self.problems.fail(where + (key,), f"{key!r} is given twice (by position and by name)", "give it once")
-                ok = False
             else:
                 given[key] = value
-        if not ok:
-            return None
-        inferred = None
-        if entry.infer and entry.infer not in given:
-            value = self.inferred_value(call, entry, shape)
-            if value is None:
-                return None
-            given[entry.infer], inferred = value, entry.infer
-        missing = [p.name for p in params if p.default is p.empty and p.name not in given]
-        if missing:
-            s = "s" if len(missing) > 1 else ""
-            self.problems.fail(
-                where,
-                f"{entry.name} is missing required argument{s} {', '.join(missing)}",
-                f"add {', '.join(f'`{m}:`' for m in missing)}",
-            )
-            return None
+                continue
+            ok = False
+        return given if ok else None
+
+    def types_ok(self, call: Call, entry: Entry, given: dict[str, Any], positional: list) -> bool:
+        """Check each given value against its annotation (in place: lists become tuples where torch takes them)."""
+        ok = True
+        params = {p.name: p for p in parameters(entry)}
         for name, value in list(given.items()):
-            param = next(p for p in params if p.name == name)
-            checked = self.check_type(entry, param, value, arg_path(call, name, positional))
+            checked = self.check_type(entry, params[name], value, arg_path(call, name, positional))
             if checked is _INVALID:
                 ok = False
             given[name] = checked
-        if not ok:
-            return None
-        args, kwargs = self.arrange(call, given, inferred, positional)
-        arguments = {p.name: p.default if p.default is not p.empty else None for p in params} | given
-        ir = CallIR(entry, args, kwargs, call.yaml_path, arguments)
-        return ir
+        return ok
 
     def arrange(self, call: Call, given: dict, inferred: str | None, positional: list):
         """Keep the user's form: positional stays positional, keywords stay keywords.
@@ -147,6 +160,8 @@ class Binder:
         return shape[0]
 
     def check_type(self, entry: Entry, param: inspect.Parameter, value: Any, path: Path_) -> Any:
+        if path in self.unparsed:
+            return _INVALID
         value = _to_tuples(value)
         adapter = _adapter(param.annotation)
         if adapter is None:

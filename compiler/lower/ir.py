@@ -218,6 +218,17 @@ class ModelIR:
     def layers(self) -> Iterator[LayerIR]:
         return (node for node in self.root.walk() if isinstance(node, LayerIR))
 
+    def final_layer(self) -> LayerIR | None:
+        """The layer whose output is the model's, or None when the model ends by merging branches."""
+        node: Node | None = self.root
+        while node is not None and not isinstance(node, LayerIR):
+            if isinstance(node, MergeIR):
+                nodes = node.then.nodes if node.then is not None else []
+            else:
+                nodes = node.children
+            node = nodes[-1] if nodes else None
+        return node
+
     def merges(self) -> Iterator[MergeIR]:
         nodes = [self.root, *self.root.walk()]
         return (node for node in nodes if isinstance(node, MergeIR))
@@ -286,6 +297,9 @@ class TrainingIR:
     scheduler: CallIR | None
     train: Any  # spec.TrainSpec
     speed: SpeedIR = field(default_factory=SpeedIR)
+    # when scheduler.step() runs: "epoch", "batch" (after every update) or "loss" (per epoch, on the validation
+    # loss); the registry's `steps` unless the spec's `interval:` says otherwise
+    scheduler_steps: str | None = None
 
 
 @dataclass

@@ -16,11 +16,11 @@ from typing import Any
 from compiler.errors import SpecError
 from compiler.facts import param_rules, torch_facts
 from compiler.facts.registry import REGISTRY, Entry
-from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape
+from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape, plugin_shape
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
-from compiler.front.spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec
+from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, class_names
 
@@ -104,6 +104,8 @@ def _first_layer(node: Any) -> Entry | None:
         return _first_layer(node.body)
     if isinstance(node, Merge):
         return _first_layer(node.before if node.before is not None else node.branches[0][1])
+    if isinstance(node, Broken):
+        return None
     for _, child in node.children:
         found = _first_layer(child)
         if found:
@@ -119,7 +121,7 @@ class _Lowerer:
     def __init__(self, spec: Spec, problems: Problems):
         self.spec = spec
         self.problems = problems
-        self.binder = Binder(problems, spec.symbols)
+        self.binder = Binder(problems, spec.symbols, spec.unparsed)
         self.count = 0
         self.tuple_from: LayerIR | None = None  # a layer whose tuple output the next layer gets
         self.constructed: dict[str, tuple] = {}  # (params, nbytes, slots, None slots) by layer call
@@ -154,7 +156,7 @@ class _Lowerer:
         self.count += 1
         if self.count == MAX_MODULES + 1:
             self.problems.fail(node.yaml_path, f"the model has more than {MAX_MODULES} modules", "use fewer repeats")
-        if self.count > MAX_MODULES:
+        if self.count > MAX_MODULES or isinstance(node, Broken):  # after a refused node, shapes are unknown
             return None
         if isinstance(node, Merge):
             merge = self.merge(node, name, path, shape, dtype)
@@ -323,7 +325,10 @@ class _Lowerer:
         if ir.in_shape is None:
             return
         try:
-            out_shape = output_shape(ir.type, ir.call.arguments, ir.in_shape)
+            if ir.entry.shape_rule is not None:
+                out_shape = plugin_shape(ir.type, ir.entry.shape_rule, ir.call.arguments, ir.in_shape)
+            else:
+                out_shape = output_shape(ir.type, ir.call.arguments, ir.in_shape)
         except ShapeError as err:
             self.problems.fail(where, err.message, err.fix)
             return
@@ -428,17 +433,22 @@ class _Lowerer:
                 where_of_ir(ir), f"{ir.type} does not return a batch of tensors", "use a different layer"
             )
             return None
-        warned = self.__dict__.setdefault("_meta_warned", set())
-        if ir.type not in warned:  # once per layer type
-            warned.add(ir.type)
-            self.problems.warn(
-                where_of_ir(ir),
-                f"{ir.type} has no shape rule: its output shape "
-                f"{format_shape(tuple(out.shape[1:]))} comes from one forward pass on the meta device "
-                "(no data, no memory)",
-                "check that shape: a layer registered from Python without a shape rule is always inferred this way",
-            )
+        self.warn_no_rule(ir, tuple(out.shape[1:]))
         return tuple(out.shape[1:])
+
+    def warn_no_rule(self, ir: LayerIR, shape: tuple) -> None:
+        """Once per layer type: a shape from a forward pass is unchecked (give the layer its rule to check it)."""
+        warned = self.__dict__.setdefault("_meta_warned", set())
+        if ir.type in warned:
+            return
+        warned.add(ir.type)
+        self.problems.warn(
+            where_of_ir(ir),
+            f"{ir.type} has no shape rule: its output shape {format_shape(shape)} comes from one forward pass on "
+            "the meta device (no data, no memory)",
+            f"check that shape; give the layer its shape rule to check it without a forward pass and silence "
+            f"this (`register_layer({ir.type}, shape=...)`, see docs/spec-language.md §9)",
+        )
 
     # init rules ---------------------------------------------------------------------
 

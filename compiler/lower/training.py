@@ -18,7 +18,7 @@ from compiler.facts.param_rules import check_loss
 from compiler.facts.registry import NON_NEGATIVE_ARGS, REGISTRY
 from compiler.facts.shapes import format_shape
 from compiler.front.problems import Problems
-from compiler.front.spec import Call, DataSpec, Spec, TrainSpec
+from compiler.front.spec import Call, DataSpec, SchedulerCall, Spec, TrainSpec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
 
@@ -27,7 +27,7 @@ _shape = format_shape
 
 def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> TrainingIR | None:
     """Lower data, loss, optimizer, scheduler and train; check them against the model. None for a model-only spec."""
-    present = {k: getattr(spec, k) is not None for k in ("data", "loss", "optimizer", "train")}
+    present = {k: getattr(spec, k) is not None or (k,) in spec.unparsed for k in ("data", "loss", "optimizer", "train")}
     if any(present.values()) and not all(present.values()):
         missing = [k for k, v in present.items() if not v]
         problems.fail(
@@ -35,15 +35,14 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
             f"a training spec needs data, loss, optimizer and train; missing {', '.join(missing)}",
             f"add {', '.join(f'`{m}:`' for m in missing)} (or remove the training sections for a model-only spec)",
         )
-    if not all(present.values()):
+    if not all(present.values()) or spec.data is None or spec.train is None:
         return None
-    assert spec.data and spec.loss and spec.optimizer and spec.train
     before = problems.count()
-    binder = Binder(problems, spec.symbols)
+    binder = Binder(problems, spec.symbols, spec.unparsed)
     checker = _DataChecker(spec, model, binder)
     data = checker.data(spec.data)
-    loss = _call(binder, spec.loss, "loss")
-    optimizer = _call(binder, spec.optimizer, "optimizer")
+    loss = _call(binder, spec.loss, "loss") if spec.loss else None
+    optimizer = _call(binder, spec.optimizer, "optimizer") if spec.optimizer else None
     scheduler = _call(binder, spec.scheduler, "scheduler") if spec.scheduler else None
     if data and loss:
         checker.targets(data, loss, spec.train)
@@ -54,9 +53,30 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
             "set `epochs: 1`, or use `mode: minibatch`",
         )
     speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
+    steps = _scheduler_steps(problems, spec.scheduler, scheduler) if spec.scheduler and scheduler else None
     if problems.count() > before or not (data and loss and optimizer):
         return None
-    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed)
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps)
+
+
+def _scheduler_steps(problems: Problems, call: SchedulerCall, scheduler: CallIR) -> str:
+    """When the scheduler steps: its registry trait, or per update with `interval: step` (epoch schedulers)."""
+    steps, interval = scheduler.entry.steps, call.interval
+    if interval is None or (interval, steps) in (("step", "batch"), ("epoch", "epoch"), ("epoch", "loss")):
+        return steps
+    if steps == "loss":
+        problems.fail(
+            ("scheduler", "interval"),
+            f"{scheduler.name} steps on the validation loss, once per epoch",
+            "remove `interval:` (or use an epoch scheduler, e.g. CosineAnnealingLR, with `interval: step`)",
+        )
+    elif steps == "batch":
+        problems.fail(
+            ("scheduler", "interval"),
+            f"{scheduler.name} steps after every update (its length counts updates, not epochs)",
+            "remove `interval: epoch`",
+        )
+    return "batch"
 
 
 def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR, scheduler: CallIR | None) -> SpeedIR:
@@ -74,18 +94,30 @@ def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR
     if train.speed == "auto" and optimizer.entry.fusable and not {"fused", "foreach"} & set(optimizer.kwargs):
         # one fused kernel instead of dozens of foreach kernels a step (a CUDA graph's main cost at batch 64)
         optimizer.kwargs["fused"] = Arg(True, "True")
+    _data_on_device(problems, speed, data)
+    _cuda_graph(problems, speed, train, optimizer, scheduler)
+    return speed
+
+
+def _data_on_device(problems: Problems, speed: SpeedIR, data: DataIR) -> None:
+    """Data on the device flips on the device: other random transforms need the per-sample pipeline."""
+    if not speed.data_on_device:
+        return
     randoms = [t for t in data.transforms if t.entry.random]
-    if speed.data_on_device:
-        others = [t.name for t in randoms if t.entry.flip_axis is None]
-        if others and speed.data_on_device is True:
-            problems.fail(
-                ("train", "data_on_device"),
-                f"data_on_device applies random flips on the device, but not {', '.join(others)}",
-                "remove those transforms, or set `data_on_device: false`",
-            )
-        elif others:
-            speed.data_on_device = False  # auto: keep the per-sample pipeline
-        speed.flips = [(t.entry.flip_axis, float(t.value("p", 0.5))) for t in randoms if t.entry.flip_axis is not None]
+    others = [t.name for t in randoms if t.entry.flip_axis is None]
+    if others and speed.data_on_device is True:
+        problems.fail(
+            ("train", "data_on_device"),
+            f"data_on_device applies random flips on the device, but not {', '.join(others)}",
+            "remove those transforms, or set `data_on_device: false`",
+        )
+    elif others:
+        speed.data_on_device = False  # auto: keep the per-sample pipeline
+    speed.flips = [(t.entry.flip_axis, float(t.value("p", 0.5))) for t in randoms if t.entry.flip_axis is not None]
+
+
+def _cuda_graph(problems: Problems, speed: SpeedIR, train: TrainSpec, optimizer: CallIR, scheduler: CallIR | None):
+    """A CUDA graph replays one captured step: refuse (or, under auto, turn off) what a replay cannot do."""
     reasons = []
     if speed.compile:
         reasons.append("`compile` (its reduce-overhead mode already uses CUDA graphs)")
@@ -108,7 +140,6 @@ def _speed(problems: Problems, train: TrainSpec, data: DataIR, optimizer: CallIR
         speed.cuda_graph = False
     if speed.fast and train.mode != "minibatch" and speed.cuda_graph:
         problems.fail(("train", "cuda_graph"), "cuda_graph needs mode: minibatch", "set `cuda_graph: false`")
-    return speed
 
 
 def _call(binder: Binder, call: Call, kind: str) -> CallIR | None:
@@ -141,7 +172,6 @@ _REDUCTIONS = ("none", "mean", "sum")
 
 def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
     """Catch now what torch would refuse at step 1: an unknown reduction, a negative lr, betas out of range."""
-    args, kwargs = ir.values()
     where = where_of(call)
     reduction = ir.value("reduction")
     allowed = _REDUCTIONS + (("batchmean",) if ir.name == "KLDivLoss" else ())
@@ -152,38 +182,50 @@ def _check_arguments(problems: Problems, ir: CallIR, call: Call) -> None:
             did_you_mean(reduction, allowed, f"use one of {', '.join(allowed)}"),
         )
         return
+    kwargs = ir.values()[1]
     if ir.entry.one_of and not any(all(kwargs.get(a) is not None for a in group) for group in ir.entry.one_of):
         options = [" and ".join(f"`{a}:`" for a in group) for group in ir.entry.one_of]
         per_batch = ": it steps once per batch, epochs x batches per epoch in all" if ir.entry.steps == "batch" else ""
         problems.fail(where, f"{ir.name} needs {' or '.join(options)}", f"add {options[0]}{per_batch}")
     if ir.entry.kind != "loss":
-        # constructing an optimizer imports torch._dynamo (about a second): check the numbers torch checks
-        for name, value in kwargs.items():
-            values = value if isinstance(value, tuple) else (value,)
-            numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            if name in NON_NEGATIVE_ARGS and any(v < 0 for v in numbers):
-                problems.fail(
-                    _arg_where(call, name, where),
-                    f"{ir.name} {name} must not be negative, got {value!r}",
-                    f"use a value >= 0 for {name}",
-                )
-            if name == "betas" and any(not 0.0 <= v < 1.0 for v in numbers):
-                problems.fail(
-                    _arg_where(call, name, where),
-                    f"{ir.name} betas must be in [0, 1), got {value!r}",
-                    "e.g. betas: [0.9, 0.999]",
-                )
-        return
+        _check_numbers(problems, ir, call)
+    else:
+        _check_loss(problems, ir, call)
+
+
+def _check_numbers(problems: Problems, ir: CallIR, call: Call) -> None:
+    """An optimizer's or scheduler's numbers torch refuses (constructing one imports torch._dynamo: a second)."""
+    where = where_of(call)
+    for name, value in ir.values()[1].items():
+        values = value if isinstance(value, tuple) else (value,)
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if name in NON_NEGATIVE_ARGS and any(v < 0 for v in numbers):
+            problems.fail(
+                _arg_where(call, name, where),
+                f"{ir.name} {name} must not be negative, got {value!r}",
+                f"use a value >= 0 for {name}",
+            )
+        if name == "betas" and any(not 0.0 <= v < 1.0 for v in numbers):
+            problems.fail(
+                _arg_where(call, name, where),
+                f"{ir.name} betas must be in [0, 1), got {value!r}",
+                "e.g. betas: [0.9, 0.999]",
+            )
+
+
+def _check_loss(problems: Problems, ir: CallIR, call: Call) -> None:
+    """What a loss's constructor refuses: by its rule (no torch import), or torch's own for a plugin or live."""
+    args, kwargs = ir.values()
     try:
         if torch_facts.live() or ir.entry.cls_object is not None:
             ir.entry.resolve()(*args, **kwargs)
-        else:  # what the loss constructors check, without importing torch
+        else:
             check_loss(ir.name, ir.arguments)
     except Exception as err:  # torch's own argument checks, e.g. "Invalid learning rate: -0.01"
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         culprit = next((k for k, v in kwargs.items() if repr(v) in message or str(v) in message), None)
         problems.fail(
-            _arg_where(call, culprit, where) if culprit else where,
+            _arg_where(call, culprit, where_of(call)) if culprit else where_of(call),
             f"torch refuses {ir.name}'s arguments: {message}",
             "check the value against the torch documentation",
         )
@@ -201,13 +243,39 @@ class _DataChecker:
         self.problems.fail(path, message, fix)
 
     def data(self, data: DataSpec) -> DataIR | None:
-        dataset = _call(self.binder, data.dataset, "dataset")
+        bound = self.bind_data(data)
+        if bound is None:
+            return None
+        dataset, transforms, eval_transforms = bound
+        before = self.problems.count()
+        shape, classes, has_test = self.dataset_facts(dataset, data)
+        if self.problems.count() > before:  # unreadable data: no checks that build on its facts
+            return None
+        self.check_samples(data, dataset, transforms, eval_transforms, shape)
+        return DataIR(
+            dataset,
+            transforms,
+            eval_transforms,
+            data.batch_size,
+            data.shuffle,
+            data.num_workers,
+            data.val_split,
+            data.normalize,
+            classes,
+            _validation(data, dataset, has_test),
+        )
+
+    def bind_data(self, data: DataSpec) -> tuple[CallIR, list[CallIR], list[CallIR]] | None:
+        """The dataset, transforms and eval transforms bound; None when one is refused (reported)."""
+        refused = ("data", "dataset") in self.spec.unparsed
+        dataset = None if refused else _call(self.binder, data.dataset, "dataset")
         transforms = [c for c in (_call(self.binder, t, "transform") for t in data.transforms) if c]
         if data.eval_transforms is not None:
             eval_transforms = [c for c in (_call(self.binder, t, "transform") for t in data.eval_transforms) if c]
         else:
             eval_transforms = [t for t in transforms if not t.entry.random]
-        if dataset is None or len(transforms) != len(data.transforms):
+        dropped = {("data", "transforms"), ("data", "eval_transforms")} & self.spec.unparsed
+        if dataset is None or len(transforms) != len(data.transforms) or dropped:
             return None
         for t in data.transforms:
             entry = REGISTRY.get("transform", t.type)
@@ -215,10 +283,10 @@ class _DataChecker:
                 self.problems.warn(
                     t.yaml_path, f"{t.type} is the old name of {entry.replaced_by}", f"write {entry.replaced_by}"
                 )
-        before = self.problems.count()
-        shape, classes, has_test = self.dataset_facts(dataset, data)
-        if self.problems.count() > before:  # unreadable data: no checks that build on its facts
-            return None
+        return dataset, transforms, eval_transforms
+
+    def check_samples(self, data: DataSpec, dataset: CallIR, transforms: list, eval_transforms: list, shape) -> None:
+        """A sample through the transforms, against the model's `input:`."""
         image = dataset.entry.image
         sample = self.walk_transforms(transforms, shape, image, ("data", "transforms"))
         if data.eval_transforms is not None:
@@ -237,27 +305,6 @@ class _DataChecker:
                 f"shape {_shape(tuple(sample))}",
                 f"write `input: {list(sample)}` or change the transforms",
             )
-        validation = (
-            "val_split"
-            if data.val_split
-            else "test_path"
-            if dataset.name == "CSV" and has_test
-            else "test_split"
-            if has_test
-            else None
-        )
-        return DataIR(
-            dataset,
-            transforms,
-            eval_transforms,
-            data.batch_size,
-            data.shuffle,
-            data.num_workers,
-            data.val_split,
-            data.normalize,
-            classes,
-            validation,
-        )
 
     def dataset_facts(self, dataset: CallIR, data: DataSpec):
         """(sample shape before transforms, number of classes, has a test split)."""
@@ -341,33 +388,30 @@ class _DataChecker:
                 return None, None, False
             files.append(("test_path", test_path, test_header))
         features = dataset.value("features") or [h for h in header if h != target]
-        for key, name, columns in files:
-            label = "CSV file" if key == "path" else "CSV test file"
-            if target not in columns:
-                from compiler.common.suggest import did_you_mean
+        if not all(self.csv_columns(dataset, key, name, columns, target, features) for key, name, columns in files):
+            return None, None, False
+        return (len(features),), _classes(labels), test_path is not None
 
-                self.fail(
-                    _csv_where(dataset, "target"),
-                    f"{label} {name!r} has no column {_clip(target)}",
-                    did_you_mean(target, [c[:40] for c in columns], f"its columns: {_columns(columns)}"),
-                )
-                return None, None, False
-            present = set(columns)
-            missing = [f for f in features if f not in present]
-            if missing:
-                self.fail(
-                    _csv_where(dataset, "features" if dataset.value("features") else key),
-                    f"{label} {name!r} has no column{'s' if len(missing) > 1 else ''} {_columns(missing)}",
-                    f"its columns: {_columns(columns)}",
-                )
-                return None, None, False
-        is_int = all(_is_int(v) for v in labels)
-        classes = None
-        if labels and is_int:
-            values = [int(float(v)) for v in labels]
-            if min(values) >= 0 and max(values) < 1 << 24:  # else whole-number regression values, not classes
-                classes = max(values) + 1
-        return (len(features),), classes, test_path is not None
+    def csv_columns(self, dataset: CallIR, key: str, name: str, columns: list, target: str, features: list) -> bool:
+        """A CSV file has the target column and every feature column; False when not (reported)."""
+        label = "CSV file" if key == "path" else "CSV test file"
+        if target not in columns:
+            self.fail(
+                _csv_where(dataset, "target"),
+                f"{label} {name!r} has no column {_clip(target)}",
+                did_you_mean(target, [c[:40] for c in columns], f"its columns: {_columns(columns)}"),
+            )
+            return False
+        present = set(columns)
+        missing = [f for f in features if f not in present]
+        if missing:
+            self.fail(
+                _csv_where(dataset, "features" if dataset.value("features") else key),
+                f"{label} {name!r} has no column{'s' if len(missing) > 1 else ''} {_columns(missing)}",
+                f"its columns: {_columns(columns)}",
+            )
+            return False
+        return True
 
     def csv_head(self, dataset: CallIR, key: str, path: str, target: str) -> tuple[list[str] | None, set[str]]:
         """The header of a CSV file a spec names and the values of its target column in the first rows."""
@@ -386,95 +430,28 @@ class _DataChecker:
         if not complete:  # scan whole rows only
             cut = raw.rfind(b"\n")
             if cut < 0:
-                self.fail(
-                    where,
-                    f"{label} {path!r} has a first line longer than {CSV_SCAN_BYTES >> 20} MiB",
-                    "give a CSV file with a header row",
-                )
+                message = f"{label} {path!r} has a first line longer than {CSV_SCAN_BYTES >> 20} MiB"
+                self.fail(where, message, "give a CSV file with a header row")
                 return None, set()
             raw = raw[: cut + 1]
         first = raw.split(b"\n", 1)[0]
         if first.count(b",") >= CSV_MAX_COLUMNS:  # counted before csv builds a list of them (an over-count is fine)
             self.fail(where, f"{label} {path!r} has more than {CSV_MAX_COLUMNS:,} columns", "give fewer columns")
             return None, set()
-        labels: set[str] = set()
         try:
-            reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
-            header = next(reader, [])
-            column = header.index(target) if target in header else None
-            for i, row in enumerate(reader):
-                if column is not None and len(row) == len(header):
-                    labels.add(row[column])
-                if i > 100_000:
-                    break
+            return _header_and_labels(raw, target)
         except (UnicodeDecodeError, csv.Error) as err:
             self.fail(
                 where, f"cannot read {label} {path!r}: {type(err).__name__}", "give a UTF-8 CSV file with a header row"
             )
             return None, set()
-        return header, labels
 
     def walk_transforms(self, transforms: list[CallIR], shape, image: bool, path) -> tuple | None:
         """Follow a sample through the transforms: PIL image or tensor, and its shape."""
         state = "image" if image else "tensor"
         shape = list(shape) if shape is not None else None
         for i, t in enumerate(transforms):
-            where = path + (i,)
-            name = t.entry.class_name
-            if name == "ToTensor":
-                if state == "tensor":
-                    self.fail(
-                        where,
-                        "ToTensor gets a tensor: the sample is already one",
-                        "remove it (or put ToPILImage before it)",
-                    )
-                state = "tensor"
-            elif name == "ToPILImage":
-                if state == "image":
-                    self.fail(where, "ToPILImage gets a PIL image already", "remove it")
-                state = "image"
-            elif name == "Normalize":
-                if state == "image":
-                    self.fail(where, "Normalize needs a tensor but gets a PIL image", "put ToTensor before Normalize")
-                channels = shape[0] if shape else None
-                for key in ("mean", "std"):
-                    value = t.value(key)
-                    n = len(value) if isinstance(value, (list, tuple)) else 1
-                    if channels is not None and image and n not in (1, channels):
-                        self.fail(
-                            where,
-                            f"Normalize has {n} {key} values but the images have {channels} "
-                            f"channel{'s' if channels > 1 else ''}",
-                            f"give {channels} value{'s' if channels > 1 else ''}, e.g. {key}: {[0.5] * channels}",
-                        )
-            elif name in ("Resize", "CenterCrop", "RandomCrop") and shape:
-                size = t.value("size")
-                size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size  # [s] is s
-                if name == "RandomCrop" and shape[1] is not None and not t.value("pad_if_needed"):
-                    crop = data_rules.crop_too_large(size, t.value("padding"), shape[1], shape[2])
-                    if crop:
-                        self.fail(
-                            where,
-                            f"RandomCrop's crop {crop} is larger than the {shape[1]}x{shape[2]} images",
-                            "crop less, add `padding:`, or set `pad_if_needed: true`",
-                        )
-                if isinstance(size, int) and name != "Resize":
-                    shape[1:] = [size, size]
-                elif isinstance(size, int):  # Resize(int) scales the shorter side
-                    h, w = shape[1], shape[2]
-                    if h is not None and w is not None:
-                        shape[1:] = [size, max(1, int(size * w / h))] if h <= w else [max(1, int(size * h / w)), size]
-                    else:
-                        shape[1:] = [None, None]
-                elif isinstance(size, (list, tuple)) and len(size) == 2:
-                    shape[1:] = list(size)
-            elif name == "Grayscale" and shape:
-                shape[0] = t.value("num_output_channels", 1) or 1
-            elif name == "Pad" and shape and shape[1] is not None:
-                pad = t.value("padding")
-                pad = [pad] * 4 if isinstance(pad, int) else list(pad) * {1: 4, 2: 2}.get(len(pad), 1)
-                if len(pad) == 4:
-                    shape[1:] = [shape[1] + pad[1] + pad[3], shape[2] + pad[0] + pad[2]]
+            state = self.walk_transform(t, path + (i,), state, shape, image)
         if state == "image":
             self.fail(
                 path if transforms else ("data", "dataset"),
@@ -483,6 +460,72 @@ class _DataChecker:
             )
             return None
         return tuple(shape) if shape is not None else None
+
+    def walk_transform(self, t: CallIR, where: tuple, state: str, shape: list | None, image: bool) -> str:
+        """One transform: the sample's state after it (image or tensor); ``shape`` changes in place."""
+        name = t.entry.class_name
+        if name == "ToTensor":
+            if state == "tensor":
+                self.fail(
+                    where,
+                    "ToTensor gets a tensor: the sample is already one",
+                    "remove it (or put ToPILImage before it)",
+                )
+            return "tensor"
+        if name == "ToPILImage":
+            if state == "image":
+                self.fail(where, "ToPILImage gets a PIL image already", "remove it")
+            return "image"
+        if name == "Normalize":
+            if state == "image":
+                self.fail(where, "Normalize needs a tensor but gets a PIL image", "put ToTensor before Normalize")
+            self.normalize_values(t, where, shape[0] if shape else None, image)
+        elif name in ("Resize", "CenterCrop", "RandomCrop") and shape:
+            self.resize(t, name, where, shape)
+        elif name == "Grayscale" and shape:
+            shape[0] = t.value("num_output_channels", 1) or 1
+        elif name == "Pad" and shape and shape[1] is not None:
+            pad = t.value("padding")
+            pad = [pad] * 4 if isinstance(pad, int) else list(pad) * {1: 4, 2: 2}.get(len(pad), 1)
+            if len(pad) == 4:
+                shape[1:] = [shape[1] + pad[1] + pad[3], shape[2] + pad[0] + pad[2]]
+        return state
+
+    def normalize_values(self, t: CallIR, where: tuple, channels: int | None, image: bool) -> None:
+        """Normalize's mean and std: one value, or one per channel of the images."""
+        for key in ("mean", "std"):
+            value = t.value(key)
+            n = len(value) if isinstance(value, (list, tuple)) else 1
+            if channels is not None and image and n not in (1, channels):
+                self.fail(
+                    where,
+                    f"Normalize has {n} {key} values but the images have {channels} "
+                    f"channel{'s' if channels > 1 else ''}",
+                    f"give {channels} value{'s' if channels > 1 else ''}, e.g. {key}: {[0.5] * channels}",
+                )
+
+    def resize(self, t: CallIR, name: str, where: tuple, shape: list) -> None:
+        """The (C, H, W) of a sample after Resize, CenterCrop or RandomCrop (a crop larger than the image refused)."""
+        size = t.value("size")
+        size = size[0] if isinstance(size, (list, tuple)) and len(size) == 1 else size  # [s] is s
+        if name == "RandomCrop" and shape[1] is not None and not t.value("pad_if_needed"):
+            crop = data_rules.crop_too_large(size, t.value("padding"), shape[1], shape[2])
+            if crop:
+                self.fail(
+                    where,
+                    f"RandomCrop's crop {crop} is larger than the {shape[1]}x{shape[2]} images",
+                    "crop less, add `padding:`, or set `pad_if_needed: true`",
+                )
+        if isinstance(size, int) and name != "Resize":
+            shape[1:] = [size, size]
+        elif isinstance(size, int):  # Resize(int) scales the shorter side
+            h, w = shape[1], shape[2]
+            if h is not None and w is not None:
+                shape[1:] = [size, max(1, int(size * w / h))] if h <= w else [max(1, int(size * h / w)), size]
+            else:
+                shape[1:] = [None, None]
+        elif isinstance(size, (list, tuple)) and len(size) == 2:
+            shape[1:] = list(size)
 
     def targets(self, data: DataIR, loss: CallIR, train: TrainSpec) -> None:
         """The loss against the data's targets and the model's output, before anything trains."""
@@ -494,6 +537,8 @@ class _DataChecker:
                 f"the model's first layer takes integer indices, but {name} gives float inputs",
                 "feed it token indices, or start the model with a layer that takes floats (e.g. Linear)",
             )
+        if self.model is not None:
+            _check_final_layer(self.problems, self.model, loss)
         if loss.entry.targets == "classes":
             self.class_targets(data, loss, out)
         elif loss.entry.targets in ("values", "probabilities"):
@@ -542,7 +587,7 @@ class _DataChecker:
             self.fail(
                 ("loss",),
                 f"{loss.name} compares outputs with targets of the same shape, but {name} gives {what}",
-                f"use CrossEntropyLoss for {classes or 'the'} classes",
+                f"use {_classification_loss()} (a classification loss) for {classes or 'the'} classes",
             )
             return
         data.targets = "values"
@@ -554,11 +599,96 @@ class _DataChecker:
             else None
         )
         if targets is not None and out is not None and targets != tuple(out):
+            fix = f"make the last layer output {_shape(targets)}"
+            if classes is not None and tuple(out) == (classes,):  # a CSV of whole numbers 0..N-1, N outputs
+                fix = (
+                    f"the target column holds whole numbers 0..{classes - 1}: to classify them, use "
+                    f"{_classification_loss()} (a classification loss); for regression, {fix}"
+                )
             self.fail(
-                ("model",),
-                f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}",
-                f"make the last layer output {_shape(targets)}",
+                ("model",), f"the model outputs {_shape(out)} per sample but the targets are {_shape(targets)}", fix
             )
+
+
+# A loss's `expects` against the final layer's `produces` (registry traits): (problem, fix) of the lint warning.
+_OUTPUT_MISMATCH = {
+    ("logits", "probabilities"): (
+        "{layer} before {loss}: {loss} applies its own {squash} to raw scores (logits), so training on "
+        + "probabilities squashes them twice and learns slowly or stalls",
+        "remove the final {layer} (apply it when predicting if you need probabilities)",
+    ),
+    ("logits", "log_probabilities"): (
+        "{layer} before {loss}: {loss} takes raw scores (logits) and applies its own {squash}",
+        "remove the final {layer}, or keep it and use NLLLoss",
+    ),
+    ("log_probabilities", "logits"): (
+        "{loss} expects log-probabilities, but the model ends with {layer}, which gives raw scores",
+        "end the model with `LogSoftmax: {{dim: 1}}`, or use CrossEntropyLoss, which applies it itself",
+    ),
+    ("log_probabilities", "probabilities"): (
+        "{loss} expects log-probabilities, but the model ends with {layer}, which gives probabilities",
+        "use `LogSoftmax: {{dim: 1}}` instead of {layer}",
+    ),
+    ("probabilities", "logits"): (
+        "{loss} expects probabilities in [0, 1], but the model ends with {layer}, which gives raw scores",
+        "end the model with Sigmoid, or use BCEWithLogitsLoss (more stable), which applies it itself",
+    ),
+    ("probabilities", "log_probabilities"): (
+        "{loss} expects probabilities in [0, 1], but the model ends with {layer}, which gives log-probabilities",
+        "end the model with Sigmoid instead of {layer}",
+    ),
+}
+
+
+def _classification_loss() -> str:
+    """The loss to suggest for class labels: the registry's classification loss on raw scores."""
+    return next(e.name for e in REGISTRY.entries("loss") if e.targets == "classes" and e.expects == "logits")
+
+
+def _check_final_layer(problems: Problems, model: ModelIR, loss: CallIR) -> None:
+    """Lint: what the loss expects of the model's output against what its final layer makes of it."""
+    last = model.final_layer()
+    if last is None or loss.entry.expects is None:
+        return
+    mismatch = _OUTPUT_MISMATCH.get((loss.entry.expects, last.entry.produces or "logits"))
+    if mismatch is None:
+        return
+    squash = "sigmoid" if loss.entry.targets == "probabilities" else "log-softmax"
+    problem, fix = (text.format(layer=last.type, loss=loss.name, squash=squash) for text in mismatch)
+    problems.warn(last.yaml_path, problem, fix)
+
+
+def _header_and_labels(raw: bytes, target: str) -> tuple[list[str], set[str]]:
+    """A CSV's header and the distinct values of its target column in (at most 100,001 of) its first rows."""
+    labels: set[str] = set()
+    reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+    header = next(reader, [])
+    column = header.index(target) if target in header else None
+    for i, row in enumerate(reader):
+        if column is not None and len(row) == len(header):
+            labels.add(row[column])
+        if i > 100_000:
+            break
+    return header, labels
+
+
+def _classes(labels: set[str]) -> int | None:
+    """Class labels 0..N-1 in a CSV's target column: N; None for regression values."""
+    if not labels or not all(_is_int(v) for v in labels):
+        return None
+    values = [int(float(v)) for v in labels]
+    if min(values) >= 0 and max(values) < 1 << 24:  # else whole-number regression values, not classes
+        return max(values) + 1
+    return None
+
+
+def _validation(data: DataSpec, dataset: CallIR, has_test: bool) -> str | None:
+    """Where validation batches come from: a split of the training set, the CSV test file, the test split."""
+    if data.val_split:
+        return "val_split"
+    if dataset.name == "CSV" and has_test:
+        return "test_path"
+    return "test_split" if has_test else None
 
 
 def _is_shape(value) -> bool:

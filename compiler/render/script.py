@@ -181,7 +181,7 @@ def _imports(names: set[str], custom: list[str]) -> str:
 def _training_context(spec: Spec, training: TrainingIR) -> dict:
     data, train, speed = training.data, training.train, training.speed
     scheduler = training.scheduler
-    steps = scheduler.entry.steps if scheduler else None
+    steps = training.scheduler_steps  # epoch | batch | loss (None: no scheduler)
     random_transforms = speed.fast and data.augments  # data on the device: its flips happen there, per batch
     val_loss = 'f"epoch {epoch}: val loss {val_loss:.6f}'
     return {

@@ -80,50 +80,60 @@ def _hyper(obj: Any) -> dict:
 
 
 def compare(spec: Spec, steps: int = 3) -> list[Check]:
-    from compiler.pipeline import build_model, build_training, lower_spec, render_script
+    from compiler.pipeline import lower_spec, render_script
 
     program = lower_spec(spec)
-
-    checks: list[Check] = []
-    add = checks.append
     with tempfile.TemporaryDirectory() as folder:
         script = import_script(render_script(spec), spec.name, folder)
-        torch.manual_seed(spec.seed)
-        compiled = build_model(spec)
-        torch.manual_seed(spec.seed)
-        generated = script.build_model()
-        add(Check("1. module trees print the same", str(compiled) == str(generated)))
-        ok, detail = _states_equal(compiled, generated)
-        add(Check("2. state dicts: keys, shapes, dtypes, bitwise values", ok, detail))
-        if spec.input is not None:
-            x = _sample_input(program.model)
-            compiled.eval(), generated.eval()
-            with torch.no_grad():
-                same_eval = _outputs_equal(compiled(x), generated(x))
-            compiled.train(), generated.train()
-            torch.manual_seed(7)
-            out_a = compiled(x)
-            torch.manual_seed(7)
-            out_b = generated(x)
-            add(
-                Check(
-                    "3. outputs equal (eval mode, and train mode under one seed)",
-                    same_eval and _outputs_equal(out_a, out_b),
-                    f"input {tuple(x.shape)}",
-                )
-            )
-        if program.training is None:
-            return checks
-        a = build_training(spec, "cpu")
-        b = script.build_all()
-        same = all(
-            _same_type(p, q) and _hyper(p) == _hyper(q) for p, q in zip((a.loss_fn, a.optimizer, a.scheduler), b[1:4])
-        )
-        names = ", ".join(type(o).__name__ for o in (a.loss_fn, a.optimizer, a.scheduler) if o is not None)
-        add(Check("4. loss, optimizer, scheduler: types and hyperparameters", same, names))
-        add(_first_batches(a.train_loader, b[4]))
-        add(_training_steps(spec, script, steps))
+        checks = _model_checks(spec, program.model, script)
+        if program.training is not None:
+            checks += _training_checks(spec, script, steps)
     return checks
+
+
+def _model_checks(spec: Spec, model: ModelIR, script: Any) -> list[Check]:
+    """Levels 1-3: the module trees, the state dicts and the outputs on a sample input."""
+    from compiler.pipeline import build_model
+
+    torch.manual_seed(spec.seed)
+    compiled = build_model(spec)
+    torch.manual_seed(spec.seed)
+    generated = script.build_model()
+    checks = [Check("1. module trees print the same", str(compiled) == str(generated))]
+    ok, detail = _states_equal(compiled, generated)
+    checks.append(Check("2. state dicts: keys, shapes, dtypes, bitwise values", ok, detail))
+    if spec.input is not None:
+        x = _sample_input(model)
+        compiled.eval(), generated.eval()
+        with torch.no_grad():
+            same_eval = _outputs_equal(compiled(x), generated(x))
+        compiled.train(), generated.train()
+        torch.manual_seed(7)
+        out_a = compiled(x)
+        torch.manual_seed(7)
+        out_b = generated(x)
+        same = same_eval and _outputs_equal(out_a, out_b)
+        checks.append(
+            Check("3. outputs equal (eval mode, and train mode under one seed)", same, f"input {tuple(x.shape)}")
+        )
+    return checks
+
+
+def _training_checks(spec: Spec, script: Any, steps: int) -> list[Check]:
+    """Levels 4-6: loss, optimizer and scheduler, the first batches, and training steps."""
+    from compiler.pipeline import build_training
+
+    a = build_training(spec, "cpu")
+    b = script.build_all()
+    same = all(
+        _same_type(p, q) and _hyper(p) == _hyper(q) for p, q in zip((a.loss_fn, a.optimizer, a.scheduler), b[1:4])
+    )
+    names = ", ".join(type(o).__name__ for o in (a.loss_fn, a.optimizer, a.scheduler) if o is not None)
+    return [
+        Check("4. loss, optimizer, scheduler: types and hyperparameters", same, names),
+        _first_batches(a.train_loader, b[4]),
+        _training_steps(spec, script, steps),
+    ]
 
 
 def _same_type(a: Any, b: Any) -> bool:
