@@ -471,6 +471,8 @@ _EXAMPLES = {
     "import": "specc import torchvision.models:resnet18 --input 3,224,224 -o resnet18.yaml",
     "export": "specc export specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 --format onnx",
     "schema": "specc schema > specc.schema.json",
+    "sweep": "specc sweep specs/iris_mlp.yaml --set optimizer.SGD.lr=0.3,0.1,0.03 --set data.batch_size=8,16\n"
+    "  specc sweep specs/iris_mlp.yaml --search 6 --set optimizer.SGD.lr=0.001:1:log",
 }
 
 
@@ -582,8 +584,39 @@ def build_parser() -> argparse.ArgumentParser:
     _overridable(p)
     p.set_defaults(func=cmd_check)
     _add_interop_commands(sub)
+    _add_sweep_command(sub)
     _with_examples(sub)
     return parser
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from compiler.workflow.sweep import SweepError, sweep
+
+    try:
+        return sweep(args.spec, args)
+    except SweepError as err:
+        print(f"specc sweep: {err}", file=sys.stderr)
+        return 1
+
+
+def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train over a grid of --set values (or --search N Optuna trials); a table and plot of the results",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="values to sweep (KEY=A,B,C), a range for --search (KEY=LOW:HIGH or LOW:HIGH:log), or one fixed value",
+    )
+    p.add_argument("--search", type=int, metavar="N", help="sample N trials with Optuna instead of the whole grid")
+    p.add_argument("--metric", help="what ranks the trials (default: val_accuracy, else val_loss, else loss)")
+    p.add_argument("--epochs", type=int, help="override train.epochs in every trial")
+    p.add_argument("--max-steps", type=int, help="stop each trial after this many updates")
+    p.add_argument("--device", help="override train.device")
+    p.set_defaults(func=cmd_sweep)
 
 
 def main(argv: list[str] | None = None) -> int:
