@@ -61,3 +61,27 @@ def assert_fast(measure, bound_s: float, what: str) -> float:
         if seconds < allowed:
             return seconds
     raise AssertionError(f"{what}: {seconds:.2f} s, over {bound_s} s x load factor = {allowed:.2f} s")
+
+
+# The fast subset (`python -m pytest -m "not slow"`, README) leaves out what spawns training processes, trains to
+# an accuracy, runs several processes or benchmarks: whole modules, and single tests of otherwise quick modules.
+_SLOW = (
+    "tests/test_workflow.py",
+    "tests/test_resume.py",
+    "tests/test_distributed.py",
+    "tests/test_speed.py",
+    "tests/test_bench.py",
+    "tests/test_checkpoint_crash.py",
+    "tests/test_sweep.py::test_a_grid",
+    "tests/test_sweep.py::test_an_optuna",
+    "tests/test_cli.py::test_readme_main_command",
+    "tests/test_cli.py::test_resume_continues_a_run",
+    "tests/test_hardening.py::test_hostile_strings_in_every_string_field_of_every_spec",
+    "tests/test_graph_models.py::test_resnet_mnist",
+)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.startswith(_SLOW):
+            item.add_marker(pytest.mark.slow)
