@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import Problem, SpecError
+from compiler.front.expand import expand
 from compiler.front.load import Source, load_file, load_text
 from compiler.front.overrides import apply_overrides
 from compiler.front.problems import Problems
@@ -50,7 +51,7 @@ def _lower(spec: Spec, problems: Problems, max_bytes: int | None = None) -> Prog
 def _compile(data: Any, source: Source, max_bytes: int | None) -> Spec:
     """Parse and lower, every problem of both stages raised together as one SpecError."""
     problems = Problems(source)
-    spec = parse(data, problems)
+    spec = parse(expand(data, source, problems), problems)
     program = _lower(spec, problems, max_bytes) if spec is not None else None
     problems.raise_if_any()
     assert spec is not None and program is not None

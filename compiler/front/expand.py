@@ -1,0 +1,693 @@
+"""Stage 1b: blocks, loops, conditions and layer defaults -> the model grammar of spec-language.md §2.
+
+``expand(data, source, problems)`` runs between loading and parsing. It rewrites the model as plain
+data: loops (`repeat` with an index, `for` over a table) become their copies, `if:` parts are kept or
+dropped, `defaults:` are written into each layer, and `blocks:` definitions are checked and replaced by
+a ``Library`` that the parser and the lowerer read. Every value it writes gets the source position of
+the value it came from, so later errors still point at the right line.
+
+A block *use* (`{Bottleneck: {width: 64}}`) is left in place: its body is instantiated while lowering,
+by ``instantiate``, where the input's shape is known. That is what lets a body ask for
+`$in_channels` (a shortcut only when the width changes, torchvision's `inplanes`) without a second
+shape inference here: the lowerer already computes every shape, in module order, and instantiating a
+body is a pure function of (definition, arguments, input shape) that returns data for the same parser.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.common.suggest import did_you_mean
+from compiler.facts.registry import REGISTRY
+from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
+from compiler.front.load import MAX_NODES, Path_, Source
+from compiler.front.names import RESERVED_NAMES
+from compiler.front.problems import Problems
+
+LOOP_KEYS = ("repeat", "for", "in", "as", "name", "body")
+IF_KEYS = ("if", "then", "else")
+BLOCK_KEYS = ("params", "vars", "defaults", "body")
+TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,), "any": (object,)}
+SHAPE_VARS = ("in_channels", "in_shape")  # what a block body sees of its input
+RESERVED_BLOCKS = ("repeat", "body", "merge", "if", "for")
+MAX_USE_DEPTH = 32  # blocks inside blocks
+MAX_ITERATIONS = 10_000  # one loop (as `repeat`)
+_PATTERN = re.compile(r"\{([^{}]*)\}")
+_BARE = re.compile(r"(?<![$\w'\"])([A-Za-z_]\w*)(?![\w'\"(])")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    types: tuple[type, ...]
+    type_name: str
+    default: Any = None
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    """A checked `blocks:` entry: its parameters, local `vars`, `defaults` and raw body."""
+
+    name: str
+    params: dict[str, Param]
+    local_vars: dict[str, Any]
+    defaults: dict[str, Any]
+    body: Any
+    path: Path_
+    line: int
+
+
+@dataclass
+class Library:
+    """The spec's block definitions and what their bodies see: the spec's variables and defaults."""
+
+    blocks: dict[str, BlockDef] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, tuple[dict, Path_]] = field(default_factory=dict)
+    instances: dict[Path_, Any] = field(default_factory=dict)  # use path -> its body's data (`specc expand`)
+
+
+@dataclass
+class _Scope:
+    env: dict[str, Any]
+    local: frozenset[str]  # names whose references are evaluated here (loop variables, parameters)
+    defaults: dict[str, tuple[dict, Path_]]
+    evaluate_all: bool = False  # inside a block body nothing is left for the parser's `$vars` pass
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def expand(data: Any, source: Source, problems: Problems) -> Any:
+    """The spec with loops, conditions and defaults expanded; `blocks:` replaced by a checked ``Library``."""
+    if not isinstance(data, dict) or not ({"blocks", "defaults"} & set(data) or _new_forms(data.get("model"))):
+        return data  # a spec in §2's grammar alone goes to the parser untouched
+    library = Library(variables=_variables(data.get("vars")))
+    library.defaults = _defaults(data.get("defaults"), ("defaults",), problems)
+    library.blocks = _definitions(data.get("blocks"), data.get("vars") or {}, source, problems)
+    out = {k: v for k, v in data.items() if k not in ("blocks", "defaults")}
+    if "model" in data:
+        scope = _Scope(dict(library.variables), frozenset(), library.defaults)
+        out["model"] = _Expander(source, problems, library, snapshot=True).node(data["model"], ("model",), ("model",), scope)
+    out["blocks"] = library
+    return out
+
+
+def instantiate(
+    library: Library, use_name: str, args: dict, in_shape: tuple | None, path: Path_, problems: Problems
+) -> Any:
+    """The body of block ``use_name`` for these arguments and this input shape, as data rooted at ``path``."""
+    block = library.blocks[use_name]
+    env = dict(library.variables)
+    if in_shape is not None:
+        env.update(in_channels=in_shape[0], in_shape=list(in_shape))
+    env.update({name: p.default for name, p in block.params.items() if not p.required})
+    env.update(args)
+    expander = _Expander(problems.source, problems, library)
+    for name, raw in block.local_vars.items():
+        env[name] = expander.value(raw, block.path + ("vars", name), path, _Scope(env, frozenset(env), {}, True))
+    defaults = {**library.defaults, **block.defaults}
+    scope = _Scope(env, frozenset(env), defaults, evaluate_all=True)
+    body = expander.node(block.body, block.path + ("body",), path, scope)
+    if isinstance(body, dict) and "merge" in body and "class" not in body:
+        body = {**body, "class": block.name}  # the generated script's class is the block's name
+    library.instances[path] = body
+    return body
+
+
+def _new_forms(raw: Any) -> bool:
+    """Whether model data holds a loop, an `if:` part or a `$name` key (else expansion has nothing to do)."""
+    if isinstance(raw, list):
+        return any(_new_forms(v) for v in raw)
+    if isinstance(raw, dict):
+        if _is_loop(raw) or _is_if(raw) or any(isinstance(k, str) and k.startswith("$") for k in raw):
+            return True
+        return any(_new_forms(v) for v in raw.values())
+    return False
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+def _variables(raw: Any) -> dict[str, Any]:
+    """The spec's `vars`, evaluated in order (their errors are the parser's to report, once)."""
+    env: dict[str, Any] = {}
+    for name, value in (raw or {}).items() if isinstance(raw, dict) else ():
+        try:
+            env[name] = _plain(value, env)
+        except ExprError:
+            continue
+    return env
+
+
+def _plain(value: Any, env: dict) -> Any:
+    if isinstance(value, str):
+        result = evaluate(value, env)
+        return result.value if isinstance(result, Evaluated) else result
+    if isinstance(value, list):
+        return [_plain(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v, env) for k, v in value.items()}
+    return value
+
+
+def _defaults(raw: Any, path: Path_, problems: Problems) -> dict[str, tuple[dict, Path_]]:
+    """`defaults: {BatchNorm2d: {eps: 0.001}}`: per layer type, keyword arguments and where they are."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.fail(path, "`defaults:` maps layer types to arguments", "e.g. `defaults: {ReLU: {inplace: true}}`")
+        return {}
+    found = {}
+    for type_name, kwargs in raw.items():
+        where = path + (type_name,)
+        if not REGISTRY.is_layer(str(type_name)):
+            fix = did_you_mean(str(type_name), REGISTRY.names("layer"), "defaults apply to layer types")
+            problems.fail(where, f"unknown layer type {type_name!r} in `defaults:`", fix)
+        elif not isinstance(kwargs, dict) or not kwargs:
+            problems.fail(where, f"defaults for {type_name} must be keyword arguments", f"e.g. `{type_name}: {{k: v}}`")
+        else:
+            found[type_name] = (kwargs, where)
+    return found
+
+
+def _definitions(raw: Any, raw_vars: dict, source: Source, problems: Problems) -> dict[str, BlockDef]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.fail(("blocks",), "`blocks:` maps block names to definitions", "e.g. `blocks: {Fire: {body: ...}}`")
+        return {}
+    blocks = {}
+    for name, spec in raw.items():
+        block = _definition(name, spec, raw_vars, source, problems)
+        if block is not None:
+            blocks[name] = block
+    _check_recursion(blocks, problems)
+    return blocks
+
+
+def _definition(name: Any, raw: Any, raw_vars: dict, source: Source, problems: Problems) -> BlockDef | None:
+    path = ("blocks", name)
+    if not _block_name_ok(name, path, raw_vars, problems):
+        return None
+    if not isinstance(raw, dict) or "body" not in raw:
+        problems.fail(path, f"block {name} needs `body:`", "e.g. `{params: {width: int}, body: [...]}`")
+        return None
+    for key in raw:
+        if key not in BLOCK_KEYS:
+            problems.fail(path + (key,), f"unknown key {key!r} in block {name}", did_you_mean(str(key), BLOCK_KEYS))
+    params = _params(raw.get("params"), path + ("params",), problems)
+    local_vars = raw.get("vars") or {}
+    if not isinstance(local_vars, dict):
+        problems.fail(path + ("vars",), "a block's `vars:` is a mapping", "e.g. `vars: {out: $width * 4}`")
+        local_vars = {}
+    defaults = _defaults(raw.get("defaults"), path + ("defaults",), problems)
+    line = source.locate(path)[0]
+    return BlockDef(name, params, local_vars, defaults, raw["body"], path, line)
+
+
+def _block_name_ok(name: Any, path: Path_, raw_vars: dict, problems: Problems) -> bool:
+    text = str(name)
+    if name in RESERVED_BLOCKS:
+        problems.fail(path, f"block name {name!r} is reserved", f"rename it, e.g. {text.capitalize() + 'Block'!r}")
+    elif REGISTRY.is_layer(text):
+        problems.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {text + 'Block'!r}")
+    elif not (isinstance(name, str) and name.isidentifier() and name.isascii() and name[:1].isupper()):
+        fix = "ASCII letters and digits, starting with a capital, e.g. `Bottleneck`"
+        problems.fail(path, f"block name {text!r} must be a Python class name", fix)
+    elif name in RESERVED_NAMES or name in raw_vars:
+        problems.fail(path, f"block name {name!r} is taken by the generated script or a variable", "rename it")
+    else:
+        return True
+    return False
+
+
+def _params(raw: Any, path: Path_, problems: Problems) -> dict[str, Param]:
+    """`params: {width: int, stride: 1, groups: {type: int, default: 1}}`."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.fail(path, "`params:` maps parameter names to types or defaults", "e.g. `{width: int, stride: 1}`")
+        return {}
+    params = {}
+    for name, decl in raw.items():
+        where = path + (name,)
+        if not (isinstance(name, str) and name.isidentifier()) or name in SHAPE_VARS:
+            problems.fail(where, f"parameter name {name!r} is not allowed", "use an identifier other than in_*shape")
+            continue
+        param = _param(name, decl, where, problems)
+        if param is not None:
+            params[name] = param
+    return params
+
+
+def _param(name: str, decl: Any, where: Path_, problems: Problems) -> Param | None:
+    if isinstance(decl, str) and decl in TYPES:
+        return Param(name, TYPES[decl], decl)
+    if isinstance(decl, dict) and set(decl) <= {"type", "default"} and decl.get("type", "any") in TYPES:
+        type_name = decl.get("type", "any")
+        param = Param(name, TYPES[type_name], type_name, decl.get("default"), "default" not in decl)
+        if not param.required and not _fits(param, param.default):
+            problems.fail(where + ("default",), f"default {param.default!r} is not {_a(type_name)}", "fix the default")
+            return None
+        return param
+    if isinstance(decl, (dict, str)) or decl is None:
+        fix = f"write a type ({', '.join(TYPES)}), a default value, or `{{type: int, default: 1}}`"
+        problems.fail(where, f"cannot read parameter {name}'s declaration {decl!r}", fix)
+        return None
+    type_name = "bool" if isinstance(decl, bool) else type(decl).__name__
+    return Param(name, TYPES.get(type_name, (object,)), type_name, decl, False)
+
+
+def _fits(param: Param, value: Any) -> bool:
+    if isinstance(value, bool) and param.type_name in ("int", "float"):
+        return False
+    return isinstance(value, param.types)
+
+
+def _a(type_name: str) -> str:
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
+        type_name, f"a {type_name}"
+    )
+
+
+def _check_recursion(blocks: dict[str, BlockDef], problems: Problems) -> None:
+    """A block that uses itself, directly or through others, would expand forever: a located error."""
+    uses = {name: _references(block.body, block.path + ("body",), blocks) for name, block in blocks.items()}
+    for name in blocks:
+        chain = _cycle(name, name, uses, [name], set())
+        if chain:
+            target, where = chain[1], next(p for n, p in uses[name] if n == chain[1])
+            problems.fail(
+                where,
+                f"block {name} uses itself ({' -> '.join(chain)}): it would expand forever",
+                f"remove the use of {target} from {name}'s body",
+            )
+
+
+def _cycle(start: str, name: str, uses: dict, chain: list, seen: set) -> list | None:
+    for used, _ in uses.get(name, ()):
+        if used == start:
+            return [*chain, used]
+        if used not in seen:
+            seen.add(used)
+            found = _cycle(start, used, uses, [*chain, used], seen)
+            if found:
+                return found
+    return None
+
+
+def _references(raw: Any, path: Path_, blocks: dict) -> list[tuple[str, Path_]]:
+    if isinstance(raw, str):
+        return [(raw, path)] if raw in blocks else []
+    if isinstance(raw, list):
+        return [r for i, v in enumerate(raw) for r in _references(v, path + (i,), blocks)]
+    if isinstance(raw, dict):
+        found = [(k, path + (k,)) for k in raw if k in blocks]
+        return found + [r for k, v in raw.items() for r in _references(v, path + (k,), blocks)]
+    return []
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+class _Expander:
+    """Rewrites model data: `origin` is where a value is written, `path` where its copy goes."""
+
+    def __init__(self, source: Source, problems: Problems, library: Library, snapshot: bool = False):
+        self.source = source
+        # where values came from: a copy when the model's own paths are rewritten (a copy placed at index 4
+        # must not move the position of the value that was at index 4 before it is read)
+        self.origins = Source(source.filename, "", dict(source.positions)) if snapshot else source
+        self.problems = problems
+        self.library = library
+        self.written = 0  # values written, bounded like the loader's (alias bombs) by MAX_NODES
+
+    def place(self, origin: Path_, path: Path_) -> None:
+        self.written += 1
+        if self.written == MAX_NODES + 1:
+            self.problems.fail(origin, f"the model expands to more than {MAX_NODES:,} values", "use fewer loops")
+        if origin != path:
+            self.source.positions[path] = self.origins.locate(origin)
+
+    def fail(self, origin: Path_, message: str, fix: str = "") -> None:
+        self.problems.fail(origin, message, fix)
+
+    # nodes -----------------------------------------------------------------------------
+
+    def node(self, raw: Any, origin: Path_, path: Path_, scope: _Scope) -> Any:
+        self.place(origin, path)
+        if self.written > MAX_NODES:
+            return None
+        if isinstance(raw, list):
+            return self.items(raw, origin, path, scope)
+        if isinstance(raw, str):
+            return self.layer(raw, None, origin, path, scope)
+        if not isinstance(raw, dict):
+            return raw
+        if _is_loop(raw):  # a loop standing alone (a merge part, the model): its copies in one list
+            return self.items([raw], origin, path, scope, alone=True)
+        if _is_if(raw):
+            chosen = self.choose(raw, origin, scope)
+            return None if chosen is None else self.node(chosen[0], chosen[1], path, scope)
+        if "merge" in raw:
+            return self.merge(raw, origin, path, scope)
+        if "repeat" in raw and "body" in raw:
+            return self.plain_repeat(raw, origin, path, scope)
+        if len(raw) == 1:
+            key = next(iter(raw))
+            name = self.key(key, origin, scope)
+            if REGISTRY.is_layer(str(name)) or name in self.library.blocks:
+                return self.layer(name, raw[key], origin + (key,), path + (name,), scope)
+        return self.named(raw, origin, path, scope)
+
+    def items(self, raw: list, origin: Path_, path: Path_, scope: _Scope, alone: bool = False) -> Any:
+        out: list = []
+        for i, item in enumerate(raw):
+            where = origin if alone else origin + (i,)
+            if isinstance(item, dict) and _is_loop(item):
+                for copy_scope, _ in self.iterations(item, where, scope, named=False):
+                    self.splice(out, item["body"], where + ("body",), path, copy_scope)
+                continue
+            value = self.node(item, where, path + (len(out),), scope)
+            if value is not None:
+                out.append(value)
+        return out
+
+    def splice(self, out: list, body: Any, origin: Path_, path: Path_, scope: _Scope) -> None:
+        """One loop iteration in a list: a list body's items join the list, anything else is one item."""
+        if isinstance(body, list):
+            for i, item in enumerate(body):
+                if isinstance(item, dict) and _is_loop(item):
+                    for inner, _ in self.iterations(item, origin + (i,), scope, named=False):
+                        self.splice(out, item["body"], origin + (i, "body"), path, inner)
+                    continue
+                value = self.node(item, origin + (i,), path + (len(out),), scope)
+                if value is not None:
+                    out.append(value)
+            return
+        value = self.node(body, origin, path + (len(out),), scope)
+        if value is not None:
+            out.append(value)
+
+    def named(self, raw: dict, origin: Path_, path: Path_, scope: _Scope) -> dict:
+        out: dict = {}
+        for key, item in raw.items():
+            where = origin + (key,)
+            if isinstance(item, dict) and _is_loop(item):
+                self.named_loop(out, item, where, path, scope)
+                continue
+            name = self.key(key, where, scope)
+            value = self.node(item, where, path + (name,), scope)
+            if value is not None:
+                self.put(out, name, value, where)
+        return out
+
+    def named_loop(self, out: dict, loop: dict, origin: Path_, path: Path_, scope: _Scope) -> None:
+        """A loop in a named block: each iteration adds the child `name:` names, or the body's named children."""
+        body = loop["body"]
+        for copy_scope, name in self.iterations(loop, origin, scope, named=True):
+            if name is not None:
+                value = self.node(body, origin + ("body",), path + (name,), copy_scope)
+                if value is not None:
+                    self.put(out, name, value, origin + ("name",))
+                continue
+            for key, item in body.items():  # `{"denseblock{i}": ..., "transition{i}": ...}`
+                child = self.key(key, origin + ("body", key), copy_scope)
+                value = self.node(item, origin + ("body", key), path + (child,), copy_scope)
+                if value is not None:
+                    self.put(out, child, value, origin + ("body", key))
+
+    def put(self, out: dict, name: Any, value: Any, origin: Path_) -> None:
+        if name in out:
+            self.fail(origin, f"the name {name!r} is made twice in this block", "make the names differ, e.g. {i}")
+        out[name] = value
+
+    def merge(self, raw: dict, origin: Path_, path: Path_, scope: _Scope) -> dict:
+        out: dict = {}
+        for key, value in raw.items():
+            where = origin + (key,)
+            self.place(where, path + (key,))
+            if key in ("before", "then"):
+                out[key] = self.node(value, where, path + (key,), scope)
+            elif key == "branches" and isinstance(value, dict):
+                out[key] = self.named(value, where, path + (key,), scope)
+            else:
+                out[key] = self.value(value, where, path + (key,), scope)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def plain_repeat(self, raw: dict, origin: Path_, path: Path_, scope: _Scope) -> dict:
+        """`{repeat: N, body: ...}` without an index keeps its meaning (§2); only its body is expanded."""
+        out = {}
+        for key, value in raw.items():
+            where = origin + (key,)
+            if key == "body":
+                out[key] = self.node(value, where, path + (key,), scope)
+            else:
+                self.place(where, path + (key,))
+                out[key] = self.value(value, where, path + (key,), scope)
+        return out
+
+    def layer(self, name: str, args: Any, origin: Path_, path: Path_, scope: _Scope) -> Any:
+        """A layer or a block use: its arguments evaluated, the defaults for its type written in."""
+        if not isinstance(name, str) or not (REGISTRY.is_layer(name) or name in self.library.blocks):
+            return name if args is None else {name: self.value(args, origin, path, scope)}
+        value = None if args is None else self.value(args, origin, path, scope)
+        defaults = scope.defaults.get(name)
+        if defaults is not None:
+            value = self.with_defaults(name, value, defaults, path, scope)
+        return name if value is None else {name: value}
+
+    def with_defaults(self, name: str, value: Any, defaults: tuple[dict, Path_], path: Path_, scope: _Scope) -> Any:
+        kwargs, where = defaults
+        if isinstance(value, list) or (value is not None and not isinstance(value, dict)):
+            keywords = _as_keywords(name, value if isinstance(value, list) else [value])
+            if keywords is None:
+                return value  # more arguments than torch takes: the binder reports it
+            value = keywords
+        value = dict(value or {})
+        for key, default in kwargs.items():
+            if key not in value:
+                value[key] = self.value(default, where + (key,), path + (key,), scope)
+        return value
+
+    # loops and conditions ------------------------------------------------------------------
+
+    def iterations(self, loop: dict, origin: Path_, scope: _Scope, named: bool):
+        """Each iteration's scope and child name (None without `name:`); a broken loop yields nothing."""
+        rows = self.loop_rows(loop, origin, scope)
+        if rows is None or "body" not in loop:
+            if "body" not in loop:
+                self.fail(origin, "a loop needs `body:`", "e.g. `{repeat: 3, as: i, body: [...]}`")
+            return
+        if not named and "name" in loop:
+            self.fail(origin + ("name",), "`name:` names children of a named block, not of a list", "remove it")
+            return
+        if named and "name" not in loop and not _pattern_keys(loop["body"]):
+            fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
+            self.fail(origin, "a loop in a named block must name its children", fix)
+            return
+        for bindings in rows:
+            inner = _Scope({**scope.env, **bindings}, scope.local | set(bindings), scope.defaults, scope.evaluate_all)
+            name = self.pattern(loop["name"], origin + ("name",), inner) if "name" in loop else None
+            yield inner, name
+
+    def loop_rows(self, loop: dict, origin: Path_, scope: _Scope) -> list[dict] | None:
+        for key in loop:
+            if key not in LOOP_KEYS:
+                self.fail(origin + (key,), f"unknown key {key!r} in a loop", did_you_mean(str(key), LOOP_KEYS))
+                return None
+        names = self.loop_names(loop, origin)
+        if names is None:
+            return None
+        source_key = "repeat" if "repeat" in loop else "in"
+        items = self.loop_items(loop.get(source_key), origin + (source_key,), scope)
+        if items is None:
+            return None
+        rows = []
+        for index, item in enumerate(items):
+            bound = self.bind_row(names, item, origin, index)
+            if bound is None:
+                return None
+            rows.append({**bound, **({loop["as"]: index} if "as" in loop else {})})
+        return rows
+
+    def loop_names(self, loop: dict, origin: Path_) -> list[str] | None:
+        if "repeat" in loop and "for" in loop:
+            self.fail(origin, "a loop has `repeat: N` or `for: ... in: ...`, not both", "keep one")
+            return None
+        if "for" in loop and "in" not in loop:
+            self.fail(origin, "`for:` needs `in:`, the values or the table to loop over", "e.g. `in: $stages`")
+            return None
+        raw = loop.get("for", [])
+        names = raw if isinstance(raw, list) else [raw]
+        names = names + ([loop["as"]] if "as" in loop else [])
+        for name in names:
+            if not isinstance(name, str) or not name.isidentifier() or name in SHAPE_VARS:
+                where = origin + ("as" if name == loop.get("as") else "for",)
+                self.fail(where, f"a loop variable must be a name, got {name!r}", "e.g. `for: [t, c, n, s]`")
+                return None
+        return names[: len(names) - (1 if "as" in loop else 0)]
+
+    def loop_items(self, raw: Any, origin: Path_, scope: _Scope) -> list | None:
+        value = self.value(raw, origin, origin, _Scope(scope.env, frozenset(scope.env), {}, True))
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value <= MAX_ITERATIONS:
+                self.fail(origin, f"a loop of {value} iterations", f"use 0 to {MAX_ITERATIONS}")
+                return None
+            return list(range(value))
+        if isinstance(value, list) and len(value) <= MAX_ITERATIONS:
+            return value
+        self.fail(origin, f"a loop runs over a count or a list, got {value!r}", "e.g. `repeat: 3` or `in: $stages`")
+        return None
+
+    def bind_row(self, names: list[str], item: Any, origin: Path_, index: int) -> dict | None:
+        if not names:
+            return {}
+        if len(names) == 1:
+            return {names[0]: item}
+        if not isinstance(item, list) or len(item) != len(names):
+            self.fail(
+                origin + ("in",),
+                f"row {index} is {item!r}, but `for:` names {len(names)} values ({', '.join(names)})",
+                f"give every row {len(names)} values",
+            )
+            return None
+        return dict(zip(names, item, strict=True))
+
+    def choose(self, raw: dict, origin: Path_, scope: _Scope) -> tuple[Any, Path_] | None:
+        """`{if: COND, then: node, else: node}`: the chosen node and its origin; None when nothing is chosen."""
+        for key in raw:
+            if key not in IF_KEYS:
+                self.fail(origin + (key,), f"unknown key {key!r} in an `if:` part", did_you_mean(str(key), IF_KEYS))
+                return None
+        if "then" not in raw:
+            self.fail(origin, "an `if:` part needs `then:`", "e.g. `{if: $stride != 1, then: [...]}`")
+            return None
+        cond = self.value(raw["if"], origin + ("if",), origin + ("if",), _Scope(scope.env, frozenset(scope.env), {}))
+        if not isinstance(cond, bool):
+            self.fail(origin + ("if",), f"a condition must be true or false, got {cond!r}", "compare, e.g. `$i == 0`")
+            return None
+        key = "then" if cond else "else"
+        return (raw[key], origin + (key,)) if key in raw else None
+
+    # values --------------------------------------------------------------------------------
+
+    def value(self, raw: Any, origin: Path_, path: Path_, scope: _Scope) -> Any:
+        """An argument: strings that use this scope's own names are evaluated, the rest left to the parser."""
+        self.place(origin, path)
+        if isinstance(raw, str):
+            if not needs_evaluation(raw) or not (scope.evaluate_all or set(references(raw)) & scope.local):
+                return raw
+            try:
+                result = evaluate(raw, scope.env)
+            except ExprError as err:
+                self.fail(origin, err.message, _shape_fix(err, raw, scope))
+                return raw
+            return result.value if isinstance(result, Evaluated) else result
+        if isinstance(raw, list):
+            return [self.value(v, origin + (i,), path + (i,), scope) for i, v in enumerate(raw)]
+        if isinstance(raw, dict):
+            return {k: self.value(v, origin + (k,), path + (k,), scope) for k, v in raw.items()}
+        return raw
+
+    def key(self, key: Any, origin: Path_, scope: _Scope) -> Any:
+        """A mapping key: `$name` is replaced by the variable's text, `{expr}` parts by their values."""
+        if not isinstance(key, str):
+            return key
+        if key.startswith("$") and key[1:].isidentifier():
+            value = self.value(key, origin, origin, _Scope(scope.env, frozenset(scope.env), {}))
+            return value if isinstance(value, str) else key
+        return self.pattern(key, origin, scope) if "{" in key else key
+
+    def pattern(self, text: Any, origin: Path_, scope: _Scope) -> Any:
+        """`denselayer{i+1}` -> `denselayer1`: each `{expression}` over the loop's names is evaluated."""
+        if not isinstance(text, str):
+            self.fail(origin, f"a name pattern must be text, got {text!r}", 'e.g. `name: "layer{i+1}"`')
+            return text
+
+        def part(match: re.Match) -> str:
+            code = _BARE.sub(lambda m: "$" + m.group(1) if m.group(1) in scope.env else m.group(1), match.group(1))
+            try:
+                result = evaluate(code if references(code) or "(" in code else code + "+0", scope.env)
+            except ExprError as err:
+                self.fail(origin, f"in the name pattern {text!r}: {err.message}", err.fix)
+                return match.group(0)
+            value = result.value if isinstance(result, Evaluated) else result
+            return str(value)
+
+        return _PATTERN.sub(part, text)
+
+
+def _shape_fix(err: ExprError, raw: str, scope: _Scope) -> str:
+    if any(name in SHAPE_VARS and name not in scope.env for name in references(raw)):
+        return "the input's shape is not known here: give the spec `input:` (one sample's shape)"
+    return err.fix
+
+
+def _as_keywords(name: str, args: list) -> dict | None:
+    """Positional arguments as keywords (torch's order), so that defaults can join them."""
+    entry = REGISTRY.get("layer", name)
+    try:
+        names = [p for p in entry.signature().parameters if p != "self"] if entry is not None else []
+    except (TypeError, ValueError):
+        return None
+    if len(args) > len(names):
+        return None
+    return dict(zip(names, args, strict=False))
+
+
+def _is_loop(raw: dict) -> bool:
+    """`{repeat: N, as: i, ...}` or `{for: ..., in: ..., body: ...}` (a plain `{repeat, body}` is §2's repeat)."""
+    return "body" in raw and ("for" in raw or ("repeat" in raw and bool({"as", "name"} & set(raw))))
+
+
+def _is_if(raw: dict) -> bool:
+    return "if" in raw and set(raw) <= set(IF_KEYS) | {"if"}
+
+
+def _pattern_keys(body: Any) -> bool:
+    return isinstance(body, dict) and bool(body) and all(isinstance(k, str) and "{" in k for k in body)
+
+
+# --------------------------------------------------------------------------- uses
+
+
+def check_use(block: BlockDef, raw: Any, path: Path_, problems: Problems) -> dict | None:
+    """A use's arguments, checked like a layer's: a mapping (or a list in declaration order) of parameters."""
+    where = path + (block.name,)
+    defined = f"{block.name} (defined on line {block.line})"
+    if raw is None:
+        raw = {}
+    if isinstance(raw, list):
+        if len(raw) > len(block.params):
+            problems.fail(where, f"{defined} takes {len(block.params)} parameters, got {len(raw)}", "remove some")
+            return None
+        raw = dict(zip(block.params, raw, strict=False))
+    if not isinstance(raw, dict):
+        fix = f"write `{block.name}: {{{', '.join(block.params) or ''}}}` with values"
+        problems.fail(where, f"{defined} takes its parameters as a mapping, got {raw!r}", fix)
+        return None
+    ok = True
+    for key, value in raw.items():
+        param = block.params.get(key)
+        if param is None:
+            choices = list(block.params)
+            fix = did_you_mean(str(key), choices, f"its parameters are: {', '.join(choices) or 'none'}")
+            problems.fail(where + (key,), f"{defined} has no parameter {key!r}", fix)
+            ok = False
+        elif not _fits(param, value):
+            problems.fail(
+                where + (key,),
+                f"{block.name}'s {key} must be {_a(param.type_name)}, got {value!r}",
+                f"give {key} {_a(param.type_name)} (see {defined})",
+            )
+            ok = False
+    for name, param in block.params.items():
+        if param.required and name not in raw:
+            problems.fail(where, f"{defined} needs parameter {name!r} ({param.type_name})", f"add `{name}: ...`")
+            ok = False
+    return dict(raw) if ok else None
