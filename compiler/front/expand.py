@@ -91,7 +91,9 @@ def expand(data: Any, source: Source, problems: Problems) -> Any:
     out = {k: v for k, v in data.items() if k not in ("blocks", "defaults")}
     if "model" in data:
         scope = _Scope(dict(library.variables), frozenset(), library.defaults)
-        out["model"] = _Expander(source, problems, library, snapshot=True).node(data["model"], ("model",), ("model",), scope)
+        out["model"] = _Expander(source, problems, library, snapshot=True).node(
+            data["model"], ("model",), ("model",), scope
+        )
     out["blocks"] = library
     return out
 
@@ -369,7 +371,11 @@ class _Expander:
         for i, item in enumerate(raw):
             where = origin if alone else origin + (i,)
             if isinstance(item, dict) and _is_loop(item):
-                for copy_scope, _ in self.iterations(item, where, scope, named=False):
+                copies = self.iterations(item, where, scope, named=False)
+                for copy_scope, _ in copies if copies is not None else [(None, None)]:
+                    if copy_scope is None:  # reported: a placeholder keeps later errors about this loop away
+                        out.append("Identity")
+                        continue
                     self.splice(out, item["body"], where + ("body",), path, copy_scope)
                 continue
             value = self.node(item, where, path + (len(out),), scope)
@@ -382,7 +388,7 @@ class _Expander:
         if isinstance(body, list):
             for i, item in enumerate(body):
                 if isinstance(item, dict) and _is_loop(item):
-                    for inner, _ in self.iterations(item, origin + (i,), scope, named=False):
+                    for inner, _ in self.iterations(item, origin + (i,), scope, named=False) or ():
                         self.splice(out, item["body"], origin + (i, "body"), path, inner)
                     continue
                 value = self.node(item, origin + (i,), path + (len(out),), scope)
@@ -409,7 +415,7 @@ class _Expander:
     def named_loop(self, out: dict, loop: dict, origin: Path_, path: Path_, scope: _Scope) -> None:
         """A loop in a named block: each iteration adds the child `name:` names, or the body's named children."""
         body = loop["body"]
-        for copy_scope, name in self.iterations(loop, origin, scope, named=True):
+        for copy_scope, name in self.iterations(loop, origin, scope, named=True) or ():
             if name is not None:
                 value = self.node(body, origin + ("body",), path + (name,), copy_scope)
                 if value is not None:
@@ -476,24 +482,28 @@ class _Expander:
 
     # loops and conditions ------------------------------------------------------------------
 
-    def iterations(self, loop: dict, origin: Path_, scope: _Scope, named: bool):
-        """Each iteration's scope and child name (None without `name:`); a broken loop yields nothing."""
-        rows = self.loop_rows(loop, origin, scope)
-        if rows is None or "body" not in loop:
-            if "body" not in loop:
-                self.fail(origin, "a loop needs `body:`", "e.g. `{repeat: 3, as: i, body: [...]}`")
-            return
+    def iterations(self, loop: dict, origin: Path_, scope: _Scope, named: bool) -> list | None:
+        """Each iteration's scope and child name (None without `name:`); None for a broken loop (reported)."""
         if not named and "name" in loop:
-            self.fail(origin + ("name",), "`name:` names children of a named block, not of a list", "remove it")
-            return
+            self.fail(
+                origin + ("name",),
+                "unknown key 'name' in a repeat in a list: `name:` names the children of a named block",
+                "a repeat has only `repeat:` and `body:` (and `as:`, or `for:` and `in:`); remove `name:`",
+            )
+            return None
         if named and "name" not in loop and not _pattern_keys(loop["body"]):
             fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
             self.fail(origin, "a loop in a named block must name its children", fix)
-            return
+            return None
+        rows = self.loop_rows(loop, origin, scope)
+        if rows is None:
+            return None
+        copies = []
         for bindings in rows:
             inner = _Scope({**scope.env, **bindings}, scope.local | set(bindings), scope.defaults, scope.evaluate_all)
             name = self.pattern(loop["name"], origin + ("name",), inner) if "name" in loop else None
-            yield inner, name
+            copies.append((inner, name))
+        return copies
 
     def loop_rows(self, loop: dict, origin: Path_, scope: _Scope) -> list[dict] | None:
         for key in loop:

@@ -112,7 +112,7 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
             return Evaluated(value, literal(value))
         if refs:
             raise ExprError(
-                f"{text!r} mixes $variables with text that is not an expression",
+                f"{text!r} mixes $variables with text that is not arithmetic nor another expression",
                 f"use numbers, $names, + - * / // % **, ( ), comparisons, `a if c else b`, $table[i] and "
                 f"{', '.join(FUNCTIONS)}; write $$ for a literal $",
             )

@@ -17,10 +17,10 @@ from compiler.errors import SpecError
 from compiler.facts import param_rules, torch_facts
 from compiler.facts.registry import REGISTRY, Entry
 from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape
+from compiler.front.expand import MAX_USE_DEPTH, instantiate
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
-from compiler.front.expand import MAX_USE_DEPTH, instantiate
 from compiler.front.spec import MAX_MODULES, Block, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, class_names
