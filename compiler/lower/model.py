@@ -184,7 +184,18 @@ class _Lowerer:
         return layer.out_shape
 
     def use(self, out: list[Node], parent: str, name: str, node: Use, shape: tuple | None, dtype: str):
-        """A block use: its body instantiated for this input shape (front/expand.py), then lowered in its place."""
+        """A block use: its body instantiated for this input shape, then lowered in its place."""
+        body = self.instantiate(node, shape)
+        if body is None:
+            return None
+        self.uses += 1
+        try:
+            return self.add(out, parent, name, body, shape, dtype)
+        finally:
+            self.uses -= 1
+
+    def instantiate(self, node: Use, shape: tuple | None) -> Any:
+        """The parsed body of a block use (front/expand.py's ``instantiate``); None after a problem."""
         if self.uses >= MAX_USE_DEPTH:
             fix = "use fewer levels of blocks inside blocks"
             self.problems.fail(node.yaml_path, f"blocks nest more than {MAX_USE_DEPTH} deep here", fix)
@@ -195,14 +206,9 @@ class _Lowerer:
         before = self.problems.count()
         data = instantiate(self.spec.library, node.block, node.args, shape, root, self.problems)
         body = parse_node(data, root, self.problems, self.spec.library) if self.problems.count() == before else None
-        if body is None:
-            return None
-        self.bodies.append(body)
-        self.uses += 1
-        try:
-            return self.add(out, parent, name, body, shape, dtype)
-        finally:
-            self.uses -= 1
+        if body is not None:
+            self.bodies.append(body)
+        return body
 
     # merge blocks -----------------------------------------------------------------
 
@@ -234,6 +240,15 @@ class _Lowerer:
 
     def part(self, name: str, node: Any, path: str, shape, dtype: str, names: dict[str, Path_]) -> PartIR:
         """A merge part: a named block spreads its children into the merge module, others are one child."""
+        if isinstance(node, Use):  # placed as its body is: a shortcut that is the input adds no module
+            body = self.instantiate(node, shape)
+            if body is None:
+                return PartIR(name, [], False, node.yaml_path, None)
+            self.uses += 1
+            try:
+                return self.part(name, body, path, shape, dtype, names)
+            finally:
+                self.uses -= 1
         if isinstance(node, Layer) and node.type == "Identity" and not node.args and not node.kwargs:
             return PartIR(name, [], False, node.yaml_path, shape)
         nodes: list[Node] = []
