@@ -350,7 +350,11 @@ class _Expander:
             return self.layer(raw, None, origin, path, scope)
         if not isinstance(raw, dict):
             return raw
-        if _is_loop(raw):  # a loop standing alone (a merge part, the model): its copies in one list
+        if _is_loop(raw):  # a loop standing alone (a merge part, a block's value): its copies, named or in a list
+            if "name" in raw or _pattern_keys(raw["body"]):
+                out: dict = {}
+                self.named_loop(out, raw, origin, path, scope)
+                return out
             return self.items([raw], origin, path, scope, alone=True)
         if _is_if(raw):
             chosen = self.choose(raw, origin, scope)
@@ -371,7 +375,7 @@ class _Expander:
         for i, item in enumerate(raw):
             where = origin if alone else origin + (i,)
             if isinstance(item, dict) and _is_loop(item):
-                copies = self.iterations(item, where, scope, named=False)
+                copies = self.iterations(item, where, scope, in_list=True)
                 for copy_scope, _ in copies if copies is not None else [(None, None)]:
                     if copy_scope is None:  # reported: a placeholder keeps later errors about this loop away
                         out.append("Identity")
@@ -388,7 +392,7 @@ class _Expander:
         if isinstance(body, list):
             for i, item in enumerate(body):
                 if isinstance(item, dict) and _is_loop(item):
-                    for inner, _ in self.iterations(item, origin + (i,), scope, named=False) or ():
+                    for inner, _ in self.iterations(item, origin + (i,), scope, in_list=True) or ():
                         self.splice(out, item["body"], origin + (i, "body"), path, inner)
                     continue
                 value = self.node(item, origin + (i,), path + (len(out),), scope)
@@ -403,8 +407,8 @@ class _Expander:
         out: dict = {}
         for key, item in raw.items():
             where = origin + (key,)
-            if isinstance(item, dict) and _is_loop(item):
-                self.named_loop(out, item, where, path, scope)
+            if isinstance(item, dict) and _is_loop(item) and _splices(key, item):
+                self.named_loop(out, item, where, path, scope, key)
                 continue
             name = self.key(key, where, scope)
             value = self.node(item, where, path + (name,), scope)
@@ -412,20 +416,29 @@ class _Expander:
                 self.put(out, name, value, where)
         return out
 
-    def named_loop(self, out: dict, loop: dict, origin: Path_, path: Path_, scope: _Scope) -> None:
-        """A loop in a named block: each iteration adds the child `name:` names, or the body's named children."""
+    def named_loop(self, out: dict, loop: dict, origin: Path_, path: Path_, scope: _Scope, key: Any = None) -> None:
+        """Named children per iteration: the loop's key (`"layer{k + 1}": {for: ...}`) or `name:` names the
+        body's copy; else the body's own keys are patterns (`{"denseblock{k}": ..., "transition{k}": ...}`)."""
         body = loop["body"]
-        for copy_scope, name in self.iterations(loop, origin, scope, named=True) or ():
-            if name is not None:
+        pattern = key if isinstance(key, str) and "{" in key else loop.get("name")
+        if pattern is None and not _pattern_keys(body):
+            fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
+            self.fail(origin, "a loop that makes named children must say how to name them", fix)
+            return
+        for copy_scope, _ in self.iterations(loop, origin, scope) or ():
+            if pattern is not None:
+                where = origin if pattern is key else origin + ("name",)
+                name = self.pattern(pattern, where, copy_scope)
                 value = self.node(body, origin + ("body",), path + (name,), copy_scope)
                 if value is not None:
-                    self.put(out, name, value, origin + ("name",))
+                    self.put(out, name, value, where)
                 continue
-            for key, item in body.items():  # `{"denseblock{i}": ..., "transition{i}": ...}`
-                child = self.key(key, origin + ("body", key), copy_scope)
-                value = self.node(item, origin + ("body", key), path + (child,), copy_scope)
+            for child_key, item in body.items():
+                where = origin + ("body", child_key)
+                child = self.key(child_key, where, copy_scope)
+                value = self.node(item, where, path + (child,), copy_scope)
                 if value is not None:
-                    self.put(out, child, value, origin + ("body", key))
+                    self.put(out, child, value, where)
 
     def put(self, out: dict, name: Any, value: Any, origin: Path_) -> None:
         if name in out:
@@ -482,28 +495,20 @@ class _Expander:
 
     # loops and conditions ------------------------------------------------------------------
 
-    def iterations(self, loop: dict, origin: Path_, scope: _Scope, named: bool) -> list | None:
-        """Each iteration's scope and child name (None without `name:`); None for a broken loop (reported)."""
-        if not named and "name" in loop:
+    def iterations(self, loop: dict, origin: Path_, scope: _Scope, in_list: bool = False) -> list | None:
+        """Each iteration's scope; None for a broken loop (reported)."""
+        if in_list and "name" in loop:
             self.fail(
                 origin + ("name",),
                 "unknown key 'name' in a repeat in a list: `name:` names the children of a named block",
                 "a repeat has only `repeat:` and `body:` (and `as:`, or `for:` and `in:`); remove `name:`",
             )
             return None
-        if named and "name" not in loop and not _pattern_keys(loop["body"]):
-            fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
-            self.fail(origin, "a loop in a named block must name its children", fix)
-            return None
         rows = self.loop_rows(loop, origin, scope)
         if rows is None:
             return None
-        copies = []
-        for bindings in rows:
-            inner = _Scope({**scope.env, **bindings}, scope.local | set(bindings), scope.defaults, scope.evaluate_all)
-            name = self.pattern(loop["name"], origin + ("name",), inner) if "name" in loop else None
-            copies.append((inner, name))
-        return copies
+        local = scope.local | {name for row in rows[:1] for name in row}
+        return [(_Scope({**scope.env, **row}, local, scope.defaults, scope.evaluate_all), None) for row in rows]
 
     def loop_rows(self, loop: dict, origin: Path_, scope: _Scope) -> list[dict] | None:
         for key in loop:
@@ -657,6 +662,12 @@ def _is_loop(raw: dict) -> bool:
 
 def _is_if(raw: dict) -> bool:
     return "if" in raw and set(raw) <= set(IF_KEYS) | {"if"}
+
+
+def _splices(key: Any, loop: dict) -> bool:
+    """A loop in a named block adds its children there when its key is a name pattern or a label for
+    pattern-named children; otherwise it is one child, named by its key, holding the copies."""
+    return (isinstance(key, str) and "{" in key) or ("name" not in loop and _pattern_keys(loop["body"]))
 
 
 def _pattern_keys(body: Any) -> bool:
