@@ -51,7 +51,9 @@ def _lower(spec: Spec, problems: Problems, max_bytes: int | None = None) -> Prog
 def _compile(data: Any, source: Source, max_bytes: int | None) -> Spec:
     """Parse and lower, every problem of both stages raised together as one SpecError."""
     problems = Problems(source)
-    spec = parse(expand(data, source, problems), problems)
+    data = expand(data, source, problems)
+    problems.raise_if_any()  # a broken loop or block leaves text the parser would misreport
+    spec = parse(data, problems)
     program = _lower(spec, problems, max_bytes) if spec is not None else None
     problems.raise_if_any()
     assert spec is not None and program is not None

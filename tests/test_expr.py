@@ -212,6 +212,7 @@ def test_expression_errors(text: str, message: str) -> None:
         ("round(2.567, 2)", 2.57),
         ("floor(-$b)", -3),
         ("ceil($b)", 3),
+        ("sum($sizes[:0]) + 1", 1),
         ("$word == 'same'", True),
         ("$t[$a]", "c"),
         ("$t[3] + 1", 3),

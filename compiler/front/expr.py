@@ -228,10 +228,10 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
     return new_value
 
 
-def _numbers(args: tuple) -> list:
+def _numbers(args: tuple, empty: bool = False) -> list:
     items = list(args[0]) if len(args) == 1 and isinstance(args[0], (list, tuple)) else list(args)
-    if not items:
-        raise ExprError("min/max/sum of nothing", "give at least one number")
+    if not items and not empty:
+        raise ExprError("min/max of nothing", "give at least one number")
     return [_check_number(v) for v in items]
 
 
@@ -259,7 +259,7 @@ def _divisible(value: Any, divisor: Any, min_value: Any = None) -> int:
 FUNCTIONS: dict[str, Any] = {
     "min": lambda *a: min(_numbers(a)),
     "max": lambda *a: max(_numbers(a)),
-    "sum": lambda *a: sum(_numbers(a)),
+    "sum": lambda *a: sum(_numbers(a, empty=True)),
     "len": _length,
     "int": lambda x: int(_check_number(x)),
     "round": _round,
