@@ -99,6 +99,18 @@ def parse_spec(
     return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
 
 
+def expand_spec(spec: Spec) -> dict:
+    """``spec`` written out in §2's grammar (``specc expand``): blocks, loops, `if:` parts, defaults and
+    variables expanded, and every section's defaults filled in. It validates and builds the same model."""
+    from compiler.front.expand import written_out
+
+    lower_spec(spec)  # lowering instantiates every block use
+    filled: dict[str, Any] = {"version": spec.version, "seed": spec.seed}
+    if spec.train is not None:
+        filled["train"] = spec.train.model_dump(mode="json")
+    return written_out(spec.library, filled)
+
+
 def build_model(spec: Spec | str | Path) -> nn.Module:
     """The model as live torch modules. Never reseeds: draws from torch's global RNG."""
     from compiler.build.model import build_model as build
@@ -126,6 +138,7 @@ __all__ = [
     "SpecWarning",
     "build_model",
     "build_training",
+    "expand_spec",
     "load_spec",
     "lower_spec",
     "parse_spec",

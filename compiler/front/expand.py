@@ -15,6 +15,7 @@ body is a pure function of (definition, arguments, input shape) that returns dat
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,7 @@ class Library:
     variables: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, tuple[dict, Path_]] = field(default_factory=dict)
     instances: dict[Path_, Any] = field(default_factory=dict)  # use path -> its body's data (`specc expand`)
+    expanded: dict = field(default_factory=dict)  # the spec after expansion, uses still in place
 
 
 @dataclass
@@ -83,8 +85,10 @@ class _Scope:
 
 def expand(data: Any, source: Source, problems: Problems) -> Any:
     """The spec with loops, conditions and defaults expanded; `blocks:` replaced by a checked ``Library``."""
-    if not isinstance(data, dict) or not ({"blocks", "defaults"} & set(data) or _new_forms(data.get("model"))):
-        return data  # a spec in §2's grammar alone goes to the parser untouched
+    if not isinstance(data, dict):
+        return data
+    if not ({"blocks", "defaults"} & set(data) or _new_forms(data.get("model"))):
+        return {**data, "blocks": Library(expanded=data)}  # §2's grammar alone: nothing to rewrite
     library = Library(variables=_variables(data.get("vars")))
     library.defaults = _defaults(data.get("defaults"), ("defaults",), problems)
     library.blocks = _definitions(data.get("blocks"), data.get("vars") or {}, source, problems)
@@ -94,6 +98,7 @@ def expand(data: Any, source: Source, problems: Problems) -> Any:
         out["model"] = _Expander(source, problems, library, snapshot=True).node(
             data["model"], ("model",), ("model",), scope
         )
+    library.expanded = dict(out)
     out["blocks"] = library
     return out
 
@@ -114,8 +119,8 @@ def instantiate(
     defaults = {**library.defaults, **block.defaults}
     scope = _Scope(env, frozenset(env), defaults, evaluate_all=True)
     body = expander.node(block.body, block.path + ("body",), path, scope)
-    if isinstance(body, dict) and "merge" in body and "class" not in body:
-        body = {**body, "class": block.name}  # the generated script's class is the block's name
+    if isinstance(body, dict) and "merge" in body and "class" not in body:  # the script's class: the block's name
+        body = {"merge": body["merge"], "class": block.name, **{k: v for k, v in body.items() if k != "merge"}}
     library.instances[path] = body
     return body
 
@@ -347,7 +352,7 @@ class _Expander:
         if isinstance(raw, list):
             return self.items(raw, origin, path, scope)
         if isinstance(raw, str):
-            return self.layer(raw, None, origin, path, scope)
+            return self.layer(raw, None, origin, path + (raw,), scope)
         if not isinstance(raw, dict):
             return raw
         if _is_loop(raw):  # a loop standing alone (a merge part, a block's value): its copies, named or in a list
@@ -513,7 +518,10 @@ class _Expander:
     def loop_rows(self, loop: dict, origin: Path_, scope: _Scope) -> list[dict] | None:
         for key in loop:
             if key not in LOOP_KEYS:
-                self.fail(origin + (key,), f"unknown key {key!r} in a loop", did_you_mean(str(key), LOOP_KEYS))
+                fix = did_you_mean(
+                    str(key), LOOP_KEYS, "a loop has `repeat: N` or `for:` and `in:`, then `as:`, `name:`"
+                )
+                self.fail(origin + (key,), f"unknown key {key!r} in a loop", fix + ", `body:`")
                 return None
         names = self.loop_names(loop, origin)
         if names is None:
@@ -577,12 +585,13 @@ class _Expander:
         """`{if: COND, then: node, else: node}`: the chosen node and its origin; None when nothing is chosen."""
         for key in raw:
             if key not in IF_KEYS:
-                self.fail(origin + (key,), f"unknown key {key!r} in an `if:` part", did_you_mean(str(key), IF_KEYS))
+                fix = did_you_mean(str(key), IF_KEYS, "an `if:` part has `if:`, `then:` and optionally `else:`")
+                self.fail(origin + (key,), f"unknown key {key!r} in an `if:` part", fix)
                 return None
         if "then" not in raw:
             self.fail(origin, "an `if:` part needs `then:`", "e.g. `{if: $stride != 1, then: [...]}`")
             return None
-        cond = self.value(raw["if"], origin + ("if",), origin + ("if",), _Scope(scope.env, frozenset(scope.env), {}))
+        cond = self.value(raw["if"], origin + ("if",), origin + ("if",), _Scope(scope.env, frozenset(), {}, True))
         if not isinstance(cond, bool):
             self.fail(origin + ("if",), f"a condition must be true or false, got {cond!r}", "compare, e.g. `$i == 0`")
             return None
@@ -712,3 +721,60 @@ def check_use(block: BlockDef, raw: Any, path: Path_, problems: Problems) -> dic
             problems.fail(where, f"{defined} needs parameter {name!r} ({param.type_name})", f"add `{name}: ...`")
             ok = False
     return dict(raw) if ok else None
+
+
+# --------------------------------------------------------------------------- `specc expand`
+
+
+def written_out(library: Library, filled: dict[str, Any]) -> dict:
+    """The spec as plain §2 grammar: every block use replaced by its instantiated body (recorded while
+    lowering), every `$variable` and expression replaced by its value, and ``filled`` (the sections'
+    defaults) written in. A use inside a plain `repeat` stays a use: its copies may differ (the first
+    one's input does), and the spec says so itself."""
+    data = {**library.expanded, **filled}
+    data.pop("blocks", None)
+    out = {key: _values(value, library.variables) for key, value in data.items() if key not in ("vars", "model")}
+    if "model" in data:
+        out["model"] = _values(_bodies(data["model"], ("model",), library), library.variables)
+    if "vars" in data:
+        out["vars"] = {k: library.variables.get(k, v) for k, v in data["vars"].items()}
+    order = ["version", "name", "description", "seed", "vars", "input", "model"]
+    return {k: out[k] for k in order if k in out} | {k: v for k, v in out.items() if k not in order}
+
+
+def _bodies(raw: Any, path: Path_, library: Library) -> Any:
+    name = raw if isinstance(raw, str) else next(iter(raw)) if isinstance(raw, dict) and len(raw) == 1 else None
+    if isinstance(name, str) and name in library.blocks:
+        root = path + (f"<{name}>",)
+        if root in library.instances:
+            return _bodies(library.instances[root], root, library)
+    if isinstance(raw, list):
+        return [_bodies(v, path + (i,), library) for i, v in enumerate(raw)]
+    if isinstance(raw, dict) and not ("repeat" in raw and "body" in raw):
+        return {k: _bodies(v, path + (k,), library) for k, v in raw.items()}
+    return raw
+
+
+def _values(raw: Any, env: dict) -> Any:
+    if isinstance(raw, str):
+        try:
+            result = evaluate(raw, env)
+        except ExprError:
+            return raw
+        return result.value if isinstance(result, Evaluated) else result
+    if isinstance(raw, list):
+        return [_values(v, env) for v in raw]
+    if isinstance(raw, dict):
+        return {k: _values(v, env) for k, v in raw.items()}
+    return raw
+
+
+def note_use(problems: Problems, since: int, name: str, use_path: Path_) -> None:
+    """Name the use in errors found inside a block's body (they point at the body, which every use shares)."""
+    line, col = problems.source.locate(use_path)
+    for i in range(since, len(problems.errors)):
+        problem = problems.errors[i]
+        inside = f"<{name}>" in problem.path or problem.path.startswith(f"blocks.{name}.")
+        if inside and "(in block " not in problem.message:
+            message = f"{problem.message} (in block {name}, used at line {line}, column {col})"
+            problems.errors[i] = dataclasses.replace(problem, message=message)

@@ -17,7 +17,7 @@ from compiler.errors import SpecError
 from compiler.facts import param_rules, torch_facts
 from compiler.facts.registry import REGISTRY, Entry
 from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape
-from compiler.front.expand import MAX_USE_DEPTH, instantiate
+from compiler.front.expand import MAX_USE_DEPTH, instantiate, note_use
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
@@ -185,14 +185,14 @@ class _Lowerer:
 
     def use(self, out: list[Node], parent: str, name: str, node: Use, shape: tuple | None, dtype: str):
         """A block use: its body instantiated for this input shape, then lowered in its place."""
+        before = self.problems.count()
         body = self.instantiate(node, shape)
-        if body is None:
-            return None
         self.uses += 1
         try:
-            return self.add(out, parent, name, body, shape, dtype)
+            return self.add(out, parent, name, body, shape, dtype) if body is not None else None
         finally:
             self.uses -= 1
+            note_use(self.problems, before, node.block, node.yaml_path)
 
     def instantiate(self, node: Use, shape: tuple | None) -> Any:
         """The parsed body of a block use (front/expand.py's ``instantiate``); None after a problem."""
@@ -241,14 +241,14 @@ class _Lowerer:
     def part(self, name: str, node: Any, path: str, shape, dtype: str, names: dict[str, Path_]) -> PartIR:
         """A merge part: a named block spreads its children into the merge module, others are one child."""
         if isinstance(node, Use):  # placed as its body is: a shortcut that is the input adds no module
+            before = self.problems.count()
             body = self.instantiate(node, shape)
-            if body is None:
-                return PartIR(name, [], False, node.yaml_path, None)
             self.uses += 1
             try:
-                return self.part(name, body, path, shape, dtype, names)
+                return self.part(name, body, path, shape, dtype, names) if body is not None else PartIR(name, [], False)
             finally:
                 self.uses -= 1
+                note_use(self.problems, before, node.block, node.yaml_path)
         if isinstance(node, Layer) and node.type == "Identity" and not node.args and not node.kwargs:
             return PartIR(name, [], False, node.yaml_path, shape)
         nodes: list[Node] = []
