@@ -343,6 +343,10 @@ class _Expander:
     def fail(self, origin: Path_, message: str, fix: str = "") -> None:
         self.problems.fail(origin, message, fix)
 
+    def over_budget(self) -> bool:
+        """Past MAX_NODES values (reported once, in ``place``): stop copying at once."""
+        return self.written > MAX_NODES
+
     # nodes -----------------------------------------------------------------------------
 
     def node(self, raw: Any, origin: Path_, path: Path_, scope: _Scope) -> Any:
@@ -382,6 +386,8 @@ class _Expander:
             if isinstance(item, dict) and _is_loop(item):
                 copies = self.iterations(item, where, scope, in_list=True)
                 for copy_scope, _ in copies if copies is not None else [(None, None)]:
+                    if self.over_budget():
+                        break
                     if copy_scope is None:  # reported: a placeholder keeps later errors about this loop away
                         out.append("Identity")
                         continue
@@ -398,6 +404,8 @@ class _Expander:
             for i, item in enumerate(body):
                 if isinstance(item, dict) and _is_loop(item):
                     for inner, _ in self.iterations(item, origin + (i,), scope, in_list=True) or ():
+                        if self.over_budget():
+                            break
                         self.splice(out, item["body"], origin + (i, "body"), path, inner)
                     continue
                 value = self.node(item, origin + (i,), path + (len(out),), scope)
@@ -431,6 +439,8 @@ class _Expander:
             self.fail(origin, "a loop that makes named children must say how to name them", fix)
             return
         for copy_scope, _ in self.iterations(loop, origin, scope) or ():
+            if self.over_budget():
+                break
             if pattern is not None:
                 where = origin if pattern is key else origin + ("name",)
                 name = self.pattern(pattern, where, copy_scope)
@@ -509,7 +519,7 @@ class _Expander:
                 "a repeat has only `repeat:` and `body:` (and `as:`, or `for:` and `in:`); remove `name:`",
             )
             return None
-        rows = self.loop_rows(loop, origin, scope)
+        rows = self.loop_rows(loop, origin, scope) if not self.over_budget() else None
         if rows is None:
             return None
         local = scope.local | {name for row in rows[:1] for name in row}
