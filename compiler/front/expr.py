@@ -9,6 +9,7 @@ length, exponents and magnitudes. Each evaluated value keeps its Python source t
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -96,7 +97,7 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
     code = _REF.sub(lambda m: "$" if m.group(1) == "$" else _PLACEHOLDER + m.group(1) + " ", text.strip())
     allowed = {_PLACEHOLDER + name for name in refs}
     try:
-        tree = ast.parse(code, mode="eval")
+        tree = _parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         if refs:
             raise ExprError(f"cannot read {text!r} as arithmetic", "use numbers, $names, + - * / // % ** and ( )")
@@ -121,6 +122,12 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
         return unescape(text)
     value = _eval(tree.body, variables)
     return Evaluated(value, _python_source(tree.body))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(code: str) -> ast.Expression:
+    """Parsed once per text: a block's body is instantiated once per use, with the same expressions."""
+    return ast.parse(code, mode="eval")
 
 
 def _is_arithmetic(node: ast.AST, allowed: set[str]) -> bool:
