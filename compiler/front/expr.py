@@ -102,7 +102,11 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
         if refs:
             raise ExprError(f"cannot read {text!r} as arithmetic", "use numbers, $names, + - * / // % ** and ( )")
         return unescape(text)
-    body = tree.body
+    return _evaluate_tree(text, tree.body, refs, allowed, variables)
+
+
+def _evaluate_tree(text: str, body: ast.AST, refs: list[str], allowed: set[str], variables: dict) -> Evaluated | str:
+    """A parsed string's value: a bare `$name`, arithmetic (kept symbolic), another expression, or the text."""
     if isinstance(body, ast.Name) and body.id in allowed:  # a bare `$name`: any value
         name = body.id[len(_PLACEHOLDER) :]
         value = variables[name]
@@ -120,8 +124,8 @@ def evaluate(text: str, variables: dict[str, Any]) -> Evaluated | str:
         return unescape(text)
     if not refs and _is_number(body):  # "123" or "-1" quoted in YAML stays a string
         return unescape(text)
-    value = _eval(tree.body, variables)
-    return Evaluated(value, _python_source(tree.body))
+    value = _eval(body, variables)
+    return Evaluated(value, _python_source(body))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -273,8 +273,8 @@ class _Parser:
     def node(self, raw: Any, path: Path_) -> Layer | Block | Repeat | None:
         if isinstance(raw, list):
             return self.block(raw, path)
-        if isinstance(raw, str) and raw in self.library.blocks:
-            return self.use(raw, None, path)
+        if (name := self.use_name(raw)) is not None:  # `{Bottleneck: {width: 64}}` or `Bottleneck`
+            return self.use(name, raw[name] if isinstance(raw, dict) else None, path)
         if isinstance(raw, str):
             if REGISTRY.is_layer(raw):
                 return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
@@ -288,8 +288,6 @@ class _Parser:
                 return self.repeat(raw, path)
             if len(raw) == 1:
                 (key,) = keys
-                if key in self.library.blocks:
-                    return self.use(key, raw[key], path)
                 if REGISTRY.is_layer(key):
                     if _holds_layers(raw[key]):  # `Linear: [ReLU, ...]`: meant as a block named Linear
                         self.fail(
@@ -311,6 +309,11 @@ class _Parser:
             return self.block(raw, path)
         self.fail(path, f"expected a layer, a block or a repeat, got {_describe(raw)}", "write e.g. `- ReLU`")
         return None
+
+    def use_name(self, raw: Any) -> str | None:
+        """The block a node uses, if it is a use of one of the spec's `blocks:`."""
+        name = raw if isinstance(raw, str) else next(iter(raw)) if isinstance(raw, dict) and len(raw) == 1 else None
+        return name if isinstance(name, str) and name in self.library.blocks else None
 
     def use(self, name: str, raw: Any, path: Path_) -> Use | None:
         args = check_use(self.library.blocks[name], raw, path, self.collector)
