@@ -251,7 +251,7 @@ model:
     body: [{repeat: 10000, as: j, body: [ReLU, ReLU]}]
 """
     problems = _problems(text)
-    assert any("expands to more than" in p for p in problems), problems
+    assert any("expands to more than 20,000 values" in p for p in problems), problems
 
 
 def test_existing_spec_keeps_its_data_untouched() -> None:

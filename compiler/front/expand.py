@@ -23,7 +23,7 @@ from typing import Any
 from compiler.common.suggest import did_you_mean
 from compiler.facts.registry import REGISTRY
 from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
-from compiler.front.load import MAX_NODES, Path_, Source
+from compiler.front.load import Path_, Source
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
 
@@ -35,6 +35,10 @@ SHAPE_VARS = ("in_channels", "in_shape")  # what a block body sees of its input
 RESERVED_BLOCKS = ("repeat", "body", "merge", "if", "for")
 MAX_USE_DEPTH = 32  # blocks inside blocks
 MAX_ITERATIONS = 10_000  # one loop (as `repeat`)
+# values written by expansion, loops and every block instance together: each becomes a node the lowerer
+# binds and checks one by one (unlike §2's `repeat`, whose copies are checked once), so this bounds the
+# time validation takes (about 2 s at the bound); the largest torchvision family member writes ~7,000
+MAX_EXPANDED = 20_000
 _PATTERN = re.compile(r"\{([^{}]*)\}")
 _BARE = re.compile(r"(?<![$\w'\"])([A-Za-z_]\w*)(?![\w'\"(])")
 
@@ -70,6 +74,7 @@ class Library:
     defaults: dict[str, tuple[dict, Path_]] = field(default_factory=dict)
     instances: dict[Path_, Any] = field(default_factory=dict)  # use path -> its body's data (`specc expand`)
     expanded: dict = field(default_factory=dict)  # the spec after expansion, uses still in place
+    written: int = 0  # values written by expansion so far (MAX_EXPANDED)
 
 
 @dataclass
@@ -331,12 +336,12 @@ class _Expander:
         self.origins = Source(source.filename, "", dict(source.positions)) if snapshot else source
         self.problems = problems
         self.library = library
-        self.written = 0  # values written, bounded like the loader's (alias bombs) by MAX_NODES
 
     def place(self, origin: Path_, path: Path_) -> None:
-        self.written += 1
-        if self.written == MAX_NODES + 1:
-            self.problems.fail(origin, f"the model expands to more than {MAX_NODES:,} values", "use fewer loops")
+        self.library.written += 1
+        if self.library.written == MAX_EXPANDED + 1:
+            fix = "use fewer or shorter loops, or fewer block uses (a plain `repeat` of identical copies is cheaper)"
+            self.problems.fail(origin, f"the model expands to more than {MAX_EXPANDED:,} values", fix)
         if origin != path:
             self.source.positions[path] = self.origins.locate(origin)
 
@@ -344,14 +349,14 @@ class _Expander:
         self.problems.fail(origin, message, fix)
 
     def over_budget(self) -> bool:
-        """Past MAX_NODES values (reported once, in ``place``): stop copying at once."""
-        return self.written > MAX_NODES
+        """Past MAX_EXPANDED values (reported once, in ``place``): stop copying at once."""
+        return self.library.written > MAX_EXPANDED
 
     # nodes -----------------------------------------------------------------------------
 
     def node(self, raw: Any, origin: Path_, path: Path_, scope: _Scope) -> Any:
         self.place(origin, path)
-        if self.written > MAX_NODES:
+        if self.over_budget():
             return None
         if isinstance(raw, list):
             return self.items(raw, origin, path, scope)
@@ -434,6 +439,9 @@ class _Expander:
         body's copy; else the body's own keys are patterns (`{"denseblock{k}": ..., "transition{k}": ...}`)."""
         body = loop["body"]
         pattern = key if isinstance(key, str) and "{" in key else loop.get("name")
+        if pattern is not None and not isinstance(pattern, str):
+            self.fail(origin + ("name",), f"a name pattern must be text, got {pattern!r}", 'e.g. `name: "layer{i+1}"`')
+            return
         if pattern is None and not _pattern_keys(body):
             fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
             self.fail(origin, "a loop that makes named children must say how to name them", fix)
