@@ -14,7 +14,13 @@ from torch import nn
 # the spec's variables
 depth = 18
 num_classes = 1000
-configs = {"18": ["BasicBlock", [2, 2, 2, 2]], "34": ["BasicBlock", [3, 4, 6, 3]], "50": ["Bottleneck", [3, 4, 6, 3]], "101": ["Bottleneck", [3, 4, 23, 3]], "152": ["Bottleneck", [3, 8, 36, 3]]}
+configs = {
+    "18": ["BasicBlock", [2, 2, 2, 2]],
+    "34": ["BasicBlock", [3, 4, 6, 3]],
+    "50": ["Bottleneck", [3, 4, 6, 3]],
+    "101": ["Bottleneck", [3, 4, 23, 3]],
+    "152": ["Bottleneck", [3, 8, 36, 3]],
+}
 block = "BasicBlock"
 layers = [2, 2, 2, 2]
 
