@@ -445,6 +445,48 @@ def bench_validate_resnet50(quick: bool) -> dict:
     )
 
 
+FAMILY_SPEC = "specs/resnet.yaml"  # torchvision's ResNet family in one spec (blocks and loops)
+
+
+def bench_build_resnet152(quick: bool) -> dict:
+    """The family spec's deepest member built (and its same-seed weights checked) against torchvision's."""
+    from torchvision import models
+
+    spec = compiler.load_spec(FAMILY_SPEC, overrides=["vars.depth=152"])
+    assert_same_weights(spec, lambda: models.resnet152(weights=None), "build_resnet152")
+    reps = 2 if quick else 7
+    b, s = interleave(
+        lambda: timed(lambda: models.resnet152(weights=None)), lambda: timed(lambda: compiler.build_model(spec)), reps
+    )
+    return row(
+        "build_resnet152",
+        "ms",
+        False,
+        1.10,
+        [x * 1e3 for x in b],
+        [x * 1e3 for x in s],
+        "build_model(specs/resnet.yaml --set vars.depth=152) vs torchvision.models.resnet152(); weights bitwise equal",
+    )
+
+
+def bench_validate_resnet152(quick: bool) -> dict:
+    """Validation expands 50 Bottleneck uses through their bodies, with shapes: still far below `import torch`."""
+    reps = 2 if quick else 9
+    specc_cmd = [*_specc_cmd(), "validate", FAMILY_SPEC, "--set", "vars.depth=152"]
+    base_cmd = [sys.executable, "-c", "import torch"]
+    _run_process(base_cmd), _run_process(specc_cmd, "OK")
+    b, s = interleave(lambda: _run_process(base_cmd), lambda: _run_process(specc_cmd, "OK"), reps)
+    return row(
+        "validate_resnet152",
+        "s",
+        False,
+        0.25,
+        b,
+        s,
+        "wall time of `specc validate specs/resnet.yaml --set vars.depth=152` vs `python -c 'import torch'`",
+    )
+
+
 def bench_import(quick: bool) -> dict:
     """`import compiler` in a fresh process vs an empty one: export, decompile and schema stay unloaded."""
     reps = 3 if quick else 15
@@ -495,6 +537,8 @@ BENCHMARKS = OrderedDict(
     build_resnet50=bench_build_resnet50,
     step_resnet18=bench_step_resnet18,
     validate_resnet50=bench_validate_resnet50,
+    build_resnet152=bench_build_resnet152,
+    validate_resnet152=bench_validate_resnet152,
     import_compiler=bench_import,
     speed_auto_cpu=bench_speed_auto_cpu,
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import Problem, SpecError
+from compiler.front.expand import expand
 from compiler.front.load import Source, load_file, load_text
 from compiler.front.overrides import apply_overrides
 from compiler.front.problems import Problems
@@ -50,6 +51,8 @@ def _lower(spec: Spec, problems: Problems, max_bytes: int | None = None) -> Prog
 def _compile(data: Any, source: Source, max_bytes: int | None) -> Spec:
     """Parse and lower, every problem of both stages raised together as one SpecError."""
     problems = Problems(source)
+    data = expand(data, source, problems)
+    problems.raise_if_any()  # a broken loop or block leaves text the parser would misreport
     spec = parse(data, problems)
     program = _lower(spec, problems, max_bytes) if spec is not None else None
     problems.raise_if_any()
@@ -96,6 +99,18 @@ def parse_spec(
     return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
 
 
+def expand_spec(spec: Spec) -> dict:
+    """``spec`` written out in §2's grammar (``specc expand``): blocks, loops, `if:` parts, defaults and
+    variables expanded, and every section's defaults filled in. It validates and builds the same model."""
+    from compiler.front.expand import written_out
+
+    lower_spec(spec)  # lowering instantiates every block use
+    filled: dict[str, Any] = {"version": spec.version, "seed": spec.seed}
+    if spec.train is not None:
+        filled["train"] = spec.train.model_dump(mode="json")
+    return written_out(spec.library, filled)
+
+
 def build_model(spec: Spec | str | Path) -> nn.Module:
     """The model as live torch modules. Never reseeds: draws from torch's global RNG."""
     from compiler.build.model import build_model as build
@@ -123,6 +138,7 @@ __all__ = [
     "SpecWarning",
     "build_model",
     "build_training",
+    "expand_spec",
     "load_spec",
     "lower_spec",
     "parse_spec",

@@ -16,6 +16,7 @@ from torch import nn
 num_classes = 1000
 growth_rate = 32
 bn_size = 4
+block_config = [6, 12, 24, 16]
 
 
 class DenseLayer(nn.Module):
@@ -60,17 +61,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (64, 56, 56)
                                         conv1=nn.Conv2d(
-                                            in_channels=64,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=64, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -84,17 +81,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (96, 56, 56)
                                         conv1=nn.Conv2d(
-                                            in_channels=96,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=96, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -108,17 +101,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv1=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=128, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -132,17 +121,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(160),  # -> (160, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (160, 56, 56)
                                         conv1=nn.Conv2d(
-                                            in_channels=160,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=160, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -156,17 +141,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(192),  # -> (192, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (192, 56, 56)
                                         conv1=nn.Conv2d(
-                                            in_channels=192,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=192, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -180,17 +161,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(224),  # -> (224, 56, 56), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (224, 56, 56)
                                         conv1=nn.Conv2d(
-                                            in_channels=224,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=224, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -229,17 +206,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=128, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -253,17 +226,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(160),  # -> (160, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (160, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=160,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=160, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -277,17 +246,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (192, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=192,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=192, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -301,17 +266,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(224),  # -> (224, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (224, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=224,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=224, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -325,17 +286,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(256),  # -> (256, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (256, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=256,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -349,17 +306,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(288),  # -> (288, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (288, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=288,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=288, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -373,17 +326,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(320),  # -> (320, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (320, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=320,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=320, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -397,17 +346,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(352),  # -> (352, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (352, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=352,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=352, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -421,17 +366,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(384),  # -> (384, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (384, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=384,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=384, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -445,17 +386,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(416),  # -> (416, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (416, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=416,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=416, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -469,17 +406,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(448),  # -> (448, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (448, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=448,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=448, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -493,17 +426,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(480),  # -> (480, 28, 28), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (480, 28, 28)
                                         conv1=nn.Conv2d(
-                                            in_channels=480,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=480, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -542,17 +471,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (256, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=256,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -566,17 +491,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(288),  # -> (288, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (288, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=288,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=288, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -590,17 +511,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(320),  # -> (320, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (320, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=320,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=320, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -614,17 +531,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(352),  # -> (352, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (352, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=352,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=352, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -638,17 +551,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (384, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=384,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=384, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -662,17 +571,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(416),  # -> (416, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (416, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=416,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=416, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -686,17 +591,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(448),  # -> (448, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (448, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=448,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=448, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -710,17 +611,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (480, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=480,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=480, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -734,17 +631,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(512),  # -> (512, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (512, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=512,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=512, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -758,17 +651,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(544),  # -> (544, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (544, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=544,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=544, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -782,17 +671,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (576, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=576,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=576, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -806,17 +691,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(608),  # -> (608, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (608, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=608,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=608, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -830,17 +711,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(640),  # -> (640, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (640, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=640,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=640, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -854,17 +731,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (672, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=672,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=672, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -878,17 +751,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(704),  # -> (704, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (704, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=704,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=704, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -902,17 +771,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(736),  # -> (736, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (736, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=736,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=736, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -926,17 +791,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(768),  # -> (768, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (768, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=768,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=768, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -950,17 +811,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(800),  # -> (800, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (800, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=800,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=800, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -974,17 +831,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(832),  # -> (832, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (832, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=832,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=832, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -998,17 +851,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(864),  # -> (864, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (864, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=864,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=864, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1022,17 +871,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(896),  # -> (896, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (896, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=896,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=896, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1046,17 +891,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(928),  # -> (928, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (928, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=928,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=928, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1070,17 +911,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(960),  # -> (960, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (960, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=960,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=960, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1094,17 +931,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(992),  # -> (992, 14, 14), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (992, 14, 14)
                                         conv1=nn.Conv2d(
-                                            in_channels=992,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=992, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1143,17 +976,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (512, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=512,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=512, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1167,17 +996,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(544),  # -> (544, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (544, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=544,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=544, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1191,17 +1016,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(576),  # -> (576, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (576, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=576,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=576, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1215,17 +1036,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(608),  # -> (608, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (608, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=608,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=608, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1239,17 +1056,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(640),  # -> (640, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (640, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=640,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=640, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1263,17 +1076,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(672),  # -> (672, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (672, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=672,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=672, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1287,17 +1096,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(704),  # -> (704, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (704, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=704,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=704, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1311,17 +1116,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(736),  # -> (736, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (736, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=736,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=736, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1335,17 +1136,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(768),  # -> (768, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (768, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=768,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=768, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1359,17 +1156,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(800),  # -> (800, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (800, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=800,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=800, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1383,17 +1176,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(832),  # -> (832, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (832, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=832,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=832, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1407,17 +1196,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(864),  # -> (864, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (864, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=864,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=864, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1431,17 +1216,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(896),  # -> (896, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (896, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=896,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=896, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1455,17 +1236,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(928),  # -> (928, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (928, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=928,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=928, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1479,17 +1256,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (960, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=960,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=960, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,
@@ -1503,17 +1276,13 @@ def build_model():
                                         norm1=nn.BatchNorm2d(992),  # -> (992, 7, 7), num_features inferred
                                         relu1=nn.ReLU(inplace=True),  # -> (992, 7, 7)
                                         conv1=nn.Conv2d(
-                                            in_channels=992,
-                                            out_channels=bn_size * growth_rate,
-                                            kernel_size=1,
-                                            stride=1,
-                                            bias=False,
+                                            in_channels=992, out_channels=128, kernel_size=1, stride=1, bias=False
                                         ),
                                         norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
                                         relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
                                         conv2=nn.Conv2d(
                                             in_channels=128,
-                                            out_channels=growth_rate,
+                                            out_channels=32,
                                             kernel_size=3,
                                             stride=1,
                                             padding=1,

@@ -16,11 +16,12 @@ from torchvision import ops
 num_classes = 1000
 dropout = 0.2
 sd_prob = 0.2
-blocks = 16
+blocks = [1, 2, 2, 3, 3, 4, 1]
+stages = [[1, 3, 1, 16], [6, 3, 2, 24], [6, 5, 2, 40], [6, 3, 2, 80], [6, 5, 1, 112], [6, 5, 2, 192], [6, 3, 1, 320]]
 
 
 class SqueezeExcitation(nn.Module):
-    """avgpool .. scale_activation * input."""
+    """input * avgpool .. scale_activation."""
 
     def __init__(self, avgpool, fc1, activation, fc2, scale_activation):
         super().__init__()
@@ -36,7 +37,7 @@ class SqueezeExcitation(nn.Module):
         scale = self.activation(scale)
         scale = self.fc2(scale)
         scale = self.scale_activation(scale)
-        return scale * x
+        return x * scale
 
 
 class MBConv(nn.Module):
@@ -56,7 +57,7 @@ def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 5,288,548 parameters."""
     features = nn.Sequential(
         nn.Sequential(
-            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, groups=1, bias=False),
             nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
             nn.SiLU(inplace=True),  # -> (32, 112, 112)
         ),
@@ -69,25 +70,39 @@ def build_model():
                             nn.Sequential(
                                 nn.Sequential(
                                     nn.Conv2d(
-                                        in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False
+                                        in_channels=32,
+                                        out_channels=32,
+                                        kernel_size=3,
+                                        stride=1,
+                                        padding=1,
+                                        groups=32,
+                                        bias=False,
                                     ),
                                     nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (32, 112, 112)
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (32, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=32, out_channels=8, kernel_size=1),
+                                    fc1=nn.Conv2d(32, 8, 1),  # -> (8, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (8, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=8, out_channels=32, kernel_size=1),
+                                    fc2=nn.Conv2d(8, 32, 1),  # -> (32, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (32, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=32, out_channels=16, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=32,
+                                        out_channels=16,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(16),  # -> (16, 112, 112), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (16, 112, 112)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (16, 112, 112)
                     ]
                 )
             ),
@@ -100,7 +115,15 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=16, out_channels=96, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=16,
+                                        out_channels=96,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(96),  # -> (96, 112, 112), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (96, 112, 112)
                                 ),
@@ -119,46 +142,66 @@ def build_model():
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (96, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=96, out_channels=4, kernel_size=1),
+                                    fc1=nn.Conv2d(96, 4, 1),  # -> (4, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (4, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=4, out_channels=96, kernel_size=1),
+                                    fc2=nn.Conv2d(4, 96, 1),  # -> (96, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (96, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=96, out_channels=24, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=96,
+                                        out_channels=24,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(24),  # -> (24, 56, 56), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (24, 56, 56)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (24, 56, 56)
                     ]
                 )
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=24, out_channels=144, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=24, out_channels=144, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
                         nn.SiLU(inplace=True),  # -> (144, 56, 56)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=144, out_channels=144, kernel_size=3, padding=1, groups=144, bias=False),
+                        nn.Conv2d(
+                            in_channels=144,
+                            out_channels=144,
+                            kernel_size=3,
+                            stride=1,
+                            padding=1,
+                            groups=144,
+                            bias=False,
+                        ),
                         nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
                         nn.SiLU(inplace=True),  # -> (144, 56, 56)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (144, 1, 1)
-                        fc1=nn.Conv2d(in_channels=144, out_channels=6, kernel_size=1),
+                        fc1=nn.Conv2d(144, 6, 1),  # -> (6, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (6, 1, 1)
-                        fc2=nn.Conv2d(in_channels=6, out_channels=144, kernel_size=1),
+                        fc2=nn.Conv2d(6, 144, 1),  # -> (144, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (144, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=144, out_channels=24, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=144, out_channels=24, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(24),  # -> (24, 56, 56), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 2 / blocks, mode="row"),  # -> (24, 56, 56)
+                stochastic_depth=ops.StochasticDepth(0.025, "row"),  # -> (24, 56, 56)
             ),
         ),
         nn.Sequential(
@@ -169,7 +212,15 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=24, out_channels=144, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=24,
+                                        out_channels=144,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (144, 56, 56)
                                 ),
@@ -188,46 +239,66 @@ def build_model():
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (144, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=144, out_channels=6, kernel_size=1),
+                                    fc1=nn.Conv2d(144, 6, 1),  # -> (6, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (6, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=6, out_channels=144, kernel_size=1),
+                                    fc2=nn.Conv2d(6, 144, 1),  # -> (144, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (144, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=144, out_channels=40, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=144,
+                                        out_channels=40,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(40),  # -> (40, 28, 28), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (40, 28, 28)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (40, 28, 28)
                     ]
                 )
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=40, out_channels=240, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=40, out_channels=240, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(240),  # -> (240, 28, 28), num_features inferred
                         nn.SiLU(inplace=True),  # -> (240, 28, 28)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=240, out_channels=240, kernel_size=5, padding=2, groups=240, bias=False),
+                        nn.Conv2d(
+                            in_channels=240,
+                            out_channels=240,
+                            kernel_size=5,
+                            stride=1,
+                            padding=2,
+                            groups=240,
+                            bias=False,
+                        ),
                         nn.BatchNorm2d(240),  # -> (240, 28, 28), num_features inferred
                         nn.SiLU(inplace=True),  # -> (240, 28, 28)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (240, 1, 1)
-                        fc1=nn.Conv2d(in_channels=240, out_channels=10, kernel_size=1),
+                        fc1=nn.Conv2d(240, 10, 1),  # -> (10, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (10, 1, 1)
-                        fc2=nn.Conv2d(in_channels=10, out_channels=240, kernel_size=1),
+                        fc2=nn.Conv2d(10, 240, 1),  # -> (240, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (240, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=240, out_channels=40, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=240, out_channels=40, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(40),  # -> (40, 28, 28), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 4 / blocks, mode="row"),  # -> (40, 28, 28)
+                stochastic_depth=ops.StochasticDepth(0.05, "row"),  # -> (40, 28, 28)
             ),
         ),
         nn.Sequential(
@@ -238,7 +309,15 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=40, out_channels=240, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=40,
+                                        out_channels=240,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(240),  # -> (240, 28, 28), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (240, 28, 28)
                                 ),
@@ -257,72 +336,104 @@ def build_model():
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (240, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=240, out_channels=10, kernel_size=1),
+                                    fc1=nn.Conv2d(240, 10, 1),  # -> (10, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (10, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=10, out_channels=240, kernel_size=1),
+                                    fc2=nn.Conv2d(10, 240, 1),  # -> (240, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (240, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=240, out_channels=80, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=240,
+                                        out_channels=80,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(80),  # -> (80, 14, 14), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (80, 14, 14)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (80, 14, 14)
                     ]
                 )
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=80, out_channels=480, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=80, out_channels=480, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (480, 14, 14)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=480, out_channels=480, kernel_size=3, padding=1, groups=480, bias=False),
+                        nn.Conv2d(
+                            in_channels=480,
+                            out_channels=480,
+                            kernel_size=3,
+                            stride=1,
+                            padding=1,
+                            groups=480,
+                            bias=False,
+                        ),
                         nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (480, 14, 14)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                        fc1=nn.Conv2d(in_channels=480, out_channels=20, kernel_size=1),
+                        fc1=nn.Conv2d(480, 20, 1),  # -> (20, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                        fc2=nn.Conv2d(in_channels=20, out_channels=480, kernel_size=1),
+                        fc2=nn.Conv2d(20, 480, 1),  # -> (480, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=480, out_channels=80, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=480, out_channels=80, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(80),  # -> (80, 14, 14), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 6 / blocks, mode="row"),  # -> (80, 14, 14)
+                stochastic_depth=ops.StochasticDepth(0.07500000000000001, "row"),  # -> (80, 14, 14)
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=80, out_channels=480, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=80, out_channels=480, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (480, 14, 14)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=480, out_channels=480, kernel_size=3, padding=1, groups=480, bias=False),
+                        nn.Conv2d(
+                            in_channels=480,
+                            out_channels=480,
+                            kernel_size=3,
+                            stride=1,
+                            padding=1,
+                            groups=480,
+                            bias=False,
+                        ),
                         nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (480, 14, 14)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                        fc1=nn.Conv2d(in_channels=480, out_channels=20, kernel_size=1),
+                        fc1=nn.Conv2d(480, 20, 1),  # -> (20, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                        fc2=nn.Conv2d(in_channels=20, out_channels=480, kernel_size=1),
+                        fc2=nn.Conv2d(20, 480, 1),  # -> (480, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=480, out_channels=80, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=480, out_channels=80, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(80),  # -> (80, 14, 14), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 7 / blocks, mode="row"),  # -> (80, 14, 14)
+                stochastic_depth=ops.StochasticDepth(0.08750000000000001, "row"),  # -> (80, 14, 14)
             ),
         ),
         nn.Sequential(
@@ -333,7 +444,15 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=80, out_channels=480, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=80,
+                                        out_channels=480,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (480, 14, 14)
                                 ),
@@ -342,6 +461,7 @@ def build_model():
                                         in_channels=480,
                                         out_channels=480,
                                         kernel_size=5,
+                                        stride=1,
                                         padding=2,
                                         groups=480,
                                         bias=False,
@@ -351,72 +471,104 @@ def build_model():
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=480, out_channels=20, kernel_size=1),
+                                    fc1=nn.Conv2d(480, 20, 1),  # -> (20, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=20, out_channels=480, kernel_size=1),
+                                    fc2=nn.Conv2d(20, 480, 1),  # -> (480, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=480, out_channels=112, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=480,
+                                        out_channels=112,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(112),  # -> (112, 14, 14), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (112, 14, 14)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (112, 14, 14)
                     ]
                 )
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=112, out_channels=672, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=112, out_channels=672, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (672, 14, 14)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=672, out_channels=672, kernel_size=5, padding=2, groups=672, bias=False),
+                        nn.Conv2d(
+                            in_channels=672,
+                            out_channels=672,
+                            kernel_size=5,
+                            stride=1,
+                            padding=2,
+                            groups=672,
+                            bias=False,
+                        ),
                         nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (672, 14, 14)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                        fc1=nn.Conv2d(in_channels=672, out_channels=28, kernel_size=1),
+                        fc1=nn.Conv2d(672, 28, 1),  # -> (28, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                        fc2=nn.Conv2d(in_channels=28, out_channels=672, kernel_size=1),
+                        fc2=nn.Conv2d(28, 672, 1),  # -> (672, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=672, out_channels=112, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=672, out_channels=112, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(112),  # -> (112, 14, 14), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 9 / blocks, mode="row"),  # -> (112, 14, 14)
+                stochastic_depth=ops.StochasticDepth(0.1125, "row"),  # -> (112, 14, 14)
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=112, out_channels=672, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=112, out_channels=672, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (672, 14, 14)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=672, out_channels=672, kernel_size=5, padding=2, groups=672, bias=False),
+                        nn.Conv2d(
+                            in_channels=672,
+                            out_channels=672,
+                            kernel_size=5,
+                            stride=1,
+                            padding=2,
+                            groups=672,
+                            bias=False,
+                        ),
                         nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                         nn.SiLU(inplace=True),  # -> (672, 14, 14)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                        fc1=nn.Conv2d(in_channels=672, out_channels=28, kernel_size=1),
+                        fc1=nn.Conv2d(672, 28, 1),  # -> (28, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                        fc2=nn.Conv2d(in_channels=28, out_channels=672, kernel_size=1),
+                        fc2=nn.Conv2d(28, 672, 1),  # -> (672, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=672, out_channels=112, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=672, out_channels=112, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(112),  # -> (112, 14, 14), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 10 / blocks, mode="row"),  # -> (112, 14, 14)
+                stochastic_depth=ops.StochasticDepth(0.125, "row"),  # -> (112, 14, 14)
             ),
         ),
         nn.Sequential(
@@ -427,7 +579,15 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=112, out_channels=672, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=112,
+                                        out_channels=672,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (672, 14, 14)
                                 ),
@@ -446,104 +606,142 @@ def build_model():
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=672, out_channels=28, kernel_size=1),
+                                    fc1=nn.Conv2d(672, 28, 1),  # -> (28, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=28, out_channels=672, kernel_size=1),
+                                    fc2=nn.Conv2d(28, 672, 1),  # -> (672, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=672, out_channels=192, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=672,
+                                        out_channels=192,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (192, 7, 7)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (192, 7, 7)
                     ]
                 )
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=192, out_channels=1152, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     nn.Sequential(
                         nn.Conv2d(
-                            in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False
+                            in_channels=1152,
+                            out_channels=1152,
+                            kernel_size=5,
+                            stride=1,
+                            padding=2,
+                            groups=1152,
+                            bias=False,
                         ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
+                        fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
+                        fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=1152, out_channels=192, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 12 / blocks, mode="row"),  # -> (192, 7, 7)
+                stochastic_depth=ops.StochasticDepth(0.15000000000000002, "row"),  # -> (192, 7, 7)
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=192, out_channels=1152, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     nn.Sequential(
                         nn.Conv2d(
-                            in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False
+                            in_channels=1152,
+                            out_channels=1152,
+                            kernel_size=5,
+                            stride=1,
+                            padding=2,
+                            groups=1152,
+                            bias=False,
                         ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
+                        fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
+                        fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=1152, out_channels=192, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 13 / blocks, mode="row"),  # -> (192, 7, 7)
+                stochastic_depth=ops.StochasticDepth(0.1625, "row"),  # -> (192, 7, 7)
             ),
             MBConv(
                 block=nn.Sequential(
                     nn.Sequential(
-                        nn.Conv2d(in_channels=192, out_channels=1152, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     nn.Sequential(
                         nn.Conv2d(
-                            in_channels=1152, out_channels=1152, kernel_size=5, padding=2, groups=1152, bias=False
+                            in_channels=1152,
+                            out_channels=1152,
+                            kernel_size=5,
+                            stride=1,
+                            padding=2,
+                            groups=1152,
+                            bias=False,
                         ),
                         nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                         nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                     ),
                     SqueezeExcitation(
                         avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
+                        fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
                         activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
+                        fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
                         scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
                     ),
                     nn.Sequential(
-                        nn.Conv2d(in_channels=1152, out_channels=192, kernel_size=1, bias=False),
+                        nn.Conv2d(
+                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                        ),
                         nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
                     ),
                 ),
-                stochastic_depth=ops.StochasticDepth(p=sd_prob * 14 / blocks, mode="row"),  # -> (192, 7, 7)
+                stochastic_depth=ops.StochasticDepth(0.17500000000000002, "row"),  # -> (192, 7, 7)
             ),
         ),
         nn.Sequential(
@@ -554,7 +752,15 @@ def build_model():
                             "block",
                             nn.Sequential(
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=192, out_channels=1152, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=192,
+                                        out_channels=1152,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
                                     nn.SiLU(inplace=True),  # -> (1152, 7, 7)
                                 ),
@@ -563,6 +769,7 @@ def build_model():
                                         in_channels=1152,
                                         out_channels=1152,
                                         kernel_size=3,
+                                        stride=1,
                                         padding=1,
                                         groups=1152,
                                         bias=False,
@@ -572,24 +779,32 @@ def build_model():
                                 ),
                                 SqueezeExcitation(
                                     avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
+                                    fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
                                     activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
+                                    fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
                                     scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
                                 ),
                                 nn.Sequential(
-                                    nn.Conv2d(in_channels=1152, out_channels=320, kernel_size=1, bias=False),
+                                    nn.Conv2d(
+                                        in_channels=1152,
+                                        out_channels=320,
+                                        kernel_size=1,
+                                        stride=1,
+                                        padding=0,
+                                        groups=1,
+                                        bias=False,
+                                    ),
                                     nn.BatchNorm2d(320),  # -> (320, 7, 7), num_features inferred
                                 ),
                             ),
                         ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (320, 7, 7)
+                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (320, 7, 7)
                     ]
                 )
             ),
         ),
         nn.Sequential(
-            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, bias=False),
+            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, stride=1, padding=0, groups=1, bias=False),
             nn.BatchNorm2d(1280),  # -> (1280, 7, 7), num_features inferred
             nn.SiLU(inplace=True),  # -> (1280, 7, 7)
         ),
@@ -612,7 +827,7 @@ def init_weights(model):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):

@@ -14,6 +14,8 @@ from torch import nn
 # the spec's variables
 num_classes = 1000
 dropout = 0.2
+width_mult = 1.0
+settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
 class InvertedResidual(nn.Module):
@@ -32,7 +34,7 @@ def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 3,504,872 parameters."""
     features = nn.Sequential(
         nn.Sequential(
-            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, groups=1, bias=False),
             nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
             nn.ReLU6(inplace=True),  # -> (32, 112, 112)
         ),
@@ -44,7 +46,13 @@ def build_model():
                         nn.Sequential(
                             nn.Sequential(
                                 nn.Conv2d(
-                                    in_channels=32, out_channels=32, kernel_size=3, padding=1, groups=32, bias=False
+                                    in_channels=32,
+                                    out_channels=32,
+                                    kernel_size=3,
+                                    stride=1,
+                                    padding=1,
+                                    groups=32,
+                                    bias=False,
                                 ),
                                 nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (32, 112, 112)
@@ -63,7 +71,15 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=16, out_channels=96, kernel_size=1, bias=False),
+                                nn.Conv2d(
+                                    in_channels=16,
+                                    out_channels=96,
+                                    kernel_size=1,
+                                    stride=1,
+                                    padding=0,
+                                    groups=1,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(96),  # -> (96, 112, 112), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (96, 112, 112)
                             ),
@@ -90,12 +106,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=24, out_channels=144, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=24, out_channels=144, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (144, 56, 56)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=144, out_channels=144, kernel_size=3, padding=1, groups=144, bias=False),
+                    nn.Conv2d(
+                        in_channels=144, out_channels=144, kernel_size=3, stride=1, padding=1, groups=144, bias=False
+                    ),
                     nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (144, 56, 56)
                 ),
@@ -110,7 +130,15 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=24, out_channels=144, kernel_size=1, bias=False),
+                                nn.Conv2d(
+                                    in_channels=24,
+                                    out_channels=144,
+                                    kernel_size=1,
+                                    stride=1,
+                                    padding=0,
+                                    groups=1,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (144, 56, 56)
                             ),
@@ -137,12 +165,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=32, out_channels=192, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=32, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (192, 28, 28)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=192, out_channels=192, kernel_size=3, padding=1, groups=192, bias=False),
+                    nn.Conv2d(
+                        in_channels=192, out_channels=192, kernel_size=3, stride=1, padding=1, groups=192, bias=False
+                    ),
                     nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (192, 28, 28)
                 ),
@@ -153,12 +185,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=32, out_channels=192, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=32, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (192, 28, 28)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=192, out_channels=192, kernel_size=3, padding=1, groups=192, bias=False),
+                    nn.Conv2d(
+                        in_channels=192, out_channels=192, kernel_size=3, stride=1, padding=1, groups=192, bias=False
+                    ),
                     nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (192, 28, 28)
                 ),
@@ -173,7 +209,15 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=32, out_channels=192, kernel_size=1, bias=False),
+                                nn.Conv2d(
+                                    in_channels=32,
+                                    out_channels=192,
+                                    kernel_size=1,
+                                    stride=1,
+                                    padding=0,
+                                    groups=1,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (192, 28, 28)
                             ),
@@ -200,28 +244,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=64, out_channels=384, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=64, out_channels=384, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=384, out_channels=384, kernel_size=3, padding=1, groups=384, bias=False),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Conv2d(in_channels=384, out_channels=64, kernel_size=1, bias=False),
-                nn.BatchNorm2d(64),  # -> (64, 14, 14), num_features inferred
-            ),
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(in_channels=64, out_channels=384, kernel_size=1, bias=False),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(in_channels=384, out_channels=384, kernel_size=3, padding=1, groups=384, bias=False),
+                    nn.Conv2d(
+                        in_channels=384, out_channels=384, kernel_size=3, stride=1, padding=1, groups=384, bias=False
+                    ),
                     nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                 ),
@@ -232,12 +264,36 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=64, out_channels=384, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=64, out_channels=384, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=384, out_channels=384, kernel_size=3, padding=1, groups=384, bias=False),
+                    nn.Conv2d(
+                        in_channels=384, out_channels=384, kernel_size=3, stride=1, padding=1, groups=384, bias=False
+                    ),
+                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
+                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
+                ),
+                nn.Conv2d(in_channels=384, out_channels=64, kernel_size=1, bias=False),
+                nn.BatchNorm2d(64),  # -> (64, 14, 14), num_features inferred
+            ),
+        ),
+        InvertedResidual(
+            conv=nn.Sequential(
+                nn.Sequential(
+                    nn.Conv2d(
+                        in_channels=64, out_channels=384, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
+                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
+                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
+                ),
+                nn.Sequential(
+                    nn.Conv2d(
+                        in_channels=384, out_channels=384, kernel_size=3, stride=1, padding=1, groups=384, bias=False
+                    ),
                     nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                 ),
@@ -252,13 +308,27 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=64, out_channels=384, kernel_size=1, bias=False),
+                                nn.Conv2d(
+                                    in_channels=64,
+                                    out_channels=384,
+                                    kernel_size=1,
+                                    stride=1,
+                                    padding=0,
+                                    groups=1,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (384, 14, 14)
                             ),
                             nn.Sequential(
                                 nn.Conv2d(
-                                    in_channels=384, out_channels=384, kernel_size=3, padding=1, groups=384, bias=False
+                                    in_channels=384,
+                                    out_channels=384,
+                                    kernel_size=3,
+                                    stride=1,
+                                    padding=1,
+                                    groups=384,
+                                    bias=False,
                                 ),
                                 nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (384, 14, 14)
@@ -273,12 +343,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=96, out_channels=576, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=96, out_channels=576, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (576, 14, 14)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=576, out_channels=576, kernel_size=3, padding=1, groups=576, bias=False),
+                    nn.Conv2d(
+                        in_channels=576, out_channels=576, kernel_size=3, stride=1, padding=1, groups=576, bias=False
+                    ),
                     nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (576, 14, 14)
                 ),
@@ -289,12 +363,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=96, out_channels=576, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=96, out_channels=576, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (576, 14, 14)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=576, out_channels=576, kernel_size=3, padding=1, groups=576, bias=False),
+                    nn.Conv2d(
+                        in_channels=576, out_channels=576, kernel_size=3, stride=1, padding=1, groups=576, bias=False
+                    ),
                     nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (576, 14, 14)
                 ),
@@ -309,7 +387,15 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=96, out_channels=576, kernel_size=1, bias=False),
+                                nn.Conv2d(
+                                    in_channels=96,
+                                    out_channels=576,
+                                    kernel_size=1,
+                                    stride=1,
+                                    padding=0,
+                                    groups=1,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (576, 14, 14)
                             ),
@@ -336,12 +422,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=160, out_channels=960, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=160, out_channels=960, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=960, out_channels=960, kernel_size=3, padding=1, groups=960, bias=False),
+                    nn.Conv2d(
+                        in_channels=960, out_channels=960, kernel_size=3, stride=1, padding=1, groups=960, bias=False
+                    ),
                     nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                 ),
@@ -352,12 +442,16 @@ def build_model():
         InvertedResidual(
             conv=nn.Sequential(
                 nn.Sequential(
-                    nn.Conv2d(in_channels=160, out_channels=960, kernel_size=1, bias=False),
+                    nn.Conv2d(
+                        in_channels=160, out_channels=960, kernel_size=1, stride=1, padding=0, groups=1, bias=False
+                    ),
                     nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                 ),
                 nn.Sequential(
-                    nn.Conv2d(in_channels=960, out_channels=960, kernel_size=3, padding=1, groups=960, bias=False),
+                    nn.Conv2d(
+                        in_channels=960, out_channels=960, kernel_size=3, stride=1, padding=1, groups=960, bias=False
+                    ),
                     nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                     nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                 ),
@@ -372,13 +466,27 @@ def build_model():
                         "conv",
                         nn.Sequential(
                             nn.Sequential(
-                                nn.Conv2d(in_channels=160, out_channels=960, kernel_size=1, bias=False),
+                                nn.Conv2d(
+                                    in_channels=160,
+                                    out_channels=960,
+                                    kernel_size=1,
+                                    stride=1,
+                                    padding=0,
+                                    groups=1,
+                                    bias=False,
+                                ),
                                 nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (960, 7, 7)
                             ),
                             nn.Sequential(
                                 nn.Conv2d(
-                                    in_channels=960, out_channels=960, kernel_size=3, padding=1, groups=960, bias=False
+                                    in_channels=960,
+                                    out_channels=960,
+                                    kernel_size=3,
+                                    stride=1,
+                                    padding=1,
+                                    groups=960,
+                                    bias=False,
                                 ),
                                 nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
                                 nn.ReLU6(inplace=True),  # -> (960, 7, 7)
@@ -391,7 +499,7 @@ def build_model():
             )
         ),
         nn.Sequential(
-            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, bias=False),
+            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, stride=1, padding=0, groups=1, bias=False),
             nn.BatchNorm2d(1280),  # -> (1280, 7, 7), num_features inferred
             nn.ReLU6(inplace=True),  # -> (1280, 7, 7)
         ),

@@ -13,6 +13,7 @@ from torch import nn
 
 # the spec's variables
 num_classes = 1000
+layers = [2, 2, 2, 2]
 
 
 class BasicBlock(nn.Module):
@@ -67,7 +68,7 @@ def build_model():
     maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # -> (64, 56, 56)
     layer1 = nn.Sequential(
         BasicBlock(
-            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
+            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
             bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
             conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
@@ -75,7 +76,7 @@ def build_model():
             relu_out=nn.ReLU(inplace=True),  # -> (64, 56, 56)
         ),
         BasicBlock(
-            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
+            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
             bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
             conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
@@ -97,7 +98,7 @@ def build_model():
             relu_out=nn.ReLU(inplace=True),  # -> (128, 28, 28)
         ),
         BasicBlock(
-            conv1=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
+            conv1=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
             bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
             conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
@@ -119,7 +120,7 @@ def build_model():
             relu_out=nn.ReLU(inplace=True),  # -> (256, 14, 14)
         ),
         BasicBlock(
-            conv1=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
+            conv1=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
             bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
             conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
@@ -141,7 +142,7 @@ def build_model():
             relu_out=nn.ReLU(inplace=True),  # -> (512, 7, 7)
         ),
         BasicBlock(
-            conv1=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, padding=1, bias=False),
+            conv1=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=1, padding=1, bias=False),
             bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
             conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, padding=1, bias=False),

@@ -13,6 +13,7 @@ from torch import nn
 
 # the spec's variables
 num_classes = 1000
+layers = [3, 4, 6, 3]
 
 
 class Bottleneck(nn.Module):
@@ -82,13 +83,13 @@ def build_model():
             conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (64, 56, 56)
             conv3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
             bn3=nn.BatchNorm2d(256),  # -> (256, 56, 56), num_features inferred
             downsample=nn.Sequential(
-                nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
+                nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, stride=1, bias=False),
                 nn.BatchNorm2d(256),  # -> (256, 56, 56), num_features inferred
             ),
             relu_out=nn.ReLU(inplace=True),  # -> (256, 56, 56)
@@ -97,7 +98,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=256, out_channels=64, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (64, 56, 56)
             conv3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
@@ -108,7 +109,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=256, out_channels=64, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (64, 56, 56)
             conv3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
@@ -136,7 +137,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=512, out_channels=128, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
             conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
@@ -147,7 +148,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=512, out_channels=128, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
             conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
@@ -158,7 +159,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=512, out_channels=128, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
             conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
@@ -186,7 +187,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
             conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
@@ -197,7 +198,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
             conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
@@ -208,7 +209,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
             conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
@@ -219,7 +220,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
             conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
@@ -230,7 +231,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
             conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
@@ -258,7 +259,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=2048, out_channels=512, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (512, 7, 7)
             conv3=nn.Conv2d(in_channels=512, out_channels=2048, kernel_size=1, bias=False),
@@ -269,7 +270,7 @@ def build_model():
             conv1=nn.Conv2d(in_channels=2048, out_channels=512, kernel_size=1, bias=False),
             bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
             relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, padding=1, bias=False),
+            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=1, padding=1, bias=False),
             bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
             relu2=nn.ReLU(inplace=True),  # -> (512, 7, 7)
             conv3=nn.Conv2d(in_channels=512, out_channels=2048, kernel_size=1, bias=False),

@@ -490,6 +490,65 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+# blocks, loops, `if:` parts, defaults (issue 20): hostile values where expansion reads them
+LOOP_HOSTILE = [
+    10_000,
+    10_001,
+    -1,
+    2**40,
+    "$n * 10000",
+    "1e9",
+    [[1, 2]] * 50,
+    "{i}" * 30,
+    "{__import__('os')}",
+    "layer{i}",
+    "layer{1/0}",
+    "{" * 40,
+    None,
+    True,
+    [],
+    {},
+    "$missing",
+    "$in_channels ** 64",
+]
+
+
+def _blocks_and_loops(rng: random.Random, data: bytes, corpus: list) -> tuple[bytes, str]:
+    """Rewrite a spec's model as a loop, a block or an `if:` part around a hostile value, or add hostile
+    `blocks:`/`defaults:` entries: what the expansion stage (compiler/front/expand.py) must refuse quickly."""
+    try:
+        tree = yaml.load(data.decode("utf-8"), Loader=_SafeLoader)
+    except Exception:
+        return _token(rng, data, corpus)
+    if not isinstance(tree, dict) or "model" not in tree:
+        return _token(rng, data, corpus)
+    model, value = tree["model"], rng.choice(LOOP_HOSTILE + [_hostile_value(rng)])
+    kind = rng.choice(["repeat", "for", "name", "if", "block", "recursive", "defaults", "nested"])
+    if kind == "repeat":
+        tree["model"] = [{"repeat": value, "as": "i", "body": model}]
+    elif kind == "for":
+        tree["model"] = [{"for": rng.choice(["c", ["a", "b"], value]), "in": value, "body": model}]
+    elif kind == "name":
+        tree["model"] = {"stages": {"repeat": 3, "as": "i", "name": value, "body": model}}
+    elif kind == "if":
+        tree["model"] = [{"if": value, "then": model, "else": rng.choice([model, value])}]
+    elif kind == "block":
+        tree["blocks"] = {"B": {"params": {"w": rng.choice(["int", value])}, "body": model}}
+        tree["model"] = [{"B": {"w": value}}, {"B": rng.choice([[value], {"x": 1}, None])}]
+    elif kind == "recursive":
+        tree["blocks"] = {"A": {"body": [{"$k": {}}, model]}}
+        tree["vars"], tree["model"] = {"k": "A"}, ["A"]
+    elif kind == "defaults":
+        tree["defaults"] = {rng.choice(["ReLU", "Linear", "Conv2d", "BatchNorm2d", value]): {"inplace": value}}
+    else:
+        tree["model"] = [{"repeat": 100, "as": "i", "body": [{"repeat": 100, "as": "j", "body": [model] * 3}]}]
+    try:
+        text = yaml.dump(tree, Dumper=_SafeDumper, sort_keys=False, default_flow_style=rng.choice([False, None]))
+    except Exception:
+        return _token(rng, data, corpus)
+    return text.encode("utf-8", "surrogatepass"), f"blocks_and_loops({kind}, {_short(value)})"
+
+
 MUTATORS = {
     "flip": (_flip, 3),
     "insert": (_insert_bytes, 2),
@@ -501,6 +560,7 @@ MUTATORS = {
     "splice": (_splice, 2),
     "token": (_token, 5),
     "structured": (_structured, 5),
+    "blocks": (_blocks_and_loops, 3),
 }
 _NAMES = list(MUTATORS)
 _WEIGHTS = [MUTATORS[name][1] for name in _NAMES]

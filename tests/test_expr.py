@@ -159,20 +159,79 @@ def test_arithmetic_errors(text: str, message: str) -> None:
         "$a +",
         "$a$a",
         "$a.real",
-        "$a if 1 else 2",
-        "$a + 'x'",
-        "$a + True",
         "$a + 1j",
         "$a; 1",
         "$a\n+ 1",
         "f($a)",
-        "$a[0]",
-        "$a == 1",
+        "max($a, key=1)",
+        "[$a][0]",
+        "lambda: $a",
+        "$a in $sizes",
+        "print($a)",
+        "__import__($a)",
     ],
 )
 def test_mixed_text_with_variables_is_an_error(text: str) -> None:
     err = _error(text)
     assert text in err.message or repr(text) in err.message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("$a + 'x'", "numbers only"),
+        ("$a + True", "numbers only"),
+        ("$a[0]", "cannot index"),
+        ("$sizes[2]", "out of range"),
+        ("$sizes[$b]", "must be an integer"),
+        ("$word < 1", "cannot compare"),
+        ("int($a, 2)", "takes 1 arguments"),
+        ("make_divisible($a, 0)", "positive integer"),
+        ("max($sizes[:0])", "of nothing"),
+        ("round($b, 99)", "digits"),
+    ],
+)
+def test_expression_errors(text: str, message: str) -> None:
+    assert message in _error(text).message
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("$a if $flag else 2", 3),
+        ("2 if $n == 0 else 1", 2),
+        ("$a == 3 and $b > 2", True),
+        ("not $flag or $n", 0),
+        ("$sizes[-1] + $sizes[0]", 3),
+        ("$sizes[1:]", [2]),
+        ("min($a, $b)", 2.5),
+        ("max($sizes)", 2),
+        ("sum($sizes) + len($sizes)", 5),
+        ("int($b)", 2),
+        ("round($b)", 2),  # Python's (banker's) rounding, as torchvision's code gets
+        ("round(2.567, 2)", 2.57),
+        ("floor(-$b)", -3),
+        ("ceil($b)", 3),
+        ("sum($sizes[:0]) + 1", 1),
+        ("$word == 'same'", True),
+        ("$t[$a]", "c"),
+        ("$t[3] + 1", 3),
+        ("1 < $a <= 3", True),
+    ],
+)
+def test_functions_conditions_indexing(text: str, value) -> None:
+    variables = {**VARS, "t": {"3": 2, "x": 0} if text.startswith("$t[3]") else {"3": "c"}}
+    result = evaluate(text, variables)
+    assert isinstance(result, Evaluated) and result.value == value and type(result.value) is type(value)
+
+
+def test_make_divisible_is_torchvisions() -> None:
+    from torchvision.models._utils import _make_divisible
+
+    for value in [3, 7.5, 16 * 0.75, 24 * 1.4, 32 * 0.35, 1280 * 1.3, 96 * 1.1, 320 * 0.5, 0.1]:
+        for divisor in (1, 4, 8, 16):
+            assert _value(f"make_divisible({value}, {divisor})", {}) == _make_divisible(value, divisor)
+        assert _value(f"make_divisible({value}, 8, 16)", {}) == _make_divisible(value, 8, 16)
 
 
 def test_time_and_size_bounds() -> None:

@@ -93,6 +93,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_expand(args: argparse.Namespace) -> int:
+    import yaml
+
+    from compiler.pipeline import expand_spec
+
+    data = expand_spec(_load(args.spec, args))
+    print(f"# {visible(args.spec)}, expanded by specc: blocks, loops, defaults and variables written out")
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120, allow_unicode=True), end="")
+    return 0
+
+
 class OutputError(Exception):
     """An output file specc will not or cannot write; the message is one line naming the path."""
 
@@ -461,6 +472,7 @@ def _overridable(p: argparse.ArgumentParser) -> None:
 _EXAMPLES = {
     "validate": "specc validate specs/*.yaml",
     "summary": "specc summary specs/resnet18.yaml",
+    "expand": "specc expand specs/resnet.yaml --set vars.depth=50",
     "generate": "specc generate specs/mnist_cnn.yaml -o generated/",
     "train": "specc train specs/mnist_cnn.yaml --epochs 2 --set optimizer.Adam.lr=3e-4\n"
     "  specc train specs/mnist_cnn.yaml --resume runs/mnist_cnn/1",
@@ -517,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC")
     _overridable(p)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("expand", help="print the spec with blocks, loops, defaults and variables written out")
+    p.add_argument("spec", metavar="SPEC")
+    _overridable(p)
+    p.set_defaults(func=cmd_expand)
 
     p = sub.add_parser("generate", help="write the standalone training script")
     p.add_argument("spec", metavar="SPEC")

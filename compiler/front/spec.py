@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from compiler.common.literal import literal
 from compiler.common.suggest import did_you_mean
 from compiler.facts.registry import REGISTRY
+from compiler.front.expand import Library, check_use
 from compiler.front.expr import Evaluated, ExprError, evaluate, references
 from compiler.front.load import Path_, Source
 from compiler.front.names import RESERVED_NAMES, NameProblem, check_block_name, check_spec_name, check_variable
@@ -61,6 +62,15 @@ class Repeat(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
+class Use(_Strict):
+    """A use of a `blocks:` definition, `{Bottleneck: {width: 64}}`: its body is instantiated while lowering."""
+
+    kind: Literal["use"] = "use"
+    block: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    yaml_path: tuple[Any, ...] = ()
+
+
 class Block(_Strict):
     kind: Literal["block"] = "block"
     named: bool
@@ -89,7 +99,7 @@ class Broken(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
-Node = Annotated[Layer | Block | Repeat | Merge | Broken, Field(discriminator="kind")]
+Node = Annotated[Layer | Block | Repeat | Merge | Broken | Use, Field(discriminator="kind")]
 
 MERGE_OPS = ("add", "cat", "mul")
 MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
@@ -171,6 +181,12 @@ class Spec(_Strict):
     _source: Source | None = PrivateAttr(default=None)
     _symbols: dict[Path_, str] = PrivateAttr(default_factory=dict)
     _unparsed: frozenset[Path_] = PrivateAttr(default_factory=frozenset)
+    _library: Library = PrivateAttr(default_factory=Library)
+
+    @property
+    def library(self) -> Library:
+        """The spec's `blocks:` (checked definitions) and what their bodies see."""
+        return self._library
 
     @property
     def source(self) -> Source:
@@ -217,8 +233,9 @@ class Spec(_Strict):
 class _Parser:
     """Parses the YAML forms pydantic cannot discriminate by itself, collecting problems."""
 
-    def __init__(self, problems: Problems):
+    def __init__(self, problems: Problems, library: Library | None = None):
         self.source = problems.source
+        self.library = library or Library()
         self.collector = problems
         self.found = 0  # problems this parser found
         self.unparsed: set[Path_] = set()  # values refused here (reported): later stages do not report them again
@@ -294,6 +311,8 @@ class _Parser:
     def node(self, raw: Any, path: Path_) -> Layer | Block | Repeat | None:
         if isinstance(raw, list):
             return self.block(raw, path)
+        if (name := self.use_name(raw)) is not None:  # `{Bottleneck: {width: 64}}` or `Bottleneck`
+            return self.use(name, raw[name] if isinstance(raw, dict) else None, path)
         if isinstance(raw, str):
             if REGISTRY.is_layer(raw):
                 return self.call(raw, path, "layer", Layer)  # type: ignore[return-value]
@@ -328,6 +347,18 @@ class _Parser:
             return self.block(raw, path)
         self.fail(path, f"expected a layer, a block or a repeat, got {_describe(raw)}", "write e.g. `- ReLU`")
         return None
+
+    def use_name(self, raw: Any) -> str | None:
+        """The block a node uses, if it is a use of one of the spec's `blocks:`."""
+        name = raw if isinstance(raw, str) else next(iter(raw)) if isinstance(raw, dict) and len(raw) == 1 else None
+        return name if isinstance(name, str) and name in self.library.blocks else None
+
+    def use(self, name: str, raw: Any, path: Path_) -> Use | None:
+        args = check_use(self.library.blocks[name], raw, path, self.collector)
+        if args is None:
+            self.found += 1
+            return None
+        return Use(block=name, args=args, yaml_path=path)
 
     def misplaced_layers(self, raw: dict, path: Path_) -> bool:
         """Report a mapping of several keys that is neither a layer nor a named block; True if reported."""
@@ -589,6 +620,11 @@ _EXAMPLES = {
 }
 
 
+def parse_node(raw: Any, path: Path_, problems: Problems, library: Library) -> Layer | Block | Repeat | Merge | None:
+    """One model node (a block's instantiated body, while lowering), its problems into ``problems``."""
+    return _Parser(problems, library).node(raw, path)
+
+
 def _is_repeat(raw: dict) -> bool:
     """`{repeat: N, body: ...}` (even a broken one), not a named block that has a `repeat` or `body` child."""
     if "repeat" not in raw and "body" not in raw:
@@ -826,6 +862,10 @@ def parse(data: Any, problems: Problems) -> Spec | None:
         fix = "write `name:`, `model:` and the other sections at the top level, without a leading `- `"
         problems.fail((), f"a spec is a mapping of sections, got {_describe(data)}", fix)
         return None
+    library = data.get("blocks")
+    if isinstance(library, Library):  # `expand` checked the definitions (compiler/front/expand.py)
+        data = {k: v for k, v in data.items() if k != "blocks"}
+        parser.library = library
     data, symbols = _resolve_vars(data, source, parser)
     prepared, unparsed = _prepare(data, parser)
     unparsed |= parser.unparsed
@@ -842,6 +882,7 @@ def parse(data: Any, problems: Problems) -> Spec | None:
         spec._source = source
         spec._symbols = symbols
         spec._unparsed = frozenset(unparsed)
+        spec._library = parser.library
         return spec
     return None
 

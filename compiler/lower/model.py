@@ -17,10 +17,11 @@ from compiler.errors import SpecError
 from compiler.facts import param_rules, torch_facts
 from compiler.facts.registry import REGISTRY, Entry
 from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape, plugin_shape
+from compiler.front.expand import MAX_USE_DEPTH, instantiate, note_use
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
-from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec
+from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, class_names
 
@@ -100,6 +101,8 @@ def _first_layer(node: Any) -> Entry | None:
     """The registry entry of the model's first layer (it decides the input's dtype)."""
     if isinstance(node, Layer):
         return REGISTRY.get("layer", node.type)
+    if isinstance(node, Use):
+        return None
     if isinstance(node, Repeat):
         return _first_layer(node.body)
     if isinstance(node, Merge):
@@ -127,6 +130,8 @@ class _Lowerer:
         self.constructed: dict[str, tuple] = {}  # (params, nbytes, slots, None slots) by layer call
         self.layer_cache: dict[tuple, tuple] = {}  # a repeated layer (same spec node, same input): its results
         self.cost = 0
+        self.uses = 0  # blocks being instantiated inside one another
+        self.bodies: list[Any] = []  # instantiated bodies, kept alive: ``layer_cache`` is keyed by node id
 
     # tree ---------------------------------------------------------------------------
 
@@ -152,6 +157,8 @@ class _Lowerer:
 
     def add(self, out: list[Node], parent: str, name: str, node: Any, shape: tuple | None, dtype: str):
         """Lower one node named ``name`` into ``out``; return its output shape."""
+        if isinstance(node, Use):
+            return self.use(out, parent, name, node, shape, dtype)
         path = _join(parent, name)
         self.count += 1
         if self.count == MAX_MODULES + 1:
@@ -177,6 +184,33 @@ class _Lowerer:
             return None
         out.append(layer)
         return layer.out_shape
+
+    def use(self, out: list[Node], parent: str, name: str, node: Use, shape: tuple | None, dtype: str):
+        """A block use: its body instantiated for this input shape, then lowered in its place."""
+        before = self.problems.count()
+        body = self.instantiate(node, shape)
+        self.uses += 1
+        try:
+            return self.add(out, parent, name, body, shape, dtype) if body is not None else None
+        finally:
+            self.uses -= 1
+            note_use(self.problems, before, node.block, node.yaml_path)
+
+    def instantiate(self, node: Use, shape: tuple | None) -> Any:
+        """The parsed body of a block use (front/expand.py's ``instantiate``); None after a problem."""
+        if self.uses >= MAX_USE_DEPTH:
+            fix = "use fewer levels of blocks inside blocks"
+            self.problems.fail(node.yaml_path, f"blocks nest more than {MAX_USE_DEPTH} deep here", fix)
+            return None
+        if shape is None and self.spec.input is not None:
+            return None  # an error before this block left its input unknown: reported there
+        root = node.yaml_path + (f"<{node.block}>",)
+        before = self.problems.count()
+        data = instantiate(self.spec.library, node.block, node.args, shape, root, self.problems)
+        body = parse_node(data, root, self.problems, self.spec.library) if self.problems.count() == before else None
+        if body is not None:
+            self.bodies.append(body)
+        return body
 
     # merge blocks -----------------------------------------------------------------
 
@@ -208,6 +242,15 @@ class _Lowerer:
 
     def part(self, name: str, node: Any, path: str, shape, dtype: str, names: dict[str, Path_]) -> PartIR:
         """A merge part: a named block spreads its children into the merge module, others are one child."""
+        if isinstance(node, Use):  # placed as its body is: a shortcut that is the input adds no module
+            before = self.problems.count()
+            body = self.instantiate(node, shape)
+            self.uses += 1
+            try:
+                return self.part(name, body, path, shape, dtype, names) if body is not None else PartIR(name, [], False)
+            finally:
+                self.uses -= 1
+                note_use(self.problems, before, node.block, node.yaml_path)
         if isinstance(node, Layer) and node.type == "Identity" and not node.args and not node.kwargs:
             return PartIR(name, [], False, node.yaml_path, shape)
         nodes: list[Node] = []

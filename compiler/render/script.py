@@ -81,8 +81,20 @@ def _variables(spec: Spec) -> list[tuple[str, str]]:
     out = []
     for name, value in spec.vars.items():
         assert name.isidentifier() and not keyword.iskeyword(name) and name not in RESERVED_NAMES
-        out.append((name, spec.symbols.get(("vars", name), literal(value))))
+        out.append((name, spec.symbols.get(("vars", name)) or _long_literal(name, value)))
     return out
+
+
+def _long_literal(name: str, value: object) -> str:
+    """A variable's value, one item per line when it would pass 120 characters (as ruff formats a table)."""
+    text = literal(value)
+    if len(name) + 3 + len(text) <= 120 or not isinstance(value, (dict, list)) or not value:
+        return text
+    items = (
+        [f"{literal(k)}: {literal(v)}" for k, v in value.items()] if isinstance(value, dict) else map(literal, value)
+    )
+    inner = "".join(f"    {item},\n" for item in items)
+    return ("{\n" + inner + "}") if isinstance(value, dict) else ("[\n" + inner + "]")
 
 
 # --------------------------------------------------------------------------- training
