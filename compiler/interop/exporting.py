@@ -71,7 +71,7 @@ def _model(spec: Any, checkpoint: str | Path | None):
     torch.manual_seed(program.spec.seed)
     model = build_model(program.spec)
     if checkpoint is not None:
-        from compiler.interop.decompile import state_dict_mismatch
+        from compiler.interop.verify import state_dict_mismatch
 
         state = _state_dict(checkpoint)
         problem = state_dict_mismatch(model, state)
