@@ -77,6 +77,10 @@ def _device(text: str) -> str:
 def _report(err: SpecError) -> None:
     for problem in err.problems:
         print(problem, file=sys.stderr)
+        if problem.file.startswith("--set "):  # located on the command line: show the override, not the file
+            caret = len(visible(problem.file[: max(problem.col - 1, 0)]))
+            print(f"       | {visible(problem.file)}\n       | {' ' * caret}^", file=sys.stderr)
+            continue
         excerpt = err.excerpt(problem)
         if excerpt:
             print(excerpt, file=sys.stderr)
