@@ -432,6 +432,7 @@ class Run:
         """Continue from a checkpoint's ``state`` (refused if another spec wrote it): load the weights, take its
         position and random states. ``model_only`` (evaluating, predicting): only the model must match."""
         model = unwrap(model)
+        check_state(state, name)
         saved, here = state["identity"], identity(model, optimizer, scheduler)
         if model_only:
             saved, here = ({k: v for k, v in d.items() if k.startswith("model: ")} for d in (saved, here))
@@ -536,8 +537,8 @@ def read_regular(path, max_bytes, what="file"):
 
 def load_checkpoint(path, max_bytes=1 << 36):
     """Read a checkpoint written by ``save_checkpoint`` (a regular file, at most ``max_bytes``); verify its
-    checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data; check that
-    it holds what a run's state holds (``check_state``)."""
+    checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data.
+    ``Run.resume`` then checks that it holds what a run's state holds (``check_state``)."""
     data = read_regular(path, max_bytes, "checkpoint file")
     body, tag, digest = data[:-77], data[-77:-64], data[-64:]
     if tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
@@ -552,7 +553,6 @@ def load_checkpoint(path, max_bytes=1 << 36):
         state = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as err:  # a checksum recomputed over another payload: torch's message is not for users
         raise ValueError(f"{path}: not a specc checkpoint ({type(err).__name__})") from None
-    check_state(state, path)
     return state
 
 

@@ -303,15 +303,26 @@ def _csv_text(header: list[str], rows: list[list[str]]) -> str:
 CHECK_MAX_VALUES = 1 << 26
 
 
+# `specc check` holds the model four times (compiled and the script's, each trained once): each copy gets a quarter
+# of the budget `specc train` gives the one it builds; images it decodes are bounded like predict's inputs.
+CHECK_COPIES = 4
+CHECK_MAX_PIXELS = 1 << 25
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from compiler.lower.model import memory_budget
     from compiler.workflow.check import run_checks
 
+    args.max_memory = (args.max_memory or memory_budget()) // CHECK_COPIES
     spec = _load(args.spec, args)
     if spec.data is not None and spec.data.dataset.kwargs.get("download"):
         # the same spec, with download off: both backends then read only files already here
         args.set = [*(args.set or []), f"data.dataset.{spec.data.dataset.type}.download=false"]
         spec = _load(args.spec, args)
     _check_untrusted_data(spec)
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = CHECK_MAX_PIXELS  # a small PNG in an ImageFolder cannot decode to gigabytes
     return run_checks(spec, steps=args.steps)
 
 
@@ -335,15 +346,16 @@ def _check_untrusted_data(spec) -> None:
                 "put the dataset under this folder (symbolic links are followed)",
             )
         )
-    if dataset.type == "Synthetic":
-        size, inputs = dataset.kwargs.get("size", 0), dataset.kwargs.get("inputs", ())
+    if dataset.type in ("Synthetic", "FakeData"):
+        size = dataset.kwargs.get("size", 1000 if dataset.type == "FakeData" else 0)
+        inputs = dataset.kwargs.get("inputs" if dataset.type == "Synthetic" else "image_size", (3, 224, 224))
         values = size * math.prod(inputs) if isinstance(size, int) and all(isinstance(i, int) for i in inputs) else 0
         if values > CHECK_MAX_VALUES:
             problems.append(
                 spec.source.problem(
                     where,
                     f"specc check builds at most {CHECK_MAX_VALUES:,} input "
-                    f"values, but this Synthetic dataset has {values:,}",
+                    f"values, but this {dataset.type} dataset has {values:,}",
                     "use a smaller `size:` to check the spec",
                 )
             )

@@ -102,13 +102,15 @@ def _resumed(spec: Spec, args: argparse.Namespace) -> str | None:
     try:
         path = runtime.find_checkpoint(args.resume)
         state = runtime.load_checkpoint(path)
+        runtime.check_state(state, path)
     except ValueError as err:
         raise RunRefused(f"--resume: {visible(str(err))}") from None
     epochs = args.epochs or spec.train.epochs
     if state["epoch"] >= epochs:
         raise RunRefused(
-            f"--resume {visible(path)}: this run has already trained its {state['epoch']} epochs (train.epochs is "
-            f"{epochs}), so there is nothing left to train; to train longer, give more: --epochs {state['epoch'] + 1}"
+            f"--resume {visible(path)}: this run has already trained {state['epoch']} epochs, all that train.epochs "
+            f"({epochs}) asks for, so there is nothing left to train; to train longer, give more: "
+            f"--epochs {state['epoch'] + 1}"
         )
     if args.max_steps is not None and state["step"] >= args.max_steps:
         raise RunRefused(
