@@ -538,7 +538,7 @@ def load_checkpoint(path, max_bytes=1 << 36):
     try:
         state = torch.load(io.BytesIO(data), weights_only=True)
     except Exception as err:  # a checksum recomputed over another payload: torch's message is not for users
-        raise ValueError(f"{path}: not a specc checkpoint ({type(err).__name__})") from None
+        raise ValueError(f"{path}: not a specc checkpoint ({type(err).__name__} in weights_only unpickling)") from None
     return state
 
 
