@@ -88,7 +88,8 @@ def _code(argv: list[str]) -> int:
 
 
 def _tree(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+    """Every file and folder below ``folder``, with each file's modification time."""
+    return {str(p.relative_to(folder)): p.is_file() and p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
 
 
 # --------------------------------------------------------------------------- 1. code execution: the import path
@@ -125,7 +126,7 @@ def test_run_folders_exist_only_for_runs_that_started_and_are_never_replaced(tra
         (["--resume", "data.csv"], "not a specc checkpoint"),  # not a checkpoint: no t.py beside it
         (["--resume", "/etc/passwd"], "not a specc checkpoint"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "gpu"], ""),
-        (["--resume", "runs/img/1"], "another spec"),  # the identity check, in the script
+        (["--resume", "runs/img/1", "--epochs", "5"], "another spec"),  # the identity check, in the script
     ]
     for args, message in refused:
         proc = _specc("train", "t.yaml", *args, cwd=trained)
@@ -135,8 +136,9 @@ def test_run_folders_exist_only_for_runs_that_started_and_are_never_replaced(tra
     assert (runs / "latest").read_text() == "1\n"
     assert not Path("/etc/t.py").exists()
     # a run already at its epochs says so instead of "done in 0.0 s"
-    proc = _specc("train", "t.yaml", "--resume", "runs/t/1", "--epochs", "1", cwd=trained)
-    assert proc.returncode == 1 and "nothing left to train" in proc.stderr and "--epochs 3" in proc.stderr
+    done = runtime.load_checkpoint(str(runs / "1" / "checkpoint.pt"))["epoch"]
+    proc = _specc("train", "t.yaml", "--resume", "runs/t/1", "--epochs", str(done), cwd=trained)
+    assert proc.returncode == 1 and "nothing left to train" in proc.stderr and f"--epochs {done + 1}" in proc.stderr
 
 
 def test_latest_names_only_runs_with_a_checkpoint_under_concurrency(tmp_path):
