@@ -142,21 +142,7 @@ def write_atomically(path: Path, text: str | bytes, confine: bool = False) -> No
     in. On any failure (full disk, read-only folder) the old file is left as it was and the
     temporary file is removed. Raises ``OutputError``.
     """
-    from compiler.common.paths import file_kind, inside
-
-    name = visible(str(path))
-    if confine and not inside(path.parent if str(path.parent) else "."):
-        raise OutputError(f"cannot write {name}: its folder leaves the folder specc runs in (a symbolic link)")
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        info = None
-    except OSError as err:
-        raise OutputError(f"cannot write {name}: {err.strerror}") from None
-    if info is not None and stat.S_ISLNK(info.st_mode):
-        raise OutputError(f"cannot write {name}: it is a symbolic link (specc does not write through links)")
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        raise OutputError(f"cannot write {name}: it is {file_kind(info.st_mode)}, not a regular file")
+    name, info = visible(str(path)), _writable(path, confine)
     folder = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
@@ -184,6 +170,26 @@ def write_atomically(path: Path, text: str | bytes, confine: bool = False) -> No
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _writable(path: Path, confine: bool) -> os.stat_result | None:
+    """What is at ``path`` now (None: nothing), or OutputError where specc will not write."""
+    from compiler.common.paths import file_kind, inside
+
+    name = visible(str(path))
+    if confine and not inside(path.parent if str(path.parent) else "."):
+        raise OutputError(f"cannot write {name}: its folder leaves the folder specc runs in (a symbolic link)")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise OutputError(f"cannot write {name}: {err.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise OutputError(f"cannot write {name}: it is a symbolic link (specc does not write through links)")
+    if not stat.S_ISREG(info.st_mode):
+        raise OutputError(f"cannot write {name}: it is {file_kind(info.st_mode)}, not a regular file")
+    return info
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -603,7 +609,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE first (it registers layers with compiler.register_layer); repeatable",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_spec_commands(sub)
+    _add_run_commands(sub)
+    _add_interop_commands(sub)
+    _with_examples(sub)
+    return parser
 
+
+def _add_spec_commands(sub) -> None:
+    """validate, summary, generate, list, check: the commands that read a spec and train nothing."""
     p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     _overridable(p)
@@ -619,7 +633,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="default: generated/<name>.py")
     _overridable(p)
     p.set_defaults(func=cmd_generate)
+    from compiler.cli.reference import KINDS
 
+    p = sub.add_parser(
+        "list",
+        help="the names a spec may use, with their arguments and defaults",
+        description="List layers, losses, optimizers, schedulers, datasets, transforms or init "
+        "functions with their arguments and defaults. Example: specc list layers",
+    )
+    p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("check", help="prove the compiled objects and the generated script agree")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--steps", type=_count(1, 1000), default=3, help="training steps to compare")
+    _overridable(p)
+    p.set_defaults(func=cmd_check)
+
+
+def _add_run_commands(sub) -> None:
+    """train, eval, predict."""
     p = sub.add_parser("train", help="train with the generated script: progress, checkpoint, metrics, loss plot")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--epochs", type=_count(1, 1_000_000), help="override train.epochs")
@@ -638,7 +670,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _overridable(p)
     p.set_defaults(func=cmd_train)
-
     p = sub.add_parser(
         "eval",
         help="loss and metrics of a checkpoint on the validation (or training) split",
@@ -651,7 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _overridable(p)
     p.set_defaults(func=cmd_eval)
+    _add_predict(sub)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="predict classes (or values) for images, folders of images or CSV rows",
@@ -668,26 +702,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _overridable(p)
     p.set_defaults(func=cmd_predict)
-
-    from compiler.cli.reference import KINDS
-
-    p = sub.add_parser(
-        "list",
-        help="the names a spec may use, with their arguments and defaults",
-        description="List layers, losses, optimizers, schedulers, datasets, transforms or init "
-        "functions with their arguments and defaults. Example: specc list layers",
-    )
-    p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
-    p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser("check", help="prove the compiled objects and the generated script agree")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--steps", type=_count(1, 1000), default=3, help="training steps to compare")
-    _overridable(p)
-    p.set_defaults(func=cmd_check)
-    _add_interop_commands(sub)
-    _with_examples(sub)
-    return parser
 
 
 def _environment_problem() -> str | None:
