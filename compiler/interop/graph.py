@@ -107,18 +107,30 @@ def _functional(node: fx.Node, path: str, batch_of: dict) -> tuple[str, dict[str
     if name in _IDENTITY_METHODS and method:
         return "skip"
     if name in _ACTIVATIONS:
-        kwargs = {k: v for k, v in node.kwargs.items() if k != "input"}
-        extra = list(node.args[1:])
-        if name == "relu_":
-            kwargs["inplace"] = True
-        if extra and name in ("relu", "relu6", "silu", "hardswish", "hardsigmoid", "mish", "selu"):
-            kwargs["inplace"] = extra.pop(0)
-        if extra:
-            return None
-        return _ACTIVATIONS[name], kwargs
+        return _activation(node, name)
     if name in ("softmax", "log_softmax"):
-        dim = _arg(node, 1, "dim")
-        return {"softmax": "Softmax", "log_softmax": "LogSoftmax"}[name], {"dim": dim}
+        return {"softmax": "Softmax", "log_softmax": "LogSoftmax"}[name], {"dim": _arg(node, 1, "dim")}
+    if name == "flatten" or name in ("view", "reshape") and method or name == "reshape" and not method:
+        return _reshape(node, name, path, batch_of)
+    if name in _POOLS:
+        return _pool(node, name)
+    if name in ("mean", "sum", "amax"):
+        return _reduction(node, name, path)
+    return _rearrangement(node, name, method)
+
+
+def _activation(node: fx.Node, name: str) -> tuple[str, dict[str, Any]] | None:
+    kwargs = {k: v for k, v in node.kwargs.items() if k != "input"}
+    extra = list(node.args[1:])
+    if name == "relu_":
+        kwargs["inplace"] = True
+    if extra and name in ("relu", "relu6", "silu", "hardswish", "hardsigmoid", "mish", "selu"):
+        kwargs["inplace"] = extra.pop(0)
+    return None if extra else (_ACTIVATIONS[name], kwargs)
+
+
+def _reshape(node: fx.Node, name: str, path: str, batch_of: dict) -> tuple[str, dict[str, Any]] | None:
+    """``flatten(x, 1)``, ``x.view(x.size(0), -1)``, ``x.reshape(x.shape[0], ...)``: the batch kept."""
     if name == "flatten":
         start, end = _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1)
         if start == 0:
@@ -128,38 +140,41 @@ def _functional(node: fx.Node, path: str, batch_of: dict) -> tuple[str, dict[str
                 "a spec's Flatten keeps the batch: write flatten(x, 1)",
             )
         return "Flatten", {"start_dim": start, "end_dim": end}
-    if name in ("view", "reshape") and method or name == "reshape" and not method:
-        sizes = list(node.args[1:])
-        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-            sizes = list(sizes[0])
-        if sizes and isinstance(sizes[0], fx.Node) and batch_of.get(sizes[0]) is node.args[0]:
-            rest = sizes[1:]
-            if all(isinstance(s, int) for s in rest):
-                return ("Flatten", {}) if rest == [-1] else ("Reshape", {"shape": rest})
-        return None
-    if name in _POOLS:
-        layer = _POOLS[name]
-        kind = next(k for k in _POOL_ARGS if layer.startswith(k))
-        args = {}
-        for i, arg_name in enumerate(_POOL_ARGS[kind]):
-            value = _arg(node, i + 1, arg_name, inspect.Parameter.empty)
-            if value is not inspect.Parameter.empty:
-                args[arg_name] = value
-        if _arg(node, 99, "return_indices", False):
-            return None
-        return layer, args
-    if name in ("mean", "sum", "amax"):
-        dim = _arg(node, 1, "dim")
-        if dim is None:
-            raise DecompileError(
-                path,
-                f"{_describe_node(node)} reduces over every dimension, the batch too; "
-                "a spec reduces over given dims (Mean: {dim: ...})",
-            )
-        return name.capitalize(), {
-            "dim": list(dim) if isinstance(dim, (list, tuple)) else dim,
-            "keepdim": _arg(node, 2, "keepdim", False),
-        }
+    sizes = list(node.args[1:])
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    if sizes and isinstance(sizes[0], fx.Node) and batch_of.get(sizes[0]) is node.args[0]:
+        rest = sizes[1:]
+        if all(isinstance(s, int) for s in rest):
+            return ("Flatten", {}) if rest == [-1] else ("Reshape", {"shape": rest})
+    return None
+
+
+def _pool(node: fx.Node, name: str) -> tuple[str, dict[str, Any]] | None:
+    layer = _POOLS[name]
+    kind = next(k for k in _POOL_ARGS if layer.startswith(k))
+    args = {}
+    for i, arg_name in enumerate(_POOL_ARGS[kind]):
+        value = _arg(node, i + 1, arg_name, inspect.Parameter.empty)
+        if value is not inspect.Parameter.empty:
+            args[arg_name] = value
+    return None if _arg(node, 99, "return_indices", False) else (layer, args)
+
+
+def _reduction(node: fx.Node, name: str, path: str) -> tuple[str, dict[str, Any]]:
+    dim = _arg(node, 1, "dim")
+    if dim is None:
+        raise DecompileError(
+            path,
+            f"{_describe_node(node)} reduces over every dimension, the batch too; "
+            "a spec reduces over given dims (Mean: {dim: ...})",
+        )
+    dims = list(dim) if isinstance(dim, (list, tuple)) else dim
+    return name.capitalize(), {"dim": dims, "keepdim": _arg(node, 2, "keepdim", False)}
+
+
+def _rearrangement(node: fx.Node, name: str, method: bool) -> tuple[str, dict[str, Any]] | str | None:
+    """permute, transpose, select, dropout (skipped when not training) and tuple items."""
     if name == "permute" and method:
         dims = node.args[1:]
         if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
@@ -234,107 +249,131 @@ def join_path(path: str, name: str) -> str:
     return f"{path}.{name}" if path and name else path or name
 
 
+def _merge_op(node: fx.Node) -> str:
+    """``add``, ``mul`` or ``cat`` for a node that merges tensors, else ``""``."""
+    name, method = _function_name(node), node.op == "call_method"
+    if node.target in _ADD or name in ("add", "add_", "__add__", "__iadd__") and method:
+        return "add"
+    if node.target in _MUL or name in ("mul", "mul_", "__mul__", "__imul__") and method:
+        return "mul"
+    return "cat" if node.target in _CAT else ""
+
+
+class _GraphReader:
+    """Reads a traced forward node by node into G nodes (``made``), noting ``x.size(0)`` / ``x.shape[0]``."""
+
+    def __init__(self, module: nn.Module, path: str):
+        self.module, self.path = module, path
+        self.made: dict[fx.Node, Any] = {}
+        self.batch_of: dict[fx.Node, fx.Node] = {}  # x.size(0) / x.shape[0] -> x
+        self.shape_of: dict[fx.Node, fx.Node] = {}
+        self.source: G | None = None
+        self.out: Any = None
+
+    def need(self, value: Any, node: fx.Node) -> G:
+        if isinstance(value, fx.Node) and isinstance(self.made.get(value), G):
+            return self.made[value]
+        raise DecompileError(self.path, f"{_describe_node(node)} takes {value!r}, which is not a tensor of the forward")
+
+    def read(self, node: fx.Node) -> None:
+        if node.op in ("placeholder", "output", "get_attr", "call_module"):
+            self._structural(node)
+        elif not self._batch_size(node):
+            op = _merge_op(node)
+            if op == "cat":
+                self._cat(node)
+            elif op:
+                self._binary(node, op)
+            else:
+                self._function(node)
+
+    def _structural(self, node: fx.Node) -> None:
+        if node.op == "placeholder":
+            if self.source is not None:
+                raise DecompileError(
+                    self.path,
+                    f"{type(self.module).__name__}.forward takes more than one input; a spec's model takes one tensor",
+                )
+            self.source = self.made[node] = G("input", what="the input")
+        elif node.op == "output":
+            self.out = node.args[0]
+        elif node.op == "get_attr":
+            self.made[node] = None
+        else:
+            self.made[node] = G(
+                "module", [self.need(node.args[0], node)], target=node.target, what=f"self.{node.target}"
+            )
+
+    def _batch_size(self, node: fx.Node) -> bool:
+        """Note ``x.size(0)``, ``x.shape`` and ``x.shape[0]`` (a reshape's batch size); True if ``node`` is one."""
+        if node.op == "call_method" and _function_name(node) == "size" and _arg(node, 1, "dim") == 0:
+            self.batch_of[node] = node.args[0]
+        elif node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+            self.shape_of[node] = node.args[0]
+        elif (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and node.args[0] in self.shape_of
+            and node.args[1] == 0
+        ):
+            self.batch_of[node] = self.shape_of[node.args[0]]
+        else:
+            return False
+        return True
+
+    def _cat(self, node: fx.Node) -> None:
+        what = _describe_node(node)
+        tensors, dim = _arg(node, 0, "tensors"), _arg(node, 1, "dim", 0)
+        if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int):
+            raise DecompileError(self.path, f"{what} of something other than a list of tensors")
+        if dim == 0:
+            raise DecompileError(self.path, f"{what} along dim 0 joins batches; a merge concatenates along dim >= 1")
+        ins = [self.need(t, node) for t in tensors]
+        self.made[node] = ins[0] if len(ins) == 1 else G("merge", ins, op="cat", dim=dim, what=what)
+
+    def _binary(self, node: fx.Node, op: str) -> None:
+        what = _describe_node(node)
+        if len(node.args) != 2 or node.kwargs:
+            raise DecompileError(
+                self.path,
+                f"{what} with {len(node.args)} arguments and keywords {sorted(node.kwargs)}; a merge {op}s tensors",
+            )
+        ins = []
+        for value in node.args:
+            if not (isinstance(value, fx.Node) and isinstance(self.made.get(value), G)):
+                raise DecompileError(
+                    self.path, f"{what} with {value!r}: a merge {op}s tensors of the forward, not constants"
+                )
+            ins.append(self.made[value])
+        self.made[node] = G("merge", ins, op=op, what=what)
+
+    def _function(self, node: fx.Node) -> None:
+        what = _describe_node(node)
+        tensor = node.args[0] if node.args else node.kwargs.get("input")
+        if not (isinstance(tensor, fx.Node) and isinstance(self.made.get(tensor), G)):
+            raise DecompileError(self.path, f"{what} cannot be expressed in a spec")
+        layer = _functional(node, self.path, self.batch_of)
+        if layer is None:
+            raise DecompileError(self.path, f"{what} cannot be expressed in a spec (no layer does it)")
+        if layer == "skip":
+            self.made[node] = self.made[tensor]
+            return
+        base = _BASE_NAMES.get(layer[0], _function_name(node).strip("_"))
+        layer_ir = _functional_layer(*layer, self.path, what)
+        self.made[node] = G("layer", [self.made[tensor]], layer=layer_ir, base=base, what=what)
+
+
 def read_graph(module: nn.Module, path: str) -> tuple[G, G, set[str]]:
     """The forward as G nodes: (input, output, inlined children)."""
     graph, inline = _trace(module, path)
-    made: dict[fx.Node, Any] = {}
-    batch_of: dict[fx.Node, fx.Node] = {}  # x.size(0) / x.shape[0] -> x
-    shape_of: dict[fx.Node, fx.Node] = {}
-    source: G | None = None
-    out: Any = None
-
-    def need(value: Any, node: fx.Node) -> G:
-        if isinstance(value, fx.Node) and isinstance(made.get(value), G):
-            return made[value]
-        raise DecompileError(path, f"{_describe_node(node)} takes {value!r}, which is not a tensor of the forward")
-
+    reader = _GraphReader(module, path)
     for node in graph.nodes:
-        what = _describe_node(node)
-        if node.op == "placeholder":
-            if source is not None:
-                raise DecompileError(
-                    path, f"{type(module).__name__}.forward takes more than one input; a spec's model takes one tensor"
-                )
-            source = made[node] = G("input", what="the input")
-            continue
-        if node.op == "output":
-            out = node.args[0]
-            continue
-        if node.op == "get_attr":
-            made[node] = None
-            continue
-        if node.op == "call_module":
-            made[node] = G("module", [need(node.args[0], node)], target=node.target, what=f"self.{node.target}")
-            continue
-        name = _function_name(node)
-        if node.op == "call_method" and name == "size" and _arg(node, 1, "dim") == 0:
-            batch_of[node] = node.args[0]
-            continue
-        if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
-            shape_of[node] = node.args[0]
-            continue
-        if (
-            node.op == "call_function"
-            and node.target is operator.getitem
-            and node.args[0] in shape_of
-            and node.args[1] == 0
-        ):
-            batch_of[node] = shape_of[node.args[0]]
-            continue
-        if node.target in _ADD or name in ("add", "add_", "__add__", "__iadd__") and node.op == "call_method":
-            op = "add"
-        elif node.target in _MUL or name in ("mul", "mul_", "__mul__", "__imul__") and node.op == "call_method":
-            op = "mul"
-        elif node.target in _CAT:
-            op = "cat"
-        else:
-            op = ""
-        if op == "cat":
-            tensors = _arg(node, 0, "tensors")
-            dim = _arg(node, 1, "dim", 0)
-            if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int):
-                raise DecompileError(path, f"{what} of something other than a list of tensors")
-            if dim == 0:
-                raise DecompileError(path, f"{what} along dim 0 joins batches; a merge concatenates along dim >= 1")
-            ins = [need(t, node) for t in tensors]
-            made[node] = ins[0] if len(ins) == 1 else G("merge", ins, op="cat", dim=dim, what=what)
-            continue
-        if op:
-            if len(node.args) != 2 or node.kwargs:
-                raise DecompileError(
-                    path,
-                    f"{what} with {len(node.args)} arguments and keywords {sorted(node.kwargs)}; a merge {op}s tensors",
-                )
-            ins = []
-            for value in node.args:
-                if not (isinstance(value, fx.Node) and isinstance(made.get(value), G)):
-                    raise DecompileError(
-                        path, f"{what} with {value!r}: a merge {op}s tensors of the forward, not constants"
-                    )
-                ins.append(made[value])
-            made[node] = G("merge", ins, op=op, what=what)
-            continue
-        tensor = node.args[0] if node.args else node.kwargs.get("input")
-        if not (isinstance(tensor, fx.Node) and isinstance(made.get(tensor), G)):
-            raise DecompileError(path, f"{what} cannot be expressed in a spec")
-        layer = _functional(node, path, batch_of)
-        if layer is None:
-            raise DecompileError(path, f"{what} cannot be expressed in a spec (no layer does it)")
-        if layer == "skip":
-            made[node] = made[tensor]
-            continue
-        made[node] = G(
-            "layer",
-            [made[tensor]],
-            layer=_functional_layer(*layer, path, what),
-            base=_BASE_NAMES.get(layer[0], name.strip("_")),
-            what=what,
-        )
-    if source is None:
+        reader.read(node)
+    if reader.source is None:
         raise DecompileError(path, "forward takes no input")
-    if not (isinstance(out, fx.Node) and isinstance(made.get(out), G)):
-        raise DecompileError(path, f"{type(module).__name__}.forward returns {out!r}, not one tensor")
-    return source, made[out], inline
+    if not (isinstance(reader.out, fx.Node) and isinstance(reader.made.get(reader.out), G)):
+        raise DecompileError(path, f"{type(module).__name__}.forward returns {reader.out!r}, not one tensor")
+    return reader.source, reader.made[reader.out], inline
 
 
 def _functional_layer(type_name: str, kwargs: dict, path: str, what: str) -> Layer:
