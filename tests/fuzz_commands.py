@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import os
 import random
 import resource
@@ -45,6 +46,7 @@ from compiler.runtime import helpers as runtime
 from compiler.workflow.runs import _predictor
 
 BOUND_SECONDS = 5.0
+_NUMBERS = itertools.count()
 MEMORY_BYTES = 6 << 30
 SPEC = """
 name: fz
@@ -135,7 +137,7 @@ def _mutate_state(rng: random.Random, state: dict) -> dict:
 
 
 def checkpoint_input(rng: random.Random, good: bytes, state: dict, folder: Path) -> tuple[Path, str]:
-    path = folder / f"c{rng.randrange(1 << 30)}.pt"
+    path = folder / f"c{next(_NUMBERS)}.pt"
     if rng.random() < 0.5:
         buffer = io.BytesIO()
         mutated = _mutate_state(rng, state) if rng.random() < 0.9 else rng.choice([torch.zeros(3), [1], "x"])
@@ -177,7 +179,7 @@ def _png(width: int, height: int, body: bytes) -> bytes:
 
 
 def predict_input(rng: random.Random, folder: Path) -> tuple[list[str], str]:
-    path = folder / f"i{rng.randrange(1 << 30)}"
+    path = folder / f"i{next(_NUMBERS)}"  # unique: a FIFO or folder never lands on an earlier input
     kind = rng.choice(["png", "bomb", "csv", "fifo", "folder", "bytes"])
     if kind == "png":
         w, h = rng.choice([1, 7, 8, 9, 300]), rng.choice([1, 8, 64])

@@ -201,7 +201,8 @@ def test_predictions_are_escaped_on_the_terminal_and_in_csv(trained, capsys):
 # --------------------------------------------------------------------------- 4. inputs: bounded, never blocking
 
 
-def test_predict_inputs_are_bounded_located_and_never_block(trained, capsys):
+def test_predict_inputs_are_bounded_located_and_never_block(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained)  # the spec's CSV path is relative
     from PIL import Image
 
     spec, img = str(trained / "t.yaml"), str(trained / "img.yaml")
@@ -246,7 +247,8 @@ def _with_checksum(payload: bytes) -> bytes:
     return data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode()
 
 
-def test_checkpoints_of_every_form_and_with_wrong_contents(trained, capsys):
+def test_checkpoints_of_every_form_and_with_wrong_contents(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained)
     spec = str(trained / "img.yaml")
     good = runtime.load_checkpoint(str(trained / "runs" / "img" / "1" / "checkpoint.pt"))
     payloads = {
@@ -261,12 +263,12 @@ def test_checkpoints_of_every_form_and_with_wrong_contents(trained, capsys):
         torch.save(payload, buffer)
         path = trained / f"{name}.pt"
         path.write_bytes(_with_checksum(buffer.getvalue()))
-        for command in (["eval", spec], ["predict", spec, str(trained / "other.png")]):
+        for command in (["eval", spec, "--split", "train"], ["predict", spec, str(trained / "other.png")]):
             assert main([*command, "--checkpoint", str(path)]) == 1, name
             err = capsys.readouterr().err
             assert "not a specc checkpoint" in err or "does not fit" in err or "another spec" in err, (name, err)
     for form in ("runs/img/1", "runs/img", "runs/img/latest", "runs/img/1/checkpoint.pt"):
-        assert main(["eval", spec, "--checkpoint", str(trained / form)]) == 0, form
+        assert main(["eval", spec, "--split", "train", "--checkpoint", str(trained / form)]) == 0, form
         capsys.readouterr()
 
 
