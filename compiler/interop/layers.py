@@ -83,11 +83,24 @@ _SKIP = {"device", "dtype", "self"}
 
 
 def layer_call(module: nn.Module, entry: Any, path: str) -> Layer:
+    """The layer call that rebuilds ``module``: only the arguments that differ from their defaults, checked by
+    rebuilding it (``kernel_size: 3`` preferred over ``[3, 3]`` where the module reads the same)."""
+    sig = entry.signature()
+    args = _confirmed(module, entry, _differing_args(module, entry, path), path)
+    if entry.infer and entry.infer in args and _inferable(entry, args[entry.infer]):
+        del args[entry.infer]  # specc infers it from the input shape
+    names = [n for n in sig.parameters if n in args]
+    first = next((n for n in sig.parameters if n not in _SKIP), None)
+    short = len(names) == 1 and names[0] == first and not isinstance(args[first], (list, dict, bool))
+    return Layer(entry.name, tuple((n, args[n]) for n in names), short)
+
+
+def _differing_args(module: nn.Module, entry: Any, path: str) -> dict[str, Any]:
+    """The constructor arguments read back from ``module`` that differ from their defaults."""
     sig = entry.signature()
     special = _SPECIAL.get(entry.name) if entry.module == "torch.nn" else None
     values = special(module) if special else {}
     args: dict[str, Any] = {}
-    full: dict[str, Any] = {}
     for name, param in sig.parameters.items():
         if name in _SKIP or name.startswith("_") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
@@ -96,7 +109,7 @@ def layer_call(module: nn.Module, entry: Any, path: str) -> Layer:
         elif hasattr(module, name):
             value = getattr(module, name)
         elif param.default is not inspect.Parameter.empty:
-            continue  # not kept by the module: the rebuild below proves the default is right
+            continue  # not kept by the module: the rebuild proves the default is right
         else:
             raise DecompileError(path, f"cannot read the argument {name!r} of {entry.name} from the module")
         if isinstance(param.default, bool) and (value is None or isinstance(value, torch.Tensor)):
@@ -106,28 +119,24 @@ def layer_call(module: nn.Module, entry: Any, path: str) -> Layer:
                 raise DecompileError(path, f"cannot read the argument {name!r} of {entry.name} from the module")
             continue
         value = _simplify(value)
-        full[name] = value
         if param.default is inspect.Parameter.empty or not _same(_uniform(value), _simplify(param.default)):
             args[name] = value
-    # prefer `kernel_size: 3` over `[3, 3]` where the module reads the same
+    return args
+
+
+def _confirmed(module: nn.Module, entry: Any, args: dict[str, Any], path: str) -> dict[str, Any]:
+    """``args`` (in their simplest form where that rebuilds the same module), proven by rebuilding it."""
     simple = {k: _uniform(v) for k, v in args.items()}
+    rebuilt = None
     for candidate in (simple, args):
         rebuilt = _rebuild(entry, candidate)
         if rebuilt is not None and _same_module(rebuilt, module):
-            args = candidate
-            break
-    else:
-        raise DecompileError(
-            path,
-            f"cannot read the arguments of {entry.name} from the module: rebuilt from "
-            f"{_describe_args(args)} it is {rebuilt!r}, not {module!r}",
-        )
-    if entry.infer and entry.infer in args and _inferable(entry, args[entry.infer]):
-        del args[entry.infer]  # specc infers it from the input shape
-    names = [n for n in sig.parameters if n in args]
-    first = next((n for n in sig.parameters if n not in _SKIP), None)
-    short = len(names) == 1 and names[0] == first and not isinstance(args[first], (list, dict, bool))
-    return Layer(entry.name, tuple((n, args[n]) for n in names), short)
+            return candidate
+    raise DecompileError(
+        path,
+        f"cannot read the arguments of {entry.name} from the module: rebuilt from "
+        f"{_describe_args(args)} it is {rebuilt!r}, not {module!r}",
+    )
 
 
 def _inferable(entry: Any, value: Any) -> bool:

@@ -117,33 +117,45 @@ class Decompiler:
                 continue
             i += 1
             if step.kind == "module":
-                name = step.target.split(".")[depth]
-                child = owner.get_submodule(name)
-                if name in seen:
-                    if any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
-                        raise DecompileError(
-                            join_path(path, name),
-                            "called twice by the forward: a spec cannot share weights between two places",
-                        )
-                    name = names.fresh(name)
-                seen.add(name)
-                out.append((name, self.convert(child, join_path(path, name)), False))
+                out.append(self.module_item(step, depth, owner, path, names, seen))
             elif step.kind == "layer":
                 out.append((names.fresh(step.base), step.layer, False))
             else:
-                branches = []
-                for branch in reader.branches(step):
-                    sub = self.items(branch, depth, owner, path, reader, names, seen)
-                    if any(is_merge for _, _, is_merge in sub):
-                        raise DecompileError(
-                            path,
-                            f"{type(owner).__name__}.forward nests {step.what} inside another "
-                            "merge's branch; a spec's merge would add a module level and change the "
-                            "state-dict keys",
-                        )
-                    branches.append(sub)
-                out.append(("", (step, branches, names), True))
+                out.append(self.merge_item(step, depth, owner, path, reader, names, seen))
         return out
+
+    def module_item(
+        self, step: G, depth: int, owner: nn.Module, path: str, names: _Names, seen: set[str]
+    ) -> tuple[str, Any, bool]:
+        """A child module's call; a second call of one with weights is refused (a spec cannot share them)."""
+        name = step.target.split(".")[depth]
+        child = owner.get_submodule(name)
+        if name in seen:
+            if any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
+                raise DecompileError(
+                    join_path(path, name),
+                    "called twice by the forward: a spec cannot share weights between two places",
+                )
+            name = names.fresh(name)
+        seen.add(name)
+        return name, self.convert(child, join_path(path, name)), False
+
+    def merge_item(
+        self, step: G, depth: int, owner: nn.Module, path: str, reader: Steps, names: _Names, seen: set[str]
+    ) -> tuple[str, Any, bool]:
+        """A merge of branches, each read as items; a merge inside a branch is refused."""
+        branches = []
+        for branch in reader.branches(step):
+            sub = self.items(branch, depth, owner, path, reader, names, seen)
+            if any(is_merge for _, _, is_merge in sub):
+                raise DecompileError(
+                    path,
+                    f"{type(owner).__name__}.forward nests {step.what} inside another "
+                    "merge's branch; a spec's merge would add a module level and change the "
+                    "state-dict keys",
+                )
+            branches.append(sub)
+        return "", (step, branches, names), True
 
     def assemble(self, items: list[tuple[str, Any, bool]], owner: nn.Module, path: str) -> Any:
         merges = [i for i, item in enumerate(items) if item[2]]
@@ -163,35 +175,40 @@ class Decompiler:
             )
         at = merges[0]
         step, branches, names = items[at][1]
-        parts = []
-        for branch in branches:
-            if not branch:
-                parts.append((names.fresh("identity"), None))
-            elif (
-                len(branch) == 1
-                and not (isinstance(branch[0][1], Block) and branch[0][1].named)
-                and not (isinstance(branch[0][1], Layer) and branch[0][1].type == "Identity")
-            ):
-                parts.append((branch[0][0], branch[0][1]))
-            else:
-                parts.append(
-                    (
-                        names.fresh("main" if not parts else "branch"),
-                        Block(tuple((n, node) for n, node, _ in branch), named=True),
-                    )
-                )
-        cls = type(owner).__name__
-        from compiler.build.model import GraphBlock
-
-        if isinstance(owner, GraphBlock):
-            cls = re.sub(r"_\d+$", "", cls)
-        cls = cls.lstrip("_")
-        cls = cls[:1].upper() + cls[1:] if cls.isidentifier() and cls.isascii() else None
         return Merge(
             step.op,
             step.dim,
-            cls,
+            _class_name(owner),
             tuple((n, node) for n, node, _ in items[:at]),
-            tuple(parts),
+            tuple(_branch_parts(branches, names)),
             tuple((n, node) for n, node, _ in items[at + 1 :]),
         )
+
+
+def _branch_parts(branches: list, names: Any) -> list[tuple[str, Any]]:
+    """A merge's branches as named parts: empty ones an identity, one unnamed step as it is, else a block."""
+    parts: list[tuple[str, Any]] = []
+    for branch in branches:
+        if not branch:
+            parts.append((names.fresh("identity"), None))
+        elif (
+            len(branch) == 1
+            and not (isinstance(branch[0][1], Block) and branch[0][1].named)
+            and not (isinstance(branch[0][1], Layer) and branch[0][1].type == "Identity")
+        ):
+            parts.append((branch[0][0], branch[0][1]))
+        else:
+            block = Block(tuple((n, node) for n, node, _ in branch), named=True)
+            parts.append((names.fresh("main" if not parts else "branch"), block))
+    return parts
+
+
+def _class_name(owner: nn.Module) -> str | None:
+    """The merge class's name: the module's own (a rebuilt block's without its ``_N``), capitalised."""
+    from compiler.build.model import GraphBlock
+
+    cls = type(owner).__name__
+    if isinstance(owner, GraphBlock):
+        cls = re.sub(r"_\d+$", "", cls)
+    cls = cls.lstrip("_")
+    return cls[:1].upper() + cls[1:] if cls.isidentifier() and cls.isascii() else None
