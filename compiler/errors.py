@@ -40,7 +40,7 @@ class Problem:
     severity: str = field(default="error", compare=False)
 
     def __str__(self) -> str:
-        where = f"{visible(self.file)}:{self.line}:{self.col}: "
+        where = f"{visible(self.file)}:{self.line}:{self.col}: " if self.line > 0 else f"{visible(self.file)}: "
         kind = "warning: " if self.severity == "warning" else ""
         path = f"{visible(self.path)}: " if self.path else ""
         fix = f" Fix: {visible(self.fix)}" if self.fix else ""

@@ -88,7 +88,7 @@ def load_spec(path: str | Path, *, max_bytes: int | None = None, overrides: Sequ
     ``overrides`` are ``"train.epochs=3"``-style settings applied before validation (``specc --set``).
     """
     data, source = load_file(path)
-    return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
+    return _compile(apply_overrides(data, list(overrides), source), source, max_bytes)
 
 
 def parse_spec(
@@ -96,7 +96,7 @@ def parse_spec(
 ) -> Spec:
     """The same as ``load_spec`` for YAML text."""
     data, source = load_text(text, filename)
-    return _compile(apply_overrides(data, list(overrides)), source, max_bytes)
+    return _compile(apply_overrides(data, list(overrides), source), source, max_bytes)
 
 
 def expand_spec(spec: Spec) -> dict:

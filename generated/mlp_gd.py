@@ -432,12 +432,16 @@ class Run:
         """Continue from a checkpoint's ``state`` (refused if another spec wrote it): load the weights, take its
         position and random states. ``model_only`` (evaluating, predicting): only the model must match."""
         model = unwrap(model)
+        check_state(state, name)
         saved, here = state["identity"], identity(model, optimizer, scheduler)
         if model_only:
             saved, here = ({k: v for k, v in d.items() if k.startswith("model: ")} for d in (saved, here))
         different = identity_difference(saved, here)
         if different:
             raise ValueError(f"{name} was written for another spec: {different}")
+        different = weights_difference(state["model"], model)
+        if different:
+            raise ValueError(f"{name} does not fit this model: {different}")
         model.load_state_dict(state["model"])
         self.data = state["data"]
         if model_only:
@@ -481,7 +485,7 @@ def data_info(dataset, input_shape, task):
 
 def write_atomic(path, data):
     """Write ``data`` through a temporary file, fsync and rename: a crash leaves the old file whole, and a symlink
-    at ``path`` is replaced, never followed."""
+    at ``path`` is replaced, never followed. The file gets the mode a plain ``open`` would give (the umask's)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
@@ -489,6 +493,9 @@ def write_atomic(path, data):
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -500,29 +507,41 @@ def write_atomic(path, data):
 
 def save_checkpoint(path, state):
     """``torch.save`` the state (a zip file), then put the SHA-256 of all that precedes it in the zip's closing
-    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered."""
+    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. In a
+    numbered run folder, ``latest`` beside it then names the newest run with a checkpoint (``mark_latest``)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
+    mark_latest(os.path.dirname(os.path.abspath(path)))
+
+
+def read_regular(path, max_bytes, what="file"):
+    """The bytes of the regular file at ``path`` (ValueError if it holds more than ``max_bytes``): a directory,
+    FIFO, device or socket is refused before it is opened, and the open never blocks (``O_NONBLOCK``)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as err:
+        raise ValueError(f"{path}: {err.strerror}") from None
+    with open(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # what was opened, not what was there a moment before
+            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+        data = file.read(min(os.fstat(fd).st_size, max_bytes) + 1)  # at most its size when opened
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most a {what} may hold")
+    return data
 
 
 def load_checkpoint(path, max_bytes=1 << 36):
     """Read a checkpoint written by ``save_checkpoint`` (a regular file, at most ``max_bytes``); verify its
-    checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not block the open
-    except OSError as err:
-        raise ValueError(f"{path}: {err.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise ValueError(f"{path}: not a checkpoint file")
-    with open(fd, "rb") as file:
-        data = file.read(min(info.st_size, max_bytes) + 1)
+    checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data.
+    ``Run.resume`` then checks that it holds what a run's state holds (``check_state``)."""
+    data = read_regular(path, max_bytes, "checkpoint file")
     body, tag, digest = data[:-77], data[-77:-64], data[-64:]
-    if len(data) > max_bytes or tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
+    if tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
         raise ValueError(f"{path}: not a specc checkpoint, or truncated or altered (checksum mismatch)")
     try:
         entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
@@ -530,7 +549,44 @@ def load_checkpoint(path, max_bytes=1 << 36):
         raise ValueError(f"{path}: not a checkpoint (no zip archive)") from None
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
         raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
-    return torch.load(io.BytesIO(data), weights_only=True)
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as err:  # a checksum recomputed over another payload: torch's message is not for users
+        raise ValueError(f"{path}: not a specc checkpoint ({type(err).__name__} in weights_only unpickling)") from None
+    return state
+
+
+def check_state(state, path):
+    """ValueError unless ``state`` has the parts and types ``Run.resume`` and prediction read."""
+    kinds = {"model": dict, "identity": dict, "epoch": int, "batch": int, "step": int, "history": list}
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a specc checkpoint (it holds a {type(state).__name__}, not a run's state)")  # noqa: TRY004
+    for key, kind in kinds.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise ValueError(f"{path}: not a specc checkpoint ({key!r} is missing or not a {kind.__name__})")  # noqa: TRY004
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        raise ValueError(f"{path}: not a specc checkpoint (its 'model' is not a state dict of tensors)")
+    data = state.get("data")
+    shape = data.get("input") if isinstance(data, dict) else None
+    if data is not None and not (
+        isinstance(shape, (tuple, list))
+        and all(isinstance(n, int) and 0 < n < 1 << 20 for n in shape)
+        and data.get("task") in ("classes", "values")
+        and (data.get("classes") is None or isinstance(data.get("classes"), list))
+        and (data.get("csv") is None or isinstance(data.get("csv"), dict))
+    ):
+        raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
+
+
+def weights_difference(saved, model):
+    """The first tensor of ``saved`` (a state dict) that does not fit ``model``, in words (None: they fit)."""
+    here = model.state_dict()
+    for key in dict.fromkeys([*here, *saved]):
+        if key not in saved or key not in here:
+            return f"{key} is {'absent from the checkpoint' if key not in saved else 'not in this model'}"
+        if saved[key].shape != here[key].shape:
+            return f"{key} has shape {tuple(saved[key].shape)} in the checkpoint, {tuple(here[key].shape)} here"
+    return None
 
 
 def save_weights(model, path):
@@ -551,29 +607,73 @@ def write_metrics(folder, history, seconds=None):
 
 
 def new_run_folder(root):
-    """A new numbered run folder ``root/N``, made exclusively (two runs never share one); ``root/latest`` names it."""
+    """A new numbered run folder ``root/N``, made exclusively (two runs never share one). ``root/latest`` names it
+    once it holds a checkpoint (``mark_latest``): a run that never started is never the latest."""
     os.makedirs(root, exist_ok=True)
-    number = max([int(name) for name in os.listdir(root) if name.isdigit()], default=0) + 1
+    numbers = [int(name) for name in os.listdir(root) if name.isdigit() and len(name) < 10]
+    number = max(numbers, default=0) + 1
     while True:
         try:
             os.mkdir(os.path.join(root, str(number)))
-            break
+            return os.path.join(root, str(number))
         except FileExistsError:  # another run took it
             number += 1
-    write_atomic(os.path.join(root, "latest"), f"{number}\n".encode())
-    return os.path.join(root, str(number))
+
+
+def latest_run(root):
+    """The number ``root/latest`` names if that run has a checkpoint, else the highest-numbered run folder
+    with one; None when no run in ``root`` has a checkpoint. ``latest`` only ever holds a number."""
+    try:
+        text = read_regular(os.path.join(root, "latest"), 64, "latest file").decode("ascii").strip()
+    except (ValueError, UnicodeDecodeError):
+        text = ""
+    if text.isdigit() and len(text) < 10 and os.path.isfile(os.path.join(root, text, "checkpoint.pt")):
+        return int(text)
+    try:
+        names = [name for name in os.listdir(root) if name.isdigit() and len(name) < 10]
+    except OSError:
+        return None
+    done = [int(name) for name in names if os.path.isfile(os.path.join(root, name, "checkpoint.pt"))]
+    return max(done, default=None)
+
+
+def mark_latest(folder):
+    """In a numbered run folder ``root/N`` that has a checkpoint: make ``root/latest`` name the highest-numbered
+    such run, replaced atomically under a lock on ``root`` (concurrent runs never leave it naming an older one)."""
+    root, name = os.path.split(os.path.abspath(folder))
+    if not (name.isdigit() and len(name) < 10):
+        return
+    try:
+        fcntl = importlib.import_module("fcntl")
+    except ImportError:  # Windows: no lock, still atomic
+        fcntl = None
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        current = latest_run(root)
+        if current is None or current <= int(name):
+            write_atomic(os.path.join(root, "latest"), f"{int(name)}\n".encode())
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def find_checkpoint(path):
-    """A checkpoint file as given; in a run folder, its checkpoint.pt; in a folder of runs (or its ``latest``
-    file), the latest run's."""
-    if os.path.basename(path) == "latest" and os.path.isfile(path):
-        path = os.path.dirname(path) or "."
-    latest = os.path.join(path, "latest")
-    if os.path.isdir(path) and os.path.isfile(latest):
-        with open(latest, encoding="utf-8") as file:
-            path = os.path.join(path, file.read(20).strip())
-    return os.path.join(path, "checkpoint.pt") if os.path.isdir(path) else path
+    """The checkpoint a path names: a checkpoint file as given; in a run folder, its checkpoint.pt; in a folder of
+    runs (or its ``latest`` file), the latest run's (``latest_run``). ValueError when it names none."""
+    path = os.fspath(path)
+    if os.path.basename(os.path.normpath(path)) == "latest" and not os.path.isdir(path):
+        path = os.path.dirname(os.path.normpath(path)) or "."
+    if not os.path.isdir(path):
+        if not os.path.lexists(path):
+            raise ValueError(f"{path}: no such checkpoint file or run folder")
+        return path
+    if os.path.lexists(os.path.join(path, "checkpoint.pt")):
+        return os.path.join(path, "checkpoint.pt")
+    number = latest_run(path)
+    if number is None:
+        raise ValueError(f"{path}: no checkpoint here, nor a run folder with one (train first, or name a checkpoint)")
+    return os.path.join(path, str(number), "checkpoint.pt")
 
 
 def progress_bar(run, steps_per_epoch):
@@ -586,31 +686,138 @@ def progress_bar(run, steps_per_epoch):
     return tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True) if sys.stderr.isatty() else None
 
 
-def predict(model, inputs, info, transform, device):
-    """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training): the
-    class name (or number), or the regression values."""
-    names, batch = [], []
-    for path in inputs:
-        if path.lower().endswith(".csv"):
-            with open(path, newline="", encoding="utf-8") as file:
-                rows = list(csv.DictReader(file))
-            x = torch.tensor([[float(row[column]) for column in info["csv"]["columns"]] for row in rows])
-            batch += list(apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x)
-            names += [f"{path}:{line}" for line in range(2, len(rows) + 2)]
-            continue
-        files = [os.path.join(path, name) for name in sorted(os.listdir(path))] if os.path.isdir(path) else [path]
-        for file in files:
-            if file == path or file.lower().endswith(datasets.folder.IMG_EXTENSIONS):
-                image = datasets.folder.default_loader(file).convert("L" if info["input"][0] == 1 else "RGB")
-                batch.append(transform(image))
-                names.append(file)
+def predict(model, inputs, info, transform, device, top_k=1):
+    """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training), as text
+    safe to print: the class name (or number), with probabilities for the ``top_k`` best; or the values."""
+    rows = predict_rows(model, inputs, info, transform, device, top_k)
+    if info["task"] != "classes":
+        return [(printable(name), " ".join(f"{v:.6g}" for v in values)) for name, values in rows]
+    if top_k == 1:
+        return [(printable(name), printable(best[0][0])) for name, best in rows]
+    return [(printable(name), ", ".join(f"{printable(c)} ({p:.3f})" for c, p in best)) for name, best in rows]
+
+
+def printable(text):
+    """``text`` safe to print on a terminal: every character that is not printable (escape sequences, carriage
+    returns, newlines, bidi overrides) becomes its visible escape, as in a Python string literal."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def predict_rows(model, inputs, info, transform, device, top_k=1, batch_size=64):
+    """(input, [(class, probability), ...] best first) for a classifier, else (input, [values]); in batches."""
     model.eval()
+    rows, part = [], []
     with torch.no_grad():
-        output = model(torch.stack(batch).to(device)).cpu()
-    if info["task"] == "classes":
-        classes = info["classes"] or range(output.shape[1])
-        return [(name, str(classes[i])) for name, i in zip(names, output.argmax(dim=1).tolist())]
-    return [(name, " ".join(f"{v:.6g}" for v in row)) for name, row in zip(names, output.flatten(1).tolist())]
+        for sample in prediction_inputs(inputs, info, transform):
+            part.append(sample)
+            if len(part) == batch_size:
+                rows, part = rows + label_outputs(model, part, info, device, top_k), []
+        if part:
+            rows += label_outputs(model, part, info, device, top_k)
+    if not rows:
+        raise ValueError("nothing to predict: the folders given hold no images")
+    return rows
+
+
+def label_outputs(model, samples, info, device, top_k):
+    """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
+    names = [name for name, _ in samples]
+    output = model(torch.stack([x for _, x in samples]).to(device)).float().cpu()
+    if info["task"] != "classes":
+        return list(zip(names, output.flatten(1).tolist()))
+    classes = info["classes"] or [str(i) for i in range(output.shape[1])]
+    if output.dim() != 2 or len(classes) != output.shape[1]:
+        raise ValueError(f"the checkpoint names {len(classes)} classes, the model gives {tuple(output.shape[1:])}")
+    best = output.softmax(dim=1).topk(min(top_k, output.shape[1]), dim=1)
+    pairs = zip(best.indices.tolist(), best.values.tolist())
+    return [(name, [(str(classes[i]), p) for i, p in zip(*pair)]) for name, pair in zip(names, pairs)]
+
+
+def prediction_inputs(inputs, info, transform, max_files=100_000):
+    """(name, input tensor) for each image file, each image in a folder (in name order) and each CSV row. A
+    ValueError names the file (and line) the model cannot take."""
+    for path in inputs:
+        if os.path.isdir(path):
+            names = sorted(os.listdir(path))
+            if len(names) > max_files:
+                raise ValueError(f"{path}: more than {max_files:,} files; predict on smaller folders")
+            for name in names:
+                if name.lower().endswith(datasets.folder.IMG_EXTENSIONS):
+                    yield os.path.join(path, name), image_sample(os.path.join(path, name), info, transform)
+        elif path.lower().endswith(".csv"):
+            yield from csv_samples(path, info)
+        else:
+            yield path, image_sample(path, info, transform)
+
+
+def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
+    """An image file as the model's input: a regular file of at most ``max_bytes`` and ``max_pixels``, through the
+    evaluation transforms, of the shape the model was trained on."""
+    if info["csv"] is not None:
+        raise ValueError(f"{path}: this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
+    pil = importlib.import_module("PIL.Image")
+    data = read_regular(path, max_bytes, "image file")
+    try:
+        image = pil.open(io.BytesIO(data))
+        size = image.size
+        if size[0] * size[1] > max_pixels:
+            raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
+        x = transform(image.convert("L" if info["input"][0] == 1 else "RGB"))
+    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
+        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{path}: the spec's transforms fail on this image: {str(err).splitlines()[0]}") from None
+    if not torch.is_tensor(x) or tuple(x.shape) != tuple(info["input"]):
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(
+            f"{path}: a {size[0]}x{size[1]} image gives an input of shape {shape}, but the model takes "
+            f"{tuple(info['input'])}: resize the image, or add Resize to the spec's transforms"
+        )
+    return x
+
+
+def csv_samples(path, info, max_bytes=1 << 28):
+    """(path:line, row) for each data row of a CSV file that has the columns the model was trained on, scaled as
+    in training; a missing column, a short row or a cell that is not a finite number is refused at its line."""
+    if info["csv"] is None:
+        raise ValueError(f"{path}: this model was trained on images, not CSV rows: give image files or folders")
+    try:
+        text = read_regular(path, max_bytes, "CSV file").decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header, columns = next(reader, []), info["csv"]["columns"]
+    missing = [column for column in columns if column not in header]
+    if missing:
+        raise ValueError(f"{path}:1: no column {missing[0]!r} in the header; the model reads {', '.join(columns)}")
+    where = [header.index(column) for column in columns]
+    rows, lines = [], []
+    for row in reader:
+        if row:
+            rows.append(csv_row(f"{path}:{reader.line_num}", row, where, columns))
+            lines.append(reader.line_num)
+    if not rows:
+        raise ValueError(f"{path}: a header and no data rows")
+    x = torch.tensor(rows, dtype=torch.float32)
+    x = apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x
+    return [(f"{path}:{line}", sample) for line, sample in zip(lines, x)]
+
+
+def csv_row(where, row, indices, columns):
+    """A CSV row's cells in ``columns`` (at ``indices``) as finite numbers; ValueError naming the cell."""
+    values = []
+    for column, index in zip(columns, indices):
+        cell = row[index] if index < len(row) else None
+        try:
+            value = float(cell)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not abs(value) < float("inf"):  # nan or infinite
+            shown = "nothing (the row is short)" if cell is None else repr(cell[:40])
+            raise ValueError(f"{where}:{index + 1}: column {column!r} holds {shown}, not a finite number")
+        values.append(value)
+    return values
 
 
 def explain(err, run):

@@ -268,7 +268,7 @@ def test_specc_train_eval_predict(tmp_path, capsys):
 
     Image.new("L", (8, 8), 128).save(tmp_path / "x.png")
     assert main(["predict", str(spec), str(tmp_path / "x.png"), "-o", str(tmp_path / "out.csv")]) == 0
-    assert (tmp_path / "out.csv").read_text().startswith("input,prediction\n")
+    assert (tmp_path / "out.csv").read_text().startswith("input,prediction,probability\n")
     bad = _spec(tmp_path, name="bad", lr=0.5)
     assert main(["train", str(bad), "--resume", str(runs / "1")]) == 1  # the script printed why (tested above)
 

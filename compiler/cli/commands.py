@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import os
+import re
 import stat
 import sys
 import tempfile
 from pathlib import Path
 
 from compiler.errors import SpecError, visible
+
+MAX_SIZE = 1 << 50  # sizes from the command line or the environment: at most 1 PiB
+USAGE_ERROR = 64  # a command line argparse cannot read (sysexits' EX_USAGE); 2 stays specc's internal error
 
 
 def _parse_bytes(text: str) -> int:
@@ -34,16 +40,47 @@ def _parse_bytes(text: str) -> int:
     number = stripped.rstrip("abcdefghijklmnopqrstuvwxyz ")
     unit = stripped[len(number) :].strip()
     try:
-        if unit not in units:
+        value = float(number) * units[unit]
+        if not 0 < value <= MAX_SIZE:
             raise ValueError
-        return int(float(number) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 8GiB, 500MB)") from None
+        return int(value)
+    except (KeyError, ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"{visible(repr(text))} is not a size between 1 byte and 1 PiB (e.g. 8GiB, 500MB)"
+        ) from None
+
+
+def _count(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high``, like a spec's integer fields."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{visible(repr(text))} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give {low} to {high:,}")
+        return value
+
+    return parse
+
+
+DEVICES = re.compile(r"(auto|cpu|mps|cuda(:[0-9]{1,2})?)")  # the spec's `train.device` rule
+
+
+def _device(text: str) -> str:
+    if not DEVICES.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"unknown device {visible(repr(text))}: use auto, cpu, cuda, cuda:N or mps")
+    return text
 
 
 def _report(err: SpecError) -> None:
     for problem in err.problems:
         print(problem, file=sys.stderr)
+        if problem.file.startswith("--set "):  # located on the command line: show the override, not the file
+            caret = len(visible(problem.file[: max(problem.col - 1, 0)]))
+            print(f"       | {visible(problem.file)}\n       | {' ' * caret}^", file=sys.stderr)
+            continue
         excerpt = err.excerpt(problem)
         if excerpt:
             print(excerpt, file=sys.stderr)
@@ -108,7 +145,7 @@ class OutputError(Exception):
     """An output file specc will not or cannot write; the message is one line naming the path."""
 
 
-def write_atomically(path: Path, text: str, confine: bool = False) -> None:
+def write_atomically(path: Path, text: str | bytes, confine: bool = False) -> None:
     """Write ``text`` to ``path`` by a temporary file in the same folder, fsync and ``os.replace``.
 
     Never through a symbolic link (a link at ``path`` is refused, not followed), never over a
@@ -116,28 +153,14 @@ def write_atomically(path: Path, text: str, confine: bool = False) -> None:
     in. On any failure (full disk, read-only folder) the old file is left as it was and the
     temporary file is removed. Raises ``OutputError``.
     """
-    from compiler.common.paths import file_kind, inside
-
-    name = visible(str(path))
-    if confine and not inside(path.parent if str(path.parent) else "."):
-        raise OutputError(f"cannot write {name}: its folder leaves the folder specc runs in (a symbolic link)")
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        info = None
-    except OSError as err:
-        raise OutputError(f"cannot write {name}: {err.strerror}") from None
-    if info is not None and stat.S_ISLNK(info.st_mode):
-        raise OutputError(f"cannot write {name}: it is a symbolic link (specc does not write through links)")
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        raise OutputError(f"cannot write {name}: it is {file_kind(info.st_mode)}, not a regular file")
+    name, info = visible(str(path)), _writable(path, confine)
     folder = path.parent if str(path.parent) else Path(".")
     tmp = None
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, "wb") as file:
-            file.write(text.encode("utf-8"))
+            file.write(text.encode("utf-8") if isinstance(text, str) else text)
             file.flush()
             os.fsync(file.fileno())
         umask = os.umask(0)
@@ -160,6 +183,26 @@ def write_atomically(path: Path, text: str, confine: bool = False) -> None:
             os.close(dir_fd)
 
 
+def _writable(path: Path, confine: bool) -> os.stat_result | None:
+    """What is at ``path`` now (None: nothing), or OutputError where specc will not write."""
+    from compiler.common.paths import file_kind, inside
+
+    name = visible(str(path))
+    if confine and not inside(path.parent if str(path.parent) else "."):
+        raise OutputError(f"cannot write {name}: its folder leaves the folder specc runs in (a symbolic link)")
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise OutputError(f"cannot write {name}: {err.strerror}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise OutputError(f"cannot write {name}: it is a symbolic link (specc does not write through links)")
+    if not stat.S_ISREG(info.st_mode):
+        raise OutputError(f"cannot write {name}: it is {file_kind(info.st_mode)}, not a regular file")
+    return info
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from compiler.pipeline import render_script
 
@@ -180,8 +223,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from compiler.workflow.runs import train_from_spec
 
-    if args.epochs is not None:  # validated like the file: `--epochs 0` is an error, not an empty run
-        args.set = [*(args.set or []), f"train.epochs={args.epochs}"]
+    for key, value in (("epochs", args.epochs), ("device", args.device)):
+        if value is not None:  # validated like the file: `--epochs 0` or `--device gpu` is a located error
+            args.set = [*(args.set or []), f"train.{key}={value}"]
     spec = _load(args.spec, args)
     if spec.train is None:
         raise SpecError(
@@ -207,7 +251,8 @@ def _checkpoint_errors(work, args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         if args.debug:
             raise
-        print(f"specc {args.command}: {err}", file=sys.stderr)
+        message = str(err) if isinstance(err, ValueError) or not err.strerror else f"{err.filename}: {err.strerror}"
+        print(f"specc {args.command}: {visible(message)}", file=sys.stderr)
         return 1
 
 
@@ -228,22 +273,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from compiler.runtime.helpers import write_atomic
-    from compiler.workflow.runs import predict
+    from compiler.workflow.runs import predict_table
 
     spec = _load(args.spec, args)
 
     def work() -> int:
-        rows = predict(spec, args.checkpoint, args.inputs, args.device)
-        for name, prediction in rows:
-            print(f"{name}: {prediction}")
+        header, rows = predict_table(spec, args.checkpoint, args.inputs, args.device, args.top_k)
+        for row in rows:
+            print(f"{visible(row[0])}: {_shown(header, row)}")
         if args.output:
-            lines = ["input,prediction"] + [f'"{n.replace(chr(34), chr(34) * 2)}","{p}"' for n, p in rows]
-            write_atomic(args.output, ("\n".join(lines) + "\n").encode())
-            print(f"wrote {args.output} ({len(rows)} predictions)")
+            write_atomically(Path(args.output), _csv_text(header, rows))
+            print(f"wrote {visible(args.output)} ({len(rows)} predictions)")
         return 0
 
     return _checkpoint_errors(work, args)
+
+
+def _shown(header: list[str], row: list[str]) -> str:
+    """A prediction for the terminal: the class, or the top classes with their probabilities, or the values."""
+    if header[1:] in (["prediction"], ["prediction", "probability"]):
+        return visible(row[1])
+    return ", ".join(f"{visible(row[i])} ({row[i + 1]})" for i in range(1, len(row), 2))
+
+
+def _csv_cell(text: str) -> str:
+    """A text cell that a spreadsheet shows as text: control characters escaped, and a leading quote before one
+    that starts like a formula (= + - @, or a tab or return)."""
+    text = visible(text)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _csv_text(header: list[str], rows: list[list[str]]) -> str:
+    """The CSV file: names and classes escaped (``_csv_cell``); numbers as written."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    texts = {i for i, name in enumerate(header) if name == "input" or name.startswith("prediction")}
+    numeric = header[1:] == ["prediction"]  # values of a regression, written by specc itself
+    for row in rows:
+        writer.writerow([_csv_cell(c) if i in texts and not (numeric and i) else c for i, c in enumerate(row)])
+    return out.getvalue()
 
 
 # `specc check` builds the data, and CI may run it on specs from pull requests: it downloads nothing, reads
@@ -251,15 +320,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 CHECK_MAX_VALUES = 1 << 26
 
 
+# `specc check` holds the model four times (compiled and the script's, each trained once): each copy gets a quarter
+# of the budget `specc train` gives the one it builds; images it decodes are bounded like predict's inputs.
+CHECK_COPIES = 4
+CHECK_MAX_PIXELS = 1 << 25
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    from compiler.lower.model import memory_budget
     from compiler.workflow.check import run_checks
 
+    args.max_memory = (args.max_memory or memory_budget()) // CHECK_COPIES
     spec = _load(args.spec, args)
     if spec.data is not None and spec.data.dataset.kwargs.get("download"):
         # the same spec, with download off: both backends then read only files already here
         args.set = [*(args.set or []), f"data.dataset.{spec.data.dataset.type}.download=false"]
         spec = _load(args.spec, args)
     _check_untrusted_data(spec)
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = CHECK_MAX_PIXELS  # a small PNG in an ImageFolder cannot decode to gigabytes
     return run_checks(spec, steps=args.steps)
 
 
@@ -283,15 +363,16 @@ def _check_untrusted_data(spec) -> None:
                 "put the dataset under this folder (symbolic links are followed)",
             )
         )
-    if dataset.type == "Synthetic":
-        size, inputs = dataset.kwargs.get("size", 0), dataset.kwargs.get("inputs", ())
+    if dataset.type in ("Synthetic", "FakeData"):
+        size = dataset.kwargs.get("size", 1000 if dataset.type == "FakeData" else 0)
+        inputs = dataset.kwargs.get("inputs" if dataset.type == "Synthetic" else "image_size", (3, 224, 224))
         values = size * math.prod(inputs) if isinstance(size, int) and all(isinstance(i, int) for i in inputs) else 0
         if values > CHECK_MAX_VALUES:
             problems.append(
                 spec.source.problem(
                     where,
                     f"specc check builds at most {CHECK_MAX_VALUES:,} input "
-                    f"values, but this Synthetic dataset has {values:,}",
+                    f"values, but this {dataset.type} dataset has {values:,}",
                     "use a smaller `size:` to check the spec",
                 )
             )
@@ -325,61 +406,71 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _factory_arg(text: str) -> tuple[str, object]:
+    """``NAME=VALUE`` for ``specc import --arg``: VALUE a Python literal (``10``, ``'x'``, ``(1, 2)``), never code."""
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"{visible(repr(text))} is not NAME=VALUE, e.g. num_classes=10")
+    if len(value) > 10_000:
+        raise argparse.ArgumentTypeError(f"the value of {name.strip()} is longer than 10,000 characters")
+    try:
+        return name.strip(), ast.literal_eval(value.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return name.strip(), value.strip()  # a bare word: the text itself, as YAML would read it
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     import warnings
 
     from compiler.interop.decompile import DecompileError, load_factory, to_spec
 
+    kwargs = dict(args.arg or [])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module = load_factory(args.factory)
-            name = args.name or args.factory.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
-            text = to_spec(module, args.input, name=_identifier(name), source=args.factory)
+            module = load_factory(args.factory, kwargs)
+            name = _identifier(args.name or args.factory.rsplit(":", 1)[-1].rsplit(".", 1)[-1])
+            text = to_spec(module, args.input, name=name, source=_source(args.factory, kwargs))
     except DecompileError as err:
-        return _fail("import", f"{args.factory}: {err}")
+        return _fail("import", f"{visible(args.factory)}: {visible(str(err))}")
+    try:
+        _write_import(args, module, name, text)
+    except OutputError as err:
+        return _fail("import", str(err))
+    return 0
+
+
+def _source(factory: str, kwargs: dict) -> str:
+    return factory + "".join(f" --arg {key}={value!r}" for key, value in kwargs.items())
+
+
+def _write_import(args: argparse.Namespace, module, name: str, text: str) -> None:
+    """The spec to ``-o`` (a file, or a folder: ``<name>.yaml`` in it) or stdout; ``--weights`` beside."""
     if args.output and args.output != "-":
-        _write_atomic(Path(args.output), text.encode("utf-8"))
-        print(f"wrote {args.output} ({len(text.splitlines())} lines)", file=sys.stderr)
+        out = Path(args.output)
+        if args.output.endswith(("/", os.sep)) or (out.is_dir() and not out.is_symlink()):
+            out = out / f"{name}.yaml"
+        write_atomically(out, text)
+        print(f"wrote {visible(str(out))} ({len(text.splitlines())} lines)", file=sys.stderr)
     else:
         sys.stdout.write(text)
     if args.weights:
-        import io
-
         import torch
 
         buffer = io.BytesIO()
         torch.save(module.state_dict(), buffer)
-        _write_atomic(Path(args.weights), buffer.getvalue())
+        write_atomically(Path(args.weights), buffer.getvalue())
         print(
-            f"wrote {args.weights} (state dict: load it into compiler.build_model(spec) with strict=True)",
+            f"wrote {visible(args.weights)} (state dict: load it into compiler.build_model(spec) with strict=True)",
             file=sys.stderr,
         )
-    return 0
 
 
 def _identifier(name: str) -> str:
-    import re
-
     name = re.sub(r"\W", "_", name)
     return name if name.isidentifier() else f"model_{name}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -428,7 +519,7 @@ def _add_interop_commands(sub) -> None:
         "import",
         help="write the spec of a PyTorch model (e.g. torchvision.models:resnet18)",
         description="Decompile a model into a spec: FACTORY is MODULE:CALLABLE, called with no "
-        "arguments (or MODULE:MODEL). The spec is verified: the model's state dict loads with "
+        "arguments but those given with --arg (or MODULE:MODEL). The spec is verified: the model's state dict loads with "
         "strict=True and the outputs are equal.",
     )
     p.add_argument("factory", metavar="FACTORY")
@@ -436,6 +527,13 @@ def _add_interop_commands(sub) -> None:
     p.add_argument("-o", "--output", metavar="FILE", help="the spec file (default: stdout)")
     p.add_argument("--weights", metavar="FILE", help="also save the model's state dict here (torch.save)")
     p.add_argument("--name", help="the spec's name (default: the factory's)")
+    p.add_argument(
+        "--arg",
+        action="append",
+        type=_factory_arg,
+        metavar="NAME=VALUE",
+        help="an argument for FACTORY, a Python literal (repeatable), e.g. --arg num_classes=10",
+    )
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", help="write the model as ONNX or a torch.export program, checked against torch")
@@ -488,6 +586,14 @@ _EXAMPLES = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one escaped line and exits with USAGE_ERROR (README), not 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {visible(message)}\n")
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Examples kept as written, and every option's default shown."""
 
@@ -500,9 +606,7 @@ def _with_examples(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="specc", description="Compile YAML model specs into PyTorch models and scripts."
-    )
+    parser = _Parser(prog="specc", description="Compile YAML model specs into PyTorch models and scripts.")
     parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "--max-memory",
@@ -519,7 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE first (it registers layers with compiler.register_layer); repeatable",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_spec_commands(sub)
+    _add_run_commands(sub)
+    _add_interop_commands(sub)
+    _add_sweep_command(sub)
+    _with_examples(sub)
+    return parser
 
+
+def _add_spec_commands(sub) -> None:
+    """validate, summary, generate, list, check: the commands that read a spec and train nothing."""
     p = sub.add_parser("validate", help="check specs; print file:line:col: message for each problem")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     _overridable(p)
@@ -540,50 +653,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="default: generated/<name>.py")
     _overridable(p)
     p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("train", help="train with the generated script: progress, checkpoint, metrics, loss plot")
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:N, mps, auto)")
-    p.add_argument("--out", metavar="DIR", help="the run folder (default: a new runs/<name>/N)")
-    p.add_argument(
-        "--resume", metavar="PATH", help="continue from a checkpoint or a run folder, writing into its folder"
-    )
-    p.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
-    p.add_argument(
-        "--nproc", type=int, metavar="N", help="N processes through torchrun (DDP); batch_size stays the global batch"
-    )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    _overridable(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "eval",
-        help="loss and metrics of a checkpoint on the validation (or training) split",
-        description="Example: specc eval specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1",
-    )
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
-    p.add_argument("--split", choices=("val", "train"), default="val", help="default: val")
-    p.add_argument("--device", default="cpu", help="default: cpu")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    _overridable(p)
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "predict",
-        help="predict classes (or values) for images, folders of images or CSV rows",
-        description="Example: specc predict specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 digit.png",
-    )
-    p.add_argument("spec", metavar="SPEC")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, CSV files")
-    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
-    p.add_argument("-o", "--output", metavar="FILE", help="also write the predictions as CSV")
-    p.add_argument("--device", default="cpu", help="default: cpu")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    _overridable(p)
-    p.set_defaults(func=cmd_predict)
-
     from compiler.cli.reference import KINDS
 
     p = sub.add_parser(
@@ -594,16 +663,93 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
     p.set_defaults(func=cmd_list)
-
     p = sub.add_parser("check", help="prove the compiled objects and the generated script agree")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--steps", type=int, default=3, help="training steps to compare (default 3)")
+    p.add_argument("--steps", type=_count(1, 1000), default=3, help="training steps to compare")
     _overridable(p)
     p.set_defaults(func=cmd_check)
-    _add_interop_commands(sub)
-    _add_sweep_command(sub)
-    _with_examples(sub)
-    return parser
+
+
+def _add_run_commands(sub) -> None:
+    """train, eval, predict."""
+    p = sub.add_parser("train", help="train with the generated script: progress, checkpoint, metrics, loss plot")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--epochs", type=_count(1, 1_000_000), help="override train.epochs")
+    p.add_argument("--device", help="override train.device (cpu, cuda, cuda:N, mps, auto)")
+    p.add_argument("--out", metavar="DIR", help="the run folder (default: a new runs/<name>/N)")
+    p.add_argument(
+        "--resume", metavar="PATH", help="continue from a checkpoint or a run folder, writing into its folder"
+    )
+    p.add_argument("--max-steps", type=_count(1, 1 << 40), help="stop after this many updates (smoke runs)")
+    p.add_argument(
+        "--nproc",
+        type=_count(1, 1024),
+        metavar="N",
+        help="N processes through torchrun (DDP); batch_size stays the global batch",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _overridable(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser(
+        "eval",
+        help="loss and metrics of a checkpoint on the validation (or training) split",
+        description="Example: specc eval specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
+    p.add_argument("--split", choices=("val", "train"), default="val", help="default: val")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _overridable(p)
+    p.set_defaults(func=cmd_eval)
+    _add_predict(sub)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict classes (or values) for images, folders of images or CSV rows",
+        description="Example: specc predict specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 digit.png",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, CSV files")
+    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
+    p.add_argument("-o", "--output", metavar="FILE", help="also write the predictions as CSV (with probabilities)")
+    p.add_argument(
+        "--top-k", type=_count(1, 1000), default=1, metavar="K", help="show the K likeliest classes with probabilities"
+    )
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _overridable(p)
+    p.set_defaults(func=cmd_predict)
+
+
+def _environment_problem() -> str | None:
+    """A setting from the environment that specc would misread, in words (None: all are well formed)."""
+    checks = {"SPECC_MAX_MODEL_BYTES": _parse_bytes, "SPECC_DIST_TIMEOUT": _count(1, 1_000_000)}
+    for name, parse in checks.items():
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                parse(value)
+            except argparse.ArgumentTypeError as err:
+                return f"{name}={visible(value)} in the environment: {err}"
+    return None
+
+
+def _run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    problem = _environment_problem() or _load_plugins(args.plugin)
+    if problem:
+        return _fail(args.command, problem)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()  # a full disk or closed pipe at the end is this command's failure, told here
+    except Exception:
+        if getattr(args, "debug", False):
+            os.environ["SPECC_DEBUG"] = "1"  # --debug: the traceback, from main
+        raise
+    return code
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -628,21 +774,19 @@ def _add_sweep_command(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=V1,V2",
         help="values to sweep (KEY=A,B,C), a range for --search (KEY=LOW:HIGH or LOW:HIGH:log), or one fixed value",
     )
-    p.add_argument("--search", type=int, metavar="N", help="sample N trials with Optuna instead of the whole grid")
+    p.add_argument(
+        "--search", type=_count(1, 1000), metavar="N", help="sample N trials with Optuna instead of the whole grid"
+    )
     p.add_argument("--metric", help="what ranks the trials (default: val_accuracy, else val_loss, else loss)")
-    p.add_argument("--epochs", type=int, help="override train.epochs in every trial")
-    p.add_argument("--max-steps", type=int, help="stop each trial after this many updates")
+    p.add_argument("--epochs", type=_count(1, 1_000_000), help="override train.epochs in every trial")
+    p.add_argument("--max-steps", type=_count(1, 10**12), help="stop each trial after this many updates")
     p.add_argument("--device", help="override train.device")
     p.set_defaults(func=cmd_sweep)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:  # building the parser imports the registry (and so pydantic): Ctrl-C there exits quietly too
-        args = build_parser().parse_args(argv)
-        failed = _load_plugins(args.plugin)
-        if failed:
-            return _fail(args.command, failed)
-        return args.func(args)
+        return _run(argv)
     except SpecError as err:
         _report(err)
         return 1
@@ -650,8 +794,16 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        with contextlib.suppress(OSError):  # nothing more reaches the closed pipe, not even at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception as err:  # never a traceback for users; SPECC_DEBUG=1 shows it
+    except OSError as err:
+        if os.environ.get("SPECC_DEBUG"):
+            raise
+        where = visible(str(err.filename)) if err.filename else "the output"
+        print(f"specc: {where}: {err.strerror or type(err).__name__}", file=sys.stderr)
+        return 1
+    except Exception as err:  # never a traceback for users; SPECC_DEBUG=1 (or --debug) shows it
         if os.environ.get("SPECC_DEBUG"):
             raise
         print(

@@ -34,6 +34,7 @@ class Source:
     filename: str
     text: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    origins: dict[Path_, tuple[str, int]] = field(default_factory=dict)  # values `--set` gave: (override, column)
 
     def locate(self, path: Path_) -> tuple[int, int]:
         """Line and column of ``path``, or of its nearest ancestor that has one."""
@@ -45,6 +46,11 @@ class Source:
         return self.positions.get((), (1, 1))
 
     def problem(self, path: Path_, message: str, fix: str = "", severity: str = "error") -> Problem:
+        path = tuple(path)  # a value an override gave, inside one, or (a layer's argument) below it:
+        given = [p for p in self.origins if path[: len(p)] == p or len(path) >= 2 and p[: len(path)] == path]
+        if given:
+            override, col = self.origins[given[-1]]
+            return Problem(override, 1, col, message, dotted(path), fix, severity)
         line, col = self.locate(path)
         return Problem(self.filename, line, col, message, dotted(path), fix, severity)
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import keyword
+import os
+import pkgutil
 import re
 import sys
 import unicodedata
@@ -124,11 +127,39 @@ BUILTINS = frozenset(name for name in dir(builtins) if not name.startswith("__")
 # Names the generated script defines or uses at module level: a variable or a block may not take them.
 RESERVED_NAMES = SETTINGS | IMPORTS | HELPERS | _FORMER
 
-# Modules a generated script's own folder would shadow if the spec name took their name.
-MODULES = frozenset(n for n in getattr(sys, "stdlib_module_names", ()) if not n.startswith("_")) | frozenset(
-    {"torch", "torchvision", "numpy", "PIL", "compiler", "specc", "jinja2", "sympy", "networkx", "filelock", "fsspec"}
-    | {"triton", "typing_extensions", "mpmath", "setuptools", "yaml", "pydantic"}
+# Modules a generated script's own folder would shadow if the spec name took their name: every importable
+# top-level name -- the standard library's (private ones too: `_csv`, `_pickle`), the interpreter's built-in
+# modules, and whatever is installed (``installed_modules``), plus the ones a script or specc itself imports.
+MODULES = (
+    frozenset(getattr(sys, "stdlib_module_names", ()))
+    | frozenset(sys.builtin_module_names)
+    | frozenset({"torch", "torchvision", "numpy", "PIL", "compiler", "specc", "tqdm", "typing_extensions"})
 )
+
+
+@functools.cache
+def installed_modules() -> frozenset[str]:
+    """The top-level modules and packages (namespace packages too: ``nvidia``) in site-packages, read from the
+    folders (nothing is imported)."""
+    folders = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+    names = {module.name for module in pkgutil.iter_modules(folders)}
+    for folder in folders:
+        names.update(n.split(".")[0] for n in os.listdir(folder) if n.split(".")[0].isidentifier())
+    return frozenset(names)
+
+
+def _own_attributes() -> frozenset[str]:
+    """The attributes specc's own container classes use on themselves (``self._op``, ``self._branches`` in a
+    merge block, read from ``build/model.py``): a block name is an attribute of its parent, so not one of these."""
+    tree = ast.parse((_PACKAGE / "build" / "model.py").read_text(encoding="utf-8"))
+    return frozenset(
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+    )
+
+
+OWN_ATTRIBUTES = _own_attributes()
 
 # dir(torch.nn.Sequential()) without dunders: a block name is an attribute name on its parent
 # (nn.Module.add_module refuses one that exists). Regenerate with `python -m compiler.front.names`.
@@ -251,13 +282,15 @@ def check_block_name(name: str) -> None:
     is also a local variable of the script's ``build_model``, the emitter renames the variable (``nn_1``) if it
     would hide a global."""
     _check(name, "block", globals_too=False)
-    if name in MODULE_ATTRIBUTES:
-        raise _taken(name, "block", "an attribute of torch.nn.Module, which the block is added to")
+    if name in MODULE_ATTRIBUTES or name in OWN_ATTRIBUTES:
+        raise _taken(name, "block", "an attribute of torch.nn.Module or specc's blocks, which the block is added to")
+    if name in BUILTINS:  # a branch is a parameter of its merge class's __init__: `super` would hide super()
+        raise _taken(name, "block", "a Python builtin, which its merge class's code calls")
 
 
 def check_spec_name(name: str) -> None:
     _check(name, "spec")
-    if name in MODULES:
+    if name in MODULES or name in installed_modules():
         raise NameProblem(
             f"spec name {name!r} is the name of a Python module: generated/{name}.py would be imported in its place",
             _fix(name, "spec"),
@@ -311,13 +344,17 @@ def _fix(name: str, kind: str, plain: bool = False) -> str:
     if text[0].isdigit():
         text = f"{kind}_{text}"
     text = text.lstrip("_") or kind
-    while text == name or _reason(text) or text in MODULE_ATTRIBUTES or text in MODULES or keyword.iskeyword(text):
+    while text == name or _reason(text) or _attribute_or_module(text) or keyword.iskeyword(text):
         text += "_"
     if keyword.issoftkeyword(text):
         text += "_"
     if kind == "spec":
         return f"e.g. `name: {text}`"
     return f"write it in plain characters, e.g. {text!r}" if plain else f"rename it, e.g. {text!r}"
+
+
+def _attribute_or_module(name: str) -> bool:
+    return name in MODULE_ATTRIBUTES or name in OWN_ATTRIBUTES or name in MODULES or name in installed_modules()
 
 
 def _generate() -> str:

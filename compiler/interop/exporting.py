@@ -41,25 +41,48 @@ class ExportResult:
 
 
 def _state_dict(path: str | Path) -> dict:
-    """A checkpoint as a state dict: specc's checksummed checkpoint, a plain state dict, or a dict with "model"."""
-    import torch
-
-    from compiler.runtime.helpers import load_checkpoint
+    """The state dict a ``--checkpoint`` names -- a checkpoint file, a run folder, a folder of runs or its
+    ``latest`` file, as for eval -- from specc's checksummed checkpoint or a plain ``torch.save`` file, read
+    with the same bounds (a regular file, its size, no compressed entries) and tensors-only unpickling."""
+    from compiler.runtime.helpers import find_checkpoint, load_checkpoint
 
     try:
+        path = find_checkpoint(str(path))
         data = load_checkpoint(path)
-    except ValueError:  # not specc's format: a plain torch.save file
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise ExportError(f"{path}: cannot read the checkpoint: {type(err).__name__}: {err}") from None
-    except OSError as err:
-        raise ExportError(f"{path}: {err.strerror or err}") from None
+    except ValueError as err:
+        if "not a specc checkpoint" not in str(err):
+            raise ExportError(str(err)) from None
+        data = _plain_state(path)
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     if not (isinstance(data, dict) and all(isinstance(k, str) for k in data)):
         raise ExportError(f"{path}: not a state dict or a checkpoint with a 'model' state dict")
     return data
+
+
+def _plain_state(path: str, max_bytes: int = 1 << 36) -> Any:
+    """A plain ``torch.save`` file: bounded like a checkpoint, and refused if an entry is compressed."""
+    import zipfile
+
+    import torch
+
+    from compiler.runtime.helpers import read_regular
+
+    try:
+        data = read_regular(path, max_bytes, "checkpoint file")
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+    except zipfile.BadZipFile:
+        raise ExportError(f"{path}: not a checkpoint or a torch.save file (no zip archive)") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
+        raise ExportError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ExportError(
+            f"{path}: cannot read the checkpoint ({type(err).__name__}; only tensors and plain data)"
+        ) from None
 
 
 def _model(spec: Any, checkpoint: str | Path | None):
@@ -71,7 +94,7 @@ def _model(spec: Any, checkpoint: str | Path | None):
     torch.manual_seed(program.spec.seed)
     model = build_model(program.spec)
     if checkpoint is not None:
-        from compiler.interop.decompile import state_dict_mismatch
+        from compiler.interop.verify import state_dict_mismatch
 
         state = _state_dict(checkpoint)
         problem = state_dict_mismatch(model, state)
@@ -152,6 +175,11 @@ def _compare(expected: Any, got: Any, what: str) -> float:
 
     expected = expected.detach().cpu().numpy()
     got = np.asarray(got)
+    if not np.isfinite(expected).all():
+        raise ExportError(
+            "the model's own outputs hold NaN or infinity on the check sample (its weights?), so the export "
+            "cannot be checked; nothing was written"
+        )
     if expected.shape != got.shape:
         raise ExportError(f"{what} gives shape {list(got.shape)}, torch {list(expected.shape)}")
     diff = float(np.max(np.abs(expected.astype(np.float64) - got.astype(np.float64)))) if expected.size else 0.0

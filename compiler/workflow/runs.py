@@ -11,6 +11,7 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import visible
 from compiler.front.spec import Spec
 from compiler.runtime import helpers as runtime
 from compiler.workflow.plot import plot_history
@@ -37,20 +39,6 @@ def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it whe
         pass
 
 
-# Runs the script as ``python SCRIPT ARGS`` would (``sys.argv``, ``__main__``); the script's own main() handles a
-# Ctrl-C once it runs, and this handles one that comes earlier, during its imports.
-_QUIET_START = (
-    "import os, runpy, sys\n"
-    "sys.argv = sys.argv[1:]\n"
-    "sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))\n"
-    "try:\n"
-    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
-    "except KeyboardInterrupt:\n"
-    "    print('error: interrupted before training started', file=sys.stderr)\n"
-    "    sys.exit(130)\n"
-)
-
-
 def _nproc_problem(spec: Spec, nproc: int) -> str | None:
     """Why ``--nproc`` cannot run this spec (None: it can): each process takes an equal part of every batch."""
     if nproc < 1:
@@ -67,66 +55,182 @@ def _nproc_problem(spec: Spec, nproc: int) -> str | None:
     return None
 
 
-def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
-    from compiler.pipeline import render_script
+class RunRefused(Exception):
+    """Why ``specc train`` starts no run; raised before it writes anything. The message is one line."""
 
+
+# Runs the script as ``python SCRIPT ARGS`` would (``sys.argv``, ``__main__``), from a private copy and with no
+# folder of others' files on the import path: ``-P`` (Python 3.11+) keeps the current folder off it, and on 3.10
+# the first entry ``-c`` put there is removed. Tracebacks and ``sys.argv[0]`` name the recorded copy in the run
+# folder. The script's own main() handles a Ctrl-C once it runs; this handles one that comes during its imports.
+_START = (
+    "import os, sys\n"
+    "if not sys.flags.safe_path and sys.path and sys.path[0] in ('', os.getcwd()):\n"
+    "    del sys.path[0]\n"
+    "__file__, sys.argv = sys.argv[1], sys.argv[2:]\n"
+    "try:\n"
+    "    with open(__file__, encoding='utf-8') as _source:\n"
+    "        _code = compile(_source.read(), sys.argv[0], 'exec')\n"
+    "    del _source\n"
+    "    exec(_code)\n"
+    "except KeyboardInterrupt:\n"
+    "    print('error: interrupted before training started', file=sys.stderr)\n"
+    "    sys.exit(130)\n"
+)
+_DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
+
+
+def _python() -> list[str]:
+    """The interpreter, with safe-path semantics where it has them (``-P``, Python 3.11+)."""
+    return [sys.executable, "-P"] if sys.version_info >= (3, 11) else [sys.executable]
+
+
+def _stray_distributed() -> None:
+    found = [f"{name}={os.environ[name]}" for name in _DISTRIBUTED if name in os.environ]
+    if found:
+        raise RunRefused(
+            f"{visible(' '.join(found))} in the environment, as under torchrun, but specc train starts its own "
+            "processes: unset them, or use --nproc N (spec-language §6 has the command for several machines)"
+        )
+
+
+def _resumed(spec: Spec, args: argparse.Namespace) -> str | None:
+    """The checkpoint ``--resume`` names, read and checked, and not already at the end of its run."""
+    if not args.resume:
+        return None
     try:
-        if args.out:
-            folder = args.out
-        elif args.resume:
-            folder = os.path.dirname(runtime.find_checkpoint(args.resume))
-        else:
-            folder = runtime.new_run_folder(runs_root(spec))
-        os.makedirs(folder, exist_ok=True)
-        script = Path(folder) / f"{spec.name}.py"
-        runtime.write_atomic(str(script), render_script(spec).encode())
-    except OSError as err:
-        print(f"specc train: cannot write the run folder: {err.filename}: {err.strerror}", file=sys.stderr)
-        return 3
-    command = [sys.executable, str(script), "--out", folder]
-    nproc = getattr(args, "nproc", None)
-    if nproc is not None:  # torchrun on this machine; spec-language §6 has the command for several machines
-        problem = _nproc_problem(spec, nproc)
-        if problem:
-            print(f"specc train: {problem}", file=sys.stderr)
-            return 1
-        os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default for several processes, without its banner
-        launch = [
-            sys.executable,
-            str(Path(__file__).with_name("launch.py")),
-            "--standalone",
-            f"--nproc-per-node={nproc}",
-        ]
-        command = launch + command[1:]
+        path = runtime.find_checkpoint(args.resume)
+        state = runtime.load_checkpoint(path)
+        runtime.check_state(state, path)
+    except ValueError as err:
+        raise RunRefused(f"--resume: {visible(str(err))}") from None
+    epochs = args.epochs or spec.train.epochs
+    if state["epoch"] >= epochs:
+        raise RunRefused(
+            f"--resume {visible(path)}: this run has already trained {state['epoch']} epochs, all that train.epochs "
+            f"({epochs}) asks for, so there is nothing left to train; to train longer, give more: "
+            f"--epochs {state['epoch'] + 1}"
+        )
+    if args.max_steps is not None and state["step"] >= args.max_steps:
+        raise RunRefused(
+            f"--resume {visible(path)}: this run has already taken {state['step']} steps, --max-steps "
+            f"{args.max_steps}; give more, e.g. --max-steps {state['step'] + args.max_steps}"
+        )
+    return path
+
+
+def _claim_folder(spec: Spec, args: argparse.Namespace, checkpoint: str | None) -> tuple[str, bool]:
+    """(the run folder, whether this run made it): ``--out`` (never over another run), the resumed run's
+    folder, or a new ``runs/<name>/N``."""
+    if not args.out:
+        if checkpoint:
+            return os.path.dirname(checkpoint) or ".", False
+        return runtime.new_run_folder(runs_root(spec)), True
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RunRefused(f"--out {visible(args.out)}: not a folder")
+    taken = [name for name in _RUN_FILES if os.path.lexists(out / name)]
+    if taken:
+        raise RunRefused(
+            f"--out {visible(args.out)} holds another run ({taken[0]}): specc never writes over one; name a new "
+            f"folder, or continue that run with --resume {visible(args.out)}"
+        )
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    return args.out, made
+
+
+def _stamp(path: Path) -> tuple | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _command(args: argparse.Namespace, script: Path, shown: Path, folder: str, checkpoint: str | None) -> list[str]:
+    """The child's command line: the script through ``_START``, under torchrun for ``--nproc``."""
+    command = [*_python(), "-c", _START, str(script), str(shown), "--out", folder]
+    if args.nproc is not None:  # torchrun on this machine; spec-language §6 has the command for several machines
+        launch = [*_python(), str(Path(__file__).with_name("launch.py")), "--standalone"]
+        command = [*launch, f"--nproc-per-node={args.nproc}", "--no-python", *command]
     for flag, value in (
         ("--epochs", args.epochs),
         ("--device", args.device),
-        ("--resume", args.resume),
-        ("--max-steps", getattr(args, "max_steps", None)),
+        ("--resume", checkpoint),
+        ("--max-steps", args.max_steps),
     ):
         if value is not None:
             command += [flag, str(value)]
-    if getattr(args, "debug", False):
-        command.append("--debug")
-    print(f"running {' '.join(command)}", flush=True)
+    return [*command, "--debug"] if args.debug else command
+
+
+def _run_child(command: list[str]) -> int:
+    """Run ``command`` in its own session (a Ctrl-C reaches it once, forwarded) and die with specc (Linux)."""
     linux = sys.platform.startswith("linux")
-    # its own session: a Ctrl-C reaches the script once, through the forwarding below; run through _QUIET_START
-    # so that one arriving while the script still imports torch ends it with a line, not an import traceback
-    quiet = [sys.executable, "-c", _QUIET_START, *command[1:]]
-    child = subprocess.Popen(quiet, preexec_fn=_die_with_parent if linux else None, start_new_session=True)  # noqa: PLW1509
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}  # its own Python children (workers, compilers) too
+    child = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent if linux else None, start_new_session=True)  # noqa: PLW1509
     forward = lambda signum, frame: child.send_signal(signum)
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code = child.wait()
+        return child.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _prepare(spec: Spec, args: argparse.Namespace) -> tuple[str, bool, str | None]:
+    """Every check that can refuse the run, then the run folder: nothing is written before they pass."""
+    for name in ("nproc", "max_steps", "debug"):
+        setattr(args, name, getattr(args, name, None))
+    if args.nproc is None:
+        _stray_distributed()
+    else:
+        problem = _nproc_problem(spec, args.nproc)
+        if problem:
+            raise RunRefused(problem)
+    checkpoint = _resumed(spec, args)
+    folder, made = _claim_folder(spec, args, checkpoint)
+    return folder, made, checkpoint
+
+
+def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
+    """Render the script into a private folder and run it; the run folder gets the script (and ``latest`` names
+    the run) only once the run has saved a checkpoint, and a new folder whose run never started is removed."""
+    from compiler.pipeline import render_script
+
+    try:
+        folder, made, checkpoint = _prepare(spec, args)
+    except (RunRefused, OSError) as err:
+        reason = f"cannot make the run folder: {err.strerror}" if isinstance(err, OSError) else str(err)
+        print(f"specc train: {reason}", file=sys.stderr)
+        return 1
+    text, shown = render_script(spec), Path(folder) / f"{spec.name}.py"
+    before = _stamp(Path(folder) / "checkpoint.pt")
+    with tempfile.TemporaryDirectory(prefix="specc-train-") as private:
+        script = Path(private) / shown.name
+        script.write_text(text, encoding="utf-8")
+        if args.nproc:  # torchrun's default for several processes, without its banner
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+        print(f"running {visible(str(shown))} --out {visible(folder)}", flush=True)
+        code = _run_child(_command(args, script, shown, folder, checkpoint))
+    return _finish(spec, folder, made, before, text, code)
+
+
+def _finish(spec: Spec, folder: str, made: bool, before: tuple | None, text: str, code: int) -> int:
+    started = _stamp(Path(folder) / "checkpoint.pt") not in (None, before)
+    if started:
+        runtime.write_atomic(str(Path(folder) / f"{spec.name}.py"), text.encode())
+    elif made:
+        shutil.rmtree(folder, ignore_errors=True)  # a run that never started leaves no folder
     if code != 0:
         return code if code in (1, 3, 130) else 3  # the script has printed why
-    metrics = Path(folder) / "metrics.json"
-    png = Path(folder) / "loss.png"
-    plot_history(json.loads(metrics.read_text())["history"], png, title=spec.name)
-    print(f"run folder: {folder}\n  checkpoint.pt, model.pt, metrics.json, metrics.csv, loss.png")
+    metrics = json.loads(runtime.read_regular(str(Path(folder) / "metrics.json"), 1 << 30, "metrics file"))
+    plot_history(metrics["history"], Path(folder) / "loss.png", title=spec.name)
+    print(
+        f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt, model.pt, metrics.json, metrics.csv, loss.png"
+    )
     return 0
 
 
@@ -178,19 +282,46 @@ def evaluate(
     return {"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})}
 
 
-def predict(
-    spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | None, inputs: Sequence, device: Any = "cpu"
-) -> list:
-    """``[(input, prediction), ...]`` for image files, folders of images or CSV files: class names, or values."""
-    spec = _as_spec(spec)
-    inputs = [str(i) for i in inputs]
+def _predictor(spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | None, device: Any) -> tuple:
+    """(model, what the checkpoint says of its data, the evaluation transform, device) for prediction."""
     from compiler.build.training import _compose
     from compiler.pipeline import lower_spec
 
+    spec = _as_spec(spec)
     _, (model, *_), run, device = _restored(spec, checkpoint, device, False)
     data = lower_spec(spec).training.data
     transform = _compose(data.eval_transforms) if data.dataset.name not in ("CSV", "Synthetic") else None
-    missing = [path for path in inputs if not os.path.exists(path)]
-    if missing:
-        raise ValueError(f"{missing[0]}: no such file or folder")
-    return runtime.predict(model, inputs, run.data, transform or (lambda x: x), device)
+    if run.data is None:
+        raise ValueError("the checkpoint does not say what data the model was trained on; train it with specc")
+    return model, run.data, transform or (lambda x: x), device
+
+
+def predict(
+    spec: Spec | str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+    inputs: Sequence,
+    device: Any = "cpu",
+    top_k: int = 1,
+) -> list:
+    """``[(input, prediction), ...]`` for image files, folders of images or CSV files: class names (with the
+    probabilities of the ``top_k`` best when ``top_k`` > 1), or values; as text safe to print."""
+    model, info, transform, device = _predictor(spec, checkpoint, device)
+    return runtime.predict(model, [str(i) for i in inputs], info, transform, device, top_k)
+
+
+def predict_table(
+    spec: Spec | str | os.PathLike,
+    checkpoint: str | os.PathLike | None,
+    inputs: Sequence,
+    device: Any = "cpu",
+    top_k: int = 1,
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the predictions: ``input, prediction, probability`` (and ``prediction_K,
+    probability_K`` for the K-th best), or ``input, prediction`` holding a regression's values."""
+    model, info, transform, device = _predictor(spec, checkpoint, device)
+    rows = runtime.predict_rows(model, [str(i) for i in inputs], info, transform, device, top_k)
+    if info["task"] != "classes":
+        return ["input", "prediction"], [[name, " ".join(f"{v:.6g}" for v in values)] for name, values in rows]
+    k = max(len(best) for _, best in rows)
+    header = ["input"] + [f"{n}{f'_{i + 1}' if i else ''}" for i in range(k) for n in ("prediction", "probability")]
+    return header, [[name] + [t for c, p in best for t in (c, f"{p:.6f}")] for name, best in rows]

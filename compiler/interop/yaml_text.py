@@ -1,0 +1,150 @@
+"""The spec nodes written as YAML text: plain scalars where YAML reads them back the same, flow style for
+short lists, repeats compressed."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from compiler.interop.nodes import Block, Layer, Merge, Repeat
+
+# --------------------------------------------------------------------------- YAML text
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_RESERVED_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        if math.isnan(value):
+            return ".nan"
+        text = repr(value)
+        return text if any(c in text for c in ".e") else text + ".0"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    if isinstance(value, str):
+        if _PLAIN.match(value) and value.lower() not in _RESERVED_WORDS:
+            return value
+        return json.dumps(value)
+    raise TypeError(f"cannot write {value!r} in a spec")
+
+
+def _flow(node: Any) -> str | None:
+    """One-line text for a node, or None where it needs lines."""
+    if isinstance(node, Layer):
+        if not node.args:
+            return node.type
+        if node.short:
+            return f"{{{node.type}: {_scalar(node.args[0][1])}}}"
+        return f"{{{node.type}: {{" + ", ".join(f"{k}: {_scalar(v)}" for k, v in node.args) + "}}"
+    if isinstance(node, Block) and not node.named and all(isinstance(n, Layer) for _, n in node.items):
+        return "[" + ", ".join(_flow(n) for _, n in node.items) + "]"
+    return None
+
+
+def _compress(items: list[Any]) -> list[Any]:
+    """Consecutive equal entries of a list as ``repeat``."""
+    out: list[Any] = []
+    i, n = 0, len(items)
+    while i < n:
+        best = (1, 1)  # (period, count)
+        for period in range(1, (n - i) // 2 + 1):
+            count = 1
+            while (
+                i + (count + 1) * period <= n
+                and items[i + count * period : i + (count + 1) * period] == items[i : i + period]
+            ):
+                count += 1
+            if count > 1 and period * count > best[0] * best[1]:
+                best = (period, count)
+        period, count = best
+        if count > 1:
+            out.append(Repeat(count, tuple(items[i : i + period])))
+        else:
+            out.append(items[i])
+        i += period * count
+    return out
+
+
+class _Writer:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def entry(self, indent: int, key: str, node: Any) -> None:
+        """``key: node`` at ``indent``."""
+        flow = _flow(node)
+        pad = " " * indent
+        if flow is not None and len(pad) + len(key) + 2 + len(flow) <= 120:
+            self.lines.append(f"{pad}{key}: {flow}")
+            return
+        self.lines.append(f"{pad}{key}:")
+        self.body(indent + 2, node)
+
+    def item(self, indent: int, node: Any) -> None:
+        """``- node`` at ``indent``."""
+        flow = _flow(node)
+        pad = " " * indent
+        if flow is not None and len(pad) + 2 + len(flow) <= 120:
+            self.lines.append(f"{pad}- {flow}")
+            return
+        start = len(self.lines)
+        self.body(indent + 2, node)
+        first = self.lines[start]
+        self.lines[start] = pad + "- " + first[indent + 2 :]
+
+    def body(self, indent: int, node: Any) -> None:
+        pad = " " * indent
+        if isinstance(node, Layer):
+            if not node.args:
+                self.lines.append(pad + node.type)
+                return
+            self.lines.append(f"{pad}{node.type}:")
+            for k, v in node.args:
+                self.lines.append(f"{pad}  {k}: {_scalar(v)}")
+        elif isinstance(node, Block) and node.named:
+            for name, child in node.items:
+                self.entry(indent, name, child)
+        elif isinstance(node, Block):
+            for child in _compress([child for _, child in node.items]):
+                self.item(indent, child)
+        elif isinstance(node, Repeat):
+            self.lines.append(f"{pad}repeat: {node.times}")
+            self.lines.append(f"{pad}body:")
+            for child in node.body:
+                self.item(indent + 2, child)
+        elif isinstance(node, Merge):
+            self.lines.append(f"{pad}merge: {node.op}")
+            if node.op == "cat" and node.dim != 1:
+                self.lines.append(f"{pad}dim: {node.dim}")
+            if node.class_name:
+                self.lines.append(f"{pad}class: {node.class_name}")
+            if node.before:
+                self.entry(indent, "before", Block(node.before, named=True))
+            self.lines.append(f"{pad}branches:")
+            for name, part in node.branches:
+                self.entry(indent + 2, name, Layer("Identity") if part is None else part)
+            if node.then:
+                self.entry(indent, "then", Block(node.then, named=True))
+        else:
+            raise TypeError(node)
+
+
+def render_yaml(name: str, input_shape: tuple[int, ...], root: Any, header: list[str]) -> str:
+    writer = _Writer()
+    writer.lines += [f"# {line}" if line else "#" for line in header]
+    writer.lines.append(f"name: {name}")
+    writer.lines.append(f"input: {_scalar(list(input_shape))}")
+    if isinstance(root, Layer):
+        root = Block((("0", root),), named=False)
+    writer.entry(0, "model", root)
+    return "\n".join(writer.lines) + "\n"
