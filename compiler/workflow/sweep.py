@@ -57,6 +57,7 @@ class Trial:
     status: str = "pending"  # ok, pruned, failed
     metric: float | None = None
     history: list[dict] = field(default_factory=list)
+    pruned_at: int | None = None  # the epoch whose metric the pruner judged; the run stops soon after
 
 
 # --------------------------------------------------------------------------------------------- axes
@@ -169,7 +170,8 @@ def run_trial(spec_path: str, trial: Trial, passthrough: list[str], metric: str,
         child = subprocess.Popen(
             train_command(spec_path, trial, passthrough), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        pruned = _follow(child, trial, metric, on_epoch)
+        trial.pruned_at = _follow(child, trial, metric, on_epoch)
+        pruned = trial.pruned_at is not None
     finally:
         log.close()
     trial.history = _read_history(trial.folder)
@@ -180,15 +182,15 @@ def run_trial(spec_path: str, trial: Trial, passthrough: list[str], metric: str,
     return trial
 
 
-def _follow(child: subprocess.Popen, trial: Trial, metric: str, on_epoch) -> bool:
-    """Wait for the child, feeding each new epoch's metric to ``on_epoch``; True when it asked to stop (pruned)."""
-    seen, pruned = 0, False
+def _follow(child: subprocess.Popen, trial: Trial, metric: str, on_epoch) -> int | None:
+    """Wait for the child, feeding each new epoch's metric to ``on_epoch``; the epoch at which it asked to stop."""
+    seen, pruned = 0, None
     while True:
         done = child.poll() is not None
         values = metric_values(_read_history(trial.folder), metric)
         for epoch in range(seen, len(values)):
-            if on_epoch is not None and not pruned and on_epoch(epoch + 1, values[epoch]):
-                pruned = True
+            if on_epoch is not None and pruned is None and on_epoch(epoch + 1, values[epoch]):
+                pruned = epoch + 1
                 child.send_signal(signal.SIGTERM)  # specc train forwards it; the script exits at once
         seen = len(values)
         if done:
@@ -213,7 +215,8 @@ def results_table(trials: list[Trial], axes: list[Axis], metric: str) -> str:
     writer.writerow(["trial", *(a.key for a in axes), metric, "status", "folder"])
     for t in ranked(trials, metric):
         values = [o.partition("=")[2] for o in t.overrides]
-        writer.writerow([t.number, *values, "" if t.metric is None else f"{t.metric:.6g}", t.status, t.folder])
+        status = f"pruned at epoch {t.pruned_at}" if t.status == "pruned" else t.status
+        writer.writerow([t.number, *values, "" if t.metric is None else f"{t.metric:.6g}", status, t.folder])
     return table.getvalue()
 
 
@@ -328,7 +331,8 @@ def run_grid(spec_path: str, axes: list[Axis], passthrough: list[str], metric: s
 def _report(trial: Trial, count: int, metric: str) -> None:
     """One line per trial; a failed one's last log line says why (the whole log is beside its folder)."""
     result = f"{metric} {trial.metric:.6g}" if trial.metric is not None else "no metric"
-    print(f"trial {trial.number}/{count}: {' '.join(trial.overrides)} -> {result} ({trial.status})", flush=True)
+    status = f"pruned at epoch {trial.pruned_at}" if trial.status == "pruned" else trial.status
+    print(f"trial {trial.number}/{count}: {' '.join(trial.overrides)} -> {result} ({status})", flush=True)
     if trial.status == "failed":
         lines = Path(f"{trial.folder}.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
         print(f"  {lines[-1] if lines else 'no output'} (log: {trial.folder}.log)", file=sys.stderr)
