@@ -26,7 +26,6 @@ import zipfile
 import torch
 from torch import nn, optim
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision import datasets
 
 # the spec's variables
 batch_n = 100
@@ -38,7 +37,6 @@ learning_rate = 0.0001
 
 # -----------------------------------------------------------------------------
 # settings (command-line flags override EPOCHS and DEVICE)
-
 SEED = 0  # seeds torch and random before anything is built
 EPOCHS = epoch_n
 MODE = "batch"  # every update sees the whole training set
@@ -84,8 +82,7 @@ def build_all(device="cpu"):
     model, train_loader, val_loader = distribute(model, train_loader, val_loader, SEED)  # DDP under torchrun
     loss_fn = nn.MSELoss()
     optimizer = optim.Adam(model.parameters(), lr=learning_rate)
-    scheduler = None
-    return model, loss_fn, optimizer, scheduler, train_loader, val_loader
+    return model, loss_fn, optimizer, None, train_loader, val_loader  # None: no scheduler
 
 
 # -----------------------------------------------------------------------------
@@ -163,53 +160,57 @@ def main(argv=None):
     parser.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     parser.add_argument("--out", metavar="DIR", help=f"the run folder (default: a new {RUNS}/N)")
     parser.add_argument("--eval", action="store_true", help="evaluate --resume (default: the latest run)")
-    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict images, folders of them or CSV files")
+    parser.add_argument("--weights", metavar="FILE", help="write --resume's model state dict alone to FILE")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-
-    run, bar = Run(args.epochs, args.max_steps), None
+    run = Run(args.epochs, args.max_steps)
     try:
-        device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
-        model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
-        run.data = data_info(train_loader.dataset, (1000,), "values")
-        checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or args.eval or args.predict else None
-        if checkpoint:
-            only_model = args.eval or bool(args.predict)  # evaluating, predicting: the optimizer may differ
-            run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, only_model)
-        if args.eval:
-            loss, accuracy = evaluate(model, loss_fn, val_loader or train_loader, device)
-            print(f"{checkpoint}: loss {loss:.6f}" + (f", accuracy {accuracy:.2%}" if accuracy is not None else ""))
-            return 0
-        if args.predict:
-            for name, prediction in predict(model, args.predict, run.data, None, device):
-                print(f"{name}: {prediction}")
-            return 0
-        if rank:  # under torchrun the other ranks train beside rank 0, which writes the run folder and prints
-            train(objects, device, run)
-            return 0
-        folder = args.out or (os.path.dirname(checkpoint) if checkpoint else new_run_folder(RUNS))
-        os.makedirs(folder, exist_ok=True)
-        run.checkpoint = os.path.join(folder, "checkpoint.pt")
-        print(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device} into {folder}")
-        started, bar = time.perf_counter(), progress_bar(run, len(train_loader))
-        train(objects, device, run, log=bar.write if bar else print, progress=bar)
-        write_metrics(folder, run.history, time.perf_counter() - started)
-        save_weights(model, os.path.join(folder, "model.pt"))
-        print(f"done in {time.perf_counter() - started:.1f} s; checkpoint, model.pt and metrics in {folder}")
-        return 0
+        return run_script(args, run)
     except (Exception, KeyboardInterrupt) as err:
         if args.debug:
             raise
         message, code = explain(err, run)
         print(f"error: {message}", file=sys.stderr)
         return code
-    finally:
-        if bar is not None:
-            bar.close()
 
 
-# -----------------------------------------------------------------------------
-# helpers (specc's runtime, copied verbatim)
+def run_script(args, run):
+    """Build, restore --resume, then evaluate, write the weights, or train."""
+    device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
+    model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
+    run.data = data_info(train_loader.dataset, (1000,), "values")
+    only_model = args.eval or args.weights  # the optimizer may differ
+    checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or only_model else None
+    if checkpoint:
+        run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, bool(only_model))
+    if args.eval:
+        loss, accuracy = evaluate(model, loss_fn, val_loader or train_loader, device)
+        print(f"{checkpoint}: loss {loss:.6f}" + (f", accuracy {accuracy:.2%}" if accuracy is not None else ""))
+    elif args.weights:  # model.pt on demand: the checkpoint already holds these weights
+        save_weights(model, args.weights)
+        print(f"{checkpoint}: model state dict written to {args.weights}")
+    elif rank:  # under torchrun the other ranks train beside rank 0, which writes the run folder and prints
+        train(objects, device, run)
+    else:
+        folder = args.out or (os.path.dirname(checkpoint) if checkpoint else new_run_folder(RUNS))
+        train_in_folder(objects, device, run, folder)
+    return 0
+
+
+def train_in_folder(objects, device, run, folder):
+    """Train into ``folder``: its checkpoint and metrics, and a progress bar on a terminal."""
+    os.makedirs(folder, exist_ok=True)
+    run.checkpoint = os.path.join(folder, "checkpoint.pt")
+    print(f"training {sum(p.numel() for p in objects[0].parameters()):,} parameters on {device} into {folder}")
+    started, bar = time.perf_counter(), progress_bar(run, len(objects[4]))
+    train(objects, device, run, log=bar.write if bar else print, progress=bar)
+    if bar is not None:
+        bar.close()
+    write_metrics(folder, run.history, time.perf_counter() - started)
+    print(f"done in {time.perf_counter() - started:.1f} s; checkpoint and metrics in {folder}")
+
+
+# ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----
 
 
 def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
@@ -221,12 +222,6 @@ def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
     else:
         y = torch.randn(size, *targets, generator=generator)
     return TensorDataset(x, y)
-
-
-def apply_scaling(scaling, x):
-    if scaling["method"] == "normalize":  # per sample: nothing fitted
-        return torch.nn.functional.normalize(x, p=2.0, dim=1)
-    return (x - scaling["shift"]) / scaling["scale"]
 
 
 def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, seed):
@@ -486,12 +481,17 @@ def write_atomic(path, data):
 
 def save_checkpoint(path, state):
     """``torch.save`` the state (a zip file), then put the SHA-256 of all that precedes it in the zip's closing
-    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered."""
+    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. The bytes
+    are patched and hashed in place: a checkpoint is several times the model, and each copy of it costs time."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+    with buffer.getbuffer() as data:
+        data[-2:] = (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+        digest = hashlib.sha256(data).hexdigest()
+    buffer.write(b"specc-sha256:" + digest.encode())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
+    with buffer.getbuffer() as data:
+        write_atomic(path, data)
 
 
 def load_checkpoint(path, max_bytes=1 << 36):
@@ -565,38 +565,11 @@ def find_checkpoint(path):
 def progress_bar(run, steps_per_epoch):
     """A tqdm bar (ETA, rate) on a terminal when tqdm is installed; else None, and the log lines remain."""
     try:
-        tqdm = importlib.import_module("tqdm").tqdm
+        tqdm = importlib.import_module("tqdm").tqdm  # (an optional extra: not a static import of the script)
     except ImportError:
         return None
     total = run.epochs * steps_per_epoch if run.max_steps is None else min(run.max_steps, run.epochs * steps_per_epoch)
     return tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True) if sys.stderr.isatty() else None
-
-
-def predict(model, inputs, info, transform, device):
-    """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training): the
-    class name (or number), or the regression values."""
-    names, batch = [], []
-    for path in inputs:
-        if path.lower().endswith(".csv"):
-            with open(path, newline="", encoding="utf-8") as file:
-                rows = list(csv.DictReader(file))
-            x = torch.tensor([[float(row[column]) for column in info["csv"]["columns"]] for row in rows])
-            batch += list(apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x)
-            names += [f"{path}:{line}" for line in range(2, len(rows) + 2)]
-            continue
-        files = [os.path.join(path, name) for name in sorted(os.listdir(path))] if os.path.isdir(path) else [path]
-        for file in files:
-            if file == path or file.lower().endswith(datasets.folder.IMG_EXTENSIONS):
-                image = datasets.folder.default_loader(file).convert("L" if info["input"][0] == 1 else "RGB")
-                batch.append(transform(image))
-                names.append(file)
-    model.eval()
-    with torch.no_grad():
-        output = model(torch.stack(batch).to(device)).cpu()
-    if info["task"] == "classes":
-        classes = info["classes"] or range(output.shape[1])
-        return [(name, str(classes[i])) for name, i in zip(names, output.argmax(dim=1).tolist())]
-    return [(name, " ".join(f"{v:.6g}" for v in row)) for name, row in zip(names, output.flatten(1).tolist())]
 
 
 def explain(err, run):

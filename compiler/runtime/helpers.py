@@ -561,12 +561,17 @@ def write_atomic(path, data):
 
 def save_checkpoint(path, state):
     """``torch.save`` the state (a zip file), then put the SHA-256 of all that precedes it in the zip's closing
-    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered."""
+    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. The bytes
+    are patched and hashed in place: a checkpoint is several times the model, and each copy of it costs time."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+    with buffer.getbuffer() as data:
+        data[-2:] = (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+        digest = hashlib.sha256(data).hexdigest()
+    buffer.write(b"specc-sha256:" + digest.encode())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
+    with buffer.getbuffer() as data:
+        write_atomic(path, data)
 
 
 def load_checkpoint(path, max_bytes=1 << 36):
@@ -654,7 +659,7 @@ def find_checkpoint(path):
 def progress_bar(run, steps_per_epoch):
     """A tqdm bar (ETA, rate) on a terminal when tqdm is installed; else None, and the log lines remain."""
     try:
-        tqdm = importlib.import_module("tqdm").tqdm
+        tqdm = importlib.import_module("tqdm").tqdm  # (an optional extra: not a static import of the script)
     except ImportError:
         return None
     total = run.epochs * steps_per_epoch if run.max_steps is None else min(run.max_steps, run.epochs * steps_per_epoch)
@@ -666,19 +671,38 @@ def predict(model, inputs, info, transform, device):
     class name (or number), or the regression values."""
     names, batch = [], []
     for path in inputs:
-        if path.lower().endswith(".csv"):
-            with open(path, newline="", encoding="utf-8") as file:
-                rows = list(csv.DictReader(file))
-            x = torch.tensor([[float(row[column]) for column in info["csv"]["columns"]] for row in rows])
-            batch += list(apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x)
-            names += [f"{path}:{line}" for line in range(2, len(rows) + 2)]
-            continue
+        read = csv_inputs([path], info) if path.lower().endswith(".csv") else image_inputs([path], info, transform)
+        names, batch = names + read[0], batch + read[1]
+    return predictions(model, names, batch, info, device)
+
+
+def image_inputs(paths, info, transform):
+    """(names, tensors) of image files and the images in folders, through the evaluation ``transform``."""
+    names, batch = [], []
+    for path in paths:
         files = [os.path.join(path, name) for name in sorted(os.listdir(path))] if os.path.isdir(path) else [path]
         for file in files:
             if file == path or file.lower().endswith(datasets.folder.IMG_EXTENSIONS):
                 image = datasets.folder.default_loader(file).convert("L" if info["input"][0] == 1 else "RGB")
                 batch.append(transform(image))
                 names.append(file)
+    return names, batch
+
+
+def csv_inputs(paths, info):
+    """(names ``file:line``, tensors) of the rows of CSV files, scaled as the training rows were."""
+    names, batch = [], []
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        x = torch.tensor([[float(row[column]) for column in info["csv"]["columns"]] for row in rows])
+        batch += list(apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x)
+        names += [f"{path}:{line}" for line in range(2, len(rows) + 2)]
+    return names, batch
+
+
+def predictions(model, names, batch, info, device):
+    """(name, prediction) for a batch of inputs: the class name (or number), or the regression values."""
     model.eval()
     with torch.no_grad():
         output = model(torch.stack(batch).to(device)).cpu()

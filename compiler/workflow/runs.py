@@ -126,7 +126,7 @@ def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
     metrics = Path(folder) / "metrics.json"
     png = Path(folder) / "loss.png"
     plot_history(json.loads(metrics.read_text())["history"], png, title=spec.name)
-    print(f"run folder: {folder}\n  checkpoint.pt, model.pt, metrics.json, metrics.csv, loss.png")
+    print(f"run folder: {folder}\n  checkpoint.pt, metrics.json, metrics.csv, loss.png")
     return 0
 
 
