@@ -64,7 +64,7 @@ NEEDS: dict[str, Needs] = {
     "identity_difference": Needs(),
     "data_info": Needs(),
     "write_atomic": Needs((), ("os", "tempfile")),
-    "save_checkpoint": Needs(("write_atomic",), ("hashlib", "os", "torch")),
+    "save_checkpoint": Needs(("write_atomic",), ("hashlib", "io", "os", "torch")),
     "load_checkpoint": Needs((), ("hashlib", "io", "os", "stat", "torch", "zipfile")),
     "save_weights": Needs(("unwrap", "write_atomic"), ("io", "torch")),
     "write_metrics": Needs(("write_atomic",), ("csv", "io", "json", "os")),
