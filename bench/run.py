@@ -528,6 +528,35 @@ def bench_speed_auto_cpu(quick: bool) -> dict:
     )
 
 
+def bench_whole_process(quick: bool) -> dict:
+    """Issue 19, item 6: the full generated script as a whole process vs a careful hand-written loop that saves
+    model and optimizer state once (bench/whole_process.py); also the bytes each run leaves on disk."""
+    import whole_process
+
+    pairs, steps = (1, 2) if quick else (3, 30)
+    result = whole_process.measure(pairs, steps)
+    timing = row(
+        "whole_process",
+        "s",
+        False,
+        1.10,
+        result["hand"],
+        result["specc"],
+        f"`python script.py --epochs 1` of the seed CNN over synthetic data ({steps} steps, batch "
+        f"{whole_process.BATCH}), whole process, vs a hand-written loop with one torch.save at the end",
+    )
+    size = row(
+        "bytes_per_run",
+        "MB",
+        False,
+        1.10,
+        [result["hand_bytes"] / 1e6],
+        [result["specc_bytes"] / 1e6],
+        f"bytes a run leaves ({', '.join(result['files'])}) vs torch.save of model + optimizer state",
+    )
+    return {**timing, "extra_rows": [size]}
+
+
 BENCHMARKS = OrderedDict(
     build_cnn=bench_build_cnn,
     build_400=bench_build_400,
@@ -541,6 +570,7 @@ BENCHMARKS = OrderedDict(
     validate_resnet152=bench_validate_resnet152,
     import_compiler=bench_import,
     speed_auto_cpu=bench_speed_auto_cpu,
+    whole_process=bench_whole_process,
 )
 
 

@@ -125,8 +125,13 @@ def build_training(spec: Spec | str | Path, device: Any = None) -> Any:
     return build(lower_spec(spec), device)
 
 
-def render_script(spec: Spec | str | Path) -> str:
-    """The standalone script for ``spec`` (imports only torch, torchvision and the stdlib)."""
+def render_script(spec: Spec | str | Path, lean: bool = False) -> str:
+    """The standalone script for ``spec`` (imports only torch, torchvision and the stdlib); ``lean``: the
+    nanoGPT-style flavour (one loop, a plain checkpoint with resume; no run folders, torchrun or prediction)."""
+    if lean:
+        from compiler.render.lean import render_lean
+
+        return render_lean(lower_spec(spec))
     from compiler.render.script import render
 
     return render(lower_spec(spec))

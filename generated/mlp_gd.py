@@ -26,7 +26,6 @@ import zipfile
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision import datasets
 
 # the spec's variables
 batch_n = 100
@@ -38,7 +37,6 @@ learning_rate = 0.0001
 
 # -----------------------------------------------------------------------------
 # settings (command-line flags override EPOCHS and DEVICE)
-
 SEED = 0  # seeds torch and random before anything is built
 EPOCHS = epoch_n
 MODE = "batch"  # every update sees the whole training set
@@ -84,8 +82,7 @@ def build_all(device="cpu"):
     model, train_loader, val_loader = distribute(model, train_loader, val_loader, SEED)  # DDP under torchrun
     loss_fn = nn.MSELoss()
     optimizer = GradientDescent(model.parameters(), lr=learning_rate)
-    scheduler = None
-    return model, loss_fn, optimizer, scheduler, train_loader, val_loader
+    return model, loss_fn, optimizer, None, train_loader, val_loader  # None: no scheduler
 
 
 # -----------------------------------------------------------------------------
@@ -163,53 +160,57 @@ def main(argv=None):
     parser.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     parser.add_argument("--out", metavar="DIR", help=f"the run folder (default: a new {RUNS}/N)")
     parser.add_argument("--eval", action="store_true", help="evaluate --resume (default: the latest run)")
-    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict images, folders of them or CSV files")
+    parser.add_argument("--weights", metavar="FILE", help="write --resume's model state dict alone to FILE")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-
-    run, bar = Run(args.epochs, args.max_steps), None
+    run = Run(args.epochs, args.max_steps)
     try:
-        device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
-        model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
-        run.data = data_info(train_loader.dataset, (1000,), "values")
-        checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or args.eval or args.predict else None
-        if checkpoint:
-            only_model = args.eval or bool(args.predict)  # evaluating, predicting: the optimizer may differ
-            run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, only_model)
-        if args.eval:
-            loss, accuracy = evaluate(model, loss_fn, val_loader or train_loader, device)
-            print(f"{checkpoint}: loss {loss:.6f}" + (f", accuracy {accuracy:.2%}" if accuracy is not None else ""))
-            return 0
-        if args.predict:
-            for name, prediction in predict(model, args.predict, run.data, None, device):
-                print(f"{name}: {prediction}")
-            return 0
-        if rank:  # under torchrun the other ranks train beside rank 0, which writes the run folder and prints
-            train(objects, device, run)
-            return 0
-        folder = args.out or (os.path.dirname(checkpoint) if checkpoint else new_run_folder(RUNS))
-        os.makedirs(folder, exist_ok=True)
-        run.checkpoint = os.path.join(folder, "checkpoint.pt")
-        print(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device} into {folder}")
-        started, bar = time.perf_counter(), progress_bar(run, len(train_loader))
-        train(objects, device, run, log=bar.write if bar else print, progress=bar)
-        write_metrics(folder, run.history, time.perf_counter() - started)
-        save_weights(model, os.path.join(folder, "model.pt"))
-        print(f"done in {time.perf_counter() - started:.1f} s; checkpoint, model.pt and metrics in {folder}")
-        return 0
+        return run_script(args, run)
     except (Exception, KeyboardInterrupt) as err:
         if args.debug:
             raise
         message, code = explain(err, run)
         print(f"error: {message}", file=sys.stderr)
         return code
-    finally:
-        if bar is not None:
-            bar.close()
 
 
-# -----------------------------------------------------------------------------
-# helpers (specc's runtime, copied verbatim)
+def run_script(args, run):
+    """Build, restore --resume, then evaluate, write the weights, or train."""
+    device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
+    model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
+    run.data = data_info(train_loader.dataset, (1000,), "values")
+    only_model = args.eval or args.weights  # the optimizer may differ
+    checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or only_model else None
+    if checkpoint:
+        run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, bool(only_model))
+    if args.eval:
+        loss, accuracy = evaluate(model, loss_fn, val_loader or train_loader, device)
+        print(f"{checkpoint}: loss {loss:.6f}" + (f", accuracy {accuracy:.2%}" if accuracy is not None else ""))
+    elif args.weights:  # model.pt on demand: the checkpoint already holds these weights
+        save_weights(model, args.weights)
+        print(f"{checkpoint}: model state dict written to {args.weights}")
+    elif rank:  # under torchrun the other ranks train beside rank 0, which writes the run folder and prints
+        train(objects, device, run)
+    else:
+        folder = args.out or (os.path.dirname(checkpoint) if checkpoint else new_run_folder(RUNS))
+        train_in_folder(objects, device, run, folder)
+    return 0
+
+
+def train_in_folder(objects, device, run, folder):
+    """Train into ``folder``: its checkpoint and metrics, and a progress bar on a terminal."""
+    os.makedirs(folder, exist_ok=True)
+    run.checkpoint = os.path.join(folder, "checkpoint.pt")
+    print(f"training {sum(p.numel() for p in objects[0].parameters()):,} parameters on {device} into {folder}")
+    started, bar = time.perf_counter(), progress_bar(run, len(objects[4]))
+    train(objects, device, run, log=bar.write if bar else print, progress=bar)
+    if bar is not None:
+        bar.close()
+    write_metrics(folder, run.history, time.perf_counter() - started)
+    print(f"done in {time.perf_counter() - started:.1f} s; checkpoint and metrics in {folder}")
+
+
+# ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----
 
 
 class GradientDescent(torch.optim.Optimizer):
@@ -235,12 +236,6 @@ def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
     else:
         y = torch.randn(size, *targets, generator=generator)
     return TensorDataset(x, y)
-
-
-def apply_scaling(scaling, x):
-    if scaling["method"] == "normalize":  # per sample: nothing fitted
-        return torch.nn.functional.normalize(x, p=2.0, dim=1)
-    return (x - scaling["shift"]) / scaling["scale"]
 
 
 def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, seed):
@@ -507,13 +502,18 @@ def write_atomic(path, data):
 
 def save_checkpoint(path, state):
     """``torch.save`` the state (a zip file), then put the SHA-256 of all that precedes it in the zip's closing
-    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. In a
+    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. The bytes
+    are patched and hashed in place: a checkpoint is several times the model, and each copy of it costs time. In a
     numbered run folder, ``latest`` beside it then names the newest run with a checkpoint (``mark_latest``)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+    with buffer.getbuffer() as data:
+        data[-2:] = (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+        digest = hashlib.sha256(data).hexdigest()
+    buffer.write(b"specc-sha256:" + digest.encode())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
+    with buffer.getbuffer() as data:
+        write_atomic(path, data)
     mark_latest(os.path.dirname(os.path.abspath(path)))
 
 
@@ -679,145 +679,11 @@ def find_checkpoint(path):
 def progress_bar(run, steps_per_epoch):
     """A tqdm bar (ETA, rate) on a terminal when tqdm is installed; else None, and the log lines remain."""
     try:
-        tqdm = importlib.import_module("tqdm").tqdm
+        tqdm = importlib.import_module("tqdm").tqdm  # (an optional extra: not a static import of the script)
     except ImportError:
         return None
     total = run.epochs * steps_per_epoch if run.max_steps is None else min(run.max_steps, run.epochs * steps_per_epoch)
     return tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True) if sys.stderr.isatty() else None
-
-
-def predict(model, inputs, info, transform, device, top_k=1):
-    """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training), as text
-    safe to print: the class name (or number), with probabilities for the ``top_k`` best; or the values."""
-    rows = predict_rows(model, inputs, info, transform, device, top_k)
-    if info["task"] != "classes":
-        return [(printable(name), " ".join(f"{v:.6g}" for v in values)) for name, values in rows]
-    if top_k == 1:
-        return [(printable(name), printable(best[0][0])) for name, best in rows]
-    return [(printable(name), ", ".join(f"{printable(c)} ({p:.3f})" for c, p in best)) for name, best in rows]
-
-
-def printable(text):
-    """``text`` safe to print on a terminal: every character that is not printable (escape sequences, carriage
-    returns, newlines, bidi overrides) becomes its visible escape, as in a Python string literal."""
-    text = str(text)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def predict_rows(model, inputs, info, transform, device, top_k=1, batch_size=64):
-    """(input, [(class, probability), ...] best first) for a classifier, else (input, [values]); in batches."""
-    model.eval()
-    rows, part = [], []
-    with torch.no_grad():
-        for sample in prediction_inputs(inputs, info, transform):
-            part.append(sample)
-            if len(part) == batch_size:
-                rows, part = rows + label_outputs(model, part, info, device, top_k), []
-        if part:
-            rows += label_outputs(model, part, info, device, top_k)
-    if not rows:
-        raise ValueError("nothing to predict: the folders given hold no images")
-    return rows
-
-
-def label_outputs(model, samples, info, device, top_k):
-    """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
-    names = [name for name, _ in samples]
-    output = model(torch.stack([x for _, x in samples]).to(device)).float().cpu()
-    if info["task"] != "classes":
-        return list(zip(names, output.flatten(1).tolist()))
-    classes = info["classes"] or [str(i) for i in range(output.shape[1])]
-    if output.dim() != 2 or len(classes) != output.shape[1]:
-        raise ValueError(f"the checkpoint names {len(classes)} classes, the model gives {tuple(output.shape[1:])}")
-    best = output.softmax(dim=1).topk(min(top_k, output.shape[1]), dim=1)
-    pairs = zip(best.indices.tolist(), best.values.tolist())
-    return [(name, [(str(classes[i]), p) for i, p in zip(*pair)]) for name, pair in zip(names, pairs)]
-
-
-def prediction_inputs(inputs, info, transform, max_files=100_000):
-    """(name, input tensor) for each image file, each image in a folder (in name order) and each CSV row. A
-    ValueError names the file (and line) the model cannot take."""
-    for path in inputs:
-        if os.path.isdir(path):
-            names = sorted(os.listdir(path))
-            if len(names) > max_files:
-                raise ValueError(f"{path}: more than {max_files:,} files; predict on smaller folders")
-            for name in names:
-                if name.lower().endswith(datasets.folder.IMG_EXTENSIONS):
-                    yield os.path.join(path, name), image_sample(os.path.join(path, name), info, transform)
-        elif path.lower().endswith(".csv"):
-            yield from csv_samples(path, info)
-        else:
-            yield path, image_sample(path, info, transform)
-
-
-def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
-    """An image file as the model's input: a regular file of at most ``max_bytes`` and ``max_pixels``, through the
-    evaluation transforms, of the shape the model was trained on."""
-    if info["csv"] is not None:
-        raise ValueError(f"{path}: this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
-    pil = importlib.import_module("PIL.Image")
-    data = read_regular(path, max_bytes, "image file")
-    try:
-        image = pil.open(io.BytesIO(data))
-        size = image.size
-        if size[0] * size[1] > max_pixels:
-            raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
-        x = transform(image.convert("L" if info["input"][0] == 1 else "RGB"))
-    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
-        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{path}: the spec's transforms fail on this image: {str(err).splitlines()[0]}") from None
-    if not torch.is_tensor(x) or tuple(x.shape) != tuple(info["input"]):
-        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-        raise ValueError(
-            f"{path}: a {size[0]}x{size[1]} image gives an input of shape {shape}, but the model takes "
-            f"{tuple(info['input'])}: resize the image, or add Resize to the spec's transforms"
-        )
-    return x
-
-
-def csv_samples(path, info, max_bytes=1 << 28):
-    """(path:line, row) for each data row of a CSV file that has the columns the model was trained on, scaled as
-    in training; a missing column, a short row or a cell that is not a finite number is refused at its line."""
-    if info["csv"] is None:
-        raise ValueError(f"{path}: this model was trained on images, not CSV rows: give image files or folders")
-    try:
-        text = read_regular(path, max_bytes, "CSV file").decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header, columns = next(reader, []), info["csv"]["columns"]
-    missing = [column for column in columns if column not in header]
-    if missing:
-        raise ValueError(f"{path}:1: no column {missing[0]!r} in the header; the model reads {', '.join(columns)}")
-    where = [header.index(column) for column in columns]
-    rows, lines = [], []
-    for row in reader:
-        if row:
-            rows.append(csv_row(f"{path}:{reader.line_num}", row, where, columns))
-            lines.append(reader.line_num)
-    if not rows:
-        raise ValueError(f"{path}: a header and no data rows")
-    x = torch.tensor(rows, dtype=torch.float32)
-    x = apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x
-    return [(f"{path}:{line}", sample) for line, sample in zip(lines, x)]
-
-
-def csv_row(where, row, indices, columns):
-    """A CSV row's cells in ``columns`` (at ``indices``) as finite numbers; ValueError naming the cell."""
-    values = []
-    for column, index in zip(columns, indices):
-        cell = row[index] if index < len(row) else None
-        try:
-            value = float(cell)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not abs(value) < float("inf"):  # nan or infinite
-            shown = "nothing (the row is short)" if cell is None else repr(cell[:40])
-            raise ValueError(f"{where}:{index + 1}: column {column!r} holds {shown}, not a finite number")
-        values.append(value)
-    return values
 
 
 def explain(err, run):

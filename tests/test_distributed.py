@@ -156,7 +156,7 @@ def test_two_processes_train_the_mlp_as_one_does(two_process_runs):
     _assert_close(folder / "mlp_one", folder / "mlp_two")
     # logged once, by rank 0; the metrics files come from rank 0 alone
     assert proc.stdout.count(f"into {folder / 'mlp_two'}\n") == 1
-    assert (folder / "mlp_two" / "model.pt").exists() and not list(folder.glob("runs"))
+    assert (folder / "mlp_two" / "checkpoint.pt").exists() and not list(folder.glob("runs"))
 
 
 def test_two_processes_train_the_tutorial_cnn_as_one_does(two_process_runs):
@@ -276,7 +276,7 @@ def test_specc_train_nproc_trains_in_one_run_folder(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "--nproc-per-node=2" in proc.stdout and proc.stdout.count("training 804 parameters") == 1
-    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"checkpoint.pt", "model.pt", "metrics.json", "loss.png"}
+    assert {p.name for p in (tmp_path / "run").iterdir()} >= {"checkpoint.pt", "metrics.json", "loss.png"}
     assert "Traceback" not in proc.stderr
 
 

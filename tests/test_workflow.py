@@ -98,12 +98,12 @@ def test_runs_provenance_eval_predict_and_errors(tmp_path):
     for n in (1, 2):  # runs are never overwritten
         proc = _run(script, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-        assert (runs / str(n) / "checkpoint.pt").is_file() and (runs / str(n) / "model.pt").is_file()
+        assert (runs / str(n) / "checkpoint.pt").is_file() and not (runs / str(n) / "model.pt").exists()
         assert (runs / "latest").read_text().strip() == str(n)
     assert not (runs / "latest").is_symlink()
     rows = (runs / "1" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss") and len(rows) == 1 + 2 * 5 + 2  # 5 steps an epoch, 2 epochs
-    weights = torch.load(runs / "1" / "model.pt", weights_only=True)
+    weights = torch.load(runs / "1" / "checkpoint.pt", weights_only=True)["model"]  # model.pt: on demand
     model = compiler.build_model(compiler.load_spec(spec))
     model.load_state_dict(weights)
 
@@ -256,7 +256,7 @@ def test_specc_train_eval_predict(tmp_path, capsys):
     assert main(["train", str(spec), "--epochs", "1"]) == 0
     runs = tmp_path / "runs"
     assert (runs / "latest").read_text().strip() == "2"
-    for name in ("checkpoint.pt", "model.pt", "metrics.json", "metrics.csv", "loss.png", "wf.py"):
+    for name in ("checkpoint.pt", "metrics.json", "metrics.csv", "loss.png", "wf.py"):
         assert (runs / "1" / name).is_file(), name
     assert len(json.loads((runs / "2" / "metrics.json").read_text())["history"]) == 5 + 1
     capsys.readouterr()

@@ -207,10 +207,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from compiler.pipeline import render_script
 
     spec = _load(args.spec, args)
-    out = Path(args.output) if args.output else Path("generated") / f"{spec.name}.py"
+    out = Path(args.output) if args.output else Path("generated", "lean" if args.lean else "") / f"{spec.name}.py"
     if args.output and (args.output.endswith(("/", os.sep)) or (out.is_dir() and not out.is_symlink())):
         out = out / f"{spec.name}.py"  # `-o gen/`: the script goes into the folder, named after the spec
-    text = render_script(spec)
+    text = render_script(spec, lean=args.lean)
     try:
         write_atomically(out, text, confine=not args.output)
     except OutputError as err:
@@ -650,7 +650,8 @@ def _add_spec_commands(sub) -> None:
 
     p = sub.add_parser("generate", help="write the standalone training script")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("-o", "--output", metavar="FILE", help="default: generated/<name>.py")
+    p.add_argument("-o", "--output", metavar="FILE", help="default: generated/<name>.py (--lean: generated/lean/)")
+    p.add_argument("--lean", action="store_true", help="the nanoGPT-style script: one loop, a plain checkpoint")
     _overridable(p)
     p.set_defaults(func=cmd_generate)
     from compiler.cli.reference import KINDS

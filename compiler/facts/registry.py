@@ -64,6 +64,9 @@ class Entry:
     classes: int | None = None  # image datasets: number of classes
     test_split: bool = False  # datasets with torchvision's `train=False` split
     image: bool = False  # datasets whose samples are PIL images
+    # specc's own entries: the runtime helpers (compiler/runtime/helpers.py) a generated script copies to make it
+    runtime: tuple[str, ...] = ()
+    inputs: str | None = None  # datasets: the runtime helper that reads new inputs for prediction (--predict)
     cls_object: Any = field(default=None, compare=False, hash=False)  # registered from Python
     shape_rule: Any = field(default=None, compare=False, hash=False)  # a plugin's own: (in_shape, arguments) -> shape
 
@@ -177,7 +180,7 @@ OPTIMIZERS: list[Entry] = [
         for n in "Adagrad RMSprop Adadelta Adamax NAdam RAdam ASGD Rprop Adafactor".split()
     ),
     # the tutorial's hand-written rule: param -= lr * param.grad
-    Entry("GradientDescent", "optimizer", "compiler.runtime.helpers"),
+    Entry("GradientDescent", "optimizer", "compiler.runtime.helpers", runtime=("GradientDescent",)),
 ]
 
 # Optimizer and scheduler arguments torch refuses when negative (checked without constructing them).
@@ -259,18 +262,28 @@ TRANSFORMS: list[Entry] = [
 ]
 
 # `transform`, `target_transform` and `train` are supplied by specc (transforms:, the splits)
-_SPLIT = {"test_split": True, "image": True}
+_IMAGES = {"image": True, "inputs": "image_inputs"}
+_SPLIT = {"test_split": True, **_IMAGES}
 DATASETS: list[Entry] = [
     _tv("MNIST", "dataset", "root! download", sample=(1, 28, 28), classes=10, **_SPLIT),
     _tv("FashionMNIST", "dataset", "root! download", sample=(1, 28, 28), classes=10, **_SPLIT),
     _tv("KMNIST", "dataset", "root! download", sample=(1, 28, 28), classes=10, **_SPLIT),
     _tv("CIFAR10", "dataset", "root! download", sample=(3, 32, 32), classes=10, **_SPLIT),
     _tv("CIFAR100", "dataset", "root! download", sample=(3, 32, 32), classes=100, **_SPLIT),
-    _tv("ImageFolder", "dataset", "root! allow_empty", sample=(3, None, None), image=True),
-    _tv("FakeData", "dataset", "size image_size num_classes random_offset", image=True),
+    _tv("ImageFolder", "dataset", "root! allow_empty", sample=(3, None, None), **_IMAGES),
+    _tv("FakeData", "dataset", "size image_size num_classes random_offset", **_IMAGES),
     # specc's own: the tutorial's random tensors, and tabular files
-    Entry("Synthetic", "dataset", "", params=("size!", "inputs!", "targets", "classes")),
-    Entry("CSV", "dataset", "", params=("path!", "target!", "features", "test_path")),
+    Entry(
+        "Synthetic", "dataset", "", params=("size!", "inputs!", "targets", "classes"), runtime=("synthetic_dataset",)
+    ),
+    Entry(
+        "CSV",
+        "dataset",
+        "",
+        params=("path!", "target!", "features", "test_path"),
+        runtime=("csv_datasets",),
+        inputs="csv_inputs",
+    ),
 ]
 
 # torch.nn.init: the functions `init:` rules may call on a parameter

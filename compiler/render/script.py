@@ -22,6 +22,7 @@ from compiler.front.spec import RESERVED_NAMES, Spec
 from compiler.lower.ir import Arg, CallIR, DataIR, Program, TrainingIR
 from compiler.render.emit import INDENT, LINE, ModelCode, call_source, emit_model
 from compiler.runtime import helpers as runtime
+from compiler.runtime import needs
 
 
 @lru_cache(maxsize=1)
@@ -44,7 +45,7 @@ def render(program: Program) -> str:
         return _render("model.py.j2", context, code)
     context["input_shape"] = literal(tuple(program.model.input_shape or ()))
     context.update(_training_context(spec, training))
-    return _render("train.py.j2", context, code)
+    return _render("train.py.j2", context, code, helper_roots(training))
 
 
 # --------------------------------------------------------------------------- header
@@ -100,15 +101,58 @@ def _long_literal(name: str, value: object) -> str:
 # --------------------------------------------------------------------------- training
 
 
-def _render(name: str, context: dict, code: ModelCode) -> str:
-    """Render a template twice: a draft shows which global names the script reads; the final text adds the
-    runtime helpers those names call for and the imports that bind them (nothing unused, nothing missing)."""
-    template = _environment().get_template(name)
-    draft = template.render(**context, helpers=[], imports="")
-    read = _names(draft)  # parsed once: a 20,000-module model's draft takes seconds
-    sources = [inspect.getsource(helper).rstrip() for helper in _helpers_used(read)]
-    names = read.union(*(_names(source) for source in sources))
-    return template.render(**context, helpers=sources, imports=_imports(names, code.custom_imports))
+# The line above the runtime helpers a script copies; everything before it is the spec's own part.
+HELPERS_LINE = "# ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----"
+_IMPORTS_SLOT = "# specc: the imports go here"
+
+# What every full script's main and loop call, whatever the spec: runs, checkpoints, torchrun, errors, devices.
+_FULL_HELPERS = (
+    "make_loaders",
+    "setup_distributed",
+    "distribute",
+    "unwrap",
+    "over_ranks",
+    "Run",
+    "data_info",
+    "load_checkpoint",
+    "save_weights",
+    "write_metrics",
+    "new_run_folder",
+    "find_checkpoint",
+    "progress_bar",
+    "explain",
+    "pick_device",
+)
+
+
+def _render(name: str, context: dict, code: ModelCode, roots: tuple[str, ...] = ()) -> str:
+    """Render a template with the runtime helpers ``roots`` call for (and theirs) below ``HELPERS_LINE``; then
+    write the imports the spec's own part and those helpers read (nothing unused, nothing missing)."""
+    wanted = needs.closure(roots)
+    helpers = [obj for name, obj in vars(runtime).items() if name in wanted and _is_helper(obj)]
+    sources = [inspect.getsource(helper).rstrip() for helper in helpers]
+    text = _environment().get_template(name).render(**context, helpers=sources, imports=_IMPORTS_SLOT)
+    own = text.split(HELPERS_LINE)[0]
+    names = _names(own).union(*(needs.NEEDS[helper.__name__].imports for helper in helpers))
+    return text.replace(_IMPORTS_SLOT, _imports(names, code.custom_imports), 1)
+
+
+def _is_helper(obj) -> bool:
+    return getattr(obj, "__module__", None) == runtime.__name__
+
+
+def helper_roots(training: TrainingIR) -> tuple[str, ...]:
+    """The runtime helpers a full script of ``training`` calls itself, read from the IR and the registry's entries."""
+    data, speed = training.data, training.speed
+    roots = [*_FULL_HELPERS, *data.dataset.entry.runtime, *training.optimizer.entry.runtime]
+    roots += [data.dataset.entry.inputs, "predictions"] if data.dataset.entry.inputs else []
+    roots += ["leader_first"] if data.downloads else []
+    roots += ["split_indices"] if data.validation == "val_split" else []
+    if speed.fast:
+        roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
+    roots += ["reuse_freed_memory"] if speed.reuse_memory else []
+    roots += ["write_tensorboard"] if "tensorboard" in training.train.log else []
+    return tuple(roots)
 
 
 def _names(source: str) -> set[str]:
@@ -117,23 +161,13 @@ def _names(source: str) -> set[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Name):
             (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.ExceptHandler)):
             bound.add(node.name)
         elif isinstance(node, ast.arg):
             bound.add(node.arg)
+        elif isinstance(node, ast.alias):
+            bound.add(node.asname or node.name)
     return loaded - bound
-
-
-def _helpers_used(names: set[str]) -> list:
-    """The functions and classes of ``runtime`` that ``names`` call for, with theirs, in runtime's order."""
-    own = {name: obj for name, obj in vars(runtime).items() if getattr(obj, "__module__", None) == runtime.__name__}
-    wanted, todo = set(), [name for name in names if name in own]
-    while todo:
-        name = todo.pop()
-        if name not in wanted:
-            wanted.add(name)
-            todo += [n for n in _names(inspect.getsource(own[name])) if n in own]
-    return [obj for name, obj in own.items() if name in wanted]
 
 
 _STDLIB = frozenset(
@@ -208,7 +242,9 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "transforms_code": _transforms_function(data, random_transforms),
         "data_code": _data_function(data, random_transforms),
         "task": literal("classes" if training.loss.entry.targets == "classes" else "values"),
-        "predict_transform": "build_transforms()[1]" if _has_transforms(data) else "None",
+        "predict_inputs": _predict_inputs(data),
+        "predict_help": "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows",
+        "helpers_line": HELPERS_LINE,
         "tensorboard": "tensorboard" in train.log,
         "loss_code": _call(training.loss),
         "optimizer_code": _call(training.optimizer, "model.parameters()"),
@@ -309,7 +345,15 @@ def _datasets_call(data: DataIR, args: str) -> str:
 
 
 def _has_transforms(data: DataIR) -> bool:
-    return data.dataset.name not in ("CSV", "Synthetic")
+    return data.dataset.entry.image
+
+
+def _predict_inputs(data: DataIR) -> str:
+    """How main reads ``--predict``'s inputs into (names, tensors); "" where the dataset has no such inputs."""
+    reader = data.dataset.entry.inputs
+    if not reader:
+        return ""
+    return f"{reader}(args.predict, run.data{', build_transforms()[1]' if _has_transforms(data) else ''})"
 
 
 def _transforms_function(data: DataIR, augment_switch: bool) -> str:

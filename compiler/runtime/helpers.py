@@ -568,13 +568,18 @@ def write_atomic(path, data):
 
 def save_checkpoint(path, state):
     """``torch.save`` the state (a zip file), then put the SHA-256 of all that precedes it in the zip's closing
-    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. In a
+    comment: plain ``torch.load`` still reads it; ``load_checkpoint`` refuses it truncated or altered. The bytes
+    are patched and hashed in place: a checkpoint is several times the model, and each copy of it costs time. In a
     numbered run folder, ``latest`` beside it then names the newest run with a checkpoint (``mark_latest``)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()[:-2] + (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+    with buffer.getbuffer() as data:
+        data[-2:] = (77).to_bytes(2, "little")  # the zip comment's length: the 77 bytes below
+        digest = hashlib.sha256(data).hexdigest()
+    buffer.write(b"specc-sha256:" + digest.encode())
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_atomic(path, data + b"specc-sha256:" + hashlib.sha256(data).hexdigest().encode())
+    with buffer.getbuffer() as data:
+        write_atomic(path, data)
     mark_latest(os.path.dirname(os.path.abspath(path)))
 
 
@@ -754,7 +759,7 @@ def find_checkpoint(path):
 def progress_bar(run, steps_per_epoch):
     """A tqdm bar (ETA, rate) on a terminal when tqdm is installed; else None, and the log lines remain."""
     try:
-        tqdm = importlib.import_module("tqdm").tqdm
+        tqdm = importlib.import_module("tqdm").tqdm  # (an optional extra: not a static import of the script)
     except ImportError:
         return None
     total = run.epochs * steps_per_epoch if run.max_steps is None else min(run.max_steps, run.epochs * steps_per_epoch)
@@ -764,7 +769,13 @@ def progress_bar(run, steps_per_epoch):
 def predict(model, inputs, info, transform, device, top_k=1):
     """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training), as text
     safe to print: the class name (or number), with probabilities for the ``top_k`` best; or the values."""
-    rows = predict_rows(model, inputs, info, transform, device, top_k)
+    names, batch = csv_inputs(inputs, info) if info["csv"] is not None else image_inputs(inputs, info, transform)
+    return predictions(model, names, batch, info, device, top_k)
+
+
+def predictions(model, names, batch, info, device, top_k=1):
+    """(name, prediction) for read inputs, as text safe to print (a script's ``--predict``)."""
+    rows = label_rows(model, names, batch, info, device, top_k)
     if info["task"] != "classes":
         return [(printable(name), " ".join(f"{v:.6g}" for v in values)) for name, values in rows]
     if top_k == 1:
@@ -779,19 +790,22 @@ def printable(text):
     return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def predict_rows(model, inputs, info, transform, device, top_k=1, batch_size=64):
-    """(input, [(class, probability), ...] best first) for a classifier, else (input, [values]); in batches."""
-    model.eval()
-    rows, part = [], []
-    with torch.no_grad():
-        for sample in prediction_inputs(inputs, info, transform):
-            part.append(sample)
-            if len(part) == batch_size:
-                rows, part = rows + label_outputs(model, part, info, device, top_k), []
-        if part:
-            rows += label_outputs(model, part, info, device, top_k)
-    if not rows:
+def predict_rows(model, inputs, info, transform, device, top_k=1):
+    """(input, [(class, probability), ...] best first) for a classifier, else (input, [values])."""
+    names, batch = csv_inputs(inputs, info) if info["csv"] is not None else image_inputs(inputs, info, transform)
+    return label_rows(model, names, batch, info, device, top_k)
+
+
+def label_rows(model, names, batch, info, device, top_k, batch_size=64):
+    """``label_outputs`` over the inputs, ``batch_size`` at a time."""
+    if not batch:
         raise ValueError("nothing to predict: the folders given hold no images")
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(batch), batch_size):
+            part = list(zip(names[i : i + batch_size], batch[i : i + batch_size]))
+            rows += label_outputs(model, part, info, device, top_k)
     return rows
 
 
@@ -809,21 +823,36 @@ def label_outputs(model, samples, info, device, top_k):
     return [(name, [(str(classes[i]), p) for i, p in zip(*pair)]) for name, pair in zip(names, pairs)]
 
 
-def prediction_inputs(inputs, info, transform, max_files=100_000):
-    """(name, input tensor) for each image file, each image in a folder (in name order) and each CSV row. A
-    ValueError names the file (and line) the model cannot take."""
-    for path in inputs:
+def image_inputs(paths, info, transform, max_files=100_000):
+    """(names, tensors) of image files and the images in a folder (in name order), each checked by
+    ``image_sample``; a CSV file is refused in one line (this model reads images)."""
+    names, batch = [], []
+    for path in paths:
+        if path.lower().endswith(".csv") and not os.path.isdir(path):
+            raise ValueError(f"{path}: this model was trained on images, not CSV rows: give image files or folders")
+        files = [path]
         if os.path.isdir(path):
-            names = sorted(os.listdir(path))
-            if len(names) > max_files:
+            found = sorted(os.listdir(path))
+            if len(found) > max_files:
                 raise ValueError(f"{path}: more than {max_files:,} files; predict on smaller folders")
-            for name in names:
-                if name.lower().endswith(datasets.folder.IMG_EXTENSIONS):
-                    yield os.path.join(path, name), image_sample(os.path.join(path, name), info, transform)
-        elif path.lower().endswith(".csv"):
-            yield from csv_samples(path, info)
-        else:
-            yield path, image_sample(path, info, transform)
+            files = [os.path.join(path, n) for n in found if n.lower().endswith(datasets.folder.IMG_EXTENSIONS)]
+        for file in files:
+            batch.append(image_sample(file, info, transform))
+            names.append(file)
+    return names, batch
+
+
+def csv_inputs(paths, info):
+    """(names ``file:line``, tensors) of the rows of CSV files, scaled as the training rows were (``csv_samples``)."""
+    names, batch = [], []
+    for path in paths:
+        if not path.lower().endswith(".csv"):
+            columns = ", ".join(info["csv"]["columns"])
+            raise ValueError(f"{path}: this model reads CSV rows (columns {columns}), not images: give CSV files")
+        for name, x in csv_samples(path, info):
+            names.append(name)
+            batch.append(x)
+    return names, batch
 
 
 def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):

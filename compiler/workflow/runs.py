@@ -228,9 +228,7 @@ def _finish(spec: Spec, folder: str, made: bool, before: tuple | None, text: str
         return code if code in (1, 3, 130) else 3  # the script has printed why
     metrics = json.loads(runtime.read_regular(str(Path(folder) / "metrics.json"), 1 << 30, "metrics file"))
     plot_history(metrics["history"], Path(folder) / "loss.png", title=spec.name)
-    print(
-        f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt, model.pt, metrics.json, metrics.csv, loss.png"
-    )
+    print(f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt, metrics.json, metrics.csv, loss.png")
     return 0
 
 

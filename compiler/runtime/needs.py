@@ -1,0 +1,107 @@
+"""What each runtime helper needs: the other helpers it calls and the imports it reads (as a script spells them).
+
+The renderer copies a helper into a generated script together with everything it needs (the closure over this
+table), once each, in helpers.py's order, and writes the imports they read. The table is declared, not derived,
+so that a reader sees the structure; tests/test_script_size.py holds every row to its helper's source.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Needs(NamedTuple):
+    helpers: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
+
+
+NEEDS: dict[str, Needs] = {
+    # datasets and loaders
+    "GradientDescent": Needs((), ("torch",)),
+    "synthetic_dataset": Needs((), ("TensorDataset", "torch")),
+    "read_csv": Needs((), ("csv", "torch")),
+    "csv_datasets": Needs(("apply_scaling", "fit_scaling", "read_csv", "split_indices"), ("TensorDataset",)),
+    "fit_scaling": Needs(),
+    "apply_scaling": Needs((), ("torch",)),
+    "split_indices": Needs((), ("torch",)),
+    "make_loaders": Needs((), ("DataLoader", "torch")),
+    # speed (docs/spec-language.md §10)
+    "DeviceLoader": Needs(("rank_part",), ("torch",)),
+    "preload": Needs((), ("DataLoader", "torch")),
+    "make_device_loaders": Needs(("DeviceLoader", "preload"), ("torch",)),
+    "cpu_bf16": Needs((), ("torch",)),
+    "reuse_freed_memory": Needs((), ("ctypes", "os")),
+    "resolve_speed": Needs(("cpu_bf16",), ("torch",)),
+    "GraphedStep": Needs((), ("torch",)),
+    "record_losses": Needs((), ("torch",)),
+    # torchrun
+    "setup_distributed": Needs(("leave_process_group",), ("atexit", "datetime", "os", "signal", "sys", "torch")),
+    "leave_process_group": Needs((), ("torch",)),
+    "leader_first": Needs((), ("os", "torch")),
+    "rank_part": Needs(),
+    "RankBatches": Needs(("rank_part",)),
+    "distribute": Needs(("RankBatches",), ("DataLoader", "random", "torch")),
+    "unwrap": Needs((), ("torch",)),
+    "over_ranks": Needs((), ("torch",)),
+    "gather_ranks": Needs(("over_ranks", "random_states"), ("torch",)),
+    "random_states": Needs((), ("random", "torch")),
+    "own_random_states": Needs(("random_states",), ("torch",)),
+    # runs and checkpoints
+    "Run": Needs(
+        (
+            "check_state",
+            "gather_ranks",
+            "identity",
+            "identity_difference",
+            "own_random_states",
+            "random_states",
+            "save_checkpoint",
+            "unwrap",
+            "weights_difference",
+            "write_metrics",
+        ),
+        ("os", "random", "torch"),
+    ),
+    "identity": Needs(),
+    "identity_difference": Needs(),
+    "data_info": Needs(),
+    "write_atomic": Needs((), ("os", "tempfile")),
+    "save_checkpoint": Needs(("mark_latest", "write_atomic"), ("hashlib", "io", "os", "torch")),
+    "load_checkpoint": Needs(("read_regular",), ("hashlib", "io", "torch", "zipfile")),
+    "save_weights": Needs(("unwrap", "write_atomic"), ("io", "torch")),
+    "write_metrics": Needs(("write_atomic",), ("csv", "io", "json", "os")),
+    "write_tensorboard": Needs((), ("sys",)),
+    "new_run_folder": Needs((), ("os",)),
+    "read_regular": Needs((), ("os", "stat")),
+    "check_state": Needs((), ("torch",)),
+    "weights_difference": Needs(),
+    "latest_run": Needs(("read_regular",), ("os",)),
+    "mark_latest": Needs(("latest_run", "write_atomic"), ("importlib", "os")),
+    "find_checkpoint": Needs(("latest_run",), ("os",)),
+    "progress_bar": Needs((), ("importlib", "sys")),
+    # prediction, errors, devices
+    "predict": Needs(("csv_inputs", "image_inputs", "predictions")),
+    "predictions": Needs(("label_rows", "printable")),
+    "printable": Needs(),
+    "predict_rows": Needs(("csv_inputs", "image_inputs", "label_rows")),
+    "label_rows": Needs(("label_outputs",), ("torch",)),
+    "label_outputs": Needs((), ("torch",)),
+    "image_inputs": Needs(("image_sample",), ("datasets", "os")),
+    "csv_inputs": Needs(("csv_samples",)),
+    "image_sample": Needs(("read_regular",), ("importlib", "io", "torch")),
+    "csv_samples": Needs(("apply_scaling", "csv_row", "read_regular"), ("csv", "io", "torch")),
+    "csv_row": Needs(),
+    "explain": Needs((), ("errno", "os", "signal", "sys", "torch")),
+    "pick_device": Needs((), ("torch",)),
+}
+
+
+def closure(roots) -> set[str]:
+    """The helpers ``roots`` name, with every helper they need, transitively."""
+    wanted, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo += NEEDS[name].helpers
+    return wanted
