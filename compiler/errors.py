@@ -50,21 +50,28 @@ class Problem:
 class SpecError(Exception):
     """Raised for every bad spec; ``str(err)`` lists each problem as ``file:line:col: message``."""
 
-    def __init__(self, problems: list[Problem], source_text: str | None = None):
+    def __init__(self, problems: list[Problem], source_text: str | None = None, texts: dict[str, str] | None = None):
         self.problems = sorted(set(problems))
         self.source_text = source_text
+        self.texts = texts or {}  # file -> text, when a spec extends others (`base:`): each problem's own file
         self._lines = source_text.splitlines() if source_text else []  # split once, not once per excerpt
         super().__init__("\n".join(str(p) for p in self.problems))
 
     def excerpt(self, problem: Problem) -> str:
         """The source line of a problem with a caret under its column (for the CLI)."""
+        if self.texts:
+            text = self.texts.get(problem.file)
+            return _excerpt(text.splitlines(), problem) if text else ""
         if not self.source_text or problem.line < 1:
             return ""
-        lines = self._lines
-        if problem.line > len(lines):
-            return ""
-        text = lines[problem.line - 1]
-        if len(text) > 160:
-            return ""
-        caret = len(visible(text[: max(problem.col - 1, 0)]))  # escapes widen the line: keep the caret under it
-        return f"  {problem.line:>4} | {visible(text)}\n       | {' ' * caret}^"
+        return _excerpt(self._lines, problem)
+
+
+def _excerpt(lines: list[str], problem: Problem) -> str:
+    if not 0 < problem.line <= len(lines):
+        return ""
+    text = lines[problem.line - 1]
+    if len(text) > 160:
+        return ""
+    caret = len(visible(text[: max(problem.col - 1, 0)]))  # escapes widen the line: keep the caret under it
+    return f"  {problem.line:>4} | {visible(text)}\n       | {' ' * caret}^"

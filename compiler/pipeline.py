@@ -11,6 +11,7 @@ here, nothing stored on the Spec) so that ``build_model(spec)`` does not lower i
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.errors import Problem, SpecError
+from compiler.front.compose import compose
 from compiler.front.expand import expand
 from compiler.front.load import Source, load_file, load_text
 from compiler.front.overrides import apply_overrides
@@ -87,7 +89,7 @@ def load_spec(path: str | Path, *, max_bytes: int | None = None, overrides: Sequ
 
     ``overrides`` are ``"train.epochs=3"``-style settings applied before validation (``specc --set``).
     """
-    data, source = load_file(path)
+    data, source = compose(*load_file(path))
     return _compile(apply_overrides(data, list(overrides), source), source, max_bytes)
 
 
@@ -95,7 +97,7 @@ def parse_spec(
     text: str, filename: str = "<string>", *, max_bytes: int | None = None, overrides: Sequence[str] = ()
 ) -> Spec:
     """The same as ``load_spec`` for YAML text."""
-    data, source = load_text(text, filename)
+    data, source = compose(*load_text(text, filename), root=os.getcwd())
     return _compile(apply_overrides(data, list(overrides), source), source, max_bytes)
 
 

@@ -238,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 )
             ],
             spec.source.text,
+            spec.source.texts,
         )
     if args.debug:
         os.environ["SPECC_DEBUG"] = "1"
@@ -377,7 +378,7 @@ def _check_untrusted_data(spec) -> None:
                 )
             )
     if problems:
-        raise SpecError(problems, spec.source.text)
+        raise SpecError(problems, spec.source.text, spec.source.texts)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

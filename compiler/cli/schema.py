@@ -174,9 +174,10 @@ def schema() -> dict:
         "title": "specc model spec",
         "description": "A YAML model spec for specc (docs/spec-language.md)",
         "type": "object",
-        "required": ["name", "model"],
+        "anyOf": [{"required": ["base"]}, {"required": ["name", "model"]}],  # a `base:` may supply them
         "additionalProperties": False,
         "properties": {
+            "base": {"type": "string", "description": "a spec file this one extends (relative to this file)"},
             "version": {"const": 1},
             "name": {"type": "string", "pattern": _IDENT},
             "description": {"type": "string"},

@@ -29,21 +29,30 @@ MAX_ALIASES = 100
 
 @dataclass
 class Source:
-    """The text a spec came from and where each of its values sits in it."""
+    """The text a spec came from and where each of its values sits in it.
+
+    A spec that extends another (``base:``, see compiler/front/compose.py) holds values from several
+    files: ``origins`` names the file of each value that came from a base, ``extended_by`` which spec
+    extends each base, and ``texts`` every file's text (for the excerpt under a problem).
+    """
 
     filename: str
     text: str
     positions: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     origins: dict[Path_, tuple[str, int]] = field(default_factory=dict)  # values `--set` gave: (override, column)
+    files: dict[Path_, str] = field(default_factory=dict)  # values a `base:` spec gave: its file
+    extended_by: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
 
     def locate(self, path: Path_) -> tuple[int, int]:
         """Line and column of ``path``, or of its nearest ancestor that has one."""
+        return self.positions.get(self._located(path), (1, 1))
+
+    def _located(self, path: Path_) -> Path_:
         path = tuple(path)
-        while path:
-            if path in self.positions:
-                return self.positions[path]
+        while path and path not in self.positions:
             path = path[:-1]
-        return self.positions.get((), (1, 1))
+        return path
 
     def problem(self, path: Path_, message: str, fix: str = "", severity: str = "error") -> Problem:
         path = tuple(path)  # a value an override gave, inside one, or (a layer's argument) below it:
@@ -52,7 +61,10 @@ class Source:
             override, col = self.origins[given[-1]]
             return Problem(override, 1, col, message, dotted(path), fix, severity)
         line, col = self.locate(path)
-        return Problem(self.filename, line, col, message, dotted(path), fix, severity)
+        filename = self.files.get(self._located(path), self.filename)
+        if filename != self.filename:
+            message += f" (in the base spec {filename}, which {self.extended_by.get(filename, self.filename)} extends)"
+        return Problem(filename, line, col, message, dotted(path), fix, severity)
 
 
 def dotted(path: Path_) -> str:

@@ -18,7 +18,7 @@ class Problems:
         self.errors.append(self.source.problem(path, message, fix))
         if len(self.errors) >= MAX_PROBLEMS:  # a broken or hostile spec: report the first ones, fast
             stop = self.source.problem(path, f"stopping after {MAX_PROBLEMS} problems", "fix these first")
-            raise SpecError([*self.errors, stop], self.source.text)
+            raise SpecError([*self.errors, stop], self.source.text, self.source.texts)
 
     def warn(self, path: Path_, message: str, fix: str = "") -> None:
         self.warnings.append(self.source.problem(path, message, fix, severity="warning"))
@@ -29,4 +29,4 @@ class Problems:
     def raise_if_any(self) -> None:
         """Raise the errors, with the warnings beside them (a warning often names the cause of an error)."""
         if self.errors:
-            raise SpecError(self.errors + self.warnings, self.source.text)
+            raise SpecError(self.errors + self.warnings, self.source.text, self.source.texts)
