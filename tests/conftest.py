@@ -85,3 +85,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.nodeid.startswith(_SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+def assert_within(started: float, bound_s: float, what: str = "") -> None:
+    """The time since ``started`` (``time.perf_counter()``) is under ``bound_s`` times the load factor measured now."""
+    elapsed = time.perf_counter() - started
+    if elapsed >= bound_s:
+        factor = load_factor()
+        assert elapsed < bound_s * factor, f"{what} {elapsed:.2f} s, over {bound_s} s x load factor {factor:.2f}"

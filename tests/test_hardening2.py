@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_within, load_factor
 
 import compiler
 from compiler.cli.commands import main as cli_main
@@ -102,7 +103,7 @@ def test_test_path_is_checked_like_path(project: Path, test_path: str) -> None:
     os.mkfifo(project / "data" / "fifo.csv")
     started = time.perf_counter()
     err = _refused(CSV_SPEC.format(csv=f"path: data/iris.csv, target: label, test_path: {test_path}"))
-    assert time.perf_counter() - started < 10
+    assert_within(started, 10)
     problem = err.problems[0]
     assert problem.path == "data.dataset.CSV.test_path" and (problem.line, problem.col) == (5, 55)
     expected = "a FIFO (named pipe), not a regular file" if "fifo" in test_path else "leaves the folder specc runs in"
@@ -186,7 +187,7 @@ def test_spec_file_must_be_a_regular_file(tmp_path: Path, kind: str, capsys: pyt
     started = time.perf_counter()
     with pytest.raises(SpecError) as info:
         load_file(target)
-    assert time.perf_counter() - started < 2
+    assert_within(started, 2)
     (problem,) = info.value.problems
     assert problem.file == target and "not a spec file" in problem.message
     assert cli_main(["validate", target]) == 1
@@ -238,7 +239,7 @@ HEX = "0x" + "f" * 3700
 def test_huge_integers_are_located_spec_errors(text: str, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
     err = _refused(text)
-    assert time.perf_counter() - started < 1
+    assert_within(started, 1)
     assert "integer too large" in str(err) and len(str(err)) < 400
     assert "use a smaller number" in err.problems[0].fix
 
@@ -321,7 +322,7 @@ def test_did_you_mean_over_45000_variables_is_fast() -> None:
     started = time.perf_counter()
     err = _refused(text)
     elapsed = time.perf_counter() - started
-    assert elapsed < 3, f"{elapsed:.2f} s"  # about 1.5 s on the 2-core development machine (was 105 s)
+    assert elapsed < 3 * load_factor(), f"{elapsed:.2f} s"  # about 1.5 s on the 2-core development machine (was 105 s)
     assert "unknown variable $widht_0" in str(err) and "did you mean 'width_0'?" in str(err)
 
 
@@ -340,7 +341,7 @@ def test_expression_budget_after_alias_expansion() -> None:
     text = f"name: t\nvars:\n  h: 2\n  a0x: &a [{expressions}]\n{aliases}input: [4]\nmodel: [ReLU]\n"
     started = time.perf_counter()
     err = _refused(text)
-    assert time.perf_counter() - started < 2  # was 8 s
+    assert_within(started, 2)  # was 8 s
     assert f"more than {MAX_EXPRESSIONS:,} `$references` and arithmetic expressions" in str(err)
 
 

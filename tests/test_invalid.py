@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import assert_within, load_factor
 
 import compiler
 from compiler.cli.commands import main as cli_main
@@ -81,7 +82,7 @@ def test_load_spec_reports_expected_problems(path: Path) -> None:
     start = time.perf_counter()
     problems = _problems(path)
     elapsed = time.perf_counter() - start
-    assert elapsed < 5, f"refusing {path.name} took {elapsed:.1f} s"
+    assert elapsed < 5 * load_factor(), f"refusing {path.name} took {elapsed:.1f} s"
     assert problems
     rendered = [str(p) for p in problems]
     for problem, text in zip(problems, rendered):
@@ -145,7 +146,7 @@ def test_huge_file_refused_fast(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert path.stat().st_size > 1 << 20
     start = time.perf_counter()
     problems = _problems(path)
-    assert time.perf_counter() - start < 1
+    assert_within(start, 1)
     assert len(problems) == 1 and "larger than 1024 KiB" in str(problems[0])
     assert str(problems[0]).startswith(f"{path}:1:1: ")
     assert cli_main(["validate", str(path)]) == 1
