@@ -108,16 +108,23 @@ def test_overrides_are_validated_like_the_file():
         compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochs=0"])
     with pytest.raises(compiler.SpecError, match="did you mean 'epochs'"):
         compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train.epochz=2"])
-    with pytest.raises(compiler.SpecError, match="an override is KEY=VALUE Fix: e.g. --set train.epochs=3"):
+    with pytest.raises(
+        compiler.SpecError,
+        match="an override is KEY=VALUE, the key's parts joined by dots Fix: e.g. --set train.epochs=3",
+    ):
         compiler.load_spec("specs/mnist_cnn.yaml", overrides=["train"])
 
 
 def test_cli_train_refuses_zero_epochs_and_model_only_specs(capsys):
     from compiler.cli.commands import main
 
-    assert main(["train", "specs/mnist_cnn.yaml", "--epochs", "0"]) == 1
+    with pytest.raises(SystemExit) as usage:  # a bad number on the command line is a usage error (exit 64)
+        main(["train", "specs/mnist_cnn.yaml", "--epochs", "0"])
+    assert usage.value.code == 64
+    assert main(["train", "specs/mnist_cnn.yaml", "--set", "train.epochs=0"]) == 1
     assert main(["train", "specs/mlp.yaml"]) == 1
     err = capsys.readouterr().err
+    assert "0 is out of range: give 1 to 1,000,000" in err
     assert "epochs must be at least 1, got 0" in err and "nothing to train" in err and "Traceback" not in err
 
 
