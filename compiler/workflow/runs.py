@@ -213,7 +213,8 @@ def train_from_spec(spec: Spec, args: argparse.Namespace) -> int:
         script.write_text(text, encoding="utf-8")
         if args.nproc:  # torchrun's default for several processes, without its banner
             os.environ.setdefault("OMP_NUM_THREADS", "1")
-        print(f"running {visible(str(shown))} --out {visible(folder)}", flush=True)
+        launcher = f" (torchrun --standalone --nproc-per-node={args.nproc})" if args.nproc else ""
+        print(f"running {visible(str(shown))} --out {visible(folder)}{launcher}", flush=True)
         code = _run_child(_command(args, script, shown, folder, checkpoint))
     return _finish(spec, folder, made, before, text, code)
 
