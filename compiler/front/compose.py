@@ -44,6 +44,8 @@ def _base_path(value: Any, source: Source, root: str, chain: list[str]) -> str:
     """The file ``base:`` names, checked: text, relative, inside the project, no cycle, not too deep."""
     if not isinstance(value, str) or not value.strip():
         raise _error(source, ("base",), "`base` must be the path of another spec file", "e.g. base: mnist_cnn.yaml")
+    if not value.isprintable():  # a NUL byte cannot be in a path; other control characters hide what is named
+        raise _error(source, ("base",), f"the base {value!r} holds control characters", _RELATIVE)
     if os.path.isabs(value):
         raise _error(source, ("base",), f"the base {value!r} is an absolute path", _RELATIVE)
     target = os.path.normpath(os.path.join(os.path.dirname(source.filename), value))
