@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -314,8 +315,6 @@ def validator():
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
 def test_every_shipped_spec_validates_against_the_schema(path, validator):
     data, _ = load_file(path)
-    if {"blocks", "defaults", "base"} & set(data):  # the schema does not describe these yet (a known gap)
-        pytest.skip("the JSON schema does not yet describe blocks, loops, defaults or base:")
     errors = [e.message for e in validator.iter_errors(data)]
     assert not errors, errors[:3]
 
@@ -349,6 +348,65 @@ INVALID_BY_SCHEMA = [
 def test_structural_mistakes_fail_the_schema(name, validator):
     data, _ = load_file(ROOT / "tests" / "invalid" / f"{name}.yaml")
     assert not validator.is_valid(data)
+
+
+_BLOCK_SPEC = {
+    "name": "blocks",
+    "input": [3, 32, 32],
+    "defaults": {"ReLU": {"inplace": True}},
+    "blocks": {
+        "Unit": {
+            "params": {"width": "int", "stride": 1},
+            "body": {
+                "merge": "add",
+                "branches": {
+                    "main": [{"Conv2d": {"out_channels": "$width", "kernel_size": 3, "padding": 1}}, "ReLU"],
+                    "skip": {
+                        "if": "$stride != 1",
+                        "then": {"Conv2d": {"out_channels": "$width", "kernel_size": 1}},
+                        "else": "Identity",
+                    },
+                },
+            },
+        }
+    },
+    "model": {
+        "stem": [{"repeat": 2, "as": "i", "body": {"Unit": {"width": "8 * ($i + 1)"}}}],
+        "stage{k + 1}": {"for": "w", "in": [16, 32], "as": "k", "body": [{"Unit": ["$w", 2]}]},
+        "head": [{"AdaptiveAvgPool2d": 1}, "Flatten", {"Linear": {"out_features": "max(10, 2)"}}],
+    },
+}
+
+
+def _with(path: tuple, value: object) -> dict:
+    data = copy.deepcopy(_BLOCK_SPEC)
+    *parents, last = path
+    target = data
+    for key in parents:
+        target = target[key]
+    if value is None:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+def test_the_schema_describes_blocks_loops_conditions_and_defaults(validator):
+    assert [e.message for e in validator.iter_errors(_BLOCK_SPEC)] == []
+    assert validator.is_valid({"base": "resnet.yaml", "model": [{"Bottleneck": {"width": 64}}]})
+    mistakes = [
+        _with(("blocks",), None),  # a use of a block no `blocks:` defines
+        _with(("defaults", "Relu"), {"inplace": True}),  # a default for no layer type
+        _with(("blocks", "Unit", "bdy"), []),  # an unknown key in a definition
+        _with(("blocks", "unit"), {"body": "ReLU"}),  # a block name that is no class name
+        _with(("blocks", "Unit", "params", "width"), "integer"),  # no such type
+        _with(("model", "stage{k + 1}", "rows"), 2),  # an unknown loop key
+        _with(("model", "stage{k + 1}", "for"), None),  # `in:` without `for:`
+        _with(("model", "stem", 0, "name"), "u{i}"),  # a loop in a list splices: no `name:`
+        _with(("blocks", "Unit", "body", "branches", "skip", "elif"), "ReLU"),  # an `if:` part's unknown key
+    ]
+    for data in mistakes:
+        assert not validator.is_valid(data), data
 
 
 def test_specc_schema_prints_json_with_layers_and_their_arguments(capsys, tmp_path, monkeypatch):

@@ -15,7 +15,11 @@ from typing import Any
 from compiler.facts.registry import REGISTRY
 
 SCHEMA_ID = "https://specc.dev/specc.schema.json"
-_EXPRESSION = {"type": "string", "pattern": r"\$|^[\s0-9eE.+\-*/%()]+$"}  # $var or arithmetic
+# $var, arithmetic, or a call of an expression function (docs/spec-language.md §14)
+_EXPRESSION = {
+    "type": "string",
+    "pattern": r"\$|^[\s0-9eE.+\-*/%()]+$|\b(min|max|sum|len|int|round|floor|ceil|make_divisible)\(",
+}
 _VAR = {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$"}
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -162,7 +166,8 @@ def schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file."""
     from compiler.front.spec import DataSpec, TrainSpec
 
-    defs: dict[str, Any] = {"layer": _calls("layer"), **_model_defs(), "init_rule": _init_rule()}
+    defs: dict[str, Any] = {"layer": _calls("layer"), **_model_defs(), **_model_defs("_b", uses=True)}
+    defs |= {"init_rule": _init_rule(), "defaults": _defaults_def()}
     data = _pydantic(DataSpec, defs)
     data["properties"]["dataset"] = _calls("dataset")
     data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
@@ -175,6 +180,10 @@ def schema() -> dict:
         "description": "A YAML model spec for specc (docs/spec-language.md)",
         "type": "object",
         "anyOf": [{"required": ["base"]}, {"required": ["name", "model"]}],  # a `base:` may supply them
+        # block uses only where `blocks:` (or a base, which may define them) says which names are blocks
+        "if": {"anyOf": [{"required": ["blocks"]}, {"required": ["base"]}]},
+        "then": {"properties": {"model": _root("_b")}},
+        "else": {"properties": {"model": _root("")}},
         "additionalProperties": False,
         "properties": {
             "base": {"type": "string", "description": "a spec file this one extends (relative to this file)"},
@@ -189,7 +198,9 @@ def schema() -> dict:
                 "maxItems": 8,
                 "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
             },
-            "model": {"anyOf": [{"$ref": "#/$defs/block"}, {"$ref": "#/$defs/merge"}]},
+            "defaults": {"$ref": "#/$defs/defaults"},
+            "blocks": _blocks_def(),
+            "model": {"type": ["object", "array"]},
             "init": {"type": "array", "items": {"$ref": "#/$defs/init_rule"}},
             "data": data,
             "loss": _calls("loss"),
@@ -199,6 +210,11 @@ def schema() -> dict:
         },
         "$defs": defs,
     }
+
+
+def _root(suffix: str) -> dict:
+    """`model:`: a block (a list or named children) or a merge block."""
+    return {"anyOf": [{"$ref": f"#/$defs/block{suffix}"}, {"$ref": f"#/$defs/merge{suffix}"}]}
 
 
 def _scheduler_calls() -> dict:
@@ -211,43 +227,146 @@ def _scheduler_calls() -> dict:
     return calls
 
 
-def _model_defs() -> dict[str, Any]:
-    """The model grammar: a node is a layer, a block, a repeat or a merge block."""
+def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
+    """The model grammar: a node is a layer, a block, a repeat, a loop, an `if:` part or a merge block (and, where
+    the spec defines `blocks:` or extends a base that may, a block use). ``suffix`` names this variant's defs."""
     layer_names = REGISTRY.names("layer")
-    node = {"$ref": "#/$defs/node"}
-    block_names = {"pattern": _IDENT, "not": {"enum": [*layer_names, "repeat", "body", "merge"]}}
-    return {
-        "node": {"anyOf": [{"$ref": f"#/$defs/{kind}"} for kind in ("layer", "block", "repeat", "merge")]},
-        "block": {
+    node = {"$ref": f"#/$defs/node{suffix}"}
+    item = {
+        "allOf": [node, {"not": {"type": "object", "required": ["name", "body"]}}]
+    }  # a list's loop splices: no `name:`
+    kinds = ["layer", *(["use"] if uses else []), f"block{suffix}", f"repeat{suffix}", f"loop{suffix}"]
+    kinds += [f"if{suffix}", f"merge{suffix}"]
+    reserved = [*layer_names, "repeat", "body", "merge", "if", "for"]
+    child_names = {"anyOf": [{"pattern": _IDENT, "not": {"enum": reserved}}, {"pattern": r"\{"}, {"pattern": r"^\$"}]}
+    defs = {
+        f"node{suffix}": {"anyOf": [{"$ref": f"#/$defs/{kind}"} for kind in kinds]},
+        f"block{suffix}": {
             "anyOf": [
-                {"type": "array", "minItems": 1, "items": node, "description": "nn.Sequential"},
+                {"type": "array", "minItems": 1, "items": item, "description": "nn.Sequential"},
                 {
                     "type": "object",
                     "minProperties": 1,
-                    "description": "nn.Sequential(OrderedDict): children by name",
-                    "propertyNames": block_names,
+                    "description": "nn.Sequential(OrderedDict): children by name (or by a loop's name pattern)",
+                    "propertyNames": child_names,
                     "additionalProperties": node,
                 },
             ]
         },
-        "repeat": {
+        f"repeat{suffix}": {
             "type": "object",
             "required": ["repeat", "body"],
             "additionalProperties": False,
             "description": "N copies of body, spliced into the enclosing list",
             "properties": {
                 "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
-                "body": {"$ref": "#/$defs/block"},
+                "body": {"$ref": f"#/$defs/block{suffix}"},
             },
         },
-        "merge": _merge_def(),
+        f"loop{suffix}": _loop_def(node),
+        f"if{suffix}": {
+            "type": "object",
+            "required": ["if", "then"],
+            "additionalProperties": False,
+            "description": "a part kept (then), replaced (else) or left out, by a condition",
+            "properties": {"if": {"anyOf": [{"type": "boolean"}, _EXPRESSION]}, "then": node, "else": node},
+        },
+        f"merge{suffix}": _merge_def(node),
+    }
+    if uses:
+        defs["use"] = _use_def(layer_names)
+    return defs
+
+
+def _loop_def(node: dict) -> dict[str, Any]:
+    """`{for: n | [t, c, n, s], in: ..., as: i, name: "layer{i + 1}", body: ...}` or `{repeat: N, as: i, ...}`."""
+    names = {"anyOf": [{"type": "string", "pattern": _IDENT}, {"type": "array", "items": {"pattern": _IDENT}}]}
+    common = {
+        "as": {"type": "string", "pattern": _IDENT},
+        "name": {"type": "string", "description": 'a name pattern, e.g. "layer{i + 1}"'},
+        "body": node,
+    }
+    return {
+        "description": "a loop: its body once per iteration, the loop's names visible as $name",
+        "anyOf": [
+            {
+                "type": "object",
+                "required": ["for", "in", "body"],
+                "additionalProperties": False,
+                "properties": {"for": names, "in": {"anyOf": [{"type": "array"}, {"type": "integer"}, _EXPRESSION]}}
+                | common,
+            },
+            {
+                "type": "object",
+                "required": ["repeat", "body"],
+                "anyOf": [{"required": ["as"]}, {"required": ["name"]}],
+                "additionalProperties": False,
+                "properties": {"repeat": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]}} | common,
+            },
+        ],
     }
 
 
-def _merge_def() -> dict[str, Any]:
+def _use_def(layer_names: list[str]) -> dict[str, Any]:
+    """A use of a block of `blocks:` (or `{$var: ...}`): its arguments by name, in order, or one value."""
+    name = {"anyOf": [{"pattern": r"^[A-Z][A-Za-z0-9_]*$", "not": {"enum": layer_names}}, {"pattern": r"^\$"}]}
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$", "not": {"enum": layer_names}},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "propertyNames": name,
+                "additionalProperties": {"type": ["object", "array", "string", "number", "boolean"]},
+            },
+        ],
+        "description": "a block of `blocks:` used like a layer",
+    }
+
+
+def _blocks_def() -> dict[str, Any]:
+    """`blocks: {Name: {params, vars, defaults, body}}`."""
+    param = {
+        "anyOf": [
+            {"enum": ["int", "float", "bool", "str", "list", "any"]},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"type": {"enum": ["int", "float", "bool", "str", "list", "any"]}, "default": {}},
+            },
+            {"type": ["number", "boolean", "array"]},  # a default (a string default: `{type: str, default: ...}`)
+        ]
+    }
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": r"^[A-Z][A-Za-z0-9_]*$", "not": {"enum": REGISTRY.names("layer")}},
+        "additionalProperties": {
+            "type": "object",
+            "required": ["body"],
+            "additionalProperties": False,
+            "properties": {
+                "params": {"type": "object", "propertyNames": {"pattern": _IDENT}, "additionalProperties": param},
+                "vars": {"type": "object", "propertyNames": {"pattern": _IDENT}},
+                "defaults": {"$ref": "#/$defs/defaults"},
+                "body": {"$ref": "#/$defs/node_b"},
+            },
+        },
+    }
+
+
+def _defaults_def() -> dict[str, Any]:
+    """`defaults: {Type: {keyword: value}}`: keyword values for every layer of a type."""
+    return {
+        "type": "object",
+        "propertyNames": {"enum": REGISTRY.names("layer")},
+        "additionalProperties": {"type": "object", "propertyNames": {"pattern": _IDENT}},
+    }
+
+
+def _merge_def(node: dict) -> dict[str, Any]:
     from compiler.front.spec import MERGE_OPS
 
-    node = {"$ref": "#/$defs/node"}
     return {
         "type": "object",
         "required": ["merge", "branches"],
@@ -261,7 +380,7 @@ def _merge_def() -> dict[str, Any]:
             "branches": {
                 "type": "object",
                 "minProperties": 2,
-                "propertyNames": {"pattern": _IDENT},
+                "propertyNames": {"anyOf": [{"pattern": _IDENT}, {"pattern": r"^\$"}]},
                 "additionalProperties": node,
             },
             "then": node,
