@@ -20,10 +20,12 @@ from typing import Any
 
 from torch import nn
 
+from compiler.interop.folding import fold_blocks, layer_defaults
+from compiler.interop.loops import fold_loops
 from compiler.interop.mapping import Decompiler
-from compiler.interop.nodes import DecompileError
+from compiler.interop.nodes import DecompileError, Folded
 from compiler.interop.verify import expressible, state_dict_mismatch, verify
-from compiler.interop.yaml_text import render_yaml
+from compiler.interop.yaml_text import line_count, render_yaml
 
 __all__ = ["DecompileError", "load_factory", "state_dict_mismatch", "to_spec", "verify"]
 
@@ -37,11 +39,14 @@ def to_spec(
     name: str | None = None,
     *,
     source: str | None = None,
+    flat: bool = False,
 ) -> str:
     """The spec (YAML text) of ``module``: built, loaded with its state dict and compared before it is returned.
 
-    ``input`` is one sample's shape (no batch). Raises ``DecompileError`` naming the module path and the
-    operation when a spec cannot express the module, or when the rebuilt model would differ.
+    ``input`` is one sample's shape (no batch). Repeated structure is written as parameterised blocks, loops and
+    layer defaults, unless ``flat`` (or unless that form does not verify: then the flat one is written, with a
+    note). Raises ``DecompileError`` naming the module path and the operation when a spec cannot express the
+    module, or when the rebuilt model would differ.
     """
     if not isinstance(module, nn.Module):
         raise DecompileError("", f"expected an nn.Module, got {type(module).__name__}")
@@ -59,9 +64,35 @@ def to_spec(
         "with strict=True and the eval-mode outputs are equal (checked on one sample input).",
     ]
     header += [f"note: {note}" for note in decompiler.notes]
+    if not flat:
+        try:
+            text = render_yaml(name, shape, root, header, fold(root, {name}))
+            verify(module, text, shape)
+            return text
+        except DecompileError as err:  # never a wrong model: the flat form, which is verified on its own
+            header.append(f"note: written without blocks: the block form did not verify ({err})")
     text = render_yaml(name, shape, root, header)
     verify(module, text, shape)
     return text
+
+
+def fold(root: Any, reserved: set[str] = frozenset()) -> Folded:
+    """The block form of a decompiled tree: repeated subtrees as blocks, runs of uses as loops, then the keyword
+    values every layer of a type says as ``defaults:``."""
+    from compiler.facts.registry import REGISTRY
+    from compiler.front.expand import RESERVED_BLOCKS
+    from compiler.front.names import RESERVED_NAMES
+
+    def signature(kind: str) -> Any:
+        entry = REGISTRY.get("layer", kind)
+        return entry.signature() if entry is not None else None
+
+    taken = set(reserved) | set(RESERVED_NAMES) | set(RESERVED_BLOCKS)
+    blocks, root = fold_blocks(root, line_count, signature, taken)
+    bodies = [fold_loops(b.body) for b in blocks]
+    defaults, (root, *bodies) = layer_defaults([fold_loops(root), *bodies])
+    made = [type(b)(b.name, b.params, body) for b, body in zip(blocks, bodies)]
+    return Folded(defaults, tuple(reversed(made)), root)
 
 
 def load_factory(text: str, kwargs: dict | None = None) -> nn.Module:

@@ -45,7 +45,8 @@ class Decompiler:
             if not children:
                 return Layer("Identity")
             items = tuple((name, self.convert(child, join_path(path, name))) for name, child in children)
-            return Block(items, named=[n for n, _ in items] != [str(i) for i in range(len(items))])
+            named = [n for n, _ in items] != [str(i) for i in range(len(items))]
+            return Block(items, named=named, origin=type(module).__name__)
         return self.traced(module, path)
 
     def traced(self, module: nn.Module, path: str) -> Any:
@@ -165,6 +166,7 @@ class Decompiler:
             return Block(
                 tuple((n, node) for n, node, _ in items),
                 named=[n for n, _, _ in items] != [str(i) for i in range(len(items))],
+                origin=type(owner).__name__,
             )
         if len(merges) > 1:
             whats = ", ".join(items[i][1][0].what for i in merges)
@@ -182,6 +184,7 @@ class Decompiler:
             tuple((n, node) for n, node, _ in items[:at]),
             tuple(_branch_parts(branches, names)),
             tuple((n, node) for n, node, _ in items[at + 1 :]),
+            origin=type(owner).__name__,
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -28,6 +28,7 @@ class Layer:
 class Block:
     items: tuple[tuple[str, Any], ...]  # (name, node)
     named: bool
+    origin: str = field(default="", compare=False)  # the module's class; "" for a merge's spread part
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,50 @@ class Merge:
         tuple[str, Any], ...
     ]  # (name, part): part is Layer/Block/Merge (one child), a spread Block, or None
     then: tuple[tuple[str, Any], ...]
+    origin: str = field(default="", compare=False)  # the module's class
+
+
+# --------------------------------------------------------------------------- the block form (compiler/interop/folding.py)
+
+
+@dataclass(frozen=True)
+class Use:
+    """A use of a block of ``blocks:``: ``{Name: {param: value}}`` (values may be expressions)."""
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Cond:
+    """An ``if:`` part: ``then`` where ``cond`` holds, else ``otherwise`` (None: no part)."""
+
+    cond: str
+    then: Any
+    otherwise: Any = None
+
+
+@dataclass(frozen=True)
+class Loop:
+    """``{repeat: N, as: index, body: ...}`` under a name ``pattern`` ("" in a list)."""
+
+    times: int
+    index: str
+    body: Any
+    pattern: str = ""
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[tuple[str, str], ...]  # (name, type)
+    body: Any
+
+
+@dataclass(frozen=True)
+class Folded:
+    """The spec's model in the block form: layer ``defaults``, block definitions and the model using them."""
+
+    defaults: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]
+    blocks: tuple[BlockDef, ...]
+    root: Any

@@ -8,11 +8,11 @@ import math
 import re
 from typing import Any
 
-from compiler.interop.nodes import Block, Layer, Merge, Repeat
+from compiler.interop.nodes import Block, Cond, Folded, Layer, Loop, Merge, Repeat, Use
 
 # --------------------------------------------------------------------------- YAML text
 
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_PLAIN = re.compile(r"\$?[A-Za-z_][A-Za-z0-9_.\-]*\Z")  # a name, or a `$parameter`
 _RESERVED_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
 
 
@@ -39,6 +39,15 @@ def _scalar(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} in a spec")
 
 
+def _mapping(args: Any) -> str:
+    return "{" + ", ".join(f"{k}: {_scalar(v)}" for k, v in args) + "}"
+
+
+def _key(name: str) -> str:
+    """A child's name as a mapping key (a loop's name pattern, ``"layer{i + 1}"``, quoted)."""
+    return name if _PLAIN.match(name) and name.lower() not in _RESERVED_WORDS else json.dumps(name)
+
+
 def _flow(node: Any) -> str | None:
     """One-line text for a node, or None where it needs lines."""
     if isinstance(node, Layer):
@@ -46,7 +55,9 @@ def _flow(node: Any) -> str | None:
             return node.type
         if node.short:
             return f"{{{node.type}: {_scalar(node.args[0][1])}}}"
-        return f"{{{node.type}: {{" + ", ".join(f"{k}: {_scalar(v)}" for k, v in node.args) + "}}"
+        return f"{{{node.type}: {_mapping(node.args)}}}"
+    if isinstance(node, Use):
+        return f"{{{node.name}: {_mapping(node.args)}}}" if node.args else node.name
     if isinstance(node, Block) and not node.named and all(isinstance(n, Layer) for _, n in node.items):
         return "[" + ", ".join(_flow(n) for _, n in node.items) + "]"
     return None
@@ -84,6 +95,7 @@ class _Writer:
         """``key: node`` at ``indent``."""
         flow = _flow(node)
         pad = " " * indent
+        key = _key(key)
         if flow is not None and len(pad) + len(key) + 2 + len(flow) <= 120:
             self.lines.append(f"{pad}{key}: {flow}")
             return
@@ -104,13 +116,16 @@ class _Writer:
 
     def body(self, indent: int, node: Any) -> None:
         pad = " " * indent
-        if isinstance(node, Layer):
+        if isinstance(node, (Layer, Use)):
+            name = node.type if isinstance(node, Layer) else node.name
             if not node.args:
-                self.lines.append(pad + node.type)
+                self.lines.append(pad + name)
                 return
-            self.lines.append(f"{pad}{node.type}:")
+            self.lines.append(f"{pad}{name}:")
             for k, v in node.args:
                 self.lines.append(f"{pad}  {k}: {_scalar(v)}")
+        elif isinstance(node, (Loop, Cond)):
+            self.control(indent, node)
         elif isinstance(node, Block) and node.named:
             for name, child in node.items:
                 self.entry(indent, name, child)
@@ -138,13 +153,51 @@ class _Writer:
         else:
             raise TypeError(node)
 
+    def control(self, indent: int, node: Loop | Cond) -> None:
+        """A loop (``repeat: N`` with ``as:``) or an ``if:`` part."""
+        pad = " " * indent
+        if isinstance(node, Loop):
+            self.lines += [f"{pad}repeat: {node.times}", f"{pad}as: {node.index}"]
+            self.entry(indent, "body", node.body)
+            return
+        self.lines.append(f"{pad}if: {_scalar(node.cond)}")
+        self.entry(indent, "then", node.then)
+        if node.otherwise is not None:
+            self.entry(indent, "else", node.otherwise)
 
-def render_yaml(name: str, input_shape: tuple[int, ...], root: Any, header: list[str]) -> str:
+    def folded(self, folded: Folded) -> None:
+        """``defaults:`` and ``blocks:``, before ``model:``."""
+        if folded.defaults:
+            self.lines.append("defaults:")
+            self.lines += [f"  {kind}: {_mapping(args)}" for kind, args in folded.defaults]
+        if folded.blocks:
+            self.lines.append("blocks:")
+        for block in folded.blocks:
+            self.lines.append(f"  {block.name}:")
+            if block.params:
+                self.lines.append(f"    params: {{{', '.join(f'{k}: {t}' for k, t in block.params)}}}")
+            self.entry(4, "body", block.body)
+
+
+def render_yaml(
+    name: str, input_shape: tuple[int, ...], root: Any, header: list[str], folded: Folded | None = None
+) -> str:
+    """The spec's text; ``folded`` (the block form) gives its ``defaults:``, ``blocks:`` and model."""
     writer = _Writer()
     writer.lines += [f"# {line}" if line else "#" for line in header]
     writer.lines.append(f"name: {name}")
     writer.lines.append(f"input: {_scalar(list(input_shape))}")
+    if folded is not None:
+        writer.folded(folded)
+        root = folded.root
     if isinstance(root, Layer):
         root = Block((("0", root),), named=False)
     writer.entry(0, "model", root)
     return "\n".join(writer.lines) + "\n"
+
+
+def line_count(node: Any) -> int:
+    """How many lines ``node`` takes written under a key."""
+    writer = _Writer()
+    writer.entry(0, "x", node)
+    return len(writer.lines)
