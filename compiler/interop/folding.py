@@ -117,15 +117,21 @@ def candidates(root: Any) -> list[Any]:
 
 
 def repeated_groups(roots: list[Any], lines: Any) -> list[list[Any]]:
-    """Outermost subtrees, repeated, whose block form is shorter than writing each out: groups of instances."""
+    """Outermost subtrees, repeated, whose block form is shorter than writing each out: groups of instances.
+    A group whose instances hold a part that repeats outside them too waits: that part becomes a block first
+    (a squeeze-excitation in two kinds of MBConv), and the group is found again, using it, in a later pass."""
     nodes = [n for root in roots for n in candidates(root)]
     joined = _joined(list({shape(n): None for n in nodes}))
     counts = Counter(joined[shape(n)] for n in nodes)
+    within: dict[Any, Counter] = {}
+    for n in nodes:
+        within.setdefault(joined[shape(n)], Counter()).update(joined[shape(d)] for d in candidates(n)[1:])
+    waits = {key for key, inner in within.items() if any(counts[k] > c and counts[k] >= 2 for k, c in inner.items())}
     taken: dict[Any, list[Any]] = {}
 
     def visit(node: Any, top: bool) -> None:
         key = joined.get(shape(node)) if isinstance(node, (Block, Merge)) and node.origin else None
-        if not top and key is not None and counts[key] >= 2 and leaves(node) >= 2:
+        if not top and key is not None and counts[key] >= 2 and key not in waits and leaves(node) >= 2:
             taken.setdefault(key, []).append(node)
             return
         for child in children(node):
@@ -155,8 +161,8 @@ class Template:
 
     def slot(self, values: list[Any], hint: tuple[str, str]) -> Any:
         known = [v for v in values if v is not WILD]
-        if all(_key(v) == _key(known[0]) for v in known):
-            return known[0]
+        if all(_key(v) == _key(known[0]) for v in known) and not (isinstance(known[0], str) and "$" in known[0]):
+            return known[0]  # (an expression names the enclosing block's parameters: passed in, never copied)
         self.slots.append(values)
         self.hints.append(hint)
         return _Slot(len(self.slots) - 1)
