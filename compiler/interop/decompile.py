@@ -90,7 +90,7 @@ def fold(root: Any, reserved: set[str] = frozenset()) -> Folded:
     taken = set(reserved) | set(RESERVED_NAMES) | set(RESERVED_BLOCKS)
     blocks, root = fold_blocks(root, line_count, signature, taken)
     bodies = [fold_loops(b.body) for b in blocks]
-    defaults, (root, *bodies) = layer_defaults([fold_loops(root), *bodies])
+    defaults, (root, *bodies) = layer_defaults([fold_loops(root), *bodies], signature)
     made = [type(b)(b.name, b.params, body) for b, body in zip(blocks, bodies)]
     return Folded(defaults, tuple(reversed(made)), root)
 

@@ -113,7 +113,7 @@ def _joined(shapes: list[Any]) -> dict[Any, Any]:
 
 def candidates(root: Any) -> list[Any]:
     """The nodes that may become block uses: each one module (never a merge's spread part)."""
-    return [n for n in walk(root) if isinstance(n, (Block, Merge)) and n.origin and leaves(n) >= 2]
+    return [n for n in walk(root) if isinstance(n, (Block, Merge)) and n.origin and leaves(n) >= 1]
 
 
 def repeated_groups(roots: list[Any], lines: Any) -> list[list[Any]]:
@@ -123,15 +123,19 @@ def repeated_groups(roots: list[Any], lines: Any) -> list[list[Any]]:
     nodes = [n for root in roots for n in candidates(root)]
     joined = _joined(list({shape(n): None for n in nodes}))
     counts = Counter(joined[shape(n)] for n in nodes)
+    every: dict[Any, list[Any]] = {}
+    for n in nodes:
+        every.setdefault(joined[shape(n)], []).append(n)
+    pays = {key for key, group in every.items() if len(group) >= 2 and _worth(group, lines)}
     within: dict[Any, Counter] = {}
     for n in nodes:
         within.setdefault(joined[shape(n)], Counter()).update(joined[shape(d)] for d in candidates(n)[1:])
-    waits = {key for key, inner in within.items() if any(counts[k] > c and counts[k] >= 2 for k, c in inner.items())}
+    waits = {key for key, inner in within.items() if any(counts[k] > c and k in pays for k, c in inner.items())}
     taken: dict[Any, list[Any]] = {}
 
     def visit(node: Any, top: bool) -> None:
         key = joined.get(shape(node)) if isinstance(node, (Block, Merge)) and node.origin else None
-        if not top and key is not None and counts[key] >= 2 and key not in waits and leaves(node) >= 2:
+        if not top and key is not None and counts[key] >= 2 and key not in waits:
             taken.setdefault(key, []).append(node)
             return
         for child in children(node):
@@ -387,9 +391,10 @@ def _block_name(group: list[Any], taken: set[str]) -> str:
 # --------------------------------------------------------------------------- layer defaults
 
 
-def layer_defaults(roots: list[Any], least: int = 3) -> tuple[tuple, list[Any]]:
+def layer_defaults(roots: list[Any], signature_of: Any, least: int = 2) -> tuple[tuple, list[Any]]:
     """``defaults:``: a keyword value every layer of a type says (at least ``least`` of them), and ``roots``
-    without it. Expressions (a block's parameters) are never defaults: they mean something else per block."""
+    without it. Only keywords with a default of their own (a required one reads better at the layer), never
+    expressions (a block's parameters: they mean something else per block)."""
     by_type: dict[str, list[Layer]] = {}
     for root in roots:
         for node in walk(root):
@@ -397,10 +402,12 @@ def layer_defaults(roots: list[Any], least: int = 3) -> tuple[tuple, list[Any]]:
                 by_type.setdefault(node.type, []).append(node)
     table: dict[str, tuple] = {}
     for kind, layers in by_type.items():
+        signature = signature_of(kind)
+        optional = {k for k, p in signature.parameters.items() if p.default is not p.empty} if signature else set()
         shared = [
             (k, v)
             for k, v in layers[0].args
-            if not (isinstance(v, str) and "$" in v) and all(_says(layer, k, v) for layer in layers[1:])
+            if k in optional and not (isinstance(v, str) and "$" in v) and all(_says(x, k, v) for x in layers[1:])
         ]
         if len(layers) >= least and shared:
             table[kind] = tuple(shared)

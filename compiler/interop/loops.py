@@ -9,6 +9,7 @@ from typing import Any
 
 from compiler.interop.folding import with_children
 from compiler.interop.nodes import Block, Loop, Use
+from compiler.interop.yaml_text import line_count
 
 _NUMBERED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?)(\d+)\Z")
 
@@ -28,11 +29,12 @@ def _list_runs(items: tuple) -> tuple:
     i = 0
     while i < len(items):
         end, body = _run(items, i, lambda a, b: True)
-        if end - i >= 2:
+        if end - i >= 2 and _shorter(Loop(end - i, "i", body), items[i:end]):
             out.append((str(len(out)), Loop(end - i, "i", body)))
+            i = end
         else:
             out.append(items[i])
-        i = max(end, i + 1)
+            i += 1
     return tuple(out)
 
 
@@ -42,14 +44,19 @@ def _named_runs(items: tuple) -> tuple:
     while i < len(items):
         first = _NUMBERED.match(items[i][0])
         end, body = _run(items, i, lambda a, b: _next_name(a, b)) if first else (i, None)
-        if end - i >= 2:
+        if end - i >= 2 and _shorter(Loop(end - i, "i", body), items[i:end]):
             start = int(first.group(2))
             index = "{i}" if start == 0 else f"{{i + {start}}}"
             out.append((first.group(1) + index, Loop(end - i, "i", body, pattern=first.group(1) + index)))
+            i = end
         else:
             out.append(items[i])
-        i = max(end, i + 1)
+            i += 1
     return tuple(out)
+
+
+def _shorter(loop: Loop, items: tuple) -> bool:
+    return line_count(loop) < sum(line_count(node) for _, node in items)
 
 
 def _next_name(a: str, b: str) -> bool:
