@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from compiler.interop.folding import fold_blocks, layer_defaults
+from compiler.interop.folding import fold_blocks, layer_defaults, walk
 from compiler.interop.loops import fold_loops
 from compiler.interop.mapping import Decompiler
 from compiler.interop.nodes import DecompileError, Folded
@@ -87,12 +87,20 @@ def fold(root: Any, reserved: set[str] = frozenset()) -> Folded:
         entry = REGISTRY.get("layer", kind)
         return entry.signature() if entry is not None else None
 
-    taken = set(reserved) | set(RESERVED_NAMES) | set(RESERVED_BLOCKS)
+    taken = set(reserved) | set(RESERVED_NAMES) | set(RESERVED_BLOCKS) | _child_names(root)  # a use reads as one
     blocks, root = fold_blocks(root, line_count, signature, taken)
     bodies = [fold_loops(b.body) for b in blocks]
     defaults, (root, *bodies) = layer_defaults([fold_loops(root), *bodies], signature)
     made = [type(b)(b.name, b.params, body) for b, body in zip(blocks, bodies)]
     return Folded(defaults, tuple(reversed(made)), root)
+
+
+def _child_names(root: Any) -> set[str]:
+    names: set[str] = set()
+    for node in walk(root):
+        for field in ("items", "before", "branches", "then"):
+            names.update(name for name, _ in getattr(node, field, ()))
+    return names
 
 
 def load_factory(text: str, kwargs: dict | None = None) -> nn.Module:

@@ -379,7 +379,9 @@ def _block_name(group: list[Any], taken: set[str]) -> str:
     origin = Counter(n.class_name if isinstance(n, Merge) and n.class_name else n.origin for n in group)
     base = origin.most_common(1)[0][0].lstrip("_")
     base = base[:1].upper() + base[1:]
-    if not (base.isidentifier() and base.isascii()) or base in ("Sequential", "Module") or REGISTRY.is_layer(base):
+    if base == "Sequential":
+        base = "Stage"  # a list of layers or blocks, as torchvision's `_make_layer` returns
+    if not (base.isidentifier() and base.isascii()) or REGISTRY.is_layer(base):
         base = "Block"
     name, i = base, 1
     while name in taken:

@@ -56,7 +56,7 @@ def _named_runs(items: tuple) -> tuple:
 
 
 def _shorter(loop: Loop, items: tuple) -> bool:
-    return line_count(loop) < sum(line_count(node) for _, node in items)
+    return line_count(loop) <= sum(line_count(node) for _, node in items)
 
 
 def _next_name(a: str, b: str) -> bool:

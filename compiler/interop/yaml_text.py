@@ -58,8 +58,14 @@ def _flow(node: Any) -> str | None:
         return f"{{{node.type}: {_mapping(node.args)}}}"
     if isinstance(node, Use):
         return f"{{{node.name}: {_mapping(node.args)}}}" if node.args else node.name
-    if isinstance(node, Block) and not node.named and all(isinstance(n, Layer) for _, n in node.items):
+    if isinstance(node, Block) and all(isinstance(n, (Layer, Use)) for _, n in node.items):
+        if node.named:
+            return "{" + ", ".join(f"{_key(k)}: {_flow(n)}" for k, n in node.items) + "}"
         return "[" + ", ".join(_flow(n) for _, n in node.items) + "]"
+    if isinstance(node, Repeat) and all(isinstance(n, (Layer, Use)) for n in node.body):
+        return f"{{repeat: {node.times}, body: [{', '.join(_flow(n) for n in node.body)}]}}"
+    if isinstance(node, Loop) and isinstance(node.body, (Layer, Use)):
+        return f"{{repeat: {node.times}, as: {node.index}, body: {_flow(node.body)}}}"
     return None
 
 
