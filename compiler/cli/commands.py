@@ -433,7 +433,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             warnings.simplefilter("ignore")
             module = load_factory(args.factory, kwargs)
             name = _identifier(args.name or args.factory.rsplit(":", 1)[-1].rsplit(".", 1)[-1])
-            text = to_spec(module, args.input, name=name, source=_source(args.factory, kwargs))
+            text = to_spec(module, args.input, name=name, source=_source(args.factory, kwargs), flat=args.flat)
     except DecompileError as err:
         return _fail("import", f"{visible(args.factory)}: {visible(str(err))}")
     try:
@@ -520,8 +520,9 @@ def _add_interop_commands(sub) -> None:
         "import",
         help="write the spec of a PyTorch model (e.g. torchvision.models:resnet18)",
         description="Decompile a model into a spec: FACTORY is MODULE:CALLABLE, called with no "
-        "arguments but those given with --arg (or MODULE:MODEL). The spec is verified: the model's state dict loads with "
-        "strict=True and the outputs are equal.",
+        "arguments but those given with --arg (or MODULE:MODEL). Repeated structure is written as parameterised "
+        "blocks, loops and layer defaults (--flat: every module written out). The spec is verified: the model's "
+        "state dict loads with strict=True and the outputs are equal.",
     )
     p.add_argument("factory", metavar="FACTORY")
     p.add_argument("--input", type=_shape, required=True, metavar="SHAPE", help="one sample's shape, e.g. 3,224,224")
@@ -534,6 +535,11 @@ def _add_interop_commands(sub) -> None:
         type=_factory_arg,
         metavar="NAME=VALUE",
         help="an argument for FACTORY, a Python literal (repeatable), e.g. --arg num_classes=10",
+    )
+    p.add_argument(
+        "--flat",
+        action="store_true",
+        help="no blocks:, loops or defaults: every module written out, as the model's own tree",
     )
     p.set_defaults(func=cmd_import)
 

@@ -65,15 +65,29 @@ def to_spec(
     ]
     header += [f"note: {note}" for note in decompiler.notes]
     if not flat:
-        try:
-            text = render_yaml(name, shape, root, header, fold(root, {name}))
-            verify(module, text, shape)
+        text, why = _block_form(module, shape, name, root, header)
+        if text:
             return text
-        except DecompileError as err:  # never a wrong model: the flat form, which is verified on its own
-            header.append(f"note: written without blocks: the block form did not verify ({err})")
+        if why:  # never a wrong model: the flat form, verified too
+            header.append(f"note: written without blocks: {why}")
     text = render_yaml(name, shape, root, header)
     verify(module, text, shape)
     return text
+
+
+def _block_form(module: nn.Module, shape: tuple[int, ...], name: str, root: Any, header: list[str]) -> tuple[str, str]:
+    """The spec in the block form, verified, or ``("", why not)`` (``why`` empty where it is no shorter)."""
+    try:
+        text = render_yaml(name, shape, root, header, fold(root, {name}))
+    except Exception as err:  # a shape the folding does not handle: the flat form is still right
+        return "", f"the block form could not be written ({type(err).__name__}: {err})"
+    if spec_lines(text) > spec_lines(render_yaml(name, shape, root, header)):
+        return "", ""  # nothing repeats enough to pay for blocks and defaults (AlexNet)
+    try:
+        verify(module, text, shape)
+    except DecompileError as err:
+        return "", f"the block form did not verify ({err})"
+    return text, ""
 
 
 def fold(root: Any, reserved: set[str] = frozenset()) -> Folded:
@@ -93,6 +107,11 @@ def fold(root: Any, reserved: set[str] = frozenset()) -> Folded:
     defaults, (root, *bodies) = layer_defaults([fold_loops(root), *bodies], signature)
     made = [type(b)(b.name, b.params, body) for b, body in zip(blocks, bodies)]
     return Folded(defaults, tuple(reversed(made)), root)
+
+
+def spec_lines(text: str) -> int:
+    """A spec's length: lines that are neither blank nor comments."""
+    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
 
 
 def _child_names(root: Any) -> set[str]:

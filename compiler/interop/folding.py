@@ -179,10 +179,16 @@ class Template:
             args = [(k, self.slot([_arg(n, k) for n in nodes], ("", k))) for k, _ in first.args]
             return Use(first.name, tuple(args))
         if isinstance(first, Block):
-            items = [(n, self.build([m.items[i][1] if m else None for m in nodes], n)) for i, (n, _) in enumerate(first.items)]
+            items = [
+                (n, self.build([m.items[i][1] if m else None for m in nodes], n))
+                for i, (n, _) in enumerate(first.items)
+            ]
             return Block(tuple(items), first.named, first.origin)
         if isinstance(first, Repeat):
-            return Repeat(first.times, tuple(self.build([m.body[i] if m else None for m in nodes]) for i in range(len(first.body))))
+            return Repeat(
+                first.times,
+                tuple(self.build([m.body[i] if m else None for m in nodes]) for i in range(len(first.body))),
+            )
         return self.merge(nodes, first)
 
     def layer(self, nodes: list[Any], first: Layer, where: str) -> Layer:
@@ -202,7 +208,10 @@ class Template:
     def merge(self, nodes: list[Any], first: Merge) -> Merge:
         def parts(field: str) -> tuple:
             own = getattr(first, field)
-            return tuple((n, self.build([getattr(m, field)[i][1] if m else None for m in nodes], n)) for i, (n, _) in enumerate(own))
+            return tuple(
+                (n, self.build([getattr(m, field)[i][1] if m else None for m in nodes], n))
+                for i, (n, _) in enumerate(own)
+            )
 
         branches = []
         for i in range(len(first.branches)):
@@ -214,7 +223,9 @@ class Template:
             elif all(p is None for p in present):
                 branches.append(named)
             else:
-                flag = self.slot([WILD if b is None else p is not None for p, b in zip(present, column)], ("", named[0]))
+                flag = self.slot(
+                    [WILD if b is None else p is not None for p, b in zip(present, column)], ("", named[0])
+                )
                 branches.append((named[0], Cond(flag, self.build(present, named[0]), Layer("Identity"))))
         return dataclasses.replace(first, before=parts("before"), branches=tuple(branches), then=parts("then"))
 

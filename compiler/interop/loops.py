@@ -4,6 +4,7 @@ the index: one value, a different first value, or a progression that gives back 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -62,7 +63,9 @@ def _shorter(loop: Loop, items: tuple) -> bool:
 def _next_name(a: str, b: str) -> bool:
     """``denselayer2`` follows ``denselayer1`` (and ``layer10`` follows ``layer9``, no leading zeros)."""
     x, y = _NUMBERED.match(a), _NUMBERED.match(b)
-    return bool(x and y and x.group(1) == y.group(1) and int(y.group(2)) == int(x.group(2)) + 1 and y.group(2)[0] != "0")
+    return bool(
+        x and y and x.group(1) == y.group(1) and int(y.group(2)) == int(x.group(2)) + 1 and y.group(2)[0] != "0"
+    )
 
 
 def _run(items: tuple, i: int, follows: Any) -> tuple[int, Any]:
@@ -119,7 +122,7 @@ def _progression(values: list[Any]) -> str | None:
 
 
 def _literal(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and value != value)
+    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
 def _text(value: Any) -> str:

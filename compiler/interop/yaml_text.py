@@ -58,10 +58,11 @@ def _flow(node: Any) -> str | None:
         return f"{{{node.type}: {_mapping(node.args)}}}"
     if isinstance(node, Use):
         return f"{{{node.name}: {_mapping(node.args)}}}" if node.args else node.name
-    if isinstance(node, Block) and all(isinstance(n, (Layer, Use)) for _, n in node.items):
-        if node.named:
-            return "{" + ", ".join(f"{_key(k)}: {_flow(n)}" for k, n in node.items) + "}"
-        return "[" + ", ".join(_flow(n) for _, n in node.items) + "]"
+    if isinstance(node, Block) and node.named and all(isinstance(n, (Layer, Use)) for _, n in node.items):
+        return "{" + ", ".join(f"{_key(k)}: {_flow(n)}" for k, n in node.items) + "}"
+    if isinstance(node, Block) and not node.named and all(isinstance(n, (Layer, Use, Loop)) for _, n in node.items):
+        parts = [_flow(n) for _, n in node.items]
+        return "[" + ", ".join(parts) + "]" if all(parts) else None
     if isinstance(node, Repeat) and all(isinstance(n, (Layer, Use)) for n in node.body):
         return f"{{repeat: {node.times}, body: [{', '.join(_flow(n) for n in node.body)}]}}"
     if isinstance(node, Loop) and isinstance(node.body, (Layer, Use)):
