@@ -164,15 +164,8 @@ def _pydantic(model: Any, defs: dict, skip: tuple[str, ...] = ()) -> dict:
 
 def schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file."""
-    from compiler.front.spec import DataSpec, TrainSpec
-
     defs: dict[str, Any] = {"layer": _calls("layer"), **_model_defs(), **_model_defs("_b", uses=True)}
     defs |= {"init_rule": _init_rule(), "defaults": _defaults_def()}
-    data = _pydantic(DataSpec, defs)
-    data["properties"]["dataset"] = _calls("dataset")
-    data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
-    data["properties"]["eval_transforms"] = {"type": "array", "items": _calls("transform")}
-    train = _pydantic(TrainSpec, defs)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -185,30 +178,41 @@ def schema() -> dict:
         "then": {"properties": {"model": _root("_b")}},
         "else": {"properties": {"model": _root("")}},
         "additionalProperties": False,
-        "properties": {
-            "base": {"type": "string", "description": "a spec file this one extends (relative to this file)"},
-            "version": {"const": 1},
-            "name": {"type": "string", "pattern": _IDENT},
-            "description": {"type": "string"},
-            "seed": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]},
-            "vars": {"type": "object", "propertyNames": {"pattern": _IDENT}},
-            "input": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 8,
-                "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
-            },
-            "defaults": {"$ref": "#/$defs/defaults"},
-            "blocks": _blocks_def(),
-            "model": {"type": ["object", "array"]},
-            "init": {"type": "array", "items": {"$ref": "#/$defs/init_rule"}},
-            "data": data,
-            "loss": _calls("loss"),
-            "optimizer": _calls("optimizer"),
-            "scheduler": _scheduler_calls(),
-            "train": train,
-        },
+        "properties": _sections(defs),
         "$defs": defs,
+    }
+
+
+def _sections(defs: dict[str, Any]) -> dict[str, Any]:
+    """The top-level keys."""
+    from compiler.front.spec import DataSpec, TrainSpec
+
+    data = _pydantic(DataSpec, defs)
+    data["properties"]["dataset"] = _calls("dataset")
+    data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
+    data["properties"]["eval_transforms"] = {"type": "array", "items": _calls("transform")}
+    return {
+        "base": {"type": "string", "description": "a spec file this one extends (relative to this file)"},
+        "version": {"const": 1},
+        "name": {"type": "string", "pattern": _IDENT},
+        "description": {"type": "string"},
+        "seed": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]},
+        "vars": {"type": "object", "propertyNames": {"pattern": _IDENT}},
+        "input": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 8,
+            "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+        },
+        "defaults": {"$ref": "#/$defs/defaults"},
+        "blocks": _blocks_def(),
+        "model": {"type": ["object", "array"]},
+        "init": {"type": "array", "items": {"$ref": "#/$defs/init_rule"}},
+        "data": data,
+        "loss": _calls("loss"),
+        "optimizer": _calls("optimizer"),
+        "scheduler": _scheduler_calls(),
+        "train": _pydantic(TrainSpec, defs),
     }
 
 
@@ -232,27 +236,11 @@ def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
     the spec defines `blocks:` or extends a base that may, a block use). ``suffix`` names this variant's defs."""
     layer_names = REGISTRY.names("layer")
     node = {"$ref": f"#/$defs/node{suffix}"}
-    item = {
-        "allOf": [node, {"not": {"type": "object", "required": ["name", "body"]}}]
-    }  # a list's loop splices: no `name:`
     kinds = ["layer", *(["use"] if uses else []), f"block{suffix}", f"repeat{suffix}", f"loop{suffix}"]
     kinds += [f"if{suffix}", f"merge{suffix}"]
-    reserved = [*layer_names, "repeat", "body", "merge", "if", "for"]
-    child_names = {"anyOf": [{"pattern": _IDENT, "not": {"enum": reserved}}, {"pattern": r"\{"}, {"pattern": r"^\$"}]}
     defs = {
         f"node{suffix}": {"anyOf": [{"$ref": f"#/$defs/{kind}"} for kind in kinds]},
-        f"block{suffix}": {
-            "anyOf": [
-                {"type": "array", "minItems": 1, "items": item, "description": "nn.Sequential"},
-                {
-                    "type": "object",
-                    "minProperties": 1,
-                    "description": "nn.Sequential(OrderedDict): children by name (or by a loop's name pattern)",
-                    "propertyNames": child_names,
-                    "additionalProperties": node,
-                },
-            ]
-        },
+        f"block{suffix}": _block_def(node, layer_names),
         f"repeat{suffix}": {
             "type": "object",
             "required": ["repeat", "body"],
@@ -276,6 +264,25 @@ def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
     if uses:
         defs["use"] = _use_def(layer_names)
     return defs
+
+
+def _block_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
+    """A list (``nn.Sequential``) or named children; a child's name may be a loop's pattern or a ``$var``."""
+    reserved = [*layer_names, "repeat", "body", "merge", "if", "for"]
+    child_names = {"anyOf": [{"pattern": _IDENT, "not": {"enum": reserved}}, {"pattern": r"\{"}, {"pattern": r"^\$"}]}
+    item = {"allOf": [node, {"not": {"type": "object", "required": ["name", "body"]}}]}  # a list's loop splices
+    return {
+        "anyOf": [
+            {"type": "array", "minItems": 1, "items": item, "description": "nn.Sequential"},
+            {
+                "type": "object",
+                "minProperties": 1,
+                "description": "nn.Sequential(OrderedDict): children by name (or by a loop's name pattern)",
+                "propertyNames": child_names,
+                "additionalProperties": node,
+            },
+        ]
+    }
 
 
 def _loop_def(node: dict) -> dict[str, Any]:
