@@ -90,7 +90,11 @@ def test_torchvision_models_decompile_to_specs_that_reproduce_them(name):
 
 
 def test_decompiled_resnet18_reads_like_the_shipped_spec():
-    text = compiler.to_spec(models.resnet18(weights=None), (3, 64, 64), name="resnet18")
+    model = models.resnet18(weights=None)
+    folded = compiler.to_spec(model, (3, 64, 64), name="resnet18")
+    assert "  BasicBlock:\n    params: {out: int, stride: int, downsample: bool}" in folded
+    assert "if: $downsample" in folded and "defaults:" in folded and "class: BasicBlock" not in folded
+    text = compiler.to_spec(model, (3, 64, 64), name="resnet18", flat=True)  # the module tree written out
     assert "class: BasicBlock" in text and "merge: add" in text and "identity: Identity" in text
     assert "repeat: 2" in text  # layer1's two equal blocks
     assert "in_channels" not in text and "in_features" not in text and "num_features" not in text  # inferred
