@@ -176,7 +176,7 @@ class Template:
         if isinstance(first, Layer):
             return self.layer(nodes, first, where)
         if isinstance(first, Use):
-            args = [(k, self.slot([_arg(n, k) for n in nodes], ("", k))) for k, _ in first.args]
+            args = [(k, self.slot([_arg(n, k) for n in nodes], (where, k))) for k, _ in first.args]
             return Use(first.name, tuple(args))
         if isinstance(first, Block):
             items = [
@@ -320,7 +320,7 @@ def _fresh(hint: tuple[str, str], taken: list[str]) -> str:
     """A parameter name: the argument's short name, else with its layer's name (``conv3_out``), else numbered."""
     where, short = hint
     short = short if short.isidentifier() else "p"
-    for name in (short, f"{where}_{short}"):
+    for name in (short, f"{where}_{short}" if where else ""):
         if name.isidentifier() and name not in taken and name not in ("in_channels", "in_shape"):
             return name
     i = 2

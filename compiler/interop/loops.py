@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 from compiler.interop.folding import with_children
-from compiler.interop.nodes import Block, Loop, Use
+from compiler.interop.nodes import Block, Loop, Repeat, Use
 from compiler.interop.yaml_text import line_count
 
 _NUMBERED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?)(\d+)\Z")
@@ -31,7 +31,8 @@ def _list_runs(items: tuple) -> tuple:
     while i < len(items):
         end, body = _run(items, i, lambda a, b: True)
         if end - i >= 2 and _shorter(Loop(end - i, "i", body), items[i:end]):
-            out.append((str(len(out)), Loop(end - i, "i", body)))
+            plain = not any(isinstance(v, str) and "$i" in v for _, v in body.args)
+            out.append((str(len(out)), Repeat(end - i, (body,)) if plain else Loop(end - i, "i", body)))
             i = end
         else:
             out.append(items[i])
@@ -44,7 +45,8 @@ def _named_runs(items: tuple) -> tuple:
     i = 0
     while i < len(items):
         first = _NUMBERED.match(items[i][0])
-        end, body = _run(items, i, lambda a, b: _next_name(a, b)) if first else (i, None)
+        first = first if first and (first.group(2) == "0" or first.group(2)[0] != "0") else None  # not `layer01`
+        end, body = _run(items, i, _next_name) if first else (i, None)
         if end - i >= 2 and _shorter(Loop(end - i, "i", body), items[i:end]):
             start = int(first.group(2))
             index = "{i}" if start == 0 else f"{{i + {start}}}"
