@@ -15,12 +15,13 @@ The result is always verified: the spec is parsed and built, the module's state 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 from torch import nn
 
-from compiler.interop.folding import fold_blocks, layer_defaults, walk
+from compiler.interop.folding import fold_blocks, layer_defaults, param_defaults, walk
 from compiler.interop.loops import fold_loops
 from compiler.interop.mapping import Decompiler
 from compiler.interop.nodes import DecompileError, Folded
@@ -105,7 +106,8 @@ def fold(root: Any, reserved: set[str] = frozenset()) -> Folded:
     blocks, root = fold_blocks(root, line_count, signature, taken)
     bodies = [fold_loops(b.body) for b in blocks]
     defaults, (root, *bodies) = layer_defaults([fold_loops(root), *bodies], signature)
-    made = [type(b)(b.name, b.params, body) for b, body in zip(blocks, bodies)]
+    blocks, (root, *bodies) = param_defaults(blocks, [root, *bodies])
+    made = [dataclasses.replace(b, body=body) for b, body in zip(blocks, bodies)]
     return Folded(defaults, tuple(reversed(made)), root)
 
 

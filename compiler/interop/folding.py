@@ -437,3 +437,32 @@ def _without(node: Any, table: dict[str, tuple]) -> Any:
         args = tuple((k, v) for k, v in node.args if k not in keys)
         return Layer(node.type, args, node.short and args == node.args)
     return with_children(node, lambda c: _without(c, table))
+
+
+# --------------------------------------------------------------------------- parameter defaults
+
+
+def param_defaults(blocks: list[BlockDef], roots: list[Any]) -> tuple[list[BlockDef], list[Any]]:
+    """A parameter's value in most uses (at least two, more than half) as its default, which those uses leave
+    out: ``{BasicBlock: {out: 64}}`` for ``{BasicBlock: {out: 64, stride: 1, downsample: false}}``. Integers and
+    booleans only (a text default would read as a type's name); an expression is never left out."""
+    uses = [n for root in roots for n in walk(root) if isinstance(n, Use)]
+    table: dict[str, dict[str, Any]] = {}
+    for block in blocks:
+        mine = [dict(u.args) for u in uses if u.name == block.name]
+        chosen = {}
+        for name, kind in block.params:
+            values = [args[name] for args in mine if name in args and kind in ("int", "bool")]
+            counts = Counter(_key(v) for v in values if not isinstance(v, str))
+            if counts and counts.most_common(1)[0][1] >= max(2, len(mine) // 2 + 1):
+                chosen[name] = next(v for v in values if _key(v) == counts.most_common(1)[0][0])
+        table[block.name] = chosen
+    blocks = [dataclasses.replace(b, defaults=tuple(table[b.name].items())) for b in blocks]
+    return blocks, [_without_defaults(root, table) for root in roots]
+
+
+def _without_defaults(node: Any, table: dict[str, dict[str, Any]]) -> Any:
+    if isinstance(node, Use):
+        given = table.get(node.name, {})
+        return Use(node.name, tuple((k, v) for k, v in node.args if not (k in given and _key(v) == _key(given[k]))))
+    return with_children(node, lambda c: _without_defaults(c, table))

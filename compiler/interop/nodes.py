@@ -85,6 +85,7 @@ class BlockDef:
     name: str
     params: tuple[tuple[str, str], ...]  # (name, type)
     body: Any
+    defaults: tuple[tuple[str, Any], ...] = ()  # (name, value): the parameters that have one
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,11 @@ def _flow(node: Any) -> str | None:
         return f"{{{node.name}: {_mapping(node.args)}}}" if node.args else node.name
     if isinstance(node, Block) and node.named and all(isinstance(n, (Layer, Use)) for _, n in node.items):
         return "{" + ", ".join(f"{_key(k)}: {_flow(n)}" for k, n in node.items) + "}"
-    if isinstance(node, Block) and not node.named and all(isinstance(n, (Layer, Use, Loop)) for _, n in node.items):
+    if (
+        isinstance(node, Block)
+        and not node.named
+        and all(isinstance(n, (Layer, Use, Loop, Repeat)) for _, n in node.items)
+    ):
         parts = [_flow(n) for _, n in node.items]
         return "[" + ", ".join(parts) + "]" if all(parts) else None
     if isinstance(node, Repeat) and all(isinstance(n, (Layer, Use)) for n in node.body):
@@ -182,7 +186,9 @@ class _Writer:
         for block in folded.blocks:
             self.lines.append(f"  {block.name}:")
             if block.params:
-                self.lines.append(f"    params: {{{', '.join(f'{k}: {t}' for k, t in block.params)}}}")
+                given = dict(block.defaults)
+                params = [f"{k}: {_scalar(given[k]) if k in given else t}" for k, t in block.params]
+                self.lines.append(f"    params: {{{', '.join(params)}}}")
             self.entry(4, "body", block.body)
 
 
