@@ -222,3 +222,30 @@ def test_layer_defaults_leave_required_arguments_and_expressions_at_the_layer():
     assert table == (("ReLU", (("inplace", True),)), ("Conv2d", (("bias", False),)))
     assert dict(rest.items)["a"] == Layer("ReLU") and dict(rest.items)["c"] == pool
     assert dict(rest.items)["e"].args == (("out_channels", "$out"), ("kernel_size", 3))
+
+
+def _conv_stack() -> nn.Module:
+    def unit(cin: int, cout: int, stride: int) -> nn.Sequential:
+        first = [nn.Conv2d(cin, cout // 2, 1, bias=False), nn.BatchNorm2d(cout // 2), nn.ReLU()]
+        return nn.Sequential(*first, nn.Conv2d(cout // 2, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+    widths = [(3, 8, 1), (8, 16, 2), (16, 16, 1), (16, 24, 1), (24, 24, 1), (24, 32, 1)]
+    return nn.Sequential(*(unit(*w) for w in widths), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 4))
+
+
+def test_a_parameter_that_most_uses_give_the_same_value_gets_it_as_default():
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    from compiler.cli.schema import schema
+
+    model = _with_batchnorm_stats(_conv_stack())
+    text = compiler.to_spec(model, (3, 16, 16), name="stack")
+    assert "  Stage:\n    params: {out: int, stride: 1}\n" in text  # five of six units: stride 1
+    assert '"$out * 2"' in text  # the 3x3 conv's width, twice the 1x1's in every unit
+    assert "- {Stage: {out: 4}}" in text and "- {repeat: 2, body: [{Stage: {out: 12}}]}" in text
+    assert '- {repeat: 2, as: i, body: {Stage: {out: 8, stride: "2 if $i == 0 else 1"}}}' in text
+    assert "defaults:\n  ReLU" not in text  # ReLU() says nothing a default could
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema()).iter_errors(yaml.safe_load(text))]
+    assert not errors, errors[:3]
+    _reproduces(model, text, (3, 16, 16))

@@ -89,6 +89,8 @@ def _run(items: tuple, i: int, follows: Any) -> tuple[int, Any]:
 
 
 def _body(uses: list[Use]) -> Use | None:
+    """The loop body for ``uses``; None where an argument is no expression of the index, or where every one
+    changes with it (a loop of blocks that share nothing reads worse than the blocks)."""
     args = []
     for j, (key, _) in enumerate(uses[0].args):
         values = [u.args[j][1] if j < len(u.args) and u.args[j][0] == key else None for u in uses]
@@ -96,6 +98,8 @@ def _body(uses: list[Use]) -> Use | None:
         if text is None:
             return None
         args.append((key, text))
+    if args and all(isinstance(v, str) and "$i" in v for _, v in args):
+        return None
     return Use(uses[0].name, tuple(args))
 
 
