@@ -71,6 +71,8 @@ def shape(node: Any) -> Any:
         return ("M", *_merge_frame(node), tuple(_branch_shape(n, c) for n, c in node.branches))
     if isinstance(node, Repeat):
         return ("R", node.times, tuple(shape(c) for c in node.body))
+    if isinstance(node, Cond):  # (a block made in an earlier pass holds it)
+        return ("C", shape(node.then), None if node.otherwise is None else shape(node.otherwise))
     return ("?", repr(node))
 
 
@@ -184,6 +186,10 @@ class Template:
                 for i, (n, _) in enumerate(first.items)
             ]
             return Block(tuple(items), first.named, first.origin)
+        if isinstance(first, Cond):
+            cond = self.slot([WILD if n is None else n.cond for n in nodes], (where, "flag"))
+            other = None if first.otherwise is None else self.build([n and n.otherwise for n in nodes], where)
+            return Cond(cond, self.build([n and n.then for n in nodes], where), other)
         if isinstance(first, Repeat):
             return Repeat(
                 first.times,
