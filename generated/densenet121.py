@@ -41,6 +41,25 @@ class DenseLayer(nn.Module):
         return torch.cat([x, new], dim=1)
 
 
+def transition(in_channels):
+    """The spec's block Transition."""
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("norm", nn.BatchNorm2d(in_channels)),
+                ("relu", nn.ReLU(inplace=True)),
+                (
+                    "conv",
+                    nn.Conv2d(
+                        in_channels=in_channels, out_channels=in_channels // 2, kernel_size=1, stride=1, bias=False
+                    ),
+                ),
+                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
+            ]
+        )
+    )
+
+
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 7,978,856 parameters."""
     features = nn.Sequential(
@@ -65,22 +84,7 @@ def build_model():
                         )
                     ),
                 ),
-                (
-                    "transition1",
-                    nn.Sequential(
-                        OrderedDict(
-                            [
-                                ("norm", nn.BatchNorm2d(256)),  # -> (256, 56, 56), num_features inferred
-                                ("relu", nn.ReLU(inplace=True)),  # -> (256, 56, 56)
-                                (
-                                    "conv",
-                                    nn.Conv2d(in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False),
-                                ),
-                                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (128, 28, 28)
-                            ]
-                        )
-                    ),
-                ),
+                ("transition1", transition(256)),
                 (
                     "denseblock2",
                     nn.Sequential(
@@ -102,22 +106,7 @@ def build_model():
                         )
                     ),
                 ),
-                (
-                    "transition2",
-                    nn.Sequential(
-                        OrderedDict(
-                            [
-                                ("norm", nn.BatchNorm2d(512)),  # -> (512, 28, 28), num_features inferred
-                                ("relu", nn.ReLU(inplace=True)),  # -> (512, 28, 28)
-                                (
-                                    "conv",
-                                    nn.Conv2d(in_channels=512, out_channels=256, kernel_size=1, stride=1, bias=False),
-                                ),
-                                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (256, 14, 14)
-                            ]
-                        )
-                    ),
-                ),
+                ("transition2", transition(512)),
                 (
                     "denseblock3",
                     nn.Sequential(
@@ -151,22 +140,7 @@ def build_model():
                         )
                     ),
                 ),
-                (
-                    "transition3",
-                    nn.Sequential(
-                        OrderedDict(
-                            [
-                                ("norm", nn.BatchNorm2d(1024)),  # -> (1024, 14, 14), num_features inferred
-                                ("relu", nn.ReLU(inplace=True)),  # -> (1024, 14, 14)
-                                (
-                                    "conv",
-                                    nn.Conv2d(in_channels=1024, out_channels=512, kernel_size=1, stride=1, bias=False),
-                                ),
-                                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (512, 7, 7)
-                            ]
-                        )
-                    ),
-                ),
+                ("transition3", transition(1024)),
                 (
                     "denseblock4",
                     nn.Sequential(

@@ -58,17 +58,42 @@ class SqueezeExcitation(nn.Module):
         return x * scale
 
 
+def mb_block(in_channels, t, k, s, out):
+    """The spec's block MBBlock."""
+    layers = []
+    if t != 1:
+        layers.append(conv_bn_act(in_channels, in_channels * t, kernel=1))
+    layers.append(conv_bn_act(in_channels * t, in_channels * t, kernel=k, stride=s, groups=in_channels * t))
+    layers.append(SqueezeExcitation(in_channels * t, in_channels // 4))
+    layers.append(conv_bn_act(in_channels * t, out, kernel=1, act=False))
+    return nn.Sequential(*layers)
+
+
 class MBConv(nn.Module):
     """block .. stochastic_depth + input."""
 
-    def __init__(self, block, stochastic_depth):
+    def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
-        self.block = block
-        self.stochastic_depth = stochastic_depth
+        self.block = mb_block(in_channels, t, k, s, out)
+        self.stochastic_depth = ops.StochasticDepth(p, "row")
 
     def forward(self, x):
         main = self.stochastic_depth(self.block(x))
         return main + x
+
+
+def mb_conv(in_channels, t, k, s, out, p):
+    """The spec's block MBConv."""
+    if s == 1 and in_channels == out:
+        return MBConv(in_channels, t, k, s, out, p)
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("block", mb_block(in_channels, t, k, s, out)),
+                ("stochastic_depth", ops.StochasticDepth(0.0, "row")),
+            ]
+        )
+    )
 
 
 def build_model():
@@ -76,210 +101,34 @@ def build_model():
     features = nn.Sequential(
         conv_bn_act(3, 32, stride=2),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(32, 32, groups=32),
-                                SqueezeExcitation(32, 8),
-                                conv_bn_act(32, 16, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (16, 112, 112)
-                    ]
-                )
-            ),
+            mb_conv(32, 1, 3, 1, 16, 0.0),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(16, 96, kernel=1),
-                                conv_bn_act(96, 96, stride=2, groups=96),
-                                SqueezeExcitation(96, 4),
-                                conv_bn_act(96, 24, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (24, 56, 56)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(24, 144, kernel=1),
-                    conv_bn_act(144, 144, groups=144),
-                    SqueezeExcitation(144, 6),
-                    conv_bn_act(144, 24, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.025, "row"),  # -> (24, 56, 56)
-            ),
+            mb_conv(16, 6, 3, 2, 24, 0.0125),
+            mb_conv(24, 6, 3, 1, 24, 0.025),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(24, 144, kernel=1),
-                                conv_bn_act(144, 144, kernel=5, stride=2, groups=144),
-                                SqueezeExcitation(144, 6),
-                                conv_bn_act(144, 40, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (40, 28, 28)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(40, 240, kernel=1),
-                    conv_bn_act(240, 240, kernel=5, groups=240),
-                    SqueezeExcitation(240, 10),
-                    conv_bn_act(240, 40, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.05, "row"),  # -> (40, 28, 28)
-            ),
+            mb_conv(24, 6, 5, 2, 40, 0.037500000000000006),
+            mb_conv(40, 6, 5, 1, 40, 0.05),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(40, 240, kernel=1),
-                                conv_bn_act(240, 240, stride=2, groups=240),
-                                SqueezeExcitation(240, 10),
-                                conv_bn_act(240, 80, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (80, 14, 14)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(80, 480, kernel=1),
-                    conv_bn_act(480, 480, groups=480),
-                    SqueezeExcitation(480, 20),
-                    conv_bn_act(480, 80, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.07500000000000001, "row"),  # -> (80, 14, 14)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(80, 480, kernel=1),
-                    conv_bn_act(480, 480, groups=480),
-                    SqueezeExcitation(480, 20),
-                    conv_bn_act(480, 80, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.08750000000000001, "row"),  # -> (80, 14, 14)
-            ),
+            mb_conv(40, 6, 3, 2, 80, 0.0625),
+            mb_conv(80, 6, 3, 1, 80, 0.07500000000000001),
+            mb_conv(80, 6, 3, 1, 80, 0.08750000000000001),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(80, 480, kernel=1),
-                                conv_bn_act(480, 480, kernel=5, groups=480),
-                                SqueezeExcitation(480, 20),
-                                conv_bn_act(480, 112, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (112, 14, 14)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(112, 672, kernel=1),
-                    conv_bn_act(672, 672, kernel=5, groups=672),
-                    SqueezeExcitation(672, 28),
-                    conv_bn_act(672, 112, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.1125, "row"),  # -> (112, 14, 14)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(112, 672, kernel=1),
-                    conv_bn_act(672, 672, kernel=5, groups=672),
-                    SqueezeExcitation(672, 28),
-                    conv_bn_act(672, 112, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.125, "row"),  # -> (112, 14, 14)
-            ),
+            mb_conv(80, 6, 5, 1, 112, 0.1),
+            mb_conv(112, 6, 5, 1, 112, 0.1125),
+            mb_conv(112, 6, 5, 1, 112, 0.125),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(112, 672, kernel=1),
-                                conv_bn_act(672, 672, kernel=5, stride=2, groups=672),
-                                SqueezeExcitation(672, 28),
-                                conv_bn_act(672, 192, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (192, 7, 7)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(192, 1152, kernel=1),
-                    conv_bn_act(1152, 1152, kernel=5, groups=1152),
-                    SqueezeExcitation(1152, 48),
-                    conv_bn_act(1152, 192, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.15000000000000002, "row"),  # -> (192, 7, 7)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(192, 1152, kernel=1),
-                    conv_bn_act(1152, 1152, kernel=5, groups=1152),
-                    SqueezeExcitation(1152, 48),
-                    conv_bn_act(1152, 192, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.1625, "row"),  # -> (192, 7, 7)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    conv_bn_act(192, 1152, kernel=1),
-                    conv_bn_act(1152, 1152, kernel=5, groups=1152),
-                    SqueezeExcitation(1152, 48),
-                    conv_bn_act(1152, 192, kernel=1, act=False),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.17500000000000002, "row"),  # -> (192, 7, 7)
-            ),
+            mb_conv(112, 6, 5, 2, 192, 0.1375),
+            mb_conv(192, 6, 5, 1, 192, 0.15000000000000002),
+            mb_conv(192, 6, 5, 1, 192, 0.1625),
+            mb_conv(192, 6, 5, 1, 192, 0.17500000000000002),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                conv_bn_act(192, 1152, kernel=1),
-                                conv_bn_act(1152, 1152, groups=1152),
-                                SqueezeExcitation(1152, 48),
-                                conv_bn_act(1152, 320, kernel=1, act=False),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (320, 7, 7)
-                    ]
-                )
-            ),
+            mb_conv(192, 6, 3, 1, 320, 0.1875),
         ),
         conv_bn_act(320, 1280, kernel=1),
     )

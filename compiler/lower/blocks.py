@@ -80,6 +80,7 @@ class _Scope:
     envs: list[dict]
     names: dict[str, str]  # spec name -> Python name (parameters, in_channels, local vars)
     channels: tuple[str, str] | None = None  # (Python, spec expression) of the channels flowing in
+    seen: list[tuple[str, Any]] = dataclasses.field(default_factory=list)  # expressions written so far
 
     def subset(self, keep: list[int]) -> _Scope:
         return dataclasses.replace(self, envs=[self.envs[i] for i in keep])
@@ -168,7 +169,7 @@ class _Planner:
         first = nodes[0]
         if not top and first.use is not None:
             return self.call(nodes, first.name, scope)
-        if any(type(node) is not type(first) or not _same_name(node.name, first.name) for node in nodes):
+        if any(type(node) is not type(first) or not (top or _same_name(node.name, first.name)) for node in nodes):
             raise Refused
         if isinstance(first, LayerIR):
             return self.layer(nodes, scope)
@@ -246,7 +247,9 @@ class _Planner:
         if len(origins) == 1 and None not in origins:
             raw = self.raw(origins.pop())
             if isinstance(raw, str) and needs_evaluation(raw):
-                return Arg(values[0].value, self.expression(raw, scope, [v.value for v in values]))
+                text = self.expression(raw, scope, [v.value for v in values])
+                scope.seen.append((text, raw))
+                return Arg(values[0].value, text)
         elif name == first.entry.infer:
             found = self.search([v.value for v in values], scope)
             if found is not None:
@@ -282,6 +285,7 @@ class _Planner:
                 raise Refused
             text = self.expression(raw, scope, [use.env[p] for use in uses])
             texts[p] = (text, raw)
+            scope.seen.append((text, raw))
             args.append(text if param.required and len(args) == index + 1 else f"{inner.params[index + 1][0]}={text}")
         target = inner.class_name if inner.function is None else inner.function
         self.track_use(nodes, uses, texts, scope)
@@ -311,6 +315,8 @@ class _Planner:
                         raise Refused
                 call = self.call([p.nodes[0] if p.nodes else _Absent(p.use) for p in parts], parts[0].name, scope)
                 return dataclasses.replace(parts[0], nodes=[call], use=None)
+            if any(not p.nodes for p in parts) and any(p.nodes for p in parts) and not parts[0].spread:
+                return self.optional_part(parts, scope, optional)
             if any(p.spread != parts[0].spread or [c.name for c in p.nodes] != _names(parts[0]) for p in parts):
                 raise Refused
             children = [self.node([p.nodes[i] for p in parts], scope) for i in range(len(parts[0].nodes))]
@@ -328,6 +334,26 @@ class _Planner:
         then = part(lambda n: n.then)
         template = dataclasses.replace(first, before=before, branches=branches, then=then, use=None)
         return template, tuple(optional)
+
+    def optional_part(self, parts: list[PartIR], scope: _Scope, optional: list[str]) -> PartIR:
+        """A part that is an `if:` with an `Identity` side: its module, or None (the input passes through)."""
+        keep = [i for i, p in enumerate(parts) if p.nodes]
+        if not keep or any(len(parts[i].nodes) != 1 for i in keep):
+            raise Refused
+        came = {self.library.origins.get(parts[i].yaml_path) for i in keep}
+        origin = came.pop() if len(came) == 1 else None
+        raw = self.raw(origin[:-1]) if origin is not None else None
+        if not isinstance(raw, dict) or "if" not in raw or origin[-1] not in ("then", "else"):
+            raise Refused
+        wanted = origin[-1] == "then"
+        for i, env in enumerate(scope.envs):
+            if (self.evaluate(raw["if"], env) is wanted) != (i in keep):
+                raise Refused
+        condition = self.expression(raw["if"], scope, None)
+        template = self.node([parts[i].nodes[0] for i in keep], scope.subset(keep))
+        optional.append(parts[0].name)
+        node = CondIR(condition if wanted else f"not ({condition})", template)
+        return dataclasses.replace(parts[keep[0]], nodes=[node], use=None)
 
     def may_pass(self, block: str) -> bool:
         code = self.plan(block)
@@ -372,6 +398,7 @@ class _Planner:
         """The Python expression for an inferred size: the tracked channels, else one of the block's names."""
         candidates = [scope.channels] if scope.channels is not None else []
         candidates += [(python, f"${name}") for name, python in scope.names.items()]
+        candidates += scope.seen[::-1]
         for python, raw in candidates:
             if raw is not None and all(self.matches(raw, env, v) for env, v in zip(scope.envs, values, strict=True)):
                 return python

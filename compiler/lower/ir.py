@@ -364,6 +364,10 @@ class CondIR:
     condition: str
     node: Any  # a template node
 
+    @property
+    def name(self) -> str:
+        return self.node.name
+
 
 @dataclass
 class BlockCodeIR:

@@ -228,7 +228,12 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars if code.function is None]
     for child in merge.children:
-        lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
+        if isinstance(child, CondIR):  # torchvision's `downsample = None` unless the shape changes
+            lines.append(INDENT * 2 + f"self.{child.name} = None")
+            lines.append(INDENT * 2 + f"if {child.condition}:")
+            lines += emitter.lines(f"self.{child.name} = ", child.node, "", 3)
+        else:
+            lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
     lines += ["", INDENT + "def forward(self, x):"]
     lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
     return "\n".join(lines)
