@@ -18,7 +18,7 @@ width_mult = 1.0
 settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
-def conv_bn_re_lu(in_channels, out, kernel=3, stride=1, groups=1):
+def conv_bn_relu(in_channels, out, kernel=3, stride=1, groups=1):
     """The spec's block ConvBNReLU."""
     return nn.Sequential(
         nn.Conv2d(
@@ -40,8 +40,8 @@ def residual(in_channels, out, stride, t):
     hidden = int(round(in_channels * t))
     layers = []
     if t != 1:
-        layers.append(conv_bn_re_lu(in_channels, hidden, kernel=1))
-    layers.append(conv_bn_re_lu(hidden, hidden, stride=stride, groups=hidden))
+        layers.append(conv_bn_relu(in_channels, hidden, kernel=1))
+    layers.append(conv_bn_relu(hidden, hidden, stride=stride, groups=hidden))
     layers.append(nn.Conv2d(in_channels=hidden, out_channels=out, kernel_size=1, bias=False))
     layers.append(nn.BatchNorm2d(out))
     return nn.Sequential(*layers)
@@ -75,7 +75,7 @@ def inverted_residual(in_channels, out, stride, t):
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 3,504,872 parameters."""
     features = nn.Sequential(
-        conv_bn_re_lu(3, 32, stride=2),
+        conv_bn_relu(3, 32, stride=2),
         inverted_residual(32, 16, 1, 1),
         inverted_residual(16, 24, 2, 6),
         inverted_residual(24, 24, 1, 6),
@@ -93,7 +93,7 @@ def build_model():
         inverted_residual(160, 160, 1, 6),
         inverted_residual(160, 160, 1, 6),
         inverted_residual(160, 320, 1, 6),
-        conv_bn_re_lu(320, 1280, kernel=1),
+        conv_bn_relu(320, 1280, kernel=1),
     )
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)

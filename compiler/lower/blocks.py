@@ -70,6 +70,8 @@ def _collect(node: Any, found: dict[str, dict[tuple, Instance]]) -> None:
 
 def snake_case(name: str) -> str:
     """``InvertedResidual`` -> ``inverted_residual``, ``MBConv`` -> ``mb_conv``: the name of a block's function."""
+    for word in ("ReLU", "GELU", "SiLU"):  # activations' names stay one word (`conv_bn_relu`)
+        name = name.replace(word, word.capitalize())
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 

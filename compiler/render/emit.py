@@ -90,6 +90,11 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
         f'{format_shape(model.output_shape or ())}, {model.params:,} parameters."""'
     )
     lines = [INDENT + doc if model.input_shape else INDENT + f'"""The network: {model.params:,} parameters."""']
+    unwritten = sorted({n.use.block for n in root.walk() if n.use is not None} - set(model.blocks))
+    if unwritten:  # a loop inside, or uses whose structure differs: no one class or function fits them all
+        note = f"Written out use by use (no one class fits every use): block {', '.join(unwritten)}."
+        lines[0] = lines[0][:-3] + "\n\n" + INDENT + note + '\n' + INDENT + '"""'
+
     result = "model" if model.init else None
     assert isinstance(root, BlockIR)
     if root.named and any(not isinstance(c, LayerIR) for c in root.children):
