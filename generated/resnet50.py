@@ -67,17 +67,11 @@ def build_model():
     )
     layer2 = nn.Sequential(
         Bottleneck(256, 128, stride=2),
-        Bottleneck(512, 128),
-        Bottleneck(512, 128),
-        Bottleneck(512, 128),
+        *(Bottleneck(512, 128) for _ in range(3)),
     )
     layer3 = nn.Sequential(
         Bottleneck(512, 256, stride=2),
-        Bottleneck(1024, 256),
-        Bottleneck(1024, 256),
-        Bottleneck(1024, 256),
-        Bottleneck(1024, 256),
-        Bottleneck(1024, 256),
+        *(Bottleneck(1024, 256) for _ in range(5)),
     )
     layer4 = nn.Sequential(
         Bottleneck(1024, 512, stride=2),

@@ -30,6 +30,7 @@ from compiler.lower.ir import (
 
 LINE = 120
 INDENT = "    "
+REPEATED_CALLS = 3  # identical block calls in a row written as one loop
 
 
 @dataclass
@@ -150,7 +151,7 @@ class _Emitter:
         if not node.named:
             if any(isinstance(child, CondIR) for child in node.children):
                 raise ValueError("a list with optional items is written as statements (_items_lines)")
-            body = [line for child in node.children for line in self.lines("", child, ",", depth + 1)]
+            body = [line for run in self.runs(node.children) for line in self.run_lines(run, depth + 1)]
             return [pad + prefix + "nn.Sequential(", *body, pad + ")" + suffix]
         body = []
         inner = INDENT * (depth + 3)
@@ -170,6 +171,28 @@ class _Emitter:
             pad + INDENT + ")",
             pad + ")" + suffix,
         ]
+
+
+    def call_text(self, node: Node) -> str | None:
+        code = self.blocks.get(node.use.block) if getattr(node, "use", None) is not None else None
+        return _use_call(node, code) if code is not None else None
+
+    def runs(self, children: list) -> list[list]:
+        """Consecutive children that are the same block call (a loop's identical iterations) go together."""
+        runs: list[list] = []
+        for child in children:
+            text = self.call_text(child)
+            if runs and text is not None and self.call_text(runs[-1][0]) == text:
+                runs[-1].append(child)
+            else:
+                runs.append([child])
+        return runs
+
+    def run_lines(self, run: list, depth: int) -> list[str]:
+        """Three or more identical calls as one loop, as torchvision's ``_make_layer`` adds its blocks."""
+        if len(run) < REPEATED_CALLS:
+            return [line for child in run for line in self.lines("", child, ",", depth)]
+        return [INDENT * depth + f"*({self.call_text(run[0])} for _ in range({len(run)})),"]
 
 
 def _layer_lines(pad: str, prefix: str, node: LayerIR, suffix: str) -> list[str]:
