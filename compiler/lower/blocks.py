@@ -18,7 +18,7 @@ from typing import Any
 
 from compiler.common.literal import literal
 from compiler.common.naming import Namespace
-from compiler.front.expr import ExprError, Evaluated, evaluate, needs_evaluation, references
+from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
 from compiler.lower.ir import (
     Arg,
     BlockCallIR,
@@ -232,7 +232,9 @@ class _Planner:
 
     def layer(self, nodes: list[LayerIR], scope: _Scope) -> LayerIR:
         first = nodes[0]
-        if any(len(n.call.args) != len(first.call.args) or list(n.call.kwargs) != list(first.call.kwargs) for n in nodes):
+        if any(
+            len(n.call.args) != len(first.call.args) or list(n.call.kwargs) != list(first.call.kwargs) for n in nodes
+        ):
             raise Refused
         args = [self.arg(nodes, i, scope) for i in range(len(first.call.args))]
         kwargs = {key: self.arg(nodes, key, scope) for key in first.call.kwargs}
@@ -300,42 +302,38 @@ class _Planner:
         if any(n.op != first.op or n.dim != first.dim or _part_names(n) != _part_names(first) for n in nodes):
             raise Refused
         optional: list[str] = []
-        start = (scope.names["in_channels"], "$in_channels")
-        scope.channels = start
-
-        def part(get) -> PartIR | None:
-            parts = [get(n) for n in nodes]
-            if parts[0] is None:
-                return None
-            if parts[0].use is not None and not parts[0].spread:
-                if any(p.use is None or p.use.block != parts[0].use.block for p in parts):
-                    raise Refused
-                present = [i for i, p in enumerate(parts) if p.nodes]
-                if len(present) < len(parts):
-                    optional.append(parts[0].name)
-                    if not present or not self.may_pass(parts[0].use.block):
-                        raise Refused
-                call = self.call([p.nodes[0] if p.nodes else _Absent(p.use) for p in parts], parts[0].name, scope)
-                return dataclasses.replace(parts[0], nodes=[call], use=None)
-            if any(not p.nodes for p in parts) and any(p.nodes for p in parts) and not parts[0].spread:
-                return self.optional_part(parts, scope, optional)
-            if any(p.spread != parts[0].spread or [c.name for c in p.nodes] != _names(parts[0]) for p in parts):
-                raise Refused
-            children = [self.node([p.nodes[i] for p in parts], scope) for i in range(len(parts[0].nodes))]
-            return dataclasses.replace(parts[0], nodes=children, use=None)
-
-        before = part(lambda n: n.before)
-        entry = scope.channels
+        scope.channels = (scope.names["in_channels"], "$in_channels")
+        before = self.part([n.before for n in nodes], scope, optional)
+        entry, merged = scope.channels, None
         branches = []
         for index in range(len(first.branches)):
             scope.channels = entry
-            branches.append(part(lambda n, index=index: n.branches[index]))
-            if index == 0:
-                merged = scope.channels
+            branches.append(self.part([n.branches[index] for n in nodes], scope, optional))
+            merged = scope.channels if index == 0 else merged
         scope.channels = merged if first.op != "cat" else None
-        then = part(lambda n: n.then)
+        then = self.part([n.then for n in nodes], scope, optional)
         template = dataclasses.replace(first, before=before, branches=branches, then=then, use=None)
         return template, tuple(optional)
+
+    def part(self, parts: list, scope: _Scope, optional: list[str]) -> PartIR | None:
+        """One part of a merge over the uses: a block used there is a call, an `if:` there an optional module."""
+        if parts[0] is None:
+            return None
+        if parts[0].use is not None and not parts[0].spread:
+            if any(p.use is None or p.use.block != parts[0].use.block for p in parts):
+                raise Refused
+            if any(not p.nodes for p in parts):
+                optional.append(parts[0].name)
+                if all(not p.nodes for p in parts) or not self.may_pass(parts[0].use.block):
+                    raise Refused
+            call = self.call([p.nodes[0] if p.nodes else _Absent(p.use) for p in parts], parts[0].name, scope)
+            return dataclasses.replace(parts[0], nodes=[call], use=None)
+        if any(not p.nodes for p in parts) and any(p.nodes for p in parts) and not parts[0].spread:
+            return self.optional_part(parts, scope, optional)
+        if any(p.spread != parts[0].spread or [c.name for c in p.nodes] != _names(parts[0]) for p in parts):
+            raise Refused
+        children = [self.node([p.nodes[i] for p in parts], scope) for i in range(len(parts[0].nodes))]
+        return dataclasses.replace(parts[0], nodes=children, use=None)
 
     def optional_part(self, parts: list[PartIR], scope: _Scope, optional: list[str]) -> PartIR:
         """A part that is an `if:` with an `Identity` side: its module, or None (the input passes through)."""
@@ -423,9 +421,13 @@ class _Planner:
         else:
             return None
         for key in rest:
-            if isinstance(data, dict) and key in data:
-                data = data[key]
-            elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            if (
+                isinstance(data, dict)
+                and key in data
+                or isinstance(data, list)
+                and isinstance(key, int)
+                and 0 <= key < len(data)
+            ):
                 data = data[key]
             else:
                 return None

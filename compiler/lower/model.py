@@ -22,8 +22,8 @@ from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
 from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
-from compiler.lower.blocks import plan_blocks
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
+from compiler.lower.blocks import plan_blocks
 from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, UseIR, class_names
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy

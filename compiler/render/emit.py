@@ -94,7 +94,7 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
     unwritten = sorted({n.use.block for n in root.walk() if n.use is not None} - set(model.blocks))
     if unwritten:  # a loop inside, or uses whose structure differs: no one class or function fits them all
         note = f"Written out use by use (no one class fits every use): block {', '.join(unwritten)}."
-        lines[0] = lines[0][:-3] + "\n\n" + INDENT + note + '\n' + INDENT + '"""'
+        lines[0] = lines[0][:-3] + "\n\n" + INDENT + note + "\n" + INDENT + '"""'
 
     result = "model" if model.init else None
     assert isinstance(root, BlockIR)
@@ -171,7 +171,6 @@ class _Emitter:
             pad + INDENT + ")",
             pad + ")" + suffix,
         ]
-
 
     def call_text(self, node: Node) -> str | None:
         code = self.blocks.get(node.use.block) if getattr(node, "use", None) is not None else None
