@@ -46,17 +46,18 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
 
 def conv_bn_act(in_channels, out, kernel=3, stride=1, groups=1, act=True):
     """The spec's block ConvBNAct."""
-    layers = []
-    layers.append(nn.Conv2d(
-        in_channels=in_channels,
-        out_channels=out,
-        kernel_size=kernel,
-        stride=stride,
-        padding=(kernel - 1) // 2,
-        groups=groups,
-        bias=False,
-    ))
-    layers.append(nn.BatchNorm2d(num_features=out, eps=1e-05, momentum=0.1))
+    layers = [
+        nn.Conv2d(
+            in_channels=in_channels,
+            out_channels=out,
+            kernel_size=kernel,
+            stride=stride,
+            padding=(kernel - 1) // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(num_features=out, eps=1e-05, momentum=0.1),
+    ]
     if act:
         layers.append(nn.SiLU(inplace=True))
     return nn.Sequential(*layers)

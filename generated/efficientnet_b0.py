@@ -22,17 +22,18 @@ stages = [[1, 3, 1, 16], [6, 3, 2, 24], [6, 5, 2, 40], [6, 3, 2, 80], [6, 5, 1, 
 
 def conv_bn_act(in_channels, out, kernel=3, stride=1, groups=1, act=True):
     """The spec's block ConvBNAct."""
-    layers = []
-    layers.append(nn.Conv2d(
-        in_channels=in_channels,
-        out_channels=out,
-        kernel_size=kernel,
-        stride=stride,
-        padding=(kernel - 1) // 2,
-        groups=groups,
-        bias=False,
-    ))
-    layers.append(nn.BatchNorm2d(out))
+    layers = [
+        nn.Conv2d(
+            in_channels=in_channels,
+            out_channels=out,
+            kernel_size=kernel,
+            stride=stride,
+            padding=(kernel - 1) // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out),
+    ]
     if act:
         layers.append(nn.SiLU(inplace=True))
     return nn.Sequential(*layers)

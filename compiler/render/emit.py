@@ -285,8 +285,11 @@ def _return_lines(template: object, emitter: _Emitter, depth: int) -> list[str]:
     if template is None:
         return [pad + "return None  # the input passes through"]
     if isinstance(template, BlockIR) and any(isinstance(child, CondIR) for child in template.children):
-        lines = [pad + "layers = []"]
-        for child in template.children:
+        first = next(i for i, child in enumerate(template.children) if isinstance(child, CondIR))
+        lines = [pad + "layers = ["]  # the items every use has, up to the first optional one
+        lines += [line for child in template.children[:first] for line in emitter.lines("", child, ",", depth + 1)]
+        lines = [pad + "layers = []"] if first == 0 else [*lines, pad + "]"]
+        for child in template.children[first:]:
             if isinstance(child, CondIR):
                 lines.append(pad + f"if {child.condition}:")
                 lines += emitter.lines("layers.append(", child.node, ")", depth + 1)
