@@ -22,14 +22,14 @@ block_config = [6, 12, 24, 16]
 class DenseLayer(nn.Module):
     """cat([input, norm1 .. conv2], dim=1)."""
 
-    def __init__(self, norm1, relu1, conv1, norm2, relu2, conv2):
+    def __init__(self, in_channels):
         super().__init__()
-        self.norm1 = norm1
-        self.relu1 = relu1
-        self.conv1 = conv1
-        self.norm2 = norm2
-        self.relu2 = relu2
-        self.conv2 = conv2
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_channels=in_channels, out_channels=128, kernel_size=1, stride=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(128)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(in_channels=128, out_channels=32, kernel_size=3, stride=1, padding=1, bias=False)
 
     def forward(self, x):
         new = self.norm1(x)
@@ -39,6 +39,25 @@ class DenseLayer(nn.Module):
         new = self.relu2(new)
         new = self.conv2(new)
         return torch.cat([x, new], dim=1)
+
+
+def transition(in_channels):
+    """The spec's block Transition."""
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("norm", nn.BatchNorm2d(in_channels)),
+                ("relu", nn.ReLU(inplace=True)),
+                (
+                    "conv",
+                    nn.Conv2d(
+                        in_channels=in_channels, out_channels=in_channels // 2, kernel_size=1, stride=1, bias=False
+                    ),
+                ),
+                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
+            ]
+        )
+    )
 
 
 def build_model():
@@ -55,1241 +74,94 @@ def build_model():
                     nn.Sequential(
                         OrderedDict(
                             [
-                                (
-                                    "denselayer1",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-                                        conv1=nn.Conv2d(
-                                            in_channels=64, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer2",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (96, 56, 56)
-                                        conv1=nn.Conv2d(
-                                            in_channels=96, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer3",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv1=nn.Conv2d(
-                                            in_channels=128, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer4",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(160),  # -> (160, 56, 56), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (160, 56, 56)
-                                        conv1=nn.Conv2d(
-                                            in_channels=160, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer5",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(192),  # -> (192, 56, 56), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (192, 56, 56)
-                                        conv1=nn.Conv2d(
-                                            in_channels=192, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer6",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(224),  # -> (224, 56, 56), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (224, 56, 56)
-                                        conv1=nn.Conv2d(
-                                            in_channels=224, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
+                                ("denselayer1", DenseLayer(64)),
+                                ("denselayer2", DenseLayer(96)),
+                                ("denselayer3", DenseLayer(128)),
+                                ("denselayer4", DenseLayer(160)),
+                                ("denselayer5", DenseLayer(192)),
+                                ("denselayer6", DenseLayer(224)),
                             ]
                         )
                     ),
                 ),
-                (
-                    "transition1",
-                    nn.Sequential(
-                        OrderedDict(
-                            [
-                                ("norm", nn.BatchNorm2d(256)),  # -> (256, 56, 56), num_features inferred
-                                ("relu", nn.ReLU(inplace=True)),  # -> (256, 56, 56)
-                                (
-                                    "conv",
-                                    nn.Conv2d(in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False),
-                                ),
-                                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (128, 28, 28)
-                            ]
-                        )
-                    ),
-                ),
+                ("transition1", transition(256)),
                 (
                     "denseblock2",
                     nn.Sequential(
                         OrderedDict(
                             [
-                                (
-                                    "denselayer1",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=128, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer2",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(160),  # -> (160, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (160, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=160, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer3",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (192, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=192, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer4",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(224),  # -> (224, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (224, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=224, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer5",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(256),  # -> (256, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (256, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer6",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(288),  # -> (288, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (288, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=288, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer7",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(320),  # -> (320, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (320, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=320, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer8",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(352),  # -> (352, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (352, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=352, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer9",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(384),  # -> (384, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (384, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=384, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer10",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(416),  # -> (416, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (416, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=416, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer11",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(448),  # -> (448, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (448, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=448, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer12",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(480),  # -> (480, 28, 28), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (480, 28, 28)
-                                        conv1=nn.Conv2d(
-                                            in_channels=480, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
+                                ("denselayer1", DenseLayer(128)),
+                                ("denselayer2", DenseLayer(160)),
+                                ("denselayer3", DenseLayer(192)),
+                                ("denselayer4", DenseLayer(224)),
+                                ("denselayer5", DenseLayer(256)),
+                                ("denselayer6", DenseLayer(288)),
+                                ("denselayer7", DenseLayer(320)),
+                                ("denselayer8", DenseLayer(352)),
+                                ("denselayer9", DenseLayer(384)),
+                                ("denselayer10", DenseLayer(416)),
+                                ("denselayer11", DenseLayer(448)),
+                                ("denselayer12", DenseLayer(480)),
                             ]
                         )
                     ),
                 ),
-                (
-                    "transition2",
-                    nn.Sequential(
-                        OrderedDict(
-                            [
-                                ("norm", nn.BatchNorm2d(512)),  # -> (512, 28, 28), num_features inferred
-                                ("relu", nn.ReLU(inplace=True)),  # -> (512, 28, 28)
-                                (
-                                    "conv",
-                                    nn.Conv2d(in_channels=512, out_channels=256, kernel_size=1, stride=1, bias=False),
-                                ),
-                                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (256, 14, 14)
-                            ]
-                        )
-                    ),
-                ),
+                ("transition2", transition(512)),
                 (
                     "denseblock3",
                     nn.Sequential(
                         OrderedDict(
                             [
-                                (
-                                    "denselayer1",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=256, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer2",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(288),  # -> (288, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (288, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=288, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer3",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(320),  # -> (320, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (320, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=320, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer4",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(352),  # -> (352, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (352, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=352, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer5",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (384, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=384, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer6",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(416),  # -> (416, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (416, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=416, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer7",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(448),  # -> (448, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (448, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=448, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer8",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (480, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=480, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer9",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(512),  # -> (512, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (512, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=512, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer10",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(544),  # -> (544, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (544, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=544, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer11",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (576, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=576, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer12",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(608),  # -> (608, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (608, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=608, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer13",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(640),  # -> (640, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (640, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=640, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer14",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (672, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=672, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer15",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(704),  # -> (704, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (704, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=704, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer16",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(736),  # -> (736, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (736, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=736, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer17",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(768),  # -> (768, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (768, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=768, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer18",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(800),  # -> (800, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (800, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=800, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer19",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(832),  # -> (832, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (832, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=832, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer20",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(864),  # -> (864, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (864, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=864, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer21",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(896),  # -> (896, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (896, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=896, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer22",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(928),  # -> (928, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (928, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=928, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer23",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(960),  # -> (960, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (960, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=960, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer24",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(992),  # -> (992, 14, 14), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (992, 14, 14)
-                                        conv1=nn.Conv2d(
-                                            in_channels=992, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 14, 14), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 14, 14)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
+                                ("denselayer1", DenseLayer(256)),
+                                ("denselayer2", DenseLayer(288)),
+                                ("denselayer3", DenseLayer(320)),
+                                ("denselayer4", DenseLayer(352)),
+                                ("denselayer5", DenseLayer(384)),
+                                ("denselayer6", DenseLayer(416)),
+                                ("denselayer7", DenseLayer(448)),
+                                ("denselayer8", DenseLayer(480)),
+                                ("denselayer9", DenseLayer(512)),
+                                ("denselayer10", DenseLayer(544)),
+                                ("denselayer11", DenseLayer(576)),
+                                ("denselayer12", DenseLayer(608)),
+                                ("denselayer13", DenseLayer(640)),
+                                ("denselayer14", DenseLayer(672)),
+                                ("denselayer15", DenseLayer(704)),
+                                ("denselayer16", DenseLayer(736)),
+                                ("denselayer17", DenseLayer(768)),
+                                ("denselayer18", DenseLayer(800)),
+                                ("denselayer19", DenseLayer(832)),
+                                ("denselayer20", DenseLayer(864)),
+                                ("denselayer21", DenseLayer(896)),
+                                ("denselayer22", DenseLayer(928)),
+                                ("denselayer23", DenseLayer(960)),
+                                ("denselayer24", DenseLayer(992)),
                             ]
                         )
                     ),
                 ),
-                (
-                    "transition3",
-                    nn.Sequential(
-                        OrderedDict(
-                            [
-                                ("norm", nn.BatchNorm2d(1024)),  # -> (1024, 14, 14), num_features inferred
-                                ("relu", nn.ReLU(inplace=True)),  # -> (1024, 14, 14)
-                                (
-                                    "conv",
-                                    nn.Conv2d(in_channels=1024, out_channels=512, kernel_size=1, stride=1, bias=False),
-                                ),
-                                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),  # -> (512, 7, 7)
-                            ]
-                        )
-                    ),
-                ),
+                ("transition3", transition(1024)),
                 (
                     "denseblock4",
                     nn.Sequential(
                         OrderedDict(
                             [
-                                (
-                                    "denselayer1",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=512, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer2",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(544),  # -> (544, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (544, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=544, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer3",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(576),  # -> (576, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (576, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=576, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer4",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(608),  # -> (608, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (608, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=608, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer5",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(640),  # -> (640, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (640, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=640, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer6",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(672),  # -> (672, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (672, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=672, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer7",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(704),  # -> (704, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (704, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=704, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer8",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(736),  # -> (736, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (736, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=736, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer9",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(768),  # -> (768, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (768, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=768, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer10",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(800),  # -> (800, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (800, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=800, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer11",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(832),  # -> (832, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (832, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=832, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer12",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(864),  # -> (864, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (864, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=864, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer13",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(896),  # -> (896, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (896, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=896, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer14",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(928),  # -> (928, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (928, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=928, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer15",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (960, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=960, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
-                                (
-                                    "denselayer16",
-                                    DenseLayer(
-                                        norm1=nn.BatchNorm2d(992),  # -> (992, 7, 7), num_features inferred
-                                        relu1=nn.ReLU(inplace=True),  # -> (992, 7, 7)
-                                        conv1=nn.Conv2d(
-                                            in_channels=992, out_channels=128, kernel_size=1, stride=1, bias=False
-                                        ),
-                                        norm2=nn.BatchNorm2d(128),  # -> (128, 7, 7), num_features inferred
-                                        relu2=nn.ReLU(inplace=True),  # -> (128, 7, 7)
-                                        conv2=nn.Conv2d(
-                                            in_channels=128,
-                                            out_channels=32,
-                                            kernel_size=3,
-                                            stride=1,
-                                            padding=1,
-                                            bias=False,
-                                        ),
-                                    ),
-                                ),
+                                ("denselayer1", DenseLayer(512)),
+                                ("denselayer2", DenseLayer(544)),
+                                ("denselayer3", DenseLayer(576)),
+                                ("denselayer4", DenseLayer(608)),
+                                ("denselayer5", DenseLayer(640)),
+                                ("denselayer6", DenseLayer(672)),
+                                ("denselayer7", DenseLayer(704)),
+                                ("denselayer8", DenseLayer(736)),
+                                ("denselayer9", DenseLayer(768)),
+                                ("denselayer10", DenseLayer(800)),
+                                ("denselayer11", DenseLayer(832)),
+                                ("denselayer12", DenseLayer(864)),
+                                ("denselayer13", DenseLayer(896)),
+                                ("denselayer14", DenseLayer(928)),
+                                ("denselayer15", DenseLayer(960)),
+                                ("denselayer16", DenseLayer(992)),
                             ]
                         )
                     ),

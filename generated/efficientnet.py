@@ -34,16 +34,45 @@ blocks = [1, 2, 2, 3, 3, 4, 1]
 total = 16
 
 
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible``: round to the nearest multiple of ``divisor``, never below 90%."""
+    if min_value is None:
+        min_value = divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+def conv_bn_act(in_channels, out, kernel=3, stride=1, groups=1, act=True):
+    """The spec's block ConvBNAct."""
+    layers = [
+        nn.Conv2d(
+            in_channels=in_channels,
+            out_channels=out,
+            kernel_size=kernel,
+            stride=stride,
+            padding=(kernel - 1) // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(num_features=out, eps=1e-05, momentum=0.1),
+    ]
+    if act:
+        layers.append(nn.SiLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
 class SqueezeExcitation(nn.Module):
     """avgpool .. scale_activation * input."""
 
-    def __init__(self, avgpool, fc1, activation, fc2, scale_activation):
+    def __init__(self, in_channels, squeeze):
         super().__init__()
-        self.avgpool = avgpool
-        self.fc1 = fc1
-        self.activation = activation
-        self.fc2 = fc2
-        self.scale_activation = scale_activation
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(in_channels=in_channels, out_channels=squeeze, kernel_size=1)
+        self.activation = nn.SiLU(inplace=True)
+        self.fc2 = nn.Conv2d(in_channels=squeeze, out_channels=in_channels, kernel_size=1)
+        self.scale_activation = nn.Sigmoid()
 
     def forward(self, x):
         scale = self.avgpool(x)
@@ -54,774 +83,80 @@ class SqueezeExcitation(nn.Module):
         return scale * x
 
 
+def mb_block(in_channels, t, k, s, out):
+    """The spec's block MBBlock."""
+    hidden = make_divisible(in_channels * t, 8)
+    layers = []
+    if hidden != in_channels:
+        layers.append(conv_bn_act(in_channels, hidden, kernel=1))
+    layers.append(conv_bn_act(hidden, hidden, kernel=k, stride=s, groups=hidden))
+    layers.append(SqueezeExcitation(hidden, max(1, in_channels // 4)))
+    layers.append(conv_bn_act(hidden, out, kernel=1, act=False))
+    return nn.Sequential(*layers)
+
+
 class MBConv(nn.Module):
     """block .. stochastic_depth + input."""
 
-    def __init__(self, block, stochastic_depth):
+    def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
-        self.block = block
-        self.stochastic_depth = stochastic_depth
+        self.block = mb_block(in_channels, t, k, s, out)
+        self.stochastic_depth = ops.StochasticDepth(p=p, mode="row")
 
     def forward(self, x):
         main = self.stochastic_depth(self.block(x))
         return main + x
 
 
+def mb_conv(in_channels, t, k, s, out, p):
+    """The spec's block MBConv."""
+    if s == 1 and in_channels == out:
+        return MBConv(in_channels, t, k, s, out, p)
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("block", mb_block(in_channels, t, k, s, out)),
+                ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),
+            ]
+        )
+    )
+
+
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 5,288,548 parameters."""
     features = nn.Sequential(
+        conv_bn_act(3, 32, stride=2),
         nn.Sequential(
-            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, groups=1, bias=False),
-            nn.BatchNorm2d(num_features=32, eps=1e-05, momentum=0.1),  # -> (32, 112, 112), num_features inferred
-            nn.SiLU(inplace=True),  # -> (32, 112, 112)
+            mb_conv(32, 1, 3, 1, 16, 0.0),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=32,
-                                        out_channels=32,
-                                        kernel_size=3,
-                                        stride=1,
-                                        padding=1,
-                                        groups=32,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=32, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (32, 112, 112)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (32, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=32, out_channels=8, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (8, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=8, out_channels=32, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (32, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=32,
-                                        out_channels=16,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=16, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (16, 112, 112)
-                    ]
-                )
-            ),
+            mb_conv(16, 6, 3, 2, 24, 0.0125),
+            mb_conv(24, 6, 3, 1, 24, 0.025),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=16,
-                                        out_channels=96,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=96, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (96, 112, 112)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=96,
-                                        out_channels=96,
-                                        kernel_size=3,
-                                        stride=2,
-                                        padding=1,
-                                        groups=96,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=96, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (96, 56, 56)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (96, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=96, out_channels=4, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (4, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=4, out_channels=96, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (96, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=96,
-                                        out_channels=24,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=24, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (24, 56, 56)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=24, out_channels=144, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=144, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (144, 56, 56)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=144,
-                            out_channels=144,
-                            kernel_size=3,
-                            stride=1,
-                            padding=1,
-                            groups=144,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=144, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (144, 56, 56)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (144, 1, 1)
-                        fc1=nn.Conv2d(in_channels=144, out_channels=6, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (6, 1, 1)
-                        fc2=nn.Conv2d(in_channels=6, out_channels=144, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (144, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=144, out_channels=24, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=24, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.025, mode="row"),  # -> (24, 56, 56)
-            ),
+            mb_conv(24, 6, 5, 2, 40, 0.037500000000000006),
+            mb_conv(40, 6, 5, 1, 40, 0.05),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=24,
-                                        out_channels=144,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=144, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (144, 56, 56)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=144,
-                                        out_channels=144,
-                                        kernel_size=5,
-                                        stride=2,
-                                        padding=2,
-                                        groups=144,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=144, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (144, 28, 28)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (144, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=144, out_channels=6, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (6, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=6, out_channels=144, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (144, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=144,
-                                        out_channels=40,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=40, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (40, 28, 28)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=40, out_channels=240, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=240, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (240, 28, 28)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=240,
-                            out_channels=240,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=240,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=240, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (240, 28, 28)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (240, 1, 1)
-                        fc1=nn.Conv2d(in_channels=240, out_channels=10, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (10, 1, 1)
-                        fc2=nn.Conv2d(in_channels=10, out_channels=240, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (240, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=240, out_channels=40, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=40, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.05, mode="row"),  # -> (40, 28, 28)
-            ),
+            mb_conv(40, 6, 3, 2, 80, 0.0625),
+            mb_conv(80, 6, 3, 1, 80, 0.07500000000000001),
+            mb_conv(80, 6, 3, 1, 80, 0.08750000000000001),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=40,
-                                        out_channels=240,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=240, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (240, 28, 28)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=240,
-                                        out_channels=240,
-                                        kernel_size=3,
-                                        stride=2,
-                                        padding=1,
-                                        groups=240,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=240, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (240, 14, 14)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (240, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=240, out_channels=10, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (10, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=10, out_channels=240, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (240, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=240,
-                                        out_channels=80,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=80, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (80, 14, 14)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=80, out_channels=480, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=480, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480,
-                            out_channels=480,
-                            kernel_size=3,
-                            stride=1,
-                            padding=1,
-                            groups=480,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=480, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                        fc1=nn.Conv2d(in_channels=480, out_channels=20, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                        fc2=nn.Conv2d(in_channels=20, out_channels=480, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480, out_channels=80, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=80, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.07500000000000001, mode="row"),  # -> (80, 14, 14)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=80, out_channels=480, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=480, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480,
-                            out_channels=480,
-                            kernel_size=3,
-                            stride=1,
-                            padding=1,
-                            groups=480,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=480, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                        fc1=nn.Conv2d(in_channels=480, out_channels=20, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                        fc2=nn.Conv2d(in_channels=20, out_channels=480, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480, out_channels=80, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=80, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.08750000000000001, mode="row"),  # -> (80, 14, 14)
-            ),
+            mb_conv(80, 6, 5, 1, 112, 0.1),
+            mb_conv(112, 6, 5, 1, 112, 0.1125),
+            mb_conv(112, 6, 5, 1, 112, 0.125),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=80,
-                                        out_channels=480,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=480, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=480,
-                                        out_channels=480,
-                                        kernel_size=5,
-                                        stride=1,
-                                        padding=2,
-                                        groups=480,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=480, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=480, out_channels=20, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=20, out_channels=480, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=480,
-                                        out_channels=112,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=112, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (112, 14, 14)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=112, out_channels=672, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=672, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672,
-                            out_channels=672,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=672,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=672, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                        fc1=nn.Conv2d(in_channels=672, out_channels=28, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                        fc2=nn.Conv2d(in_channels=28, out_channels=672, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672, out_channels=112, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=112, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.1125, mode="row"),  # -> (112, 14, 14)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=112, out_channels=672, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=672, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672,
-                            out_channels=672,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=672,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=672, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                        fc1=nn.Conv2d(in_channels=672, out_channels=28, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                        fc2=nn.Conv2d(in_channels=28, out_channels=672, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672, out_channels=112, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=112, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.125, mode="row"),  # -> (112, 14, 14)
-            ),
+            mb_conv(112, 6, 5, 2, 192, 0.1375),
+            mb_conv(192, 6, 5, 1, 192, 0.15000000000000002),
+            mb_conv(192, 6, 5, 1, 192, 0.1625),
+            mb_conv(192, 6, 5, 1, 192, 0.17500000000000002),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=112,
-                                        out_channels=672,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=672, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=672,
-                                        out_channels=672,
-                                        kernel_size=5,
-                                        stride=2,
-                                        padding=2,
-                                        groups=672,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=672, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (672, 7, 7)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=672, out_channels=28, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=28, out_channels=672, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=672,
-                                        out_channels=192,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=192, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (192, 7, 7)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152,
-                            out_channels=1152,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=1152,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=192, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.15000000000000002, mode="row"),  # -> (192, 7, 7)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152,
-                            out_channels=1152,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=1152,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=192, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.1625, mode="row"),  # -> (192, 7, 7)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152,
-                            out_channels=1152,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=1152,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
-                        activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
-                        scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(num_features=192, eps=1e-05, momentum=0.1),
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(p=0.17500000000000002, mode="row"),  # -> (192, 7, 7)
-            ),
+            mb_conv(192, 6, 3, 1, 320, 0.1875),
         ),
-        nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=192,
-                                        out_channels=1152,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=1152,
-                                        out_channels=1152,
-                                        kernel_size=3,
-                                        stride=1,
-                                        padding=1,
-                                        groups=1152,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=1152, eps=1e-05, momentum=0.1),
-                                    nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                                    fc1=nn.Conv2d(in_channels=1152, out_channels=48, kernel_size=1),
-                                    activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                                    fc2=nn.Conv2d(in_channels=48, out_channels=1152, kernel_size=1),
-                                    scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=1152,
-                                        out_channels=320,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(num_features=320, eps=1e-05, momentum=0.1),
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),  # -> (320, 7, 7)
-                    ]
-                )
-            ),
-        ),
-        nn.Sequential(
-            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, stride=1, padding=0, groups=1, bias=False),
-            nn.BatchNorm2d(num_features=1280, eps=1e-05, momentum=0.1),  # -> (1280, 7, 7), num_features inferred
-            nn.SiLU(inplace=True),  # -> (1280, 7, 7)
-        ),
+        conv_bn_act(320, 1280, kernel=1),
     )
     avgpool = nn.AdaptiveAvgPool2d(1)  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)

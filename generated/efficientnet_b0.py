@@ -20,16 +20,35 @@ blocks = [1, 2, 2, 3, 3, 4, 1]
 stages = [[1, 3, 1, 16], [6, 3, 2, 24], [6, 5, 2, 40], [6, 3, 2, 80], [6, 5, 1, 112], [6, 5, 2, 192], [6, 3, 1, 320]]
 
 
+def conv_bn_act(in_channels, out, kernel=3, stride=1, groups=1, act=True):
+    """The spec's block ConvBNAct."""
+    layers = [
+        nn.Conv2d(
+            in_channels=in_channels,
+            out_channels=out,
+            kernel_size=kernel,
+            stride=stride,
+            padding=(kernel - 1) // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out),
+    ]
+    if act:
+        layers.append(nn.SiLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
 class SqueezeExcitation(nn.Module):
     """input * avgpool .. scale_activation."""
 
-    def __init__(self, avgpool, fc1, activation, fc2, scale_activation):
+    def __init__(self, in_channels, squeeze):
         super().__init__()
-        self.avgpool = avgpool
-        self.fc1 = fc1
-        self.activation = activation
-        self.fc2 = fc2
-        self.scale_activation = scale_activation
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(in_channels, squeeze, 1)
+        self.activation = nn.SiLU(inplace=True)
+        self.fc2 = nn.Conv2d(squeeze, in_channels, 1)
+        self.scale_activation = nn.Sigmoid()
 
     def forward(self, x):
         scale = self.avgpool(x)
@@ -40,774 +59,79 @@ class SqueezeExcitation(nn.Module):
         return x * scale
 
 
+def mb_block(in_channels, t, k, s, out):
+    """The spec's block MBBlock."""
+    layers = []
+    if t != 1:
+        layers.append(conv_bn_act(in_channels, in_channels * t, kernel=1))
+    layers.append(conv_bn_act(in_channels * t, in_channels * t, kernel=k, stride=s, groups=in_channels * t))
+    layers.append(SqueezeExcitation(in_channels * t, in_channels // 4))
+    layers.append(conv_bn_act(in_channels * t, out, kernel=1, act=False))
+    return nn.Sequential(*layers)
+
+
 class MBConv(nn.Module):
     """block .. stochastic_depth + input."""
 
-    def __init__(self, block, stochastic_depth):
+    def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
-        self.block = block
-        self.stochastic_depth = stochastic_depth
+        self.block = mb_block(in_channels, t, k, s, out)
+        self.stochastic_depth = ops.StochasticDepth(p, "row")
 
     def forward(self, x):
         main = self.stochastic_depth(self.block(x))
         return main + x
 
 
+def mb_conv(in_channels, t, k, s, out, p):
+    """The spec's block MBConv."""
+    if s == 1 and in_channels == out:
+        return MBConv(in_channels, t, k, s, out, p)
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("block", mb_block(in_channels, t, k, s, out)),
+                ("stochastic_depth", ops.StochasticDepth(0.0, "row")),
+            ]
+        )
+    )
+
+
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 5,288,548 parameters."""
     features = nn.Sequential(
+        conv_bn_act(3, 32, stride=2),
         nn.Sequential(
-            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, groups=1, bias=False),
-            nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
-            nn.SiLU(inplace=True),  # -> (32, 112, 112)
+            mb_conv(32, 1, 3, 1, 16, 0.0),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=32,
-                                        out_channels=32,
-                                        kernel_size=3,
-                                        stride=1,
-                                        padding=1,
-                                        groups=32,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (32, 112, 112)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (32, 1, 1)
-                                    fc1=nn.Conv2d(32, 8, 1),  # -> (8, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (8, 1, 1)
-                                    fc2=nn.Conv2d(8, 32, 1),  # -> (32, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (32, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=32,
-                                        out_channels=16,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(16),  # -> (16, 112, 112), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (16, 112, 112)
-                    ]
-                )
-            ),
+            mb_conv(16, 6, 3, 2, 24, 0.0125),
+            mb_conv(24, 6, 3, 1, 24, 0.025),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=16,
-                                        out_channels=96,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(96),  # -> (96, 112, 112), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (96, 112, 112)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=96,
-                                        out_channels=96,
-                                        kernel_size=3,
-                                        stride=2,
-                                        padding=1,
-                                        groups=96,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (96, 56, 56)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (96, 1, 1)
-                                    fc1=nn.Conv2d(96, 4, 1),  # -> (4, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (4, 1, 1)
-                                    fc2=nn.Conv2d(4, 96, 1),  # -> (96, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (96, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=96,
-                                        out_channels=24,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(24),  # -> (24, 56, 56), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (24, 56, 56)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=24, out_channels=144, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (144, 56, 56)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=144,
-                            out_channels=144,
-                            kernel_size=3,
-                            stride=1,
-                            padding=1,
-                            groups=144,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (144, 56, 56)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (144, 1, 1)
-                        fc1=nn.Conv2d(144, 6, 1),  # -> (6, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (6, 1, 1)
-                        fc2=nn.Conv2d(6, 144, 1),  # -> (144, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (144, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=144, out_channels=24, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(24),  # -> (24, 56, 56), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.025, "row"),  # -> (24, 56, 56)
-            ),
+            mb_conv(24, 6, 5, 2, 40, 0.037500000000000006),
+            mb_conv(40, 6, 5, 1, 40, 0.05),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=24,
-                                        out_channels=144,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (144, 56, 56)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=144,
-                                        out_channels=144,
-                                        kernel_size=5,
-                                        stride=2,
-                                        padding=2,
-                                        groups=144,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(144),  # -> (144, 28, 28), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (144, 28, 28)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (144, 1, 1)
-                                    fc1=nn.Conv2d(144, 6, 1),  # -> (6, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (6, 1, 1)
-                                    fc2=nn.Conv2d(6, 144, 1),  # -> (144, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (144, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=144,
-                                        out_channels=40,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(40),  # -> (40, 28, 28), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (40, 28, 28)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=40, out_channels=240, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(240),  # -> (240, 28, 28), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (240, 28, 28)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=240,
-                            out_channels=240,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=240,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(240),  # -> (240, 28, 28), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (240, 28, 28)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (240, 1, 1)
-                        fc1=nn.Conv2d(240, 10, 1),  # -> (10, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (10, 1, 1)
-                        fc2=nn.Conv2d(10, 240, 1),  # -> (240, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (240, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=240, out_channels=40, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(40),  # -> (40, 28, 28), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.05, "row"),  # -> (40, 28, 28)
-            ),
+            mb_conv(40, 6, 3, 2, 80, 0.0625),
+            mb_conv(80, 6, 3, 1, 80, 0.07500000000000001),
+            mb_conv(80, 6, 3, 1, 80, 0.08750000000000001),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=40,
-                                        out_channels=240,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(240),  # -> (240, 28, 28), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (240, 28, 28)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=240,
-                                        out_channels=240,
-                                        kernel_size=3,
-                                        stride=2,
-                                        padding=1,
-                                        groups=240,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(240),  # -> (240, 14, 14), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (240, 14, 14)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (240, 1, 1)
-                                    fc1=nn.Conv2d(240, 10, 1),  # -> (10, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (10, 1, 1)
-                                    fc2=nn.Conv2d(10, 240, 1),  # -> (240, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (240, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=240,
-                                        out_channels=80,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(80),  # -> (80, 14, 14), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (80, 14, 14)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=80, out_channels=480, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480,
-                            out_channels=480,
-                            kernel_size=3,
-                            stride=1,
-                            padding=1,
-                            groups=480,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                        fc1=nn.Conv2d(480, 20, 1),  # -> (20, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                        fc2=nn.Conv2d(20, 480, 1),  # -> (480, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480, out_channels=80, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(80),  # -> (80, 14, 14), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.07500000000000001, "row"),  # -> (80, 14, 14)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=80, out_channels=480, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480,
-                            out_channels=480,
-                            kernel_size=3,
-                            stride=1,
-                            padding=1,
-                            groups=480,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                        fc1=nn.Conv2d(480, 20, 1),  # -> (20, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                        fc2=nn.Conv2d(20, 480, 1),  # -> (480, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=480, out_channels=80, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(80),  # -> (80, 14, 14), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.08750000000000001, "row"),  # -> (80, 14, 14)
-            ),
+            mb_conv(80, 6, 5, 1, 112, 0.1),
+            mb_conv(112, 6, 5, 1, 112, 0.1125),
+            mb_conv(112, 6, 5, 1, 112, 0.125),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=80,
-                                        out_channels=480,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=480,
-                                        out_channels=480,
-                                        kernel_size=5,
-                                        stride=1,
-                                        padding=2,
-                                        groups=480,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(480),  # -> (480, 14, 14), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (480, 14, 14)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (480, 1, 1)
-                                    fc1=nn.Conv2d(480, 20, 1),  # -> (20, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (20, 1, 1)
-                                    fc2=nn.Conv2d(20, 480, 1),  # -> (480, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (480, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=480,
-                                        out_channels=112,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(112),  # -> (112, 14, 14), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (112, 14, 14)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=112, out_channels=672, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672,
-                            out_channels=672,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=672,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                        fc1=nn.Conv2d(672, 28, 1),  # -> (28, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                        fc2=nn.Conv2d(28, 672, 1),  # -> (672, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672, out_channels=112, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(112),  # -> (112, 14, 14), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.1125, "row"),  # -> (112, 14, 14)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=112, out_channels=672, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672,
-                            out_channels=672,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=672,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                        fc1=nn.Conv2d(672, 28, 1),  # -> (28, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                        fc2=nn.Conv2d(28, 672, 1),  # -> (672, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=672, out_channels=112, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(112),  # -> (112, 14, 14), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.125, "row"),  # -> (112, 14, 14)
-            ),
+            mb_conv(112, 6, 5, 2, 192, 0.1375),
+            mb_conv(192, 6, 5, 1, 192, 0.15000000000000002),
+            mb_conv(192, 6, 5, 1, 192, 0.1625),
+            mb_conv(192, 6, 5, 1, 192, 0.17500000000000002),
         ),
         nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=112,
-                                        out_channels=672,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(672),  # -> (672, 14, 14), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (672, 14, 14)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=672,
-                                        out_channels=672,
-                                        kernel_size=5,
-                                        stride=2,
-                                        padding=2,
-                                        groups=672,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(672),  # -> (672, 7, 7), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (672, 7, 7)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (672, 1, 1)
-                                    fc1=nn.Conv2d(672, 28, 1),  # -> (28, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (28, 1, 1)
-                                    fc2=nn.Conv2d(28, 672, 1),  # -> (672, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (672, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=672,
-                                        out_channels=192,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (192, 7, 7)
-                    ]
-                )
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152,
-                            out_channels=1152,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=1152,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.15000000000000002, "row"),  # -> (192, 7, 7)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152,
-                            out_channels=1152,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=1152,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.1625, "row"),  # -> (192, 7, 7)
-            ),
-            MBConv(
-                block=nn.Sequential(
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=192, out_channels=1152, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152,
-                            out_channels=1152,
-                            kernel_size=5,
-                            stride=1,
-                            padding=2,
-                            groups=1152,
-                            bias=False,
-                        ),
-                        nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                        nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                    ),
-                    SqueezeExcitation(
-                        avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                        fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
-                        activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                        fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
-                        scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                    ),
-                    nn.Sequential(
-                        nn.Conv2d(
-                            in_channels=1152, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                        ),
-                        nn.BatchNorm2d(192),  # -> (192, 7, 7), num_features inferred
-                    ),
-                ),
-                stochastic_depth=ops.StochasticDepth(0.17500000000000002, "row"),  # -> (192, 7, 7)
-            ),
+            mb_conv(192, 6, 3, 1, 320, 0.1875),
         ),
-        nn.Sequential(
-            nn.Sequential(
-                OrderedDict(
-                    [
-                        (
-                            "block",
-                            nn.Sequential(
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=192,
-                                        out_channels=1152,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=1152,
-                                        out_channels=1152,
-                                        kernel_size=3,
-                                        stride=1,
-                                        padding=1,
-                                        groups=1152,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(1152),  # -> (1152, 7, 7), num_features inferred
-                                    nn.SiLU(inplace=True),  # -> (1152, 7, 7)
-                                ),
-                                SqueezeExcitation(
-                                    avgpool=nn.AdaptiveAvgPool2d(1),  # -> (1152, 1, 1)
-                                    fc1=nn.Conv2d(1152, 48, 1),  # -> (48, 1, 1)
-                                    activation=nn.SiLU(inplace=True),  # -> (48, 1, 1)
-                                    fc2=nn.Conv2d(48, 1152, 1),  # -> (1152, 1, 1)
-                                    scale_activation=nn.Sigmoid(),  # -> (1152, 1, 1)
-                                ),
-                                nn.Sequential(
-                                    nn.Conv2d(
-                                        in_channels=1152,
-                                        out_channels=320,
-                                        kernel_size=1,
-                                        stride=1,
-                                        padding=0,
-                                        groups=1,
-                                        bias=False,
-                                    ),
-                                    nn.BatchNorm2d(320),  # -> (320, 7, 7), num_features inferred
-                                ),
-                            ),
-                        ),
-                        ("stochastic_depth", ops.StochasticDepth(0.0, "row")),  # -> (320, 7, 7)
-                    ]
-                )
-            ),
-        ),
-        nn.Sequential(
-            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, stride=1, padding=0, groups=1, bias=False),
-            nn.BatchNorm2d(1280),  # -> (1280, 7, 7), num_features inferred
-            nn.SiLU(inplace=True),  # -> (1280, 7, 7)
-        ),
+        conv_bn_act(320, 1280, kernel=1),
     )
     avgpool = nn.AdaptiveAvgPool2d(1)  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)

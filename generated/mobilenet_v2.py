@@ -18,491 +18,80 @@ width_mult = 1.0
 settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
+def conv_bn_relu(in_channels, out, kernel=3, stride=1, groups=1):
+    """The spec's block ConvBNReLU."""
+    return nn.Sequential(
+        nn.Conv2d(
+            in_channels=in_channels,
+            out_channels=out,
+            kernel_size=kernel,
+            stride=stride,
+            padding=(kernel - 1) // 2,
+            groups=groups,
+            bias=False,
+        ),
+        nn.BatchNorm2d(out),
+        nn.ReLU6(inplace=True),
+    )
+
+
+def residual(in_channels, out, stride, t):
+    """The spec's block Residual."""
+    hidden = int(round(in_channels * t))
+    layers = []
+    if t != 1:
+        layers.append(conv_bn_relu(in_channels, hidden, kernel=1))
+    layers.append(conv_bn_relu(hidden, hidden, stride=stride, groups=hidden))
+    layers.append(nn.Conv2d(in_channels=hidden, out_channels=out, kernel_size=1, bias=False))
+    layers.append(nn.BatchNorm2d(out))
+    return nn.Sequential(*layers)
+
+
 class InvertedResidual(nn.Module):
     """input + conv."""
 
-    def __init__(self, conv):
+    def __init__(self, in_channels, out, stride, t):
         super().__init__()
-        self.conv = conv
+        self.conv = residual(in_channels, out, stride, t)
 
     def forward(self, x):
         conv = self.conv(x)
         return x + conv
 
 
+def inverted_residual(in_channels, out, stride, t):
+    """The spec's block InvertedResidual."""
+    if stride == 1 and in_channels == out:
+        return InvertedResidual(in_channels, out, stride, t)
+    return nn.Sequential(
+        OrderedDict(
+            [
+                ("conv", residual(in_channels, out, stride, t)),
+            ]
+        )
+    )
+
+
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 3,504,872 parameters."""
     features = nn.Sequential(
-        nn.Sequential(
-            nn.Conv2d(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=1, groups=1, bias=False),
-            nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
-            nn.ReLU6(inplace=True),  # -> (32, 112, 112)
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=32,
-                                    out_channels=32,
-                                    kernel_size=3,
-                                    stride=1,
-                                    padding=1,
-                                    groups=32,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(32),  # -> (32, 112, 112), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (32, 112, 112)
-                            ),
-                            nn.Conv2d(in_channels=32, out_channels=16, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(16),  # -> (16, 112, 112), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=16,
-                                    out_channels=96,
-                                    kernel_size=1,
-                                    stride=1,
-                                    padding=0,
-                                    groups=1,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(96),  # -> (96, 112, 112), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (96, 112, 112)
-                            ),
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=96,
-                                    out_channels=96,
-                                    kernel_size=3,
-                                    stride=2,
-                                    padding=1,
-                                    groups=96,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(96),  # -> (96, 56, 56), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (96, 56, 56)
-                            ),
-                            nn.Conv2d(in_channels=96, out_channels=24, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(24),  # -> (24, 56, 56), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=24, out_channels=144, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (144, 56, 56)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=144, out_channels=144, kernel_size=3, stride=1, padding=1, groups=144, bias=False
-                    ),
-                    nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (144, 56, 56)
-                ),
-                nn.Conv2d(in_channels=144, out_channels=24, kernel_size=1, bias=False),
-                nn.BatchNorm2d(24),  # -> (24, 56, 56), num_features inferred
-            ),
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=24,
-                                    out_channels=144,
-                                    kernel_size=1,
-                                    stride=1,
-                                    padding=0,
-                                    groups=1,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(144),  # -> (144, 56, 56), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (144, 56, 56)
-                            ),
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=144,
-                                    out_channels=144,
-                                    kernel_size=3,
-                                    stride=2,
-                                    padding=1,
-                                    groups=144,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(144),  # -> (144, 28, 28), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (144, 28, 28)
-                            ),
-                            nn.Conv2d(in_channels=144, out_channels=32, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(32),  # -> (32, 28, 28), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=32, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (192, 28, 28)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=192, out_channels=192, kernel_size=3, stride=1, padding=1, groups=192, bias=False
-                    ),
-                    nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (192, 28, 28)
-                ),
-                nn.Conv2d(in_channels=192, out_channels=32, kernel_size=1, bias=False),
-                nn.BatchNorm2d(32),  # -> (32, 28, 28), num_features inferred
-            ),
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=32, out_channels=192, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (192, 28, 28)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=192, out_channels=192, kernel_size=3, stride=1, padding=1, groups=192, bias=False
-                    ),
-                    nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (192, 28, 28)
-                ),
-                nn.Conv2d(in_channels=192, out_channels=32, kernel_size=1, bias=False),
-                nn.BatchNorm2d(32),  # -> (32, 28, 28), num_features inferred
-            ),
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=32,
-                                    out_channels=192,
-                                    kernel_size=1,
-                                    stride=1,
-                                    padding=0,
-                                    groups=1,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(192),  # -> (192, 28, 28), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (192, 28, 28)
-                            ),
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=192,
-                                    out_channels=192,
-                                    kernel_size=3,
-                                    stride=2,
-                                    padding=1,
-                                    groups=192,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(192),  # -> (192, 14, 14), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (192, 14, 14)
-                            ),
-                            nn.Conv2d(in_channels=192, out_channels=64, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(64),  # -> (64, 14, 14), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=64, out_channels=384, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=384, out_channels=384, kernel_size=3, stride=1, padding=1, groups=384, bias=False
-                    ),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Conv2d(in_channels=384, out_channels=64, kernel_size=1, bias=False),
-                nn.BatchNorm2d(64),  # -> (64, 14, 14), num_features inferred
-            ),
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=64, out_channels=384, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=384, out_channels=384, kernel_size=3, stride=1, padding=1, groups=384, bias=False
-                    ),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Conv2d(in_channels=384, out_channels=64, kernel_size=1, bias=False),
-                nn.BatchNorm2d(64),  # -> (64, 14, 14), num_features inferred
-            ),
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=64, out_channels=384, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=384, out_channels=384, kernel_size=3, stride=1, padding=1, groups=384, bias=False
-                    ),
-                    nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                ),
-                nn.Conv2d(in_channels=384, out_channels=64, kernel_size=1, bias=False),
-                nn.BatchNorm2d(64),  # -> (64, 14, 14), num_features inferred
-            ),
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=64,
-                                    out_channels=384,
-                                    kernel_size=1,
-                                    stride=1,
-                                    padding=0,
-                                    groups=1,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                            ),
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=384,
-                                    out_channels=384,
-                                    kernel_size=3,
-                                    stride=1,
-                                    padding=1,
-                                    groups=384,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(384),  # -> (384, 14, 14), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (384, 14, 14)
-                            ),
-                            nn.Conv2d(in_channels=384, out_channels=96, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(96),  # -> (96, 14, 14), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=96, out_channels=576, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (576, 14, 14)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=576, out_channels=576, kernel_size=3, stride=1, padding=1, groups=576, bias=False
-                    ),
-                    nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (576, 14, 14)
-                ),
-                nn.Conv2d(in_channels=576, out_channels=96, kernel_size=1, bias=False),
-                nn.BatchNorm2d(96),  # -> (96, 14, 14), num_features inferred
-            ),
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=96, out_channels=576, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (576, 14, 14)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=576, out_channels=576, kernel_size=3, stride=1, padding=1, groups=576, bias=False
-                    ),
-                    nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (576, 14, 14)
-                ),
-                nn.Conv2d(in_channels=576, out_channels=96, kernel_size=1, bias=False),
-                nn.BatchNorm2d(96),  # -> (96, 14, 14), num_features inferred
-            ),
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=96,
-                                    out_channels=576,
-                                    kernel_size=1,
-                                    stride=1,
-                                    padding=0,
-                                    groups=1,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(576),  # -> (576, 14, 14), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (576, 14, 14)
-                            ),
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=576,
-                                    out_channels=576,
-                                    kernel_size=3,
-                                    stride=2,
-                                    padding=1,
-                                    groups=576,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(576),  # -> (576, 7, 7), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (576, 7, 7)
-                            ),
-                            nn.Conv2d(in_channels=576, out_channels=160, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(160),  # -> (160, 7, 7), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=160, out_channels=960, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (960, 7, 7)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=960, out_channels=960, kernel_size=3, stride=1, padding=1, groups=960, bias=False
-                    ),
-                    nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (960, 7, 7)
-                ),
-                nn.Conv2d(in_channels=960, out_channels=160, kernel_size=1, bias=False),
-                nn.BatchNorm2d(160),  # -> (160, 7, 7), num_features inferred
-            ),
-        ),
-        InvertedResidual(
-            conv=nn.Sequential(
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=160, out_channels=960, kernel_size=1, stride=1, padding=0, groups=1, bias=False
-                    ),
-                    nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (960, 7, 7)
-                ),
-                nn.Sequential(
-                    nn.Conv2d(
-                        in_channels=960, out_channels=960, kernel_size=3, stride=1, padding=1, groups=960, bias=False
-                    ),
-                    nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                    nn.ReLU6(inplace=True),  # -> (960, 7, 7)
-                ),
-                nn.Conv2d(in_channels=960, out_channels=160, kernel_size=1, bias=False),
-                nn.BatchNorm2d(160),  # -> (160, 7, 7), num_features inferred
-            ),
-        ),
-        nn.Sequential(
-            OrderedDict(
-                [
-                    (
-                        "conv",
-                        nn.Sequential(
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=160,
-                                    out_channels=960,
-                                    kernel_size=1,
-                                    stride=1,
-                                    padding=0,
-                                    groups=1,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (960, 7, 7)
-                            ),
-                            nn.Sequential(
-                                nn.Conv2d(
-                                    in_channels=960,
-                                    out_channels=960,
-                                    kernel_size=3,
-                                    stride=1,
-                                    padding=1,
-                                    groups=960,
-                                    bias=False,
-                                ),
-                                nn.BatchNorm2d(960),  # -> (960, 7, 7), num_features inferred
-                                nn.ReLU6(inplace=True),  # -> (960, 7, 7)
-                            ),
-                            nn.Conv2d(in_channels=960, out_channels=320, kernel_size=1, bias=False),
-                            nn.BatchNorm2d(320),  # -> (320, 7, 7), num_features inferred
-                        ),
-                    ),
-                ]
-            )
-        ),
-        nn.Sequential(
-            nn.Conv2d(in_channels=320, out_channels=1280, kernel_size=1, stride=1, padding=0, groups=1, bias=False),
-            nn.BatchNorm2d(1280),  # -> (1280, 7, 7), num_features inferred
-            nn.ReLU6(inplace=True),  # -> (1280, 7, 7)
-        ),
+        conv_bn_relu(3, 32, stride=2),
+        inverted_residual(32, 16, 1, 1),
+        inverted_residual(16, 24, 2, 6),
+        inverted_residual(24, 24, 1, 6),
+        inverted_residual(24, 32, 2, 6),
+        inverted_residual(32, 32, 1, 6),
+        inverted_residual(32, 32, 1, 6),
+        inverted_residual(32, 64, 2, 6),
+        *(inverted_residual(64, 64, 1, 6) for _ in range(3)),
+        inverted_residual(64, 96, 1, 6),
+        inverted_residual(96, 96, 1, 6),
+        inverted_residual(96, 96, 1, 6),
+        inverted_residual(96, 160, 2, 6),
+        inverted_residual(160, 160, 1, 6),
+        inverted_residual(160, 160, 1, 6),
+        inverted_residual(160, 320, 1, 6),
+        conv_bn_relu(320, 1280, kernel=1),
     )
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)

@@ -25,39 +25,30 @@ block = "BasicBlock"
 layers = [2, 2, 2, 2]
 
 
+def shortcut(in_channels, out, stride):
+    """The spec's block Shortcut."""
+    if stride != 1 or in_channels != out:
+        return nn.Sequential(
+            nn.Conv2d(in_channels=in_channels, out_channels=out, kernel_size=1, stride=stride, bias=False),
+            nn.BatchNorm2d(out),
+        )
+    return None  # the input passes through
+
+
 class BasicBlock(nn.Module):
-    """conv1 .. bn2 + input, then relu_out."""
-
-    def __init__(self, conv1, bn1, relu, conv2, bn2, relu_out):
-        super().__init__()
-        self.conv1 = conv1
-        self.bn1 = bn1
-        self.relu = relu
-        self.conv2 = conv2
-        self.bn2 = bn2
-        self.relu_out = relu_out
-
-    def forward(self, x):
-        main = self.conv1(x)
-        main = self.bn1(main)
-        main = self.relu(main)
-        main = self.conv2(main)
-        main = self.bn2(main)
-        return self.relu_out(main + x)
-
-
-class BasicBlock_1(nn.Module):
     """conv1 .. bn2 + downsample, then relu_out."""
 
-    def __init__(self, conv1, bn1, relu, conv2, bn2, downsample, relu_out):
+    def __init__(self, in_channels, width, stride=1):
         super().__init__()
-        self.conv1 = conv1
-        self.bn1 = bn1
-        self.relu = relu
-        self.conv2 = conv2
-        self.bn2 = bn2
-        self.downsample = downsample
-        self.relu_out = relu_out
+        self.conv1 = nn.Conv2d(
+            in_channels=in_channels, out_channels=width, kernel_size=3, stride=stride, padding=1, bias=False
+        )
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(in_channels=width, out_channels=width, kernel_size=3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.downsample = shortcut(in_channels, width, stride)
+        self.relu_out = nn.ReLU(inplace=True)
 
     def forward(self, x):
         main = self.conv1(x)
@@ -65,7 +56,9 @@ class BasicBlock_1(nn.Module):
         main = self.relu(main)
         main = self.conv2(main)
         main = self.bn2(main)
-        downsample = self.downsample(x)
+        downsample = x
+        if self.downsample is not None:
+            downsample = self.downsample(x)
         return self.relu_out(main + downsample)
 
 
@@ -76,88 +69,20 @@ def build_model():
     relu = nn.ReLU(inplace=True)  # -> (64, 112, 112)
     maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # -> (64, 56, 56)
     layer1 = nn.Sequential(
-        BasicBlock(
-            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-        ),
-        BasicBlock(
-            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-        ),
+        BasicBlock(64, 64),
+        BasicBlock(64, 64),
     )
     layer2 = nn.Sequential(
-        BasicBlock_1(
-            conv1=nn.Conv2d(in_channels=64, out_channels=128, kernel_size=3, stride=2, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=64, out_channels=128, kernel_size=1, stride=2, bias=False),
-                nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-        ),
-        BasicBlock(
-            conv1=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-        ),
+        BasicBlock(64, 128, stride=2),
+        BasicBlock(128, 128),
     )
     layer3 = nn.Sequential(
-        BasicBlock_1(
-            conv1=nn.Conv2d(in_channels=128, out_channels=256, kernel_size=3, stride=2, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=128, out_channels=256, kernel_size=1, stride=2, bias=False),
-                nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-        ),
-        BasicBlock(
-            conv1=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-        ),
+        BasicBlock(128, 256, stride=2),
+        BasicBlock(256, 256),
     )
     layer4 = nn.Sequential(
-        BasicBlock_1(
-            conv1=nn.Conv2d(in_channels=256, out_channels=512, kernel_size=3, stride=2, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=256, out_channels=512, kernel_size=1, stride=2, bias=False),
-                nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-        ),
-        BasicBlock(
-            conv1=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=1, padding=1, bias=False),
-            bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-        ),
+        BasicBlock(256, 512, stride=2),
+        BasicBlock(512, 512),
     )
     avgpool = nn.AdaptiveAvgPool2d(output_size=(1, 1))  # -> (512, 1, 1)
     flatten = nn.Flatten()  # -> (512,)

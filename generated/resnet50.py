@@ -19,18 +19,25 @@ layers = [3, 4, 6, 3]
 class Bottleneck(nn.Module):
     """conv1 .. bn3 + downsample, then relu_out."""
 
-    def __init__(self, conv1, bn1, relu, conv2, bn2, relu2, conv3, bn3, downsample, relu_out):
+    def __init__(self, in_channels, width, stride=1):
         super().__init__()
-        self.conv1 = conv1
-        self.bn1 = bn1
-        self.relu = relu
-        self.conv2 = conv2
-        self.bn2 = bn2
-        self.relu2 = relu2
-        self.conv3 = conv3
-        self.bn3 = bn3
-        self.downsample = downsample
-        self.relu_out = relu_out
+        self.conv1 = nn.Conv2d(in_channels=in_channels, out_channels=width, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(
+            in_channels=width, out_channels=width, kernel_size=3, stride=stride, padding=1, bias=False
+        )
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(in_channels=width, out_channels=width * 4, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width * 4)
+        self.downsample = None
+        if stride != 1 or in_channels != width * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels=in_channels, out_channels=width * 4, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(width * 4),
+            )
+        self.relu_out = nn.ReLU(inplace=True)
 
     def forward(self, x):
         main = self.conv1(x)
@@ -41,35 +48,10 @@ class Bottleneck(nn.Module):
         main = self.relu2(main)
         main = self.conv3(main)
         main = self.bn3(main)
-        downsample = self.downsample(x)
+        downsample = x
+        if self.downsample is not None:
+            downsample = self.downsample(x)
         return self.relu_out(main + downsample)
-
-
-class Bottleneck_1(nn.Module):
-    """conv1 .. bn3 + input, then relu_out."""
-
-    def __init__(self, conv1, bn1, relu, conv2, bn2, relu2, conv3, bn3, relu_out):
-        super().__init__()
-        self.conv1 = conv1
-        self.bn1 = bn1
-        self.relu = relu
-        self.conv2 = conv2
-        self.bn2 = bn2
-        self.relu2 = relu2
-        self.conv3 = conv3
-        self.bn3 = bn3
-        self.relu_out = relu_out
-
-    def forward(self, x):
-        main = self.conv1(x)
-        main = self.bn1(main)
-        main = self.relu(main)
-        main = self.conv2(main)
-        main = self.bn2(main)
-        main = self.relu2(main)
-        main = self.conv3(main)
-        main = self.bn3(main)
-        return self.relu_out(main + x)
 
 
 def build_model():
@@ -79,204 +61,22 @@ def build_model():
     relu = nn.ReLU(inplace=True)  # -> (64, 112, 112)
     maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # -> (64, 56, 56)
     layer1 = nn.Sequential(
-        Bottleneck(
-            conv1=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(256),  # -> (256, 56, 56), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, stride=1, bias=False),
-                nn.BatchNorm2d(256),  # -> (256, 56, 56), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (256, 56, 56)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=256, out_channels=64, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(256),  # -> (256, 56, 56), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (256, 56, 56)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=256, out_channels=64, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv2=nn.Conv2d(in_channels=64, out_channels=64, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(64),  # -> (64, 56, 56), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (64, 56, 56)
-            conv3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(256),  # -> (256, 56, 56), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (256, 56, 56)
-        ),
+        Bottleneck(64, 64),
+        Bottleneck(256, 64),
+        Bottleneck(256, 64),
     )
     layer2 = nn.Sequential(
-        Bottleneck(
-            conv1=nn.Conv2d(in_channels=256, out_channels=128, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(128),  # -> (128, 56, 56), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (128, 56, 56)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=2, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(512),  # -> (512, 28, 28), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=256, out_channels=512, kernel_size=1, stride=2, bias=False),
-                nn.BatchNorm2d(512),  # -> (512, 28, 28), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (512, 28, 28)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=512, out_channels=128, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(512),  # -> (512, 28, 28), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (512, 28, 28)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=512, out_channels=128, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(512),  # -> (512, 28, 28), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (512, 28, 28)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=512, out_channels=128, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv2=nn.Conv2d(in_channels=128, out_channels=128, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(128),  # -> (128, 28, 28), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (128, 28, 28)
-            conv3=nn.Conv2d(in_channels=128, out_channels=512, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(512),  # -> (512, 28, 28), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (512, 28, 28)
-        ),
+        Bottleneck(256, 128, stride=2),
+        *(Bottleneck(512, 128) for _ in range(3)),
     )
     layer3 = nn.Sequential(
-        Bottleneck(
-            conv1=nn.Conv2d(in_channels=512, out_channels=256, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 28, 28), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 28, 28)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=2, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=512, out_channels=1024, kernel_size=1, stride=2, bias=False),
-                nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (1024, 14, 14)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (1024, 14, 14)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (1024, 14, 14)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (1024, 14, 14)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (1024, 14, 14)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=1024, out_channels=256, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv2=nn.Conv2d(in_channels=256, out_channels=256, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(256),  # -> (256, 14, 14), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (256, 14, 14)
-            conv3=nn.Conv2d(in_channels=256, out_channels=1024, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(1024),  # -> (1024, 14, 14), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (1024, 14, 14)
-        ),
+        Bottleneck(512, 256, stride=2),
+        *(Bottleneck(1024, 256) for _ in range(5)),
     )
     layer4 = nn.Sequential(
-        Bottleneck(
-            conv1=nn.Conv2d(in_channels=1024, out_channels=512, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(512),  # -> (512, 14, 14), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (512, 14, 14)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=2, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv3=nn.Conv2d(in_channels=512, out_channels=2048, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(2048),  # -> (2048, 7, 7), num_features inferred
-            downsample=nn.Sequential(
-                nn.Conv2d(in_channels=1024, out_channels=2048, kernel_size=1, stride=2, bias=False),
-                nn.BatchNorm2d(2048),  # -> (2048, 7, 7), num_features inferred
-            ),
-            relu_out=nn.ReLU(inplace=True),  # -> (2048, 7, 7)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=2048, out_channels=512, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv3=nn.Conv2d(in_channels=512, out_channels=2048, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(2048),  # -> (2048, 7, 7), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (2048, 7, 7)
-        ),
-        Bottleneck_1(
-            conv1=nn.Conv2d(in_channels=2048, out_channels=512, kernel_size=1, bias=False),
-            bn1=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv2=nn.Conv2d(in_channels=512, out_channels=512, kernel_size=3, stride=1, padding=1, bias=False),
-            bn2=nn.BatchNorm2d(512),  # -> (512, 7, 7), num_features inferred
-            relu2=nn.ReLU(inplace=True),  # -> (512, 7, 7)
-            conv3=nn.Conv2d(in_channels=512, out_channels=2048, kernel_size=1, bias=False),
-            bn3=nn.BatchNorm2d(2048),  # -> (2048, 7, 7), num_features inferred
-            relu_out=nn.ReLU(inplace=True),  # -> (2048, 7, 7)
-        ),
+        Bottleneck(1024, 512, stride=2),
+        Bottleneck(2048, 512),
+        Bottleneck(2048, 512),
     )
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (2048, 1, 1)
     flatten = nn.Flatten()  # -> (2048,)

@@ -21,14 +21,14 @@ dropout = 0.5
 class Fire(nn.Module):
     """squeeze .. squeeze_activation, then cat([expand1x1 .. expand1x1_activation, expand3x3 .. expand3x3_activation], dim=1)."""
 
-    def __init__(self, squeeze, squeeze_activation, expand1x1, expand1x1_activation, expand3x3, expand3x3_activation):
+    def __init__(self, in_channels, squeeze, expand):
         super().__init__()
-        self.squeeze = squeeze
-        self.squeeze_activation = squeeze_activation
-        self.expand1x1 = expand1x1
-        self.expand1x1_activation = expand1x1_activation
-        self.expand3x3 = expand3x3
-        self.expand3x3_activation = expand3x3_activation
+        self.squeeze = nn.Conv2d(in_channels=in_channels, out_channels=squeeze, kernel_size=1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(in_channels=squeeze, out_channels=expand, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(in_channels=squeeze, out_channels=expand, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x):
         x = self.squeeze_activation(self.squeeze(x))
@@ -43,72 +43,16 @@ def build_model():
         nn.Conv2d(in_channels=3, out_channels=96, kernel_size=7, stride=2),  # -> (96, 109, 109), in_channels inferred
         nn.ReLU(inplace=True),  # -> (96, 109, 109)
         nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # -> (96, 54, 54)
-        Fire(
-            squeeze=nn.Conv2d(in_channels=96, out_channels=16, kernel_size=1),  # -> (16, 54, 54), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (16, 54, 54)
-            expand1x1=nn.Conv2d(in_channels=16, out_channels=64, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (64, 54, 54)
-            expand3x3=nn.Conv2d(in_channels=16, out_channels=64, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (64, 54, 54)
-        ),
-        Fire(
-            squeeze=nn.Conv2d(in_channels=128, out_channels=16, kernel_size=1),  # -> (16, 54, 54), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (16, 54, 54)
-            expand1x1=nn.Conv2d(in_channels=16, out_channels=64, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (64, 54, 54)
-            expand3x3=nn.Conv2d(in_channels=16, out_channels=64, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (64, 54, 54)
-        ),
-        Fire(
-            squeeze=nn.Conv2d(in_channels=128, out_channels=32, kernel_size=1),  # -> (32, 54, 54), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (32, 54, 54)
-            expand1x1=nn.Conv2d(in_channels=32, out_channels=128, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (128, 54, 54)
-            expand3x3=nn.Conv2d(in_channels=32, out_channels=128, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (128, 54, 54)
-        ),
+        Fire(96, 16, 64),
+        Fire(128, 16, 64),
+        Fire(128, 32, 128),
         nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # -> (256, 27, 27)
-        Fire(
-            squeeze=nn.Conv2d(in_channels=256, out_channels=32, kernel_size=1),  # -> (32, 27, 27), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (32, 27, 27)
-            expand1x1=nn.Conv2d(in_channels=32, out_channels=128, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (128, 27, 27)
-            expand3x3=nn.Conv2d(in_channels=32, out_channels=128, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (128, 27, 27)
-        ),
-        Fire(
-            squeeze=nn.Conv2d(in_channels=256, out_channels=48, kernel_size=1),  # -> (48, 27, 27), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (48, 27, 27)
-            expand1x1=nn.Conv2d(in_channels=48, out_channels=192, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (192, 27, 27)
-            expand3x3=nn.Conv2d(in_channels=48, out_channels=192, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (192, 27, 27)
-        ),
-        Fire(
-            squeeze=nn.Conv2d(in_channels=384, out_channels=48, kernel_size=1),  # -> (48, 27, 27), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (48, 27, 27)
-            expand1x1=nn.Conv2d(in_channels=48, out_channels=192, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (192, 27, 27)
-            expand3x3=nn.Conv2d(in_channels=48, out_channels=192, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (192, 27, 27)
-        ),
-        Fire(
-            squeeze=nn.Conv2d(in_channels=384, out_channels=64, kernel_size=1),  # -> (64, 27, 27), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (64, 27, 27)
-            expand1x1=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (256, 27, 27)
-            expand3x3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (256, 27, 27)
-        ),
+        Fire(256, 32, 128),
+        Fire(256, 48, 192),
+        Fire(384, 48, 192),
+        Fire(384, 64, 256),
         nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # -> (512, 13, 13)
-        Fire(
-            squeeze=nn.Conv2d(in_channels=512, out_channels=64, kernel_size=1),  # -> (64, 13, 13), in_channels inferred
-            squeeze_activation=nn.ReLU(inplace=True),  # -> (64, 13, 13)
-            expand1x1=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=1),
-            expand1x1_activation=nn.ReLU(inplace=True),  # -> (256, 13, 13)
-            expand3x3=nn.Conv2d(in_channels=64, out_channels=256, kernel_size=3, padding=1),
-            expand3x3_activation=nn.ReLU(inplace=True),  # -> (256, 13, 13)
-        ),
+        Fire(512, 64, 256),
     )
     classifier = nn.Sequential(
         nn.Dropout(p=dropout),  # -> (512, 13, 13)

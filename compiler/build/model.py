@@ -18,7 +18,7 @@ from compiler.runtime.layers import merge
 
 
 def build_model(model: ModelIR) -> nn.Module:
-    names = class_names(list(model.merges()))
+    names = class_names(list(model.merges()), model.blocks)
     module = _build(model.root, names)
     if model.init:
         apply_init(module, model.init)

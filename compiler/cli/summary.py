@@ -21,27 +21,33 @@ def summary_rows(model: ModelIR) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _kind(node: Node, kind: str) -> str:
+    """A block instance's type names its `blocks:` definition: ``ConvBNAct: Sequential``."""
+    if node.use is None or kind.startswith(node.use.block):
+        return kind
+    return f"{node.use.block}: {kind}"
+
+
 def _rows(node: Node, depth: int, rows: list) -> None:
     label = "  " * depth + node.name
     if isinstance(node, LayerIR):
-        rows.append((label, node.type, _shape(node.out_shape), f"{node.params:,}"))
+        rows.append((label, _kind(node, node.type), _shape(node.out_shape), f"{node.params:,}"))
         return
     if isinstance(node, BlockIR):
-        rows.append(
-            (label, "Sequential[named]" if node.named else "Sequential", _shape(node.out_shape), f"{node.params:,}")
-        )
+        kind = _kind(node, "Sequential[named]" if node.named else "Sequential")
+        rows.append((label, kind, _shape(node.out_shape), f"{node.params:,}"))
         for child in node.children:
             _rows(child, depth + 1, rows)
         return
     assert isinstance(node, MergeIR)
-    rows.append((label, f"{node.class_name} ({node.op})", _shape(node.out_shape), f"{node.params:,}"))
+    rows.append((label, _kind(node, f"{node.class_name} ({node.op})"), _shape(node.out_shape), f"{node.params:,}"))
     for part in node.parts:
         role = "before" if part is node.before else "then" if part is node.then else "branch"
         params = sum(n.params for n in part.nodes)
         rows.append(
             (
                 "  " * (depth + 1) + f"[{part.name}]",
-                role if part.nodes else "identity",
+                (role if part.nodes else "identity") + (f" ({part.use.block})" if part.use is not None else ""),
                 _shape(part.out_shape),
                 f"{params:,}",
             )

@@ -73,6 +73,8 @@ class Library:
     variables: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, tuple[dict, Path_]] = field(default_factory=dict)
     instances: dict[Path_, Any] = field(default_factory=dict)  # use path -> its body's data (`specc expand`)
+    envs: dict[Path_, dict] = field(default_factory=dict)  # use path -> the names its body saw (generated classes)
+    origins: dict[Path_, Path_] = field(default_factory=dict)  # a written value's path -> the path it came from
     expanded: dict = field(default_factory=dict)  # the spec after expansion, uses still in place
     written: int = 0  # values written by expansion so far (MAX_EXPANDED)
 
@@ -127,6 +129,7 @@ def instantiate(
     if isinstance(body, dict) and "merge" in body and "class" not in body:  # the script's class: the block's name
         body = {"merge": body["merge"], "class": block.name, **{k: v for k, v in body.items() if k != "merge"}}
     library.instances[path] = body
+    library.envs[path] = env
     return body
 
 
@@ -344,6 +347,7 @@ class _Expander:
             self.problems.fail(origin, f"the model expands to more than {MAX_EXPANDED:,} values", fix)
         if origin != path:
             self.source.positions[path] = self.origins.locate(origin)
+            self.library.origins[path] = origin
 
     def fail(self, origin: Path_, message: str, fix: str = "") -> None:
         self.problems.fail(origin, message, fix)

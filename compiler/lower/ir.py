@@ -55,6 +55,16 @@ class CallIR:
 
 
 @dataclass
+class UseIR:
+    """Which `blocks:` definition made a subtree, and the names its body saw (parameters, `in_channels`,
+    local `vars`, the spec's variables): what the generated script's class for the block is written from."""
+
+    block: str
+    env: dict[str, Any]
+    root: tuple  # the YAML path its body's nodes are under (``use path + ("<Block>",)``)
+
+
+@dataclass
 class LayerIR:
     name: str  # child name in its parent ("0", "conv1")
     path: str  # module path from the root ("dense.0"), as in ``model.get_submodule``
@@ -67,6 +77,7 @@ class LayerIR:
     none_params: tuple[str, ...] = ()  # those of them that are ``None``
     param_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (name, shape) of the others: what init rules meet
     inferred: str | None = None  # the argument filled by shape inference
+    use: UseIR | None = None  # the block use this layer is the whole body of
 
     @property
     def entry(self) -> Entry:
@@ -95,6 +106,7 @@ class BlockIR:
     yaml_path: tuple = ()
     in_shape: Shape | None = None
     out_shape: Shape | None = None
+    use: UseIR | None = None
 
     @property
     def params(self) -> int:
@@ -125,6 +137,7 @@ class PartIR:
     spread: bool
     yaml_path: tuple = ()
     out_shape: Shape | None = None
+    use: UseIR | None = None  # a part that is a block use (its nodes may be none: the input passes through)
 
 
 @dataclass
@@ -142,6 +155,7 @@ class MergeIR:
     yaml_path: tuple = ()
     in_shape: Shape | None = None
     out_shape: Shape | None = None
+    use: UseIR | None = None
 
     @property
     def parts(self) -> list[PartIR]:
@@ -202,6 +216,7 @@ class ModelIR:
     input_shape: Shape | None
     input_dtype: str = "float32"  # "int64" when the first layer takes indices (Embedding)
     init: list[InitRuleIR] = field(default_factory=list)
+    blocks: dict[str, BlockCodeIR] = field(default_factory=dict)  # the code of each block the script writes once
 
     @property
     def output_shape(self) -> Shape | None:
@@ -312,11 +327,63 @@ class Program:
     warnings: list[Problem] = field(default_factory=list)
 
 
-def class_names(merges: list[MergeIR]) -> dict[tuple, str]:
-    """A class name per distinct block shape, in order of first appearance (``AddBlock``, ``AddBlock_1``)."""
-    namespace = Namespace({"Module", "Sequential", "OrderedDict"})
+def class_names(merges: list[MergeIR], blocks: dict[str, BlockCodeIR] | None = None) -> dict[tuple, str]:
+    """A class name per distinct block shape, in order of first appearance (``AddBlock``, ``AddBlock_1``); a merge
+    a `blocks:` definition made takes that block's class when the block's code is written once (``blocks``)."""
+    blocks = blocks or {}
+    own = {code.class_name for code in blocks.values() if code.class_name}
+    namespace = Namespace({"Module", "Sequential", "OrderedDict", *own})
     names: dict[tuple, str] = {}
     for merge in merges:
-        if merge.shape_key not in names:
+        code = blocks.get(merge.use.block) if merge.use is not None else None
+        if code is not None and code.class_name:
+            names[merge.shape_key] = code.class_name
+        elif merge.shape_key not in names:
             names[merge.shape_key] = namespace.name(merge.class_name)
     return names
+
+
+# --------------------------------------------------------------------------- blocks in the generated script
+
+
+@dataclass
+class BlockCallIR:
+    """A block use inside another block's code: ``shortcut(in_channels, width, stride)``."""
+
+    name: str  # child name in its parent
+    target: str  # the class or function it calls
+    args: list[str]  # Python text of each argument (``stride=stride`` for keywords)
+    optional: bool = False  # may return None (a part that passes the input through)
+    use: UseIR | None = None
+
+
+@dataclass
+class CondIR:
+    """An item of a block's list that exists only when ``condition`` holds (the spec's `{if: ...}` item)."""
+
+    condition: str
+    node: Any  # a template node
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class BlockCodeIR:
+    """One `blocks:` definition as the generated script writes it: a class when its body is a merge (torchvision's
+    ``BasicBlock``), else a function returning the body's modules (torchvision's ``conv3x3``, ``_make_layer``).
+
+    Templates are IR nodes whose argument sources are Python expressions of the parameters; ``BlockCallIR`` stands
+    for a block used inside, ``CondIR`` for an optional list item. Checked against every use in the model."""
+
+    block: str
+    params: list[tuple[str, str | None]]  # (Python name, default's Python text or None)
+    spec_params: list[str]  # the spec's names of the same parameters, in order
+    local_vars: list[tuple[str, str]]  # (name, Python text), computed first
+    class_name: str | None = None  # the merge class (its body, or the merge one branch of an `if:` chooses)
+    merge: MergeIR | None = None  # the class's template
+    optional: tuple[str, ...] = ()  # its parts that may be None
+    function: str | None = None  # the function (a body that is not a merge, or an `if:`)
+    branches: list[tuple[str | None, Any]] = field(default_factory=list)  # (condition or None, template or None)
+    doc: str = ""

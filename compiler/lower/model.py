@@ -23,7 +23,8 @@ from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
 from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
-from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, class_names
+from compiler.lower.blocks import plan_blocks
+from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, UseIR, class_names
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
 # Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;
@@ -71,6 +72,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     lowerer.end_of_model()
     model = ModelIR(root, spec.input, dtype)
     model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init) if rule is not None]
+    if problems.count() == before and spec.library.blocks:
+        model.blocks = plan_blocks(model, spec.library, set(RESERVED_NAMES) | set(spec.vars))
     _check_class_names(model, spec, problems)
     budget = memory_budget() if max_bytes is None else max_bytes
     if problems.count() == before and model.nbytes > budget:
@@ -85,7 +88,7 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
 
 def _check_class_names(model: ModelIR, spec: Spec, problems: Problems) -> None:
     """The generated script defines a class per merge-block shape: its name must not be one the script uses."""
-    names = class_names(list(model.merges()))
+    names = class_names(list(model.merges()), model.blocks)
     for merge in model.merges():
         name = names[merge.shape_key]
         if name in RESERVED_NAMES or name in spec.vars:
@@ -191,10 +194,20 @@ class _Lowerer:
         body = self.instantiate(node, shape)
         self.uses += 1
         try:
-            return self.add(out, parent, name, body, shape, dtype) if body is not None else None
+            if body is None:
+                return None
+            count = len(out)
+            shape = self.add(out, parent, name, body, shape, dtype)
+            if len(out) == count + 1:
+                out[-1].use = self.use_ir(node)
+            return shape
         finally:
             self.uses -= 1
             note_use(self.problems, before, node.block, node.yaml_path)
+
+    def use_ir(self, node: Use) -> UseIR:
+        root = node.yaml_path + (f"<{node.block}>",)
+        return UseIR(node.block, self.spec.library.envs.get(root, {}), root)
 
     def instantiate(self, node: Use, shape: tuple | None) -> Any:
         """The parsed body of a block use (front/expand.py's ``instantiate``); None after a problem."""
@@ -247,7 +260,13 @@ class _Lowerer:
             body = self.instantiate(node, shape)
             self.uses += 1
             try:
-                return self.part(name, body, path, shape, dtype, names) if body is not None else PartIR(name, [], False)
+                if body is None:
+                    return PartIR(name, [], False)
+                part = self.part(name, body, path, shape, dtype, names)
+                part.use = self.use_ir(node)
+                if not part.spread and len(part.nodes) == 1:
+                    part.nodes[0].use = part.use
+                return part
             finally:
                 self.uses -= 1
                 note_use(self.problems, before, node.block, node.yaml_path)

@@ -14,10 +14,23 @@ from dataclasses import dataclass, field
 from compiler.common.literal import literal
 from compiler.common.naming import Namespace
 from compiler.facts.shapes import format_shape
-from compiler.lower.ir import Arg, BlockIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, class_names
+from compiler.lower.ir import (
+    Arg,
+    BlockCallIR,
+    BlockCodeIR,
+    BlockIR,
+    CondIR,
+    InitRuleIR,
+    LayerIR,
+    MergeIR,
+    ModelIR,
+    Node,
+    class_names,
+)
 
 LINE = 120
 INDENT = "    "
+REPEATED_CALLS = 3  # identical block calls in a row written as one loop
 
 
 @dataclass
@@ -33,13 +46,21 @@ class ModelCode:
 def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> ModelCode:
     """``script_globals``: the names the script defines at its top level (settings, vars, helpers): the
     locals of ``build_model`` are renamed around them, so a block named ``nn`` cannot hide ``nn``."""
-    names = class_names(list(model.merges()))
+    names = class_names(list(model.merges()), model.blocks)
     own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
-    code = ModelCode(_build_body(model, names, script_globals | own | set(names.values())))
+    functions = {c.function for c in model.blocks.values() if c.function}
+    emitter = _Emitter(names, model.blocks)
+    code = ModelCode(_build_body(model, emitter, script_globals | own | set(names.values()) | functions))
     layers = list(model.layers())
     code.custom_imports = _custom_imports(layers)
     code.classes = [_layer_class_source(cls) for cls in _own_layer_classes(layers)]
-    emitted: set[str] = set()
+    if any("make_divisible(" in source for c in model.blocks.values() for _, source in c.local_vars) or any(
+        "make_divisible(" in line for c in model.blocks.values() for line in _block_sources(c, emitter)
+    ):
+        code.classes.append(_make_divisible_source())
+    emitted = {c.class_name for c in model.blocks.values() if c.class_name}
+    for block in model.blocks.values():
+        code.classes += _block_sources(block, emitter)
     for merge in model.merges():
         name = names[merge.shape_key]
         if name not in emitted:
@@ -58,19 +79,23 @@ def call_source(script_name: str, args: list[Arg], kwargs: dict[str, Arg], first
     return f"{script_name}({', '.join(parts)})"
 
 
-def _build_body(model: ModelIR, names: dict[tuple, str], script_globals: set[str]) -> str:
+def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> str:
     """Named top-level parts as local variables (``conv1 = ...``), in module order, then the whole.
 
     Assigning in module order keeps construction order, so every random weight matches
     ``compiler.build_model`` exactly.
     """
     root = model.root
-    emitter = _Emitter(names)
     doc = (
         f'"""The network: input {format_shape(model.input_shape or ())} -> output '
         f'{format_shape(model.output_shape or ())}, {model.params:,} parameters."""'
     )
     lines = [INDENT + doc if model.input_shape else INDENT + f'"""The network: {model.params:,} parameters."""']
+    unwritten = sorted({n.use.block for n in root.walk() if n.use is not None} - set(model.blocks))
+    if unwritten:  # a loop inside, or uses whose structure differs: no one class or function fits them all
+        note = f"Written out use by use (no one class fits every use): block {', '.join(unwritten)}."
+        lines[0] = lines[0][:-3] + "\n\n" + INDENT + note + "\n" + INDENT + '"""'
+
     result = "model" if model.init else None
     assert isinstance(root, BlockIR)
     if root.named and any(not isinstance(c, LayerIR) for c in root.children):
@@ -100,8 +125,9 @@ class _Emitter:
     """Lines of ``build_model()``, laid out as ``ruff format`` would: a call too long for one line opens its
     parentheses, with its arguments on one indented line if they fit, else one a line."""
 
-    def __init__(self, names: dict[tuple, str]):
+    def __init__(self, names: dict[tuple, str], blocks: dict[str, BlockCodeIR] | None = None):
         self.names = names
+        self.blocks = blocks or {}
 
     def assign(self, var: str, node: Node, depth: int) -> list[str]:
         return self.lines(f"{var} = ", node, "", depth)
@@ -112,13 +138,20 @@ class _Emitter:
     def lines(self, prefix: str, node: Node, suffix: str, depth: int) -> list[str]:
         """``prefix`` + the node's expression + ``suffix``, starting at ``depth`` indents."""
         pad = INDENT * depth
+        if isinstance(node, BlockCallIR):
+            return [pad + prefix + f"{node.target}({', '.join(node.args)})" + suffix]
+        code = self.blocks.get(node.use.block) if node.use is not None else None
+        if code is not None:
+            return [pad + prefix + _use_call(node, code) + suffix]
         if isinstance(node, LayerIR):
             return _layer_lines(pad, prefix, node, suffix)
         if isinstance(node, MergeIR):
             body = [line for child in node.children for line in self.lines(f"{child.name}=", child, ",", depth + 1)]
             return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
         if not node.named:
-            body = [line for child in node.children for line in self.lines("", child, ",", depth + 1)]
+            if any(isinstance(child, CondIR) for child in node.children):
+                raise ValueError("a list with optional items is written as statements (_items_lines)")
+            body = [line for run in self.runs(node.children) for line in self.run_lines(run, depth + 1)]
             return [pad + prefix + "nn.Sequential(", *body, pad + ")" + suffix]
         body = []
         inner = INDENT * (depth + 3)
@@ -139,6 +172,27 @@ class _Emitter:
             pad + ")" + suffix,
         ]
 
+    def call_text(self, node: Node) -> str | None:
+        code = self.blocks.get(node.use.block) if getattr(node, "use", None) is not None else None
+        return _use_call(node, code) if code is not None else None
+
+    def runs(self, children: list) -> list[list]:
+        """Consecutive children that are the same block call (a loop's identical iterations) go together."""
+        runs: list[list] = []
+        for child in children:
+            text = self.call_text(child)
+            if runs and text is not None and self.call_text(runs[-1][0]) == text:
+                runs[-1].append(child)
+            else:
+                runs.append([child])
+        return runs
+
+    def run_lines(self, run: list, depth: int) -> list[str]:
+        """Three or more identical calls as one loop, as torchvision's ``_make_layer`` adds its blocks."""
+        if len(run) < REPEATED_CALLS:
+            return [line for child in run for line in self.lines("", child, ",", depth)]
+        return [INDENT * depth + f"*({self.call_text(run[0])} for _ in range({len(run)})),"]
+
 
 def _layer_lines(pad: str, prefix: str, node: LayerIR, suffix: str) -> list[str]:
     call = node.call
@@ -158,6 +212,98 @@ def _with_comment(line: str, node: LayerIR) -> str:
     if node.inferred:
         comment = (comment or "  #") + f", {node.inferred} inferred"
     return line + comment if len(line + comment) <= LINE else line
+
+
+# --------------------------------------------------------------------------- blocks: a class or function each
+
+
+def _use_call(node: Node, code: BlockCodeIR) -> str:
+    """``BasicBlock(64, 128, stride=2)``: a block's code called with one use's values (defaults left out)."""
+    assert node.use is not None
+    env, parts = node.use.env, []
+    for (python, default), name in zip(code.params, code.spec_params, strict=True):
+        value = literal(env[name])
+        if default is None:
+            parts.append(value)
+        elif value != default:
+            parts.append(f"{python}={value}")
+    target = code.class_name if code.function is None else code.function
+    return f"{target}({', '.join(parts)})"
+
+
+def _signature(code: BlockCodeIR, first: str = "") -> str:
+    params = [name if default is None else f"{name}={default}" for name, default in code.params]
+    return ", ".join([first, *params] if first else params)
+
+
+def _block_sources(code: BlockCodeIR, emitter: _Emitter) -> list[str]:
+    """The block's class (a merge body) and its function (any other body, or an `if:` between bodies)."""
+    sources = []
+    if code.merge is not None and code.class_name:
+        sources.append(_block_class_source(code, emitter))
+    if code.function:
+        sources.append(_block_function_source(code, emitter))
+    return sources
+
+
+def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
+    """``class BasicBlock(nn.Module)``: its modules built from its parameters, ``forward`` written out."""
+    merge = code.merge
+    assert merge is not None
+    lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
+    lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
+    lines.append(INDENT * 2 + "super().__init__()")
+    lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars if code.function is None]
+    for child in merge.children:
+        if isinstance(child, CondIR):  # torchvision's `downsample = None` unless the shape changes
+            lines.append(INDENT * 2 + f"self.{child.name} = None")
+            lines.append(INDENT * 2 + f"if {child.condition}:")
+            lines += emitter.lines(f"self.{child.name} = ", child.node, "", 3)
+        else:
+            lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
+    lines += ["", INDENT + "def forward(self, x):"]
+    lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
+    return "\n".join(lines)
+
+
+def _block_function_source(code: BlockCodeIR, emitter: _Emitter) -> str:
+    """``def shortcut(in_channels, out, stride)``: the modules of the block's body, chosen by its `if:`."""
+    lines = [f"def {code.function}({_signature(code)}):", INDENT + f'"""The spec\'s block {code.block}."""']
+    lines += [INDENT + f"{name} = {source}" for name, source in code.local_vars]
+    for condition, template in code.branches:
+        depth = 1 if condition is None else 2
+        if condition is not None:
+            lines.append(INDENT + f"if {condition}:")
+        lines += _return_lines(template, emitter, depth)
+    if code.branches[-1][0] is not None:
+        lines.append(INDENT + "return None")
+    return "\n".join(lines)
+
+
+def _return_lines(template: object, emitter: _Emitter, depth: int) -> list[str]:
+    pad = INDENT * depth
+    if template is None:
+        return [pad + "return None  # the input passes through"]
+    if isinstance(template, BlockIR) and any(isinstance(child, CondIR) for child in template.children):
+        first = next(i for i, child in enumerate(template.children) if isinstance(child, CondIR))
+        lines = [pad + "layers = ["]  # the items every use has, up to the first optional one
+        lines += [line for child in template.children[:first] for line in emitter.lines("", child, ",", depth + 1)]
+        lines = [pad + "layers = []"] if first == 0 else [*lines, pad + "]"]
+        for child in template.children[first:]:
+            if isinstance(child, CondIR):
+                lines.append(pad + f"if {child.condition}:")
+                lines += emitter.lines("layers.append(", child.node, ")", depth + 1)
+            else:
+                lines += emitter.lines("layers.append(", child, ")", depth)
+        return [*lines, pad + "return nn.Sequential(*layers)"]
+    return emitter.lines("return ", template, "", depth)  # type: ignore[arg-type]
+
+
+def _make_divisible_source() -> str:
+    """torchvision's ``_make_divisible``, which the blocks' sizes use (the spec's ``make_divisible``)."""
+    from compiler.front.expr import make_divisible
+
+    return inspect.getsource(make_divisible).rstrip()
 
 
 # --------------------------------------------------------------------------- merge classes
@@ -193,7 +339,8 @@ def _describe(merge: MergeIR) -> str:
     return f"{before}{merged}" + (f", then {part(merge.then)}." if merge.then else ".")
 
 
-def _forward_lines(merge: MergeIR) -> list[str]:
+def _forward_lines(merge: MergeIR, optional: tuple[str, ...] = ()) -> list[str]:
+    """``optional``: branches that may be None (the input passes through, torchvision's ``downsample``)."""
     variables = Namespace({"self", "x", "torch", "nn", "out"})
     lines: list[str] = []
     if merge.before:
@@ -204,7 +351,10 @@ def _forward_lines(merge: MergeIR) -> list[str]:
             values.append("x")
             continue
         var = variables.name(branch.name)
-        lines += _chain(var, "x", branch.nodes)
+        if branch.name in optional:
+            lines += [f"{var} = x", f"if self.{branch.name} is not None:", INDENT + f"{var} = self.{branch.name}(x)"]
+        else:
+            lines += _chain(var, "x", branch.nodes)
         values.append(var)
     if merge.op == "cat":
         merged = f"torch.cat([{', '.join(values)}], dim={merge.dim})"
