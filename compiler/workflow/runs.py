@@ -78,7 +78,6 @@ _START = (
     "    sys.exit(130)\n"
 )
 _DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-_RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
 
 
 def _python() -> list[str]:
@@ -128,14 +127,10 @@ def _claim_folder(spec: Spec, args: argparse.Namespace, checkpoint: str | None) 
             return os.path.dirname(checkpoint) or ".", False
         return runtime.new_run_folder(runs_root(spec)), True
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise RunRefused(f"--out {visible(args.out)}: not a folder")
-    taken = [name for name in _RUN_FILES if os.path.lexists(out / name)]
-    if taken:
-        raise RunRefused(
-            f"--out {visible(args.out)} holds another run ({taken[0]}): specc never writes over one; name a new "
-            f"folder, or continue that run with --resume {visible(args.out)}"
-        )
+    try:  # the script's own rule: never over a finished run, unless continuing it
+        runtime.check_out_folder(args.out, checkpoint)
+    except ValueError as err:
+        raise RunRefused(str(err)) from None
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     return args.out, made
