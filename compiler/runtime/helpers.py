@@ -226,7 +226,11 @@ def torchrun_environment():
         )
     timeout = os.environ.get("SPECC_DIST_TIMEOUT", "300")
     numbers = [os.environ[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")] + [timeout]
-    if not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers) or int(numbers[0]) >= int(numbers[1]) or int(timeout) < 1:
+    if (
+        not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers)
+        or int(numbers[0]) >= int(numbers[1])
+        or int(timeout) < 1
+    ):
         raise ValueError(
             f"{found} SPECC_DIST_TIMEOUT={printable(timeout)} in the environment: RANK, WORLD_SIZE, LOCAL_RANK, "
             "MASTER_PORT are whole numbers, RANK below WORLD_SIZE, and SPECC_DIST_TIMEOUT 1 or more (seconds)"
