@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compiler.errors import SpecError, visible
+from compiler.errors import RenderError, SpecError, visible
 
 MAX_SIZE = 1 << 50  # sizes from the command line or the environment: at most 1 PiB
 USAGE_ERROR = 64  # a command line argparse cannot read (sysexits' EX_USAGE); 2 stays specc's internal error
@@ -791,6 +791,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv)
     except SpecError as err:
         _report(err)
+        return 1
+    except RenderError as err:  # a plugin layer the script cannot import
+        print(f"specc: {visible(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
