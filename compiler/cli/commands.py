@@ -330,6 +330,7 @@ CHECK_MAX_PIXELS = 1 << 25
 def cmd_check(args: argparse.Namespace) -> int:
     from compiler.lower.model import memory_budget
     from compiler.workflow.check import run_checks
+    from compiler.workflow.runs import DataMissing, data_present
 
     args.max_memory = (args.max_memory or memory_budget()) // CHECK_COPIES
     spec = _load(args.spec, args)
@@ -341,7 +342,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = CHECK_MAX_PIXELS  # a small PNG in an ImageFolder cannot decode to gigabytes
-    return run_checks(spec, steps=args.steps)
+    try:
+        with data_present(spec, "check"):
+            return run_checks(spec, steps=args.steps)
+    except DataMissing as err:
+        return _fail("check", visible(str(err)))
 
 
 def _check_untrusted_data(spec) -> None:

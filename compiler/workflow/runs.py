@@ -8,6 +8,7 @@ failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,29 @@ def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, wit
     return script, objects, run, device
 
 
+class DataMissing(ValueError):
+    """A dataset's files are not on disk; the message is one line and says how to get them."""
+
+
+@contextlib.contextmanager
+def data_present(spec: Spec, command: str) -> Iterator[None]:
+    """A torchvision dataset whose files are not on disk (``Dataset not found``) as a ValueError of one line
+    that names the dataset, its root and how to get the files; not an internal error."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not str(err).startswith(("Dataset not found", "Dataset metadata file not found")):
+            raise
+        dataset = spec.data.dataset
+        root = visible(str(dataset.kwargs.get("root", ".")))
+        how = (
+            "specc check downloads nothing: fetch the files first (specc train with `download: true`)"
+            if command == "check"
+            else f"set `download: true` (--set data.dataset.{dataset.type}.download=true) to fetch them"
+        )
+        raise DataMissing(f"{dataset.type}: its files are not under {root}; {how}, or put them there") from None
+
+
 def _as_spec(spec: Spec | str | os.PathLike) -> Spec:
     from compiler.pipeline import load_spec
 
@@ -268,7 +292,8 @@ def evaluate(
 ) -> dict:
     """``{"loss": ..., "accuracy": ...}`` of a checkpoint (default: the latest run's) on the ``val`` or ``train`` split."""
     spec = _as_spec(spec)
-    script, (model, loss_fn, _, _, train_loader, val_loader), _, device = _restored(spec, checkpoint, device, True)
+    with data_present(spec, "eval"):
+        script, (model, loss_fn, _, _, train_loader, val_loader), _, device = _restored(spec, checkpoint, device, True)
     loader = val_loader if split == "val" else train_loader
     if loader is None:
         raise ValueError("this spec holds out no validation data; use the training split (--split train)")
