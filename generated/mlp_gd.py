@@ -169,9 +169,7 @@ def main(argv=None):
     except (Exception, KeyboardInterrupt) as err:
         if args.debug:
             raise
-        message, code = explain(err, run)
-        print(f"error: {message}", file=sys.stderr)
-        return code
+        return explain(err, run)  # one line on stderr, and the exit code
 
 
 def run_script(args, run):
@@ -179,8 +177,7 @@ def run_script(args, run):
     device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
     only_model = args.eval or args.weights  # the optimizer may differ
     checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or only_model else None
-    if args.out and not only_model:  # before any work: a finished run is never written over
-        check_out_folder(args.out, checkpoint)
+    check_out_folder(None if only_model else args.out, checkpoint)  # before any work: never over a finished run
     model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
     run.data = data_info(train_loader.dataset, (1000,), "values")
     if checkpoint:
@@ -266,7 +263,11 @@ def torchrun_environment():
         )
     timeout = os.environ.get("SPECC_DIST_TIMEOUT", "300")
     numbers = [os.environ[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")] + [timeout]
-    if not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers) or int(numbers[0]) >= int(numbers[1]) or int(timeout) < 1:
+    if (
+        not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers)
+        or int(numbers[0]) >= int(numbers[1])
+        or int(timeout) < 1
+    ):
         raise ValueError(
             f"{found} SPECC_DIST_TIMEOUT={printable(timeout)} in the environment: RANK, WORLD_SIZE, LOCAL_RANK, "
             "MASTER_PORT are whole numbers, RANK below WORLD_SIZE, and SPECC_DIST_TIMEOUT 1 or more (seconds)"
@@ -647,7 +648,10 @@ def new_run_folder(root):
 
 def check_out_folder(folder, checkpoint=None):
     """ValueError when ``folder`` is no place for a run's files: not a folder, or one holding another run (its
-    checkpoint, weights or metrics) than the one resumed from ``checkpoint``; a finished run is never written over."""
+    checkpoint, weights or metrics) than the one resumed from ``checkpoint``; a finished run is never written over.
+    ``folder`` None: nothing to check (no --out)."""
+    if folder is None:
+        return
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise ValueError(f"--out {printable(folder)}: not a folder")
     if checkpoint and os.path.realpath(os.path.dirname(checkpoint) or ".") == os.path.realpath(folder):
@@ -734,6 +738,13 @@ def printable(text):
 
 
 def explain(err, run):
+    """A failure told in one line on stderr; -> the exit code: 1 bad input, 3 the run failed, 130 interrupted."""
+    message, code = failure(err, run)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def failure(err, run):
     """A failure as one line and an exit code: 1 bad input, 3 the run failed, 130 interrupted."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun stopping this process from here on ends it quietly
     dist = torch.distributed

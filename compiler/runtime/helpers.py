@@ -729,7 +729,10 @@ def new_run_folder(root):
 
 def check_out_folder(folder, checkpoint=None):
     """ValueError when ``folder`` is no place for a run's files: not a folder, or one holding another run (its
-    checkpoint, weights or metrics) than the one resumed from ``checkpoint``; a finished run is never written over."""
+    checkpoint, weights or metrics) than the one resumed from ``checkpoint``; a finished run is never written over.
+    ``folder`` None: nothing to check (no --out)."""
+    if folder is None:
+        return
     if os.path.lexists(folder) and not os.path.isdir(folder):
         raise ValueError(f"--out {printable(folder)}: not a folder")
     if checkpoint and os.path.realpath(os.path.dirname(checkpoint) or ".") == os.path.realpath(folder):
@@ -967,6 +970,13 @@ def csv_row(where, row, indices, columns):
 
 
 def explain(err, run):
+    """A failure told in one line on stderr; -> the exit code: 1 bad input, 3 the run failed, 130 interrupted."""
+    message, code = failure(err, run)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def failure(err, run):
     """A failure as one line and an exit code: 1 bad input, 3 the run failed, 130 interrupted."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun stopping this process from here on ends it quietly
     dist = torch.distributed

@@ -95,7 +95,8 @@ NEEDS: dict[str, Needs] = {
     "image_sample": Needs(("read_regular",), ("importlib", "io", "torch")),
     "csv_samples": Needs(("apply_scaling", "csv_row", "read_regular"), ("csv", "io", "torch")),
     "csv_row": Needs(),
-    "explain": Needs((), ("errno", "os", "signal", "sys", "torch")),
+    "explain": Needs(("failure",), ("sys",)),
+    "failure": Needs((), ("errno", "os", "signal", "sys", "torch")),
     "pick_device": Needs((), ("torch",)),
 }
 
