@@ -471,7 +471,7 @@ class Run:
         if different:
             raise ValueError(f"{name} does not fit this model: {different}")
         model.load_state_dict(state["model"])
-        self.data = state["data"]
+        self.data = state.get("data")  # None: an older checkpoint, which says nothing of its data
         if model_only:
             return
         optimizer.load_state_dict(state["optimizer"])
