@@ -357,3 +357,20 @@ def test_check_stops_at_its_time_bound_in_one_line(tmp_path, monkeypatch, capsys
     import signal
 
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- 7. found by the checkpoint fuzzer
+
+
+def test_a_checkpoint_without_its_data_evaluates_and_predict_says_why_not(tmp_path):
+    """Seed 21's one escape: a checksum-valid checkpoint with its `data` key removed raised KeyError."""
+    spec = compiler.parse_spec(SPEC, "s4.yaml")
+    training = compiler.build_training(spec)
+    run = runtime.Run(1, checkpoint=str(tmp_path / "run" / "checkpoint.pt"))
+    run.save(training.model, training.optimizer, training.scheduler)
+    state = runtime.load_checkpoint(run.checkpoint)
+    del state["data"]
+    runtime.save_checkpoint(run.checkpoint, state)
+    assert "loss" in compiler.evaluate(spec, run.checkpoint, split="train")
+    with pytest.raises(ValueError, match="does not say what data"):
+        compiler.predict(spec, run.checkpoint, [str(tmp_path / "x.csv")])
