@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from compiler.errors import Problem, SpecError
+from compiler.errors import Problem, RenderError, SpecError
 
 if TYPE_CHECKING:
     from compiler.facts.registry import register_layer
@@ -53,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Problem",
+    "RenderError",
     "ShapeError",
     "Spec",
     "SpecError",

@@ -75,3 +75,7 @@ def _excerpt(lines: list[str], problem: Problem) -> str:
         return ""
     caret = len(visible(text[: max(problem.col - 1, 0)]))  # escapes widen the line: keep the caret under it
     return f"  {problem.line:>4} | {visible(text)}\n       | {' ' * caret}^"
+
+
+class RenderError(ValueError):
+    """A valid model the generated script cannot express (a plugin layer it cannot import); one line."""

@@ -1,5 +1,6 @@
-"""A fuzzer for the commands after validation: ``--set`` overrides, checkpoints (eval, predict, export) and
-prediction inputs (images, folders, CSV files).
+"""A fuzzer for the commands after validation: ``--set`` overrides (with ``init:`` path globs by the thousand),
+checkpoints (eval, predict, export), prediction inputs (images, folders, CSV files), and the generated script's
+checks before any work (a torchrun environment with hostile values, ``--out`` onto folders in every state).
 
 Each target mutates real seeds -- the shipped specs with random overrides; a checkpoint trained by the compiled
 backend, mutated in its bytes (with the checksum recomputed half the time, as an attacker would) or in its
@@ -13,6 +14,7 @@ is an escape, printed with its input's description and traceback.
     python tests/fuzz_commands.py --target set --seconds 120 --seed 1
     python tests/fuzz_commands.py --target checkpoint --seconds 120 --seed 1
     python tests/fuzz_commands.py --target predict --seconds 120 --seed 1
+    python tests/fuzz_commands.py --target environment --seconds 60 --seed 1
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import hashlib
 import io
 import itertools
+import json
 import os
 import random
 import resource
@@ -82,7 +85,22 @@ def set_input(rng: random.Random, seeds: list[tuple[str, str, list]]) -> tuple[s
             key.append(rng.choice(["every_steps", "0", "99", "lr", "Linear", "", "a" * 50, "\x1b[2J", "__class__"]))
         value = _hostile_value(rng) if rng.random() < 0.6 else rng.choice(["0", "-1", "1e400", "[", "{a: 1", "~"])
         overrides.append(f"{'.'.join(key)}={value if isinstance(value, str) else repr(value)}")
+    if rng.random() < 0.1:
+        overrides.append(init_override(rng))
     return text, overrides
+
+
+_GLOB_PARTS = ["*", "?", "[!a]", "[0-9]", "[]]", "[", "layer", ".", "0", "1", "bn2", "\\", "(", "|", "$", "\x1b"]
+
+
+def init_override(rng: random.Random) -> str:
+    """``init=[...]``: rules with up to 1,500 random `path:` globs (the pattern and match bounds), on any spec."""
+    rules = []
+    for _ in range(rng.randint(1, 3)):
+        count = rng.choice([1, 3, 50, 999, 1001, 1500])
+        globs = ["".join(rng.choice(_GLOB_PARTS) for _ in range(rng.randint(1, 6))) for _ in range(count)]
+        rules.append(f"{{path: {json.dumps(globs)}, {rng.choice(['weight', 'bias', 'x'])}: zeros_}}")
+    return f"init=[{', '.join(rules)}]"
 
 
 def check_set(text: str, overrides: list[str]) -> str:
@@ -224,6 +242,54 @@ def check_predict(predictor: tuple, inputs: list[str]) -> str:
     return "predicted"
 
 
+# --------------------------------------------------------------------------- the script's environment and --out
+
+_ENV_VALUES = ["0", "1", "2", "7", "-1", "", " ", "1e9", "99999999999", "\x1b[2J", "²", "localhost", "0x1", "nan"]
+_ENV_NAMES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SPECC_DIST_TIMEOUT")
+
+
+def environment_input(rng: random.Random, folder: Path) -> tuple[dict, str, str | None]:
+    """A torchrun-like environment (some variables, hostile values) and an --out folder in some state."""
+    env = {name: rng.choice(_ENV_VALUES) for name in _ENV_NAMES if rng.random() < 0.6}
+    out = folder / f"o{next(_NUMBERS)}"
+    state = rng.choice(["none", "empty", "file", "checkpoint.pt", "model.pt", "metrics.json", "link", "fifo"])
+    if state == "empty":
+        out.mkdir()
+    elif state == "file":
+        out.write_text("x")
+    elif state == "link":
+        out.symlink_to(folder / "missing-target")
+    elif state == "fifo":
+        os.mkfifo(out)
+    elif state != "none":
+        out.mkdir()
+        (out / state).write_bytes(b"")
+    own = str(out / "checkpoint.pt") if rng.random() < 0.3 else None
+    return env, str(out), own
+
+
+def check_environment(env: dict, out: str, own: str | None) -> str:
+    """The script's checks before any work: a bool or one line of ValueError, never anything else."""
+    saved = {name: os.environ.pop(name, None) for name in _ENV_NAMES}
+    os.environ.update(env)
+    outcomes = []
+    try:
+        for check in (runtime.torchrun_environment, lambda: runtime.check_out_folder(out, own)):
+            try:
+                check()
+                outcomes.append("ok")
+            except ValueError as err:
+                if "\n" in str(err) or "\x1b" in str(err):
+                    raise AssertionError(f"an unescaped or multi-line message: {str(err)[:300]!r}") from err
+                outcomes.append("refused")
+    finally:
+        for name in _ENV_NAMES:
+            os.environ.pop(name, None)
+            if saved[name] is not None:
+                os.environ[name] = saved[name]
+    return "+".join(outcomes)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -244,6 +310,10 @@ def _cases(target: str, rng: random.Random, folder: Path):
         while True:
             text, overrides = set_input(rng, seeds)
             yield repr(overrides)[:300], lambda t=text, o=overrides: check_set(t, o)
+    if target == "environment":
+        while True:
+            env, out, own = environment_input(rng, folder)
+            yield f"{env} --out {out} (resuming {own})", lambda e=env, o=out, c=own: check_environment(e, o, c)
     spec = compiler.parse_spec(SPEC, "fz.yaml")
     checkpoint = trained_checkpoint(folder)
     from PIL import Image
@@ -293,7 +363,7 @@ def run(target: str, seconds: float, seed: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=["set", "checkpoint", "predict"], required=True)
+    parser.add_argument("--target", choices=["set", "checkpoint", "predict", "environment"], required=True)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -8,7 +8,6 @@ the same in both backends) whose ``forward`` runs the block's parts and merges t
 
 from __future__ import annotations
 
-import fnmatch
 from collections import OrderedDict
 
 from torch import nn
@@ -80,7 +79,7 @@ def apply_init(model: nn.Module, rules: list[InitRuleIR]) -> None:
     classes = [tuple(entry.resolve() for entry in rule.types) for rule in rules]
     for path, module in model.named_modules():
         for rule, types in zip(rules, classes):
-            if isinstance(module, types) or any(fnmatch.fnmatchcase(path, p) for p in rule.paths):
+            if isinstance(module, types) or rule.path_matches(path):
                 for name, call in rule.calls.items():
                     param = getattr(module, name, None)
                     if param is not None:

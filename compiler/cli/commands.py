@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compiler.errors import SpecError, visible
+from compiler.errors import RenderError, SpecError, visible
 
 MAX_SIZE = 1 << 50  # sizes from the command line or the environment: at most 1 PiB
 USAGE_ERROR = 64  # a command line argparse cannot read (sysexits' EX_USAGE); 2 stays specc's internal error
@@ -327,21 +327,74 @@ CHECK_COPIES = 4
 CHECK_MAX_PIXELS = 1 << 25
 
 
+class CheckTimeout(Exception):
+    """``specc check`` ran past ``--max-seconds``."""
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from compiler.lower.model import memory_budget
     from compiler.workflow.check import run_checks
+    from compiler.workflow.runs import DataMissing, data_present
 
-    args.max_memory = (args.max_memory or memory_budget()) // CHECK_COPIES
+    budget = args.max_memory or memory_budget()
+    args.max_memory = budget // CHECK_COPIES
     spec = _load(args.spec, args)
     if spec.data is not None and spec.data.dataset.kwargs.get("download"):
         # the same spec, with download off: both backends then read only files already here
         args.set = [*(args.set or []), f"data.dataset.{spec.data.dataset.type}.download=false"]
         spec = _load(args.spec, args)
     _check_untrusted_data(spec)
+    _check_memory(spec, budget)
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = CHECK_MAX_PIXELS  # a small PNG in an ImageFolder cannot decode to gigabytes
-    return run_checks(spec, steps=args.steps)
+    try:
+        with data_present(spec, "check"), _deadline(args.max_seconds):
+            return run_checks(spec, steps=args.steps)
+    except DataMissing as err:
+        return _fail("check", visible(str(err)))
+    except CheckTimeout:
+        return _fail("check", f"stopped after {args.max_seconds:,} s (--max-seconds): the spec takes longer to check")
+
+
+@contextlib.contextmanager
+def _deadline(seconds: int):
+    """CheckTimeout in the main thread once ``seconds`` have passed (between torch operations)."""
+
+    def expire(signum, frame):
+        raise CheckTimeout
+
+    import signal
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _check_memory(spec, budget: int) -> None:
+    """The memory `specc check` takes (CHECK_COPIES models and a training step's activations) within ``budget``,
+    refused before anything is allocated (a located error at the model)."""
+    from compiler.lower.model import format_bytes
+    from compiler.pipeline import lower_spec
+    from compiler.workflow.check import step_bytes
+
+    program = lower_spec(spec)
+    batch, activations = step_bytes(program, spec)
+    models = CHECK_COPIES * program.model.nbytes
+    if models + activations > budget:
+        problem = spec.source.problem(
+            ("model",),
+            f"specc check would need about {format_bytes(models + activations)} ({CHECK_COPIES} copies of the model, "
+            f"{format_bytes(models)}, and a training step's activations for a batch of {batch:,}, "
+            f"{format_bytes(activations)}), more than the {format_bytes(budget)} allowed",
+            "check it with a smaller batch or input (--set data.batch_size=...), or raise the limit "
+            "(--max-memory, or SPECC_MAX_MODEL_BYTES)",
+        )
+        raise SpecError([problem], spec.source.text, spec.source.texts)
 
 
 def _check_untrusted_data(spec) -> None:
@@ -674,6 +727,9 @@ def _add_spec_commands(sub) -> None:
     p = sub.add_parser("check", help="prove the compiled objects and the generated script agree")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--steps", type=_count(1, 1000), default=3, help="training steps to compare")
+    p.add_argument(
+        "--max-seconds", type=_count(1, 1_000_000), default=600, metavar="S", help="stop the check after S seconds"
+    )
     _overridable(p)
     p.set_defaults(func=cmd_check)
 
@@ -797,6 +853,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv)
     except SpecError as err:
         _report(err)
+        return 1
+    except RenderError as err:  # a plugin layer the script cannot import
+        print(f"specc: {visible(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

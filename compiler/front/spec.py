@@ -26,6 +26,10 @@ from compiler.front.problems import Problems
 
 MAX_REPEAT = 10_000
 MAX_MODULES = 100_000  # per model; checked here before repeats are copied, and again while lowering
+# `init:` path patterns: each module is tried against every pattern (validation, build and the script's
+# init_weights), so the patterns and their product with the modules are bounded before any is tried
+MAX_INIT_PATTERNS = 1_000
+MAX_INIT_MATCHES = 1_000_000
 
 
 class _Strict(BaseModel):
@@ -524,12 +528,37 @@ class _Parser:
                 "e.g. `init: [{type: Conv2d, weight: kaiming_normal_}]`",
             )
             return ()
-        rules = []
+        rules, patterns = [], 0
         for i, item in enumerate(raw):
             rule = self.init_rule(item, ("init", i))
-            if rule is not None:
-                rules.append(rule)
+            if rule is None:
+                continue
+            patterns += len(rule.paths)
+            if patterns > MAX_INIT_PATTERNS:
+                self.fail(
+                    ("init", i, "path"),
+                    f"the init rules have more than {MAX_INIT_PATTERNS:,} `path:` patterns",
+                    "use fewer patterns: one with wildcards matches many modules (e.g. `layer*.*.bn2`), "
+                    "or match by `type:`",
+                )
+                return tuple(rules)
+            rules.append(rule)
         return tuple(rules)
+
+    def init_work(self, rules: tuple[InitRule, ...], modules: int) -> None:
+        """Every module is tried against every `path:` pattern: their product stays within MAX_INIT_MATCHES."""
+        patterns = 0
+        for rule in rules:
+            patterns += len(rule.paths)
+            if patterns * modules > MAX_INIT_MATCHES:
+                self.fail(
+                    rule.yaml_path + ("path",),
+                    f"{patterns:,} `path:` patterns in the init rules, each tried on {modules:,} modules, make "
+                    f"{patterns * modules:,} matches, more than the {MAX_INIT_MATCHES:,} allowed",
+                    "use fewer patterns: one with wildcards matches many modules (e.g. `layer*.*.bn2`), "
+                    "or match by `type:`",
+                )
+                return
 
     def init_rule(self, raw: Any, path: Path_) -> InitRule | None:
         if not isinstance(raw, dict):
@@ -899,6 +928,8 @@ def _prepare(data: dict, parser: _Parser) -> tuple[dict, set[Path_]]:
         prepared["init"] = parser.init_rules(data["init"])
     if "model" in data:
         _prepare_model(prepared, data["model"], parser)
+    if prepared.get("init") and isinstance(prepared.get("model"), Block):
+        parser.init_work(prepared["init"], _count_children(prepared["model"]))
     for path, kind in _CALL_FIELDS.items():
         key = path[0]
         if data.get(key) is not None:

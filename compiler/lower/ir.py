@@ -9,6 +9,7 @@ The training sections lower to ``TrainingIR``; ``Program`` is the whole lowered 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,10 +205,19 @@ class InitRuleIR:
     paths: tuple[str, ...]
     calls: dict[str, CallIR]
     yaml_path: tuple = ()
+    _globs: re.Pattern | None = field(default=None, init=False, repr=False, compare=False)
 
     def matches(self, layer: LayerIR) -> bool:
         """Whether the rule applies to a layer: its type, or its module path against a glob."""
-        return layer.entry in self.types or any(fnmatch.fnmatchcase(layer.path, p) for p in self.paths)
+        return layer.entry in self.types or self.path_matches(layer.path)
+
+    def path_matches(self, path: str) -> bool:
+        """Whether a module path matches one of the globs (``fnmatchcase`` on each, as one regex built once)."""
+        if not self.paths:
+            return False
+        if self._globs is None:
+            self._globs = re.compile("|".join(fnmatch.translate(p) for p in self.paths))
+        return self._globs.match(path) is not None
 
 
 @dataclass

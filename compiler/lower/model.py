@@ -538,7 +538,7 @@ class _Lowerer:
         if rule.paths and not layers:
             self.problems.warn(
                 rule.yaml_path,
-                f"init rule path {', '.join(rule.paths)} matches no layer",
+                f"init rule path {', '.join(rule.paths[:5])}{' ...' if len(rule.paths) > 5 else ''} matches no layer",
                 "check the module paths with `specc summary`",
             )
         return ir

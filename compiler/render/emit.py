@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from compiler.common.literal import literal
 from compiler.common.naming import Namespace
+from compiler.errors import RenderError
 from compiler.facts.shapes import format_shape
 from compiler.lower.ir import (
     Arg,
@@ -406,9 +407,34 @@ def _custom_imports(layers: list[LayerIR]) -> list[str]:
     for layer in layers:
         if layer.entry.cls_object is not None:
             module, name = layer.entry.module, layer.entry.class_name
-            assert all(part.isidentifier() for part in module.split(".")) and name.isidentifier()
+            problem = _import_problem(layer.entry.cls_object, module, name)
+            if problem:
+                raise RenderError(
+                    f"layer {layer.entry.name} (register_layer): {problem}, so a generated script cannot import it: "
+                    "define the class at the top level of a module (a .py file the script can import) and register "
+                    "it from there; compiler.build_model builds it in this process as it is"
+                )
             imports.add(f"from {module} import {name}")
     return sorted(imports)
+
+
+def _import_problem(cls: type, module: str, name: str) -> str | None:
+    """Why ``from module import name`` would not give ``cls`` in another process (None: it would)."""
+    import importlib.util
+    import sys
+
+    if module == "__main__" or module.startswith("__main__."):
+        return "its class is defined in __main__ (the script that ran)"
+    if not (all(part.isidentifier() for part in module.split(".")) and name.isidentifier()):
+        return f"its class {module}.{name} is not at the top level of a module"
+    loaded = sys.modules.get(module)
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a module made in memory (no __spec__)
+        found = False
+    if loaded is None or not found or getattr(loaded, name, None) is not cls:
+        return f"{module}.{name} does not name its class in an importable module"
+    return None
 
 
 # --------------------------------------------------------------------------- init rules

@@ -118,6 +118,7 @@ _FULL_HELPERS = (
     "save_weights",
     "write_metrics",
     "new_run_folder",
+    "check_out_folder",
     "find_checkpoint",
     "progress_bar",
     "explain",

@@ -35,7 +35,10 @@ NEEDS: dict[str, Needs] = {
     "GraphedStep": Needs((), ("torch",)),
     "record_losses": Needs((), ("torch",)),
     # torchrun
-    "setup_distributed": Needs(("leave_process_group",), ("atexit", "datetime", "os", "signal", "sys", "torch")),
+    "torchrun_environment": Needs(("printable",), ("os",)),
+    "setup_distributed": Needs(
+        ("leave_process_group", "torchrun_environment"), ("atexit", "datetime", "os", "signal", "sys", "torch")
+    ),
     "leave_process_group": Needs((), ("torch",)),
     "leader_first": Needs((), ("os", "torch")),
     "rank_part": Needs(),
@@ -72,6 +75,7 @@ NEEDS: dict[str, Needs] = {
     "write_metrics": Needs(("write_atomic",), ("csv", "io", "json", "os")),
     "write_tensorboard": Needs((), ("sys",)),
     "new_run_folder": Needs((), ("os",)),
+    "check_out_folder": Needs(("printable",), ("os",)),
     "read_regular": Needs((), ("os", "stat")),
     "check_state": Needs((), ("torch",)),
     "weights_difference": Needs(),
@@ -91,7 +95,8 @@ NEEDS: dict[str, Needs] = {
     "image_sample": Needs(("read_regular",), ("importlib", "io", "torch")),
     "csv_samples": Needs(("apply_scaling", "csv_row", "read_regular"), ("csv", "io", "torch")),
     "csv_row": Needs(),
-    "explain": Needs((), ("errno", "os", "signal", "sys", "torch")),
+    "explain": Needs(("failure",), ("sys",)),
+    "failure": Needs((), ("errno", "os", "signal", "sys", "torch")),
     "pick_device": Needs((), ("torch",)),
 }
 

@@ -9,6 +9,7 @@ once with the script's own, each after the same seeding.
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 import tempfile
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from compiler.front.spec import Spec
-from compiler.lower.ir import ModelIR
+from compiler.lower.ir import LayerIR, MergeIR, ModelIR
 
 
 @dataclass
@@ -27,6 +28,20 @@ class Check:
     name: str
     ok: bool
     detail: str = ""
+
+
+def step_bytes(program: Any, spec: Spec) -> tuple[int, int]:
+    """(batch, bytes): an estimate of one training step's activations in ``specc check``: every layer's and merge's
+    output for the largest batch it runs (its sample of 4, the spec's batch, in ``mode: batch`` the dataset's
+    ``size``), kept for the backward pass and given a gradient there, 4 bytes a value."""
+    batch = 4
+    if program.training is not None:
+        data, mode = program.training.data, spec.train.mode
+        size = data.dataset.value("size") if mode == "batch" else None
+        batch = max(batch, size if isinstance(size, int) else 1 if mode == "online" else data.batch_size)
+    nodes = [node for node in program.model.root.walk() if isinstance(node, (LayerIR, MergeIR))]
+    shapes = [node.out_shape for node in nodes if node.out_shape and all(isinstance(d, int) for d in node.out_shape)]
+    return batch, sum(math.prod(shape) for shape in shapes) * batch * 4 * 2
 
 
 def import_script(text: str, name: str, folder: str) -> Any:

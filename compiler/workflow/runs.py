@@ -8,6 +8,7 @@ failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import os
@@ -16,7 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,6 @@ _START = (
     "    sys.exit(130)\n"
 )
 _DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-_RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
 
 
 def _python() -> list[str]:
@@ -128,14 +128,10 @@ def _claim_folder(spec: Spec, args: argparse.Namespace, checkpoint: str | None) 
             return os.path.dirname(checkpoint) or ".", False
         return runtime.new_run_folder(runs_root(spec)), True
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise RunRefused(f"--out {visible(args.out)}: not a folder")
-    taken = [name for name in _RUN_FILES if os.path.lexists(out / name)]
-    if taken:
-        raise RunRefused(
-            f"--out {visible(args.out)} holds another run ({taken[0]}): specc never writes over one; name a new "
-            f"folder, or continue that run with --resume {visible(args.out)}"
-        )
+    try:  # the script's own rule: never over a finished run, unless continuing it
+        runtime.check_out_folder(args.out, checkpoint)
+    except ValueError as err:
+        raise RunRefused(str(err)) from None
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     return args.out, made
@@ -262,6 +258,29 @@ def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, wit
     return script, objects, run, device
 
 
+class DataMissing(ValueError):
+    """A dataset's files are not on disk; the message is one line and says how to get them."""
+
+
+@contextlib.contextmanager
+def data_present(spec: Spec, command: str) -> Iterator[None]:
+    """A torchvision dataset whose files are not on disk (``Dataset not found``) as a ValueError of one line
+    that names the dataset, its root and how to get the files; not an internal error."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not str(err).startswith(("Dataset not found", "Dataset metadata file not found")):
+            raise
+        dataset = spec.data.dataset
+        root = visible(str(dataset.kwargs.get("root", ".")))
+        how = (
+            "specc check downloads nothing: fetch the files first (specc train with `download: true`)"
+            if command == "check"
+            else f"set `download: true` (--set data.dataset.{dataset.type}.download=true) to fetch them"
+        )
+        raise DataMissing(f"{dataset.type}: its files are not under {root}; {how}, or put them there") from None
+
+
 def _as_spec(spec: Spec | str | os.PathLike) -> Spec:
     from compiler.pipeline import load_spec
 
@@ -273,7 +292,8 @@ def evaluate(
 ) -> dict:
     """``{"loss": ..., "accuracy": ...}`` of a checkpoint (default: the latest run's) on the ``val`` or ``train`` split."""
     spec = _as_spec(spec)
-    script, (model, loss_fn, _, _, train_loader, val_loader), _, device = _restored(spec, checkpoint, device, True)
+    with data_present(spec, "eval"):
+        script, (model, loss_fn, _, _, train_loader, val_loader), _, device = _restored(spec, checkpoint, device, True)
     loader = val_loader if split == "val" else train_loader
     if loader is None:
         raise ValueError("this spec holds out no validation data; use the training split (--split train)")
