@@ -122,14 +122,14 @@ def train(objects, device, run, log=print, progress=None):
             run.batch, run.step = run.batch + 1, run.step + 1
             stop = run.max_steps is not None and run.step >= run.max_steps
             save = stop or (CHECKPOINT_EVERY_STEPS and run.step % CHECKPOINT_EVERY_STEPS == 0)
-            loss_value = loss.item()
+            loss_value, lr = loss.item(), optimizer.param_groups[0]["lr"]  # lr: the rate this update used
             running, seen = running + loss_value, seen + 1
-            run.history.append({"step": run.step, "epoch": epoch, "loss": loss_value})
+            run.history.append({"step": run.step, "epoch": epoch, "loss": loss_value, "lr": lr})
             if progress is not None:  # a tqdm bar: rate and ETA
                 progress.set_postfix(epoch=epoch, loss=f"{loss_value:.4f}", refresh=False)
                 progress.update(run.step - progress.n)
             if run.step % LOG_EVERY == 0:
-                log(f"epoch {epoch} step {run.step}: loss {over_ranks(running / seen, mean=True):.6f}")
+                log(f"epoch {epoch} step {run.step}: loss {over_ranks(running / seen, mean=True):.6f}, lr {lr:.4g}")
                 running, seen = 0.0, 0
             # checkpoint mid-epoch (and where a run is stopped early)
             if save:
@@ -410,6 +410,14 @@ def own_random_states(state):
     return {**state, **(ranks[rank] if rank < len(ranks) else random_states())}
 
 
+def ema_weights(state):
+    """The weights a checkpoint is evaluated with: its moving average's (``train.ema``) if it has one."""
+    average = state.get("ema")
+    if not average:
+        return state["model"]
+    return {key[len("module.") :]: value for key, value in average.items() if key.startswith("module.")}
+
+
 class Run:
     """Where a run stands, saved and restored whole so that a resumed run continues bit for bit: ``epoch`` (the
     one to continue in, from 0), ``batch`` (its batches done), ``step`` (updates in all), the history, and the
@@ -419,7 +427,7 @@ class Run:
     def __init__(self, epochs, max_steps=None, checkpoint=None):
         self.epochs, self.max_steps, self.checkpoint = epochs, max_steps, checkpoint
         self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
-        self.loader_rng = self.restored = self.data = None
+        self.loader_rng = self.restored = self.data = self.ema_state = None
         self.synced = 0  # history records averaged over the ranks (torchrun)
 
     def batches(self, loader):
@@ -441,9 +449,9 @@ class Run:
     def end_epoch(self, loader):
         self.epoch, self.batch, self.loader_rng = self.epoch + 1, 0, loader.generator.get_state()
 
-    def save(self, model, optimizer, scheduler):
-        """Checkpoint the weights, optimizer, schedule, position, random states and what the run is (its
-        ``identity`` and ``data``); refresh the metrics beside it."""
+    def save(self, model, optimizer, scheduler, ema=None):
+        """Checkpoint the weights (and their moving average, ``ema``), optimizer, schedule, position, random states
+        and what the run is (its ``identity`` and ``data``); refresh the metrics beside it."""
         model, ranks = unwrap(model), gather_ranks(self)  # under torchrun every rank saves; rank 0 writes
         if self.checkpoint:
             state = {
@@ -454,6 +462,7 @@ class Run:
                 **random_states(),
                 "ranks": ranks,
                 "identity": identity(model, optimizer, scheduler),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
             }
             save_checkpoint(self.checkpoint, state)
             write_metrics(os.path.dirname(self.checkpoint), self.history)
@@ -471,11 +480,12 @@ class Run:
         different = identity_difference(saved, here)
         if different:
             raise ValueError(f"{name} was written for another spec: {different}")
-        different = weights_difference(state["model"], model)
+        weights = ema_weights(state) if model_only else state["model"]  # evaluating: the moving average's
+        different = weights_difference(weights, model)
         if different:
             raise ValueError(f"{name} does not fit this model: {different}")
-        model.load_state_dict(state["model"])
-        self.data = state["data"]
+        model.load_state_dict(weights)
+        self.data, self.ema_state = state["data"], state.get("ema")  # train() restores its moving average
         if model_only:
             return
         optimizer.load_state_dict(state["optimizer"])
@@ -601,8 +611,12 @@ def check_state(state, path):
     for key, kind in kinds.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise ValueError(f"{path}: not a specc checkpoint ({key!r} is missing or not a {kind.__name__})")  # noqa: TRY004
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
-        raise ValueError(f"{path}: not a specc checkpoint (its 'model' is not a state dict of tensors)")
+    for key in ("model", "ema"):  # the weights, and their moving average where train.ema keeps one
+        tensors = state.get(key, {})
+        if not isinstance(tensors, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+        ):
+            raise ValueError(f"{path}: not a specc checkpoint (its {key!r} is not a state dict of tensors)")
     data = state.get("data")
     shape = data.get("input") if isinstance(data, dict) else None
     if data is not None and not (
@@ -838,6 +852,8 @@ def explain(err, run):
         return f"{where}, before the first checkpoint", code
     if isinstance(err, ValueError):
         return str(err), 1
+    if isinstance(err, FloatingPointError):  # train.stop_on_nan: the run failed, its checkpoint is the last good one
+        return str(err), 3
     if type(err).__name__ == "URLError" or str(err).startswith("Error downloading"):
         tb = err.__traceback__
         while tb.tb_next and not hasattr(tb.tb_frame.f_locals.get("self"), "root"):

@@ -134,12 +134,11 @@ def train(objects, device, run, log=print, progress=None):
             loss.backward()
             # update
             optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]  # the rate this update used
             # log
             run.batch, run.step = run.batch + 1, run.step + 1
             stop = run.max_steps is not None and run.step >= run.max_steps
             save = stop or (CHECKPOINT_EVERY_STEPS and run.step % CHECKPOINT_EVERY_STEPS == 0)
-            loss_value = loss.item()
+            loss_value, lr = loss.item(), optimizer.param_groups[0]["lr"]  # lr: the rate this update used
             running, seen = running + loss_value, seen + 1
             run.history.append({"step": run.step, "epoch": epoch, "loss": loss_value, "lr": lr})
             if progress is not None:  # a tqdm bar: rate and ETA

@@ -173,21 +173,19 @@ def train(objects, device, run, log=print, progress=None):
                 # update
                 scaler.step(optimizer)
                 scaler.update()
-
-            lr = optimizer.param_groups[0]["lr"]  # the rate this update used
             # log
             run.batch, run.step = run.batch + 1, run.step + 1
             stop = run.max_steps is not None and run.step >= run.max_steps
             save = stop or (CHECKPOINT_EVERY_STEPS and run.step % CHECKPOINT_EVERY_STEPS == 0)
             pending.append(loss.detach().clone())
-            rates.append(lr)
+            rates.append(optimizer.param_groups[0]["lr"])  # the rate this update used
             if run.step % LOG_EVERY == 0 or save or run.batch == len(train_loader):
                 values = record_losses(run.history, pending, run.step, epoch, rates)
                 if progress is not None:  # a tqdm bar: rate and ETA
                     progress.set_postfix(epoch=epoch, loss=f"{values[-1]:.4f}", refresh=False)
                     progress.update(run.step - progress.n)
                 if run.step % LOG_EVERY == 0:
-                    loss_value = over_ranks(sum(values) / len(values), mean=True)
+                    loss_value, lr = over_ranks(sum(values) / len(values), mean=True), optimizer.param_groups[0]["lr"]
                     log(f"epoch {epoch} step {run.step}: loss {loss_value:.6f}, lr {lr:.4g}")
             # checkpoint mid-epoch (and where a run is stopped early)
             if save:
