@@ -201,11 +201,22 @@ class TrainSpec(_Strict):
     cudnn_benchmark: bool | Literal["auto"] | None = None  # let cuDNN time its convolution algorithms once
     reuse_memory: bool | Literal["auto"] | None = None  # glibc keeps freed memory for the next step (CPU)
     # loop options (issue 24): each is off unless given, and a script carries only those its spec uses
-    clip_grad: ClipGrad | None = None  # clip the gradients before every update (after unscaling under fp16)
-    accumulate: int = Field(1, ge=1, le=1 << 20)  # batches per update: gradients add up, each loss scaled by 1/N
-    stop_on_nan: bool = False  # stop with one line when the loss is NaN or infinite (the checkpoint stays good)
-    ema: float | None = Field(None, gt=0, lt=1)  # decay of an exponential moving average of the weights
-    warmup: Warmup | None = None  # a linear warm-up before the scheduler (or before a constant rate)
+    clip_grad: ClipGrad | None = Field(
+        None,
+        description="`{norm: 1.0}` or `{value: 0.5}`: clip the gradients before every update (unscaled under fp16)",
+    )
+    accumulate: int = Field(
+        1, ge=1, le=1 << 20, description="batches per update: their gradients add up, each loss divided by N"
+    )
+    stop_on_nan: bool = Field(
+        False, description="stop in one line on a NaN or infinite loss; the checkpoint stays good"
+    )
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="decay of a moving average of the weights, evaluated and saved beside them"
+    )
+    warmup: Warmup | None = Field(
+        None, description="`500` or `{steps: N}` / `{epochs: N}`, `start_factor`: LinearLR before the scheduler"
+    )
 
     @field_validator("warmup", mode="before")
     @classmethod
