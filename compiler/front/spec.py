@@ -215,7 +215,9 @@ class TrainSpec(_Strict):
         None, gt=0, lt=1, description="decay of a moving average of the weights, evaluated and saved beside them"
     )
     warmup: Warmup | None = Field(
-        None, description="`500` or `{steps: N}` / `{epochs: N}`, `start_factor`: LinearLR before the scheduler"
+        None,
+        description="`500` or `{steps: N}` / `{epochs: N}`, `start_factor`: LinearLR before the scheduler",
+        json_schema_extra=lambda schema: schema["anyOf"].insert(1, {"type": "integer", "minimum": 1}),  # `warmup: 500`
     )
 
     @field_validator("warmup", mode="before")
