@@ -65,17 +65,24 @@ def _small(path: Path):
 
 
 def _plain_steps(training, steps: int, schedule: str | None) -> list[float]:
-    """The compiled objects trained by the tutorial's loop in fp32 (what the lean loop is), epoch after epoch."""
+    """The compiled objects trained by the tutorial's loop in fp32 (what the lean loop is), epoch after epoch, with
+    the spec's loop options (accumulation, clipping: `training.loop`) applied by torch's own calls."""
     model, loss_fn, optimizer, scheduler, loader, _ = training
     model.to(memory_format=torch.contiguous_format)  # `speed: auto` lays convolutions out NHWC on a CPU
     model.train()
-    losses = []
+    losses, group, every = [], [], training.loop.accumulate
     while len(losses) < steps:
-        for x, y in loader:
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
+        for batch, (x, y) in enumerate(loader, 1):
+            group.append(loss_fn(model(x), y))
+            (group[-1] / every).backward()
+            if batch % every and batch < len(loader):
+                continue
+            loss = torch.stack(group).mean()
+            group.clear()
+            if training.loop.clip == "norm":
+                torch.nn.utils.clip_grad_norm_(model.parameters(), training.loop.clip_at, training.loop.norm_type)
             optimizer.step()
+            optimizer.zero_grad()
             if schedule == "batch":  # a schedule that steps every batch (OneCycleLR)
                 scheduler.step()
             losses.append(loss.item())
@@ -102,8 +109,7 @@ def test_lean_matches_the_compiled_objects(path, tmp_path):
     for p, q in zip((a.loss_fn, a.optimizer, a.scheduler), b[1:4]):  # §8.4
         assert _same_type(p, q) and _hyper(p) == _hyper(q), (p, q)
     assert _first_batches(a.train_loader, b[4]).ok  # §8.5
-    scheduler = compiler.lower_spec(spec).training.scheduler
-    schedule = scheduler.entry.steps if scheduler is not None else None
+    schedule = compiler.lower_spec(spec).training.scheduler_steps  # `interval:` and a warm-up included
     assert schedule != "loss"  # (no shipped spec steps on the validation loss: the reference loop has none)
     expected = _plain_steps(compiler.build_training(spec, "cpu"), STEPS, schedule)
     trained, losses = lean.train(max_steps=STEPS)  # §8.6

@@ -7,7 +7,7 @@ scheduler) so that both draw the same random numbers and produce the same object
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 
 from compiler.runtime import helpers as runtime
 from compiler.build.model import build_model
-from compiler.lower.ir import CallIR, DataIR, Program
+from compiler.lower.ir import CallIR, DataIR, LoopIR, Program, TrainingIR
 
 
 @dataclass
@@ -32,6 +32,12 @@ class Training:
     # when to call scheduler.step(): "epoch", "batch" (after every optimizer.step()), or "loss" (once per epoch,
     # with the validation loss); None without a scheduler
     scheduler_steps: str | None = None
+    # the loop options (issue 24), for a hand-written loop to apply as the generated script's does: clip the
+    # gradients (``clip``: "norm" with ``clip_at``/``norm_type``, or "value"), update every ``accumulate`` batches
+    # (each loss divided by it), stop on a NaN or infinite loss, and update ``ema`` (an AveragedModel, evaluated
+    # instead of the model) after every update; a warm-up is already part of ``scheduler`` (SequentialLR)
+    loop: LoopIR = field(default_factory=LoopIR)
+    ema: Any = None
 
     def __iter__(self):  # model, loss_fn, optimizer, scheduler, train_loader, val_loader = training
         return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
@@ -43,15 +49,8 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     if training is None:
         from compiler.errors import SpecError
 
-        raise SpecError(
-            [
-                spec.source.problem(
-                    (),
-                    "this spec has no training sections",
-                    "add data, loss, optimizer and train (docs/spec-language.md §4-6)",
-                )
-            ]
-        )
+        fix = "add data, loss, optimizer and train (docs/spec-language.md §4-6)"
+        raise SpecError([spec.source.problem((), "this spec has no training sections", fix)])
     device = runtime.pick_device(str(device) if device is not None else training.train.device)
     speed = training.speed
     _, channels_last, on_device, cuda_graph = runtime.resolve_speed(
@@ -62,37 +61,54 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     model = build_model(program.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    datasets = {"data": training.data, "seed": spec.seed, "augment": not on_device}
-    if training.data.downloads:  # as the generated build_all: one download per machine under torchrun
-        train_set, val_set = runtime.leader_first(build_datasets, **datasets)
-    else:
-        train_set, val_set = build_datasets(**datasets)
-    data = training.data
-    mode = training.train.mode
-    if on_device:
-        train_loader, val_loader = runtime.make_device_loaders(
-            train_set,
-            val_set,
-            mode,
-            data.batch_size,
-            data.shuffle,
-            data.num_workers,
-            spec.seed,
-            device,
-            speed.flips,
-            cuda_graph,
-        )
-    else:
-        train_loader, val_loader = runtime.make_loaders(
-            train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
-        )
+    train_loader, val_loader = _loaders(training, spec.seed, device, on_device, cuda_graph)
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
         model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
     )
     loss_fn = _construct(training.loss)
     optimizer = _construct(training.optimizer, model.parameters())
+    scheduler = _scheduler(training, optimizer)
+    loop = training.loop
+    if loop.fixed_length:  # before the first update, as the script's train() checks
+        runtime.check_schedule_length(scheduler, training.train.epochs, None, len(train_loader), loop.accumulate)
+    ema = _ema(model, loop.ema) if loop.ema is not None else None
+    objects = (model, loss_fn, optimizer, scheduler, train_loader, val_loader)
+    return Training(*objects, training.scheduler_steps, loop, ema)
+
+
+def _loaders(training: TrainingIR, seed: int, device: torch.device, on_device: bool, cuda_graph: bool) -> tuple:
+    """The training and validation loaders, as the generated ``build_all`` makes them."""
+    data, mode = training.data, training.train.mode
+    datasets = {"data": data, "seed": seed, "augment": not on_device}
+    if data.downloads:  # as the generated build_all: one download per machine under torchrun
+        train_set, val_set = runtime.leader_first(build_datasets, **datasets)
+    else:
+        train_set, val_set = build_datasets(**datasets)
+    if on_device:
+        args = (data.batch_size, data.shuffle, data.num_workers, seed, device, training.speed.flips, cuda_graph)
+        return runtime.make_device_loaders(train_set, val_set, mode, *args)
+    return runtime.make_loaders(train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, seed)
+
+
+def _scheduler(training: TrainingIR, optimizer: torch.optim.Optimizer) -> Any:
+    """The spec's scheduler, after a linear warm-up (SequentialLR) where ``train.warmup`` asks for one."""
+    loop = training.loop
+    schedulers = torch.optim.lr_scheduler
+    if loop.warmup is not None:
+        warmup = schedulers.LinearLR(optimizer, start_factor=loop.warmup_factor, total_iters=loop.warmup)
+        if training.scheduler is None:
+            return warmup
     scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
-    return Training(model, loss_fn, optimizer, scheduler, train_loader, val_loader, training.scheduler_steps)
+    if loop.warmup is None:
+        return scheduler
+    return schedulers.SequentialLR(optimizer, [warmup, scheduler], milestones=[loop.warmup])
+
+
+def _ema(model: torch.nn.Module, decay: float) -> Any:
+    """An exponential moving average of the weights (and buffers), as the generated ``train`` keeps it."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(runtime.unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _construct(call: CallIR, *first: Any) -> Any:

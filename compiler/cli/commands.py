@@ -720,7 +720,7 @@ def _add_spec_commands(sub) -> None:
         "list",
         help="the names a spec may use, with their arguments and defaults",
         description="List layers, losses, optimizers, schedulers, datasets, transforms or init "
-        "functions with their arguments and defaults. Example: specc list layers",
+        "functions with their arguments and defaults, or the `train:` options. Example: specc list layers",
     )
     p.add_argument("kind", nargs="?", choices=list(KINDS), help="one kind (default: all)")
     p.set_defaults(func=cmd_list)

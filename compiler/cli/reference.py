@@ -16,6 +16,7 @@ KINDS = {
     "datasets": "dataset",
     "transforms": "transform",
     "inits": "init",
+    "train": "",  # the `train:` options: read from the spec's own model, not the registry
 }
 _TITLES = {
     "layers": "Layers (`model:`)",
@@ -25,6 +26,7 @@ _TITLES = {
     "datasets": "Datasets (`data.dataset:`)",
     "transforms": "Transforms (`data.transforms:`)",
     "inits": "Init functions (`init:` rules)",
+    "train": "Training options (`train:`)",
 }
 
 
@@ -84,7 +86,21 @@ def notes(entry: Entry) -> str:
 
 
 def rows(kind: str) -> list[tuple[str, str, str]]:
+    if kind == "train":
+        return train_rows()
     return [(e.name, arguments(e), notes(e)) for e in REGISTRY.entries(KINDS[kind])]
+
+
+def train_rows() -> list[tuple[str, str, str]]:
+    """(key, default, what it does) of every `train:` option, from ``TrainSpec`` itself."""
+    from compiler.front.spec import TrainSpec
+
+    table = []
+    for name, field in TrainSpec.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "off" if default is None else str(default).lower() if isinstance(default, bool) else literal(default)
+        table.append((name, f"default {shown}", field.description or ""))
+    return table
 
 
 def listing(kind: str) -> str:

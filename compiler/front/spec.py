@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from compiler.common.literal import literal
 from compiler.common.suggest import did_you_mean
@@ -124,6 +124,56 @@ class Checkpoint(_Strict):
     every_steps: int | None = Field(None, ge=1)  # also mid-epoch, every N updates
 
 
+class _Refused(ValueError):
+    """A value a section's own validator refuses, with its fix (read by ``_pydantic_message``)."""
+
+    def __init__(self, message: str, fix: str):
+        super().__init__(message)
+        self.fix = fix
+
+
+class ClipGrad(_Strict):
+    """`clip_grad: {norm: 1.0}` (torch.nn.utils.clip_grad_norm_; `norm_type: 2` unless given) or `{value: 0.5}`
+    (clip_grad_value_): the gradients are clipped before every update."""
+
+    norm: float | None = Field(None, gt=0)
+    value: float | None = Field(None, gt=0)
+    norm_type: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ClipGrad:
+        if (self.norm is None) == (self.value is None):
+            raise _Refused(
+                "clip_grad needs exactly one of `norm:` (the gradients' total norm) or `value:` (each gradient)",
+                "e.g. `clip_grad: {norm: 1.0}` (clip_grad_norm_) or `clip_grad: {value: 0.5}` (clip_grad_value_)",
+            )
+        if self.value is not None and "norm_type" in self.model_fields_set:
+            raise _Refused("clip_grad's `norm_type:` goes with `norm:`, not `value:`", "remove `norm_type:`")
+        return self
+
+
+class Warmup(_Strict):
+    """`warmup: 500` (updates) or `{steps: N}` / `{epochs: N}`: the rate rises linearly from `start_factor` x lr
+    to lr (torch's LinearLR), then the scheduler takes over (SequentialLR)."""
+
+    steps: int | None = Field(None, ge=1, le=1 << 40)
+    epochs: int | None = Field(None, ge=1, le=1_000_000)
+    start_factor: float = Field(0.01, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Warmup:
+        if (self.steps is None) == (self.epochs is None):
+            raise _Refused(
+                "warmup needs exactly one of `steps:` (updates) or `epochs:`",
+                "e.g. `warmup: {steps: 500}` (or `warmup: 500`), or `warmup: {epochs: 2}`",
+            )
+        return self
+
+    @property
+    def length(self) -> int:
+        return self.steps if self.steps is not None else self.epochs  # type: ignore[return-value]
+
+
 class DataSpec(_Strict):
     dataset: Call
     normalize: Literal["rescale", "standardize", "normalize"] | None = None
@@ -154,6 +204,31 @@ class TrainSpec(_Strict):
     cuda_graph: bool | Literal["auto"] | None = None  # forward, backward and update replayed as one CUDA graph
     cudnn_benchmark: bool | Literal["auto"] | None = None  # let cuDNN time its convolution algorithms once
     reuse_memory: bool | Literal["auto"] | None = None  # glibc keeps freed memory for the next step (CPU)
+    # loop options (issue 24): each is off unless given, and a script carries only those its spec uses
+    clip_grad: ClipGrad | None = Field(
+        None,
+        description="`{norm: 1.0}` or `{value: 0.5}`: clip the gradients before every update (unscaled under fp16)",
+    )
+    accumulate: int = Field(
+        1, ge=1, le=1 << 20, description="batches per update: their gradients add up, each loss divided by N"
+    )
+    stop_on_nan: bool = Field(
+        False, description="stop in one line on a NaN or infinite loss; the checkpoint stays good"
+    )
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="decay of a moving average of the weights, evaluated and saved beside them"
+    )
+    warmup: Warmup | None = Field(
+        None,
+        description="`500` or `{steps: N}` / `{epochs: N}`, `start_factor`: LinearLR before the scheduler",
+        json_schema_extra=lambda schema: schema["anyOf"].insert(1, {"type": "integer", "minimum": 1}),  # `warmup: 500`
+    )
+
+    @field_validator("warmup", mode="before")
+    @classmethod
+    def _warmup_in_updates(cls, value: Any) -> Any:
+        """`warmup: 500` is short for `warmup: {steps: 500}`."""
+        return {"steps": value} if isinstance(value, int) and not isinstance(value, bool) else value
 
     def option(self, name: str):
         """An option's value with `speed:` applied (unset: `auto` under speed: auto, else off)."""

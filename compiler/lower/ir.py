@@ -315,6 +315,22 @@ class SpeedIR:
 
 
 @dataclass
+class LoopIR:
+    """The loop options of `train:` (issue 24), checked: each is off by default and rendered only when on."""
+
+    clip: str | None = None  # "norm" (clip_grad_norm_) | "value" (clip_grad_value_) | None
+    clip_at: float | None = None  # the largest norm or value
+    norm_type: float = 2.0
+    accumulate: int = 1  # batches per update
+    stop_on_nan: bool = False
+    ema: float | None = None  # the decay of the weights' moving average
+    warmup: int | None = None  # LinearLR's length, counted in the scheduler's steps (updates or epochs)
+    warmup_factor: float = 0.01  # LinearLR's start_factor
+    # a fixed-length schedule (OneCycleLR's total_steps) whose length the run is checked against before step 1
+    fixed_length: bool = False
+
+
+@dataclass
 class TrainingIR:
     data: DataIR
     loss: CallIR
@@ -325,6 +341,7 @@ class TrainingIR:
     # when scheduler.step() runs: "epoch", "batch" (after every update) or "loss" (per epoch, on the validation
     # loss); the registry's `steps` unless the spec's `interval:` says otherwise
     scheduler_steps: str | None = None
+    loop: LoopIR = field(default_factory=LoopIR)  # clipping, accumulation, EMA, warm-up, stop on NaN
 
 
 @dataclass

@@ -20,7 +20,7 @@ from compiler.facts.shapes import format_shape
 from compiler.front.problems import Problems
 from compiler.front.spec import Call, DataSpec, SchedulerCall, Spec, TrainSpec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
-from compiler.lower.ir import Arg, CallIR, DataIR, ModelIR, SpeedIR, TrainingIR
+from compiler.lower.ir import Arg, CallIR, DataIR, LoopIR, ModelIR, SpeedIR, TrainingIR
 
 _shape = format_shape
 
@@ -54,9 +54,119 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
         )
     speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
     steps = _scheduler_steps(problems, spec.scheduler, scheduler) if spec.scheduler and scheduler else None
+    loop, steps = _loop(problems, spec.train, scheduler, steps)
+    if data and scheduler and loop.fixed_length:
+        _check_schedule_length(problems, spec, data, scheduler, loop)
     if problems.count() > before or not (data and loss and optimizer):
         return None
-    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps)
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps, loop)
+
+
+# --------------------------------------------------------------------------- loop options (issue 24)
+
+
+def _loop(problems: Problems, train: TrainSpec, scheduler: CallIR | None, steps: str | None) -> tuple:
+    """(LoopIR, when the scheduler steps): the loop options checked against the mode and the scheduler."""
+    clip = train.clip_grad
+    loop = LoopIR(
+        clip=None if clip is None else "norm" if clip.norm is not None else "value",
+        clip_at=None if clip is None else clip.norm if clip.norm is not None else clip.value,
+        norm_type=clip.norm_type if clip else 2.0,
+        accumulate=train.accumulate,
+        stop_on_nan=train.stop_on_nan,
+        ema=train.ema,
+        fixed_length=scheduler is not None and ("total_steps",) in scheduler.entry.one_of,
+    )
+    if train.accumulate > 1 and train.mode != "minibatch":
+        what = "the whole training set" if train.mode == "batch" else "one sample, each used once"
+        problems.fail(
+            ("train", "accumulate"),
+            f"mode: {train.mode} updates on {what}: there are no batches to accumulate",
+            "remove `accumulate:`, or use `mode: minibatch`",
+        )
+    if train.warmup is not None:
+        steps = _warmup(problems, train, scheduler, steps) or steps
+        loop.warmup, loop.warmup_factor = train.warmup.length, train.warmup.start_factor
+    return loop, steps
+
+
+def _warmup(problems: Problems, train: TrainSpec, scheduler: CallIR | None, steps: str | None) -> str | None:
+    """When the warmed-up schedule steps ("batch" or "epoch"); None when the warm-up is refused (reported)."""
+    warmup, where = train.warmup, ("train", "warmup")
+    unit = "batch" if warmup.steps is not None else "epoch"
+    if scheduler is None:
+        return unit  # the rate rises, then stays
+    name = scheduler.name
+    if steps == "loss":
+        fix = "remove `warmup:`, or use a scheduler that follows a schedule (e.g. CosineAnnealingLR)"
+        problems.fail(where, f"{name} steps on the validation loss, which SequentialLR cannot chain", fix)
+    elif ("total_steps",) in scheduler.entry.one_of:
+        problems.fail(where, f"{name} has its own warm-up (`pct_start:`)", f"remove `warmup:` (or set {name}'s)")
+    elif unit != steps and unit == "batch":
+        problems.fail(
+            where,
+            f"the warm-up counts updates, but {name} steps once per epoch",
+            "add `interval: step` beside the scheduler's type (its lengths then count updates too), "
+            "or count the warm-up in epochs: `warmup: {epochs: N}`",
+        )
+    elif unit != steps:
+        problems.fail(
+            where,
+            f"the warm-up counts epochs, but {name} steps after every update",
+            "count the warm-up in updates: `warmup: {steps: N}`",
+        )
+    else:
+        return steps
+    return None
+
+
+def _check_schedule_length(problems: Problems, spec: Spec, data: DataIR, scheduler: CallIR, loop: LoopIR) -> None:
+    """A fixed-length schedule (OneCycleLR) that does not fit the data, refused now where the data's size is known
+    (torch would fail at the update past its end, after a whole epoch); else the script checks before step 1."""
+    batches = _batches_per_epoch(data, spec.train.mode)
+    if batches is None:
+        return
+    per_epoch, epochs = -(-batches // loop.accumulate), spec.train.epochs
+    total, given_epochs, steps_per_epoch = (scheduler.value(k) for k in ("total_steps", "epochs", "steps_per_epoch"))
+    name = scheduler.name
+
+    def path(key: str) -> tuple:  # at the argument where the spec wrote it by name
+        return scheduler.yaml_path + (name, key) if key in scheduler.kwargs else scheduler.yaml_path
+
+    if total is None and steps_per_epoch is not None and steps_per_epoch != per_epoch:
+        problems.fail(
+            path("steps_per_epoch"),
+            f"{name} steps_per_epoch is {steps_per_epoch}, but an epoch here makes {per_epoch} updates "
+            f"({_epoch_words(data, spec.train.mode, batches, loop.accumulate)})",
+            f"write `steps_per_epoch: {per_epoch}`",
+        )
+        return
+    length = total if total is not None else (given_epochs or 0) * (steps_per_epoch or 0)
+    if isinstance(length, int) and 0 < length < epochs * per_epoch:
+        key = "total_steps" if total is not None else "epochs"
+        problems.fail(
+            path(key),
+            f"{name}'s schedule is {length} updates long, but this run makes {epochs * per_epoch} ({epochs} epochs "
+            f"x {per_epoch}): torch stops the run at update {length + 1}",
+            f"write `total_steps: {epochs * per_epoch}`" if total is not None else f"write `epochs: {epochs}`",
+        )
+
+
+def _batches_per_epoch(data: DataIR, mode: str) -> int | None:
+    """The training loader's batches per epoch where the data's size is known now (a `size:` argument)."""
+    size = data.dataset.value("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return None
+    if data.validation == "val_split":
+        size -= round(size * data.val_split)  # as split_indices holds out
+    return {"batch": 1, "online": size}.get(mode, -(-size // data.batch_size))
+
+
+def _epoch_words(data: DataIR, mode: str, batches: int, accumulate: int) -> str:
+    if mode != "minibatch":
+        return f"mode: {mode}"
+    grouped = f", {accumulate} to an update" if accumulate > 1 else ""
+    return f"{batches} batches of {data.batch_size}{grouped}"
 
 
 def _scheduler_steps(problems: Problems, call: SchedulerCall, scheduler: CallIR) -> str:
@@ -121,8 +231,11 @@ def _cuda_graph(problems: Problems, speed: SpeedIR, train: TrainSpec, optimizer:
     reasons = []
     if speed.compile:
         reasons.append("`compile` (its reduce-overhead mode already uses CUDA graphs)")
-    if scheduler is not None:
-        reasons.append(f"a scheduler ({scheduler.name}: a captured step keeps its learning rate)")
+    if scheduler is not None or train.warmup is not None:
+        what = scheduler.name if scheduler is not None else "warmup"
+        reasons.append(f"a scheduler ({what}: a captured step keeps its learning rate)")
+    if train.clip_grad is not None or train.accumulate > 1:
+        reasons.append("clip_grad or accumulate (a captured step updates after every batch, as it was captured)")
     if not optimizer.entry.graph_safe:
         safe = sorted(e.name for e in REGISTRY.entries("optimizer") if e.graph_safe)
         reasons.append(f"{optimizer.name} (captured steps support {', '.join(safe)})")

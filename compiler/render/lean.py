@@ -23,7 +23,7 @@ def render_lean(program: Program) -> str:
     if training is None:
         return script.render(program)
     code = emit_model(program.model, RESERVED_NAMES | frozenset(spec.vars))
-    data, steps = training.data, training.scheduler.entry.steps if training.scheduler else None
+    data, steps = training.data, training.scheduler_steps
     context = {
         "docstring": _docstring(program),
         "variables": script._variables(spec),
@@ -34,7 +34,8 @@ def render_lean(program: Program) -> str:
         "train_loader": _train_loader(training),
         "loss_code": script._call(training.loss),
         "optimizer_code": script._call(training.optimizer, "model.parameters()"),
-        "scheduler_code": script._call(training.scheduler, "optimizer") if training.scheduler else "",
+        **script._loop_context(training),
+        "scheduler_code": _scheduler_code(training),
         "scheduler_per_step": steps == "batch",
         "scheduler_per_epoch": steps == "epoch",
         "scheduler_on_loss": steps == "loss",
@@ -46,10 +47,17 @@ def render_lean(program: Program) -> str:
     return script._render("lean.py.j2", context, code, _helper_roots(training))
 
 
+def _scheduler_code(training: TrainingIR) -> str:
+    """The scheduler's construction ("" without one): the full flavour's, with no scheduler left as ""."""
+    code = script._loop_context(training)["scheduler_code"]
+    return "" if code == "None" else code
+
+
 def _helper_roots(training: TrainingIR) -> tuple[str, ...]:
     """Only what the data and the optimizer call: the lean loop itself is plain torch."""
     data = training.data
     roots = [*data.dataset.entry.runtime, *training.optimizer.entry.runtime]
+    roots += ["check_schedule_length"] if training.loop.fixed_length else []
     return (*roots, "split_indices") if data.validation == "val_split" else tuple(roots)
 
 
@@ -104,7 +112,7 @@ def _settings(program: Program) -> list[tuple[str, str, str]]:
         settings.insert(4, ("NUM_WORKERS", value(("data", "num_workers"), data.num_workers), "loader processes"))
     if data.val_split:
         settings.insert(4, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
-    return settings
+    return settings + script.loop_settings(spec, training.loop, training.scheduler_steps)
 
 
 _BATCH_COMMENT = {

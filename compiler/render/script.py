@@ -19,7 +19,7 @@ import jinja2
 
 from compiler.common.literal import literal
 from compiler.front.spec import RESERVED_NAMES, Spec
-from compiler.lower.ir import Arg, CallIR, DataIR, Program, TrainingIR
+from compiler.lower.ir import Arg, CallIR, DataIR, LoopIR, Program, TrainingIR
 from compiler.render.emit import INDENT, LINE, ModelCode, call_source, emit_model
 from compiler.runtime import helpers as runtime
 from compiler.runtime import needs
@@ -153,6 +153,8 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
         roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
     roots += ["reuse_freed_memory"] if speed.reuse_memory else []
     roots += ["write_tensorboard"] if "tensorboard" in training.train.log else []
+    roots += ["check_finite"] if training.loop.stop_on_nan else []
+    roots += ["check_schedule_length"] if training.loop.fixed_length else []
     return tuple(roots)
 
 
@@ -208,6 +210,8 @@ _IMPORTS = {  # a global name the script reads -> (module, name) of the import t
     "datasets": ("torchvision", "datasets"),
     "ops": ("torchvision", "ops"),
     "transforms": ("torchvision", "transforms"),
+    "AveragedModel": ("torch.optim.swa_utils", "AveragedModel"),
+    "get_ema_multi_avg_fn": ("torch.optim.swa_utils", "get_ema_multi_avg_fn"),
 }
 
 
@@ -227,7 +231,6 @@ def _imports(names: set[str], custom: list[str]) -> str:
 
 def _training_context(spec: Spec, training: TrainingIR) -> dict:
     data, train, speed = training.data, training.train, training.speed
-    scheduler = training.scheduler
     steps = training.scheduler_steps  # epoch | batch | loss (None: no scheduler)
     random_transforms = speed.fast and data.augments  # data on the device: its flips happen there, per batch
     val_loss = 'f"epoch {epoch}: val loss {val_loss:.6f}'
@@ -249,7 +252,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "tensorboard": "tensorboard" in train.log,
         "loss_code": _call(training.loss),
         "optimizer_code": _call(training.optimizer, "model.parameters()"),
-        "scheduler_code": _call(scheduler, "optimizer") if scheduler else "None",
+        **_loop_context(training),
         "scheduler_per_step": steps == "batch",
         "scheduler_per_epoch": steps == "epoch",
         "scheduler_on_loss": steps == "loss",
@@ -295,7 +298,53 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
     ]
     if data.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
+    return settings + loop_settings(spec, training.loop, training.scheduler_steps)
+
+
+def loop_settings(spec: Spec, loop: LoopIR, steps: str | None) -> list[tuple[str, str, str]]:
+    """The loop options' settings (issue 24): only those the spec turns on."""
+
+    def value(path: tuple, default) -> str:  # symbolic where the spec wrote `$var` or arithmetic
+        return spec.symbols.get(path, literal(default))
+
+    settings = []
+    if loop.clip:
+        bound = value(("train", "clip_grad", loop.clip), loop.clip_at)
+        what = "the gradients' total norm" if loop.clip == "norm" else "each gradient's size"
+        settings.append((f"CLIP_GRAD_{loop.clip.upper()}", bound, f"{what} at most this, before every update"))
+    if loop.clip == "norm" and loop.norm_type != 2.0:
+        settings.append(("NORM_TYPE", value(("train", "clip_grad", "norm_type"), loop.norm_type), "p of the p-norm"))
+    if loop.accumulate > 1:
+        settings.append(("ACCUMULATE", value(("train", "accumulate"), loop.accumulate), "batches per update"))
+    if loop.ema is not None:
+        settings.append(("EMA_DECAY", value(("train", "ema"), loop.ema), "the weights' moving average, evaluated"))
+    if loop.warmup is not None:
+        unit = "updates" if steps == "batch" else "epochs"
+        settings.append(("WARMUP", literal(loop.warmup), f"{unit} of linear warm-up"))
+        settings.append(("WARMUP_FACTOR", literal(loop.warmup_factor), "the warm-up starts at lr x this"))
     return settings
+
+
+def _loop_context(training: TrainingIR) -> dict:
+    """What the templates place for the loop options (issue 24); each empty or False when off."""
+    loop, scheduler = training.loop, training.scheduler
+    warmup = "optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_FACTOR, total_iters=WARMUP)"
+    clip = {
+        "norm": "nn.utils.clip_grad_norm_(model.parameters(), CLIP_GRAD_NORM"
+        + (", norm_type=NORM_TYPE)" if loop.norm_type != 2.0 else ")"),
+        "value": "nn.utils.clip_grad_value_(model.parameters(), CLIP_GRAD_VALUE)",
+    }
+    with_warmup = loop.warmup is not None
+    return {
+        "scheduler_code": _call(scheduler, "optimizer") if scheduler else warmup if with_warmup else "None",
+        "warmup_code": warmup if scheduler and with_warmup else "",
+        "warmup_unit": "updates" if training.scheduler_steps == "batch" else "epochs",
+        "clip_code": clip.get(loop.clip or "", ""),
+        "accumulate": loop.accumulate > 1,
+        "ema": loop.ema is not None,
+        "stop_on_nan": loop.stop_on_nan,
+        "fixed_length": loop.fixed_length,
+    }
 
 
 def _speed_settings(speed) -> list[tuple[str, str, str]]:

@@ -457,13 +457,50 @@ class GraphedStep:
         return self.static_loss
 
 
-def record_losses(history, pending, step, epoch):
-    """Move losses kept on the device into the history: one synchronisation for many steps."""
+def record_losses(history, pending, step, epoch, rates):
+    """Move losses kept on the device into the history, each with the learning rate its update used (``rates``):
+    one synchronisation for many steps."""
     values = torch.stack(pending).tolist() if pending else []
-    for offset, value in enumerate(values):
-        history.append({"step": step - len(values) + 1 + offset, "epoch": epoch, "loss": value})
+    for offset, (value, lr) in enumerate(zip(values, rates)):
+        history.append({"step": step - len(values) + 1 + offset, "epoch": epoch, "loss": value, "lr": lr})
     pending.clear()
+    rates.clear()
     return values
+
+
+def check_finite(values, step, epoch, run):
+    """Stop the run (``train.stop_on_nan``) at the first loss that is NaN or infinite, before anything is saved:
+    the run's checkpoint stays the last good one. ``values`` are the losses of the updates up to ``step``."""
+    bad = next((i for i, value in enumerate(values) if not abs(value) < float("inf")), None)
+    if bad is None:
+        return
+    where = f"epoch {epoch} step {step - len(values) + 1 + bad}"
+    kept = "its last checkpoint is kept" if run.checkpoint and os.path.exists(run.checkpoint) else "nothing was saved"
+    raise FloatingPointError(
+        f"the loss is {values[bad]} at {where}: training stopped (train.stop_on_nan), {kept}; "
+        "lower the learning rate, add a warm-up (train.warmup) or clip the gradients (train.clip_grad)"
+    )
+
+
+def check_schedule_length(scheduler, epochs, max_steps, batches, accumulate=1):
+    """Before the first update: a fixed-length schedule (OneCycleLR's ``total_steps``) shorter than the run would
+    stop it with torch's error at the update past its end, after a whole epoch; say so now, in one line."""
+    total, per_epoch = getattr(scheduler, "total_steps", None), -(-batches // accumulate)
+    needed = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+    if total is not None and needed > total:
+        raise ValueError(
+            f"scheduler {type(scheduler).__name__}: its schedule is {total} updates long (total_steps, or epochs x "
+            f"steps_per_epoch), but this run makes {needed} ({epochs} epochs x {per_epoch} updates); give the "
+            f"spec's scheduler `total_steps: {needed}`, or `epochs: {epochs}` and `steps_per_epoch: {per_epoch}`"
+        )
+
+
+def ema_weights(state):
+    """The weights a checkpoint is evaluated with: its moving average's (``train.ema``) if it has one."""
+    average = state.get("ema")
+    if not average:
+        return state["model"]
+    return {key[len("module.") :]: value for key, value in average.items() if key.startswith("module.")}
 
 
 class Run:
@@ -475,7 +512,7 @@ class Run:
     def __init__(self, epochs, max_steps=None, checkpoint=None):
         self.epochs, self.max_steps, self.checkpoint = epochs, max_steps, checkpoint
         self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
-        self.loader_rng = self.restored = self.data = None
+        self.loader_rng = self.restored = self.data = self.ema_state = None
         self.synced = 0  # history records averaged over the ranks (torchrun)
 
     def batches(self, loader):
@@ -497,9 +534,9 @@ class Run:
     def end_epoch(self, loader):
         self.epoch, self.batch, self.loader_rng = self.epoch + 1, 0, loader.generator.get_state()
 
-    def save(self, model, optimizer, scheduler):
-        """Checkpoint the weights, optimizer, schedule, position, random states and what the run is (its
-        ``identity`` and ``data``); refresh the metrics beside it."""
+    def save(self, model, optimizer, scheduler, ema=None):
+        """Checkpoint the weights (and their moving average, ``ema``), optimizer, schedule, position, random states
+        and what the run is (its ``identity`` and ``data``); refresh the metrics beside it."""
         model, ranks = unwrap(model), gather_ranks(self)  # under torchrun every rank saves; rank 0 writes
         if self.checkpoint:
             state = {
@@ -510,6 +547,7 @@ class Run:
                 **random_states(),
                 "ranks": ranks,
                 "identity": identity(model, optimizer, scheduler),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
             }
             save_checkpoint(self.checkpoint, state)
             write_metrics(os.path.dirname(self.checkpoint), self.history)
@@ -527,11 +565,13 @@ class Run:
         different = identity_difference(saved, here)
         if different:
             raise ValueError(f"{name} was written for another spec: {different}")
-        different = weights_difference(state["model"], model)
+        weights = ema_weights(state) if model_only else state["model"]  # evaluating: the moving average's
+        different = weights_difference(weights, model)
         if different:
             raise ValueError(f"{name} does not fit this model: {different}")
-        model.load_state_dict(state["model"])
-        self.data = state.get("data")  # None: an older checkpoint, which says nothing of its data
+        model.load_state_dict(weights)
+        # data None: an older checkpoint, which says nothing of its data; train() restores its moving average
+        self.data, self.ema_state = state.get("data"), state.get("ema")
         if model_only:
             return
         optimizer.load_state_dict(state["optimizer"])
@@ -657,8 +697,12 @@ def check_state(state, path):
     for key, kind in kinds.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise ValueError(f"{path}: not a specc checkpoint ({key!r} is missing or not a {kind.__name__})")  # noqa: TRY004
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
-        raise ValueError(f"{path}: not a specc checkpoint (its 'model' is not a state dict of tensors)")
+    for key in ("model", "ema"):  # the weights, and their moving average where train.ema keeps one
+        tensors = state.get(key, {})
+        if not isinstance(tensors, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+        ):
+            raise ValueError(f"{path}: not a specc checkpoint (its {key!r} is not a state dict of tensors)")
     data = state.get("data")
     shape = data.get("input") if isinstance(data, dict) else None
     if data is not None and not (
@@ -991,6 +1035,8 @@ def failure(err, run):
         return f"{where}, before the first checkpoint", code
     if isinstance(err, ValueError):
         return str(err), 1
+    if isinstance(err, FloatingPointError):  # train.stop_on_nan: the run failed, its checkpoint is the last good one
+        return str(err), 3
     if type(err).__name__ == "URLError" or str(err).startswith("Error downloading"):
         tb = err.__traceback__
         while tb.tb_next and not hasattr(tb.tb_frame.f_locals.get("self"), "root"):

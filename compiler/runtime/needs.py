@@ -34,6 +34,10 @@ NEEDS: dict[str, Needs] = {
     "resolve_speed": Needs(("cpu_bf16",), ("torch",)),
     "GraphedStep": Needs((), ("torch",)),
     "record_losses": Needs((), ("torch",)),
+    # loop options (issue 24)
+    "check_finite": Needs((), ("os",)),
+    "check_schedule_length": Needs(),
+    "ema_weights": Needs(),
     # torchrun
     "torchrun_environment": Needs(("printable",), ("os",)),
     "setup_distributed": Needs(
@@ -53,6 +57,7 @@ NEEDS: dict[str, Needs] = {
     "Run": Needs(
         (
             "check_state",
+            "ema_weights",
             "gather_ranks",
             "identity",
             "identity_difference",
