@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 
 from compiler.runtime import helpers as runtime
 from compiler.build.model import build_model
-from compiler.lower.ir import CallIR, DataIR, Program
+from compiler.lower.ir import CallIR, DataIR, Program, RunIR
 
 
 @dataclass
@@ -32,6 +32,10 @@ class Training:
     # when to call scheduler.step(): "epoch", "batch" (after every optimizer.step()), or "loss" (once per epoch,
     # with the validation loss); None without a scheduler
     scheduler_steps: str | None = None
+    # run options a hand-written loop reads: `train.early_stop` (see runtime.early_stopped) and the metric best.pt
+    # is kept by (runtime.is_best, runtime.save_best); None when the spec has none
+    early_stop: Any = None
+    best: str | None = None
 
     def __iter__(self):  # model, loss_fn, optimizer, scheduler, train_loader, val_loader = training
         return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
@@ -86,13 +90,27 @@ def build_training(program: Program, device: str | torch.device | None = None) -
         train_loader, val_loader = runtime.make_loaders(
             train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
         )
+    if training.run.freeze:  # before DistributedDataParallel, which hooks the parameters that train
+        runtime.freeze(model, training.run.freeze)
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
         model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
     )
     loss_fn = _construct(training.loss)
-    optimizer = _construct(training.optimizer, model.parameters())
+    optimizer = _construct(training.optimizer, _parameters(model, training.run))
     scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
-    return Training(model, loss_fn, optimizer, scheduler, train_loader, val_loader, training.scheduler_steps)
+    run = training.run
+    return Training(
+        model, loss_fn, optimizer, scheduler, train_loader, val_loader, training.scheduler_steps, run.early_stop, run.best
+    )
+
+
+def _parameters(model: torch.nn.Module, run: RunIR) -> Any:
+    """What the optimizer updates: every parameter, those not frozen, or parameter groups (as the script)."""
+    if run.groups:
+        return runtime.param_groups(runtime.unwrap(model), run.groups)
+    if run.freeze:
+        return [p for p in model.parameters() if p.requires_grad]
+    return model.parameters()
 
 
 def _construct(call: CallIR, *first: Any) -> Any:
