@@ -112,12 +112,24 @@ def _resumed(spec: Spec, args: argparse.Namespace) -> str | None:
             f"({epochs}) asks for, so there is nothing left to train; to train longer, give more: "
             f"--epochs {state['epoch'] + 1}"
         )
+    _stopped_early(spec, state, path)
     if args.max_steps is not None and state["step"] >= args.max_steps:
         raise RunRefused(
             f"--resume {visible(path)}: this run has already taken {state['step']} steps, --max-steps "
             f"{args.max_steps}; give more, e.g. --max-steps {state['step'] + args.max_steps}"
         )
     return path
+
+
+def _stopped_early(spec: Spec, state: dict, path: str) -> None:
+    """Refuse to resume a run that early stopping ended: it would stop again at once."""
+    stop = spec.train.early_stop
+    if stop and runtime.early_stopped(state["history"], stop.monitor, stop.patience, stop.min_delta, stop.direction):
+        raise RunRefused(
+            f"--resume {visible(path)}: this run stopped early after epoch {state['epoch']} ({stop.monitor} had not "
+            f"improved for {stop.patience} epochs), so it would stop again at once; to train on, give more patience: "
+            f"--set train.early_stop.patience={stop.patience + 5}"
+        )
 
 
 def _claim_folder(spec: Spec, args: argparse.Namespace, checkpoint: str | None) -> tuple[str, bool]:
@@ -242,7 +254,7 @@ def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, wit
     from compiler.pipeline import build_training, lower_spec, render_script
     from compiler.workflow.check import import_script
 
-    path = runtime.find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
+    path = chosen_checkpoint(spec, checkpoint)
     state = runtime.load_checkpoint(path)
     device = runtime.pick_device(str(device))
     with tempfile.TemporaryDirectory() as folder:
@@ -260,6 +272,16 @@ def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, wit
     run = runtime.Run(1)
     run.resume(state, objects[0], objects[2], objects[3], path, model_only=True)  # evaluating, predicting
     return script, objects, run, device
+
+
+def chosen_checkpoint(spec: Spec, checkpoint: str | os.PathLike | None) -> str:
+    """The checkpoint eval, predict and export read: a file as given; for a run folder or a folder of runs (default
+    the spec's), the run's ``best.pt`` when the spec keeps one (`checkpoint.best`) and it is there, else its last."""
+    path = runtime.find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
+    keeps_best = spec.train is not None and spec.train.checkpoint is not None and spec.train.checkpoint.best
+    named_file = checkpoint is not None and os.path.isfile(checkpoint) and os.path.basename(checkpoint) != "latest"
+    best = os.path.join(os.path.dirname(path), "best.pt")
+    return best if keeps_best and not named_file and os.path.isfile(best) else path
 
 
 def _as_spec(spec: Spec | str | os.PathLike) -> Spec:
