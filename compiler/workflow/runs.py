@@ -78,7 +78,7 @@ _START = (
     "    sys.exit(130)\n"
 )
 _DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-_RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
+_RUN_FILES = ("checkpoint.pt", "best.pt", "model.pt", "metrics.json")
 
 
 def _python() -> list[str]:
@@ -241,7 +241,8 @@ def _finish(spec: Spec, folder: str, made: bool, before: tuple | None, text: str
         return code if code in (1, 3, 130) else 3  # the script has printed why
     metrics = json.loads(runtime.read_regular(str(Path(folder) / "metrics.json"), 1 << 30, "metrics file"))
     plot_history(metrics["history"], Path(folder) / "loss.png", title=spec.name)
-    print(f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt, metrics.json, metrics.csv, loss.png")
+    best = ", best.pt" if (Path(folder) / "best.pt").is_file() else ""
+    print(f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt{best}, metrics.json, metrics.csv, loss.png")
     return 0
 
 
