@@ -773,13 +773,13 @@ def _matches(name: str, patterns) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in patterns)
 
 
-def _check_patterns(problems: Problems, where: tuple, patterns, names: dict, option: str) -> None:
+def _check_patterns(problems: Problems, where: tuple, patterns, names: dict, option: str, listed=True) -> None:
     """Each pattern must match a parameter: one that matches none is a typo, never silently ignored."""
     tops = sorted({name.split(".")[0] for name in names})
     for i, pattern in enumerate(patterns):
         if not _matches_any(pattern, names):
             problems.fail(
-                where + (i,),
+                where + ((i,) if listed else ()),
                 f"{option} pattern {pattern!r} matches no parameter of the model",
                 did_you_mean(pattern, tops, f"module paths start with {', '.join(tops[:8])} (see `specc summary`)"),
             )
@@ -798,22 +798,22 @@ def _no_decay(problems: Problems, items, model: ModelIR, names: dict, optimizer:
     for i, item in enumerate(items):
         found = bool(norms) if item == "norm" else _matches_any("*.bias" if item == "bias" else item, names)
         if not found:
-            what = "no normalisation layer" if item == "norm" else "no parameter"
-            problems.fail(("train", "no_decay", i), f"no_decay {item!r}: the model has {what} it names", "remove it")
+            what = "the model has no normalisation layer" if item == "norm" else "it matches no parameter of the model"
+            problems.fail(("train", "no_decay", i), f"no_decay {item!r}: {what}", f"remove {item!r}")
     return {"params": patterns, "layers": norms if "norm" in items else [], "weight_decay": 0.0}
 
 
 def _param_group(problems: Problems, where: tuple, group: dict, names: dict, optimizer: CallIR) -> dict | None:
     """`{params: PATTERNS, lr: ..., ...}`: the parameters it names take these optimizer settings."""
-    patterns = group.get("params")
-    patterns = [patterns] if isinstance(patterns, str) else patterns
+    written = group.get("params")
+    patterns = [written] if isinstance(written, str) else written
     if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
         problems.fail(
             where, "a parameter group needs `params:`, a pattern or a list of them", 'e.g. `params: "layer4.*"`'
         )
         return None
     before = problems.count()
-    _check_patterns(problems, where + ("params",), patterns, names, "param_groups")
+    _check_patterns(problems, where + ("params",), patterns, names, "param_groups", isinstance(written, list))
     options = {key: value for key, value in group.items() if key != "params"}
     for key, value in options.items():
         _group_option(problems, where + (key,), key, value, optimizer)

@@ -270,7 +270,10 @@ def _init_function(model: ModelIR) -> str:
         lines.append(INDENT + '"""The spec\'s `init:`: weights from a file."""')
         return "\n".join(lines + [_load_line(model)])
     doc = "each module takes the first that matches it" + ("; then weights from a file" if model.load else "")
-    lines += [INDENT + f'"""The spec\'s `init:` rules: {doc}."""', INDENT + "for name, module in model.named_modules():"]
+    lines += [
+        INDENT + f'"""The spec\'s `init:` rules: {doc}."""',
+        INDENT + "for name, module in model.named_modules():",
+    ]
     lines += _rule_lines(model)
     return "\n".join(lines + ([_load_line(model)] if model.load else []))
 

@@ -287,7 +287,12 @@ def run_settings(training: TrainingIR) -> list[tuple[str, str, str]]:
     run, settings = training.run, []
     if run.early_stop is not None:
         stop = run.early_stop
-        value = {"monitor": stop.monitor, "patience": stop.patience, "min_delta": stop.min_delta, "mode": stop.direction}
+        value = {
+            "monitor": stop.monitor,
+            "patience": stop.patience,
+            "min_delta": stop.min_delta,
+            "mode": stop.direction,
+        }
         settings.append(("EARLY_STOP", literal(value), "Keras's EarlyStopping" if len(literal(value)) < 80 else ""))
     if run.best is not None:
         settings.append(("BEST", literal(run.best), "best.pt beside the checkpoint keeps the epoch best by this"))
