@@ -45,17 +45,7 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     """Seed, then build everything on ``device`` (default: ``train.device``, with auto resolved)."""
     spec, training = program.spec, program.training
     if training is None:
-        from compiler.errors import SpecError
-
-        raise SpecError(
-            [
-                spec.source.problem(
-                    (),
-                    "this spec has no training sections",
-                    "add data, loss, optimizer and train (docs/spec-language.md §4-6)",
-                )
-            ]
-        )
+        _no_training(spec)
     device = runtime.pick_device(str(device) if device is not None else training.train.device)
     speed = training.speed
     _, channels_last, on_device, cuda_graph = runtime.resolve_speed(
@@ -71,25 +61,7 @@ def build_training(program: Program, device: str | torch.device | None = None) -
         train_set, val_set = runtime.leader_first(build_datasets, **datasets)
     else:
         train_set, val_set = build_datasets(**datasets)
-    data = training.data
-    mode = training.train.mode
-    if on_device:
-        train_loader, val_loader = runtime.make_device_loaders(
-            train_set,
-            val_set,
-            mode,
-            data.batch_size,
-            data.shuffle,
-            data.num_workers,
-            spec.seed,
-            device,
-            speed.flips,
-            cuda_graph,
-        )
-    else:
-        train_loader, val_loader = runtime.make_loaders(
-            train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, spec.seed
-        )
+    train_loader, val_loader = _loaders(training, train_set, val_set, spec.seed, device, on_device, cuda_graph)
     if training.run.freeze:  # before DistributedDataParallel, which hooks the parameters that train
         runtime.freeze(model, training.run.freeze)
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
@@ -102,6 +74,34 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     return Training(
         model, loss_fn, optimizer, scheduler, train_loader, val_loader, training.scheduler_steps, run.early_stop, run.best
     )
+
+
+def _no_training(spec: Any) -> None:
+    from compiler.errors import SpecError
+
+    problem = spec.source.problem(
+        (), "this spec has no training sections", "add data, loss, optimizer and train (docs/spec-language.md §4-6)"
+    )
+    raise SpecError([problem])
+
+
+def _loaders(training: Any, train_set, val_set, seed: int, device, on_device: bool, cuda_graph: bool) -> tuple:
+    """The training and validation loaders, on the device (data_on_device) or as DataLoaders."""
+    data, mode = training.data, training.train.mode
+    if on_device:
+        return runtime.make_device_loaders(
+            train_set,
+            val_set,
+            mode,
+            data.batch_size,
+            data.shuffle,
+            data.num_workers,
+            seed,
+            device,
+            training.speed.flips,
+            cuda_graph,
+        )
+    return runtime.make_loaders(train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, seed)
 
 
 def _parameters(model: torch.nn.Module, run: RunIR) -> Any:
