@@ -43,7 +43,7 @@ def render(program: Program) -> str:
     context = {"docstring": _docstring(spec, training), "variables": _variables(spec), "model": code}
     loads = ("load_weights",) if program.model.load else ()  # init: - {from: PATH}
     if training is None:
-        return _render("model.py.j2", context, code, loads)
+        return _render("model.py.j2", {**context, "helpers_line": HELPERS_LINE}, code, loads)
     context["input_shape"] = literal(tuple(program.model.input_shape or ()))
     context.update(_training_context(spec, training))
     return _render("train.py.j2", context, code, helper_roots(training) + loads)
@@ -196,6 +196,7 @@ _STDLIB = frozenset(
         "json",
         "math",
         "os",
+        "pickle",
         "random",
         "signal",
         "stat",

@@ -19,6 +19,7 @@ import importlib
 import io
 import json
 import os
+import pickle
 import random
 import signal
 import stat
@@ -598,7 +599,7 @@ def read_weights(path, max_bytes=1 << 36):
         raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
     try:
         state = torch.load(io.BytesIO(data), weights_only=True)
-    except Exception as err:  # a file of anything but tensors and plain data
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, TypeError, AttributeError, KeyError) as err:
         raise ValueError(f"{path}: not a weights file ({type(err).__name__} in weights_only unpickling)") from None
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

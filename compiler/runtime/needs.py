@@ -69,7 +69,7 @@ NEEDS: dict[str, Needs] = {
     "matches": Needs((), ("fnmatch",)),
     "param_groups": Needs(("matches",)),
     "freeze": Needs(("matches",), ("torch",)),
-    "read_weights": Needs(("read_regular",), ("io", "torch", "zipfile")),
+    "read_weights": Needs(("read_regular",), ("io", "pickle", "torch", "zipfile")),
     "load_weights": Needs(("read_weights", "weights_report")),
     "weights_report": Needs(),
     "identity": Needs(),
