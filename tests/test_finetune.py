@@ -20,7 +20,7 @@ from conftest import ROOT
 import compiler
 from compiler.errors import SpecError
 from compiler.runtime import helpers as runtime
-from compiler.workflow.check import compare
+from compiler.workflow.check import compare, import_script
 
 SPEC = """
 name: finetune_probe
@@ -227,3 +227,15 @@ def test_the_shipped_finetune_spec_starts_from_the_pretrained_convolutions(monke
     training = compiler.build_training(spec, "cpu")
     trainable = [n for n, p in training.model.named_parameters() if p.requires_grad]
     assert trainable == ["dense.0.weight", "dense.0.bias", "dense.3.weight", "dense.3.bias"]
+
+
+def test_a_model_only_script_loads_the_file_too(here):
+    source = _source_weights()
+    torch.save(source, "w.pth")
+    text = SPEC.split("data:")[0].format(init="init:\n  - {from: w.pth}")
+    spec = compiler.parse_spec(text, "model_only.yaml")
+    script = compiler.render_script(spec)
+    assert "def load_weights" in script and "def train" not in script
+    module = import_script(script, "model_only_probe", str(here))
+    model = module.build_model().state_dict()
+    assert _same(model, source, source)
