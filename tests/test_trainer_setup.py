@@ -275,3 +275,13 @@ def test_resume_with_run_options_is_bitwise(tmp_path):
     assert [r.get("loss") for r in straight.history] == [r.get("loss") for r in second.history]
     a, b = (runtime.load_checkpoint(r.checkpoint)["model"] for r in (straight, second))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_specc_train_refuses_to_resume_a_run_that_stopped_early():
+    from compiler.workflow.runs import RunRefused, _stopped_early
+
+    spec = _spec("  early_stop: {monitor: val_loss, patience: 2}")
+    history = [{"epoch": e, "step": e, "val_loss": v} for e, v in enumerate([1.0, 1.1, 1.2], 1)]
+    with pytest.raises(RunRefused, match=r"stopped early after epoch 3 .*--set train.early_stop.patience=7"):
+        _stopped_early(spec, {"history": history, "epoch": 3}, "runs/x/1/checkpoint.pt")
+    _stopped_early(spec, {"history": history[:2], "epoch": 2}, "runs/x/1/checkpoint.pt")  # still going: no refusal
