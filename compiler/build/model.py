@@ -21,6 +21,10 @@ def build_model(model: ModelIR) -> nn.Module:
     module = _build(model.root, names)
     if model.init:
         apply_init(module, model.init)
+    if model.load is not None:  # after the init rules: the file's tensors win (strict: false keeps the rest)
+        from compiler.runtime.helpers import load_weights  # (imports torchvision: only when needed)
+
+        load_weights(module, model.load.path, model.load.strict)
     return module
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import Subset
 
 from compiler.runtime import helpers as runtime
 from compiler.build.model import build_model
-from compiler.lower.ir import CallIR, DataIR, LoopIR, Program, TrainingIR
+from compiler.lower.ir import CallIR, DataIR, LoopIR, Program, RunIR, TrainingIR
 
 
 @dataclass
@@ -38,6 +38,10 @@ class Training:
     # instead of the model) after every update; a warm-up is already part of ``scheduler`` (SequentialLR)
     loop: LoopIR = field(default_factory=LoopIR)
     ema: Any = None
+    # run options a hand-written loop reads: `train.early_stop` (see runtime.early_stopped) and the metric best.pt
+    # is kept by (runtime.is_best, runtime.save_best); None when the spec has none
+    early_stop: Any = None
+    best: str | None = None
 
     def __iter__(self):  # model, loss_fn, optimizer, scheduler, train_loader, val_loader = training
         return iter((self.model, self.loss_fn, self.optimizer, self.scheduler, self.train_loader, self.val_loader))
@@ -47,10 +51,7 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     """Seed, then build everything on ``device`` (default: ``train.device``, with auto resolved)."""
     spec, training = program.spec, program.training
     if training is None:
-        from compiler.errors import SpecError
-
-        fix = "add data, loss, optimizer and train (docs/spec-language.md §4-6)"
-        raise SpecError([spec.source.problem((), "this spec has no training sections", fix)])
+        _no_training(spec)
     device = runtime.pick_device(str(device) if device is not None else training.train.device)
     speed = training.speed
     _, channels_last, on_device, cuda_graph = runtime.resolve_speed(
@@ -62,18 +63,21 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_loader, val_loader = _loaders(training, spec.seed, device, on_device, cuda_graph)
+    if training.run.freeze:  # before DistributedDataParallel, which hooks the parameters that train
+        runtime.freeze(model, training.run.freeze)
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
         model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
     )
     loss_fn = _construct(training.loss)
-    optimizer = _construct(training.optimizer, model.parameters())
+    optimizer = _construct(training.optimizer, _parameters(model, training.run))
     scheduler = _scheduler(training, optimizer)
     loop = training.loop
     if loop.fixed_length:  # before the first update, as the script's train() checks
         runtime.check_schedule_length(scheduler, training.train.epochs, None, len(train_loader), loop.accumulate)
     ema = _ema(model, loop.ema) if loop.ema is not None else None
     objects = (model, loss_fn, optimizer, scheduler, train_loader, val_loader)
-    return Training(*objects, training.scheduler_steps, loop, ema)
+    run = training.run
+    return Training(*objects, training.scheduler_steps, loop, ema, run.early_stop, run.best)
 
 
 def _loaders(training: TrainingIR, seed: int, device: torch.device, on_device: bool, cuda_graph: bool) -> tuple:
@@ -109,6 +113,24 @@ def _ema(model: torch.nn.Module, decay: float) -> Any:
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     return AveragedModel(runtime.unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _no_training(spec: Any) -> None:
+    from compiler.errors import SpecError
+
+    problem = spec.source.problem(
+        (), "this spec has no training sections", "add data, loss, optimizer and train (docs/spec-language.md §4-6)"
+    )
+    raise SpecError([problem])
+
+
+def _parameters(model: torch.nn.Module, run: RunIR) -> Any:
+    """What the optimizer updates: every parameter, those not frozen, or parameter groups (as the script)."""
+    if run.groups:
+        return runtime.param_groups(runtime.unwrap(model), run.groups)
+    if run.freeze:
+        return [p for p in model.parameters() if p.requires_grad]
+    return model.parameters()
 
 
 def _construct(call: CallIR, *first: Any) -> Any:

@@ -64,6 +64,7 @@ def notes(entry: Entry) -> str:
         "fusable": "`speed: auto` fuses it",
         "graph_safe": "CUDA-graph safe",
         "test_split": "has a test split (validation set)",
+        "norm": "normalisation: `train.no_decay: [norm]` names it",
     }
     said += [text for name, text in traits.items() if getattr(entry, name)]
     if entry.kind == "scheduler":

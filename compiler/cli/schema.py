@@ -397,8 +397,20 @@ def _merge_def(node: dict) -> dict[str, Any]:
 
 def _init_rule() -> dict[str, Any]:
     layer_names = REGISTRY.names("layer")
+    load = {
+        "type": "object",
+        "description": "weights from a file (a specc checkpoint, a state dict, a .pth), after the other rules",
+        "properties": {"from": {"type": "string", "minLength": 1}, "strict": {"type": "boolean"}},
+        "required": ["from"],
+        "additionalProperties": False,
+    }
+    return {"anyOf": [load, _initialiser_rule(layer_names)]}
+
+
+def _initialiser_rule(layer_names: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
+        "not": {"required": ["from"]},
         "description": "modules by type and/or path; a torch.nn.init call per parameter name",
         "properties": {
             "type": {"anyOf": [{"enum": layer_names}, {"type": "array", "items": {"enum": layer_names}}]},

@@ -59,6 +59,7 @@ class Entry:
     # "probabilities" (Softmax, Sigmoid) or "log_probabilities" (LogSoftmax); a mismatch is a lint warning
     expects: str | None = None  # losses
     produces: str | None = None  # layers
+    norm: bool = False  # normalisation layers (train.no_decay: [norm] turns their weight decay off)
     flip_axis: int | None = None  # random flips: the tensor axis flipped (data_on_device flips on the device)
     sample: tuple | None = None  # image datasets: (C, H, W) of a sample before transforms (None: unknown size)
     classes: int | None = None  # image datasets: number of classes
@@ -120,9 +121,13 @@ LAYERS: list[Entry] = [
     *_layers("AdaptiveMaxPool1d AdaptiveMaxPool2d AdaptiveMaxPool3d"),
     *_layers("AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveAvgPool3d"),
     # normalisation
-    *_layers("BatchNorm1d BatchNorm2d BatchNorm3d InstanceNorm1d InstanceNorm2d InstanceNorm3d", infer="num_features"),
-    *_layers("GroupNorm", infer="num_channels"),
-    *_layers("LayerNorm RMSNorm", infer="normalized_shape", infer_axis="features"),
+    *_layers(
+        "BatchNorm1d BatchNorm2d BatchNorm3d InstanceNorm1d InstanceNorm2d InstanceNorm3d",
+        infer="num_features",
+        norm=True,
+    ),
+    *_layers("GroupNorm", infer="num_channels", norm=True),
+    *_layers("LayerNorm RMSNorm", infer="normalized_shape", infer_axis="features", norm=True),
     *_layers("LocalResponseNorm"),
     # dense
     *_layers("Linear", infer="in_features", infer_axis="features"),

@@ -110,11 +110,14 @@ MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
 
 
 class InitRule(_Strict):
-    """One `init:` rule: the modules it matches and, per parameter name, the init function."""
+    """One `init:` rule: the modules it matches and, per parameter name, the init function; or, written
+    `{from: PATH, strict: true}`, weights loaded from a file (``load``) after the other rules have run."""
 
     types: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
-    calls: tuple[tuple[str, Call], ...]
+    calls: tuple[tuple[str, Call], ...] = ()
+    load: str | None = None  # `from:` a specc checkpoint, a state dict or a torchvision weights file
+    strict: bool = True  # every tensor of the model from the file (else the matching ones, with a report)
     yaml_path: tuple[Any, ...] = ()
 
 
@@ -122,6 +125,7 @@ class Checkpoint(_Strict):
     dir: str | None = None  # the folder of runs (default runs/<name>)
     every: int = Field(1, ge=1)  # epochs
     every_steps: int | None = Field(None, ge=1)  # also mid-epoch, every N updates
+    best: Literal["val_loss", "val_accuracy"] | None = None  # run options (issue 24): also keep best.pt
 
 
 class _Refused(ValueError):
@@ -186,6 +190,20 @@ class DataSpec(_Strict):
     drop_last: bool = False
 
 
+class EarlyStop(_Strict):
+    """`early_stop:` as Keras's EarlyStopping: stop once ``monitor`` has not improved by more than ``min_delta``
+    for ``patience`` epochs in a row."""
+
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(5, ge=1, le=1_000_000)
+    min_delta: float = Field(0.0, ge=0.0)
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: min for a loss, max for accuracy
+
+    @property
+    def direction(self) -> str:
+        return self.mode if self.mode != "auto" else ("max" if self.monitor == "val_accuracy" else "min")
+
+
 class TrainSpec(_Strict):
     epochs: int = Field(1, ge=1, le=1_000_000)
     mode: Literal["minibatch", "batch", "online"] = "minibatch"
@@ -229,6 +247,12 @@ class TrainSpec(_Strict):
     def _warmup_in_updates(cls, value: Any) -> Any:
         """`warmup: 500` is short for `warmup: {steps: 500}`."""
         return {"steps": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    # run options (issue 24; docs/spec-language.md §6): checked against the model and data in lower/training.py
+    early_stop: EarlyStop | None = None  # stop when a validation metric stops improving
+    no_decay: list[str] = Field(default_factory=list)  # `norm`, `bias` or parameter patterns: weight_decay 0
+    param_groups: list[dict[str, Any]] = Field(default_factory=list)  # [{params: "layer4.*", lr: 0.001}]
+    freeze: list[str] = Field(default_factory=list)  # module or parameter patterns: not trained
 
     def option(self, name: str):
         """An option's value with `speed:` applied (unset: `auto` under speed: auto, else off)."""
@@ -608,6 +632,9 @@ class _Parser:
             rule = self.init_rule(item, ("init", i))
             if rule is None:
                 continue
+            if rule.load and any(r.load for r in rules):
+                self.fail(("init", i, "from"), "a second `from:` rule: weights load from one file", "keep one")
+                continue
             patterns += len(rule.paths)
             if patterns > MAX_INIT_PATTERNS:
                 self.fail(
@@ -643,6 +670,8 @@ class _Parser:
                 "e.g. `{type: Linear, weight: {normal_: {std: 0.01}}, bias: zeros_}`",
             )
             return None
+        if "from" in raw:
+            return self.init_load(raw, path)
         selectors = self.init_selectors(raw, path)
         if selectors is None:
             return None
@@ -653,6 +682,27 @@ class _Parser:
         if not calls:
             return None
         return InitRule(types=selectors["type"], paths=selectors["path"], calls=calls, yaml_path=path)
+
+    def init_load(self, raw: dict, path: Path_) -> InitRule | None:
+        """`{from: PATH, strict: true}`: weights from a file; the path is checked while lowering."""
+        others = [key for key in raw if key not in ("from", "strict")]
+        if others:
+            self.fail(
+                path + (others[0],),
+                f"an init rule with `from:` loads weights and takes only `strict:`, not {others[0]!r}",
+                "write the initialisers as a rule of their own, e.g. `- {type: Linear, weight: zeros_}`",
+            )
+            return None
+        load, strict = raw["from"], raw.get("strict", True)
+        if not isinstance(load, str) or not load:
+            self.fail(path + ("from",), f"`from:` is a file path, got {_describe(load)}", "e.g. `from: weights.pt`")
+            return None
+        if not isinstance(strict, bool):
+            self.fail(
+                path + ("strict",), f"`strict:` is true or false, got {_describe(strict)}", "write `strict: false`"
+            )
+            return None
+        return InitRule(load=load, strict=strict, yaml_path=path)
 
     def init_selectors(self, raw: dict, path: Path_) -> dict[str, tuple[str, ...]] | None:
         """An init rule's `type:` and `path:`, each a tuple of names; None when reported."""

@@ -221,12 +221,22 @@ class InitRuleIR:
 
 
 @dataclass
+class LoadIR:
+    """``init: - {from: PATH, strict: ...}``: weights loaded from a file once the other init rules have run."""
+
+    path: str
+    strict: bool
+    yaml_path: tuple = ()
+
+
+@dataclass
 class ModelIR:
     root: BlockIR | MergeIR
     input_shape: Shape | None
     input_dtype: str = "float32"  # "int64" when the first layer takes indices (Embedding)
     init: list[InitRuleIR] = field(default_factory=list)
     blocks: dict[str, BlockCodeIR] = field(default_factory=dict)  # the code of each block the script writes once
+    load: LoadIR | None = None
 
     @property
     def output_shape(self) -> Shape | None:
@@ -331,6 +341,17 @@ class LoopIR:
 
 
 @dataclass
+class RunIR:
+    """The run options (issue 24): early stopping, the best checkpoint, parameter groups, frozen parameters."""
+
+    early_stop: Any = None  # spec.EarlyStop
+    best: str | None = None  # the metric best.pt is kept by: val_loss | val_accuracy
+    # rules for runtime.param_groups, in order: {"params": [patterns], "layers": [class names], **options}
+    groups: list[dict] = field(default_factory=list)
+    freeze: list[str] = field(default_factory=list)  # module or parameter path patterns
+
+
+@dataclass
 class TrainingIR:
     data: DataIR
     loss: CallIR
@@ -342,6 +363,7 @@ class TrainingIR:
     # loss); the registry's `steps` unless the spec's `interval:` says otherwise
     scheduler_steps: str | None = None
     loop: LoopIR = field(default_factory=LoopIR)  # clipping, accumulation, EMA, warm-up, stop on NaN
+    run: RunIR = field(default_factory=RunIR)
 
 
 @dataclass

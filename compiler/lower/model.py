@@ -13,6 +13,7 @@ import os
 import warnings
 from typing import Any
 
+from compiler.common.paths import PathError, read_file
 from compiler.errors import SpecError
 from compiler.facts import param_rules, torch_facts
 from compiler.facts.registry import REGISTRY, Entry
@@ -24,7 +25,19 @@ from compiler.front.problems import Problems
 from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.blocks import plan_blocks
-from compiler.lower.ir import BlockIR, CallIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, PartIR, UseIR, class_names
+from compiler.lower.ir import (
+    BlockIR,
+    CallIR,
+    InitRuleIR,
+    LayerIR,
+    LoadIR,
+    MergeIR,
+    ModelIR,
+    Node,
+    PartIR,
+    UseIR,
+    class_names,
+)
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
 # Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;
@@ -71,7 +84,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
     lowerer.end_of_model()
     model = ModelIR(root, spec.input, dtype)
-    model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init) if rule is not None]
+    model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init if not r.load) if rule is not None]
+    model.load = next((_weights_file(r, problems) for r in spec.init if r.load), None)
     if problems.count() == before and spec.library.blocks:
         model.blocks = plan_blocks(model, spec.library, set(RESERVED_NAMES) | set(spec.vars))
     _check_class_names(model, spec, problems)
@@ -555,6 +569,25 @@ class _Lowerer:
             where = arg_path(call, argument, list(parameters(bound.entry))) if argument else call.yaml_path
             self.problems.fail(where, problem, fix)
         return bool(found)
+
+
+WEIGHTS_MAX_BYTES = 1 << 36  # as runtime.load_checkpoint
+
+
+def _weights_file(rule: Any, problems: Problems) -> LoadIR:
+    """`init: - {from: PATH}`: a regular file inside the folder specc runs in, of a bounded size (opened, not read:
+    its tensors are checked against the model when it is built, which needs torch)."""
+    where = rule.yaml_path + ("from",)
+    try:
+        read_file(rule.load, limit=0)
+        size = os.stat(rule.load).st_size
+    except PathError as err:
+        fix = err.fix if err.kind != "missing" else "train the model first, or give the path of a .pt or .pth file"
+        problems.fail(where, f"weights file {rule.load!r} {err.message}", fix)
+    else:
+        if size > WEIGHTS_MAX_BYTES:
+            problems.fail(where, f"weights file {rule.load!r} is larger than 64 GiB", "give a state dict of the model")
+    return LoadIR(rule.load, rule.strict, rule.yaml_path)
 
 
 def _counts(ir: LayerIR) -> tuple:

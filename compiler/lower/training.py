@@ -8,6 +8,7 @@ do not match the classes or targets, a loss that does not fit the targets.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import io
 import os
 
@@ -20,7 +21,7 @@ from compiler.facts.shapes import format_shape
 from compiler.front.problems import Problems
 from compiler.front.spec import Call, DataSpec, SchedulerCall, Spec, TrainSpec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
-from compiler.lower.ir import Arg, CallIR, DataIR, LoopIR, ModelIR, SpeedIR, TrainingIR
+from compiler.lower.ir import Arg, CallIR, DataIR, LoopIR, ModelIR, RunIR, SpeedIR, TrainingIR
 
 _shape = format_shape
 
@@ -57,9 +58,10 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
     loop, steps = _loop(problems, spec.train, scheduler, steps)
     if data and scheduler and loop.fixed_length:
         _check_schedule_length(problems, spec, data, scheduler, loop)
+    run = _run_options(problems, spec.train, model, data, optimizer) if data and optimizer else RunIR()
     if problems.count() > before or not (data and loss and optimizer):
         return None
-    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps, loop)
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps, loop, run)
 
 
 # --------------------------------------------------------------------------- loop options (issue 24)
@@ -834,3 +836,113 @@ def _is_int(text: str) -> bool:
         return float(text).is_integer()
     except ValueError:
         return False
+
+
+# --------------------------------------------------------------------------- run options (issue 24)
+
+
+def _run_options(problems: Problems, train: TrainSpec, model: ModelIR | None, data: DataIR, optimizer: CallIR) -> RunIR:
+    """Early stopping, the best checkpoint, parameter groups and frozen parameters, checked against the model."""
+    best = train.checkpoint.best if train.checkpoint else None
+    run = RunIR(train.early_stop, best, freeze=list(train.freeze))
+    if train.early_stop is not None:
+        _needs_metric(problems, ("train", "early_stop", "monitor"), train.early_stop.monitor, "early_stop", train, data)
+    if best is not None:
+        _needs_metric(problems, ("train", "checkpoint", "best"), best, "checkpoint.best", train, data)
+    if model is None:
+        return run
+    names = _parameter_names(model)
+    _check_patterns(problems, ("train", "freeze"), train.freeze, names, "freeze")
+    if train.freeze and all(_matches(name, train.freeze) for name in names):
+        problems.fail(("train", "freeze"), "`freeze:` freezes every parameter: nothing would train", "freeze fewer")
+    if train.no_decay:
+        run.groups.append(_no_decay(problems, train.no_decay, model, names, optimizer))
+    for i, group in enumerate(train.param_groups):
+        rule = _param_group(problems, ("train", "param_groups", i), group, names, optimizer)
+        if rule is not None:
+            run.groups.append(rule)
+    return run
+
+
+def _needs_metric(problems: Problems, where: tuple, metric: str, option: str, train: TrainSpec, data: DataIR) -> None:
+    """A validation metric needs a validation set, and accuracy needs `metrics: [accuracy]`."""
+    if data.validation is None:
+        problems.fail(
+            where,
+            f"{option} watches {metric}, but this data has no validation set",
+            "hold out part of the training set with `data.val_split: 0.1`",
+        )
+    elif metric == "val_accuracy" and "accuracy" not in train.metrics:
+        problems.fail(where, f"{option} watches val_accuracy, which is not measured", "add `metrics: [accuracy]`")
+
+
+def _parameter_names(model: ModelIR) -> dict[str, object]:
+    """Every parameter's name in the state dict (``dense.0.weight``) -> the registry entry of its layer."""
+    return {f"{layer.path}.{name}": layer.entry for layer in model.layers() for name, _ in layer.param_shapes}
+
+
+def _matches(name: str, patterns) -> bool:
+    """As runtime.param_groups matches: a pattern names a parameter, or a module and so all its parameters."""
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in patterns)
+
+
+def _check_patterns(problems: Problems, where: tuple, patterns, names: dict, option: str, listed=True) -> None:
+    """Each pattern must match a parameter: one that matches none is a typo, never silently ignored."""
+    tops = sorted({name.split(".")[0] for name in names})
+    for i, pattern in enumerate(patterns):
+        if not _matches_any(pattern, names):
+            problems.fail(
+                where + ((i,) if listed else ()),
+                f"{option} pattern {pattern!r} matches no parameter of the model",
+                did_you_mean(pattern, tops, f"module paths start with {', '.join(tops[:8])} (see `specc summary`)"),
+            )
+
+
+def _matches_any(pattern: str, names: dict) -> bool:
+    return any(_matches(name, (pattern,)) for name in names)
+
+
+def _no_decay(problems: Problems, items, model: ModelIR, names: dict, optimizer: CallIR) -> dict:
+    """`no_decay: [norm, bias, pattern...]` as a parameter-group rule with weight_decay 0."""
+    if "weight_decay" not in optimizer.arguments:
+        problems.fail(("train", "no_decay"), f"{optimizer.name} has no weight_decay", "remove `no_decay:`")
+    norms = sorted({entry.class_name for entry in names.values() if entry.norm})
+    patterns = [("*.bias" if item == "bias" else item) for item in items if item != "norm"]
+    for i, item in enumerate(items):
+        found = bool(norms) if item == "norm" else _matches_any("*.bias" if item == "bias" else item, names)
+        if not found:
+            what = "the model has no normalisation layer" if item == "norm" else "it matches no parameter of the model"
+            problems.fail(("train", "no_decay", i), f"no_decay {item!r}: {what}", f"remove {item!r}")
+    return {"params": patterns, "layers": norms if "norm" in items else [], "weight_decay": 0.0}
+
+
+def _param_group(problems: Problems, where: tuple, group: dict, names: dict, optimizer: CallIR) -> dict | None:
+    """`{params: PATTERNS, lr: ..., ...}`: the parameters it names take these optimizer settings."""
+    written = group.get("params")
+    patterns = [written] if isinstance(written, str) else written
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) and p for p in patterns):
+        problems.fail(
+            where, "a parameter group needs `params:`, a pattern or a list of them", 'e.g. `params: "layer4.*"`'
+        )
+        return None
+    before = problems.count()
+    _check_patterns(problems, where + ("params",), patterns, names, "param_groups", isinstance(written, list))
+    options = {key: value for key, value in group.items() if key != "params"}
+    for key, value in options.items():
+        _group_option(problems, where + (key,), key, value, optimizer)
+    if not options:
+        problems.fail(where, "this parameter group sets nothing", "add a setting, e.g. `lr: 0.001`")
+    return {"params": patterns, "layers": [], **options} if problems.count() == before else None
+
+
+def _group_option(problems: Problems, where: tuple, key, value, optimizer: CallIR) -> None:
+    """One setting of a parameter group: an argument of the optimizer, a number (or a list of numbers)."""
+    allowed = [k for k in optimizer.arguments if k not in ("params", "fused", "foreach", "capturable")]
+    if key not in allowed:
+        problems.fail(where, f"{optimizer.name} has no setting {key!r}", did_you_mean(str(key), allowed, ""))
+        return
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        problems.fail(where, f"{key} is a number, got {value!r}", f"e.g. `{key}: 0.001`")
+    elif key in NON_NEGATIVE_ARGS and any(v < 0 for v in values):
+        problems.fail(where, f"{optimizer.name} {key} must not be negative, got {value!r}", "use a value >= 0")

@@ -67,7 +67,7 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
         if name not in emitted:
             emitted.add(name)
             code.classes.append(_merge_class_source(merge, name))
-    if model.init:
+    if model.init or model.load:
         code.init_function = _init_function(model)
     return code
 
@@ -97,7 +97,7 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
         note = f"Written out use by use (no one class fits every use): block {', '.join(unwritten)}."
         lines[0] = lines[0][:-3] + "\n\n" + INDENT + note + "\n" + INDENT + '"""'
 
-    result = "model" if model.init else None
+    result = "model" if model.init or model.load else None
     assert isinstance(root, BlockIR)
     if root.named and any(not isinstance(c, LayerIR) for c in root.children):
         namespace = Namespace({"model", "init_weights", "nn", "OrderedDict", "torch", *script_globals})
@@ -441,11 +441,27 @@ def _import_problem(cls: type, module: str, name: str) -> str | None:
 
 
 def _init_function(model: ModelIR) -> str:
-    lines = [
-        "def init_weights(model):",
-        INDENT + '"""The spec\'s `init:` rules: each module takes the first that matches it."""',
+    lines = ["def init_weights(model):"]
+    if not model.init:
+        lines.append(INDENT + '"""The spec\'s `init:`: weights from a file."""')
+        return "\n".join(lines + [_load_line(model)])
+    doc = "each module takes the first that matches it" + ("; then weights from a file" if model.load else "")
+    lines += [
+        INDENT + f'"""The spec\'s `init:` rules: {doc}."""',
         INDENT + "for name, module in model.named_modules():",
     ]
+    lines += _rule_lines(model)
+    return "\n".join(lines + ([_load_line(model)] if model.load else []))
+
+
+def _load_line(model: ModelIR) -> str:
+    load = model.load
+    assert load is not None
+    return INDENT + f"load_weights(model, {literal(load.path)}, strict={load.strict})"
+
+
+def _rule_lines(model: ModelIR) -> list[str]:
+    lines = []
     for i, rule in enumerate(model.init):
         lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
         nullable = {p for layer in model.layers() if rule.matches(layer) for p in layer.none_params}
@@ -455,7 +471,7 @@ def _init_function(model: ModelIR) -> str:
                 lines += [INDENT * 3 + f"if module.{pname} is not None:", INDENT * 4 + line]
             else:
                 lines.append(INDENT * 3 + line)
-    return "\n".join(lines)
+    return lines
 
 
 def _condition(rule: InitRuleIR) -> str:

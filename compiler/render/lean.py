@@ -33,9 +33,13 @@ def render_lean(program: Program) -> str:
         "data_code": script._data_function(data, False),
         "train_loader": _train_loader(training),
         "loss_code": script._call(training.loss),
-        "optimizer_code": script._call(training.optimizer, "model.parameters()"),
+        "optimizer_code": script._call(training.optimizer, _parameters(training)),
         **script._loop_context(training),
         "scheduler_code": _scheduler_code(training),
+        "freeze": bool(training.run.freeze),
+        "early_stop": training.run.early_stop is not None,
+        "best": training.run.best is not None,
+        "history": training.run.early_stop is not None or training.run.best is not None,
         "scheduler_per_step": steps == "batch",
         "scheduler_per_epoch": steps == "epoch",
         "scheduler_on_loss": steps == "loss",
@@ -44,7 +48,8 @@ def render_lean(program: Program) -> str:
         "val_message": script._training_context(spec, training)["val_message"],
         "helpers_line": script.HELPERS_LINE,
     }
-    return script._render("lean.py.j2", context, code, _helper_roots(training))
+    loads = ("load_weights",) if program.model.load else ()  # init: - {from: PATH}
+    return script._render("lean.py.j2", context, code, _helper_roots(training) + loads)
 
 
 def _scheduler_code(training: TrainingIR) -> str:
@@ -56,9 +61,14 @@ def _scheduler_code(training: TrainingIR) -> str:
 def _helper_roots(training: TrainingIR) -> tuple[str, ...]:
     """Only what the data and the optimizer call: the lean loop itself is plain torch."""
     data = training.data
-    roots = [*data.dataset.entry.runtime, *training.optimizer.entry.runtime]
+    roots = [*data.dataset.entry.runtime, *training.optimizer.entry.runtime, *script.run_roots(training)]
     roots += ["check_schedule_length"] if training.loop.fixed_length else []
     return (*roots, "split_indices") if data.validation == "val_split" else tuple(roots)
+
+
+def _parameters(training: TrainingIR) -> str:
+    """What the optimizer updates (no torchrun here: the model is never wrapped)."""
+    return script.parameters_source(training).replace("param_groups(unwrap(model)", "param_groups(model")
 
 
 def full_only(training: TrainingIR) -> list[str]:
@@ -108,6 +118,9 @@ def _settings(program: Program) -> list[tuple[str, str, str]]:
         ("DEVICE", device, ""),
         ("CHECKPOINT", literal(f"{spec.name}.pt"), "written after every epoch; train() resumes from it"),
     ]
+    if training.run.best is not None:
+        settings.append(("BEST_CHECKPOINT", literal(f"{spec.name}_best.pt"), "the best epoch's state"))
+    settings += script.run_settings(training)
     if data.num_workers:
         settings.insert(4, ("NUM_WORKERS", value(("data", "num_workers"), data.num_workers), "loader processes"))
     if data.val_split:

@@ -41,11 +41,12 @@ def render(program: Program) -> str:
     spec, training = program.spec, program.training
     code = emit_model(program.model, RESERVED_NAMES | frozenset(spec.vars))
     context = {"docstring": _docstring(spec, training), "variables": _variables(spec), "model": code}
+    loads = ("load_weights",) if program.model.load else ()  # init: - {from: PATH}
     if training is None:
-        return _render("model.py.j2", context, code)
+        return _render("model.py.j2", {**context, "helpers_line": HELPERS_LINE}, code, loads)
     context["input_shape"] = literal(tuple(program.model.input_shape or ()))
     context.update(_training_context(spec, training))
-    return _render("train.py.j2", context, code, helper_roots(training))
+    return _render("train.py.j2", context, code, helper_roots(training) + loads)
 
 
 # --------------------------------------------------------------------------- header
@@ -155,7 +156,16 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
     roots += ["write_tensorboard"] if "tensorboard" in training.train.log else []
     roots += ["check_finite"] if training.loop.stop_on_nan else []
     roots += ["check_schedule_length"] if training.loop.fixed_length else []
-    return tuple(roots)
+    return tuple(roots + run_roots(training) + (["save_best"] if training.run.best else []))
+
+
+def run_roots(training: TrainingIR) -> list[str]:
+    """The helpers the run options (issue 24) call, in either flavour."""
+    run = training.run
+    roots = ["param_groups", "unwrap"] if run.groups else []
+    roots += ["freeze"] if run.freeze else []
+    roots += ["early_stopped"] if run.early_stop else []
+    return roots + (["is_best"] if run.best else [])
 
 
 def _names(source: str) -> set[str]:
@@ -189,6 +199,7 @@ _STDLIB = frozenset(
         "json",
         "math",
         "os",
+        "pickle",
         "random",
         "signal",
         "stat",
@@ -239,7 +250,8 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "settings": _align(_settings(spec, training)),
         "speed_settings": _align(_speed_settings(speed)) if speed.fast else [],
         "reuse_memory": bool(speed.reuse_memory),
-        "distribute": "model, train_loader, val_loader = distribute(model, train_loader, val_loader, SEED"
+        "distribute": _freeze_line(training)
+        + "model, train_loader, val_loader = distribute(model, train_loader, val_loader, SEED"
         + (", sync_batchnorm=True)" if train.sync_batchnorm else ")  # DDP under torchrun"),
         "datasets_params": "augment=True" if random_transforms else "",
         "datasets_call": _datasets_call(data, "augment=not data_on_device" if random_transforms else ""),
@@ -251,14 +263,50 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "helpers_line": HELPERS_LINE,
         "tensorboard": "tensorboard" in train.log,
         "loss_code": _call(training.loss),
-        "optimizer_code": _call(training.optimizer, "model.parameters()"),
+        "optimizer_code": _call(training.optimizer, parameters_source(training)),
         **_loop_context(training),
+        "early_stop": training.run.early_stop is not None,
+        "best": training.run.best is not None,
         "scheduler_per_step": steps == "batch",
         "scheduler_per_epoch": steps == "epoch",
         "scheduler_on_loss": steps == "loss",
         "accuracy": "accuracy" in train.metrics,
         "val_message": val_loss + (', val accuracy {val_accuracy:.2%}"' if "accuracy" in train.metrics else '"'),
     }
+
+
+def _freeze_line(training: TrainingIR) -> str:
+    """Frozen parameters, before DistributedDataParallel hooks those that train (the line above distribute)."""
+    return "freeze(model, FREEZE)  # not trained, nor given to the optimizer\n" + INDENT if training.run.freeze else ""
+
+
+def parameters_source(training: TrainingIR) -> str:
+    """What the optimizer updates, as ``build.training._parameters`` gives it."""
+    if training.run.groups:
+        return "param_groups(unwrap(model), PARAM_GROUPS)"
+    return "[p for p in model.parameters() if p.requires_grad]" if training.run.freeze else "model.parameters()"
+
+
+def run_settings(training: TrainingIR) -> list[tuple[str, str, str]]:
+    """The run options' settings (issue 24), each only where the spec uses it."""
+    run, settings = training.run, []
+    if run.early_stop is not None:
+        stop = run.early_stop
+        value = {
+            "monitor": stop.monitor,
+            "patience": stop.patience,
+            "min_delta": stop.min_delta,
+            "mode": stop.direction,
+        }
+        settings.append(("EARLY_STOP", literal(value), "Keras's EarlyStopping" if len(literal(value)) < 80 else ""))
+    if run.best is not None:
+        settings.append(("BEST", literal(run.best), "best.pt beside the checkpoint keeps the epoch best by this"))
+    if run.freeze:
+        settings.append(("FREEZE", _long_literal("FREEZE", run.freeze), "module or parameter patterns not trained"))
+    if run.groups:
+        groups = _long_literal("PARAM_GROUPS", run.groups)
+        settings.append(("PARAM_GROUPS", groups, "optimizer settings by parameter path or layer (later rules win)"))
+    return settings
 
 
 def _call(call: CallIR, *first: str) -> str:
@@ -298,7 +346,7 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
     ]
     if data.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
-    return settings + loop_settings(spec, training.loop, training.scheduler_steps)
+    return settings + run_settings(training) + loop_settings(spec, training.loop, training.scheduler_steps)
 
 
 def loop_settings(spec: Spec, loop: LoopIR, steps: str | None) -> list[tuple[str, str, str]]:

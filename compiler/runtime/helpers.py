@@ -13,11 +13,13 @@ import csv
 import ctypes
 import datetime
 import errno
+import fnmatch
 import hashlib
 import importlib
 import io
 import json
 import os
+import pickle
 import random
 import signal
 import stat
@@ -579,6 +581,137 @@ class Run:
             scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
         self.restored, self.synced = own_random_states(state), len(self.history)
+
+
+def early_stopped(history, monitor, patience, min_delta=0.0, mode="min"):
+    """Whether the run stops here, read from its epoch records as Keras's EarlyStopping decides: ``monitor`` has
+    not bettered its best by more than ``min_delta`` for ``patience`` epochs in a row. Read from the history (which
+    checkpoints keep), a resumed run decides as a straight one."""
+    sign, best, wait = (1.0 if mode == "min" else -1.0), float("inf"), 0
+    for value in [record[monitor] for record in history if record.get(monitor) is not None]:
+        if sign * value < best - min_delta:
+            best, wait = sign * value, 0
+        else:
+            wait += 1
+    return wait >= patience
+
+
+def is_best(history, monitor):
+    """Whether the last epoch's ``monitor`` (val_loss: lower, val_accuracy: higher) is better than every earlier one."""
+    sign = -1.0 if monitor == "val_accuracy" else 1.0
+    values = [sign * record[monitor] for record in history if record.get(monitor) is not None]
+    return bool(values) and all(values[-1] < value for value in values[:-1])
+
+
+def save_best(run, model, optimizer, scheduler, ema=None):
+    """Keep this epoch's state as ``best.pt`` beside the run's checkpoint, in its format (written atomically, and read
+    by eval, predict, export and --resume as any checkpoint)."""
+    last = run.checkpoint
+    run.checkpoint = os.path.join(os.path.dirname(last), "best.pt") if last else None
+    try:
+        run.save(model, optimizer, scheduler, ema)
+    finally:
+        run.checkpoint = last
+
+
+def matches(name, patterns):
+    """Whether a parameter or module path matches a pattern (fnmatch): a module's path names everything in it."""
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + ".*") for p in patterns)
+
+
+def param_groups(model, rules):
+    """The trainable parameters (``requires_grad``) as optimizer parameter groups. A parameter takes the settings of
+    every rule that names it (later rules win): by its path (``matches``) or its layer's class (``layers``). Equal
+    settings share a group, in order of first appearance; the parameters no rule names take the optimizer's own."""
+    groups, seen = {}, set()
+    for path, module in model.named_modules():
+        for name, param in module.named_parameters(prefix=path, recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            options = {}
+            for rule in rules:
+                if type(module).__name__ in rule["layers"] or matches(name, rule["params"]):
+                    options.update({k: v for k, v in rule.items() if k not in ("params", "layers")})
+            groups.setdefault(repr(options), (options, []))[1].append(param)
+    return [{"params": params, **options} for options, params in groups.values()]
+
+
+def freeze(model, patterns):
+    """Train no parameter ``patterns`` name. A normalisation layer that a pattern names (or a module holding it) runs
+    in inference mode, as a frozen layer does in Keras: it normalises with its running statistics and keeps them."""
+    for name, param in model.named_parameters():
+        if matches(name, patterns):
+            param.requires_grad_(False)
+
+    def inference_mode(module, args):  # before every forward: model.train() cannot switch it back
+        module.train(False)
+
+    for path, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and matches(path, patterns):
+            module.register_forward_pre_hook(inference_mode)
+    return model
+
+
+def read_weights(path, max_bytes=1 << 36):
+    """The state dict in a weights file: a specc checkpoint's model, or a ``torch.save`` file (a torchvision weights
+    file) holding a state dict, or one under ``model`` or ``state_dict``; read as a checkpoint is (a regular file,
+    bounded, no compressed entries, tensors only). DistributedDataParallel's ``module.`` prefix is removed."""
+    data = read_regular(path, max_bytes, "weights file")
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile:
+        entries = []  # torch's legacy format: no archive
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
+        raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, TypeError, AttributeError, KeyError) as err:
+        raise ValueError(f"{path}: not a weights file ({type(err).__name__} in weights_only unpickling)") from None
+    for key in ("model", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not (
+        isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items())
+    ):
+        raise ValueError(f"{path}: not a state dict of tensors (nor a checkpoint holding one)")
+    if all(key.startswith("module.") for key in state):
+        state = {key[len("module.") :]: value for key, value in state.items()}
+    return state
+
+
+def load_weights(model, path, strict=True):
+    """``init: - {from: PATH}``: the file's tensors into ``model``. Strict: every tensor of the model, of its shape,
+    and nothing else, or ValueError; not strict: the tensors that fit, and a printed report of the rest."""
+    state, here = read_weights(path), model.state_dict()
+    missing = [key for key in here if key not in state]
+    unexpected = [key for key in state if key not in here]
+    mismatched = [key for key in here if key in state and state[key].shape != here[key].shape]
+    report = weights_report(missing, unexpected, [(k, tuple(state[k].shape), tuple(here[k].shape)) for k in mismatched])
+    if strict and report:
+        raise ValueError(
+            f"{path} does not fit the model: {report}; to load the tensors that fit, write `strict: false`"
+        )
+    fitting = {key: value for key, value in state.items() if key in here and key not in mismatched}
+    model.load_state_dict(fitting, strict=False)
+    if not strict:
+        print(
+            f"loaded {len(fitting)} of the model's {len(here)} tensors from {path}" + (f"; {report}" if report else "")
+        )
+    return model
+
+
+def weights_report(missing, unexpected, mismatched):
+    """The tensors a weights file does not supply, in words: at most 5 names of each kind ("" when it fits)."""
+
+    def names(keys):
+        return ", ".join(keys[:5]) + (f", ... ({len(keys)} in all)" if len(keys) > 5 else "")
+
+    parts = [f"missing from the file (kept as initialised): {names(missing)}"] if missing else []
+    parts += [f"not in the model (ignored): {names(unexpected)}"] if unexpected else []
+    shapes = [f"{k} {tuple(a)} in the file, {tuple(b)} here" for k, a, b in mismatched]
+    parts += [f"of another shape (kept as initialised): {names(shapes)}"] if shapes else []
+    return "; ".join(parts)
 
 
 def identity(model, optimizer, scheduler):

@@ -79,6 +79,7 @@ _START = (
     "    sys.exit(130)\n"
 )
 _DISTRIBUTED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+_RUN_FILES = ("checkpoint.pt", "best.pt", "model.pt", "metrics.json")
 
 
 def _python() -> list[str]:
@@ -112,12 +113,24 @@ def _resumed(spec: Spec, args: argparse.Namespace) -> str | None:
             f"({epochs}) asks for, so there is nothing left to train; to train longer, give more: "
             f"--epochs {state['epoch'] + 1}"
         )
+    _stopped_early(spec, state, path)
     if args.max_steps is not None and state["step"] >= args.max_steps:
         raise RunRefused(
             f"--resume {visible(path)}: this run has already taken {state['step']} steps, --max-steps "
             f"{args.max_steps}; give more, e.g. --max-steps {state['step'] + args.max_steps}"
         )
     return path
+
+
+def _stopped_early(spec: Spec, state: dict, path: str) -> None:
+    """Refuse to resume a run that early stopping ended: it would stop again at once."""
+    stop = spec.train.early_stop
+    if stop and runtime.early_stopped(state["history"], stop.monitor, stop.patience, stop.min_delta, stop.direction):
+        raise RunRefused(
+            f"--resume {visible(path)}: this run stopped early after epoch {state['epoch']} ({stop.monitor} had not "
+            f"improved for {stop.patience} epochs), so it would stop again at once; to train on, give more patience: "
+            f"--set train.early_stop.patience={stop.patience + 5}"
+        )
 
 
 def _claim_folder(spec: Spec, args: argparse.Namespace, checkpoint: str | None) -> tuple[str, bool]:
@@ -225,7 +238,8 @@ def _finish(spec: Spec, folder: str, made: bool, before: tuple | None, text: str
         return code if code in (1, 3, 130) else 3  # the script has printed why
     metrics = json.loads(runtime.read_regular(str(Path(folder) / "metrics.json"), 1 << 30, "metrics file"))
     plot_history(metrics["history"], Path(folder) / "loss.png", title=spec.name)
-    print(f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt, metrics.json, metrics.csv, loss.png")
+    best = ", best.pt" if (Path(folder) / "best.pt").is_file() else ""
+    print(f"run folder: {visible(folder)}\n  {spec.name}.py, checkpoint.pt{best}, metrics.json, metrics.csv, loss.png")
     return 0
 
 
@@ -238,7 +252,7 @@ def _restored(spec: Spec, checkpoint: str | os.PathLike | None, device: Any, wit
     from compiler.pipeline import build_training, lower_spec, render_script
     from compiler.workflow.check import import_script
 
-    path = runtime.find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
+    path = chosen_checkpoint(spec, checkpoint)
     state = runtime.load_checkpoint(path)
     device = runtime.pick_device(str(device))
     with tempfile.TemporaryDirectory() as folder:
@@ -279,6 +293,16 @@ def data_present(spec: Spec, command: str) -> Iterator[None]:
             else f"set `download: true` (--set data.dataset.{dataset.type}.download=true) to fetch them"
         )
         raise DataMissing(f"{dataset.type}: its files are not under {root}; {how}, or put them there") from None
+
+
+def chosen_checkpoint(spec: Spec, checkpoint: str | os.PathLike | None) -> str:
+    """The checkpoint eval, predict and export read: a file as given; for a run folder or a folder of runs (default
+    the spec's), the run's ``best.pt`` when the spec keeps one (`checkpoint.best`) and it is there, else its last."""
+    path = runtime.find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
+    keeps_best = spec.train is not None and spec.train.checkpoint is not None and spec.train.checkpoint.best
+    named_file = checkpoint is not None and os.path.isfile(checkpoint) and os.path.basename(checkpoint) != "latest"
+    best = os.path.join(os.path.dirname(path), "best.pt")
+    return best if keeps_best and not named_file and os.path.isfile(best) else path
 
 
 def _as_spec(spec: Spec | str | os.PathLike) -> Spec:
