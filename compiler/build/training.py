@@ -89,15 +89,23 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
         model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
     )
-    loss_fn = _construct(training.loss)
+    loss_fn = _construct(training.loss, **_class_weights(data, train_set, device))
     optimizer = _construct(training.optimizer, model.parameters())
     scheduler = _construct(training.scheduler, optimizer) if training.scheduler else None
     return Training(model, loss_fn, optimizer, scheduler, train_loader, val_loader, training.scheduler_steps)
 
 
-def _construct(call: CallIR, *first: Any) -> Any:
+def _construct(call: CallIR, *first: Any, **extra: Any) -> Any:
     args, kwargs = call.values()
-    return call.entry.resolve()(*first, *args, **kwargs)
+    return call.entry.resolve()(*first, *args, **kwargs, **extra)
+
+
+def _class_weights(data: DataIR, train_set: Any, device: torch.device) -> dict:
+    """The loss's ``weight`` from ``class_weights:`` (as the script's ``class_weights`` call), else nothing."""
+    if data.class_weights is None:
+        return {}
+    weights = data.class_weights if isinstance(data.class_weights, str) else list(data.class_weights)
+    return {"weight": runtime.class_weights(train_set, weights, data.num_classes).to(device)}
 
 
 def _compose(calls: list[CallIR]):
@@ -116,6 +124,8 @@ def build_datasets(data: DataIR, seed: int, augment: bool = True):
         return runtime.csv_datasets(
             **values, val_split=data.val_split, normalize=data.normalize, seed=seed, targets=data.targets
         )
+    if ds.name == "Text":  # the options with max_length and max_vocab filled in from the model
+        return runtime.text_datasets(**data.text, val_split=data.val_split, seed=seed)
     if ds.name == "Synthetic":
         values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
         train_set = val_source = runtime.synthetic_dataset(**values, seed=seed)

@@ -32,7 +32,7 @@ def render_lean(program: Program) -> str:
         "transforms_code": script._transforms_function(data, False),
         "data_code": script._data_function(data, False),
         "train_loader": _train_loader(training),
-        "loss_code": script._call(training.loss),
+        "loss_code": script.loss_source(training, "DEVICE"),
         "optimizer_code": script._call(training.optimizer, "model.parameters()"),
         "scheduler_code": script._call(training.scheduler, "optimizer") if training.scheduler else "",
         "scheduler_per_step": steps == "batch",
@@ -50,6 +50,7 @@ def _helper_roots(training: TrainingIR) -> tuple[str, ...]:
     """Only what the data and the optimizer call: the lean loop itself is plain torch."""
     data = training.data
     roots = [*data.dataset.entry.runtime, *training.optimizer.entry.runtime]
+    roots += ["class_weights"] if data.class_weights is not None else []
     return (*roots, "split_indices") if data.validation == "val_split" else tuple(roots)
 
 

@@ -148,6 +148,7 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
     roots += [data.dataset.entry.inputs, "predictions"] if data.dataset.entry.inputs else []
     roots += ["leader_first"] if data.downloads else []
     roots += ["split_indices"] if data.validation == "val_split" else []
+    roots += ["class_weights"] if data.class_weights is not None else []
     if speed.fast:
         roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
     roots += ["reuse_freed_memory"] if speed.reuse_memory else []
@@ -187,6 +188,7 @@ _STDLIB = frozenset(
         "math",
         "os",
         "random",
+        "re",
         "signal",
         "stat",
         "sys",
@@ -243,10 +245,10 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "data_code": _data_function(data, random_transforms),
         "task": literal("classes" if training.loss.entry.targets == "classes" else "values"),
         "predict_inputs": _predict_inputs(data),
-        "predict_help": "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows",
+        "predict_help": _predict_help(data),
         "helpers_line": HELPERS_LINE,
         "tensorboard": "tensorboard" in train.log,
-        "loss_code": _call(training.loss),
+        "loss_code": loss_source(training, "device"),
         "optimizer_code": _call(training.optimizer, "model.parameters()"),
         "scheduler_code": _call(scheduler, "optimizer") if scheduler else "None",
         "scheduler_per_step": steps == "batch",
@@ -344,6 +346,12 @@ def _datasets_call(data: DataIR, args: str) -> str:
     return f"leader_first(build_datasets{', ' + args if args else ''})  # under torchrun: one download per machine"
 
 
+def _predict_help(data: DataIR) -> str:
+    if data.dataset.name == "Text":
+        return "predict text files, folders of .txt files or CSV files' text column"
+    return "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows"
+
+
 def _has_transforms(data: DataIR) -> bool:
     return data.dataset.entry.image
 
@@ -386,6 +394,9 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
             kwargs["targets"] = Arg(None, literal("values"))
         add(f"return {call_source('csv_datasets', ds.args, kwargs)}")
         return _indent(lines)
+    if ds.name == "Text":
+        add(f"return {_text_call(data)}")
+        return _indent(lines)
     if ds.name == "Synthetic":
         seeded = {**ds.kwargs, "seed": Arg(None, "SEED")}
         add(f"train_set = {call_source('synthetic_dataset', ds.args, seeded)}")
@@ -407,6 +418,29 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
     else:
         add("return train_set, None")
     return _indent(lines)
+
+
+def _text_call(data: DataIR) -> str:
+    """``text_datasets(...)``: the options as the spec wrote them, then max_length and max_vocab the model gave."""
+    ds = data.dataset
+    kwargs = {**ds.kwargs}
+    for name in ("max_length", "max_vocab"):
+        if ds.value(name) is None and data.text[name] is not None:
+            kwargs[name] = Arg(data.text[name], literal(data.text[name]))
+    if data.val_split:
+        kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
+    return call_source("text_datasets", ds.args, kwargs)
+
+
+def loss_source(training: TrainingIR, device: str) -> str:
+    """The loss's construction; with ``class_weights:``, its ``weight`` computed on the training set."""
+    data = training.data
+    if data.class_weights is None:
+        return _call(training.loss)
+    weights = data.class_weights if isinstance(data.class_weights, str) else list(data.class_weights)
+    weight = f"class_weights(train_set, {literal(weights)}, {data.num_classes}).to({device})"
+    kwargs = {**training.loss.kwargs, "weight": Arg(None, weight)}
+    return call_source(training.loss.entry.script_name, training.loss.args, kwargs)
 
 
 def _indent(lines: list[str]) -> str:
