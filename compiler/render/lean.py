@@ -62,6 +62,8 @@ def full_only(training: TrainingIR) -> list[str]:
         left.append("the speed options (this loop runs in fp32)")
     if "tensorboard" in train.log:
         left.append("TensorBoard logging")
+    if "mlflow" in train.log:
+        left.append("MLflow tracking")
     if checkpoint and (checkpoint.every != 1 or checkpoint.every_steps):
         left.append("checkpoint.every/every_steps (this one saves after every epoch)")
     if train.sync_batchnorm:

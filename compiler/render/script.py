@@ -18,6 +18,7 @@ from functools import lru_cache
 import jinja2
 
 from compiler.common.literal import literal
+from compiler.front.expand import written_out
 from compiler.front.spec import RESERVED_NAMES, Spec
 from compiler.lower.ir import Arg, CallIR, DataIR, Program, TrainingIR
 from compiler.render.emit import INDENT, LINE, ModelCode, call_source, emit_model
@@ -153,6 +154,7 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
         roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
     roots += ["reuse_freed_memory"] if speed.reuse_memory else []
     roots += ["write_tensorboard"] if "tensorboard" in training.train.log else []
+    roots += ["log_mlflow"] if "mlflow" in training.train.log else []
     return tuple(roots)
 
 
@@ -248,6 +250,8 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "predict_help": _predict_help(data),
         "helpers_line": HELPERS_LINE,
         "tensorboard": "tensorboard" in train.log,
+        "mlflow": "mlflow" in train.log,
+        "mlflow_params": _mlflow_params(spec) if "mlflow" in train.log else "",
         "loss_code": loss_source(training, "device"),
         "optimizer_code": _call(training.optimizer, "model.parameters()"),
         "scheduler_code": _call(scheduler, "optimizer") if scheduler else "None",
@@ -257,6 +261,32 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "accuracy": "accuracy" in train.metrics,
         "val_message": val_loss + (', val accuracy {val_accuracy:.2%}"' if "accuracy" in train.metrics else '"'),
     }
+
+
+def tracking_params(spec: Spec) -> dict[str, object]:
+    """The expanded spec (``specc expand``'s, train's defaults filled in), flattened to dotted keys: what an
+    experiment tracker records as the run's parameters."""
+    filled: dict = {"version": spec.version, "seed": spec.seed}
+    if spec.train is not None:
+        filled["train"] = spec.train.model_dump(mode="json")
+    flat: dict[str, object] = {}
+
+    def walk(value: object, key: str) -> None:
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        if items is None or not value:
+            flat[key] = value
+            return
+        for name, item in items:
+            walk(item, f"{key}.{name}" if key else str(name))
+
+    walk(written_out(spec.library, filled), "")
+    return flat
+
+
+def _mlflow_params(spec: Spec) -> str:
+    """``MLFLOW_PARAMS = {...}``, one parameter a line."""
+    items = "".join(f"{INDENT}{literal(k)}: {literal(v)},\n" for k, v in tracking_params(spec).items())
+    return "MLFLOW_PARAMS = {  # the expanded spec, flattened: the MLflow run's parameters\n" + items + "}"
 
 
 def _call(call: CallIR, *first: str) -> str:
@@ -296,6 +326,8 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
     ]
     if data.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
+    if "mlflow" in train.log:
+        settings.append(("MLFLOW_URI", literal(train.mlflow_uri), "the MLflow tracking store (None: RUN/mlruns)"))
     return settings
 
 

@@ -848,6 +848,42 @@ def write_tensorboard(folder, history):
                     writer.add_scalar(key, value, record["step"])
 
 
+def require_mlflow():
+    """The mlflow module, or a one-line ValueError (as Ludwig does, at the start of training) when it is absent."""
+    try:
+        return importlib.import_module("mlflow")
+    except ImportError:
+        raise ValueError(
+            "train.log names mlflow, which is not installed: pip install 'specc[mlflow]' (or mlflow-skinny)"
+        ) from None
+
+
+def log_mlflow(folder, history, params, uri=None, files=()):
+    """The run in an MLflow store (``uri``; default ``folder/mlruns``), an experiment named by the spec: ``params``
+    (the expanded spec, flattened), each epoch's numbers (its mean training loss and validation metrics, step =
+    the epoch) and the run folder's files with ``files`` as artifacts. -> the MLflow run's id"""
+    mlflow = require_mlflow()
+    if uri is None:  # MLflow 3 keeps its local file store ("maintenance mode") behind this switch
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(uri or os.path.abspath(os.path.join(folder, "mlruns")))
+    mlflow.set_experiment(str(params.get("name", "specc")))
+    with mlflow.start_run(run_name=os.path.basename(os.path.abspath(folder))) as active:
+        mlflow.log_params({key[:250]: str(value)[:500] for key, value in params.items()})
+        for record in history:
+            if "loss" in record:  # a step's record; the epoch's record (below) carries its mean
+                continue
+            losses = [r["loss"] for r in history if r.get("epoch") == record["epoch"] and "loss" in r]
+            values = {k: v for k, v in record.items() if k not in ("step", "epoch") and v is not None}
+            values.update({"train_loss": sum(losses) / len(losses)} if losses else {})
+            mlflow.log_metrics(values, step=record["epoch"])
+        names = sorted(os.listdir(folder))
+        paths = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+        for path in [*paths, *files]:
+            if not os.path.islink(path):
+                mlflow.log_artifact(path)
+        return active.info.run_id
+
+
 def new_run_folder(root):
     """A new numbered run folder ``root/N``, made exclusively (two runs never share one). ``root/latest`` names it
     once it holds a checkpoint (``mark_latest``): a run that never started is never the latest."""

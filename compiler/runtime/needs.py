@@ -82,6 +82,8 @@ NEEDS: dict[str, Needs] = {
     "save_weights": Needs(("unwrap", "write_atomic"), ("io", "torch")),
     "write_metrics": Needs(("write_atomic",), ("csv", "io", "json", "os")),
     "write_tensorboard": Needs((), ("sys",)),
+    "require_mlflow": Needs((), ("importlib",)),
+    "log_mlflow": Needs(("require_mlflow",), ("os",)),
     "new_run_folder": Needs((), ("os",)),
     "read_regular": Needs((), ("os", "stat")),
     "check_state": Needs(("text_info_ok",), ("torch",)),
