@@ -131,7 +131,7 @@ class DataSpec(_Strict):
     val_split: float = Field(0.0, ge=0.0, lt=1.0)
     drop_last: bool = False
     # the loss's per-class `weight`: n_samples / (n_classes * count) on the training split, or one per class
-    class_weights: Literal["balanced"] | tuple[float, ...] | None = None
+    class_weights: Literal["balanced"] | list[float] | None = None
 
 
 class TrainSpec(_Strict):

@@ -265,7 +265,7 @@ class _DataChecker:
             classes,
             _validation(data, dataset, has_test),
             text=self.text_options,
-            class_weights=data.class_weights,
+            class_weights=tuple(data.class_weights) if isinstance(data.class_weights, list) else data.class_weights,
         )
 
     def bind_data(self, data: DataSpec) -> tuple[CallIR, list[CallIR], list[CallIR]] | None:
@@ -395,6 +395,13 @@ class _DataChecker:
         model_input = self.spec.input
         if given is None and model_input is not None and len(model_input) == 1:
             return model_input[0]
+        if given is not None and model_input is not None and len(model_input) == 1 and given != model_input[0]:
+            self.fail(
+                _csv_where(dataset, "max_length"),
+                f"Text max_length {given} gives {given} token ids per sample, but the model's input is {model_input}",
+                f"write `input: [{given}]`, or max_length: {model_input[0]} (or leave it out: it follows the input)",
+            )
+            return None
         if given is None:
             self.fail(
                 dataset.yaml_path,
@@ -430,6 +437,13 @@ class _DataChecker:
             return None
         if folder:
             return self.folder_classes(dataset, key, path)
+        if not os.path.lexists(path):
+            self.fail(
+                _csv_where(dataset, key),
+                f"Text {key} {path!r} not found (paths are relative to where you run specc)",
+                "give a CSV file with text and label columns, or a folder with a subfolder of .txt files per class",
+            )
+            return None
         header, labels = self.csv_head(dataset, key, path, options["label"])
         if header is None:
             return None
