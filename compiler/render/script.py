@@ -273,8 +273,9 @@ def tracking_params(spec: Spec) -> dict[str, object]:
 
     def walk(value: object, key: str) -> None:
         items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
-        if items is None or not value:
-            flat[key] = value
+        if items is None or not value:  # a bare `$name` left by `written_out` (a spec without blocks): its value
+            named = isinstance(value, str) and value[:1] == "$" and value[1:] in spec.vars
+            flat[key] = spec.vars[value[1:]] if named else value
             return
         for name, item in items:
             walk(item, f"{key}.{name}" if key else str(name))
