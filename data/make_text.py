@@ -77,6 +77,17 @@ ROWS_PER_TOPIC = 500
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "text", "news.csv")
 
 
+def fill(rng: random.Random, key: str, words: dict, noun) -> str:
+    """One `{key}` of a pattern: a noun (``noun()``), verb or adjective of the topic, a number, a place or a day."""
+    if key == "noun":
+        return noun()
+    if key in ("verb", "adj"):
+        return rng.choice(words["verbs" if key == "verb" else "adjectives"])
+    if key == "number":
+        return str(rng.randint(2, 90))
+    return rng.choice(SHARED[key])
+
+
 def headline(rng: random.Random, topic: str) -> str:
     words = TOPICS[topic]
     others = [t for t in TOPICS if t != topic]
@@ -89,13 +100,7 @@ def headline(rng: random.Random, topic: str) -> str:
     while "{" in text:
         head, rest = text.split("{", 1)
         key, tail = rest.split("}", 1)
-        value = {
-            "noun": noun,
-            "verb": lambda: rng.choice(words["verbs"]),
-            "adj": lambda: rng.choice(words["adjectives"]),
-            "number": lambda: str(rng.randint(2, 90)),
-        }.get(key, lambda: rng.choice(SHARED[key]))()
-        text = head + value + tail
+        text = head + fill(rng, key, words, noun) + tail
     return text[0].upper() + text[1:]
 
 

@@ -46,12 +46,16 @@ def test_the_parameters_are_the_expanded_spec_flattened(spec):
 
 def test_without_mlflow_training_stops_at_once_in_one_line(spec, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
-    with pytest.raises(ValueError, match=r"^train.log names mlflow, which is not installed: pip install 'specc\[mlflow\]'"):
+    with pytest.raises(
+        ValueError, match=r"^train.log names mlflow, which is not installed: pip install 'specc\[mlflow\]'"
+    ):
         runtime.require_mlflow()
     script = import_script(compiler.render_script(spec), "tracked", str(tmp_path))
     assert script.main(["--device", "cpu", "--out", "run"]) == 1
     err = capsys.readouterr().err
-    assert err == "error: train.log names mlflow, which is not installed: pip install 'specc[mlflow]' (or mlflow-skinny)\n"
+    assert (
+        err == "error: train.log names mlflow, which is not installed: pip install 'specc[mlflow]' (or mlflow-skinny)\n"
+    )
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # refused before training, not after it
 
 

@@ -98,7 +98,9 @@ def test_a_folder_of_text_files_per_class(project):
     train_set, val_set = runtime.text_datasets("texts", max_length=4)
     assert val_set is None and train_set.classes == ["neg", "pos"]
     assert train_set.tensors[1].tolist() == [0, 1, 1] and len(train_set) == 3
-    spec = compiler.load_spec(project / "tiny_text.yaml", overrides=["data.dataset.Text.path=texts", "data.val_split=0"])
+    spec = compiler.load_spec(
+        project / "tiny_text.yaml", overrides=["data.dataset.Text.path=texts", "data.val_split=0"]
+    )
     assert compiler.lower_spec(spec).training.data.num_classes == 2
 
 

@@ -154,8 +154,10 @@ def _text(name: str, a: dict) -> Iterator[Problem]:
         value = a.get(key)
         if value is not None and (not _whole(value) or not least <= value <= 1 << 24):
             why = " (it holds <pad> and <unk>, then the tokens)" if key == "max_vocab" else ""
-            yield key, f"{name} {key} must be a whole number from {least} to {1 << 24}{why}, got {value!r}", (
-                f"e.g. {key}: {_TEXT_EXAMPLES[key]}"
+            yield (
+                key,
+                f"{name} {key} must be a whole number from {least} to {1 << 24}{why}, got {value!r}",
+                (f"e.g. {key}: {_TEXT_EXAMPLES[key]}"),
             )
     if a.get("lowercase") is not None and not isinstance(a["lowercase"], bool):
         yield "lowercase", f"{name} lowercase must be true or false, got {a['lowercase']!r}", "e.g. lowercase: true"

@@ -289,9 +289,7 @@ DATASETS: list[Entry] = [
         "Text",
         "dataset",
         "",
-        params=tuple(
-            "path! text label test_path tokenize max_length min_freq max_vocab lowercase padding".split()
-        ),
+        params=tuple("path! text label test_path tokenize max_length min_freq max_vocab lowercase padding".split()),
         runtime=("text_datasets",),
         inputs="text_inputs",
     ),
