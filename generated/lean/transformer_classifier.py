@@ -168,7 +168,9 @@ def read_texts(path, column, label, classes=None, max_bytes=1 << 28, max_files=1
     """(texts, class indices, class names) of a CSV file or a folder of ``.txt`` files per class (classes in name
     order, numerically when every label is a whole number); ``classes`` given: a label outside them is refused."""
     if os.path.isdir(path):
-        names = classes or sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+        names = classes or sorted(
+            n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n))
+        )
         rows = []
         for name in names:
             folder = os.path.join(path, name)
@@ -180,7 +182,9 @@ def read_texts(path, column, label, classes=None, max_bytes=1 << 28, max_files=1
             raise ValueError(f"{path}: no .txt files in its class subfolders")
     else:
         rows = text_rows(path, column, label, max_bytes)
-        names = classes or sorted({name for _, name in rows}, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+        names = classes or sorted(
+            {name for _, name in rows}, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n)
+        )
     index = {name: i for i, name in enumerate(names)}
     unknown = next((name for _, name in rows if name not in index), None)
     if unknown is not None:
