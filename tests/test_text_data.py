@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,30 @@ def test_a_label_outside_the_training_classes_is_refused(project):
     _write_csv(project / "test.csv", [("wind", "politics")])
     with pytest.raises(ValueError, match="label 'politics' is not one of the training classes"):
         runtime.text_datasets("news.csv", test_path="test.csv", max_length=4)
+    for split, label in (("train", "pos"), ("train", "neg"), ("test", "pos"), ("test", "other")):
+        (project / split / label).mkdir(parents=True)
+        (project / split / label / "a.txt").write_text(f"{label} text")
+    with pytest.raises(ValueError, match="test: class folder 'other' is not a training class"):
+        runtime.text_datasets("train", test_path="test", max_length=4)
+
+
+def test_labels_order_names_and_numbers():
+    assert sorted(["10", "b", "2", "a"], key=runtime.class_order) == ["2", "10", "a", "b"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_fifos_and_large_files_are_refused_unopened(project):
+    os.mkfifo(project / "pipe.csv")
+    with pytest.raises(SpecError, match=r"CSV file 'pipe.csv' is a FIFO \(named pipe\), not a regular file"):
+        compiler.load_spec(project / "tiny_text.yaml", overrides=["data.dataset.Text.path=pipe.csv"])
+    with pytest.raises(ValueError, match=r"pipe.csv: not a text file \(a directory, FIFO or device\)"):
+        runtime.text_datasets("pipe.csv", max_length=4)
+    info = {"text": {**WORD, "vocab": ["<pad>", "<unk>"]}}
+    with pytest.raises(ValueError, match="pipe.csv: not a text file"):
+        runtime.text_inputs(["pipe.csv"], info)
+    (project / "big.txt").write_bytes(b"a" * ((1 << 20) + 1))
+    with pytest.raises(ValueError, match=r"big.txt: larger than 1,048,576 bytes"):
+        runtime.text_inputs(["big.txt"], info)
 
 
 def test_max_vocab_follows_the_embedding_and_max_length_the_input(project):

@@ -24,7 +24,9 @@ NEEDS: dict[str, Needs] = {
     "text_datasets": Needs(
         ("build_vocab", "encode_texts", "read_texts", "split_indices", "text_tokens"), ("TensorDataset", "torch")
     ),
-    "read_texts": Needs(("read_text", "text_rows"), ("os",)),
+    "read_texts": Needs(("class_order", "folder_texts", "text_rows"), ("os",)),
+    "class_order": Needs(),
+    "folder_texts": Needs(("read_text",), ("os",)),
     "read_text": Needs(("read_regular",)),
     "text_rows": Needs(("read_text",), ("csv", "io")),
     "text_tokens": Needs((), ("re",)),

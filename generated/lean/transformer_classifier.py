@@ -164,32 +164,42 @@ def text_datasets(
     return train_set, TensorDataset(encode_texts(val[0], info), torch.tensor(val[1], dtype=torch.int64))
 
 
-def read_texts(path, column, label, classes=None, max_bytes=1 << 28, max_files=1_000_000):
+def read_texts(path, column, label, classes=None, max_bytes=1 << 28):
     """(texts, class indices, class names) of a CSV file or a folder of ``.txt`` files per class (classes in name
-    order, numerically when every label is a whole number); ``classes`` given: a label outside them is refused."""
+    order, whole numbers first, by value); ``classes`` given (a test set): a label outside them is refused."""
     if os.path.isdir(path):
-        names = classes or sorted(
-            n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n))
-        )
-        rows = []
-        for name in names:
-            folder = os.path.join(path, name)
-            found = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-            if len(found) > max_files:
-                raise ValueError(f"{folder}: more than {max_files:,} files")
-            rows += [(read_text(os.path.join(folder, n), 1 << 20), name) for n in found if n.endswith(".txt")]
-        if not rows:
-            raise ValueError(f"{path}: no .txt files in its class subfolders")
+        rows, names = folder_texts(path, classes)
     else:
         rows = text_rows(path, column, label, max_bytes)
-        names = classes or sorted(
-            {name for _, name in rows}, key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n)
-        )
+        names = classes or sorted({name for _, name in rows}, key=class_order)
     index = {name: i for i, name in enumerate(names)}
     unknown = next((name for _, name in rows if name not in index), None)
     if unknown is not None:
         raise ValueError(f"{path}: label {unknown[:40]!r} is not one of the training classes {names[:10]}")
     return [t for t, _ in rows], [index[name] for _, name in rows], list(names)
+
+
+def class_order(name):
+    """Class names in name order, whole numbers first and by value (2 before 10)."""
+    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+
+
+def folder_texts(path, classes=None, max_files=1_000_000):
+    """((text, class name) of every ``.txt`` file in the class subfolders, class names): the subfolders in name
+    order, or ``classes`` (a test folder: a subfolder outside them is refused)."""
+    found = sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    if classes is not None and set(found) - set(classes):
+        raise ValueError(f"{path}: class folder {min(set(found) - set(classes))[:40]!r} is not a training class")
+    rows = []
+    for name in classes or found:
+        folder = os.path.join(path, name)
+        files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        if len(files) > max_files:
+            raise ValueError(f"{folder}: more than {max_files:,} files")
+        rows += [(read_text(os.path.join(folder, n), 1 << 20), name) for n in files if n.endswith(".txt")]
+    if not rows:
+        raise ValueError(f"{path}: no .txt files in its class subfolders")
+    return rows, list(classes or found)
 
 
 def read_text(path, max_bytes):
