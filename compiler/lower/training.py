@@ -376,7 +376,7 @@ class _DataChecker:
     def text_facts(self, dataset: CallIR):
         """((max_length,), classes, has a test set) of a Text dataset: its file's columns and labels, or its
         folder's class subfolders; ``max_length`` and ``max_vocab`` come from the model where not given."""
-        where, options = dataset.yaml_path, {k: dataset.value(k) for k in _TEXT_DEFAULTS} | {}
+        where, options = dataset.yaml_path, {k: dataset.value(k) for k in _TEXT_DEFAULTS}
         options = {k: _TEXT_DEFAULTS[k] if v is None else v for k, v in options.items()}
         options["max_length"] = self.text_length(dataset, options["max_length"])
         options["max_vocab"] = self.text_vocabulary(dataset, options["max_vocab"])
