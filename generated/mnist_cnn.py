@@ -489,10 +489,11 @@ def identity_difference(saved, here):
 
 def data_info(dataset, input_shape, task):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling."""
+    the class names, the CSV columns and scaling, a text model's vocabulary."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
-    return {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
 
 
 def write_atomic(path, data):
@@ -595,8 +596,22 @@ def check_state(state, path):
         and data.get("task") in ("classes", "values")
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
+        and (data.get("text") is None or text_info_ok(data["text"]))
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
+
+
+def text_info_ok(info):
+    """Whether a checkpoint's ``text`` is a vocabulary of strings with the tokenizer's options."""
+    vocab = info.get("vocab") if isinstance(info, dict) else None
+    return (
+        isinstance(vocab, list)
+        and all(isinstance(token, str) for token in vocab)
+        and info.get("tokenize") in ("word", "char")
+        and info.get("padding") in ("end", "start")
+        and isinstance(info.get("max_length"), int)
+        and isinstance(info.get("column"), str)
+    )
 
 
 def weights_difference(saved, model):

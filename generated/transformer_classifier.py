@@ -16,6 +16,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import stat
 import sys
@@ -26,18 +27,19 @@ from collections import OrderedDict
 
 import torch
 from torch import nn, optim
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 # the spec's variables
 tokens = 16
 d_model = 32
 heads = 4
 classes = 4
+vocab = 1000
 
 # -----------------------------------------------------------------------------
 # settings (command-line flags override EPOCHS and DEVICE)
 SEED = 0  # seeds torch and random before anything is built
-EPOCHS = 2
+EPOCHS = 5
 MODE = "minibatch"  # minibatch | batch | online
 BATCH_SIZE = 32
 SHUFFLE = True  # shuffling is seeded: runs repeat exactly
@@ -68,14 +70,15 @@ class Mean(nn.Module):
 
 
 def build_model():
-    """The network: input (16, 32) -> output (4,), 17,220 parameters."""
+    """The network: input (16,) -> output (4,), 49,220 parameters."""
+    embed = nn.Embedding(num_embeddings=vocab, embedding_dim=d_model, padding_idx=0)  # -> (16, 32)
     encoder = nn.Sequential(
         nn.TransformerEncoderLayer(d_model=d_model, nhead=heads, dim_feedforward=d_model * 2, batch_first=True),
         nn.TransformerEncoderLayer(d_model=d_model, nhead=heads, dim_feedforward=d_model * 2, batch_first=True),
     )
     pool = Mean(dim=1)  # -> (32,)
     head = nn.Linear(in_features=32, out_features=classes)  # -> (4,), in_features inferred
-    return nn.Sequential(OrderedDict(encoder=encoder, pool=pool, head=head))
+    return nn.Sequential(OrderedDict(embed=embed, encoder=encoder, pool=pool, head=head))
 
 
 # -----------------------------------------------------------------------------
@@ -84,10 +87,7 @@ def build_model():
 
 def build_datasets():
     """The training set and the validation set (None when there is none)."""
-    train_set = synthetic_dataset(size=512, inputs=(tokens, d_model), classes=classes, seed=SEED)
-    val_source = train_set  # one set, split in two
-    train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)
-    return Subset(train_set, train_idx), Subset(val_source, val_idx)
+    return text_datasets(path="data/text/news.csv", tokenize="word", max_length=16, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED)
 
 
 def build_all(device="cpu"):
@@ -179,6 +179,7 @@ def main(argv=None):
     parser.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     parser.add_argument("--out", metavar="DIR", help=f"the run folder (default: a new {RUNS}/N)")
     parser.add_argument("--eval", action="store_true", help="evaluate --resume (default: the latest run)")
+    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict text files, folders of .txt files or CSV files' text column")
     parser.add_argument("--weights", metavar="FILE", help="write --resume's model state dict alone to FILE")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
@@ -194,17 +195,21 @@ def main(argv=None):
 
 
 def run_script(args, run):
-    """Build, restore --resume, then evaluate, write the weights, or train."""
+    """Build, restore --resume, then evaluate, predict, write the weights, or train."""
     device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
     model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
-    run.data = data_info(train_loader.dataset, (16, 32), "classes")
-    only_model = args.eval or args.weights  # the optimizer may differ
+    run.data = data_info(train_loader.dataset, (16,), "classes")
+    only_model = args.eval or args.weights or args.predict  # the optimizer may differ
     checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or only_model else None
     if checkpoint:
         run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, bool(only_model))
     if args.eval:
         loss, accuracy = evaluate(model, loss_fn, val_loader or train_loader, device)
         print(f"{checkpoint}: loss {loss:.6f}" + (f", accuracy {accuracy:.2%}" if accuracy is not None else ""))
+    elif args.predict:
+        inputs = text_inputs(args.predict, run.data)
+        for name, prediction in predictions(model, *inputs, run.data, device):
+            print(f"{name}: {prediction}")
     elif args.weights:  # model.pt on demand: the checkpoint already holds these weights
         save_weights(model, args.weights)
         print(f"{checkpoint}: model state dict written to {args.weights}")
@@ -232,15 +237,138 @@ def train_in_folder(objects, device, run, folder):
 # ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----
 
 
-def synthetic_dataset(size, inputs, targets=None, classes=None, seed=0):
-    """Random inputs ``randn(size, *inputs)`` with ``randn`` targets or integer class labels."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(size, *inputs, generator=generator)
-    if classes is not None:
-        y = torch.randint(0, classes, (size,), generator=generator)
+def text_datasets(
+    path,
+    text="text",
+    label="label",
+    test_path=None,
+    tokenize="word",
+    max_length=64,
+    min_freq=1,
+    max_vocab=None,
+    lowercase=True,
+    padding="end",
+    val_split=0.0,
+    seed=0,
+):
+    """(training set, validation set or None) of token ids from a CSV file (a ``text`` and a ``label`` column) or a
+    folder of ``.txt`` files per class. The vocabulary is built on the training split only; the training set's
+    ``text`` holds it with the tokenizer's options (saved in checkpoints: prediction encodes new text with it)."""
+    texts, labels, classes = read_texts(path, text, label)
+    val = None
+    if test_path is not None:
+        val = read_texts(test_path, text, label, classes)
+    elif val_split:
+        train_idx, val_idx = split_indices(len(texts), val_split, seed)
+        val = [texts[i] for i in val_idx], [labels[i] for i in val_idx], classes
+        texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+    info = {"column": text, "tokenize": tokenize, "lowercase": lowercase, "max_length": max_length}
+    info["padding"] = padding
+    info["vocab"] = build_vocab([text_tokens(t, info) for t in texts], min_freq, max_vocab)
+    train_set = TensorDataset(encode_texts(texts, info), torch.tensor(labels, dtype=torch.int64))
+    train_set.classes, train_set.text = classes, info
+    if val is None:
+        return train_set, None
+    return train_set, TensorDataset(encode_texts(val[0], info), torch.tensor(val[1], dtype=torch.int64))
+
+
+def read_texts(path, column, label, classes=None, max_bytes=1 << 28):
+    """(texts, class indices, class names) of a CSV file or a folder of ``.txt`` files per class (classes in name
+    order, whole numbers first, by value); ``classes`` given (a test set): a label outside them is refused."""
+    if os.path.isdir(path):
+        rows, names = folder_texts(path, classes)
     else:
-        y = torch.randn(size, *targets, generator=generator)
-    return TensorDataset(x, y)
+        rows = text_rows(path, column, label, max_bytes)
+        names = classes or sorted({name for _, name in rows}, key=class_order)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = next((name for _, name in rows if name not in index), None)
+    if unknown is not None:
+        raise ValueError(f"{path}: label {unknown[:40]!r} is not one of the training classes {names[:10]}")
+    return [t for t, _ in rows], [index[name] for _, name in rows], list(names)
+
+
+def class_order(name):
+    """Class names in name order, whole numbers first and by value (2 before 10)."""
+    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+
+
+def folder_texts(path, classes=None, max_files=1_000_000):
+    """((text, class name) of every ``.txt`` file in the class subfolders, class names): the subfolders in name
+    order, or ``classes`` (a test folder: a subfolder outside them is refused)."""
+    found = sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    if classes is not None and set(found) - set(classes):
+        raise ValueError(f"{path}: class folder {min(set(found) - set(classes))[:40]!r} is not a training class")
+    rows = []
+    for name in classes or found:
+        folder = os.path.join(path, name)
+        files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        if len(files) > max_files:
+            raise ValueError(f"{folder}: more than {max_files:,} files")
+        rows += [(read_text(os.path.join(folder, n), 1 << 20), name) for n in files if n.endswith(".txt")]
+    if not rows:
+        raise ValueError(f"{path}: no .txt files in its class subfolders")
+    return rows, list(classes or found)
+
+
+def read_text(path, max_bytes):
+    """A text file's text (a regular file of at most ``max_bytes``, UTF-8)."""
+    try:
+        return read_regular(path, max_bytes, "text file").decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
+def text_rows(path, column, label, max_bytes, need_label=True):
+    """(text, label) of each data row of a CSV file (a short row or a missing column refused at its line)."""
+    reader = csv.reader(io.StringIO(read_text(path, max_bytes), newline=""))
+    try:
+        header = next(reader, [])
+        wanted = [column, label] if need_label else [column]
+        missing = [name for name in wanted if name not in header]
+        if missing:
+            raise ValueError(f"{path}:1: no column {missing[0]!r} in the header {header[:10]}")
+        where = [header.index(name) for name in wanted]
+        rows = []
+        for row in reader:
+            if row and max(where) >= len(row):
+                raise ValueError(f"{path}:{reader.line_num}: the row has {len(row)} cells, not {len(header)}")
+            if row:
+                rows.append((row[where[0]], row[where[-1]] if need_label else f"{path}:{reader.line_num}"))
+    except csv.Error as err:
+        raise ValueError(f"{path}:{reader.line_num}: not a CSV file Python can read ({err})") from None
+    if not rows:
+        raise ValueError(f"{path}: a header and no data rows")
+    return rows
+
+
+def text_tokens(text, info):
+    """A text's tokens: its characters, or its words and punctuation marks (``\\w+|[^\\w\\s]``)."""
+    text = text.lower() if info["lowercase"] else text
+    return list(text) if info["tokenize"] == "char" else re.findall(r"\w+|[^\w\s]", text)
+
+
+def build_vocab(token_lists, min_freq=1, max_vocab=None):
+    """``<pad>`` (id 0), ``<unk>`` (id 1), then the tokens seen at least ``min_freq`` times, most frequent first
+    (ties in code-point order), at most ``max_vocab`` entries in all."""
+    counts = {}
+    for tokens in token_lists:
+        for token in tokens:
+            counts[token] = counts.get(token, 0) + 1
+    kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
+    vocab = ["<pad>", "<unk>", *kept]
+    return vocab[:max_vocab] if max_vocab is not None else vocab
+
+
+def encode_texts(texts, info):
+    """Texts as an (N, max_length) int64 tensor of token ids: cut to ``max_length`` tokens (the first), padded with
+    ``<pad>`` (0) at the ``end`` or the ``start``; a token outside the vocabulary is ``<unk>`` (1)."""
+    index = {token: i for i, token in enumerate(info["vocab"])}
+    length, rows = info["max_length"], []
+    for text in texts:
+        ids = [index.get(token, 1) for token in text_tokens(text, info)][:length]
+        pad = [0] * (length - len(ids))
+        rows.append(pad + ids if info["padding"] == "start" else ids + pad)
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), length)
 
 
 def split_indices(n, val_fraction, seed):
@@ -494,10 +622,11 @@ def identity_difference(saved, here):
 
 def data_info(dataset, input_shape, task):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling."""
+    the class names, the CSV columns and scaling, a text model's vocabulary."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
-    return {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
 
 
 def write_atomic(path, data):
@@ -600,8 +729,22 @@ def check_state(state, path):
         and data.get("task") in ("classes", "values")
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
+        and (data.get("text") is None or text_info_ok(data["text"]))
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
+
+
+def text_info_ok(info):
+    """Whether a checkpoint's ``text`` is a vocabulary of strings with the tokenizer's options."""
+    vocab = info.get("vocab") if isinstance(info, dict) else None
+    return (
+        isinstance(vocab, list)
+        and all(isinstance(token, str) for token in vocab)
+        and info.get("tokenize") in ("word", "char")
+        and info.get("padding") in ("end", "start")
+        and isinstance(info.get("max_length"), int)
+        and isinstance(info.get("column"), str)
+    )
 
 
 def weights_difference(saved, model):
@@ -710,6 +853,72 @@ def progress_bar(run, steps_per_epoch):
         return None
     total = run.epochs * steps_per_epoch if run.max_steps is None else min(run.max_steps, run.epochs * steps_per_epoch)
     return tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True) if sys.stderr.isatty() else None
+
+
+def predictions(model, names, batch, info, device, top_k=1):
+    """(name, prediction) for read inputs, as text safe to print (a script's ``--predict``)."""
+    rows = label_rows(model, names, batch, info, device, top_k)
+    if info["task"] != "classes":
+        return [(printable(name), " ".join(f"{v:.6g}" for v in values)) for name, values in rows]
+    if top_k == 1:
+        return [(printable(name), printable(best[0][0])) for name, best in rows]
+    return [(printable(name), ", ".join(f"{printable(c)} ({p:.3f})" for c, p in best)) for name, best in rows]
+
+
+def printable(text):
+    """``text`` safe to print on a terminal: every character that is not printable (escape sequences, carriage
+    returns, newlines, bidi overrides) becomes its visible escape, as in a Python string literal."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def label_rows(model, names, batch, info, device, top_k, batch_size=64):
+    """``label_outputs`` over the inputs, ``batch_size`` at a time."""
+    if not batch:
+        raise ValueError("nothing to predict: the folders given hold no images")
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for i in range(0, len(batch), batch_size):
+            part = list(zip(names[i : i + batch_size], batch[i : i + batch_size]))
+            rows += label_outputs(model, part, info, device, top_k)
+    return rows
+
+
+def label_outputs(model, samples, info, device, top_k):
+    """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
+    names = [name for name, _ in samples]
+    output = model(torch.stack([x for _, x in samples]).to(device)).float().cpu()
+    if info["task"] != "classes":
+        return list(zip(names, output.flatten(1).tolist()))
+    classes = info["classes"] or [str(i) for i in range(output.shape[1])]
+    if output.dim() != 2 or len(classes) != output.shape[1]:
+        raise ValueError(f"the checkpoint names {len(classes)} classes, the model gives {tuple(output.shape[1:])}")
+    best = output.softmax(dim=1).topk(min(top_k, output.shape[1]), dim=1)
+    pairs = zip(best.indices.tolist(), best.values.tolist())
+    return [(name, [(str(classes[i]), p) for i, p in zip(*pair)]) for name, pair in zip(names, pairs)]
+
+
+def text_inputs(paths, info, max_bytes=1 << 28, max_files=100_000):
+    """(names, token ids) of texts to classify: each row of a CSV file (its text column, named ``file:line``), each
+    ``.txt`` file of a folder, or any other file's whole text; encoded with the checkpoint's vocabulary."""
+    if info.get("text") is None:
+        raise ValueError(f"{paths[0]}: this model was not trained on text")
+    names, texts = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.listdir(path))
+            if len(found) > max_files:
+                raise ValueError(f"{path}: more than {max_files:,} files; predict on smaller folders")
+            files = [os.path.join(path, n) for n in found if n.endswith(".txt")]
+            pairs = [(read_text(file, 1 << 20), file) for file in files]
+        elif path.lower().endswith(".csv"):
+            pairs = text_rows(path, info["text"]["column"], None, max_bytes, need_label=False)
+        else:
+            pairs = [(read_text(path, 1 << 20), path)]
+        texts += [text for text, _ in pairs]
+        names += [name for _, name in pairs]
+    return names, list(encode_texts(texts, info["text"])) if texts else []
 
 
 def explain(err, run):

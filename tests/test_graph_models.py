@@ -132,8 +132,8 @@ def test_efficientnet_stochastic_depth_probabilities_are_torchvisions():
 # name: [(one sample's input shape, one sample's output shape), ...], two sizes each
 SHAPES = {
     "unet_small": [((1, 64, 64), (2, 64, 64)), ((1, 32, 48), (2, 32, 48))],
-    "lstm_classifier": [((20, 8), (4,)), ((7, 8), (4,))],
-    "transformer_classifier": [((16, 32), (4,)), ((5, 32), (4,))],
+    "lstm_classifier": [((20,), (4,)), ((7,), (4,))],  # token ids (an Embedding first)
+    "transformer_classifier": [((16,), (4,)), ((5,), (4,))],
     "resnet_mnist": [((1, 28, 28), (10,)), ((1, 36, 36), (10,))],
 }
 
@@ -148,7 +148,7 @@ def test_compiled_and_generated_agree_on_two_input_sizes(name, tmp_path):
     assert str(compiled) == str(generated)
     _assert_states_equal(compiled.state_dict(), generated.state_dict())
     for shape, out_shape in SHAPES[name]:
-        x = torch.randn(3, *shape)
+        x = torch.randint(0, 100, (3, *shape)) if len(shape) == 1 else torch.randn(3, *shape)
         with torch.no_grad():
             out = compiled.eval()(x)
             assert out.shape == (3, *out_shape)

@@ -59,9 +59,11 @@ def test_helpers_are_exactly_those_the_own_part_calls_each_once(path):
 def test_no_csv_scaling_scheduler_or_torchvision_where_unused():
     own, helpers = _parts("mnist_cnn")
     assert "def apply_scaling" not in helpers and "def csv_inputs" not in helpers and "scheduler = " not in own
-    for stem in ("mlp_adam", "lstm_classifier", "transformer_classifier"):  # Synthetic data
+    text = (ROOT / "generated" / "mlp_adam.py").read_text()  # Synthetic data
+    assert "torchvision" not in text and "--predict" not in text
+    for stem in ("lstm_classifier", "transformer_classifier"):  # Text: token ids
         text = (ROOT / "generated" / f"{stem}.py").read_text()
-        assert "torchvision" not in text and "--predict" not in text, stem
+        assert "torchvision" not in text and "def image_inputs" not in text and "def text_inputs" in text, stem
     iris = (ROOT / "generated" / "iris_mlp.py").read_text()
     assert "def csv_inputs" in iris and "def image_inputs" not in iris and "torchvision" not in iris
 

@@ -62,13 +62,13 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     model = build_model(program.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = _loaders(training, spec.seed, device, on_device, cuda_graph)
+    train_set, train_loader, val_loader = _loaders(training, spec.seed, device, on_device, cuda_graph)
     if training.run.freeze:  # before DistributedDataParallel, which hooks the parameters that train
         runtime.freeze(model, training.run.freeze)
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
         model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
     )
-    loss_fn = _construct(training.loss)
+    loss_fn = _construct(training.loss, **_class_weights(training.data, train_set, device))
     optimizer = _construct(training.optimizer, _parameters(model, training.run))
     scheduler = _scheduler(training, optimizer)
     loop = training.loop
@@ -81,7 +81,7 @@ def build_training(program: Program, device: str | torch.device | None = None) -
 
 
 def _loaders(training: TrainingIR, seed: int, device: torch.device, on_device: bool, cuda_graph: bool) -> tuple:
-    """The training and validation loaders, as the generated ``build_all`` makes them."""
+    """(the training set, the training and validation loaders), as the generated ``build_all`` makes them."""
     data, mode = training.data, training.train.mode
     datasets = {"data": data, "seed": seed, "augment": not on_device}
     if data.downloads:  # as the generated build_all: one download per machine under torchrun
@@ -90,8 +90,9 @@ def _loaders(training: TrainingIR, seed: int, device: torch.device, on_device: b
         train_set, val_set = build_datasets(**datasets)
     if on_device:
         args = (data.batch_size, data.shuffle, data.num_workers, seed, device, training.speed.flips, cuda_graph)
-        return runtime.make_device_loaders(train_set, val_set, mode, *args)
-    return runtime.make_loaders(train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, seed)
+        return train_set, *runtime.make_device_loaders(train_set, val_set, mode, *args)
+    loaders = runtime.make_loaders(train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, seed)
+    return train_set, *loaders
 
 
 def _scheduler(training: TrainingIR, optimizer: torch.optim.Optimizer) -> Any:
@@ -133,9 +134,17 @@ def _parameters(model: torch.nn.Module, run: RunIR) -> Any:
     return model.parameters()
 
 
-def _construct(call: CallIR, *first: Any) -> Any:
+def _construct(call: CallIR, *first: Any, **extra: Any) -> Any:
     args, kwargs = call.values()
-    return call.entry.resolve()(*first, *args, **kwargs)
+    return call.entry.resolve()(*first, *args, **kwargs, **extra)
+
+
+def _class_weights(data: DataIR, train_set: Any, device: torch.device) -> dict:
+    """The loss's ``weight`` from ``class_weights:`` (as the script's ``class_weights`` call), else nothing."""
+    if data.class_weights is None:
+        return {}
+    weights = data.class_weights if isinstance(data.class_weights, str) else list(data.class_weights)
+    return {"weight": runtime.class_weights(train_set, weights, data.num_classes).to(device)}
 
 
 def _compose(calls: list[CallIR]):
@@ -154,6 +163,8 @@ def build_datasets(data: DataIR, seed: int, augment: bool = True):
         return runtime.csv_datasets(
             **values, val_split=data.val_split, normalize=data.normalize, seed=seed, targets=data.targets
         )
+    if ds.name == "Text":  # the options with max_length and max_vocab filled in from the model
+        return runtime.text_datasets(**data.text, val_split=data.val_split, seed=seed)
     if ds.name == "Synthetic":
         values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
         train_set = val_source = runtime.synthetic_dataset(**values, seed=seed)

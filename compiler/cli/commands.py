@@ -776,7 +776,12 @@ def _add_predict(sub) -> None:
         description="Example: specc predict specs/mnist_cnn.yaml --checkpoint runs/mnist_cnn/1 digit.png",
     )
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, CSV files")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders of images, CSV files; for a text model: text files, folders of .txt files, CSV files (their text column)",
+    )
     p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint or run folder (default: the latest run)")
     p.add_argument("-o", "--output", metavar="FILE", help="also write the predictions as CSV (with probabilities)")
     p.add_argument(

@@ -133,6 +133,47 @@ def _fake_data(name: str, a: dict) -> Iterator[Problem]:
         )
 
 
+TOKENIZERS = ("word", "char")
+PADDINGS = ("end", "start")
+_TEXT_STRINGS = ("path", "text", "label", "test_path")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(name: str, a: dict) -> Iterator[Problem]:
+    """Text's options: strings, a tokenizer it has, positive whole numbers, a padding side."""
+    for key in _TEXT_STRINGS:
+        if a.get(key) is not None and not isinstance(a[key], str):
+            yield key, f"{name} {key} must be a string, got {a[key]!r}", f"e.g. {key}: {_TEXT_EXAMPLES[key]}"
+    for key, allowed in (("tokenize", TOKENIZERS), ("padding", PADDINGS)):
+        if a.get(key) is not None and a[key] not in allowed:
+            yield key, f"{name} {key} {a[key]!r} is not one of {', '.join(allowed)}", f"e.g. {key}: {allowed[0]}"
+    for key, least in (("max_length", 1), ("min_freq", 1), ("max_vocab", 3)):
+        value = a.get(key)
+        if value is not None and (not _whole(value) or not least <= value <= 1 << 24):
+            why = " (it holds <pad> and <unk>, then the tokens)" if key == "max_vocab" else ""
+            yield (
+                key,
+                f"{name} {key} must be a whole number from {least} to {1 << 24}{why}, got {value!r}",
+                (f"e.g. {key}: {_TEXT_EXAMPLES[key]}"),
+            )
+    if a.get("lowercase") is not None and not isinstance(a["lowercase"], bool):
+        yield "lowercase", f"{name} lowercase must be true or false, got {a['lowercase']!r}", "e.g. lowercase: true"
+
+
+_TEXT_EXAMPLES = {
+    "path": "data/text/train.csv",
+    "text": "text",
+    "label": "label",
+    "test_path": "data/text/test.csv",
+    "max_length": 64,
+    "min_freq": 2,
+    "max_vocab": 20000,
+}
+
+
 RULES: dict[str, Callable[[str, dict], Iterator[Problem]]] = {
     "Resize": _resize,
     "CenterCrop": _crop,
@@ -144,6 +185,7 @@ RULES: dict[str, Callable[[str, dict], Iterator[Problem]]] = {
     "Pad": _padding,
     "Normalize": _normalize,
     "FakeData": _fake_data,
+    "Text": _text,
 }
 
 

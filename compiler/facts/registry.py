@@ -289,6 +289,15 @@ DATASETS: list[Entry] = [
         runtime=("csv_datasets",),
         inputs="csv_inputs",
     ),
+    # text as token ids: a CSV file (a text and a label column) or a folder of text files per class
+    Entry(
+        "Text",
+        "dataset",
+        "",
+        params=tuple("path! text label test_path tokenize max_length min_freq max_vocab lowercase padding".split()),
+        runtime=("text_datasets",),
+        inputs="text_inputs",
+    ),
 ]
 
 # torch.nn.init: the functions `init:` rules may call on a parameter

@@ -188,6 +188,8 @@ class DataSpec(_Strict):
     num_workers: int = Field(0, ge=0, le=64)
     val_split: float = Field(0.0, ge=0.0, lt=1.0)
     drop_last: bool = False
+    # the loss's per-class `weight`: n_samples / (n_classes * count) on the training split, or one per class
+    class_weights: Literal["balanced"] | list[float] | None = None
 
 
 class EarlyStop(_Strict):
@@ -211,7 +213,8 @@ class TrainSpec(_Strict):
     metrics: list[Literal["accuracy"]] = Field(default_factory=list)
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:[0-9]{1,2})?)$")
     checkpoint: Checkpoint | None = None
-    log: list[Literal["csv", "tensorboard"]] = Field(default_factory=lambda: ["csv"])  # metrics.csv; TensorBoard
+    log: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])  # metrics.csv, ...
+    mlflow_uri: str | None = Field(None, max_length=4096)  # log: [mlflow]'s tracking store (default RUN/mlruns)
     sync_batchnorm: bool = False  # under torchrun: BatchNorm layers as SyncBatchNorm (statistics over every rank)
     # speed options (docs/spec-language.md §10); the defaults are the tutorial's way
     speed: Literal["tutorial", "auto"] = "tutorial"  # auto: every option below that is unset becomes auto

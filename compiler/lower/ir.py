@@ -285,6 +285,8 @@ class DataIR:
     num_classes: int | None  # None for regression targets
     validation: str | None  # where the validation set comes from: val_split | test_split | test_path | None
     targets: str = "classes"  # classes (int64 labels) | values (float, the output's shape); set by the loss check
+    text: dict | None = None  # Text: its options, max_length and max_vocab filled in from the model
+    class_weights: str | tuple | None = None  # "balanced" or one weight per class, for the loss's `weight`
 
     @property
     def augments(self) -> bool:

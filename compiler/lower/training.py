@@ -12,7 +12,7 @@ import fnmatch
 import io
 import os
 
-from compiler.common.paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, read_file
+from compiler.common.paths import CSV_MAX_COLUMNS, CSV_SCAN_BYTES, PathError, check_spelling, inside, read_file
 from compiler.common.suggest import did_you_mean
 from compiler.facts import data_rules, torch_facts
 from compiler.facts.param_rules import check_loss
@@ -21,7 +21,7 @@ from compiler.facts.shapes import format_shape
 from compiler.front.problems import Problems
 from compiler.front.spec import Call, DataSpec, SchedulerCall, Spec, TrainSpec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
-from compiler.lower.ir import Arg, CallIR, DataIR, LoopIR, ModelIR, RunIR, SpeedIR, TrainingIR
+from compiler.lower.ir import Arg, CallIR, DataIR, LayerIR, LoopIR, ModelIR, RunIR, SpeedIR, TrainingIR
 
 _shape = format_shape
 
@@ -353,6 +353,7 @@ def _arg_where(call: Call, name: str, default: tuple) -> tuple:
 class _DataChecker:
     def __init__(self, spec: Spec, model: ModelIR | None, binder: Binder):
         self.spec, self.model, self.binder, self.problems = spec, model, binder, binder.problems
+        self.text_options: dict | None = None  # a Text dataset's, with what the model decides filled in
 
     def fail(self, path, message: str, fix: str = "") -> None:
         self.problems.fail(path, message, fix)
@@ -378,6 +379,8 @@ class _DataChecker:
             data.normalize,
             classes,
             _validation(data, dataset, has_test),
+            text=self.text_options,
+            class_weights=tuple(data.class_weights) if isinstance(data.class_weights, list) else data.class_weights,
         )
 
     def bind_data(self, data: DataSpec) -> tuple[CallIR, list[CallIR], list[CallIR]] | None:
@@ -406,6 +409,12 @@ class _DataChecker:
         sample = self.walk_transforms(transforms, shape, image, ("data", "transforms"))
         if data.eval_transforms is not None:
             self.walk_transforms(eval_transforms, shape, image, ("data", "eval_transforms"))
+        if dataset.name == "Text" and (data.transforms or data.eval_transforms):
+            self.fail(
+                ("data", "transforms" if data.transforms else "eval_transforms"),
+                "Text gives token ids; image transforms do not apply to them",
+                "remove the transforms (Text's own options: tokenize, max_length, min_freq, max_vocab)",
+            )
         if data.normalize and dataset.name != "CSV":
             self.fail(
                 ("data", "normalize"),
@@ -455,6 +464,8 @@ class _DataChecker:
             return tuple(inputs), classes, False
         if name == "CSV":
             return self.csv_facts(dataset)
+        if name == "Text":
+            return self.text_facts(dataset)
         return None, None, False
 
     def image_folder_classes(self, dataset: CallIR) -> int | None:
@@ -474,6 +485,109 @@ class _DataChecker:
                 dataset.yaml_path,
                 f"ImageFolder root {root!r} has no class subfolders",
                 "put each class's images in a subfolder named after the class",
+            )
+        return classes or None
+
+    def text_facts(self, dataset: CallIR):
+        """((max_length,), classes, has a test set) of a Text dataset: its file's columns and labels, or its
+        folder's class subfolders; ``max_length`` and ``max_vocab`` come from the model where not given."""
+        where, options = dataset.yaml_path, {k: dataset.value(k) for k in _TEXT_DEFAULTS}
+        options = {k: _TEXT_DEFAULTS[k] if v is None else v for k, v in options.items()}
+        options["max_length"] = self.text_length(dataset, options["max_length"])
+        options["max_vocab"] = self.text_vocabulary(dataset, options["max_vocab"])
+        classes = self.text_source(dataset, "path", options)
+        if classes is None or options["max_length"] is None:
+            return None, None, False
+        if options["test_path"] is not None and self.text_source(dataset, "test_path", options) is None:
+            return None, None, False
+        if classes < 2:
+            self.fail(where, f"Text {options['path']!r} holds {classes} class", "give examples of 2 or more classes")
+        self.text_options = options
+        return (options["max_length"],), classes, options["test_path"] is not None
+
+    def text_length(self, dataset: CallIR, given: int | None) -> int | None:
+        """Token ids per sample: ``max_length``, else the model's one-dimensional ``input:``."""
+        model_input = self.spec.input
+        if given is None and model_input is not None and len(model_input) == 1:
+            return model_input[0]
+        if given is not None and model_input is not None and len(model_input) == 1 and given != model_input[0]:
+            self.fail(
+                _csv_where(dataset, "max_length"),
+                f"Text max_length {given} gives {given} token ids per sample, but the model's input is {model_input}",
+                f"write `input: [{given}]`, or max_length: {model_input[0]} (or leave it out: it follows the input)",
+            )
+            return None
+        if given is None:
+            self.fail(
+                dataset.yaml_path,
+                "Text needs `max_length:` (the token ids per sample) or a model `input:` of one number",
+                "e.g. max_length: 64 (texts are cut or padded to it), and input: [64]",
+            )
+        return given
+
+    def text_vocabulary(self, dataset: CallIR, given: int | None) -> int | None:
+        """The most tokens the vocabulary keeps: ``max_vocab``, else the first Embedding's ``num_embeddings``;
+        refused when the Embedding has fewer rows than the vocabulary may have ids."""
+        embedding = _first_embedding(self.model)
+        rows = embedding.call.value("num_embeddings") if embedding is not None else None
+        if not isinstance(rows, int) or given is None:
+            return given if given is not None else rows
+        if given > rows:
+            self.fail(
+                _csv_where(dataset, "max_vocab"),
+                f"Text max_vocab {given} gives token ids up to {given - 1}, but the model's Embedding "
+                f"({embedding.path}) has {rows} rows (num_embeddings)",
+                f"set max_vocab: {rows}, or num_embeddings: {given}",
+            )
+        return given
+
+    def text_source(self, dataset: CallIR, key: str, options: dict) -> int | None:
+        """The classes of a Text file (its label column's values) or folder (its subfolders); None when refused."""
+        path = options[key]
+        try:
+            check_spelling(path)
+            folder = os.path.isdir(path)
+        except PathError as err:
+            self.fail(_csv_where(dataset, key), f"Text {key} {path!r} {err.message}", err.fix)
+            return None
+        if folder:
+            return self.folder_classes(dataset, key, path)
+        if not os.path.lexists(path):
+            self.fail(
+                _csv_where(dataset, key),
+                f"Text {key} {path!r} not found (paths are relative to where you run specc)",
+                "give a CSV file with text and label columns, or a folder with a subfolder of .txt files per class",
+            )
+            return None
+        header, labels = self.csv_head(dataset, key, path, options["label"])
+        if header is None:
+            return None
+        for column in ("text", "label"):
+            if options[column] not in header:
+                self.fail(
+                    _csv_where(dataset, column if column in dataset.kwargs else key),
+                    f"CSV file {path!r} has no {column} column {_clip(options[column])}",
+                    did_you_mean(options[column], [c[:40] for c in header], f"its columns: {_columns(header)}"),
+                )
+                return None
+        return len(labels)
+
+    def folder_classes(self, dataset: CallIR, key: str, path: str) -> int | None:
+        """A Text folder's classes: its subfolders (counted, not read), inside the folder specc runs in."""
+        if not inside(path):
+            self.fail(
+                _csv_where(dataset, key),
+                f"Text {key} {path!r} leaves the folder specc runs in (a symbolic link points outside it)",
+                "copy the texts into the project instead of linking to them",
+            )
+            return None
+        with os.scandir(path) as entries:
+            classes = sum(1 for e in entries if e.is_dir() and not e.name.startswith("."))
+        if classes == 0:
+            self.fail(
+                _csv_where(dataset, key),
+                f"Text folder {path!r} has no class subfolders",
+                "put each class's .txt files in a subfolder named after the class",
             )
         return classes or None
 
@@ -652,12 +766,20 @@ class _DataChecker:
                 f"the model's first layer takes integer indices, but {name} gives float inputs",
                 "feed it token indices, or start the model with a layer that takes floats (e.g. Linear)",
             )
+        if self.model is not None and self.model.input_dtype != "int64" and name == "Text":
+            self.fail(
+                data.dataset.yaml_path,
+                "Text gives token ids (whole numbers), but the model's first layer takes floats",
+                "start the model with `Embedding: {num_embeddings: 5000, embedding_dim: 32, padding_idx: 0}`",
+            )
         if self.model is not None:
             _check_final_layer(self.problems, self.model, loss)
         if loss.entry.targets == "classes":
             self.class_targets(data, loss, out)
         elif loss.entry.targets in ("values", "probabilities"):
             self.value_targets(data, loss, out)
+        if data.class_weights is not None:
+            self.class_weights(data, loss)
         if "accuracy" in train.metrics and data.targets != "classes":
             self.fail(
                 ("train", "metrics"),
@@ -690,6 +812,25 @@ class _DataChecker:
                 f"the model outputs {out[0]} values per sample but the data has {classes} classes",
                 f"make the last layer output {classes}",
             )
+
+    def class_weights(self, data: DataIR, loss: CallIR) -> None:
+        """`class_weights:` become the loss's `weight`: a classification loss that takes one, one per class."""
+        where, weights = ("data", "class_weights"), data.class_weights
+        takes = "weight" in {p.name for p in parameters(loss.entry)}
+        if loss.entry.targets != "classes" or not takes:
+            losses = [e for e in REGISTRY.entries("loss") if e.targets == "classes"]
+            weighted = [e.name for e in losses if "weight" in {p.name for p in parameters(e)}]
+            self.fail(where, f"{loss.name} takes no per-class weight", f"use {' or '.join(weighted)}, or remove it")
+        elif loss.value("weight") is not None:
+            self.fail(where, f"{loss.name} is given `weight:` already", "keep one: class_weights or the loss's weight")
+        elif isinstance(weights, tuple) and data.num_classes is not None and len(weights) != data.num_classes:
+            self.fail(
+                where,
+                f"class_weights gives {len(weights)} weights, but the data has {data.num_classes} classes",
+                f"give one weight per class ({data.num_classes}), or write `class_weights: balanced`",
+            )
+        elif isinstance(weights, tuple) and (not all(0 <= w < float("inf") for w in weights) or not any(weights)):
+            self.fail(where, f"class_weights must be finite, not negative, not all 0: {list(weights)}", "e.g. [1, 2]")
 
     def value_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
         """Regression (MSE, L1...) and probability (BCE) losses compare the output with targets of its shape."""
@@ -797,11 +938,33 @@ def _classes(labels: set[str]) -> int | None:
     return None
 
 
+# Text's options and their defaults (max_length and max_vocab: from the model's input and first Embedding)
+_TEXT_DEFAULTS = {
+    "path": None,
+    "text": "text",
+    "label": "label",
+    "test_path": None,
+    "tokenize": "word",
+    "max_length": None,
+    "min_freq": 1,
+    "max_vocab": None,
+    "lowercase": True,
+    "padding": "end",
+}
+
+
+def _first_embedding(model: ModelIR | None) -> LayerIR | None:
+    """The model's first layer when it takes token ids (an Embedding), else None."""
+    if model is None or model.input_dtype != "int64":
+        return None
+    return next((n for n in model.root.walk() if isinstance(n, LayerIR) and n.call.entry.takes_indices), None)
+
+
 def _validation(data: DataSpec, dataset: CallIR, has_test: bool) -> str | None:
     """Where validation batches come from: a split of the training set, the CSV test file, the test split."""
     if data.val_split:
         return "val_split"
-    if dataset.name == "CSV" and has_test:
+    if dataset.name in ("CSV", "Text") and has_test:
         return "test_path"
     return "test_split" if has_test else None
 
@@ -816,7 +979,7 @@ def _is_shape(value) -> bool:
 
 def _csv_where(dataset: CallIR, key: str) -> tuple:
     """The YAML path of a CSV argument (its position when given by keyword, else the dataset's)."""
-    return dataset.yaml_path + ("CSV", key) if key in dataset.kwargs else dataset.yaml_path
+    return dataset.yaml_path + (dataset.name, key) if key in dataset.kwargs else dataset.yaml_path
 
 
 def _clip(text) -> str:

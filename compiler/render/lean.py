@@ -32,7 +32,7 @@ def render_lean(program: Program) -> str:
         "transforms_code": script._transforms_function(data, False),
         "data_code": script._data_function(data, False),
         "train_loader": _train_loader(training),
-        "loss_code": script._call(training.loss),
+        "loss_code": script.loss_source(training, "DEVICE"),
         "optimizer_code": script._call(training.optimizer, _parameters(training)),
         **script._loop_context(training),
         "scheduler_code": _scheduler_code(training),
@@ -63,6 +63,7 @@ def _helper_roots(training: TrainingIR) -> tuple[str, ...]:
     data = training.data
     roots = [*data.dataset.entry.runtime, *training.optimizer.entry.runtime, *script.run_roots(training)]
     roots += ["check_schedule_length"] if training.loop.fixed_length else []
+    roots += ["class_weights"] if data.class_weights is not None else []
     return (*roots, "split_indices") if data.validation == "val_split" else tuple(roots)
 
 
@@ -79,6 +80,8 @@ def full_only(training: TrainingIR) -> list[str]:
         left.append("the speed options (this loop runs in fp32)")
     if "tensorboard" in train.log:
         left.append("TensorBoard logging")
+    if "mlflow" in train.log:
+        left.append("MLflow tracking")
     if checkpoint and (checkpoint.every != 1 or checkpoint.every_steps):
         left.append("checkpoint.every/every_steps (this one saves after every epoch)")
     if train.sync_batchnorm:

@@ -18,6 +18,7 @@ from functools import lru_cache
 import jinja2
 
 from compiler.common.literal import literal
+from compiler.front.expand import written_out
 from compiler.front.spec import RESERVED_NAMES, Spec
 from compiler.lower.ir import Arg, CallIR, DataIR, LoopIR, Program, TrainingIR
 from compiler.render.emit import INDENT, LINE, ModelCode, call_source, emit_model
@@ -150,12 +151,14 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
     roots += [data.dataset.entry.inputs, "predictions"] if data.dataset.entry.inputs else []
     roots += ["leader_first"] if data.downloads else []
     roots += ["split_indices"] if data.validation == "val_split" else []
+    roots += ["class_weights"] if data.class_weights is not None else []
     if speed.fast:
         roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
     roots += ["reuse_freed_memory"] if speed.reuse_memory else []
     roots += ["write_tensorboard"] if "tensorboard" in training.train.log else []
     roots += ["check_finite"] if training.loop.stop_on_nan else []
     roots += ["check_schedule_length"] if training.loop.fixed_length else []
+    roots += ["log_mlflow"] if "mlflow" in training.train.log else []
     return tuple(roots + run_roots(training) + (["save_best"] if training.run.best else []))
 
 
@@ -201,6 +204,7 @@ _STDLIB = frozenset(
         "os",
         "pickle",
         "random",
+        "re",
         "signal",
         "stat",
         "sys",
@@ -259,14 +263,16 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "data_code": _data_function(data, random_transforms),
         "task": literal("classes" if training.loss.entry.targets == "classes" else "values"),
         "predict_inputs": _predict_inputs(data),
-        "predict_help": "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows",
+        "predict_help": _predict_help(data),
         "helpers_line": HELPERS_LINE,
         "tensorboard": "tensorboard" in train.log,
-        "loss_code": _call(training.loss),
+        "loss_code": loss_source(training, "device"),
         "optimizer_code": _call(training.optimizer, parameters_source(training)),
         **_loop_context(training),
         "early_stop": training.run.early_stop is not None,
         "best": training.run.best is not None,
+        "mlflow": "mlflow" in train.log,
+        "mlflow_params": _mlflow_params(spec) if "mlflow" in train.log else "",
         "scheduler_per_step": steps == "batch",
         "scheduler_per_epoch": steps == "epoch",
         "scheduler_on_loss": steps == "loss",
@@ -309,6 +315,33 @@ def run_settings(training: TrainingIR) -> list[tuple[str, str, str]]:
     return settings
 
 
+def tracking_params(spec: Spec) -> dict[str, object]:
+    """The expanded spec (``specc expand``'s, train's defaults filled in), flattened to dotted keys: what an
+    experiment tracker records as the run's parameters."""
+    filled: dict = {"version": spec.version, "seed": spec.seed}
+    if spec.train is not None:
+        filled["train"] = spec.train.model_dump(mode="json")
+    flat: dict[str, object] = {}
+
+    def walk(value: object, key: str) -> None:
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else None
+        if items is None or not value:  # a bare `$name` left by `written_out` (a spec without blocks): its value
+            named = isinstance(value, str) and value[:1] == "$" and value[1:] in spec.vars
+            flat[key] = spec.vars[value[1:]] if named else value
+            return
+        for name, item in items:
+            walk(item, f"{key}.{name}" if key else str(name))
+
+    walk(written_out(spec.library, filled), "")
+    return flat
+
+
+def _mlflow_params(spec: Spec) -> str:
+    """``MLFLOW_PARAMS = {...}``, one parameter a line."""
+    items = "".join(f"{INDENT}{literal(k)}: {literal(v)},\n" for k, v in tracking_params(spec).items())
+    return "MLFLOW_PARAMS = {  # the expanded spec, flattened: the MLflow run's parameters\n" + items + "}"
+
+
 def _call(call: CallIR, *first: str) -> str:
     return call_source(call.entry.script_name, call.args, call.kwargs, first)
 
@@ -346,6 +379,8 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
     ]
     if data.val_split:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
+    if "mlflow" in spec.train.log:
+        settings.append(("MLFLOW_URI", literal(spec.train.mlflow_uri), "the MLflow tracking store (None: RUN/mlruns)"))
     return settings + run_settings(training) + loop_settings(spec, training.loop, training.scheduler_steps)
 
 
@@ -442,6 +477,12 @@ def _datasets_call(data: DataIR, args: str) -> str:
     return f"leader_first(build_datasets{', ' + args if args else ''})  # under torchrun: one download per machine"
 
 
+def _predict_help(data: DataIR) -> str:
+    if data.dataset.name == "Text":
+        return "predict text files, folders of .txt files or CSV files' text column"
+    return "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows"
+
+
 def _has_transforms(data: DataIR) -> bool:
     return data.dataset.entry.image
 
@@ -484,6 +525,9 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
             kwargs["targets"] = Arg(None, literal("values"))
         add(f"return {call_source('csv_datasets', ds.args, kwargs)}")
         return _indent(lines)
+    if ds.name == "Text":
+        add(f"return {_text_call(data)}")
+        return _indent(lines)
     if ds.name == "Synthetic":
         seeded = {**ds.kwargs, "seed": Arg(None, "SEED")}
         add(f"train_set = {call_source('synthetic_dataset', ds.args, seeded)}")
@@ -505,6 +549,29 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
     else:
         add("return train_set, None")
     return _indent(lines)
+
+
+def _text_call(data: DataIR) -> str:
+    """``text_datasets(...)``: the options as the spec wrote them, then max_length and max_vocab the model gave."""
+    ds = data.dataset
+    kwargs = {**ds.kwargs}
+    for name in ("max_length", "max_vocab"):
+        if ds.value(name) is None and data.text[name] is not None:
+            kwargs[name] = Arg(data.text[name], literal(data.text[name]))
+    if data.val_split:
+        kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
+    return call_source("text_datasets", ds.args, kwargs)
+
+
+def loss_source(training: TrainingIR, device: str) -> str:
+    """The loss's construction; with ``class_weights:``, its ``weight`` computed on the training set."""
+    data = training.data
+    if data.class_weights is None:
+        return _call(training.loss)
+    weights = data.class_weights if isinstance(data.class_weights, str) else list(data.class_weights)
+    weight = f"class_weights(train_set, {literal(weights)}, {data.num_classes}).to({device})"
+    kwargs = {**training.loss.kwargs, "weight": Arg(None, weight)}
+    return call_source(training.loss.entry.script_name, training.loss.args, kwargs)
 
 
 def _indent(lines: list[str]) -> str:

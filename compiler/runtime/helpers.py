@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import stat
 import sys
@@ -91,6 +92,166 @@ def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, nor
     train_set = TensorDataset(x, y)
     train_set.csv = {"columns": columns, "scaling": scaling}
     return train_set, (TensorDataset(x_val, y_val) if x_val is not None else None)
+
+
+def text_datasets(
+    path,
+    text="text",
+    label="label",
+    test_path=None,
+    tokenize="word",
+    max_length=64,
+    min_freq=1,
+    max_vocab=None,
+    lowercase=True,
+    padding="end",
+    val_split=0.0,
+    seed=0,
+):
+    """(training set, validation set or None) of token ids from a CSV file (a ``text`` and a ``label`` column) or a
+    folder of ``.txt`` files per class. The vocabulary is built on the training split only; the training set's
+    ``text`` holds it with the tokenizer's options (saved in checkpoints: prediction encodes new text with it)."""
+    texts, labels, classes = read_texts(path, text, label)
+    val = None
+    if test_path is not None:
+        val = read_texts(test_path, text, label, classes)
+    elif val_split:
+        train_idx, val_idx = split_indices(len(texts), val_split, seed)
+        val = [texts[i] for i in val_idx], [labels[i] for i in val_idx], classes
+        texts, labels = [texts[i] for i in train_idx], [labels[i] for i in train_idx]
+    info = {"column": text, "tokenize": tokenize, "lowercase": lowercase, "max_length": max_length}
+    info["padding"] = padding
+    info["vocab"] = build_vocab([text_tokens(t, info) for t in texts], min_freq, max_vocab)
+    train_set = TensorDataset(encode_texts(texts, info), torch.tensor(labels, dtype=torch.int64))
+    train_set.classes, train_set.text = classes, info
+    if val is None:
+        return train_set, None
+    return train_set, TensorDataset(encode_texts(val[0], info), torch.tensor(val[1], dtype=torch.int64))
+
+
+def read_texts(path, column, label, classes=None, max_bytes=1 << 28):
+    """(texts, class indices, class names) of a CSV file or a folder of ``.txt`` files per class (classes in name
+    order, whole numbers first, by value); ``classes`` given (a test set): a label outside them is refused."""
+    if os.path.isdir(path):
+        rows, names = folder_texts(path, classes)
+    else:
+        rows = text_rows(path, column, label, max_bytes)
+        names = classes or sorted({name for _, name in rows}, key=class_order)
+    index = {name: i for i, name in enumerate(names)}
+    unknown = next((name for _, name in rows if name not in index), None)
+    if unknown is not None:
+        raise ValueError(f"{path}: label {unknown[:40]!r} is not one of the training classes {names[:10]}")
+    return [t for t, _ in rows], [index[name] for _, name in rows], list(names)
+
+
+def class_order(name):
+    """Class names in name order, whole numbers first and by value (2 before 10)."""
+    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+
+
+def folder_texts(path, classes=None, max_files=1_000_000):
+    """((text, class name) of every ``.txt`` file in the class subfolders, class names): the subfolders in name
+    order, or ``classes`` (a test folder: a subfolder outside them is refused)."""
+    found = sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+    if classes is not None and set(found) - set(classes):
+        raise ValueError(f"{path}: class folder {min(set(found) - set(classes))[:40]!r} is not a training class")
+    rows = []
+    for name in classes or found:
+        folder = os.path.join(path, name)
+        files = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        if len(files) > max_files:
+            raise ValueError(f"{folder}: more than {max_files:,} files")
+        rows += [(read_text(os.path.join(folder, n), 1 << 20), name) for n in files if n.endswith(".txt")]
+    if not rows:
+        raise ValueError(f"{path}: no .txt files in its class subfolders")
+    return rows, list(classes or found)
+
+
+def read_text(path, max_bytes):
+    """A text file's text (a regular file of at most ``max_bytes``, UTF-8)."""
+    try:
+        return read_regular(path, max_bytes, "text file").decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
+def text_rows(path, column, label, max_bytes, need_label=True):
+    """(text, label) of each data row of a CSV file (a short row or a missing column refused at its line)."""
+    reader = csv.reader(io.StringIO(read_text(path, max_bytes), newline=""))
+    try:
+        header = next(reader, [])
+        wanted = [column, label] if need_label else [column]
+        missing = [name for name in wanted if name not in header]
+        if missing:
+            raise ValueError(f"{path}:1: no column {missing[0]!r} in the header {header[:10]}")
+        where = [header.index(name) for name in wanted]
+        rows = []
+        for row in reader:
+            if row and max(where) >= len(row):
+                raise ValueError(f"{path}:{reader.line_num}: the row has {len(row)} cells, not {len(header)}")
+            if row:
+                rows.append((row[where[0]], row[where[-1]] if need_label else f"{path}:{reader.line_num}"))
+    except csv.Error as err:
+        raise ValueError(f"{path}:{reader.line_num}: not a CSV file Python can read ({err})") from None
+    if not rows:
+        raise ValueError(f"{path}: a header and no data rows")
+    return rows
+
+
+def text_tokens(text, info):
+    """A text's tokens: its characters, or its words and punctuation marks (``\\w+|[^\\w\\s]``)."""
+    text = text.lower() if info["lowercase"] else text
+    return list(text) if info["tokenize"] == "char" else re.findall(r"\w+|[^\w\s]", text)
+
+
+def build_vocab(token_lists, min_freq=1, max_vocab=None):
+    """``<pad>`` (id 0), ``<unk>`` (id 1), then the tokens seen at least ``min_freq`` times, most frequent first
+    (ties in code-point order), at most ``max_vocab`` entries in all."""
+    counts = {}
+    for tokens in token_lists:
+        for token in tokens:
+            counts[token] = counts.get(token, 0) + 1
+    kept = sorted((t for t, n in counts.items() if n >= min_freq), key=lambda t: (-counts[t], t))
+    vocab = ["<pad>", "<unk>", *kept]
+    return vocab[:max_vocab] if max_vocab is not None else vocab
+
+
+def encode_texts(texts, info):
+    """Texts as an (N, max_length) int64 tensor of token ids: cut to ``max_length`` tokens (the first), padded with
+    ``<pad>`` (0) at the ``end`` or the ``start``; a token outside the vocabulary is ``<unk>`` (1)."""
+    index = {token: i for i, token in enumerate(info["vocab"])}
+    length, rows = info["max_length"], []
+    for text in texts:
+        ids = [index.get(token, 1) for token in text_tokens(text, info)][:length]
+        pad = [0] * (length - len(ids))
+        rows.append(pad + ids if info["padding"] == "start" else ids + pad)
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), length)
+
+
+def class_weights(dataset, weights, classes):
+    """The loss's per-class ``weight``: one per class as given, or ``balanced``, n_samples / (n_classes * count)
+    over the training set's labels (scikit-learn's); a class with no samples gets weight 0."""
+    if weights != "balanced":
+        return torch.tensor(weights, dtype=torch.float32)
+    labels = dataset_labels(dataset)
+    counts = torch.bincount(labels, minlength=classes)[:classes].double()
+    balanced = torch.where(counts > 0, len(labels) / (classes * counts.clamp_min(1)), torch.zeros_like(counts))
+    return balanced.float()
+
+
+def dataset_labels(dataset):
+    """A dataset's class labels as one tensor: its ``targets`` or tensors (inside a Subset, its part), else read."""
+    indices = None
+    if isinstance(dataset, torch.utils.data.Subset):
+        dataset, indices = dataset.dataset, dataset.indices
+    if isinstance(dataset, TensorDataset):
+        labels = dataset.tensors[1]
+    elif getattr(dataset, "targets", None) is not None:
+        labels = torch.as_tensor(dataset.targets)
+    else:
+        labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    labels = labels.long().flatten()
+    return labels[torch.as_tensor(indices, dtype=torch.int64)] if indices is not None else labels
 
 
 def fit_scaling(method, x):
@@ -738,10 +899,11 @@ def identity_difference(saved, here):
 
 def data_info(dataset, input_shape, task):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling."""
+    the class names, the CSV columns and scaling, a text model's vocabulary."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
-    return {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
 
 
 def write_atomic(path, data):
@@ -844,8 +1006,22 @@ def check_state(state, path):
         and data.get("task") in ("classes", "values")
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
+        and (data.get("text") is None or text_info_ok(data["text"]))
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
+
+
+def text_info_ok(info):
+    """Whether a checkpoint's ``text`` is a vocabulary of strings with the tokenizer's options."""
+    vocab = info.get("vocab") if isinstance(info, dict) else None
+    return (
+        isinstance(vocab, list)
+        and all(isinstance(token, str) for token in vocab)
+        and info.get("tokenize") in ("word", "char")
+        and info.get("padding") in ("end", "start")
+        and isinstance(info.get("max_length"), int)
+        and isinstance(info.get("column"), str)
+    )
 
 
 def weights_difference(saved, model):
@@ -888,6 +1064,42 @@ def write_tensorboard(folder, history):
             for key, value in record.items():
                 if key not in ("step", "epoch") and value is not None:
                     writer.add_scalar(key, value, record["step"])
+
+
+def require_mlflow():
+    """The mlflow module, or a one-line ValueError (as Ludwig does, at the start of training) when it is absent."""
+    try:
+        return importlib.import_module("mlflow")
+    except ImportError:
+        raise ValueError(
+            "train.log names mlflow, which is not installed: pip install 'specc[mlflow]' (or mlflow-skinny)"
+        ) from None
+
+
+def log_mlflow(folder, history, params, uri=None, files=()):
+    """The run in an MLflow store (``uri``; default ``folder/mlruns``), an experiment named by the spec: ``params``
+    (the expanded spec, flattened), each epoch's numbers (its mean training loss and validation metrics, step =
+    the epoch) and the run folder's files with ``files`` as artifacts. -> the MLflow run's id"""
+    mlflow = require_mlflow()
+    if uri is None:  # MLflow 3 keeps its local file store ("maintenance mode") behind this switch
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(uri or os.path.abspath(os.path.join(folder, "mlruns")))
+    mlflow.set_experiment(str(params.get("name", "specc")))
+    with mlflow.start_run(run_name=os.path.basename(os.path.abspath(folder))) as active:
+        mlflow.log_params({key[:250]: str(value)[:500] for key, value in params.items()})
+        for record in history:
+            if "loss" in record:  # a step's record; the epoch's record (below) carries its mean
+                continue
+            losses = [r["loss"] for r in history if r.get("epoch") == record["epoch"] and "loss" in r]
+            values = {k: v for k, v in record.items() if k not in ("step", "epoch") and v is not None}
+            values.update({"train_loss": sum(losses) / len(losses)} if losses else {})
+            mlflow.log_metrics(values, step=record["epoch"])
+        names = sorted(os.listdir(folder))
+        paths = [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+        for path in [*paths, *files]:
+            if not os.path.islink(path):
+                mlflow.log_artifact(path)
+        return active.info.run_id
 
 
 def new_run_folder(root):
@@ -991,8 +1203,15 @@ def progress_bar(run, steps_per_epoch):
 def predict(model, inputs, info, transform, device, top_k=1):
     """(input, prediction) for image files, folders of images and CSV files (rows scaled as in training), as text
     safe to print: the class name (or number), with probabilities for the ``top_k`` best; or the values."""
-    names, batch = csv_inputs(inputs, info) if info["csv"] is not None else image_inputs(inputs, info, transform)
+    names, batch = model_inputs(inputs, info, transform)
     return predictions(model, names, batch, info, device, top_k)
+
+
+def model_inputs(inputs, info, transform):
+    """(names, tensors) of the inputs, read as the model's data was: texts, CSV rows or images."""
+    if info.get("text") is not None:
+        return text_inputs(inputs, info)
+    return csv_inputs(inputs, info) if info["csv"] is not None else image_inputs(inputs, info, transform)
 
 
 def predictions(model, names, batch, info, device, top_k=1):
@@ -1014,7 +1233,7 @@ def printable(text):
 
 def predict_rows(model, inputs, info, transform, device, top_k=1):
     """(input, [(class, probability), ...] best first) for a classifier, else (input, [values])."""
-    names, batch = csv_inputs(inputs, info) if info["csv"] is not None else image_inputs(inputs, info, transform)
+    names, batch = model_inputs(inputs, info, transform)
     return label_rows(model, names, batch, info, device, top_k)
 
 
@@ -1075,6 +1294,28 @@ def csv_inputs(paths, info):
             names.append(name)
             batch.append(x)
     return names, batch
+
+
+def text_inputs(paths, info, max_bytes=1 << 28, max_files=100_000):
+    """(names, token ids) of texts to classify: each row of a CSV file (its text column, named ``file:line``), each
+    ``.txt`` file of a folder, or any other file's whole text; encoded with the checkpoint's vocabulary."""
+    if info.get("text") is None:
+        raise ValueError(f"{paths[0]}: this model was not trained on text")
+    names, texts = [], []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.listdir(path))
+            if len(found) > max_files:
+                raise ValueError(f"{path}: more than {max_files:,} files; predict on smaller folders")
+            files = [os.path.join(path, n) for n in found if n.endswith(".txt")]
+            pairs = [(read_text(file, 1 << 20), file) for file in files]
+        elif path.lower().endswith(".csv"):
+            pairs = text_rows(path, info["text"]["column"], None, max_bytes, need_label=False)
+        else:
+            pairs = [(read_text(path, 1 << 20), path)]
+        texts += [text for text, _ in pairs]
+        names += [name for _, name in pairs]
+    return names, list(encode_texts(texts, info["text"])) if texts else []
 
 
 def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
