@@ -169,18 +169,17 @@ def main(argv=None):
     except (Exception, KeyboardInterrupt) as err:
         if args.debug:
             raise
-        message, code = explain(err, run)
-        print(f"error: {message}", file=sys.stderr)
-        return code
+        return explain(err, run)  # one line on stderr, and the exit code
 
 
 def run_script(args, run):
     """Build, restore --resume, then evaluate, write the weights, or train."""
     device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
-    model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
-    run.data = data_info(train_loader.dataset, (1000,), "values")
     only_model = args.eval or args.weights  # the optimizer may differ
     checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or only_model else None
+    check_out_folder(None if only_model else args.out, checkpoint)  # before any work: never over a finished run
+    model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
+    run.data = data_info(train_loader.dataset, (1000,), "values")
     if checkpoint:
         run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, bool(only_model))
     if args.eval:
@@ -235,10 +234,37 @@ def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, see
     return train_loader, val_loader
 
 
+def torchrun_environment():
+    """Whether torchrun started this process (it sets RANK); ValueError, before any wait, when RANK comes without
+    the rest of what torchrun sets (a stray ``RANK=1 WORLD_SIZE=2`` would wait for processes that never come)."""
+    if "RANK" not in os.environ:
+        return False
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    found = " ".join(f"{name}={printable(os.environ[name])}" for name in names if name in os.environ)
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise ValueError(
+            f"{found} in the environment without {', '.join(missing)}, which torchrun sets with them: unset them to "
+            "train in one process, or start this script with torchrun"
+        )
+    timeout = os.environ.get("SPECC_DIST_TIMEOUT", "300")
+    numbers = [os.environ[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")] + [timeout]
+    if (
+        not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers)
+        or int(numbers[0]) >= int(numbers[1])
+        or int(timeout) < 1
+    ):
+        raise ValueError(
+            f"{found} SPECC_DIST_TIMEOUT={printable(timeout)} in the environment: RANK, WORLD_SIZE, LOCAL_RANK, "
+            "MASTER_PORT are whole numbers, RANK below WORLD_SIZE, and SPECC_DIST_TIMEOUT 1 or more (seconds)"
+        )
+    return True
+
+
 def setup_distributed(device, quiet=True):
     """Under torchrun (it sets RANK): join its process group, NCCL on CUDA, else gloo (waits end after
     SPECC_DIST_TIMEOUT s, default 300); ranks after the first print nothing if ``quiet``. -> (device, rank)"""
-    if "RANK" not in os.environ:
+    if not torchrun_environment():
         return device, 0
     if quiet and int(os.environ["RANK"]):
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
@@ -246,7 +272,7 @@ def setup_distributed(device, quiet=True):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    timeout = datetime.timedelta(seconds=float(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
+    timeout = datetime.timedelta(seconds=int(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
     try:
         if not torch.distributed.is_initialized():  # (main may run twice in a process)
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
@@ -434,7 +460,8 @@ class Run:
         if different:
             raise ValueError(f"{name} does not fit this model: {different}")
         model.load_state_dict(weights)
-        self.data, self.ema_state = state["data"], state.get("ema")  # train() restores its moving average
+        # data None: an older checkpoint, which says nothing of its data; train() restores its moving average
+        self.data, self.ema_state = state.get("data"), state.get("ema")
         if model_only:
             return
         optimizer.load_state_dict(state["optimizer"])
@@ -635,6 +662,24 @@ def new_run_folder(root):
             number += 1
 
 
+def check_out_folder(folder, checkpoint=None):
+    """ValueError when ``folder`` is no place for a run's files: not a folder, or one holding another run (its
+    checkpoint, weights or metrics) than the one resumed from ``checkpoint``; a finished run is never written over.
+    ``folder`` None: nothing to check (no --out)."""
+    if folder is None:
+        return
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {printable(folder)}: not a folder")
+    if checkpoint and os.path.realpath(os.path.dirname(checkpoint) or ".") == os.path.realpath(folder):
+        return  # continuing its own run
+    for name in ("checkpoint.pt", "model.pt", "metrics.json"):
+        if os.path.lexists(os.path.join(folder, name)):
+            raise ValueError(
+                f"--out {printable(folder)} holds another run ({name}), which is never written over: name a new "
+                f"folder, or continue that run with --resume {printable(folder)}"
+            )
+
+
 def latest_run(root):
     """The number ``root/latest`` names if that run has a checkpoint, else the highest-numbered run folder
     with one; None when no run in ``root`` has a checkpoint. ``latest`` only ever holds a number."""
@@ -701,7 +746,21 @@ def progress_bar(run, steps_per_epoch):
     return tqdm(total=total, initial=run.step, unit="step", dynamic_ncols=True) if sys.stderr.isatty() else None
 
 
+def printable(text):
+    """``text`` safe to print on a terminal: every character that is not printable (escape sequences, carriage
+    returns, newlines, bidi overrides) becomes its visible escape, as in a Python string literal."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def explain(err, run):
+    """A failure told in one line on stderr; -> the exit code: 1 bad input, 3 the run failed, 130 interrupted."""
+    message, code = failure(err, run)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def failure(err, run):
     """A failure as one line and an exit code: 1 bad input, 3 the run failed, 130 interrupted."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun stopping this process from here on ends it quietly
     dist = torch.distributed

@@ -151,14 +151,14 @@ def train(objects, device, run, log=print, progress=None):
             run.batch, run.step = run.batch + 1, run.step + 1
             stop = run.max_steps is not None and run.step >= run.max_steps
             save = stop or (CHECKPOINT_EVERY_STEPS and run.step % CHECKPOINT_EVERY_STEPS == 0)
-            loss_value = loss.item()
+            loss_value, lr = loss.item(), optimizer.param_groups[0]["lr"]  # lr: the rate this update used
             running, seen = running + loss_value, seen + 1
-            run.history.append({"step": run.step, "epoch": epoch, "loss": loss_value})
+            run.history.append({"step": run.step, "epoch": epoch, "loss": loss_value, "lr": lr})
             if progress is not None:  # a tqdm bar: rate and ETA
                 progress.set_postfix(epoch=epoch, loss=f"{loss_value:.4f}", refresh=False)
                 progress.update(run.step - progress.n)
             if run.step % LOG_EVERY == 0:
-                log(f"epoch {epoch} step {run.step}: loss {over_ranks(running / seen, mean=True):.6f}")
+                log(f"epoch {epoch} step {run.step}: loss {over_ranks(running / seen, mean=True):.6f}, lr {lr:.4g}")
                 running, seen = 0.0, 0
             # checkpoint mid-epoch (and where a run is stopped early)
             if save:
@@ -203,18 +203,17 @@ def main(argv=None):
     except (Exception, KeyboardInterrupt) as err:
         if args.debug:
             raise
-        message, code = explain(err, run)
-        print(f"error: {message}", file=sys.stderr)
-        return code
+        return explain(err, run)  # one line on stderr, and the exit code
 
 
 def run_script(args, run):
     """Build, restore --resume, then evaluate, predict, write the weights, or train."""
     device, rank = setup_distributed(pick_device(args.device), quiet=not args.debug)  # rank 0 unless torchrun
-    model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
-    run.data = data_info(train_loader.dataset, (1, 28, 28), "classes")
     only_model = args.eval or args.weights or args.predict  # the optimizer may differ
     checkpoint = find_checkpoint(args.resume or RUNS) if args.resume or only_model else None
+    check_out_folder(None if only_model else args.out, checkpoint)  # before any work: never over a finished run
+    model, loss_fn, optimizer, scheduler, train_loader, val_loader = objects = build_all(device)
+    run.data = data_info(train_loader.dataset, (1, 28, 28), "classes")
     if checkpoint:
         run.resume(load_checkpoint(checkpoint), model, optimizer, scheduler, checkpoint, bool(only_model))
     if args.eval:
@@ -262,10 +261,37 @@ def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, see
     return train_loader, val_loader
 
 
+def torchrun_environment():
+    """Whether torchrun started this process (it sets RANK); ValueError, before any wait, when RANK comes without
+    the rest of what torchrun sets (a stray ``RANK=1 WORLD_SIZE=2`` would wait for processes that never come)."""
+    if "RANK" not in os.environ:
+        return False
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    found = " ".join(f"{name}={printable(os.environ[name])}" for name in names if name in os.environ)
+    missing = [name for name in names if name not in os.environ]
+    if missing:
+        raise ValueError(
+            f"{found} in the environment without {', '.join(missing)}, which torchrun sets with them: unset them to "
+            "train in one process, or start this script with torchrun"
+        )
+    timeout = os.environ.get("SPECC_DIST_TIMEOUT", "300")
+    numbers = [os.environ[name] for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")] + [timeout]
+    if (
+        not all(n.isascii() and n.isdigit() and len(n) < 10 for n in numbers)
+        or int(numbers[0]) >= int(numbers[1])
+        or int(timeout) < 1
+    ):
+        raise ValueError(
+            f"{found} SPECC_DIST_TIMEOUT={printable(timeout)} in the environment: RANK, WORLD_SIZE, LOCAL_RANK, "
+            "MASTER_PORT are whole numbers, RANK below WORLD_SIZE, and SPECC_DIST_TIMEOUT 1 or more (seconds)"
+        )
+    return True
+
+
 def setup_distributed(device, quiet=True):
     """Under torchrun (it sets RANK): join its process group, NCCL on CUDA, else gloo (waits end after
     SPECC_DIST_TIMEOUT s, default 300); ranks after the first print nothing if ``quiet``. -> (device, rank)"""
-    if "RANK" not in os.environ:
+    if not torchrun_environment():
         return device, 0
     if quiet and int(os.environ["RANK"]):
         sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
@@ -273,7 +299,7 @@ def setup_distributed(device, quiet=True):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    timeout = datetime.timedelta(seconds=float(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
+    timeout = datetime.timedelta(seconds=int(os.environ.get("SPECC_DIST_TIMEOUT", "300")))
     try:
         if not torch.distributed.is_initialized():  # (main may run twice in a process)
             torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
@@ -400,6 +426,14 @@ def own_random_states(state):
     return {**state, **(ranks[rank] if rank < len(ranks) else random_states())}
 
 
+def ema_weights(state):
+    """The weights a checkpoint is evaluated with: its moving average's (``train.ema``) if it has one."""
+    average = state.get("ema")
+    if not average:
+        return state["model"]
+    return {key[len("module.") :]: value for key, value in average.items() if key.startswith("module.")}
+
+
 class Run:
     """Where a run stands, saved and restored whole so that a resumed run continues bit for bit: ``epoch`` (the
     one to continue in, from 0), ``batch`` (its batches done), ``step`` (updates in all), the history, and the
@@ -409,7 +443,7 @@ class Run:
     def __init__(self, epochs, max_steps=None, checkpoint=None):
         self.epochs, self.max_steps, self.checkpoint = epochs, max_steps, checkpoint
         self.epoch, self.batch, self.step, self.history = 0, 0, 0, []
-        self.loader_rng = self.restored = self.data = None
+        self.loader_rng = self.restored = self.data = self.ema_state = None
         self.synced = 0  # history records averaged over the ranks (torchrun)
 
     def batches(self, loader):
@@ -431,9 +465,9 @@ class Run:
     def end_epoch(self, loader):
         self.epoch, self.batch, self.loader_rng = self.epoch + 1, 0, loader.generator.get_state()
 
-    def save(self, model, optimizer, scheduler):
-        """Checkpoint the weights, optimizer, schedule, position, random states and what the run is (its
-        ``identity`` and ``data``); refresh the metrics beside it."""
+    def save(self, model, optimizer, scheduler, ema=None):
+        """Checkpoint the weights (and their moving average, ``ema``), optimizer, schedule, position, random states
+        and what the run is (its ``identity`` and ``data``); refresh the metrics beside it."""
         model, ranks = unwrap(model), gather_ranks(self)  # under torchrun every rank saves; rank 0 writes
         if self.checkpoint:
             state = {
@@ -444,6 +478,7 @@ class Run:
                 **random_states(),
                 "ranks": ranks,
                 "identity": identity(model, optimizer, scheduler),
+                **({"ema": ema.state_dict()} if ema is not None else {}),
             }
             save_checkpoint(self.checkpoint, state)
             write_metrics(os.path.dirname(self.checkpoint), self.history)
@@ -461,11 +496,13 @@ class Run:
         different = identity_difference(saved, here)
         if different:
             raise ValueError(f"{name} was written for another spec: {different}")
-        different = weights_difference(state["model"], model)
+        weights = ema_weights(state) if model_only else state["model"]  # evaluating: the moving average's
+        different = weights_difference(weights, model)
         if different:
             raise ValueError(f"{name} does not fit this model: {different}")
-        model.load_state_dict(state["model"])
-        self.data = state["data"]
+        model.load_state_dict(weights)
+        # data None: an older checkpoint, which says nothing of its data; train() restores its moving average
+        self.data, self.ema_state = state.get("data"), state.get("ema")
         if model_only:
             return
         optimizer.load_state_dict(state["optimizer"])
@@ -495,13 +532,13 @@ def is_best(history, monitor):
     return bool(values) and all(values[-1] < value for value in values[:-1])
 
 
-def save_best(run, model, optimizer, scheduler):
+def save_best(run, model, optimizer, scheduler, ema=None):
     """Keep this epoch's state as ``best.pt`` beside the run's checkpoint, in its format (written atomically, and read
     by eval, predict, export and --resume as any checkpoint)."""
     last = run.checkpoint
     run.checkpoint = os.path.join(os.path.dirname(last), "best.pt") if last else None
     try:
-        run.save(model, optimizer, scheduler)
+        run.save(model, optimizer, scheduler, ema)
     finally:
         run.checkpoint = last
 
@@ -612,10 +649,11 @@ def identity_difference(saved, here):
 
 def data_info(dataset, input_shape, task):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling."""
+    the class names, the CSV columns and scaling, a text model's vocabulary."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
-    return {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
+    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
 
 
 def write_atomic(path, data):
@@ -704,8 +742,12 @@ def check_state(state, path):
     for key, kind in kinds.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise ValueError(f"{path}: not a specc checkpoint ({key!r} is missing or not a {kind.__name__})")  # noqa: TRY004
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
-        raise ValueError(f"{path}: not a specc checkpoint (its 'model' is not a state dict of tensors)")
+    for key in ("model", "ema"):  # the weights, and their moving average where train.ema keeps one
+        tensors = state.get(key, {})
+        if not isinstance(tensors, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+        ):
+            raise ValueError(f"{path}: not a specc checkpoint (its {key!r} is not a state dict of tensors)")
     data = state.get("data")
     shape = data.get("input") if isinstance(data, dict) else None
     if data is not None and not (
@@ -714,8 +756,22 @@ def check_state(state, path):
         and data.get("task") in ("classes", "values")
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
+        and (data.get("text") is None or text_info_ok(data["text"]))
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
+
+
+def text_info_ok(info):
+    """Whether a checkpoint's ``text`` is a vocabulary of strings with the tokenizer's options."""
+    vocab = info.get("vocab") if isinstance(info, dict) else None
+    return (
+        isinstance(vocab, list)
+        and all(isinstance(token, str) for token in vocab)
+        and info.get("tokenize") in ("word", "char")
+        and info.get("padding") in ("end", "start")
+        and isinstance(info.get("max_length"), int)
+        and isinstance(info.get("column"), str)
+    )
 
 
 def weights_difference(saved, model):
@@ -758,6 +814,24 @@ def new_run_folder(root):
             return os.path.join(root, str(number))
         except FileExistsError:  # another run took it
             number += 1
+
+
+def check_out_folder(folder, checkpoint=None):
+    """ValueError when ``folder`` is no place for a run's files: not a folder, or one holding another run (its
+    checkpoint, weights or metrics) than the one resumed from ``checkpoint``; a finished run is never written over.
+    ``folder`` None: nothing to check (no --out)."""
+    if folder is None:
+        return
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {printable(folder)}: not a folder")
+    if checkpoint and os.path.realpath(os.path.dirname(checkpoint) or ".") == os.path.realpath(folder):
+        return  # continuing its own run
+    for name in ("checkpoint.pt", "model.pt", "metrics.json"):
+        if os.path.lexists(os.path.join(folder, name)):
+            raise ValueError(
+                f"--out {printable(folder)} holds another run ({name}), which is never written over: name a new "
+                f"folder, or continue that run with --resume {printable(folder)}"
+            )
 
 
 def latest_run(root):
@@ -916,6 +990,13 @@ def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
 
 
 def explain(err, run):
+    """A failure told in one line on stderr; -> the exit code: 1 bad input, 3 the run failed, 130 interrupted."""
+    message, code = failure(err, run)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def failure(err, run):
     """A failure as one line and an exit code: 1 bad input, 3 the run failed, 130 interrupted."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun stopping this process from here on ends it quietly
     dist = torch.distributed
@@ -930,6 +1011,8 @@ def explain(err, run):
         return f"{where}, before the first checkpoint", code
     if isinstance(err, ValueError):
         return str(err), 1
+    if isinstance(err, FloatingPointError):  # train.stop_on_nan: the run failed, its checkpoint is the last good one
+        return str(err), 3
     if type(err).__name__ == "URLError" or str(err).startswith("Error downloading"):
         tb = err.__traceback__
         while tb.tb_next and not hasattr(tb.tb_frame.f_locals.get("self"), "root"):
