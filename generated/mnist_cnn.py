@@ -485,11 +485,24 @@ class Run:
         self.data, self.ema_state = state.get("data"), state.get("ema")
         if model_only:
             return
+        resume_optimizer(state, name, optimizer, scheduler)
+        self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
+        self.restored, self.synced = own_random_states(state), len(self.history)
+
+
+def resume_optimizer(state, name, optimizer, scheduler):
+    """Restore the optimizer's and the schedule's state; a checkpoint without them, or with another optimizer's, is a
+    ValueError of one line (a checksum-valid file may still lack what a resumed run needs)."""
+    needed = ["optimizer", "torch_rng", "python_rng"] + (["scheduler"] if scheduler is not None else [])
+    missing = [key for key in needed if state.get(key) is None]
+    if missing:
+        raise ValueError(f"{name} cannot be resumed: it holds no {', '.join(missing)} (eval and predict can read it)")
+    try:
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.batch, self.step, self.history = (state[k] for k in ("epoch", "batch", "step", "history"))
-        self.restored, self.synced = own_random_states(state), len(self.history)
+    except (KeyError, ValueError, TypeError, IndexError) as err:
+        raise ValueError(f"{name} cannot be resumed: its optimizer or schedule state does not fit ({err})") from None
 
 
 def identity(model, optimizer, scheduler):

@@ -78,6 +78,22 @@ _SLOW = (
     "tests/test_cli.py::test_resume_continues_a_run",
     "tests/test_hardening.py::test_hostile_strings_in_every_string_field_of_every_spec",
     "tests/test_graph_models.py::test_resnet_mnist",
+    # chosen from a `--durations=0` run of the whole suite: the costliest tests outside the above, so that the fast
+    # subset keeps validation, shapes, rendering and both backends' equality within about 3 minutes
+    "tests/test_blocks.py::test_family_member_is_torchvisions",
+    "tests/test_graph_models.py::test_torchvision_state_dict_loads_strict",
+    "tests/test_graph_models.py::test_training_specs_pass_specc_check",
+    "tests/test_hardening3.py::test_run_folders_exist_only",
+    "tests/test_hardening3.py::test_a_run_never_imports_planted_modules",
+    "tests/test_cli.py::test_train_writes_checkpoint_metrics_and_plot",
+    "tests/test_lean.py::test_lean_script_runs_as_it_stands_and_resumes",
+    "tests/test_script_size.py::test_a_run_writes_its_weights_once",
+    "tests/test_interop.py::test_plugin_layers_are_visible_to_specc_with_a_warning",
+    "tests/test_import_blocks.py",
+    "tests/test_trainer_loop.py",
+    "tests/test_trainer_setup.py",
+    "tests/test_finetune.py",
+    "tests/test_hardening4.py",
 )
 
 

@@ -374,3 +374,23 @@ def test_a_checkpoint_without_its_data_evaluates_and_predict_says_why_not(tmp_pa
     assert "loss" in compiler.evaluate(spec, run.checkpoint, split="train")
     with pytest.raises(ValueError, match="does not say what data"):
         compiler.predict(spec, run.checkpoint, [str(tmp_path / "x.csv")])
+
+
+def test_a_checkpoint_without_optimizer_state_is_refused_for_resume_in_one_line():
+    """A checksum-valid checkpoint may lack what only a resumed run reads: a ValueError naming what is missing."""
+    import torch
+
+    from compiler.runtime.helpers import resume_optimizer
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    with pytest.raises(ValueError, match="cannot be resumed: it holds no optimizer, scheduler"):
+        resume_optimizer({"torch_rng": 1, "python_rng": 1}, "x.pt", optimizer, scheduler)
+    other = torch.optim.Adam(torch.nn.Linear(3, 3).parameters()).state_dict()
+    other["param_groups"][0]["params"] = [0, 1, 2]
+    state = {"optimizer": other, "scheduler": scheduler.state_dict(), "torch_rng": 1, "python_rng": 1}
+    with pytest.raises(ValueError, match="does not fit"):
+        resume_optimizer(state, "x.pt", optimizer, scheduler)
+    good = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": 1, "python_rng": 1}
+    resume_optimizer(good, "x.pt", optimizer, scheduler)

@@ -76,6 +76,7 @@ NEEDS: dict[str, Needs] = {
             "identity_difference",
             "own_random_states",
             "random_states",
+            "resume_optimizer",
             "save_checkpoint",
             "unwrap",
             "weights_difference",
@@ -83,6 +84,7 @@ NEEDS: dict[str, Needs] = {
         ),
         ("os", "random", "torch"),
     ),
+    "resume_optimizer": Needs(),
     # run options (issue 24): early stopping, the best checkpoint, parameter groups, fine-tuning
     "early_stopped": Needs(),
     "is_best": Needs(),
