@@ -246,7 +246,9 @@ def test_a_missing_rendezvous_is_one_line(tmp_path):
         env={**env, "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"},
     )
     assert proc.returncode == 1
-    assert proc.stderr.startswith("error: cannot join the torchrun process group:") and "MASTER_ADDR" in proc.stderr
+    # refused before any wait: the variables torchrun sets together are named, with both ways out
+    assert proc.stderr.startswith("error: RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 in the environment without MASTER_ADDR")
+    assert "unset them" in proc.stderr and "torchrun" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 

@@ -98,7 +98,8 @@ def expand(data: Any, source: Source, problems: Problems) -> Any:
         return {**data, "blocks": Library(expanded=data)}  # §2's grammar alone: nothing to rewrite
     library = Library(variables=_variables(data.get("vars")))
     library.defaults = _defaults(data.get("defaults"), ("defaults",), problems)
-    library.blocks = _definitions(data.get("blocks"), data.get("vars") or {}, source, problems)
+    raw_vars = data.get("vars") if isinstance(data.get("vars"), dict) else {}  # else the spec's check reports it
+    library.blocks = _definitions(data.get("blocks"), raw_vars, source, problems)
     out = {k: v for k, v in data.items() if k not in ("blocks", "defaults")}
     if "model" in data:
         scope = _Scope(dict(library.variables), frozenset(), library.defaults)
