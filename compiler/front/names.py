@@ -58,6 +58,21 @@ SETTINGS = frozenset(
         "CUDA_GRAPH",
         "CUDNN_BENCHMARK",
         "REUSE_MEMORY",
+        # the trainer options' (issue 24), and the lean script's own
+        "ACCUMULATE",
+        "BEST",
+        "BEST_CHECKPOINT",
+        "CHECKPOINT",
+        "CLIP_GRAD_NORM",
+        "CLIP_GRAD_VALUE",
+        "EARLY_STOP",
+        "EMA_DECAY",
+        "FREEZE",
+        "MLFLOW_URI",
+        "NORM_TYPE",
+        "PARAM_GROUPS",
+        "WARMUP",
+        "WARMUP_FACTOR",
     }
 )
 IMPORTS = frozenset(
@@ -91,6 +106,10 @@ IMPORTS = frozenset(
         "TensorDataset",
         "OrderedDict",
         "collections",
+        "AveragedModel",
+        "get_ema_multi_avg_fn",
+        "pickle",
+        "mlflow",
     }
 )
 # Older names kept reserved so specs stay portable between specc versions.
@@ -122,7 +141,7 @@ def _template_functions() -> frozenset[str]:
 
 
 # emit.py writes `init_weights`; scripts import tqdm, fnmatch, struct and zipfile where they use them
-HELPERS = _runtime_names() | _runtime_names("layers.py") | _template_functions() | {"init_weights", "ops"}
+HELPERS = _runtime_names() | _runtime_names("layers.py") | _template_functions() | {"init_weights", "ops", "make_divisible"}
 BUILTINS = frozenset(name for name in dir(builtins) if not name.startswith("__"))
 # Names the generated script defines or uses at module level: a variable or a block may not take them.
 RESERVED_NAMES = SETTINGS | IMPORTS | HELPERS | _FORMER

@@ -87,7 +87,10 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init if not r.load) if rule is not None]
     model.load = next((_weights_file(r, problems) for r in spec.init if r.load), None)
     if problems.count() == before and spec.library.blocks:
-        model.blocks = plan_blocks(model, spec.library, set(RESERVED_NAMES) | set(spec.vars))
+        # the block functions' names avoid the script's own names, its variables and every child name (a
+        # ``build_model`` local of that name would shadow the function it calls)
+        children = {getattr(node, "name", "") for node in model.root.walk()}
+        model.blocks = plan_blocks(model, spec.library, set(RESERVED_NAMES) | set(spec.vars) | children)
     _check_class_names(model, spec, problems)
     budget = memory_budget() if max_bytes is None else max_bytes
     if problems.count() == before and model.nbytes > budget:
