@@ -104,7 +104,15 @@ def build_model():
 
 def build_datasets():
     """The training set and the validation set (None when there is none)."""
-    return text_datasets(path="data/text/news.csv", tokenize="word", padding="start", max_length=20, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED)
+    return text_datasets(
+        path="data/text/news.csv",
+        tokenize="word",
+        padding="start",
+        max_length=20,
+        max_vocab=1000,
+        val_split=VAL_SPLIT,
+        seed=SEED,
+    )
 
 
 def build_all(device="cpu"):

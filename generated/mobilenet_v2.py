@@ -37,7 +37,7 @@ def conv_bn_relu(in_channels, out, kernel=3, stride=1, groups=1):
 
 def residual(in_channels, out, stride, t):
     """The spec's block Residual."""
-    hidden = int(round(in_channels * t))
+    hidden = round(in_channels * t)
     layers = []
     if t != 1:
         layers.append(conv_bn_relu(in_channels, hidden, kernel=1))

@@ -87,7 +87,9 @@ def build_model():
 
 def build_datasets():
     """The training set and the validation set (None when there is none)."""
-    return text_datasets(path="data/text/news.csv", tokenize="word", max_length=16, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED)
+    return text_datasets(
+        path="data/text/news.csv", tokenize="word", max_length=16, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED
+    )
 
 
 def build_all(device="cpu"):

@@ -398,6 +398,10 @@ def _with(path: tuple, value: object) -> dict:
 def test_the_schema_describes_blocks_loops_conditions_and_defaults(validator):
     assert [e.message for e in validator.iter_errors(_BLOCK_SPEC)] == []
     assert validator.is_valid({"base": "resnet.yaml", "model": [{"Bottleneck": {"width": 64}}]})
+    # a section's required keys may come from the base; without one they are required
+    assert validator.is_valid({"base": "mnist_cnn.yaml", "data": {"batch_size": 32}})
+    assert not validator.is_valid({**_BLOCK_SPEC, "data": {"batch_size": 32}})
+    assert validator.is_valid({**_BLOCK_SPEC, "data": {"dataset": {"MNIST": {"root": "data"}}, "batch_size": 32}})
     mistakes = [
         _with(("blocks",), None),  # a use of a block no `blocks:` defines
         _with(("defaults", "Relu"), {"inplace": True}),  # a default for no layer type

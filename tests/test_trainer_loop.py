@@ -268,7 +268,7 @@ def test_a_nan_loss_stops_before_anything_is_saved_so_the_checkpoint_stays_the_l
     run = script.Run(1, checkpoint=str(tmp_path / "checkpoint.pt"))
     with pytest.raises(FloatingPointError) as stopped:
         _run(script, tuple(objects), run)
-    message, code = script.explain(stopped.value, run)
+    message, code = script.failure(stopped.value, run)
     assert code == 3 and message.startswith("the loss is nan at epoch 1 step 5:") and "checkpoint is kept" in message
     state = runtime.load_checkpoint(run.checkpoint)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())

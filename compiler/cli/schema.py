@@ -166,6 +166,10 @@ def schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file."""
     defs: dict[str, Any] = {"layer": _calls("layer"), **_model_defs(), **_model_defs("_b", uses=True)}
     defs |= {"init_rule": _init_rule(), "defaults": _defaults_def()}
+    sections = _sections(defs)
+    sections_required = {
+        key: {"required": section.pop("required")} for key, section in sections.items() if section.get("required")
+    }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -174,11 +178,17 @@ def schema() -> dict:
         "type": "object",
         "anyOf": [{"required": ["base"]}, {"required": ["name", "model"]}],  # a `base:` may supply them
         # block uses only where `blocks:` (or a base, which may define them) says which names are blocks
-        "if": {"anyOf": [{"required": ["blocks"]}, {"required": ["base"]}]},
-        "then": {"properties": {"model": _root("_b")}},
-        "else": {"properties": {"model": _root("")}},
+        "allOf": [
+            {
+                "if": {"anyOf": [{"required": ["blocks"]}, {"required": ["base"]}]},
+                "then": {"properties": {"model": _root("_b")}},
+                "else": {"properties": {"model": _root("")}},
+            },
+            # a section's required keys may come from the base, which is merged into it key by key
+            {"if": {"not": {"required": ["base"]}}, "then": {"properties": sections_required}},
+        ],
         "additionalProperties": False,
-        "properties": _sections(defs),
+        "properties": sections,
         "$defs": defs,
     }
 

@@ -141,7 +141,9 @@ def _template_functions() -> frozenset[str]:
 
 
 # emit.py writes `init_weights`; scripts import tqdm, fnmatch, struct and zipfile where they use them
-HELPERS = _runtime_names() | _runtime_names("layers.py") | _template_functions() | {"init_weights", "ops", "make_divisible"}
+HELPERS = (
+    _runtime_names() | _runtime_names("layers.py") | _template_functions() | {"init_weights", "ops", "make_divisible"}
+)
 BUILTINS = frozenset(name for name in dir(builtins) if not name.startswith("__"))
 # Names the generated script defines or uses at module level: a variable or a block may not take them.
 RESERVED_NAMES = SETTINGS | IMPORTS | HELPERS | _FORMER

@@ -457,7 +457,7 @@ class _Planner:
                 raise Refused
         if values is not None and not all(self.matches(raw, env, v) for env, v in zip(scope.envs, values, strict=True)):
             raise Refused
-        return ast.unparse(tree)
+        return ast.unparse(_DropIntOfRound().visit(tree))
 
     def evaluate(self, raw: Any, env: dict) -> Any:
         if not isinstance(raw, str):
@@ -524,3 +524,18 @@ def _keeps_channels(nodes: list[Node]) -> bool:
 def _same_name(a: str, b: str) -> bool:
     """Children of a list are numbered by position: an optional item before them shifts their numbers."""
     return a == b or (a.isdigit() and b.isdigit())
+
+
+class _DropIntOfRound(ast.NodeTransformer):
+    """``int(round(x))`` is ``round(x)``: one-argument ``round`` already returns an int (ruff's RUF046)."""
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        self.generic_visit(node)
+        inner = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if _is_call(node, "int") and isinstance(inner, ast.Call) and _is_call(inner, "round") and len(inner.args) == 1:
+            return inner if not inner.keywords else node
+        return node
+
+
+def _is_call(node: ast.Call, name: str) -> bool:
+    return isinstance(node.func, ast.Name) and node.func.id == name

@@ -560,7 +560,21 @@ def _text_call(data: DataIR) -> str:
             kwargs[name] = Arg(data.text[name], literal(data.text[name]))
     if data.val_split:
         kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
-    return call_source("text_datasets", ds.args, kwargs)
+    return _fitted_call(
+        "text_datasets", [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())]
+    )
+
+
+def _fitted_call(name: str, parts: list[str], indent: int = 4, lead: str = "return ") -> str:
+    """``name(parts)`` laid out as ruff formats it in a statement ``indent`` deep starting with ``lead`` (lines after
+    the first relative to the statement, which the caller indents): on one line, else its arguments on one line of
+    their own, else one a line with a trailing comma."""
+    inner = ", ".join(parts)
+    if indent + len(lead) + len(name) + len(inner) + 2 <= 120:
+        return f"{name}({inner})"
+    if indent + 4 + len(inner) <= 120:
+        return f"{name}(\n    {inner}\n)"
+    return f"{name}(\n" + "".join(f"    {part},\n" for part in parts) + ")"
 
 
 def loss_source(training: TrainingIR, device: str) -> str:

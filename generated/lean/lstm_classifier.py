@@ -80,7 +80,15 @@ def build_model():
 
 # data
 def build_datasets():
-    return text_datasets(path="data/text/news.csv", tokenize="word", padding="start", max_length=20, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED)
+    return text_datasets(
+        path="data/text/news.csv",
+        tokenize="word",
+        padding="start",
+        max_length=20,
+        max_vocab=1000,
+        val_split=VAL_SPLIT,
+        seed=SEED,
+    )
 
 
 def build_all():

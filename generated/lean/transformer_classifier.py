@@ -63,7 +63,9 @@ def build_model():
 
 # data
 def build_datasets():
-    return text_datasets(path="data/text/news.csv", tokenize="word", max_length=16, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED)
+    return text_datasets(
+        path="data/text/news.csv", tokenize="word", max_length=16, max_vocab=1000, val_split=VAL_SPLIT, seed=SEED
+    )
 
 
 def build_all():
