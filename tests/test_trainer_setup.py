@@ -166,6 +166,22 @@ def test_eval_and_predict_pick_best_pt_by_default(tmp_path):
     assert chosen_checkpoint(_spec(), tmp_path / "runs" / "1") == named  # a spec that keeps no best
 
 
+def test_export_of_a_run_folder_takes_best_pt_as_eval_does(tmp_path):
+    from compiler.interop.exporting import _model
+
+    spec = _spec("  checkpoint: {best: val_loss}")
+    states = {}
+    for seed, name in enumerate(("checkpoint.pt", "best.pt")):
+        torch.manual_seed(seed)
+        states[name] = compiler.build_model(spec).state_dict()
+        runtime.save_checkpoint(str(tmp_path / "runs" / "1" / name), {"model": states[name]})
+    for given in (tmp_path / "runs", tmp_path / "runs" / "1"):
+        model, _ = _model(spec, given)
+        assert all(torch.equal(v, states["best.pt"][k]) for k, v in model.state_dict().items())
+    model, _ = _model(spec, tmp_path / "runs" / "1" / "checkpoint.pt")  # a file is taken as named
+    assert all(torch.equal(v, states["checkpoint.pt"][k]) for k, v in model.state_dict().items())
+
+
 def test_the_lean_script_keeps_its_best_state(tmp_path):
     spec = _spec("  checkpoint: {best: val_loss}", epochs=4)
     lean = _script(spec, tmp_path, lean=True)

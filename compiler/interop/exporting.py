@@ -85,6 +85,16 @@ def _plain_state(path: str, max_bytes: int = 1 << 36) -> Any:
         ) from None
 
 
+def _chosen(spec: Any, checkpoint: str | Path) -> str:
+    """As eval and predict choose: a run folder's ``best.pt`` when the spec keeps one, else the file or last."""
+    from compiler.workflow.runs import chosen_checkpoint
+
+    try:
+        return chosen_checkpoint(spec, checkpoint)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
+
+
 def _model(spec: Any, checkpoint: str | Path | None):
     import torch
 
@@ -96,7 +106,7 @@ def _model(spec: Any, checkpoint: str | Path | None):
     if checkpoint is not None:
         from compiler.interop.verify import state_dict_mismatch
 
-        state = _state_dict(checkpoint)
+        state = _state_dict(_chosen(program.spec, checkpoint))
         problem = state_dict_mismatch(model, state)
         if problem:
             raise ExportError(f"{checkpoint}: does not fit the spec's model: {problem}")
