@@ -139,6 +139,25 @@ def render_script(spec: Spec | str | Path, lean: bool = False) -> str:
     return render(lower_spec(spec))
 
 
+# Where a spec's runs live: eval, predict, export and the training command all ask here.
+def runs_root(spec: Spec) -> str:
+    """Where a spec's runs go: ``train.checkpoint.dir``, else ``runs/<name>``; each run in a new numbered folder."""
+    checkpoint = spec.train.checkpoint if spec.train else None
+    return checkpoint.dir if checkpoint and checkpoint.dir else f"runs/{spec.name}"
+
+
+def chosen_checkpoint(spec: Spec, checkpoint: str | os.PathLike | None) -> str:
+    """The checkpoint eval, predict and export read: a file as given; for a run folder or a folder of runs (default
+    the spec's), the run's ``best.pt`` when the spec keeps one (`checkpoint.best`) and it is there, else its last."""
+    from compiler.runtime.helpers import find_checkpoint  # imports torch
+
+    path = find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
+    keeps_best = spec.train is not None and spec.train.checkpoint is not None and spec.train.checkpoint.best
+    named_file = checkpoint is not None and os.path.isfile(checkpoint) and os.path.basename(checkpoint) != "latest"
+    best = os.path.join(os.path.dirname(path), "best.pt")
+    return best if keeps_best and not named_file and os.path.isfile(best) else path
+
+
 __all__ = [
     "Problem",
     "SpecError",

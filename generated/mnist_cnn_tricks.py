@@ -633,6 +633,15 @@ def read_regular(path, max_bytes, what="file"):
     return data
 
 
+def zip_entries(data):
+    """The zip archive's entries, or None where the bytes hold none that can be read: on hostile bytes zipfile
+    raises BadZipFile, but also NotImplementedError (an unknown version), EOFError, ValueError and OSError."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, OSError):
+        return None
+
+
 def load_checkpoint(path, max_bytes=1 << 36):
     """Read a checkpoint written by ``save_checkpoint`` (a regular file, at most ``max_bytes``); verify its
     checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data.
@@ -641,10 +650,9 @@ def load_checkpoint(path, max_bytes=1 << 36):
     body, tag, digest = data[:-77], data[-77:-64], data[-64:]
     if tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
         raise ValueError(f"{path}: not a specc checkpoint, or truncated or altered (checksum mismatch)")
-    try:
-        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not a checkpoint (no zip archive)") from None
+    entries = zip_entries(data)
+    if entries is None:
+        raise ValueError(f"{path}: not a checkpoint (no readable zip archive)")
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
         raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
     try:

@@ -181,7 +181,7 @@ def main(argv=None):
     parser.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     parser.add_argument("--out", metavar="DIR", help=f"the run folder (default: a new {RUNS}/N)")
     parser.add_argument("--eval", action="store_true", help="evaluate --resume (default: the latest run)")
-    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict text files, folders of .txt files or CSV files' text column")
+    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict .txt files or folders, CSV text columns")
     parser.add_argument("--weights", metavar="FILE", help="write --resume's model state dict alone to FILE")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
@@ -728,6 +728,15 @@ def read_regular(path, max_bytes, what="file"):
     return data
 
 
+def zip_entries(data):
+    """The zip archive's entries, or None where the bytes hold none that can be read: on hostile bytes zipfile
+    raises BadZipFile, but also NotImplementedError (an unknown version), EOFError, ValueError and OSError."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, OSError):
+        return None
+
+
 def load_checkpoint(path, max_bytes=1 << 36):
     """Read a checkpoint written by ``save_checkpoint`` (a regular file, at most ``max_bytes``); verify its
     checksum; refuse compressed entries (a decompression bomb); unpickle only tensors and plain data.
@@ -736,10 +745,9 @@ def load_checkpoint(path, max_bytes=1 << 36):
     body, tag, digest = data[:-77], data[-77:-64], data[-64:]
     if tag != b"specc-sha256:" or hashlib.sha256(body).hexdigest().encode() != digest:
         raise ValueError(f"{path}: not a specc checkpoint, or truncated or altered (checksum mismatch)")
-    try:
-        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not a checkpoint (no zip archive)") from None
+    entries = zip_entries(data)
+    if entries is None:
+        raise ValueError(f"{path}: not a checkpoint (no readable zip archive)")
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
         raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
     try:

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import compiler
+from compiler.pipeline import chosen_checkpoint
 from compiler.runtime import helpers as runtime
 from compiler.workflow.check import _states_equal, compare, import_script
-from compiler.workflow.runs import chosen_checkpoint
 
 SPEC = """
 name: run_options

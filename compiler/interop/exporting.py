@@ -66,15 +66,15 @@ def _plain_state(path: str, max_bytes: int = 1 << 36) -> Any:
 
     import torch
 
-    from compiler.runtime.helpers import read_regular
+    from compiler.runtime.helpers import read_regular, zip_entries
 
     try:
         data = read_regular(path, max_bytes, "checkpoint file")
-        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
     except ValueError as err:
         raise ExportError(str(err)) from None
-    except zipfile.BadZipFile:
-        raise ExportError(f"{path}: not a checkpoint or a torch.save file (no zip archive)") from None
+    entries = zip_entries(data)
+    if entries is None:
+        raise ExportError(f"{path}: not a checkpoint or a torch.save file (no readable zip archive)")
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
         raise ExportError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
     try:
@@ -87,7 +87,7 @@ def _plain_state(path: str, max_bytes: int = 1 << 36) -> Any:
 
 def _chosen(spec: Any, checkpoint: str | Path) -> str:
     """As eval and predict choose: a run folder's ``best.pt`` when the spec keeps one, else the file or last."""
-    from compiler.workflow.runs import chosen_checkpoint
+    from compiler.pipeline import chosen_checkpoint
 
     try:
         return chosen_checkpoint(spec, checkpoint)

@@ -479,7 +479,7 @@ def _datasets_call(data: DataIR, args: str) -> str:
 
 def _predict_help(data: DataIR) -> str:
     if data.dataset.name == "Text":
-        return "predict text files, folders of .txt files or CSV files' text column"
+        return "predict .txt files or folders, CSV text columns"
     return "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows"
 
 

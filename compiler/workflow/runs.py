@@ -23,14 +23,9 @@ from typing import Any
 
 from compiler.errors import visible
 from compiler.front.spec import Spec
+from compiler.pipeline import chosen_checkpoint, runs_root
 from compiler.runtime import helpers as runtime
 from compiler.workflow.plot import plot_history
-
-
-def runs_root(spec: Spec) -> str:
-    """Where a spec's runs go: ``train.checkpoint.dir``, else ``runs/<name>``; each run in a new numbered folder."""
-    checkpoint = spec.train.checkpoint if spec.train else None
-    return checkpoint.dir if checkpoint and checkpoint.dir else f"runs/{spec.name}"
 
 
 def _die_with_parent() -> None:  # runs in the child before exec: SIGTERM it when specc dies (Linux)
@@ -293,16 +288,6 @@ def data_present(spec: Spec, command: str) -> Iterator[None]:
             else f"set `download: true` (--set data.dataset.{dataset.type}.download=true) to fetch them"
         )
         raise DataMissing(f"{dataset.type}: its files are not under {root}; {how}, or put them there") from None
-
-
-def chosen_checkpoint(spec: Spec, checkpoint: str | os.PathLike | None) -> str:
-    """The checkpoint eval, predict and export read: a file as given; for a run folder or a folder of runs (default
-    the spec's), the run's ``best.pt`` when the spec keeps one (`checkpoint.best`) and it is there, else its last."""
-    path = runtime.find_checkpoint(str(checkpoint) if checkpoint else runs_root(spec))
-    keeps_best = spec.train is not None and spec.train.checkpoint is not None and spec.train.checkpoint.best
-    named_file = checkpoint is not None and os.path.isfile(checkpoint) and os.path.basename(checkpoint) != "latest"
-    best = os.path.join(os.path.dirname(path), "best.pt")
-    return best if keeps_best and not named_file and os.path.isfile(best) else path
 
 
 def _as_spec(spec: Spec | str | os.PathLike) -> Spec:

@@ -443,8 +443,7 @@ def _passthrough(args) -> list[str]:
 
 def sweep(spec_path: str, args) -> int:
     """Run the sweep ``args`` describe (``specc sweep``); print the table; 0 when a trial finished."""
-    from compiler.pipeline import load_spec, lower_spec
-    from compiler.workflow.runs import runs_root
+    from compiler.pipeline import load_spec, lower_spec, runs_root
 
     if args.search is not None and not 1 <= args.search <= MAX_TRIALS:
         raise SweepError(f"--search {args.search}: give 1 to {MAX_TRIALS} trials")

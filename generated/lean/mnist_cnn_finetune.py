@@ -192,10 +192,7 @@ def read_weights(path, max_bytes=1 << 36):
     file) holding a state dict, or one under ``model`` or ``state_dict``; read as a checkpoint is (a regular file,
     bounded, no compressed entries, tensors only). DistributedDataParallel's ``module.`` prefix is removed."""
     data = read_regular(path, max_bytes, "weights file")
-    try:
-        entries = zipfile.ZipFile(io.BytesIO(data)).infolist()
-    except zipfile.BadZipFile:
-        entries = []  # torch's legacy format: no archive
+    entries = zip_entries(data) or []  # none: torch's legacy format, no archive
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > len(data):
         raise ValueError(f"{path}: compressed entries larger than the file (refused: a decompression bomb)")
     try:
@@ -264,6 +261,15 @@ def read_regular(path, max_bytes, what="file"):
     if len(data) > max_bytes:
         raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most a {what} may hold")
     return data
+
+
+def zip_entries(data):
+    """The zip archive's entries, or None where the bytes hold none that can be read: on hostile bytes zipfile
+    raises BadZipFile, but also NotImplementedError (an unknown version), EOFError, ValueError and OSError."""
+    try:
+        return zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, OSError):
+        return None
 
 
 if __name__ == "__main__":
