@@ -74,25 +74,14 @@ def inverted_residual(in_channels, out, stride, t):
 
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 3,504,872 parameters."""
-    features = nn.Sequential(
-        conv_bn_relu(3, 32, stride=2),
-        inverted_residual(32, 16, 1, 1),
-        inverted_residual(16, 24, 2, 6),
-        inverted_residual(24, 24, 1, 6),
-        inverted_residual(24, 32, 2, 6),
-        inverted_residual(32, 32, 1, 6),
-        inverted_residual(32, 32, 1, 6),
-        inverted_residual(32, 64, 2, 6),
-        *(inverted_residual(64, 64, 1, 6) for _ in range(3)),
-        inverted_residual(64, 96, 1, 6),
-        inverted_residual(96, 96, 1, 6),
-        inverted_residual(96, 96, 1, 6),
-        inverted_residual(96, 160, 2, 6),
-        inverted_residual(160, 160, 1, 6),
-        inverted_residual(160, 160, 1, 6),
-        inverted_residual(160, 320, 1, 6),
-        conv_bn_relu(320, 1280, kernel=1),
-    )
+    features = [conv_bn_relu(3, 32, stride=2)]
+    in_channels = 32
+    for t, c, n, s in settings:
+        for i in range(n):
+            features.append(inverted_residual(in_channels, make_divisible(c * width_mult, 8), s if i == 0 else 1, t))
+            in_channels = make_divisible(c * width_mult, 8)
+    features.append(conv_bn_relu(320, 1280, kernel=1))
+    features = nn.Sequential(*features)
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)
     classifier = nn.Sequential(

@@ -76,7 +76,19 @@ class Library:
     envs: dict[Path_, dict] = field(default_factory=dict)  # use path -> the names its body saw (generated classes)
     origins: dict[Path_, Path_] = field(default_factory=dict)  # a written value's path -> the path it came from
     expanded: dict = field(default_factory=dict)  # the spec after expansion, uses still in place
+    loops: list[LoopRun] = field(default_factory=list)  # every loop as it was copied (the script's `for` loops)
     written: int = 0  # values written by expansion so far (MAX_EXPANDED)
+
+
+@dataclass
+class LoopRun:
+    """One loop as expansion copied it into one container: what the generated script writes back as a ``for``."""
+
+    origin: Path_  # the loop's place in the spec
+    raw: dict  # the loop as written
+    container: Path_  # the list or named block its copies went into
+    envs: list[dict] = field(default_factory=list)  # each iteration's names (variables, every enclosing loop's)
+    spans: list = field(default_factory=list)  # each iteration's children: (start, stop) in a list, names in a block
 
 
 @dataclass
@@ -395,13 +407,17 @@ class _Expander:
             where = origin if alone else origin + (i,)
             if isinstance(item, dict) and _is_loop(item):
                 copies = self.iterations(item, where, scope, in_list=True)
+                run = self.record(item, where, path)
                 for copy_scope, _ in copies if copies is not None else [(None, None)]:
                     if self.over_budget():
                         break
                     if copy_scope is None:  # reported: a placeholder keeps later errors about this loop away
                         out.append("Identity")
                         continue
+                    start = len(out)
                     self.splice(out, item["body"], where + ("body",), path, copy_scope)
+                    run.envs.append(copy_scope.env)
+                    run.spans.append((start, len(out)))
                 continue
             value = self.node(item, where, path + (len(out),), scope)
             if value is not None:
@@ -413,10 +429,14 @@ class _Expander:
         if isinstance(body, list):
             for i, item in enumerate(body):
                 if isinstance(item, dict) and _is_loop(item):
+                    run = self.record(item, origin + (i,), path)
                     for inner, _ in self.iterations(item, origin + (i,), scope, in_list=True) or ():
                         if self.over_budget():
                             break
+                        start = len(out)
                         self.splice(out, item["body"], origin + (i, "body"), path, inner)
+                        run.envs.append(inner.env)
+                        run.spans.append((start, len(out)))
                     continue
                 value = self.node(item, origin + (i,), path + (len(out),), scope)
                 if value is not None:
@@ -451,15 +471,19 @@ class _Expander:
             fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
             self.fail(origin, "a loop that makes named children must say how to name them", fix)
             return
+        run = self.record(loop, origin, path)
         for copy_scope, _ in self.iterations(loop, origin, scope) or ():
             if self.over_budget():
                 break
+            run.envs.append(copy_scope.env)
+            run.spans.append(made := [])
             if pattern is not None:
                 where = origin if pattern is key else origin + ("name",)
                 name = self.pattern(pattern, where, copy_scope)
                 value = self.node(body, origin + ("body",), path + (name,), copy_scope)
                 if value is not None:
                     self.put(out, name, value, where)
+                    made.append(name)
                 continue
             for child_key, item in body.items():
                 where = origin + ("body", child_key)
@@ -467,6 +491,12 @@ class _Expander:
                 value = self.node(item, where, path + (child,), copy_scope)
                 if value is not None:
                     self.put(out, child, value, where)
+                    made.append(child)
+
+    def record(self, loop: dict, origin: Path_, container: Path_) -> LoopRun:
+        run = LoopRun(origin, loop, container)
+        self.library.loops.append(run)
+        return run
 
     def put(self, out: dict, name: Any, value: Any, origin: Path_) -> None:
         if name in out:

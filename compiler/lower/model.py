@@ -25,6 +25,7 @@ from compiler.front.problems import Problems
 from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.blocks import plan_blocks
+from compiler.lower.loops import plan_loops
 from compiler.lower.ir import (
     BlockIR,
     CallIR,
@@ -91,6 +92,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
         # ``build_model`` local of that name would shadow the function it calls)
         children = {getattr(node, "name", "") for node in model.root.walk()}
         model.blocks = plan_blocks(model, spec.library, set(RESERVED_NAMES) | set(spec.vars) | children)
+        functions = {c.function or c.class_name for c in model.blocks.values()}
+        model.loops = plan_loops(model, spec.library, set(RESERVED_NAMES) | set(spec.vars) | children | functions)
     _check_class_names(model, spec, problems)
     budget = memory_budget() if max_bytes is None else max_bytes
     if problems.count() == before and model.nbytes > budget:

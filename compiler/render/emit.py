@@ -21,11 +21,14 @@ from compiler.lower.ir import (
     BlockCodeIR,
     BlockIR,
     CondIR,
+    ForIR,
     InitRuleIR,
     LayerIR,
+    LoopCodeIR,
     MergeIR,
     ModelIR,
     Node,
+    StepIR,
     class_names,
 )
 
@@ -101,12 +104,26 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
     assert isinstance(root, BlockIR)
     if root.named and any(not isinstance(c, LayerIR) for c in root.children):
         namespace = Namespace({"model", "init_weights", "nn", "OrderedDict", "torch", *script_globals})
-        variables = []
+        namespace.taken |= {"in_channels"}  # the loops' running channels
+        loops = {code.names[0]: code for code in model.loops.get(root.yaml_path, [])}
+        lists = model.loops
+        covered = {name for code in loops.values() for name in code.names}
+        pairs_ = []
         for child in root.children:
+            if child.name in loops:  # the children a loop makes: the loop, filling a dict of them
+                var = namespace.name("stages")
+                lines += [INDENT + f"{var} = {{}}", *_loop_lines(loops[child.name], var, emitter, namespace)]
+                pairs_.append(f"**{var}")
+                continue
+            if child.name in covered:
+                continue
             var = namespace.name(child.name)
-            variables.append(var)
-            lines += emitter.assign(var, child, 1)
-        pairs = ", ".join(f"{c.name}={v}" for c, v in zip(root.children, variables))
+            pairs_.append(f"{child.name}={var}")
+            if isinstance(child, BlockIR) and lists.get(child.yaml_path) and child.use is None and not child.named:
+                lines += _list_lines(var, child, lists[child.yaml_path], emitter, namespace)
+            else:
+                lines += emitter.assign(var, child, 1)
+        pairs = ", ".join(pairs_)
         whole = INDENT + ("return " if result is None else "model = ") + f"nn.Sequential(OrderedDict({pairs}))"
         if len(whole) > LINE:  # one name a line, as ruff would format it
             whole = whole.replace("OrderedDict(", "OrderedDict(\n" + INDENT * 3).replace(", ", ",\n" + INDENT * 3)
@@ -213,6 +230,82 @@ def _with_comment(line: str, node: LayerIR) -> str:
     if node.inferred:
         comment = (comment or "  #") + f", {node.inferred} inferred"
     return line + comment if len(line + comment) <= LINE else line
+
+
+# --------------------------------------------------------------------------- loops written as loops
+
+
+def _list_lines(var: str, node: BlockIR, codes: list[LoopCodeIR], emitter: _Emitter, names: Namespace) -> list[str]:
+    """A list of modules some loops made, built as torchvision builds ``features``: the items before the first
+    loop, each loop appending its modules, the items after appended, then ``nn.Sequential(*features)``."""
+    starts = {code.names[0]: code for code in codes}
+    covered = {name for code in codes for name in code.names}
+    head: list[str] = []
+    lines: list[str] = []
+    opened = False
+    for child in node.children:
+        if child.name in starts:
+            if not opened:
+                lines = [INDENT + f"{var} = [", *head, INDENT + "]"] if head else [INDENT + f"{var} = []"]
+                if len(head) == 1 and len(INDENT + f"{var} = [{head[0].strip()[:-1]}]") <= LINE and "#" not in head[0]:
+                    lines = [INDENT + f"{var} = [{head[0].strip()[:-1]}]"]
+                opened = True
+            lines += _loop_lines(starts[child.name], var, emitter, names)
+        elif child.name in covered:
+            continue
+        elif not opened:
+            head += emitter.lines("", child, ",", 2)
+        else:
+            lines += emitter.lines(f"{var}.append(", child, ")", 1)
+    return [*lines, INDENT + f"{var} = nn.Sequential(*{var})"]
+
+
+def _loop_lines(code: LoopCodeIR, target: str, emitter: _Emitter, names: Namespace) -> list[str]:
+    """The loop, its running channels set first: the first call's input."""
+    lines = [INDENT + f"in_channels = {code.channels}"] if code.channels is not None else []
+    return lines + _for_lines(code.loop, target, 1, names)
+
+
+def _for_lines(loop: ForIR, target: str, depth: int, names: Namespace) -> list[str]:
+    """``for k, n in enumerate(layers):`` and its body; ``target``: the list (or, for a named loop, the dict)
+    each iteration adds to."""
+    lines = [INDENT * depth + f"for {loop.targets} in {loop.iterable}:"]
+    for item in loop.body:
+        if isinstance(item, ForIR):
+            lines += _for_lines(item, target, depth + 1, names)
+        else:
+            put = f"{target}[{loop.name}] = " if loop.name else f"{target}.append("
+            lines += _step_lines(item, put, "" if loop.name else ")", depth + 1, names, "blocks" if loop.name else "stage")
+    return lines
+
+
+def _step_lines(step: StepIR, prefix: str, suffix: str, depth: int, names: Namespace, wanted: str) -> list[str]:
+    pad = INDENT * depth
+    if step.items is None:
+        lines = _call_lines(pad, prefix, f"{step.call}(", step.args, suffix)
+        return lines + ([pad + f"in_channels = {step.channels}"] if step.channels is not None else [])
+    inner = names.name(wanted)
+    lines = [pad + f"{inner} = []"]
+    for item in step.items:
+        if isinstance(item, ForIR):
+            lines += _for_lines(item, inner, depth, names)
+        else:
+            lines += _step_lines(item, f"{inner}.append(", ")", depth, names, "stage")
+    return lines + [pad + prefix + f"nn.Sequential(*{inner})" + suffix]
+
+
+def _call_lines(pad: str, prefix: str, head: str, args: list[str], suffix: str) -> list[str]:
+    """A call laid out as ruff would: one line, else its arguments on one indented line, else one a line; an
+    ``.append(`` around it opens first."""
+    one = pad + prefix + head + ", ".join(args) + ")" + suffix
+    if len(one) <= LINE:
+        return [one]
+    if prefix.endswith("(") and suffix == ")":  # `stage.append(` alone, then the call indented
+        return [pad + prefix, *_call_lines(pad + INDENT, "", head, args, ""), pad + ")"]
+    hugged = pad + INDENT + ", ".join(args)
+    if len(hugged) <= LINE:
+        return [pad + prefix + head, hugged, pad + ")" + suffix]
+    return [pad + prefix + head, *(pad + INDENT + arg + "," for arg in args), pad + ")" + suffix]
 
 
 # --------------------------------------------------------------------------- blocks: a class or function each
