@@ -114,7 +114,10 @@ class _Writer:
             rows = self.python(raw["in"])
             targets = ", ".join(names) if len(names) > 1 or not index else names[0]
             if index:
-                iterable, targets = f"enumerate({rows})", f"{index}, ({targets})" if len(names) > 1 else f"{index}, {targets}"
+                iterable, targets = (
+                    f"enumerate({rows})",
+                    f"{index}, ({targets})" if len(names) > 1 else f"{index}, {targets}",
+                )
             else:
                 iterable = rows
         body = raw["body"]
@@ -128,7 +131,9 @@ class _Writer:
             return ForIR(targets, iterable, [step], "f" + literal(pattern), origin)
         items = body if isinstance(body, list) else [body]
         where = [origin + ("body", i) for i in range(len(items))] if isinstance(body, list) else [origin + ("body",)]
-        return ForIR(targets, iterable, [self.item(item, at) for item, at in zip(items, where, strict=True)], None, origin)
+        return ForIR(
+            targets, iterable, [self.item(item, at) for item, at in zip(items, where, strict=True)], None, origin
+        )
 
     def item(self, raw: Any, origin: tuple) -> Any:
         if isinstance(raw, dict) and "body" in raw and ("for" in raw or "repeat" in raw):
@@ -273,4 +278,3 @@ def _value(raw: Any, env: dict) -> Any:
 
 def _pattern_keys(body: dict) -> bool:
     return bool(body) and all(isinstance(k, str) and "{" in k for k in body)
-

@@ -25,7 +25,6 @@ from compiler.front.problems import Problems
 from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.blocks import plan_blocks
-from compiler.lower.loops import plan_loops
 from compiler.lower.ir import (
     BlockIR,
     CallIR,
@@ -39,6 +38,7 @@ from compiler.lower.ir import (
     UseIR,
     class_names,
 )
+from compiler.lower.loops import plan_loops
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
 # Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;

@@ -275,7 +275,9 @@ def _for_lines(loop: ForIR, target: str, depth: int, names: Namespace) -> list[s
             lines += _for_lines(item, target, depth + 1, names)
         else:
             put = f"{target}[{loop.name}] = " if loop.name else f"{target}.append("
-            lines += _step_lines(item, put, "" if loop.name else ")", depth + 1, names, "blocks" if loop.name else "stage")
+            lines += _step_lines(
+                item, put, "" if loop.name else ")", depth + 1, names, "blocks" if loop.name else "stage"
+            )
     return lines
 
 
