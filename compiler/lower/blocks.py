@@ -127,7 +127,11 @@ class _Planner:
             code.branches.append((None, self.branch(code, nodes, scope, block.path + ("body",))))
         if code.merge is not None and code.branches == [(None, _call_of(code))]:
             code.branches = []  # the body is the merge: the class alone
+        elif code.merge is None and len(code.branches) == 1 and isinstance(code.branches[0][1], BlockIR):
+            code.class_name, code.sequential = name, True  # always the body's modules: an nn.Sequential subclass
         else:
+            # a body that may be no module (an `if:` whose other side passes the input through: None), that
+            # chooses between the block's merge class and another module, or that is one layer: a function
             code.function = self.namespace.name(snake_case(name))
         code.out_channels = self.out_channels(block, uses)
         return code

@@ -424,7 +424,8 @@ class CondIR:
 @dataclass
 class BlockCodeIR:
     """One `blocks:` definition as the generated script writes it: a class when its body is a merge (torchvision's
-    ``BasicBlock``), else a function returning the body's modules (torchvision's ``conv3x3``, ``_make_layer``).
+    ``BasicBlock``) or always a list of modules (an ``nn.Sequential`` subclass, torchvision's
+    ``Conv2dNormActivation``), else a function returning the body's modules or None.
 
     Templates are IR nodes whose argument sources are Python expressions of the parameters; ``BlockCallIR`` stands
     for a block used inside, ``CondIR`` for an optional list item. Checked against every use in the model."""
@@ -442,6 +443,9 @@ class BlockCodeIR:
     # the channels it puts out, as spec text over its parameters and `$in_channels` (``$width * 4``), checked
     # against every use: what a loop's running ``in_channels`` becomes after a call (torchvision's inplanes)
     out_channels: str | None = None
+    # the body is always one list of modules: ``class ConvBNReLU(nn.Sequential)`` (torchvision's
+    # ``Conv2dNormActivation``), its ``__init__`` the block's parameters; the compiled model's class has its name
+    sequential: bool = False
 
 
 @dataclass

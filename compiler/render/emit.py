@@ -335,6 +335,8 @@ def _signature(code: BlockCodeIR, first: str = "") -> str:
 def _block_sources(code: BlockCodeIR, emitter: _Emitter) -> list[str]:
     """The block's class (a merge body) and its function (any other body, or an `if:` between bodies)."""
     sources = []
+    if code.sequential:
+        sources.append(_sequential_class_source(code, emitter))
     if code.merge is not None and code.class_name:
         sources.append(_block_class_source(code, emitter))
     if code.function:
@@ -360,6 +362,20 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     lines += ["", INDENT + "def forward(self, x):"]
     lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
     return "\n".join(lines)
+
+
+def _sequential_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
+    """``class ConvBNReLU(nn.Sequential)``: its ``__init__`` builds the body's modules from the parameters."""
+    lines = [f"class {code.class_name}(nn.Sequential):", INDENT + f'"""The spec\'s block {code.block}."""', ""]
+    lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
+    lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars]
+    body = _return_lines(code.branches[0][1], emitter, 2)
+    last = body[-1]
+    if last.strip() == "return nn.Sequential(*layers)":
+        body[-1] = INDENT * 2 + "super().__init__(*layers)"
+    else:
+        body[0] = body[0].replace("return nn.Sequential(", "super().__init__(", 1)
+    return "\n".join(lines + body)
 
 
 def _block_function_source(code: BlockCodeIR, emitter: _Emitter) -> str:
