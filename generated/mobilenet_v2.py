@@ -18,6 +18,16 @@ width_mult = 1.0
 settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible``: round to the nearest multiple of ``divisor``, never below 90%."""
+    if min_value is None:
+        min_value = divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
 class ConvBNReLU(nn.Sequential):
     """The spec's block ConvBNReLU."""
 

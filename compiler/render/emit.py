@@ -58,8 +58,10 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
     layers = list(model.layers())
     code.custom_imports = _custom_imports(layers)
     code.classes = [_layer_class_source(cls) for cls in _own_layer_classes(layers)]
-    if any("make_divisible(" in source for c in model.blocks.values() for _, source in c.local_vars) or any(
-        "make_divisible(" in line for c in model.blocks.values() for line in _block_sources(c, emitter)
+    if (
+        "make_divisible(" in code.build_body
+        or any("make_divisible(" in source for c in model.blocks.values() for _, source in c.local_vars)
+        or any("make_divisible(" in line for c in model.blocks.values() for line in _block_sources(c, emitter))
     ):
         code.classes.append(_make_divisible_source())
     emitted = {c.class_name for c in model.blocks.values() if c.class_name}
