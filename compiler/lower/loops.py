@@ -165,16 +165,18 @@ class _Writer:
         args = args or {}
         if not isinstance(args, dict) or set(args) - set(definition.params):
             raise Refused
-        texts = [self.channels]
+        texts, keyword = [self.channels], False
         spec = {"in_channels": "$in_channels"}  # each parameter's spec text, for the output channels' text
         for (python, default), p in zip(code.params[1:], code.spec_params[1:], strict=True):
             if p not in args:
                 if default is None:
                     raise Refused
                 spec[p] = literal(definition.params[p].default)
+                keyword = True  # the next ones by name: this place is left out
                 continue
             text = self.python(args[p])
-            texts.append(text if default is None else f"{python}={text}")
+            keyword = keyword or default is not None  # no positional argument after a keyword one
+            texts.append(f"{python}={text}" if keyword else text)
             spec[p] = args[p] if isinstance(args[p], str) and needs_evaluation(args[p]) else literal(args[p])
         out = _REF.sub(lambda m: f"({spec[m.group(1)]})" if m.group(1) in spec else m.group(0), code.out_channels)
         target = code.class_name if code.function is None else code.function
