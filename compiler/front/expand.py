@@ -151,7 +151,7 @@ def _new_forms(raw: Any) -> bool:
     if isinstance(raw, list):
         return any(_new_forms(v) for v in raw)
     if isinstance(raw, dict):
-        if _is_loop(raw) or _is_if(raw) or any(isinstance(k, str) and k.startswith("$") for k in raw):
+        if is_loop(raw) or _is_if(raw) or any(isinstance(k, str) and k.startswith("$") for k in raw):
             return True
         return any(_new_forms(v) for v in raw.values())
     return False
@@ -381,7 +381,7 @@ class _Expander:
             return self.layer(raw, None, origin, path + (raw,), scope)
         if not isinstance(raw, dict):
             return raw
-        if _is_loop(raw):  # a loop standing alone (a merge part, a block's value): its copies, named or in a list
+        if is_loop(raw):  # a loop standing alone (a merge part, a block's value): its copies, named or in a list
             if "name" in raw or _pattern_keys(raw["body"]):
                 out: dict = {}
                 self.named_loop(out, raw, origin, path, scope)
@@ -405,7 +405,7 @@ class _Expander:
         out: list = []
         for i, item in enumerate(raw):
             where = origin if alone else origin + (i,)
-            if isinstance(item, dict) and _is_loop(item):
+            if isinstance(item, dict) and is_loop(item):
                 copies = self.iterations(item, where, scope, in_list=True)
                 run = self.record(item, where, path)
                 for copy_scope, _ in copies if copies is not None else [(None, None)]:
@@ -428,7 +428,7 @@ class _Expander:
         """One loop iteration in a list: a list body's items join the list, anything else is one item."""
         if isinstance(body, list):
             for i, item in enumerate(body):
-                if isinstance(item, dict) and _is_loop(item):
+                if isinstance(item, dict) and is_loop(item):
                     run = self.record(item, origin + (i,), path)
                     for inner, _ in self.iterations(item, origin + (i,), scope, in_list=True) or ():
                         if self.over_budget():
@@ -450,7 +450,7 @@ class _Expander:
         out: dict = {}
         for key, item in raw.items():
             where = origin + (key,)
-            if isinstance(item, dict) and _is_loop(item) and _splices(key, item):
+            if isinstance(item, dict) and is_loop(item) and _splices(key, item):
                 self.named_loop(out, item, where, path, scope, key)
                 continue
             name = self.key(key, where, scope)
@@ -717,7 +717,7 @@ def _as_keywords(name: str, args: list) -> dict | None:
     return dict(zip(names, args, strict=False))
 
 
-def _is_loop(raw: dict) -> bool:
+def is_loop(raw: dict) -> bool:
     """`{repeat: N, as: i, ...}` or `{for: ..., in: ..., body: ...}` (a plain `{repeat, body}` is §2's repeat)."""
     return "body" in raw and ("for" in raw or ("repeat" in raw and bool({"as", "name"} & set(raw))))
 

@@ -20,11 +20,12 @@ from typing import Any
 
 from compiler.common.literal import literal
 from compiler.common.naming import Namespace
-from compiler.front.expand import Library, LoopRun
+from compiler.front.expand import Library, LoopRun, is_loop
 from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
 from compiler.lower.blocks import FUNCTIONS, _DropIntOfRound, _plain, _same
 from compiler.lower.ir import BlockIR, ForIR, LoopCodeIR, ModelIR, StepIR
 
+_PART = re.compile(r"\{([^{}]*)\}")
 _REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _POWER = re.compile(r"(?<![\w.)\]])([A-Za-z_]\w*|\d+(?:\.\d+)?) \*\* ([A-Za-z_]\w*|\d+(?:\.\d+)?)(?![\w.(\[])")
 
@@ -127,6 +128,7 @@ class _Writer:
             pattern = key if isinstance(key, str) and "{" in key else pattern
             if not isinstance(pattern, str) or "{" not in pattern or isinstance(body, dict) and _pattern_keys(body):
                 raise Refused
+            self.f_string_parts(pattern)
             step = self.step(body, origin + ("body",))
             return ForIR(targets, iterable, [step], "f" + literal(pattern), origin)
         items = body if isinstance(body, list) else [body]
@@ -135,8 +137,19 @@ class _Writer:
             targets, iterable, [self.item(item, at) for item, at in zip(items, where, strict=True)], None, origin
         )
 
+    def f_string_parts(self, pattern: str) -> None:
+        """Each `{...}` of a name pattern must be Python over the loop's names (an f-string gives the same)."""
+        for part in _PART.findall(pattern):
+            try:
+                tree = ast.parse(part.strip(), mode="eval")
+            except SyntaxError as err:
+                raise Refused from err
+            used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+            if not used <= set(self.names) or any(isinstance(n, (ast.Call, ast.Attribute)) for n in ast.walk(tree)):
+                raise Refused
+
     def item(self, raw: Any, origin: tuple) -> Any:
-        if isinstance(raw, dict) and "body" in raw and ("for" in raw or "repeat" in raw):
+        if isinstance(raw, dict) and is_loop(raw):  # (a plain `repeat` is §2's: one Sequential, refused below)
             if "name" in raw:
                 raise Refused
             return self.loop(raw, origin, False)  # a loop in the list: its copies join the list
