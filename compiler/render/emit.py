@@ -52,7 +52,7 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
     locals of ``build_model`` are renamed around them, so a block named ``nn`` cannot hide ``nn``."""
     names = class_names(list(model.merges()), model.blocks)
     own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
-    functions = {c.function for c in model.blocks.values() if c.function}
+    functions = {name for c in model.blocks.values() for name in (c.function, c.class_name) if name}
     emitter = _Emitter(names, model.blocks)
     code = ModelCode(_build_body(model, emitter, script_globals | own | set(names.values()) | functions))
     layers = list(model.layers())
