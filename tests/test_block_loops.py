@@ -206,3 +206,20 @@ def test_a_loop_whose_copies_differ_is_written_out(tmp_path) -> None:
     text = _same(spec, tmp_path, "small_if")
     assert not any(isinstance(node, ast.For) for node in ast.walk(_function(text, "build_model")))
     assert "ConvBN(8, 16, stride=2)" in text
+
+
+def test_named_children_of_a_loop_are_a_dict_in_the_loop(tmp_path) -> None:
+    text = SMALL.replace(
+        "  features:\n", '  "block{i + 1}": {repeat: 3, as: i, body: {ConvBN: {out: "8 * ($i + 1)"}}}\n  features:\n'
+    )
+    text = _same(compiler.parse_spec(text), tmp_path, "small_named")
+    assert "    for i in range(3):" in text
+    assert '        stages[f"block{i + 1}"] = ConvBN(in_channels, 8 * (i + 1))' in text
+    assert "block1 = " not in text and "block2=" not in text and "**stages" in text
+
+
+def test_a_loop_variable_that_would_hide_a_variable_is_written_out(tmp_path) -> None:
+    """`k` is also one of the spec's variables: a Python loop over `k` would hide it, so the copies are written."""
+    spec = compiler.parse_spec(SMALL.replace("num_classes: 3}", "num_classes: 3, k: 0}"))
+    text = _same(spec, tmp_path, "small_hidden")
+    assert not any(isinstance(node, ast.For) for node in ast.walk(_function(text, "build_model")))
