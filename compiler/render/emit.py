@@ -110,22 +110,22 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
         loops = {code.names[0]: code for code in model.loops.get(root.yaml_path, [])}
         lists = model.loops
         covered = {name for code in loops.values() for name in code.names}
-        pairs_ = []
+        entries = []
         for child in root.children:
             if child.name in loops:  # the children a loop makes: the loop, filling a dict of them
                 var = namespace.name("stages")
-                lines += [INDENT + f"{var} = {{}}", *_loop_lines(loops[child.name], var, emitter, namespace)]
-                pairs_.append(f"**{var}")
+                lines += [INDENT + f"{var} = {{}}", *_loop_lines(loops[child.name], var, namespace)]
+                entries.append(f"**{var}")
                 continue
             if child.name in covered:
                 continue
             var = namespace.name(child.name)
-            pairs_.append(f"{child.name}={var}")
+            entries.append(f"{child.name}={var}")
             if isinstance(child, BlockIR) and lists.get(child.yaml_path) and child.use is None and not child.named:
                 lines += _list_lines(var, child, lists[child.yaml_path], emitter, namespace)
             else:
                 lines += emitter.assign(var, child, 1)
-        pairs = ", ".join(pairs_)
+        pairs = ", ".join(entries)
         whole = INDENT + ("return " if result is None else "model = ") + f"nn.Sequential(OrderedDict({pairs}))"
         if len(whole) > LINE:  # one name a line, as ruff would format it
             whole = whole.replace("OrderedDict(", "OrderedDict(\n" + INDENT * 3).replace(", ", ",\n" + INDENT * 3)
@@ -252,7 +252,7 @@ def _list_lines(var: str, node: BlockIR, codes: list[LoopCodeIR], emitter: _Emit
                 if len(head) == 1 and len(INDENT + f"{var} = [{head[0].strip()[:-1]}]") <= LINE and "#" not in head[0]:
                     lines = [INDENT + f"{var} = [{head[0].strip()[:-1]}]"]
                 opened = True
-            lines += _loop_lines(starts[child.name], var, emitter, names)
+            lines += _loop_lines(starts[child.name], var, names)
         elif child.name in covered:
             continue
         elif not opened:
@@ -262,7 +262,7 @@ def _list_lines(var: str, node: BlockIR, codes: list[LoopCodeIR], emitter: _Emit
     return [*lines, INDENT + f"{var} = nn.Sequential(*{var})"]
 
 
-def _loop_lines(code: LoopCodeIR, target: str, emitter: _Emitter, names: Namespace) -> list[str]:
+def _loop_lines(code: LoopCodeIR, target: str, names: Namespace) -> list[str]:
     """The loop, its running channels set first: the first call's input."""
     lines = [INDENT + f"in_channels = {code.channels}"] if code.channels is not None else []
     return lines + _for_lines(code.loop, target, 1, names)
