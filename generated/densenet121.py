@@ -41,23 +41,25 @@ class DenseLayer(nn.Module):
         return torch.cat([x, new], dim=1)
 
 
-def transition(in_channels):
+class Transition(nn.Sequential):
     """The spec's block Transition."""
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("norm", nn.BatchNorm2d(in_channels)),
-                ("relu", nn.ReLU(inplace=True)),
-                (
-                    "conv",
-                    nn.Conv2d(
-                        in_channels=in_channels, out_channels=in_channels // 2, kernel_size=1, stride=1, bias=False
+
+    def __init__(self, in_channels):
+        super().__init__(
+            OrderedDict(
+                [
+                    ("norm", nn.BatchNorm2d(in_channels)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    (
+                        "conv",
+                        nn.Conv2d(
+                            in_channels=in_channels, out_channels=in_channels // 2, kernel_size=1, stride=1, bias=False
+                        ),
                     ),
-                ),
-                ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
-            ]
+                    ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
+                ]
+            )
         )
-    )
 
 
 def build_model():
@@ -84,7 +86,7 @@ def build_model():
                         )
                     ),
                 ),
-                ("transition1", transition(256)),
+                ("transition1", Transition(256)),
                 (
                     "denseblock2",
                     nn.Sequential(
@@ -106,7 +108,7 @@ def build_model():
                         )
                     ),
                 ),
-                ("transition2", transition(512)),
+                ("transition2", Transition(512)),
                 (
                     "denseblock3",
                     nn.Sequential(
@@ -140,7 +142,7 @@ def build_model():
                         )
                     ),
                 ),
-                ("transition3", transition(1024)),
+                ("transition3", Transition(1024)),
                 (
                     "denseblock4",
                     nn.Sequential(

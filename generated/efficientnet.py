@@ -44,23 +44,25 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None) -> 
     return new_value
 
 
-def conv_bn_act(in_channels, out, kernel=3, stride=1, groups=1, act=True):
+class ConvBNAct(nn.Sequential):
     """The spec's block ConvBNAct."""
-    layers = [
-        nn.Conv2d(
-            in_channels=in_channels,
-            out_channels=out,
-            kernel_size=kernel,
-            stride=stride,
-            padding=(kernel - 1) // 2,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(num_features=out, eps=1e-05, momentum=0.1),
-    ]
-    if act:
-        layers.append(nn.SiLU(inplace=True))
-    return nn.Sequential(*layers)
+
+    def __init__(self, in_channels, out, kernel=3, stride=1, groups=1, act=True):
+        layers = [
+            nn.Conv2d(
+                in_channels=in_channels,
+                out_channels=out,
+                kernel_size=kernel,
+                stride=stride,
+                padding=(kernel - 1) // 2,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(num_features=out, eps=1e-05, momentum=0.1),
+        ]
+        if act:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -83,16 +85,18 @@ class SqueezeExcitation(nn.Module):
         return scale * x
 
 
-def mb_block(in_channels, t, k, s, out):
+class MBBlock(nn.Sequential):
     """The spec's block MBBlock."""
-    hidden = make_divisible(in_channels * t, 8)
-    layers = []
-    if hidden != in_channels:
-        layers.append(conv_bn_act(in_channels, hidden, kernel=1))
-    layers.append(conv_bn_act(hidden, hidden, kernel=k, stride=s, groups=hidden))
-    layers.append(SqueezeExcitation(hidden, max(1, in_channels // 4)))
-    layers.append(conv_bn_act(hidden, out, kernel=1, act=False))
-    return nn.Sequential(*layers)
+
+    def __init__(self, in_channels, t, k, s, out):
+        hidden = make_divisible(in_channels * t, 8)
+        layers = []
+        if hidden != in_channels:
+            layers.append(ConvBNAct(in_channels, hidden, kernel=1))
+        layers.append(ConvBNAct(hidden, hidden, kernel=k, stride=s, groups=hidden))
+        layers.append(SqueezeExcitation(hidden, max(1, in_channels // 4)))
+        layers.append(ConvBNAct(hidden, out, kernel=1, act=False))
+        super().__init__(*layers)
 
 
 class MBConv(nn.Module):
@@ -100,7 +104,7 @@ class MBConv(nn.Module):
 
     def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
-        self.block = mb_block(in_channels, t, k, s, out)
+        self.block = MBBlock(in_channels, t, k, s, out)
         self.stochastic_depth = ops.StochasticDepth(p=p, mode="row")
 
     def forward(self, x):
@@ -115,7 +119,7 @@ def mb_conv(in_channels, t, k, s, out, p):
     return nn.Sequential(
         OrderedDict(
             [
-                ("block", mb_block(in_channels, t, k, s, out)),
+                ("block", MBBlock(in_channels, t, k, s, out)),
                 ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),
             ]
         )
@@ -124,40 +128,25 @@ def mb_conv(in_channels, t, k, s, out, p):
 
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 5,288,548 parameters."""
-    features = nn.Sequential(
-        conv_bn_act(3, 32, stride=2),
-        nn.Sequential(
-            mb_conv(32, 1, 3, 1, 16, 0.0),
-        ),
-        nn.Sequential(
-            mb_conv(16, 6, 3, 2, 24, 0.0125),
-            mb_conv(24, 6, 3, 1, 24, 0.025),
-        ),
-        nn.Sequential(
-            mb_conv(24, 6, 5, 2, 40, 0.037500000000000006),
-            mb_conv(40, 6, 5, 1, 40, 0.05),
-        ),
-        nn.Sequential(
-            mb_conv(40, 6, 3, 2, 80, 0.0625),
-            mb_conv(80, 6, 3, 1, 80, 0.07500000000000001),
-            mb_conv(80, 6, 3, 1, 80, 0.08750000000000001),
-        ),
-        nn.Sequential(
-            mb_conv(80, 6, 5, 1, 112, 0.1),
-            mb_conv(112, 6, 5, 1, 112, 0.1125),
-            mb_conv(112, 6, 5, 1, 112, 0.125),
-        ),
-        nn.Sequential(
-            mb_conv(112, 6, 5, 2, 192, 0.1375),
-            mb_conv(192, 6, 5, 1, 192, 0.15000000000000002),
-            mb_conv(192, 6, 5, 1, 192, 0.1625),
-            mb_conv(192, 6, 5, 1, 192, 0.17500000000000002),
-        ),
-        nn.Sequential(
-            mb_conv(192, 6, 3, 1, 320, 0.1875),
-        ),
-        conv_bn_act(320, 1280, kernel=1),
-    )
+    features = [ConvBNAct(3, 32, stride=2)]
+    in_channels = 32
+    for r, (t, k, s, c) in enumerate(stages):
+        stage = []
+        for i in range(blocks[r]):
+            stage.append(
+                mb_conv(
+                    in_channels,
+                    t,
+                    k,
+                    s if i == 0 else 1,
+                    make_divisible(c * width, 8),
+                    sd_prob * (sum(blocks[:r]) + i) / total,
+                )
+            )
+            in_channels = make_divisible(c * width, 8)
+        features.append(nn.Sequential(*stage))
+    features.append(ConvBNAct(320, 1280, kernel=1))
+    features = nn.Sequential(*features)
     avgpool = nn.AdaptiveAvgPool2d(1)  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)
     classifier = nn.Sequential(

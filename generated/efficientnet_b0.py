@@ -20,23 +20,25 @@ blocks = [1, 2, 2, 3, 3, 4, 1]
 stages = [[1, 3, 1, 16], [6, 3, 2, 24], [6, 5, 2, 40], [6, 3, 2, 80], [6, 5, 1, 112], [6, 5, 2, 192], [6, 3, 1, 320]]
 
 
-def conv_bn_act(in_channels, out, kernel=3, stride=1, groups=1, act=True):
+class ConvBNAct(nn.Sequential):
     """The spec's block ConvBNAct."""
-    layers = [
-        nn.Conv2d(
-            in_channels=in_channels,
-            out_channels=out,
-            kernel_size=kernel,
-            stride=stride,
-            padding=(kernel - 1) // 2,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out),
-    ]
-    if act:
-        layers.append(nn.SiLU(inplace=True))
-    return nn.Sequential(*layers)
+
+    def __init__(self, in_channels, out, kernel=3, stride=1, groups=1, act=True):
+        layers = [
+            nn.Conv2d(
+                in_channels=in_channels,
+                out_channels=out,
+                kernel_size=kernel,
+                stride=stride,
+                padding=(kernel - 1) // 2,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out),
+        ]
+        if act:
+            layers.append(nn.SiLU(inplace=True))
+        super().__init__(*layers)
 
 
 class SqueezeExcitation(nn.Module):
@@ -59,15 +61,17 @@ class SqueezeExcitation(nn.Module):
         return x * scale
 
 
-def mb_block(in_channels, t, k, s, out):
+class MBBlock(nn.Sequential):
     """The spec's block MBBlock."""
-    layers = []
-    if t != 1:
-        layers.append(conv_bn_act(in_channels, in_channels * t, kernel=1))
-    layers.append(conv_bn_act(in_channels * t, in_channels * t, kernel=k, stride=s, groups=in_channels * t))
-    layers.append(SqueezeExcitation(in_channels * t, in_channels // 4))
-    layers.append(conv_bn_act(in_channels * t, out, kernel=1, act=False))
-    return nn.Sequential(*layers)
+
+    def __init__(self, in_channels, t, k, s, out):
+        layers = []
+        if t != 1:
+            layers.append(ConvBNAct(in_channels, in_channels * t, kernel=1))
+        layers.append(ConvBNAct(in_channels * t, in_channels * t, kernel=k, stride=s, groups=in_channels * t))
+        layers.append(SqueezeExcitation(in_channels * t, in_channels // 4))
+        layers.append(ConvBNAct(in_channels * t, out, kernel=1, act=False))
+        super().__init__(*layers)
 
 
 class MBConv(nn.Module):
@@ -75,7 +79,7 @@ class MBConv(nn.Module):
 
     def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
-        self.block = mb_block(in_channels, t, k, s, out)
+        self.block = MBBlock(in_channels, t, k, s, out)
         self.stochastic_depth = ops.StochasticDepth(p, "row")
 
     def forward(self, x):
@@ -90,7 +94,7 @@ def mb_conv(in_channels, t, k, s, out, p):
     return nn.Sequential(
         OrderedDict(
             [
-                ("block", mb_block(in_channels, t, k, s, out)),
+                ("block", MBBlock(in_channels, t, k, s, out)),
                 ("stochastic_depth", ops.StochasticDepth(0.0, "row")),
             ]
         )
@@ -99,40 +103,16 @@ def mb_conv(in_channels, t, k, s, out, p):
 
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 5,288,548 parameters."""
-    features = nn.Sequential(
-        conv_bn_act(3, 32, stride=2),
-        nn.Sequential(
-            mb_conv(32, 1, 3, 1, 16, 0.0),
-        ),
-        nn.Sequential(
-            mb_conv(16, 6, 3, 2, 24, 0.0125),
-            mb_conv(24, 6, 3, 1, 24, 0.025),
-        ),
-        nn.Sequential(
-            mb_conv(24, 6, 5, 2, 40, 0.037500000000000006),
-            mb_conv(40, 6, 5, 1, 40, 0.05),
-        ),
-        nn.Sequential(
-            mb_conv(40, 6, 3, 2, 80, 0.0625),
-            mb_conv(80, 6, 3, 1, 80, 0.07500000000000001),
-            mb_conv(80, 6, 3, 1, 80, 0.08750000000000001),
-        ),
-        nn.Sequential(
-            mb_conv(80, 6, 5, 1, 112, 0.1),
-            mb_conv(112, 6, 5, 1, 112, 0.1125),
-            mb_conv(112, 6, 5, 1, 112, 0.125),
-        ),
-        nn.Sequential(
-            mb_conv(112, 6, 5, 2, 192, 0.1375),
-            mb_conv(192, 6, 5, 1, 192, 0.15000000000000002),
-            mb_conv(192, 6, 5, 1, 192, 0.1625),
-            mb_conv(192, 6, 5, 1, 192, 0.17500000000000002),
-        ),
-        nn.Sequential(
-            mb_conv(192, 6, 3, 1, 320, 0.1875),
-        ),
-        conv_bn_act(320, 1280, kernel=1),
-    )
+    features = [ConvBNAct(3, 32, stride=2)]
+    in_channels = 32
+    for r, (t, k, s, c) in enumerate(stages):
+        stage = []
+        for i in range(blocks[r]):
+            stage.append(mb_conv(in_channels, t, k, s if i == 0 else 1, c, sd_prob * (sum(blocks[:r]) + i) / 16))
+            in_channels = c
+        features.append(nn.Sequential(*stage))
+    features.append(ConvBNAct(320, 1280, kernel=1))
+    features = nn.Sequential(*features)
     avgpool = nn.AdaptiveAvgPool2d(1)  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)
     classifier = nn.Sequential(

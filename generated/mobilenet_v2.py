@@ -18,33 +18,47 @@ width_mult = 1.0
 settings = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
 
 
-def conv_bn_relu(in_channels, out, kernel=3, stride=1, groups=1):
+def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible``: round to the nearest multiple of ``divisor``, never below 90%."""
+    if min_value is None:
+        min_value = divisor
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:
+        new_value += divisor
+    return new_value
+
+
+class ConvBNReLU(nn.Sequential):
     """The spec's block ConvBNReLU."""
-    return nn.Sequential(
-        nn.Conv2d(
-            in_channels=in_channels,
-            out_channels=out,
-            kernel_size=kernel,
-            stride=stride,
-            padding=(kernel - 1) // 2,
-            groups=groups,
-            bias=False,
-        ),
-        nn.BatchNorm2d(out),
-        nn.ReLU6(inplace=True),
-    )
+
+    def __init__(self, in_channels, out, kernel=3, stride=1, groups=1):
+        super().__init__(
+            nn.Conv2d(
+                in_channels=in_channels,
+                out_channels=out,
+                kernel_size=kernel,
+                stride=stride,
+                padding=(kernel - 1) // 2,
+                groups=groups,
+                bias=False,
+            ),
+            nn.BatchNorm2d(out),
+            nn.ReLU6(inplace=True),
+        )
 
 
-def residual(in_channels, out, stride, t):
+class Residual(nn.Sequential):
     """The spec's block Residual."""
-    hidden = round(in_channels * t)
-    layers = []
-    if t != 1:
-        layers.append(conv_bn_relu(in_channels, hidden, kernel=1))
-    layers.append(conv_bn_relu(hidden, hidden, stride=stride, groups=hidden))
-    layers.append(nn.Conv2d(in_channels=hidden, out_channels=out, kernel_size=1, bias=False))
-    layers.append(nn.BatchNorm2d(out))
-    return nn.Sequential(*layers)
+
+    def __init__(self, in_channels, out, stride, t):
+        hidden = round(in_channels * t)
+        layers = []
+        if t != 1:
+            layers.append(ConvBNReLU(in_channels, hidden, kernel=1))
+        layers.append(ConvBNReLU(hidden, hidden, stride=stride, groups=hidden))
+        layers.append(nn.Conv2d(in_channels=hidden, out_channels=out, kernel_size=1, bias=False))
+        layers.append(nn.BatchNorm2d(out))
+        super().__init__(*layers)
 
 
 class InvertedResidual(nn.Module):
@@ -52,7 +66,7 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, in_channels, out, stride, t):
         super().__init__()
-        self.conv = residual(in_channels, out, stride, t)
+        self.conv = Residual(in_channels, out, stride, t)
 
     def forward(self, x):
         conv = self.conv(x)
@@ -66,7 +80,7 @@ def inverted_residual(in_channels, out, stride, t):
     return nn.Sequential(
         OrderedDict(
             [
-                ("conv", residual(in_channels, out, stride, t)),
+                ("conv", Residual(in_channels, out, stride, t)),
             ]
         )
     )
@@ -74,25 +88,14 @@ def inverted_residual(in_channels, out, stride, t):
 
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 3,504,872 parameters."""
-    features = nn.Sequential(
-        conv_bn_relu(3, 32, stride=2),
-        inverted_residual(32, 16, 1, 1),
-        inverted_residual(16, 24, 2, 6),
-        inverted_residual(24, 24, 1, 6),
-        inverted_residual(24, 32, 2, 6),
-        inverted_residual(32, 32, 1, 6),
-        inverted_residual(32, 32, 1, 6),
-        inverted_residual(32, 64, 2, 6),
-        *(inverted_residual(64, 64, 1, 6) for _ in range(3)),
-        inverted_residual(64, 96, 1, 6),
-        inverted_residual(96, 96, 1, 6),
-        inverted_residual(96, 96, 1, 6),
-        inverted_residual(96, 160, 2, 6),
-        inverted_residual(160, 160, 1, 6),
-        inverted_residual(160, 160, 1, 6),
-        inverted_residual(160, 320, 1, 6),
-        conv_bn_relu(320, 1280, kernel=1),
-    )
+    features = [ConvBNReLU(3, 32, stride=2)]
+    in_channels = 32
+    for t, c, n, s in settings:
+        for i in range(n):
+            features.append(inverted_residual(in_channels, make_divisible(c * width_mult, 8), s if i == 0 else 1, t))
+            in_channels = make_divisible(c * width_mult, 8)
+    features.append(ConvBNReLU(320, 1280, kernel=1))
+    features = nn.Sequential(*features)
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (1280, 1, 1)
     flatten = nn.Flatten()  # -> (1280,)
     classifier = nn.Sequential(

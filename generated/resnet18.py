@@ -54,22 +54,14 @@ def build_model():
     bn1 = nn.BatchNorm2d(64)  # -> (64, 112, 112), num_features inferred
     relu = nn.ReLU(inplace=True)  # -> (64, 112, 112)
     maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # -> (64, 56, 56)
-    layer1 = nn.Sequential(
-        BasicBlock(64, 64),
-        BasicBlock(64, 64),
-    )
-    layer2 = nn.Sequential(
-        BasicBlock(64, 128, stride=2),
-        BasicBlock(128, 128),
-    )
-    layer3 = nn.Sequential(
-        BasicBlock(128, 256, stride=2),
-        BasicBlock(256, 256),
-    )
-    layer4 = nn.Sequential(
-        BasicBlock(256, 512, stride=2),
-        BasicBlock(512, 512),
-    )
+    stages = {}
+    in_channels = 64
+    for k, n in enumerate(layers):
+        blocks = []
+        for i in range(n):
+            blocks.append(BasicBlock(in_channels, 64 * 2**k, stride=2 if i == 0 and k > 0 else 1))
+            in_channels = 64 * 2**k
+        stages[f"layer{k + 1}"] = nn.Sequential(*blocks)
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (512, 1, 1)
     flatten = nn.Flatten()  # -> (512,)
     fc = nn.Linear(in_features=512, out_features=num_classes)  # -> (1000,), in_features inferred
@@ -79,10 +71,7 @@ def build_model():
             bn1=bn1,
             relu=relu,
             maxpool=maxpool,
-            layer1=layer1,
-            layer2=layer2,
-            layer3=layer3,
-            layer4=layer4,
+            **stages,
             avgpool=avgpool,
             flatten=flatten,
             fc=fc,

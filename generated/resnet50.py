@@ -60,24 +60,14 @@ def build_model():
     bn1 = nn.BatchNorm2d(64)  # -> (64, 112, 112), num_features inferred
     relu = nn.ReLU(inplace=True)  # -> (64, 112, 112)
     maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # -> (64, 56, 56)
-    layer1 = nn.Sequential(
-        Bottleneck(64, 64),
-        Bottleneck(256, 64),
-        Bottleneck(256, 64),
-    )
-    layer2 = nn.Sequential(
-        Bottleneck(256, 128, stride=2),
-        *(Bottleneck(512, 128) for _ in range(3)),
-    )
-    layer3 = nn.Sequential(
-        Bottleneck(512, 256, stride=2),
-        *(Bottleneck(1024, 256) for _ in range(5)),
-    )
-    layer4 = nn.Sequential(
-        Bottleneck(1024, 512, stride=2),
-        Bottleneck(2048, 512),
-        Bottleneck(2048, 512),
-    )
+    stages = {}
+    in_channels = 64
+    for k, n in enumerate(layers):
+        blocks = []
+        for i in range(n):
+            blocks.append(Bottleneck(in_channels, 64 * 2**k, stride=2 if i == 0 and k > 0 else 1))
+            in_channels = 64 * 2**k * 4
+        stages[f"layer{k + 1}"] = nn.Sequential(*blocks)
     avgpool = nn.AdaptiveAvgPool2d((1, 1))  # -> (2048, 1, 1)
     flatten = nn.Flatten()  # -> (2048,)
     fc = nn.Linear(in_features=2048, out_features=num_classes)  # -> (1000,), in_features inferred
@@ -87,10 +77,7 @@ def build_model():
             bn1=bn1,
             relu=relu,
             maxpool=maxpool,
-            layer1=layer1,
-            layer2=layer2,
-            layer3=layer3,
-            layer4=layer4,
+            **stages,
             avgpool=avgpool,
             flatten=flatten,
             fc=fc,

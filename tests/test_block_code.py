@@ -44,7 +44,7 @@ def test_resnet_blocks_are_one_class_and_one_function():
     assert "    if stride != 1 or in_channels != out:" in text
     assert "        self.downsample = shortcut(in_channels, width, stride)" in text
     assert "        if self.downsample is not None:" in text
-    assert "        BasicBlock(64, 128, stride=2)," in text
+    assert "            blocks.append(BasicBlock(in_channels, 64 * 2**k, stride=2 if i == 0 and k > 0 else 1))" in text
     assert "# -> (64, 56, 56)" not in text.split("def build_model")[0], "a class shows no one use's shapes"
 
 

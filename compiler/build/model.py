@@ -18,7 +18,8 @@ from compiler.runtime.layers import merge
 
 def build_model(model: ModelIR) -> nn.Module:
     names = class_names(list(model.merges()), model.blocks)
-    module = _build(model.root, names)
+    sequential = {name: code.class_name for name, code in model.blocks.items() if code.sequential}
+    module = _build(model.root, names, sequential)
     if model.init:
         apply_init(module, model.init)
     if model.load is not None:  # after the init rules: the file's tensors win (strict: false keeps the rest)
@@ -28,16 +29,19 @@ def build_model(model: ModelIR) -> nn.Module:
     return module
 
 
-def _build(node: Node, names: dict[tuple, str]) -> nn.Module:
+def _build(node: Node, names: dict[tuple, str], sequential: dict[str, str]) -> nn.Module:
+    """``sequential``: the blocks whose script class is an ``nn.Sequential`` subclass, and its name."""
     if isinstance(node, LayerIR):
         args, kwargs = node.call.values()
         return node.entry.resolve()(*args, **kwargs)
-    children = [(child.name, _build(child, names)) for child in node.children]
+    children = [(child.name, _build(child, names, sequential)) for child in node.children]
     if isinstance(node, MergeIR):
         return _merge_class(names[node.shape_key])(children, node)
+    own = sequential.get(node.use.block) if node.use is not None else None
+    cls = _named_class(own, nn.Sequential) if own else nn.Sequential
     if node.named:
-        return nn.Sequential(OrderedDict(children))
-    return nn.Sequential(*(module for _, module in children))
+        return cls(OrderedDict(children))
+    return cls(*(module for _, module in children))
 
 
 class GraphBlock(nn.Module):
@@ -73,9 +77,16 @@ _CLASSES: dict[str, type] = {}
 
 def _merge_class(name: str) -> type:
     """A GraphBlock subclass named as the generated script names the block's class (``str(model)`` prints it)."""
-    if name not in _CLASSES:
-        _CLASSES[name] = type(name, (GraphBlock,), {"__module__": __name__})
-    return _CLASSES[name]
+    return _named_class(name, GraphBlock)
+
+
+def _named_class(name: str, base: type) -> type:
+    """A subclass of ``base`` named as the script's class: a GraphBlock (a merge) or an nn.Sequential (a block
+    whose body is a list of modules)."""
+    key = f"{base.__name__}.{name}"
+    if key not in _CLASSES:
+        _CLASSES[key] = type(name, (base,), {"__module__": __name__})
+    return _CLASSES[key]
 
 
 def apply_init(model: nn.Module, rules: list[InitRuleIR]) -> None:

@@ -76,7 +76,19 @@ class Library:
     envs: dict[Path_, dict] = field(default_factory=dict)  # use path -> the names its body saw (generated classes)
     origins: dict[Path_, Path_] = field(default_factory=dict)  # a written value's path -> the path it came from
     expanded: dict = field(default_factory=dict)  # the spec after expansion, uses still in place
+    loops: list[LoopRun] = field(default_factory=list)  # every loop as it was copied (the script's `for` loops)
     written: int = 0  # values written by expansion so far (MAX_EXPANDED)
+
+
+@dataclass
+class LoopRun:
+    """One loop as expansion copied it into one container: what the generated script writes back as a ``for``."""
+
+    origin: Path_  # the loop's place in the spec
+    raw: dict  # the loop as written
+    container: Path_  # the list or named block its copies went into
+    envs: list[dict] = field(default_factory=list)  # each iteration's names (variables, every enclosing loop's)
+    spans: list = field(default_factory=list)  # each iteration's children: (start, stop) in a list, names in a block
 
 
 @dataclass
@@ -139,7 +151,7 @@ def _new_forms(raw: Any) -> bool:
     if isinstance(raw, list):
         return any(_new_forms(v) for v in raw)
     if isinstance(raw, dict):
-        if _is_loop(raw) or _is_if(raw) or any(isinstance(k, str) and k.startswith("$") for k in raw):
+        if is_loop(raw) or _is_if(raw) or any(isinstance(k, str) and k.startswith("$") for k in raw):
             return True
         return any(_new_forms(v) for v in raw.values())
     return False
@@ -369,7 +381,7 @@ class _Expander:
             return self.layer(raw, None, origin, path + (raw,), scope)
         if not isinstance(raw, dict):
             return raw
-        if _is_loop(raw):  # a loop standing alone (a merge part, a block's value): its copies, named or in a list
+        if is_loop(raw):  # a loop standing alone (a merge part, a block's value): its copies, named or in a list
             if "name" in raw or _pattern_keys(raw["body"]):
                 out: dict = {}
                 self.named_loop(out, raw, origin, path, scope)
@@ -393,15 +405,19 @@ class _Expander:
         out: list = []
         for i, item in enumerate(raw):
             where = origin if alone else origin + (i,)
-            if isinstance(item, dict) and _is_loop(item):
+            if isinstance(item, dict) and is_loop(item):
                 copies = self.iterations(item, where, scope, in_list=True)
+                run = self.record(item, where, path)
                 for copy_scope, _ in copies if copies is not None else [(None, None)]:
                     if self.over_budget():
                         break
                     if copy_scope is None:  # reported: a placeholder keeps later errors about this loop away
                         out.append("Identity")
                         continue
+                    start = len(out)
                     self.splice(out, item["body"], where + ("body",), path, copy_scope)
+                    run.envs.append(copy_scope.env)
+                    run.spans.append((start, len(out)))
                 continue
             value = self.node(item, where, path + (len(out),), scope)
             if value is not None:
@@ -412,11 +428,15 @@ class _Expander:
         """One loop iteration in a list: a list body's items join the list, anything else is one item."""
         if isinstance(body, list):
             for i, item in enumerate(body):
-                if isinstance(item, dict) and _is_loop(item):
+                if isinstance(item, dict) and is_loop(item):
+                    run = self.record(item, origin + (i,), path)
                     for inner, _ in self.iterations(item, origin + (i,), scope, in_list=True) or ():
                         if self.over_budget():
                             break
+                        start = len(out)
                         self.splice(out, item["body"], origin + (i, "body"), path, inner)
+                        run.envs.append(inner.env)
+                        run.spans.append((start, len(out)))
                     continue
                 value = self.node(item, origin + (i,), path + (len(out),), scope)
                 if value is not None:
@@ -430,7 +450,7 @@ class _Expander:
         out: dict = {}
         for key, item in raw.items():
             where = origin + (key,)
-            if isinstance(item, dict) and _is_loop(item) and _splices(key, item):
+            if isinstance(item, dict) and is_loop(item) and _splices(key, item):
                 self.named_loop(out, item, where, path, scope, key)
                 continue
             name = self.key(key, where, scope)
@@ -451,15 +471,19 @@ class _Expander:
             fix = 'add `name: "layer{i}"`, or give the body named children such as `"block{i}": ...`'
             self.fail(origin, "a loop that makes named children must say how to name them", fix)
             return
+        run = self.record(loop, origin, path)
         for copy_scope, _ in self.iterations(loop, origin, scope) or ():
             if self.over_budget():
                 break
+            run.envs.append(copy_scope.env)
+            run.spans.append(made := [])
             if pattern is not None:
                 where = origin if pattern is key else origin + ("name",)
                 name = self.pattern(pattern, where, copy_scope)
                 value = self.node(body, origin + ("body",), path + (name,), copy_scope)
                 if value is not None:
                     self.put(out, name, value, where)
+                    made.append(name)
                 continue
             for child_key, item in body.items():
                 where = origin + ("body", child_key)
@@ -467,6 +491,12 @@ class _Expander:
                 value = self.node(item, where, path + (child,), copy_scope)
                 if value is not None:
                     self.put(out, child, value, where)
+                    made.append(child)
+
+    def record(self, loop: dict, origin: Path_, container: Path_) -> LoopRun:
+        run = LoopRun(origin, loop, container)
+        self.library.loops.append(run)
+        return run
 
     def put(self, out: dict, name: Any, value: Any, origin: Path_) -> None:
         if name in out:
@@ -687,7 +717,7 @@ def _as_keywords(name: str, args: list) -> dict | None:
     return dict(zip(names, args, strict=False))
 
 
-def _is_loop(raw: dict) -> bool:
+def is_loop(raw: dict) -> bool:
     """`{repeat: N, as: i, ...}` or `{for: ..., in: ..., body: ...}` (a plain `{repeat, body}` is §2's repeat)."""
     return "body" in raw and ("for" in raw or ("repeat" in raw and bool({"as", "name"} & set(raw))))
 

@@ -127,9 +127,34 @@ class _Planner:
             code.branches.append((None, self.branch(code, nodes, scope, block.path + ("body",))))
         if code.merge is not None and code.branches == [(None, _call_of(code))]:
             code.branches = []  # the body is the merge: the class alone
+        elif code.merge is None and len(code.branches) == 1 and isinstance(code.branches[0][1], BlockIR):
+            code.class_name, code.sequential = name, True  # always the body's modules: an nn.Sequential subclass
         else:
+            # a body that may be no module (an `if:` whose other side passes the input through: None), that
+            # chooses between the block's merge class and another module, or that is one layer: a function
             code.function = self.namespace.name(snake_case(name))
+        code.out_channels = self.out_channels(block, uses)
         return code
+
+    def out_channels(self, block: Any, uses: list[Instance]) -> str | None:
+        """The spec text of the channels every use puts out: a parameter, ``$in_channels`` or a value in the body
+        over them (``$width * 4``); None when no one text gives every use's."""
+        own = {"in_channels", *block.params}
+        candidates = ["$in_channels", *(f"${p}" for p in block.params), *_texts(block.body)]
+        for raw in candidates:
+            refs = set(references(raw))
+            if refs & set(block.local_vars) or not refs & own:
+                continue
+            if all(
+                node is not None
+                and getattr(node, "out_shape", None)
+                and self.matches(raw, use.env, node.out_shape[0])
+                or node is None
+                and self.matches(raw, use.env, use.env.get("in_channels"))
+                for node, use in uses
+            ):
+                return raw
+        return None
 
     def branches(self, code: BlockCodeIR, body: dict, nodes: list, scope: _Scope) -> None:
         """A body that is an `if:`: a function whose ``if`` returns one branch's modules or the other's."""
@@ -492,6 +517,17 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _texts(raw: Any) -> list[str]:
+    """Every expression written in a block's body, in order."""
+    if isinstance(raw, str):
+        return [raw] if needs_evaluation(raw) else []
+    if isinstance(raw, list):
+        return [t for v in raw for t in _texts(v)]
+    if isinstance(raw, dict):
+        return [t for v in raw.values() for t in _texts(v)]
+    return []
 
 
 def _plain(value: Any) -> bool:

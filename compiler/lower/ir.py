@@ -236,6 +236,7 @@ class ModelIR:
     input_dtype: str = "float32"  # "int64" when the first layer takes indices (Embedding)
     init: list[InitRuleIR] = field(default_factory=list)
     blocks: dict[str, BlockCodeIR] = field(default_factory=dict)  # the code of each block the script writes once
+    loops: dict[tuple, list[LoopCodeIR]] = field(default_factory=dict)  # container YAML path -> its loops as code
     load: LoadIR | None = None
 
     @property
@@ -423,7 +424,8 @@ class CondIR:
 @dataclass
 class BlockCodeIR:
     """One `blocks:` definition as the generated script writes it: a class when its body is a merge (torchvision's
-    ``BasicBlock``), else a function returning the body's modules (torchvision's ``conv3x3``, ``_make_layer``).
+    ``BasicBlock``) or always a list of modules (an ``nn.Sequential`` subclass, torchvision's
+    ``Conv2dNormActivation``), else a function returning the body's modules or None.
 
     Templates are IR nodes whose argument sources are Python expressions of the parameters; ``BlockCallIR`` stands
     for a block used inside, ``CondIR`` for an optional list item. Checked against every use in the model."""
@@ -438,3 +440,41 @@ class BlockCodeIR:
     function: str | None = None  # the function (a body that is not a merge, or an `if:`)
     branches: list[tuple[str | None, Any]] = field(default_factory=list)  # (condition or None, template or None)
     doc: str = ""
+    # the channels it puts out, as spec text over its parameters and `$in_channels` (``$width * 4``), checked
+    # against every use: what a loop's running ``in_channels`` becomes after a call (torchvision's inplanes)
+    out_channels: str | None = None
+    # the body is always one list of modules: ``class ConvBNReLU(nn.Sequential)`` (torchvision's
+    # ``Conv2dNormActivation``), its ``__init__`` the block's parameters; the compiled model's class has its name
+    sequential: bool = False
+
+
+@dataclass
+class ForIR:
+    """A spec loop the script writes as a Python ``for`` (torchvision's ``_make_layer``), its body statements:
+    ``ForIR`` (a loop inside), ``StepIR`` (one module appended)."""
+
+    targets: str  # ``k, n``
+    iterable: str  # ``enumerate(layers)``
+    body: list[Any]
+    name: str | None = None  # in a named block: the f-string that names each iteration's child
+    yaml_path: tuple = ()  # the loop's place in the spec
+
+
+@dataclass
+class StepIR:
+    """One module a loop's iteration adds: a block call, or a nested list's statements (an ``nn.Sequential``)."""
+
+    call: str | None = None  # the class or function called: ``BasicBlock``
+    args: list[str] = field(default_factory=list)  # its arguments' Python text: ``in_channels``, ``stride=...``
+    items: list[Any] | None = None  # a nested list: its statements
+    channels: str | None = None  # the running channels after the call (None: unchanged)
+
+
+@dataclass
+class LoopCodeIR:
+    """The children of one container (the root, or a list at its top) that a loop made, written as the loop."""
+
+    container: tuple  # the container's YAML path
+    names: list[str]  # the children it makes, in order (their names in the container)
+    loop: ForIR
+    channels: str | None = None  # the running channels' first value (the first call's input)

@@ -38,6 +38,7 @@ from compiler.lower.ir import (
     UseIR,
     class_names,
 )
+from compiler.lower.loops import plan_loops
 
 _META_BATCH = 2  # BatchNorm refuses a batch of one in training; 2 keeps every layer happy
 # Validation's budget for checking layers: a unit is one layer, or one stacked layer of a recurrent one;
@@ -91,6 +92,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
         # ``build_model`` local of that name would shadow the function it calls)
         children = {getattr(node, "name", "") for node in model.root.walk()}
         model.blocks = plan_blocks(model, spec.library, set(RESERVED_NAMES) | set(spec.vars) | children)
+        functions = {c.function or c.class_name for c in model.blocks.values()}
+        model.loops = plan_loops(model, spec.library, set(RESERVED_NAMES) | set(spec.vars) | children | functions)
     _check_class_names(model, spec, problems)
     budget = memory_budget() if max_bytes is None else max_bytes
     if problems.count() == before and model.nbytes > budget:

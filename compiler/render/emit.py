@@ -21,11 +21,14 @@ from compiler.lower.ir import (
     BlockCodeIR,
     BlockIR,
     CondIR,
+    ForIR,
     InitRuleIR,
     LayerIR,
+    LoopCodeIR,
     MergeIR,
     ModelIR,
     Node,
+    StepIR,
     class_names,
 )
 
@@ -49,14 +52,16 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
     locals of ``build_model`` are renamed around them, so a block named ``nn`` cannot hide ``nn``."""
     names = class_names(list(model.merges()), model.blocks)
     own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
-    functions = {c.function for c in model.blocks.values() if c.function}
+    functions = {name for c in model.blocks.values() for name in (c.function, c.class_name) if name}
     emitter = _Emitter(names, model.blocks)
     code = ModelCode(_build_body(model, emitter, script_globals | own | set(names.values()) | functions))
     layers = list(model.layers())
     code.custom_imports = _custom_imports(layers)
     code.classes = [_layer_class_source(cls) for cls in _own_layer_classes(layers)]
-    if any("make_divisible(" in source for c in model.blocks.values() for _, source in c.local_vars) or any(
-        "make_divisible(" in line for c in model.blocks.values() for line in _block_sources(c, emitter)
+    if (
+        "make_divisible(" in code.build_body
+        or any("make_divisible(" in source for c in model.blocks.values() for _, source in c.local_vars)
+        or any("make_divisible(" in line for c in model.blocks.values() for line in _block_sources(c, emitter))
     ):
         code.classes.append(_make_divisible_source())
     emitted = {c.class_name for c in model.blocks.values() if c.class_name}
@@ -101,12 +106,26 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
     assert isinstance(root, BlockIR)
     if root.named and any(not isinstance(c, LayerIR) for c in root.children):
         namespace = Namespace({"model", "init_weights", "nn", "OrderedDict", "torch", *script_globals})
-        variables = []
+        namespace.taken |= {"in_channels"}  # the loops' running channels
+        loops = {code.names[0]: code for code in model.loops.get(root.yaml_path, [])}
+        lists = model.loops
+        covered = {name for code in loops.values() for name in code.names}
+        entries = []
         for child in root.children:
+            if child.name in loops:  # the children a loop makes: the loop, filling a dict of them
+                var = namespace.name("stages")
+                lines += [INDENT + f"{var} = {{}}", *_loop_lines(loops[child.name], var, namespace)]
+                entries.append(f"**{var}")
+                continue
+            if child.name in covered:
+                continue
             var = namespace.name(child.name)
-            variables.append(var)
-            lines += emitter.assign(var, child, 1)
-        pairs = ", ".join(f"{c.name}={v}" for c, v in zip(root.children, variables))
+            entries.append(f"{child.name}={var}")
+            if isinstance(child, BlockIR) and lists.get(child.yaml_path) and child.use is None and not child.named:
+                lines += _list_lines(var, child, lists[child.yaml_path], emitter, namespace)
+            else:
+                lines += emitter.assign(var, child, 1)
+        pairs = ", ".join(entries)
         whole = INDENT + ("return " if result is None else "model = ") + f"nn.Sequential(OrderedDict({pairs}))"
         if len(whole) > LINE:  # one name a line, as ruff would format it
             whole = whole.replace("OrderedDict(", "OrderedDict(\n" + INDENT * 3).replace(", ", ",\n" + INDENT * 3)
@@ -215,6 +234,84 @@ def _with_comment(line: str, node: LayerIR) -> str:
     return line + comment if len(line + comment) <= LINE else line
 
 
+# --------------------------------------------------------------------------- loops written as loops
+
+
+def _list_lines(var: str, node: BlockIR, codes: list[LoopCodeIR], emitter: _Emitter, names: Namespace) -> list[str]:
+    """A list of modules some loops made, built as torchvision builds ``features``: the items before the first
+    loop, each loop appending its modules, the items after appended, then ``nn.Sequential(*features)``."""
+    starts = {code.names[0]: code for code in codes}
+    covered = {name for code in codes for name in code.names}
+    head: list[str] = []
+    lines: list[str] = []
+    opened = False
+    for child in node.children:
+        if child.name in starts:
+            if not opened:
+                lines = [INDENT + f"{var} = [", *head, INDENT + "]"] if head else [INDENT + f"{var} = []"]
+                if len(head) == 1 and len(INDENT + f"{var} = [{head[0].strip()[:-1]}]") <= LINE and "#" not in head[0]:
+                    lines = [INDENT + f"{var} = [{head[0].strip()[:-1]}]"]
+                opened = True
+            lines += _loop_lines(starts[child.name], var, names)
+        elif child.name in covered:
+            continue
+        elif not opened:
+            head += emitter.lines("", child, ",", 2)
+        else:
+            lines += emitter.lines(f"{var}.append(", child, ")", 1)
+    return [*lines, INDENT + f"{var} = nn.Sequential(*{var})"]
+
+
+def _loop_lines(code: LoopCodeIR, target: str, names: Namespace) -> list[str]:
+    """The loop, its running channels set first: the first call's input."""
+    lines = [INDENT + f"in_channels = {code.channels}"] if code.channels is not None else []
+    return lines + _for_lines(code.loop, target, 1, names)
+
+
+def _for_lines(loop: ForIR, target: str, depth: int, names: Namespace) -> list[str]:
+    """``for k, n in enumerate(layers):`` and its body; ``target``: the list (or, for a named loop, the dict)
+    each iteration adds to."""
+    lines = [INDENT * depth + f"for {loop.targets} in {loop.iterable}:"]
+    for item in loop.body:
+        if isinstance(item, ForIR):
+            lines += _for_lines(item, target, depth + 1, names)
+        else:
+            put = f"{target}[{loop.name}] = " if loop.name else f"{target}.append("
+            lines += _step_lines(
+                item, put, "" if loop.name else ")", depth + 1, names, "blocks" if loop.name else "stage"
+            )
+    return lines
+
+
+def _step_lines(step: StepIR, prefix: str, suffix: str, depth: int, names: Namespace, wanted: str) -> list[str]:
+    pad = INDENT * depth
+    if step.items is None:
+        lines = _call_lines(pad, prefix, f"{step.call}(", step.args, suffix)
+        return lines + ([pad + f"in_channels = {step.channels}"] if step.channels is not None else [])
+    inner = names.name(wanted)
+    lines = [pad + f"{inner} = []"]
+    for item in step.items:
+        if isinstance(item, ForIR):
+            lines += _for_lines(item, inner, depth, names)
+        else:
+            lines += _step_lines(item, f"{inner}.append(", ")", depth, names, "stage")
+    return lines + [pad + prefix + f"nn.Sequential(*{inner})" + suffix]
+
+
+def _call_lines(pad: str, prefix: str, head: str, args: list[str], suffix: str) -> list[str]:
+    """A call laid out as ruff would: one line, else its arguments on one indented line, else one a line; an
+    ``.append(`` around it opens first."""
+    one = pad + prefix + head + ", ".join(args) + ")" + suffix
+    if len(one) <= LINE:
+        return [one]
+    if prefix.endswith("(") and suffix == ")":  # `stage.append(` alone, then the call indented
+        return [pad + prefix, *_call_lines(pad + INDENT, "", head, args, ""), pad + ")"]
+    hugged = pad + INDENT + ", ".join(args)
+    if len(hugged) <= LINE:
+        return [pad + prefix + head, hugged, pad + ")" + suffix]
+    return [pad + prefix + head, *(pad + INDENT + arg + "," for arg in args), pad + ")" + suffix]
+
+
 # --------------------------------------------------------------------------- blocks: a class or function each
 
 
@@ -240,6 +337,8 @@ def _signature(code: BlockCodeIR, first: str = "") -> str:
 def _block_sources(code: BlockCodeIR, emitter: _Emitter) -> list[str]:
     """The block's class (a merge body) and its function (any other body, or an `if:` between bodies)."""
     sources = []
+    if code.sequential:
+        sources.append(_sequential_class_source(code, emitter))
     if code.merge is not None and code.class_name:
         sources.append(_block_class_source(code, emitter))
     if code.function:
@@ -265,6 +364,20 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     lines += ["", INDENT + "def forward(self, x):"]
     lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
     return "\n".join(lines)
+
+
+def _sequential_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
+    """``class ConvBNReLU(nn.Sequential)``: its ``__init__`` builds the body's modules from the parameters."""
+    lines = [f"class {code.class_name}(nn.Sequential):", INDENT + f'"""The spec\'s block {code.block}."""', ""]
+    lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
+    lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars]
+    body = _return_lines(code.branches[0][1], emitter, 2)
+    last = body[-1]
+    if last.strip() == "return nn.Sequential(*layers)":
+        body[-1] = INDENT * 2 + "super().__init__(*layers)"
+    else:
+        body[0] = body[0].replace("return nn.Sequential(", "super().__init__(", 1)
+    return "\n".join(lines + body)
 
 
 def _block_function_source(code: BlockCodeIR, emitter: _Emitter) -> str:
