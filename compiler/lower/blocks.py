@@ -24,6 +24,7 @@ from compiler.lower.ir import (
     BlockCallIR,
     BlockCodeIR,
     BlockIR,
+    GraphIR,
     CallIR,
     CondIR,
     LayerIR,
@@ -63,7 +64,7 @@ def _collect(node: Any, found: dict[str, dict[tuple, Instance]]) -> None:
                 found.setdefault(part.use.block, {})[part.use.root] = ("spread" if part.spread else None, part.use)
             for child in part.nodes:
                 _collect(child, found)
-    elif isinstance(node, BlockIR):
+    elif isinstance(node, (BlockIR, GraphIR)):
         for child in node.children:
             _collect(child, found)
 
