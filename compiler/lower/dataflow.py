@@ -138,9 +138,8 @@ def lower_graph(lowerer: Any, node: Graph, name: str, path: str, shape: tuple | 
         ir.steps.append(sir)
         previous = outputs[0]
     output = node.output or previous
-    if node.output is not None:
-        if not values.get(node.output, node.yaml_path + ("output",))[0]:
-            return ir
+    if node.output is not None and not values.get(node.output, node.yaml_path + ("output",))[0]:
+        return ir
     ir.output = output or INPUT
     values.used.add(ir.output)
     _unused(problems, values, ir)
@@ -179,6 +178,12 @@ def _unused(problems: Any, values: _Values, ir: GraphIR) -> None:
 
 
 def _tensor(lowerer: Any, tensor: Any) -> TensorIR:
+    if not tensor.buffer and not tensor.dtype.startswith(("float", "bfloat")):
+        lowerer.problems.fail(
+            tensor.yaml_path + ("dtype",),
+            f"parameter {tensor.name!r} is {tensor.dtype}: only floating-point tensors can be trained",
+            "use a float dtype, or declare it under `buffers:`",
+        )
     init = None
     if tensor.init is not None:
         entry = REGISTRY.get("init", tensor.init.type)
