@@ -47,6 +47,7 @@ class _Values:
         self.where: dict[str, Path_] = {}
         self.tuples: dict[str, int] = {}  # a value that is a whole tuple (LSTM's without `as:`): its length
         self.used: set[str] = set()
+        self.items: dict[str | None, bool] = {}  # whether a value is an item unpacked from a tuple
         self.later = {name: step for step in graph.steps for name in _defined(step)}
 
     def define(self, name: str | None, shape: Any, where: Path_) -> None:
@@ -132,7 +133,9 @@ def lower_graph(lowerer: Any, node: Graph, name: str, path: str, shape: tuple | 
                 return ir
         sir.outputs = outputs
         for j, out_name in enumerate(outputs):
-            values.define(out_name, sir.shapes[j] if j < len(sir.shapes) else None, _at(step, "as", j))
+            where = _at(step, "as", j) if step.outputs else step.yaml_path + (step.op or step.name,)
+            values.define(out_name, sir.shapes[j] if j < len(sir.shapes) else None, where)
+            values.items[out_name] = sir.unpack
         if not sir.unpack and sir.node is not None and len(sir.shapes) > 1:
             values.tuples[outputs[0]] = len(sir.shapes)  # type: ignore[index]
         ir.steps.append(sir)
@@ -169,11 +172,12 @@ def _unused(problems: Any, values: _Values, ir: GraphIR) -> None:
     for name, where in values.where.items():
         if name not in values.used:
             what = "the graph node's input `x`" if name == INPUT else f"value {name!r}"
-            fix = (
-                "use it in a step, or drop it (`as: [out, _]` drops a tuple item)"
-                if not name.startswith("#")
-                else "give it a name with `as:` and use it, or remove the step"
-            )
+            if name.startswith("#"):
+                fix = "give it a name with `as:` and use it, or remove the step"
+            elif values.items.get(name):
+                fix = "use it in a later step, or drop it: `_` in `as:` (`as: [out, _]`)"
+            else:
+                fix = "use it in a later step (`from:` or an operation), or remove it"
             problems.fail(where, f"{what} is never used", fix)
 
 
