@@ -47,6 +47,7 @@ class _Values:
         self.where: dict[str, Path_] = {}
         self.tuples: dict[str, int] = {}  # a value that is a whole tuple (LSTM's without `as:`): its length
         self.used: set[str] = set()
+        self.buffers = {t.name for t in graph.tensors if t.buffer}
         self.items: dict[str | None, bool] = {}  # whether a value is an item unpacked from a tuple
         self.later = {name: step for step in graph.steps for name in _defined(step)}
 
@@ -145,7 +146,7 @@ def lower_graph(lowerer: Any, node: Graph, name: str, path: str, shape: tuple | 
         return ir
     ir.output = output or INPUT
     values.used.add(ir.output)
-    _unused(problems, values, ir)
+    _unused(problems, values)
     out = values.shapes.get(ir.output)
     if out is not None and (out[:1] != (BATCH,) or ir.output in values.tuples):
         problems.fail(
@@ -168,17 +169,21 @@ def _at(step: Step, key: str, j: int) -> Path_:
     return step.yaml_path + (key, j)
 
 
-def _unused(problems: Any, values: _Values, ir: GraphIR) -> None:
+def _unused(problems: Any, values: _Values) -> None:
+    """Every value a step made, the input and each parameter must be read (a buffer is state kept for itself)."""
     for name, where in values.where.items():
-        if name not in values.used:
-            what = "the graph node's input `x`" if name == INPUT else f"value {name!r}"
-            if name.startswith("#"):
-                fix = "give it a name with `as:` and use it, or remove the step"
-            elif values.items.get(name):
-                fix = "use it in a later step, or drop it: `_` in `as:` (`as: [out, _]`)"
-            else:
-                fix = "use it in a later step (`from:` or an operation), or remove it"
-            problems.fail(where, f"{what} is never used", fix)
+        if name in values.used or name in values.buffers:
+            continue
+        if name == INPUT:
+            what, fix = "the graph node's input `x`", "read it in a step (`from: x`, or an operation)"
+        elif name.startswith("#"):  # an operation's value without `as:`: where[-1] is the operation
+            what = f"the value of the {where[-1]} step (line {problems.source.locate(where)[0]})"
+            fix = "give it a name with `as:` and use it, or remove the step"
+        elif values.items.get(name):
+            what, fix = f"value {name!r}", "use it in a later step, or drop it: `_` in `as:` (`as: [out, _]`)"
+        else:
+            what, fix = f"value {name!r}", "use it in a later step (`from:` or an operation), or remove it"
+        problems.fail(where, f"{what} is never used", fix)
 
 
 def _tensor(lowerer: Any, tensor: Any) -> TensorIR:

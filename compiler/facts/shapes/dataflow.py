@@ -56,7 +56,13 @@ def matmul(shapes: list[tuple], names: list[str]) -> tuple:
     a, b = shapes
     if len(a) < 2 or len(b) < 2:
         raise ShapeError(f"matmul needs values of 2 or more axes: {_listing(names, shapes)}", "reshape the value first")
-    if a[-1] != b[-2] or BATCH in (a[-1], b[-2]):
+    if BATCH in (a[-1], b[-2]):
+        raise ShapeError(
+            f"matmul of {_listing(names, shapes)} would contract the batch axis N (a @ b sums over a's last axis "
+            "and b's second-to-last)",
+            "transpose the batched value's last two axes first (a `Transpose: [1, 2]` step), or swap the operands",
+        )
+    if a[-1] != b[-2]:
         raise ShapeError(
             f"matmul of {_listing(names, shapes)}: {names[0]}'s last size {a[-1]} must equal "
             f"{names[1]}'s second-to-last size {b[-2]}",
