@@ -424,7 +424,7 @@ def test_reserved_names_cover_every_name_a_script_binds() -> None:
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
         model = compiler.lower_spec(spec).model
-        classes = set(class_names(list(model.merges())).values())  # checked in lowering
+        classes = set(class_names(model.classes()).values())  # checked in lowering
         classes |= {code.function for code in model.blocks.values()}  # block functions: named apart as emitted
         assert bound - set(spec.vars) - classes <= names.RESERVED_NAMES, (
             path.name,
