@@ -70,7 +70,7 @@ class VisionTransformer(nn.Module):
         conv_proj = self.conv_proj(x)
         flatten = self.flatten(conv_proj)
         permute = self.permute(flatten)
-        batch_class_token = self.class_token.expand(x.shape[0], *self.class_token.shape[1:])
+        batch_class_token = self.class_token.expand(x.shape[0], -1, -1)
         cat = torch.cat([batch_class_token, permute], dim=1)
         encoder = self.encoder(cat)
         class_output = self.class_output(encoder)

@@ -91,6 +91,18 @@ def test_generated_vit_reads_like_torchvision():
     assert "self.class_token = nn.Parameter(torch.zeros(1, 1, 8))" in text
     assert "nn.init.normal_(self.pos_embedding, std=0.02)" in text
     assert "attention, _ = self.self_attention(ln_1, ln_1, ln_1, need_weights=False)" in text
-    assert "batch_class_token = self.class_token.expand(x.shape[0], *self.class_token.shape[1:])" in text
+    assert "batch_class_token = self.class_token.expand(x.shape[0], -1, -1)" in text
     assert "torch.cat([batch_class_token, permute], dim=1)" in text
     assert text.count("class EncoderBlock(") == 1  # one class for every layer
+
+
+def test_both_backends_trace_with_torch_fx(tmp_path):
+    """Graph nodes are plain Python on tensors: torch.fx traces them (as torchvision's model traces)."""
+    from torch import fx
+
+    spec = _spec(tuple(SMALL.items()))
+    x = torch.randn(2, 3, 32, 32)
+    for model in (compiler.build_model(spec), _generated(spec, tmp_path, "vit_fx").build_model()):
+        traced = fx.symbolic_trace(model.eval())
+        with torch.no_grad():
+            assert torch.equal(traced(x), model(x))

@@ -115,6 +115,7 @@ class DataflowBlock(nn.Module):
                 step.outputs,
                 step.unpack,
                 {k: a.value for k, a in step.keywords.items()},
+                len(step.shapes[0]) if step.shapes and step.shapes[0] is not None else None,  # expand_batch's rank
             )
             for step in ir.steps
         ]
@@ -122,17 +123,17 @@ class DataflowBlock(nn.Module):
 
     def forward(self, x):
         values = {"x": x, **{name: getattr(self, name) for name in self._tensors}}
-        for module, op, dim, inputs, outputs, unpack, keywords in self._steps:
+        for module, op, dim, inputs, outputs, unpack, keywords, rank in self._steps:
             args = [values[name] for name in inputs]
-            out = module(*args, **keywords) if module is not None else _operate(op, dim, args, x)
+            out = module(*args, **keywords) if module is not None else _operate(op, dim, args, x, rank)
             if unpack:
-                values.update((name, value) for name, value in zip(outputs, out) if name is not None)
+                values.update((name, out[i]) for i, name in enumerate(outputs) if name is not None)  # fx: no iter
             else:
                 values[outputs[0]] = out
         return values[self._output]
 
 
-def _operate(op: str, dim: int | None, args: list, x):
+def _operate(op: str, dim: int | None, args: list, x, rank: int | None):
     """One operation of a graph step, as the generated script writes it (``a + b + c`` folds left)."""
     if op in _OPERATORS:
         return functools.reduce(_OPERATORS[op], args)
@@ -141,6 +142,8 @@ def _operate(op: str, dim: int | None, args: list, x):
     if op in ("cat", "stack"):
         return getattr(torch, op)(args, dim=dim)
     assert op == "expand_batch"
+    if rank is not None:  # as the generated script writes it: expand(n, -1, -1), which torch.fx can trace
+        return args[0].expand(x.shape[0], *([-1] * (rank - 1)))
     return args[0].expand(x.shape[0], *args[0].shape[1:])
 
 

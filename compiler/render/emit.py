@@ -454,7 +454,11 @@ def _op_text(step, args: list[str]) -> str:
         return _OP_SYMBOLS[step.op].join(args)
     if step.op in ("cat", "stack"):
         return f"torch.{step.op}([{', '.join(args)}], dim={step.dim})"
-    return f"{args[0]}.expand(x.shape[0], *{args[0]}.shape[1:])"  # expand_batch
+    # expand_batch: torchvision's `class_token.expand(n, -1, -1)` (traceable by torch.fx) when the rank is known
+    rank = len(step.shapes[0]) if step.shapes and step.shapes[0] is not None else None
+    if rank is not None:
+        return f"{args[0]}.expand({', '.join(['x.shape[0]'] + ['-1'] * (rank - 1))})"
+    return f"{args[0]}.expand(x.shape[0], *{args[0]}.shape[1:])"
 
 
 # --------------------------------------------------------------------------- specc's own layers
