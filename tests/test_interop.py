@@ -59,10 +59,9 @@ NOT_DECOMPILED = {"vit": "the decompiler writes no graph nodes yet (issue 21, af
 
 
 def _decompiled(names):
-    return [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_DECOMPILED[n])) if n in NOT_DECOMPILED else n
-        for n in _mark(names, SLOW_SPECS)
-    ]
+    marked = _mark([n for n in names if n not in NOT_DECOMPILED], SLOW_SPECS)
+    xfails = [n for n in names if n in NOT_DECOMPILED]
+    return marked + [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_DECOMPILED[n])) for n in xfails]
 
 
 @pytest.mark.parametrize("name", _decompiled([p.stem for p in SPECS]))
