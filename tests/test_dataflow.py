@@ -234,3 +234,34 @@ def test_todays_trees_build_exactly_as_before():
     model = compiler.build_model(spec)
     assert type(model) is nn.Sequential
     assert not list(compiler.lower_spec(spec).model.graphs())
+
+
+TRAINED = """
+name: tiny_attention
+input: [6, 8]
+model:
+  class: TinyTransformer
+  params: {pos: {shape: [1, 6, 8], init: {normal_: {std: 0.02}}}}
+  graph:
+    - {add: [x, pos]}
+    - norm: {LayerNorm: 8}
+    - attn: {MultiheadAttention: {embed_dim: 8, num_heads: 2, batch_first: true}}
+      from: [norm, norm, norm]
+      as: [y, _]
+    - pool: {Mean: {dim: 1}}
+    - head: {Linear: [8, 3]}
+data:
+  dataset: {Synthetic: {size: 64, inputs: [6, 8], classes: 3}}
+  batch_size: 16
+loss: CrossEntropyLoss
+optimizer: {Adam: {lr: 0.01}}
+train: {epochs: 1}
+"""
+
+
+def test_every_level_of_section_8_with_training_steps():
+    """`specc check`: module trees, state dicts, outputs, loss and optimizer, data, and training steps bitwise."""
+    from compiler.workflow.check import compare
+
+    checks = compare(compiler.parse_spec(TRAINED, "tiny_attention.yaml"), steps=2)
+    assert len(checks) >= 6 and all(c.ok for c in checks), [f"{c.name}: {c.detail}" for c in checks if not c.ok]

@@ -16,8 +16,9 @@ def _shape(shape: tuple | None) -> str:
 def summary_rows(model: ModelIR) -> list[tuple[str, str, str, str]]:
     """One row per module; a merge block lists its parts, each with its output shape and parameters."""
     rows: list[tuple[str, str, str, str]] = []
-    if isinstance(model.root, GraphIR):
+    if isinstance(model.root, GraphIR):  # the model is a graph node's class: one row for it, its parts below
         _rows(model.root, 0, rows)
+        rows[0] = ("(model)", *rows[0][1:])
         return rows
     for child in model.root.children:
         _rows(child, 0, rows)
