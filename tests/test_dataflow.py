@@ -265,3 +265,16 @@ def test_every_level_of_section_8_with_training_steps():
 
     checks = compare(compiler.parse_spec(TRAINED, "tiny_attention.yaml"), steps=2)
     assert len(checks) >= 6 and all(c.ok for c in checks), [f"{c.name}: {c.detail}" for c in checks if not c.ok]
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("- fc: {Linear: [8, 8]}\n      with: {foo: 1}", "not an option Linear's forward takes"),
+        ("- {addd: [x, x]}", "did you mean 'add'?"),
+        ("- fc1: {Linear: [8, 8]}", "'fc1' already names a step"),
+    ],
+)
+def test_more_located_errors(step, expected):
+    text = RESIDUAL.replace("    - head: {Linear: [8, 2]}\n", f"    {step}\n    - head: {{Linear: [8, 2]}}\n")
+    assert any(expected in p for p in _problems(text))

@@ -47,6 +47,7 @@ class Entry:
     takes_indices: bool = False  # e.g. Embedding takes integer indices
     # layers whose forward takes several tensors (a graph step's `from:`), e.g. MultiheadAttention's
     forward_inputs: tuple[str, ...] = ()
+    forward_options: tuple[str, ...] = ()  # keyword arguments of forward a graph step's `with:` may give (literals)
     random: bool = False  # a Random* transform: applied per sample, left out of eval transforms
     params: tuple[str, ...] | None = None  # static parameter names, "name!" if required (torchvision)
     replaced_by: str | None = None  # a deprecated alias (Scale -> Resize)
@@ -148,7 +149,12 @@ LAYERS: list[Entry] = [
     *_layers("RNN LSTM GRU", infer="input_size", infer_axis="features", returns_tuple=True),
     *_layers("TransformerEncoderLayer"),
     # attention: forward(query, key, value) -> (output, weights); a graph step (§15) with `from: [q, k, v]`
-    *_layers("MultiheadAttention", returns_tuple=True, forward_inputs=("query", "key", "value")),
+    *_layers(
+        "MultiheadAttention",
+        returns_tuple=True,
+        forward_inputs=("query", "key", "value"),
+        forward_options=("need_weights", "average_attn_weights", "is_causal"),
+    ),
     # regularisation
     *_layers("Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout"),
     # reshaping and resampling

@@ -703,7 +703,7 @@ class _Parser:
         out = []
         for name, decl in raw.items():
             where = path + (name,)
-            self.block_name(name, where, seen)
+            self.graph_name(name, where, seen)
             if not isinstance(decl, dict) or "shape" not in decl:
                 self.fail(where, f"{name!r} needs `shape:`", EXAMPLE_TENSOR)
                 continue
@@ -759,7 +759,10 @@ class _Parser:
             self.fail(
                 path + ("with",), "`with:` is a mapping of keyword arguments", "e.g. `with: {need_weights: false}`"
             )
-        self.block_name(key, path + (key,), seen)
+        if key not in GRAPH_OPS and did_you_mean(str(key), GRAPH_OPS) and _value_list(raw[key]):
+            self.fail(path + (key,), f"unknown operation {key!r}", did_you_mean(str(key), GRAPH_OPS))
+            return None
+        self.graph_name(key, path + (key,), seen)
         if key == "x":
             self.fail(path + (key,), "`x` is the graph node's input", "name the step otherwise, e.g. 'x_1'")
         node = self.child(raw[key], path + (key,))
@@ -799,6 +802,13 @@ class _Parser:
         if inputs is None or self.found != before:
             return None
         return Step(op=op, dim=dim, inputs=inputs, outputs=outputs, yaml_path=path)
+
+    def graph_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
+        """A step's or tensor's name: a block name (§2), once per graph node (they share its attributes)."""
+        if isinstance(name, str) and name in seen:
+            self.fail(path, f"{name!r} already names a step, parameter or buffer of this graph node", "rename one")
+            return
+        self.block_name(name, path, seen)
 
     def value_names(self, raw: Any, path: Path_, allow_discard: bool = False) -> tuple[str, ...] | None:
         """One value's name or a list of them (`_` drops a tuple item where ``allow_discard``)."""
@@ -950,6 +960,11 @@ EXAMPLE_TENSOR = "e.g. `class_token: {shape: [1, 1, 768], init: zeros_}`"
 
 def _is_value_name(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) and name != "_"
+
+
+def _value_list(value: Any) -> bool:
+    """`[x, h]`: names of values, as an operation takes (not a list of layers)."""
+    return isinstance(value, list) and all(isinstance(v, str) and not REGISTRY.is_layer(v) for v in value)
 
 
 def _is_size(value: Any) -> bool:

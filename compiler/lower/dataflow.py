@@ -244,6 +244,17 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
             f"write `from: [{', '.join(entry.inputs_named)}]`" if arity > 1 and entry else "write `from: name`",
         )
         return None
+    options = entry.forward_options if entry is not None else ()
+    for keyword, value in step.keywords.items():
+        if keyword not in options or not isinstance(value, (bool, int, float, str, type(None))):
+            what = f"{entry.name}'s forward" if entry is not None else "a block's forward"
+            problems.fail(
+                step.yaml_path + ("with", keyword),
+                f"`with: {{{keyword}: ...}}` is not an option {what} takes here"
+                + ("" if keyword in options else f" (it takes {', '.join(options) or 'none'})"),
+                did_you_mean(keyword, options, "remove it") if keyword not in options else "give a literal value",
+            )
+            return None
     sir.keywords = {k: Arg(v, literal(v)) for k, v in step.keywords.items()}
     nodes: list = []
     lowerer.tuple_from = None
