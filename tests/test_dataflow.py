@@ -278,3 +278,23 @@ def test_every_level_of_section_8_with_training_steps():
 def test_more_located_errors(step, expected):
     text = RESIDUAL.replace("    - head: {Linear: [8, 2]}\n", f"    {step}\n    - head: {{Linear: [8, 2]}}\n")
     assert any(expected in p for p in _problems(text))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"embed_dim": 8, "num_heads": 2, "batch_first": True},
+        {"embed_dim": 8, "num_heads": 4, "kdim": 3, "vdim": 5, "batch_first": True},
+        {"embed_dim": 6, "num_heads": 3, "add_bias_kv": True, "add_zero_attn": True, "batch_first": True},
+    ],
+)
+def test_the_attention_shape_rule_is_torchs(kwargs):
+    from compiler.facts.shapes.dataflow import multihead_attention
+
+    q = ("N", 5, kwargs["embed_dim"])
+    k = ("N", 7, kwargs.get("kdim", kwargs["embed_dim"]))
+    v = ("N", 7, kwargs.get("vdim", kwargs["embed_dim"]))
+    defaults = {"kdim": None, "vdim": None, "add_bias_kv": False, "add_zero_attn": False}
+    rule = multihead_attention(defaults | kwargs, [q, k, v], ["q", "k", "v"])
+    out, weights = nn.MultiheadAttention(**kwargs)(*(torch.randn(2, *s[1:]) for s in (q, k, v)))
+    assert rule == [("N", *out.shape[1:]), ("N", *weights.shape[1:])]

@@ -135,7 +135,8 @@ def multihead_attention(arguments: dict, shapes: list[tuple], names: list[str]) 
         raise ShapeError(
             f"MultiheadAttention's key and value must have the same length: {_listing(names[1:], [k, v])}", ""
         )
-    return [q, (BATCH, q[1], k[1])]
+    extra = int(bool(arguments.get("add_bias_kv"))) + int(bool(arguments.get("add_zero_attn")))  # keys torch adds
+    return [q, (BATCH, q[1], k[1] + extra)]
 
 
 MULTI_INPUT_RULES = {"MultiheadAttention": multihead_attention}
