@@ -53,6 +53,35 @@ class Select(nn.Module):
         return f"dim={self.dim}, index={self.index}"
 
 
+class EncoderBlock(nn.Module):
+    """ln_1 .. mlp: steps on named values (spec §15)."""
+
+    def __init__(self, in_channels, num_heads, mlp_dim, dropout=0.0, attention_dropout=0.0):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(normalized_shape=768, eps=1e-06)
+        self.self_attention = nn.MultiheadAttention(
+            embed_dim=768, num_heads=num_heads, dropout=attention_dropout, batch_first=True
+        )
+        self.dropout = nn.Dropout(0.0)
+        self.ln_2 = nn.LayerNorm(normalized_shape=768, eps=1e-06)
+        self.mlp = nn.Sequential(
+            nn.Linear(768, mlp_dim),
+            nn.GELU(),
+            nn.Dropout(0.0),
+            nn.Linear(mlp_dim, 768),
+            nn.Dropout(0.0),
+        )
+
+    def forward(self, x):
+        ln_1 = self.ln_1(x)
+        attention, _ = self.self_attention(ln_1, ln_1, ln_1, need_weights=False)
+        dropout = self.dropout(attention)
+        h = dropout + x
+        ln_2 = self.ln_2(h)
+        mlp = self.mlp(ln_2)
+        return h + mlp
+
+
 class VisionTransformer(nn.Module):
     """conv_proj .. heads: steps on named values (spec §15)."""
 
@@ -95,32 +124,8 @@ class Encoder(nn.Module):
         return self.ln(layers)
 
 
-class EncoderBlock(nn.Module):
-    """ln_1 .. mlp: steps on named values (spec §15)."""
-
-    def __init__(self, ln_1, self_attention, dropout, ln_2, mlp):
-        super().__init__()
-        self.ln_1 = ln_1
-        self.self_attention = self_attention
-        self.dropout = dropout
-        self.ln_2 = ln_2
-        self.mlp = mlp
-
-    def forward(self, x):
-        ln_1 = self.ln_1(x)
-        attention, _ = self.self_attention(ln_1, ln_1, ln_1, need_weights=False)
-        dropout = self.dropout(attention)
-        h = dropout + x
-        ln_2 = self.ln_2(h)
-        mlp = self.mlp(ln_2)
-        return h + mlp
-
-
 def build_model():
-    """The network: input (3, 224, 224) -> output (1000,), 86,567,656 parameters.
-
-    Written out use by use (no one class fits every use): block EncoderBlock.
-    """
+    """The network: input (3, 224, 224) -> output (1000,), 86,567,656 parameters."""
     return VisionTransformer(
         conv_proj=nn.Conv2d(in_channels=3, out_channels=hidden_dim, kernel_size=patch_size, stride=patch_size),
         flatten=nn.Flatten(start_dim=2),  # -> (768, 196)
@@ -130,222 +135,18 @@ def build_model():
             layers=nn.Sequential(
                 OrderedDict(
                     [
-                        (
-                            "encoder_layer_0",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_1",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_2",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_3",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_4",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_5",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_6",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_7",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_8",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_9",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_10",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
-                        (
-                            "encoder_layer_11",
-                            EncoderBlock(
-                                ln_1=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                self_attention=nn.MultiheadAttention(
-                                    embed_dim=768, num_heads=12, dropout=0.0, batch_first=True
-                                ),
-                                dropout=nn.Dropout(0.0),  # -> (197, 768)
-                                ln_2=nn.LayerNorm(normalized_shape=768, eps=1e-06),  # -> (197, 768)
-                                mlp=nn.Sequential(
-                                    nn.Linear(768, 3072),  # -> (197, 3072)
-                                    nn.GELU(),  # -> (197, 3072)
-                                    nn.Dropout(0.0),  # -> (197, 3072)
-                                    nn.Linear(3072, 768),  # -> (197, 768)
-                                    nn.Dropout(0.0),  # -> (197, 768)
-                                ),
-                            ),
-                        ),
+                        ("encoder_layer_0", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_1", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_2", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_3", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_4", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_5", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_6", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_7", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_8", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_9", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_10", EncoderBlock(197, 12, 3072)),
+                        ("encoder_layer_11", EncoderBlock(197, 12, 3072)),
                     ]
                 )
             ),

@@ -164,12 +164,14 @@ blocks:
   PreNorm:
     params: {heads: int}
     body:
+      params: {gamma: {shape: [8], init: {normal_: {std: 0.1}}}}
       graph:
         - norm: {LayerNorm: 8}
         - attn: {MultiheadAttention: {embed_dim: 8, num_heads: $heads, batch_first: true}}
           from: [norm, norm, norm]
           as: [y, _]
-        - {add: [x, y]}
+        - {mul: [y, gamma], as: scaled}
+        - {add: [x, scaled]}
 model:
   - {PreNorm: {heads: 2}}
   - {PreNorm: {heads: 4}}
@@ -181,7 +183,10 @@ def test_a_block_whose_body_is_a_graph(tmp_path):
     model = _both(BLOCK, tmp_path, torch.randn(3, 6, 8))
     assert type(model[0]).__name__ == "PreNorm" and model[1].attn.num_heads == 4
     text = compiler.render_script(compiler.parse_spec(BLOCK, "g.yaml"))
-    assert text.count("class PreNorm(nn.Module):") == 1  # the two uses differ only in their children's arguments
+    assert text.count("class PreNorm(nn.Module):") == 1  # written once, from its parameters
+    assert "    def __init__(self, in_channels, heads):" in text and "num_heads=heads" in text
+    assert "nn.init.normal_(self.gamma, std=0.1)" in text and "PreNorm(6, 4)" in text
+    assert not torch.equal(model[0].gamma, model[1].gamma)  # each use draws its own
 
 
 def test_a_graph_in_a_merge_branch_and_a_graph_inside_a_graph(tmp_path):

@@ -93,7 +93,8 @@ def test_generated_vit_reads_like_torchvision():
     assert "attention, _ = self.self_attention(ln_1, ln_1, ln_1, need_weights=False)" in text
     assert "batch_class_token = self.class_token.expand(x.shape[0], -1, -1)" in text
     assert "torch.cat([batch_class_token, permute], dim=1)" in text
-    assert text.count("class EncoderBlock(") == 1  # one class for every layer
+    assert text.count("class EncoderBlock(") == 1  # one class for every layer, written from its parameters
+    assert '("encoder_layer_1", EncoderBlock(5, 2, 16)),' in text
 
 
 def test_both_backends_trace_with_torch_fx(tmp_path):

@@ -252,6 +252,8 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     """``class BasicBlock(nn.Module)``: its modules built from its parameters, ``forward`` written out."""
     merge = code.merge
     assert merge is not None
+    if isinstance(merge, GraphIR):
+        return _graph_block_class_source(code, merge, emitter)
     lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
     lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
     lines.append(INDENT * 2 + "super().__init__()")
@@ -265,6 +267,21 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
             lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
     lines += ["", INDENT + "def forward(self, x):"]
     lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
+    return "\n".join(lines)
+
+
+def _graph_block_class_source(code: BlockCodeIR, graph: GraphIR, emitter: _Emitter) -> str:
+    """A block whose body is a graph node: its modules built from its parameters, its tensors, ``forward``."""
+    lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
+    lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
+    lines.append(INDENT * 2 + "super().__init__()")
+    lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars]
+    for child in graph.children:
+        lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
+    for tensor in graph.tensors:
+        lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
+    lines += ["", INDENT + "def forward(self, x):"]
+    lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
 
 
@@ -390,9 +407,7 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     spec's names of the values, as torch.fx's code generator writes a graph."""
     params = Namespace({"self"})
     children = [(child.name, params.name(child.name)) for child in graph.children]
-    names = [c.name for c in graph.children] or [t.name for t in graph.tensors] or ["the input"]
-    doc = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
-    lines = [f"class {name}(nn.Module):", INDENT + f'"""{doc}: steps on named values (spec §15)."""', ""]
+    lines = [f"class {name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
     lines.append(INDENT + f"def __init__({', '.join(['self', *(p for _, p in children)])}):")
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
@@ -401,6 +416,12 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     lines += ["", INDENT + "def forward(self, x):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
+
+
+def _graph_doc(graph: GraphIR) -> str:
+    names = [c.name for c in graph.children] or [t.name for t in graph.tensors] or ["the input"]
+    doc = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
+    return f"{doc}: steps on named values (spec §15)."
 
 
 def _tensor_lines(tensor) -> list[str]:
