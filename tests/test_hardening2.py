@@ -424,8 +424,9 @@ def test_reserved_names_cover_every_name_a_script_binds() -> None:
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
         model = compiler.lower_spec(spec).model
-        classes = set(class_names(list(model.merges())).values())  # checked in lowering
-        classes |= {code.function for code in model.blocks.values()}  # block functions: named apart as emitted
+        classes = set(class_names(model.classes()).values())  # checked in lowering
+        # block functions and nn.Sequential block classes: named apart as emitted
+        classes |= {name for code in model.blocks.values() for name in (code.function, code.class_name) if name}
         assert bound - set(spec.vars) - classes <= names.RESERVED_NAMES, (
             path.name,
             bound - set(spec.vars) - classes - names.RESERVED_NAMES,

@@ -57,6 +57,12 @@ POOLS: dict[str, list] = {
     "dim_feedforward": [-1, 0, 8],
     "activation": ["relu", "gelu", "tanh"],
     "num_parameters": [-1, 0, 1, 3],
+    "embed_dim": [-4, 0, 4, 6, 8],
+    "num_heads": [-1, 0, 1, 2, 3],
+    "kdim": [None, 3, 8],
+    "vdim": [None, 5, 8],
+    "add_bias_kv": BOOLS,
+    "add_zero_attn": BOOLS,
     "min_val": [-1.0, 0.0, 1.0, 2.0],
     "max_val": [-1.0, 0.0, 1.0, 2.0],
     "min_value": [None, -2.0, 3.0],
@@ -83,7 +89,7 @@ VALID = {
     "in_channels": 4, "out_channels": 4, "kernel_size": 3, "num_features": 5, "num_groups": 2, "num_channels": 4,
     "normalized_shape": 3, "in_features": 3, "out_features": 4, "in1_features": 2, "in2_features": 2,
     "num_embeddings": 5, "embedding_dim": 3, "input_size": 4, "hidden_size": 5, "d_model": 8, "nhead": 2,
-    "norm_type": 2.0,
+    "norm_type": 2.0, "embed_dim": 8, "num_heads": 2,
 }  # fmt: skip
 _LOSS_POOLS = {"p": [1, 2, 3, 1.0, 0], "delta": [1.0, 2, 0.5], "margin": [1.0]}
 COMBOS = 60

@@ -8,16 +8,19 @@ the same in both backends) whose ``forward`` runs the block's parts and merges t
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
-from compiler.lower.ir import class_names, InitRuleIR, LayerIR, MergeIR, ModelIR, Node
+from compiler.lower.ir import class_names, GraphIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, TensorIR
 from compiler.runtime.layers import merge
 
 
 def build_model(model: ModelIR) -> nn.Module:
-    names = class_names(list(model.merges()), model.blocks)
+    names = class_names(model.classes(), model.blocks)
     sequential = {name: code.class_name for name, code in model.blocks.items() if code.sequential}
     module = _build(model.root, names, sequential)
     if model.init:
@@ -36,7 +39,9 @@ def _build(node: Node, names: dict[tuple, str], sequential: dict[str, str]) -> n
         return node.entry.resolve()(*args, **kwargs)
     children = [(child.name, _build(child, names, sequential)) for child in node.children]
     if isinstance(node, MergeIR):
-        return _merge_class(names[node.shape_key])(children, node)
+        return _named_class(names[node.shape_key], GraphBlock)(children, node)
+    if isinstance(node, GraphIR):
+        return _named_class(names[node.shape_key], DataflowBlock)(children, node)
     own = sequential.get(node.use.block) if node.use is not None else None
     cls = _named_class(own, nn.Sequential) if own else nn.Sequential
     if node.named:
@@ -72,21 +77,89 @@ class GraphBlock(nn.Module):
         return out
 
 
-_CLASSES: dict[str, type] = {}
+_OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv}
 
 
-def _merge_class(name: str) -> type:
-    """A GraphBlock subclass named as the generated script names the block's class (``str(model)`` prints it)."""
-    return _named_class(name, GraphBlock)
+def make_tensor(tensor: TensorIR) -> torch.Tensor:
+    """A graph node's parameter or buffer, made as the generated script makes it: zeros, ones, or empty and
+    then its init function (so the random draws are the same, in the same order)."""
+    dtype = getattr(torch, tensor.dtype)
+    init = tensor.init.name if tensor.init is not None else "zeros_"
+    if init in ("zeros_", "ones_"):
+        return (torch.zeros if init == "zeros_" else torch.ones)(tensor.shape, dtype=dtype)
+    value = torch.empty(tensor.shape, dtype=dtype)
+    assert tensor.init is not None
+    args, kwargs = tensor.init.values()
+    tensor.init.entry.resolve()(value, *args, **kwargs)
+    return value
+
+
+class DataflowBlock(nn.Module):
+    """A graph node (§15): its steps run in order on named values; its own parameters and buffers are
+    attributes under their names."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]], ir: GraphIR):
+        super().__init__()
+        for name, module in children:
+            self.add_module(name, module)
+        for tensor in ir.tensors:
+            value = make_tensor(tensor)
+            if tensor.buffer:
+                self.register_buffer(tensor.name, value)
+            else:
+                setattr(self, tensor.name, nn.Parameter(value))
+        modules = dict(children)
+        self._tensors = [tensor.name for tensor in ir.tensors]
+        self._steps = [
+            (
+                modules[step.node.name] if step.node is not None else None,
+                step.op,
+                step.dim,
+                step.inputs,
+                step.outputs,
+                step.unpack,
+                {k: a.value for k, a in step.keywords.items()},
+                len(step.shapes[0]) if step.shapes and step.shapes[0] is not None else None,  # expand_batch's rank
+            )
+            for step in ir.steps
+        ]
+        self._output = ir.output
+
+    def forward(self, x):
+        values = {"x": x, **{name: getattr(self, name) for name in self._tensors}}
+        for module, op, dim, inputs, outputs, unpack, keywords, rank in self._steps:
+            args = [values[name] for name in inputs]
+            out = module(*args, **keywords) if module is not None else _operate(op, dim, args, x, rank)
+            if unpack:
+                values.update((name, out[i]) for i, name in enumerate(outputs) if name is not None)  # fx: no iter
+            else:
+                values[outputs[0]] = out
+        return values[self._output]
+
+
+def _operate(op: str, dim: int | None, args: list, x, rank: int | None):
+    """One operation of a graph step, as the generated script writes it (``a + b + c`` folds left)."""
+    if op in _OPERATORS:
+        return functools.reduce(_OPERATORS[op], args)
+    if op == "matmul":
+        return args[0] @ args[1]
+    if op in ("cat", "stack"):
+        return getattr(torch, op)(args, dim=dim)
+    assert op == "expand_batch"
+    if rank is not None:  # as the generated script writes it: expand(n, -1, -1), which torch.fx can trace
+        return args[0].expand(x.shape[0], *([-1] * (rank - 1)))
+    return args[0].expand(x.shape[0], *args[0].shape[1:])
+
+
+_CLASSES: dict[tuple[str, type], type] = {}
 
 
 def _named_class(name: str, base: type) -> type:
-    """A subclass of ``base`` named as the script's class: a GraphBlock (a merge) or an nn.Sequential (a block
-    whose body is a list of modules)."""
-    key = f"{base.__name__}.{name}"
-    if key not in _CLASSES:
-        _CLASSES[key] = type(name, (base,), {"__module__": __name__})
-    return _CLASSES[key]
+    """A subclass of ``base`` named as the generated script names the block's class (``str(model)`` prints it):
+    a GraphBlock (a merge), a DataflowBlock (a graph node) or an nn.Sequential (a block whose body is modules)."""
+    if (name, base) not in _CLASSES:
+        _CLASSES[name, base] = type(name, (base,), {"__module__": __name__})
+    return _CLASSES[name, base]
 
 
 def apply_init(model: nn.Module, rules: list[InitRuleIR]) -> None:

@@ -227,8 +227,9 @@ def _sections(defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _root(suffix: str) -> dict:
-    """`model:`: a block (a list or named children) or a merge block."""
-    return {"anyOf": [{"$ref": f"#/$defs/block{suffix}"}, {"$ref": f"#/$defs/merge{suffix}"}]}
+    """`model:`: a block (a list or named children), a merge block or a graph node."""
+    kinds = ("block", "merge", "graph")
+    return {"anyOf": [{"$ref": f"#/$defs/{kind}{suffix}"} for kind in kinds]}
 
 
 def _scheduler_calls() -> dict:
@@ -247,7 +248,7 @@ def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
     layer_names = REGISTRY.names("layer")
     node = {"$ref": f"#/$defs/node{suffix}"}
     kinds = ["layer", *(["use"] if uses else []), f"block{suffix}", f"repeat{suffix}", f"loop{suffix}"]
-    kinds += [f"if{suffix}", f"merge{suffix}"]
+    kinds += [f"if{suffix}", f"merge{suffix}", f"graph{suffix}"]
     defs = {
         f"node{suffix}": {"anyOf": [{"$ref": f"#/$defs/{kind}"} for kind in kinds]},
         f"block{suffix}": _block_def(node, layer_names),
@@ -270,6 +271,7 @@ def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
             "properties": {"if": {"anyOf": [{"type": "boolean"}, _EXPRESSION]}, "then": node, "else": node},
         },
         f"merge{suffix}": _merge_def(node),
+        f"graph{suffix}": _graph_def(node, layer_names),
     }
     if uses:
         defs["use"] = _use_def(layer_names)
@@ -278,7 +280,7 @@ def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
 
 def _block_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
     """A list (``nn.Sequential``) or named children; a child's name may be a loop's pattern or a ``$var``."""
-    reserved = [*layer_names, "repeat", "body", "merge", "if", "for"]
+    reserved = [*layer_names, "repeat", "body", "merge", "graph", "if", "for"]
     child_names = {"anyOf": [{"pattern": _IDENT, "not": {"enum": reserved}}, {"pattern": r"\{"}, {"pattern": r"^\$"}]}
     item = {"allOf": [node, {"not": {"type": "object", "required": ["name", "body"]}}]}  # a list's loop splices
     return {
@@ -401,6 +403,62 @@ def _merge_def(node: dict) -> dict[str, Any]:
                 "additionalProperties": node,
             },
             "then": node,
+        },
+    }
+
+
+def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
+    """A graph node (§15): steps on named values, its own parameters and buffers."""
+    from compiler.front.spec import GRAPH_KEYS, GRAPH_OPS, STEP_KEYS, TENSOR_DTYPES
+
+    value = {"type": "string", "pattern": _IDENT}
+    values = {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]}
+    size = {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]}
+    tensor = {
+        "type": "object",
+        "required": ["shape"],
+        "additionalProperties": False,
+        "properties": {
+            "shape": {"type": "array", "minItems": 1, "items": size},
+            "dtype": {"enum": list(TENSOR_DTYPES)},
+            "init": _calls("init"),
+        },
+    }
+    tensors = {"type": "object", "propertyNames": {"pattern": _IDENT}, "additionalProperties": tensor}
+    operations = [
+        {
+            "type": "object",
+            "required": [op],
+            "additionalProperties": False,
+            "properties": {op: values, "as": value} | ({"dim": size} if op in ("cat", "stack") else {}),
+        }
+        for op in GRAPH_OPS
+    ]
+    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "repeat", "body", "merge", "graph", "if", "for"]
+    child = {
+        "type": "object",
+        "minProperties": 1,
+        "description": "a named child (its value: the step's name) with `from:`, `as:`, `with:` beside it",
+        "propertyNames": {"anyOf": [{"enum": ["from", "as", "with"]}, {"pattern": _IDENT, "not": {"enum": reserved}}]},
+        "properties": {
+            "from": values,
+            "as": {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]},
+            "with": {"type": "object", "propertyNames": {"pattern": _IDENT}},
+        },
+        "additionalProperties": node,
+    }
+    return {
+        "type": "object",
+        "required": ["graph"],
+        "additionalProperties": False,
+        "description": "steps run in order on named values (the input is `x`); parameters and buffers of its own",
+        "propertyNames": {"enum": list(GRAPH_KEYS)},
+        "properties": {
+            "graph": {"type": "array", "minItems": 1, "items": {"anyOf": [*operations, child]}},
+            "params": tensors,
+            "buffers": tensors,
+            "output": value,
+            "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
         },
     }
 

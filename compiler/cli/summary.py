@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from compiler.facts.shapes import format_shape
-from compiler.lower.ir import BlockIR, LayerIR, MergeIR, ModelIR, Node
+from compiler.lower.ir import BlockIR, GraphIR, LayerIR, MergeIR, ModelIR, Node
 from compiler.lower.model import format_bytes
 
 
@@ -16,6 +16,10 @@ def _shape(shape: tuple | None) -> str:
 def summary_rows(model: ModelIR) -> list[tuple[str, str, str, str]]:
     """One row per module; a merge block lists its parts, each with its output shape and parameters."""
     rows: list[tuple[str, str, str, str]] = []
+    if isinstance(model.root, GraphIR):  # the model is a graph node's class: one row for it, its parts below
+        _rows(model.root, 0, rows)
+        rows[0] = ("(model)", *rows[0][1:])
+        return rows
     for child in model.root.children:
         _rows(child, 0, rows)
     return rows
@@ -36,6 +40,15 @@ def _rows(node: Node, depth: int, rows: list) -> None:
     if isinstance(node, BlockIR):
         kind = _kind(node, "Sequential[named]" if node.named else "Sequential")
         rows.append((label, kind, _shape(node.out_shape), f"{node.params:,}"))
+        for child in node.children:
+            _rows(child, depth + 1, rows)
+        return
+    if isinstance(node, GraphIR):
+        rows.append((label, _kind(node, f"{node.class_name} (graph)"), _shape(node.out_shape), f"{node.params:,}"))
+        for tensor in node.tensors:
+            kind = "buffer" if tensor.buffer else "Parameter"
+            count = 0 if tensor.buffer else tensor.numel
+            rows.append(("  " * (depth + 1) + tensor.name, kind, format_shape(tensor.shape), f"{count:,}"))
         for child in node.children:
             _rows(child, depth + 1, rows)
         return

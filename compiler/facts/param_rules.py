@@ -310,6 +310,37 @@ def _transformer_encoder_layer(name: str, a: dict[str, Any], made: Made) -> None
         raise Refused(f"activation should be relu/gelu, not {activation}", "RuntimeError")
 
 
+def _multihead_attention(name: str, a: dict[str, Any], made: Made) -> None:
+    """torch's MultiheadAttention.__init__: one packed in_proj_weight, or q/k/v weights when kdim or vdim differ."""
+    d, heads = a["embed_dim"], a["num_heads"]
+    if d <= 0 or heads <= 0:
+        raise Refused(
+            f"embed_dim and num_heads must be greater than 0, got embed_dim={d} and num_heads={heads} instead"
+        )
+    kdim = a["kdim"] if a["kdim"] is not None else d
+    vdim = a["vdim"] if a["vdim"] is not None else d
+    if (d // heads) * heads != d:
+        raise Refused("embed_dim must be divisible by num_heads", "AssertionError")
+    if kdim == d and vdim == d:
+        made.param("in_proj_weight", (3 * d, d))
+        for slot in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            made.no_param(slot)
+    else:
+        for slot, size in (("q_proj_weight", d), ("k_proj_weight", kdim), ("v_proj_weight", vdim)):
+            made.param(slot, (d, size))
+        made.no_param("in_proj_weight")
+    if a["bias"]:
+        made.param("in_proj_bias", (3 * d,))
+    else:
+        made.no_param("in_proj_bias")
+    made.param(None, (d, d))  # out_proj
+    if a["bias"]:
+        made.param(None, (d,))
+    if a["add_bias_kv"]:
+        made.param("bias_k", (1, 1, d))
+        made.param("bias_v", (1, 1, d))
+
+
 def _prelu(name: str, a: dict[str, Any], made: Made) -> None:
     made.param("weight", (a["num_parameters"],))
 
@@ -333,6 +364,7 @@ _RULES: dict[str, Rule] = {
     "LSTM": _rnn,
     "GRU": _rnn,
     "TransformerEncoderLayer": _transformer_encoder_layer,
+    "MultiheadAttention": _multihead_attention,
     "PReLU": _prelu,
     "Hardtanh": _hardtanh,
     **{n: _dropout for n in "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout".split()},

@@ -45,6 +45,9 @@ class Entry:
     returns_tuple: bool = False  # e.g. LSTM returns (output, (h, c))
     takes_tuple: bool = False  # TupleItem: the one layer that may follow a tuple-returning one
     takes_indices: bool = False  # e.g. Embedding takes integer indices
+    # layers whose forward takes several tensors (a graph step's `from:`), e.g. MultiheadAttention's
+    forward_inputs: tuple[str, ...] = ()
+    forward_options: tuple[str, ...] = ()  # keyword arguments of forward a graph step's `with:` may give (literals)
     random: bool = False  # a Random* transform: applied per sample, left out of eval transforms
     params: tuple[str, ...] | None = None  # static parameter names, "name!" if required (torchvision)
     replaced_by: str | None = None  # a deprecated alias (Scale -> Resize)
@@ -74,6 +77,15 @@ class Entry:
     @property
     def class_name(self) -> str:
         return self.attr or self.name
+
+    @property
+    def arity(self) -> int:
+        """How many tensors the layer's forward takes."""
+        return max(1, len(self.forward_inputs))
+
+    @property
+    def inputs_named(self) -> tuple[str, ...]:
+        return self.forward_inputs or ("input",)
 
     @property
     def script_name(self) -> str:
@@ -136,6 +148,13 @@ LAYERS: list[Entry] = [
     # recurrent: return (output, state)
     *_layers("RNN LSTM GRU", infer="input_size", infer_axis="features", returns_tuple=True),
     *_layers("TransformerEncoderLayer"),
+    # attention: forward(query, key, value) -> (output, weights); a graph step (§15) with `from: [q, k, v]`
+    *_layers(
+        "MultiheadAttention",
+        returns_tuple=True,
+        forward_inputs=("query", "key", "value"),
+        forward_options=("need_weights", "average_attn_weights", "is_causal"),
+    ),
     # regularisation
     *_layers("Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout"),
     # reshaping and resampling

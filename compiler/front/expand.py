@@ -32,7 +32,8 @@ IF_KEYS = ("if", "then", "else")
 BLOCK_KEYS = ("params", "vars", "defaults", "body")
 TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,), "any": (object,)}
 SHAPE_VARS = ("in_channels", "in_shape")  # what a block body sees of its input
-RESERVED_BLOCKS = ("repeat", "body", "merge", "if", "for")
+RESERVED_BLOCKS = ("repeat", "body", "merge", "graph", "if", "for")
+GRAPH_OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch")  # as front/spec.py's
 MAX_USE_DEPTH = 32  # blocks inside blocks
 MAX_ITERATIONS = 10_000  # one loop (as `repeat`)
 # values written by expansion, loops and every block instance together: each becomes a node the lowerer
@@ -139,8 +140,9 @@ def instantiate(
     defaults = {**library.defaults, **block.defaults}
     scope = _Scope(env, frozenset(env), defaults, evaluate_all=True)
     body = expander.node(block.body, block.path + ("body",), path, scope)
-    if isinstance(body, dict) and "merge" in body and "class" not in body:  # the script's class: the block's name
-        body = {"merge": body["merge"], "class": block.name, **{k: v for k, v in body.items() if k != "merge"}}
+    for kind in ("merge", "graph"):
+        if isinstance(body, dict) and kind in body and "class" not in body:  # the script's class: the block's name
+            body = {kind: body[kind], "class": block.name, **{k: v for k, v in body.items() if k != kind}}
     library.instances[path] = body
     library.envs[path] = env
     return body
@@ -390,6 +392,8 @@ class _Expander:
         if _is_if(raw):
             chosen = self.choose(raw, origin, scope)
             return None if chosen is None else self.node(chosen[0], chosen[1], path, scope)
+        if "graph" in raw:
+            return self.graph(raw, origin, path, scope)
         if "merge" in raw:
             return self.merge(raw, origin, path, scope)
         if "repeat" in raw and "body" in raw:
@@ -515,6 +519,32 @@ class _Expander:
             else:
                 out[key] = self.value(value, where, path + (key,), scope)
         return {k: v for k, v in out.items() if v is not None}
+
+    def graph(self, raw: dict, origin: Path_, path: Path_, scope: _Scope) -> dict:
+        """A graph node (§15): each step's child is a node, everything else (names, shapes) a value."""
+        out: dict = {}
+        for key, value in raw.items():
+            where = origin + (key,)
+            if key == "graph" and isinstance(value, list):
+                self.place(where, path + (key,))
+                out[key] = [self.step(item, where + (i,), path + (key, i), scope) for i, item in enumerate(value)]
+            else:
+                out[key] = self.value(value, where, path + (key,), scope)
+        return out
+
+    def step(self, raw: Any, origin: Path_, path: Path_, scope: _Scope) -> Any:
+        if not isinstance(raw, dict):
+            return self.value(raw, origin, path, scope)
+        self.place(origin, path)
+        out: dict = {}
+        for key, value in raw.items():
+            where = origin + (key,)
+            if key in ("from", "as", "with", "dim") or key in GRAPH_OPS:
+                out[key] = self.value(value, where, path + (key,), scope)
+            else:
+                name = self.key(key, where, scope)
+                out[name] = self.node(value, where, path + (name,), scope)
+        return out
 
     def plain_repeat(self, raw: dict, origin: Path_, path: Path_, scope: _Scope) -> dict:
         """`{repeat: N, body: ...}` without an index keeps its meaning (§2); only its body is expanded."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from compiler.common.literal import literal
 from compiler.common.suggest import did_you_mean
 from compiler.facts.registry import REGISTRY
-from compiler.front.expand import Library, check_use
+from compiler.front.expand import GRAPH_OPS, Library, check_use
 from compiler.front.expr import Evaluated, ExprError, evaluate, references
 from compiler.front.load import Path_, Source
 from compiler.front.names import RESERVED_NAMES, NameProblem, check_block_name, check_spec_name, check_variable
@@ -95,6 +95,42 @@ class Merge(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
+class Tensor(_Strict):
+    """A parameter or buffer of a graph node (§15): `name: {shape: [...], dtype?, init?}`."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    init: Call | None = None  # an `init:` function (§11); None: zeros
+    buffer: bool = False
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Step(_Strict):
+    """One step of a graph node: a named child (``node``) or an operation (``op``) on named values."""
+
+    name: str = ""  # the child's name (its module attribute and its value), "" for an operation
+    node: Node | None = None
+    op: str | None = None  # add sub mul div matmul cat stack expand_batch
+    dim: int | None = None  # cat and stack
+    inputs: tuple[str, ...] | None = None  # `from:` (a child) or the operation's operands; None: the previous value
+    outputs: tuple[str, ...] | None = None  # `as:` names (a list unpacks a tuple)
+    unpack: bool = False  # `as:` was a list
+    keywords: dict[str, Any] = Field(default_factory=dict)  # `with:`: keyword arguments of the child's call
+    yaml_path: tuple[Any, ...] = ()
+
+
+class Graph(_Strict):
+    """`{graph: [steps], params?, buffers?, output?, class?}`: named values flowing through steps (§15)."""
+
+    kind: Literal["graph"] = "graph"
+    steps: tuple[Step, ...]
+    tensors: tuple[Tensor, ...] = ()
+    output: str | None = None
+    class_name: str | None = None
+    yaml_path: tuple[Any, ...] = ()
+
+
 class Broken(_Strict):
     """A node the parser refused (already reported): lowering skips it and the shapes after it are unknown,
     so the rest of the model is still checked in the same pass."""
@@ -103,7 +139,7 @@ class Broken(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
-Node = Annotated[Layer | Block | Repeat | Merge | Broken | Use, Field(discriminator="kind")]
+Node = Annotated[Layer | Block | Repeat | Merge | Graph | Broken | Use, Field(discriminator="kind")]
 
 MERGE_OPS = ("add", "cat", "mul")
 MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
@@ -276,7 +312,7 @@ class Spec(_Strict):
     seed: int = Field(0, ge=0, lt=2**63)
     vars: dict[str, Any] = Field(default_factory=dict)
     input: tuple[int, ...] | None = None
-    model: Block
+    model: Annotated[Block | Graph, Field(discriminator="kind")]
     init: tuple[InitRule, ...] = ()
     data: DataSpec | None = None
     loss: Call | None = None
@@ -426,6 +462,8 @@ class _Parser:
             return None
         if isinstance(raw, dict):
             keys = set(raw)
+            if "graph" in raw:
+                return self.graph(raw, path)
             if "merge" in raw:
                 return self.merge(raw, path)
             if _is_repeat(raw):
@@ -516,8 +554,8 @@ class _Parser:
         if not isinstance(name, str):
             self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
-        if name in ("repeat", "body", "merge"):
-            what = "merge blocks" if name == "merge" else "repeats"
+        if name in ("repeat", "body", "merge", "graph"):
+            what = {"merge": "merge blocks", "graph": "graph nodes"}.get(name, "repeats")
             self.fail(
                 path,
                 f"block name {name!r} is reserved for {what}",
@@ -619,6 +657,169 @@ class _Parser:
                 "e.g. `class: BasicBlock` (ASCII letters and digits, starting with a capital)",
             )
         return self.found == before
+
+    # graph nodes (§15) ---------------------------------------------------------------
+
+    def graph(self, raw: dict, path: Path_) -> Graph | None:
+        """`{graph: [steps], params?, buffers?, output?, class?}`; names are checked while lowering (values)."""
+        before = self.found
+        for key in raw:
+            if key not in GRAPH_KEYS:
+                self.fail(
+                    path + (key,),
+                    f"unknown key {key!r} in a graph node",
+                    did_you_mean(str(key), GRAPH_KEYS, f"a graph node has: {', '.join(GRAPH_KEYS)}"),
+                )
+        steps_raw = raw["graph"]
+        if not isinstance(steps_raw, list) or not steps_raw:
+            self.fail(path + ("graph",), "`graph:` is a list of steps", "e.g. `graph: [{fc: {Linear: 4}}]`")
+            return None
+        seen: dict[str, str] = {}
+        tensors = [
+            tensor
+            for key in ("params", "buffers")
+            if key in raw
+            for tensor in self.tensors(raw[key], path + (key,), key == "buffers", seen)
+        ]
+        steps = [self.step(item, path + ("graph", i), seen) for i, item in enumerate(steps_raw)]
+        output, class_name = raw.get("output"), raw.get("class")
+        if output is not None and not _is_value_name(output):
+            self.fail(path + ("output",), f"`output:` is a value's name, got {_describe(output)}", "e.g. `output: h`")
+        if class_name is not None and not _is_class_name(class_name):
+            self.fail(
+                path + ("class",),
+                f"class must be a Python class name, got {_describe(class_name)}",
+                "e.g. `class: EncoderBlock` (ASCII letters and digits, starting with a capital)",
+            )
+        if self.found != before or any(step is None for step in steps):
+            return None
+        return Graph(steps=tuple(steps), tensors=tuple(tensors), output=output, class_name=class_name, yaml_path=path)
+
+    def tensors(self, raw: Any, path: Path_, buffer: bool, seen: dict[str, str]) -> list[Tensor]:
+        """`params:` or `buffers:`: `name: {shape: [...], dtype: float32, init: zeros_}`."""
+        if not isinstance(raw, dict):
+            self.fail(path, f"expected a mapping of names, got {_describe(raw)}", EXAMPLE_TENSOR)
+            return []
+        out = []
+        for name, decl in raw.items():
+            where = path + (name,)
+            self.graph_name(name, where, seen)
+            if not isinstance(decl, dict) or "shape" not in decl:
+                self.fail(where, f"{name!r} needs `shape:`", EXAMPLE_TENSOR)
+                continue
+            for key in decl:
+                if key not in TENSOR_KEYS:
+                    self.fail(
+                        where + (key,), f"unknown key {key!r}", did_you_mean(str(key), TENSOR_KEYS, EXAMPLE_TENSOR)
+                    )
+            shape, dtype = decl["shape"], decl.get("dtype", "float32")
+            if not (isinstance(shape, list) and shape and all(_is_size(d) for d in shape)):
+                self.fail(
+                    where + ("shape",),
+                    f"a shape is a list of positive sizes, got {_describe(shape)}",
+                    "e.g. `shape: [1, 1, 768]`",
+                )
+                continue
+            if dtype not in TENSOR_DTYPES:
+                self.fail(
+                    where + ("dtype",),
+                    f"unknown dtype {dtype!r}",
+                    did_you_mean(str(dtype), TENSOR_DTYPES, f"use one of {', '.join(TENSOR_DTYPES)}"),
+                )
+                continue
+            init = self.call(decl["init"], where + ("init",), "init") if decl.get("init") is not None else None
+            if decl.get("init") is not None and init is None:
+                continue
+            out.append(Tensor(name=name, shape=tuple(shape), dtype=dtype, init=init, buffer=buffer, yaml_path=where))
+        return out
+
+    def step(self, raw: Any, path: Path_, seen: dict[str, str]) -> Step | None:
+        """`- name: node` (with `from:`, `as:`, `with:` beside it) or `- {op: [values], dim?, as?}`."""
+        keys = [k for k in raw if k not in STEP_KEYS] if isinstance(raw, dict) else []
+        if len(keys) != 1:
+            what = f"the keys {', '.join(map(repr, keys))}" if keys else _describe(raw)
+            self.fail(
+                path,
+                f"a graph step is one named child or one operation (with `from:`, `as:`, `with:`, `dim:`), got {what}",
+                "e.g. `- fc: {Linear: 4}` or `- {add: [x, fc], as: h}`",
+            )
+            return None
+        (key,) = keys
+        found = self.found
+        outputs = self.value_names(raw.get("as"), path + ("as",), allow_discard=True) if "as" in raw else None
+        unpack = isinstance(raw.get("as"), list)
+        if key in GRAPH_OPS:
+            return self.op_step(raw, key, path, outputs, unpack) if self.found == found else None
+        for extra in ("dim",):
+            if extra in raw:
+                self.fail(path + (extra,), f"`{extra}:` is for cat and stack", f"remove `{extra}:`")
+        inputs = self.value_names(raw["from"], path + ("from",)) if "from" in raw else None
+        keywords = raw.get("with", {})
+        if not isinstance(keywords, dict) or not all(isinstance(k, str) and k.isidentifier() for k in keywords):
+            self.fail(
+                path + ("with",), "`with:` is a mapping of keyword arguments", "e.g. `with: {need_weights: false}`"
+            )
+        if key not in GRAPH_OPS and did_you_mean(str(key), GRAPH_OPS) and _value_list(raw[key]):
+            self.fail(path + (key,), f"unknown operation {key!r}", did_you_mean(str(key), GRAPH_OPS))
+            return None
+        self.graph_name(key, path + (key,), seen)
+        if key == "x":
+            self.fail(path + (key,), "`x` is the graph node's input", "name the step otherwise, e.g. 'x_1'")
+        node = self.child(raw[key], path + (key,))
+        if self.found != found:
+            return None
+        return Step(
+            name=key, node=node, inputs=inputs, outputs=outputs, unpack=unpack, keywords=keywords, yaml_path=path
+        )
+
+    def op_step(self, raw: dict, op: str, path: Path_, outputs: tuple | None, unpack: bool) -> Step | None:
+        before = self.found
+        for extra in ("from", "with"):
+            if extra in raw:
+                self.fail(
+                    path + (extra,),
+                    f"`{extra}:` is for a child step; {op} names its values itself",
+                    f"write `{op}: [a, b]`",
+                )
+        if "dim" in raw and op not in ("cat", "stack"):
+            self.fail(path + ("dim",), f"`dim:` is for cat and stack, not {op}", "remove `dim:`")
+        dim = raw.get("dim", 1 if op in ("cat", "stack") else None)
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+            self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1`")
+        if unpack:
+            self.fail(path + ("as",), f"{op} gives one value: `as:` is one name", "e.g. `as: h`")
+        value = raw[op]
+        if op == "expand_batch":
+            inputs = self.value_names(value, path + (op,))
+            if inputs is not None and len(inputs) != 1:
+                self.fail(path + (op,), "expand_batch takes one value", "e.g. `{expand_batch: class_token}`")
+        else:
+            inputs = self.value_names(value, path + (op,)) if isinstance(value, list) else None
+            if inputs is None or len(inputs) < 2:
+                if inputs is not None or not isinstance(value, list):
+                    self.fail(path + (op,), f"{op} takes a list of two or more values", f"e.g. `{op}: [x, h]`")
+                return None
+        if inputs is None or self.found != before:
+            return None
+        return Step(op=op, dim=dim, inputs=inputs, outputs=outputs, yaml_path=path)
+
+    def graph_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
+        """A step's or tensor's name: a block name (§2), once per graph node (they share its attributes)."""
+        if isinstance(name, str) and name in seen:
+            self.fail(path, f"{name!r} already names a step, parameter or buffer of this graph node", "rename one")
+            return
+        self.block_name(name, path, seen)
+
+    def value_names(self, raw: Any, path: Path_, allow_discard: bool = False) -> tuple[str, ...] | None:
+        """One value's name or a list of them (`_` drops a tuple item where ``allow_discard``)."""
+        items = raw if isinstance(raw, list) else [raw]
+        ok = bool(items) and all(_is_value_name(v) or (allow_discard and v == "_") for v in items)
+        if not ok:
+            self.fail(
+                path, f"expected a value's name or a list of names, got {_describe(raw)}", "e.g. `[ln_1, ln_1, ln_1]`"
+            )
+            return None
+        return tuple(items)
 
     # init rules --------------------------------------------------------------------
 
@@ -750,6 +951,26 @@ class _Parser:
         return tuple(calls)
 
 
+GRAPH_KEYS = ("graph", "params", "buffers", "output", "class")
+STEP_KEYS = ("from", "as", "with", "dim")
+TENSOR_KEYS = ("shape", "dtype", "init")
+TENSOR_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+EXAMPLE_TENSOR = "e.g. `class_token: {shape: [1, 1, 768], init: zeros_}`"
+
+
+def _is_value_name(name: Any) -> bool:
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) and name != "_"
+
+
+def _value_list(value: Any) -> bool:
+    """`[x, h]`: names of values, as an operation takes (not a list of layers)."""
+    return isinstance(value, list) and all(isinstance(v, str) and not REGISTRY.is_layer(v) for v in value)
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _is_class_name(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier() and name.isascii() and name[:1].isupper()
 
@@ -813,6 +1034,8 @@ def _count_modules(node: Any) -> int:
         return 1 + sum(_count_modules(p) for p in parts if p is not None)
     if isinstance(node, Repeat):
         return _spliced(node)
+    if isinstance(node, Graph):
+        return 1 + sum(_count_modules(step.node) for step in node.steps if step.node is not None)
     return 1
 
 
@@ -1079,8 +1302,8 @@ def _prepare_model(prepared: dict, raw: Any, parser: _Parser) -> None:
         prepared.pop("model")
         return
     prepared["model"] = model
-    if parser.found == before and _count_children(model) > MAX_MODULES:
-        size = _count_children(model)
+    size = _count_modules(model) - 1 if isinstance(model, Graph) else _count_children(model)
+    if parser.found == before and size > MAX_MODULES:
         parser.fail(
             ("model",),
             f"the model has {size:,} modules, more than the {MAX_MODULES:,} allowed",

@@ -26,6 +26,7 @@ from compiler.lower.ir import (
     BlockIR,
     CallIR,
     CondIR,
+    GraphIR,
     LayerIR,
     MergeIR,
     ModelIR,
@@ -63,7 +64,7 @@ def _collect(node: Any, found: dict[str, dict[tuple, Instance]]) -> None:
                 found.setdefault(part.use.block, {})[part.use.root] = ("spread" if part.spread else None, part.use)
             for child in part.nodes:
                 _collect(child, found)
-    elif isinstance(node, BlockIR):
+    elif isinstance(node, (BlockIR, GraphIR)):
         for child in node.children:
             _collect(child, found)
 
@@ -183,6 +184,12 @@ class _Planner:
                 raise Refused
             code.class_name = code.block
             code.merge, code.optional = self.merge(nodes, scope)
+            return _call_of(code)
+        if all(isinstance(node, GraphIR) for node in nodes):
+            if code.merge is not None:
+                raise Refused
+            code.class_name = code.block
+            code.merge = self.graph(nodes, scope)
             return _call_of(code)
         if all(isinstance(node, BlockIR) and not node.named for node in nodes):
             return self.items(nodes, scope, origin)
@@ -339,6 +346,19 @@ class _Planner:
         then = self.part([n.then for n in nodes], scope, optional)
         template = dataclasses.replace(first, before=before, branches=branches, then=then, use=None)
         return template, tuple(optional)
+
+    def graph(self, nodes: list[GraphIR], scope: _Scope) -> GraphIR:
+        """The class of a graph body (§15): the same steps and tensors in every use, each child generalised.
+        Channels are not tracked through a graph (its values need not be channels first)."""
+        first = nodes[0]
+        if any(_graph_key(n) != _graph_key(first) for n in nodes):
+            raise Refused
+        scope.channels = None
+        steps = []
+        for i, step in enumerate(first.steps):
+            node = self.node([n.steps[i].node for n in nodes], scope) if step.node is not None else None
+            steps.append(dataclasses.replace(step, node=node))
+        return dataclasses.replace(first, steps=steps, use=None)
 
     def part(self, parts: list, scope: _Scope, optional: list[str]) -> PartIR | None:
         """One part of a merge over the uses: a block used there is a call, an `if:` there an optional module."""
@@ -540,6 +560,11 @@ def _plain(value: Any) -> bool:
 def _positional_name(layer: LayerIR, index: int) -> str | None:
     names = [name for name in layer.call.arguments]
     return names[index] if index < len(names) else None
+
+
+def _graph_key(graph: GraphIR) -> tuple:
+    """What every use of a graph body must share: its steps, tensors (shapes included) and output."""
+    return graph.shape_key[1:]
 
 
 def _part_names(merge: MergeIR) -> tuple:

@@ -194,7 +194,108 @@ class MergeIR:
             yield from child.walk()
 
 
-Node = LayerIR | BlockIR | MergeIR
+@dataclass
+class TensorIR:
+    """A parameter or buffer a graph node holds itself (ViT's ``class_token``), created after its children."""
+
+    name: str
+    shape: Shape
+    dtype: str
+    init: CallIR | None  # None: zeros
+    buffer: bool
+    yaml_path: tuple = ()
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "bool": 1}.get(self.dtype, 4)
+
+
+@dataclass
+class StepIR:
+    """One step of a graph node: a child module called on named values, or an operation on them.
+
+    ``inputs`` and ``outputs`` are value names: the spec's, ``x`` for the node's input, or for a value no
+    name was given ``#k`` (the step's index); ``None`` in ``outputs`` is a dropped tuple item (``_``)."""
+
+    node: Node | None
+    op: str | None
+    dim: int | None
+    inputs: list[str]
+    outputs: list[str | None]
+    unpack: bool  # the child returns a tuple unpacked into ``outputs``
+    keywords: dict[str, Arg] = field(default_factory=dict)  # `with:` arguments of the call
+    yaml_path: tuple = ()
+    shapes: list[Any] = field(default_factory=list)  # each output's shape, the batch written "N"
+
+    @property
+    def key(self) -> tuple:
+        name = self.node.name if self.node is not None else None
+        return (
+            name,
+            self.op,
+            self.dim,
+            tuple(self.inputs),
+            tuple(self.outputs),
+            self.unpack,
+            tuple((k, a.source) for k, a in self.keywords.items()),
+        )
+
+
+@dataclass
+class GraphIR:
+    """A module whose ``forward`` runs ``steps`` on named values (§15): any dataflow, not only a tree."""
+
+    name: str
+    path: str
+    class_name: str
+    tensors: list[TensorIR]
+    steps: list[StepIR]
+    output: str
+    yaml_path: tuple = ()
+    in_shape: Shape | None = None
+    out_shape: Shape | None = None
+    use: UseIR | None = None
+
+    @property
+    def children(self) -> list[Node]:
+        """The child modules in registration order: the steps' order."""
+        return [step.node for step in self.steps if step.node is not None]
+
+    @property
+    def shape_key(self) -> tuple:
+        """What the generated class depends on: equal keys share one class."""
+        tensors = tuple((t.name, t.shape, t.dtype, t.buffer, _call_key(t.init)) for t in self.tensors)
+        return (self.class_name, "graph", tensors, tuple(step.key for step in self.steps), self.output)
+
+    @property
+    def params(self) -> int:
+        own = sum(t.numel for t in self.tensors if not t.buffer and t.dtype.startswith(("float", "bfloat")))
+        return own + sum(child.params for child in self.children)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors) + sum(child.nbytes for child in self.children)
+
+    def walk(self) -> Iterator[Node]:
+        for child in self.children:
+            yield child
+            yield from child.walk()
+
+
+def _call_key(call: CallIR | None) -> tuple | None:
+    if call is None:
+        return None
+    return (call.name, tuple(a.source for a in call.args), tuple((k, a.source) for k, a in call.kwargs.items()))
+
+
+Node = LayerIR | BlockIR | MergeIR | GraphIR
 
 
 @dataclass
@@ -231,7 +332,7 @@ class LoadIR:
 
 @dataclass
 class ModelIR:
-    root: BlockIR | MergeIR
+    root: BlockIR | MergeIR | GraphIR
     input_shape: Shape | None
     input_dtype: str = "float32"  # "int64" when the first layer takes indices (Embedding)
     init: list[InitRuleIR] = field(default_factory=list)
@@ -260,6 +361,9 @@ class ModelIR:
         while node is not None and not isinstance(node, LayerIR):
             if isinstance(node, MergeIR):
                 nodes = node.then.nodes if node.then is not None else []
+            elif isinstance(node, GraphIR):
+                last = next((s for s in node.steps if node.output in s.outputs), None)
+                nodes = [last.node] if last is not None and last.node is not None and not last.unpack else []
             else:
                 nodes = node.children
             node = nodes[-1] if nodes else None
@@ -268,6 +372,15 @@ class ModelIR:
     def merges(self) -> Iterator[MergeIR]:
         nodes = [self.root, *self.root.walk()]
         return (node for node in nodes if isinstance(node, MergeIR))
+
+    def graphs(self) -> Iterator[GraphIR]:
+        nodes = [self.root, *self.root.walk()]
+        return (node for node in nodes if isinstance(node, GraphIR))
+
+    def classes(self) -> list[MergeIR | GraphIR]:
+        """The nodes the generated script writes a class for (merge blocks and graph nodes), in module order."""
+        nodes = [self.root, *self.root.walk()]
+        return [node for node in nodes if isinstance(node, (MergeIR, GraphIR))]
 
 
 # --------------------------------------------------------------------------- training
@@ -379,7 +492,7 @@ class Program:
     warnings: list[Problem] = field(default_factory=list)
 
 
-def class_names(merges: list[MergeIR], blocks: dict[str, BlockCodeIR] | None = None) -> dict[tuple, str]:
+def class_names(merges: list[MergeIR | GraphIR], blocks: dict[str, BlockCodeIR] | None = None) -> dict[tuple, str]:
     """A class name per distinct block shape, in order of first appearance (``AddBlock``, ``AddBlock_1``); a merge
     a `blocks:` definition made takes that block's class when the block's code is written once (``blocks``)."""
     blocks = blocks or {}
@@ -451,7 +564,7 @@ class BlockCodeIR:
 @dataclass
 class ForIR:
     """A spec loop the script writes as a Python ``for`` (torchvision's ``_make_layer``), its body statements:
-    ``ForIR`` (a loop inside), ``StepIR`` (one module appended)."""
+    ``ForIR`` (a loop inside), ``LoopStepIR`` (one module appended)."""
 
     targets: str  # ``k, n``
     iterable: str  # ``enumerate(layers)``
@@ -461,7 +574,7 @@ class ForIR:
 
 
 @dataclass
-class StepIR:
+class LoopStepIR:
     """One module a loop's iteration adds: a block call, or a nested list's statements (an ``nn.Sequential``)."""
 
     call: str | None = None  # the class or function called: ``BasicBlock``

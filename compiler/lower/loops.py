@@ -23,7 +23,7 @@ from compiler.common.naming import Namespace
 from compiler.front.expand import Library, LoopRun, is_loop
 from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
 from compiler.lower.blocks import FUNCTIONS, _DropIntOfRound, _plain, _same
-from compiler.lower.ir import BlockIR, ForIR, LoopCodeIR, ModelIR, StepIR
+from compiler.lower.ir import BlockIR, ForIR, LoopCodeIR, LoopStepIR, ModelIR
 
 _PART = re.compile(r"\{([^{}]*)\}")
 _REF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
@@ -155,11 +155,11 @@ class _Writer:
             return self.loop(raw, origin, False)  # a loop in the list: its copies join the list
         return self.step(raw, origin)
 
-    def step(self, raw: Any, origin: tuple) -> StepIR:
+    def step(self, raw: Any, origin: tuple) -> LoopStepIR:
         """One child: a block use (a call), or a nested list (an ``nn.Sequential`` of its statements)."""
         if isinstance(raw, list):
             items = [self.item(item, origin + (i,)) for i, item in enumerate(raw)]
-            return StepIR(items=items)
+            return LoopStepIR(items=items)
         if isinstance(raw, str):
             return self.call(raw, None)
         if not isinstance(raw, dict) or len(raw) != 1 or not isinstance(next(iter(raw)), str):
@@ -167,7 +167,7 @@ class _Writer:
         name, args = next(iter(raw.items()))
         return self.call(name, args)
 
-    def call(self, name: str, args: Any) -> StepIR:
+    def call(self, name: str, args: Any) -> LoopStepIR:
         block = self.block_of(name)
         code = self.model.blocks.get(block)
         definition = self.library.blocks.get(block)
@@ -194,7 +194,7 @@ class _Writer:
         out = _REF.sub(lambda m: f"({spec[m.group(1)]})" if m.group(1) in spec else m.group(0), code.out_channels)
         target = code.class_name if code.function is None else code.function
         channels = self.python(out)
-        step = StepIR(call=target, args=texts, channels=None if channels == self.channels else channels)
+        step = LoopStepIR(call=target, args=texts, channels=None if channels == self.channels else channels)
         self.checks[id(step)] = (block, args, out)
         return step
 
@@ -255,7 +255,7 @@ class _Writer:
             at += 1
         return at
 
-    def match_step(self, step: StepIR, child: Any, env: dict, state: _State) -> None:
+    def match_step(self, step: LoopStepIR, child: Any, env: dict, state: _State) -> None:
         if step.items is not None:
             if not isinstance(child, BlockIR) or child.named or child.use is not None:
                 raise Refused

@@ -22,9 +22,10 @@ from compiler.front.expand import MAX_USE_DEPTH, instantiate, note_use
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES
 from compiler.front.problems import Problems
-from compiler.front.spec import MAX_MODULES, Block, Broken, Layer, Merge, Repeat, Spec, Use, parse_node
+from compiler.front.spec import MAX_MODULES, Block, Broken, Graph, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.blocks import plan_blocks
+from compiler.lower.dataflow import lower_graph
 from compiler.lower.ir import (
     BlockIR,
     CallIR,
@@ -81,8 +82,11 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     lowerer = _Lowerer(spec, problems)
     first = _first_layer(spec.model)
     dtype = "int64" if first is not None and first.takes_indices else "float32"
-    root = BlockIR("", "", spec.model.named, yaml_path=("model",), in_shape=spec.input)
-    root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
+    if isinstance(spec.model, Graph):
+        root = lower_graph(lowerer, spec.model, "", "", spec.input, dtype)
+    else:
+        root = BlockIR("", "", spec.model.named, yaml_path=("model",), in_shape=spec.input)
+        root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
     lowerer.end_of_model()
     model = ModelIR(root, spec.input, dtype)
     model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init if not r.load) if rule is not None]
@@ -108,8 +112,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
 
 def _check_class_names(model: ModelIR, spec: Spec, problems: Problems) -> None:
     """The generated script defines a class per merge-block shape: its name must not be one the script uses."""
-    names = class_names(list(model.merges()), model.blocks)
-    for merge in model.merges():
+    names = class_names(model.classes(), model.blocks)
+    for merge in model.classes():
         name = names[merge.shape_key]
         if name in RESERVED_NAMES or name in spec.vars:
             problems.fail(
@@ -132,6 +136,9 @@ def _first_layer(node: Any) -> Entry | None:
         return _first_layer(node.before if node.before is not None else node.branches[0][1])
     if isinstance(node, Broken):
         return None
+    if isinstance(node, Graph):
+        first = node.steps[0]
+        return _first_layer(first.node) if first.node is not None and first.inputs is None else None
     for _, child in node.children:
         found = _first_layer(child)
         if found:
@@ -155,6 +162,7 @@ class _Lowerer:
         self.cost = 0
         self.uses = 0  # blocks being instantiated inside one another
         self.bodies: list[Any] = []  # instantiated bodies, kept alive: ``layer_cache`` is keyed by node id
+        self.multi_input = False  # lowering a graph step that gives a layer several tensors (its shapes: dataflow)
 
     # tree ---------------------------------------------------------------------------
 
@@ -192,6 +200,11 @@ class _Lowerer:
             merge = self.merge(node, name, path, shape, dtype)
             out.append(merge)
             return merge.out_shape
+        if isinstance(node, Graph):
+            self.check_tuple(node.yaml_path, "graph node")
+            graph = lower_graph(self, node, name, path, shape, dtype)
+            out.append(graph)
+            return graph.out_shape
         if isinstance(node, Block):
             sub = BlockIR(name, path, node.named, yaml_path=node.yaml_path, in_shape=shape)
             out.append(sub)
@@ -345,6 +358,14 @@ class _Lowerer:
         entry = REGISTRY.get("layer", node.type)
         assert entry is not None  # the parser only accepts registered names
         tuple_item = self.tuple_from is not None and entry.takes_tuple
+        if entry.arity > 1 and not self.multi_input:
+            self.problems.fail(
+                where_of(node),
+                f"{entry.name} takes {entry.arity} tensors ({', '.join(entry.inputs_named)}), but a stack gives one",
+                f"make it a step of a graph node with `from: [{', '.join(entry.inputs_named)}]` "
+                "(docs/spec-language.md §15)",
+            )
+            return None
         if not entry.takes_tuple:
             self.check_tuple(node.yaml_path, entry.name)
         elif self.tuple_from is None and shape is not None:
@@ -404,7 +425,7 @@ class _Lowerer:
         module = self.construct(ir)
         if module is None:
             return
-        if ir.in_shape is None:
+        if ir.in_shape is None or ir.entry.arity > 1:  # several inputs: the graph node checks their shapes
             return
         try:
             if ir.entry.shape_rule is not None:

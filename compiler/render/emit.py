@@ -22,13 +22,14 @@ from compiler.lower.ir import (
     BlockIR,
     CondIR,
     ForIR,
+    GraphIR,
     InitRuleIR,
     LayerIR,
     LoopCodeIR,
+    LoopStepIR,
     MergeIR,
     ModelIR,
     Node,
-    StepIR,
     class_names,
 )
 
@@ -50,7 +51,7 @@ class ModelCode:
 def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> ModelCode:
     """``script_globals``: the names the script defines at its top level (settings, vars, helpers): the
     locals of ``build_model`` are renamed around them, so a block named ``nn`` cannot hide ``nn``."""
-    names = class_names(list(model.merges()), model.blocks)
+    names = class_names(model.classes(), model.blocks)
     own = {cls.__name__ for cls in _own_layer_classes(list(model.layers()))}
     functions = {name for c in model.blocks.values() for name in (c.function, c.class_name) if name}
     emitter = _Emitter(names, model.blocks)
@@ -67,11 +68,12 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
     emitted = {c.class_name for c in model.blocks.values() if c.class_name}
     for block in model.blocks.values():
         code.classes += _block_sources(block, emitter)
-    for merge in model.merges():
+    for merge in model.classes():
         name = names[merge.shape_key]
         if name not in emitted:
             emitted.add(name)
-            code.classes.append(_merge_class_source(merge, name))
+            source = _graph_class_source if isinstance(merge, GraphIR) else _merge_class_source
+            code.classes.append(source(merge, name))  # type: ignore[arg-type]
     if model.init or model.load:
         code.init_function = _init_function(model)
     return code
@@ -103,8 +105,7 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
         lines[0] = lines[0][:-3] + "\n\n" + INDENT + note + "\n" + INDENT + '"""'
 
     result = "model" if model.init or model.load else None
-    assert isinstance(root, BlockIR)
-    if root.named and any(not isinstance(c, LayerIR) for c in root.children):
+    if isinstance(root, BlockIR) and root.named and any(not isinstance(c, LayerIR) for c in root.children):
         namespace = Namespace({"model", "init_weights", "nn", "OrderedDict", "torch", *script_globals})
         namespace.taken |= {"in_channels"}  # the loops' running channels
         loops = {code.names[0]: code for code in model.loops.get(root.yaml_path, [])}
@@ -165,7 +166,7 @@ class _Emitter:
             return [pad + prefix + _use_call(node, code) + suffix]
         if isinstance(node, LayerIR):
             return _layer_lines(pad, prefix, node, suffix)
-        if isinstance(node, MergeIR):
+        if isinstance(node, (MergeIR, GraphIR)):
             body = [line for child in node.children for line in self.lines(f"{child.name}=", child, ",", depth + 1)]
             return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
         if not node.named:
@@ -283,7 +284,7 @@ def _for_lines(loop: ForIR, target: str, depth: int, names: Namespace) -> list[s
     return lines
 
 
-def _step_lines(step: StepIR, prefix: str, suffix: str, depth: int, names: Namespace, wanted: str) -> list[str]:
+def _step_lines(step: LoopStepIR, prefix: str, suffix: str, depth: int, names: Namespace, wanted: str) -> list[str]:
     pad = INDENT * depth
     if step.items is None:
         lines = _call_lines(pad, prefix, f"{step.call}(", step.args, suffix)
@@ -350,6 +351,8 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     """``class BasicBlock(nn.Module)``: its modules built from its parameters, ``forward`` written out."""
     merge = code.merge
     assert merge is not None
+    if isinstance(merge, GraphIR):
+        return _graph_block_class_source(code, merge, emitter)
     lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
     lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
     lines.append(INDENT * 2 + "super().__init__()")
@@ -378,6 +381,21 @@ def _sequential_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     else:
         body[0] = body[0].replace("return nn.Sequential(", "super().__init__(", 1)
     return "\n".join(lines + body)
+
+
+def _graph_block_class_source(code: BlockCodeIR, graph: GraphIR, emitter: _Emitter) -> str:
+    """A block whose body is a graph node: its modules built from its parameters, its tensors, ``forward``."""
+    lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
+    lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
+    lines.append(INDENT * 2 + "super().__init__()")
+    lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars]
+    for child in graph.children:
+        lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
+    for tensor in graph.tensors:
+        lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
+    lines += ["", INDENT + "def forward(self, x):"]
+    lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
+    return "\n".join(lines)
 
 
 def _block_function_source(code: BlockCodeIR, emitter: _Emitter) -> str:
@@ -491,6 +509,90 @@ def _calls(nodes: list[Node], arg: str) -> str:
     for node in nodes:
         arg = f"self.{node.name}({arg})"
     return arg
+
+
+# --------------------------------------------------------------------------- graph nodes (§15)
+
+
+def _graph_class_source(graph: GraphIR, name: str) -> str:
+    """``class EncoderBlock(nn.Module)``: children passed in by name, its own parameters and buffers made in
+    ``__init__`` (after the children, as ``compiler.build_model`` makes them), ``forward`` written out with the
+    spec's names of the values, as torch.fx's code generator writes a graph."""
+    params = Namespace({"self"})
+    children = [(child.name, params.name(child.name)) for child in graph.children]
+    lines = [f"class {name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
+    lines.append(INDENT + f"def __init__({', '.join(['self', *(p for _, p in children)])}):")
+    lines.append(INDENT * 2 + "super().__init__()")
+    lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
+    for tensor in graph.tensors:
+        lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
+    lines += ["", INDENT + "def forward(self, x):"]
+    lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
+    return "\n".join(lines)
+
+
+def _graph_doc(graph: GraphIR) -> str:
+    names = [c.name for c in graph.children] or [t.name for t in graph.tensors] or ["the input"]
+    doc = f"{names[0]} .. {names[-1]}" if len(names) > 1 else names[0]
+    return f"{doc}: steps on named values (spec §15)."
+
+
+def _tensor_lines(tensor) -> list[str]:
+    """``self.class_token = nn.Parameter(torch.zeros(1, 1, 768))``; other inits fill an empty tensor."""
+    init = tensor.init.name if tensor.init is not None else "zeros_"
+    maker = {"zeros_": "torch.zeros", "ones_": "torch.ones"}.get(init, "torch.empty")
+    dtype = f", dtype=torch.{tensor.dtype}" if tensor.dtype != "float32" else ""
+    value = f"{maker}({', '.join(map(str, tensor.shape))}{dtype})"
+    if tensor.buffer:
+        lines = [f"self.register_buffer({literal(tensor.name)}, {value})"]
+    else:
+        lines = [f"self.{tensor.name} = nn.Parameter({value})"]
+    if maker == "torch.empty":
+        call = tensor.init
+        lines.append(call_source(call.entry.script_name, call.args, call.kwargs, (f"self.{tensor.name}",)))
+    return lines
+
+
+def _graph_forward_lines(graph: GraphIR) -> list[str]:
+    variables = Namespace({"self", "x", "torch", "nn"})
+    text = {"x": "x", **{t.name: f"self.{t.name}" for t in graph.tensors}}
+    lines: list[str] = []
+    for i, step in enumerate(graph.steps):
+        args = [text[name] for name in step.inputs]
+        if step.node is not None:
+            keywords = [f"{k}={a.source}" for k, a in step.keywords.items()]
+            expr = f"self.{step.node.name}({', '.join(args + keywords)})"
+        else:
+            expr = _op_text(step, args)
+        last = i == len(graph.steps) - 1 and not step.unpack and step.outputs[0] == graph.output
+        if last:
+            lines.append(f"return {expr}")
+            return lines
+        targets = []
+        for out in step.outputs:
+            if out is None:
+                targets.append("_")
+                continue
+            wanted = out if not out.startswith("#") else (step.op or "out")
+            text[out] = variables.name(wanted)
+            targets.append(text[out])
+        lines.append(f"{', '.join(targets)} = {expr}")
+    return lines + [f"return {text[graph.output]}"]
+
+
+_OP_SYMBOLS = {"add": " + ", "sub": " - ", "mul": " * ", "div": " / ", "matmul": " @ "}
+
+
+def _op_text(step, args: list[str]) -> str:
+    if step.op in _OP_SYMBOLS:
+        return _OP_SYMBOLS[step.op].join(args)
+    if step.op in ("cat", "stack"):
+        return f"torch.{step.op}([{', '.join(args)}], dim={step.dim})"
+    # expand_batch: torchvision's `class_token.expand(n, -1, -1)` (traceable by torch.fx) when the rank is known
+    rank = len(step.shapes[0]) if step.shapes and step.shapes[0] is not None else None
+    if rank is not None:
+        return f"{args[0]}.expand({', '.join(['x.shape[0]'] + ['-1'] * (rank - 1))})"
+    return f"{args[0]}.expand(x.shape[0], *{args[0]}.shape[1:])"
 
 
 # --------------------------------------------------------------------------- specc's own layers

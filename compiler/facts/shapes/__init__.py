@@ -104,8 +104,10 @@ def plugin_shape(name: str, rule: Callable, arguments: dict[str, Any], in_shape:
 
 
 def known_layers() -> frozenset[str]:
-    """The torch.nn class names ``output_shape`` has a rule for."""
-    return frozenset(_RULES)
+    """The torch.nn class names ``output_shape`` has a rule for, and those of several inputs (``dataflow``)."""
+    from compiler.facts.shapes.dataflow import MULTI_INPUT_RULES
+
+    return frozenset(_RULES) | frozenset(MULTI_INPUT_RULES)
 
 
 # ---------------------------------------------------------------------------------------------
