@@ -85,6 +85,8 @@ dist.all_gather_object(found, script("cnn").leader_first(fetch))
 if dist.get_rank() == 0:
     print("codes", codes)
     print("fetched", found)
+if dist.is_initialized():  # a group left to interpreter exit can abort in gloo threads (seen once: signal 6)
+    dist.destroy_process_group()
 """
 
 
