@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from torchvision.models import convnext_tiny
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt, LayerNorm2d
 
 import compiler
+from compiler.cli.commands import main as cli_main
 from compiler.facts.registry import REGISTRY
 from compiler.workflow.check import compare
 
@@ -153,3 +156,30 @@ def test_layer_norm_2d_is_torchvisions_class():
     expected = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), eps=1e-6).permute(0, 3, 1, 2)
     with torch.no_grad():
         assert torch.equal(model[0](x), expected)
+
+
+def test_expanded_convnext_builds_the_same_model(tmp_path, capsys):
+    overrides = ["vars.depths=[1, 2, 1, 1]", "vars.dims=[8, 16, 24, 32]"]
+    assert cli_main(["expand", str(SPEC), *[f"--set={o}" for o in overrides]]) == 0
+    text = capsys.readouterr().out
+    assert "blocks:" not in text and "$" not in text.split("model:", 1)[1]
+    written = tmp_path / "convnext_expanded.yaml"
+    written.write_text(text, encoding="utf-8")
+    built = []
+    for spec in (compiler.load_spec(written), compiler.load_spec(SPEC, overrides=overrides)):
+        torch.manual_seed(0)
+        built.append(compiler.build_model(spec).state_dict())
+    expanded, original = built
+    assert list(expanded) == list(original) and all(torch.equal(expanded[k], original[k]) for k in original)
+
+
+def test_validating_convnext_imports_neither_torch_nor_torchvision():
+    code = (
+        "import sys; from compiler.cli.commands import main; "
+        "rc = main(['validate', 'specs/convnext_tiny.yaml']); "
+        "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch imported'; sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
