@@ -183,3 +183,48 @@ def test_validating_convnext_imports_neither_torch_nor_torchvision():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+_SCALED = """# a block whose parameter's sizes follow the block's
+name: scaled
+input: [4, 6, 6]
+blocks:
+  Scale:
+    params: {width: int}
+    body:
+      params:
+        gain: {shape: SHAPE, init: {normal_: {std: 0.5}}}
+      buffers:
+        offset: {shape: [$width, 1, 1]}
+      graph:
+        - conv: {Conv2d: {out_channels: $width, kernel_size: 1}}
+        - {mul: [gain, conv], as: scaled}
+        - {add: [scaled, offset]}
+model:
+  - {Scale: {width: 8}}
+  - {Scale: {width: 5}}
+  - Flatten
+"""
+
+
+@pytest.mark.parametrize(
+    ("shape", "one_class"), [("[$width * 2 - $width, 1, $in_channels // $in_channels]", True), ("$shapes", False)]
+)
+def test_a_graph_blocks_tensor_sizes_are_expressions_of_its_parameters(shape, one_class):
+    """Each size the spec wrote over the block's names is that expression in the block's class; a shape written
+    as one value (a list variable) is a class per use, as before."""
+    text = _SCALED.replace("SHAPE", shape)
+    if not one_class:
+        text = text.replace("params: {width: int}", "params: {width: int, shapes: list}")
+        text = text.replace("{width: 8}", "{width: 8, shapes: [8, 1, 1]}").replace(
+            "{width: 5}", "{width: 5, shapes: [5, 1, 1]}"
+        )
+    spec = compiler.parse_spec(text, "scaled.yaml")
+    script = compiler.render_script(spec)
+    assert (script.count("class Scale") == 1) is one_class
+    if one_class:
+        assert "self.gain = nn.Parameter(torch.empty(width * 2 - width, 1, in_channels // in_channels))" in script
+        assert 'self.register_buffer("offset", torch.zeros(width, 1, 1))' in script
+        assert "Scale(4, 8)" in script and "Scale(8, 5)" in script
+    checks = compare(spec, steps=2)
+    assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
