@@ -98,13 +98,16 @@ def test_stochastic_depth_grows_block_by_block_as_torchvisions(tiny):
         assert depths(model) == expected  # equal floats: the same arithmetic as torchvision's sd_prob
 
 
-def test_convnext_tiny_by_default_and_convnext_small_by_set_without_building_them():
+def test_convnext_tiny_by_default_and_the_larger_ones_by_set_without_building_them():
     model = compiler.lower_spec(compiler.load_spec(SPEC)).model
     assert model.input_shape == (3, 224, 224) and model.output_shape == (1000,)
     assert model.params == 28_589_128  # torchvision's convnext_tiny
     assert sum(1 for g in model.graphs() if g.class_name == "CNBlock") == 18
     small = compiler.load_spec(SPEC, overrides=["vars.depths=[3, 3, 27, 3]", "vars.stochastic_depth_prob=0.4"])
     assert compiler.lower_spec(small).model.params == 50_223_688  # torchvision's convnext_small
+    for dims, params in (([128, 256, 512, 1024], 88_591_464), ([192, 384, 768, 1536], 197_767_336)):  # base, large
+        wide = compiler.load_spec(SPEC, overrides=["vars.depths=[3, 3, 27, 3]", f"vars.dims={dims}"])
+        assert compiler.lower_spec(wide).model.params == params
 
 
 def test_a_smaller_configuration_is_torchvisions_convnext(tmp_path):
