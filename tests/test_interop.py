@@ -55,7 +55,10 @@ def _mark(names, slow):
 
 
 # the decompiler does not write graph nodes yet (§15): a parameter outside modules, `.expand()`, a tuple unpacked
-NOT_DECOMPILED = {"vit": "the decompiler writes no graph nodes yet (issue 21, after its groundwork)"}
+NOT_DECOMPILED = {
+    "vit": "the decompiler writes no graph nodes yet (issue 21, after its groundwork)",
+    "convnext_tiny": "the decompiler writes no graph nodes yet: CNBlock's layer_scale is a parameter outside modules",
+}
 
 
 def _decompiled(names):

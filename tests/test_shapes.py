@@ -33,15 +33,20 @@ OK, ERROR, STRICTER, TRAIN_ERROR = "ok", "error", "stricter", "train-error"
 
 
 def layer_class(type_name: str) -> type:
-    """torch.nn's class, specc's own (compiler/runtime/layers.py) or torchvision.ops's."""
+    """torch.nn's class, specc's own (compiler/runtime/layers.py), torchvision.ops's or another the registry names
+    (torchvision's LayerNorm2d)."""
     from torchvision import ops
 
+    from compiler.facts.registry import REGISTRY
     from compiler.runtime import layers
 
     for home in (nn, layers, ops):
         if hasattr(home, type_name):
             return getattr(home, type_name)
-    raise AttributeError(type_name)
+    entry = REGISTRY.get("layer", type_name)
+    if entry is None:
+        raise AttributeError(type_name)
+    return entry.resolve()
 
 
 def arguments(type_name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -522,6 +527,14 @@ FUNCTIONAL = [
     case("Reshape", (16, 49), shape=(-1,)),
     case("Reshape", (16, 49), ERROR, shape=(5, 5)),
     case("StochasticDepth", (3, 8, 8), p=0.2, mode="row"),
+    # torchvision's ConvNeXt LayerNorm2d: (C, H, W), normalised over C
+    case("LayerNorm2d", (6, 4, 5), normalized_shape=6),
+    case("LayerNorm2d", (6, 4, 5), normalized_shape=[6], eps=1e-6),
+    case("LayerNorm2d", (6, 1, 1), normalized_shape=6, elementwise_affine=False),
+    case("LayerNorm2d", (6, 4, 5), ERROR, normalized_shape=4),
+    case("LayerNorm2d", (6, 4), ERROR, normalized_shape=6),
+    case("LayerNorm2d", (2, 6, 4, 5), ERROR, normalized_shape=6),
+    case("LayerNorm2d", (6, 4, 5), STRICTER, normalized_shape=(5, 6)),  # over W and C: not the channels alone
 ]
 
 CASES = CONV + POOL + NORM + DENSE + ELEMENTWISE + RESHAPE + PAD + FUNCTIONAL
@@ -556,6 +569,7 @@ _COVERED = (
     "Flatten Unflatten Upsample UpsamplingNearest2d UpsamplingBilinear2d PixelShuffle PixelUnshuffle ChannelShuffle Unfold "
     "ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d ReflectionPad1d ReflectionPad2d "
     "ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d CircularPad1d CircularPad2d CircularPad3d "
+    "LayerNorm2d"
 )
 
 

@@ -190,14 +190,14 @@ def _layer_norm(name: str, a: dict[str, Any], made: Made) -> None:
     shape = (shape,) if isinstance(shape, numbers.Integral) else tuple(shape)
     if a["elementwise_affine"]:
         made.param("weight", shape)
-        if name == "LayerNorm":
+        if "bias" in a:  # LayerNorm and LayerNorm2d (RMSNorm has none)
             if a["bias"]:
                 made.param("bias", shape)
             else:
                 made.no_param("bias")
     else:
         made.no_param("weight")
-        if name == "LayerNorm":
+        if "bias" in a:
             made.no_param("bias")
 
 
@@ -359,6 +359,7 @@ _RULES: dict[str, Rule] = {
     "EmbeddingBag": _embedding,
     "GroupNorm": _group_norm,
     "LayerNorm": _layer_norm,
+    "LayerNorm2d": _layer_norm,
     "RMSNorm": _layer_norm,
     "RNN": _rnn,
     "LSTM": _rnn,

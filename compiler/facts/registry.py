@@ -178,6 +178,8 @@ LAYERS: list[Entry] = [
     ),
     Entry("TupleItem", "layer", "compiler.runtime.layers", takes_tuple=True),
     Entry("StochasticDepth", "layer", "torchvision.ops", params=("p!", "mode!")),
+    # ConvNeXt's LayerNorm over the channels of (N, C, H, W): nn.LayerNorm's arguments (its signature, in the table)
+    Entry("LayerNorm2d", "layer", "torchvision.models.convnext", infer="normalized_shape", norm=True),
 ]
 
 

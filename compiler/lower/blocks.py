@@ -32,7 +32,9 @@ from compiler.lower.ir import (
     ModelIR,
     Node,
     PartIR,
+    TensorIR,
     UseIR,
+    call_key,
 )
 
 FUNCTIONS = {"min", "max", "sum", "len", "int", "round", "make_divisible"}  # builtins, and the copied helper
@@ -358,7 +360,24 @@ class _Planner:
         for i, step in enumerate(first.steps):
             node = self.node([n.steps[i].node for n in nodes], scope) if step.node is not None else None
             steps.append(dataclasses.replace(step, node=node))
-        return dataclasses.replace(first, steps=steps, use=None)
+        tensors = [self.tensor([n.tensors[i] for n in nodes], scope) for i in range(len(first.tensors))]
+        return dataclasses.replace(first, steps=steps, tensors=tensors, use=None)
+
+    def tensor(self, tensors: list[TensorIR], scope: _Scope) -> TensorIR:
+        """A graph body's parameter or buffer: each size the expression the spec wrote (ConvNeXt's layer scale,
+        ``[$in_channels, 1, 1]``), checked against every use's."""
+        first = tensors[0]
+        sizes = []
+        for axis in range(len(first.shape)):
+            values = [t.shape[axis] for t in tensors]
+            origins = {self.library.origins.get(t.yaml_path + ("shape", axis)) for t in tensors}
+            if len(origins) != 1 or None in origins:
+                if any(v != values[0] for v in values):
+                    raise Refused  # sizes that differ, written as one expression for the whole shape
+                sizes.append(literal(values[0]))
+                continue
+            sizes.append(self.expression(self.raw(origins.pop()), scope, values))
+        return dataclasses.replace(first, sizes=tuple(sizes))
 
     def part(self, parts: list, scope: _Scope, optional: list[str]) -> PartIR | None:
         """One part of a merge over the uses: a block used there is a call, an `if:` there an optional module."""
@@ -563,8 +582,10 @@ def _positional_name(layer: LayerIR, index: int) -> str | None:
 
 
 def _graph_key(graph: GraphIR) -> tuple:
-    """What every use of a graph body must share: its steps, tensors (shapes included) and output."""
-    return graph.shape_key[1:]
+    """What every use of a graph body must share: its steps, tensors (their sizes may differ: ``tensor``) and
+    output."""
+    tensors = tuple((t.name, len(t.shape), t.dtype, t.buffer, call_key(t.init)) for t in graph.tensors)
+    return graph.shape_key[3:] + (tensors,)
 
 
 def _part_names(merge: MergeIR) -> tuple:

@@ -204,6 +204,7 @@ class TensorIR:
     init: CallIR | None  # None: zeros
     buffer: bool
     yaml_path: tuple = ()
+    sizes: tuple[str, ...] | None = None  # in a block's class: each size's Python text (``in_channels``)
 
     @property
     def numel(self) -> int:
@@ -271,7 +272,7 @@ class GraphIR:
     @property
     def shape_key(self) -> tuple:
         """What the generated class depends on: equal keys share one class."""
-        tensors = tuple((t.name, t.shape, t.dtype, t.buffer, _call_key(t.init)) for t in self.tensors)
+        tensors = tuple((t.name, t.shape, t.dtype, t.buffer, call_key(t.init)) for t in self.tensors)
         return (self.class_name, "graph", tensors, tuple(step.key for step in self.steps), self.output)
 
     @property
@@ -289,7 +290,7 @@ class GraphIR:
             yield from child.walk()
 
 
-def _call_key(call: CallIR | None) -> tuple | None:
+def call_key(call: CallIR | None) -> tuple | None:
     if call is None:
         return None
     return (call.name, tuple(a.source for a in call.args), tuple((k, a.source) for k, a in call.kwargs.items()))

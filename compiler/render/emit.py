@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from compiler.common.literal import literal
 from compiler.common.naming import Namespace
 from compiler.errors import RenderError
+from compiler.facts.registry import SCRIPT_ALIASES
 from compiler.facts.shapes import format_shape
 from compiler.lower.ir import (
     Arg,
@@ -542,7 +543,7 @@ def _tensor_lines(tensor) -> list[str]:
     init = tensor.init.name if tensor.init is not None else "zeros_"
     maker = {"zeros_": "torch.zeros", "ones_": "torch.ones"}.get(init, "torch.empty")
     dtype = f", dtype=torch.{tensor.dtype}" if tensor.dtype != "float32" else ""
-    value = f"{maker}({', '.join(map(str, tensor.shape))}{dtype})"
+    value = f"{maker}({', '.join(tensor.sizes or map(str, tensor.shape))}{dtype})"
     if tensor.buffer:
         lines = [f"self.register_buffer({literal(tensor.name)}, {value})"]
     else:
@@ -620,6 +621,9 @@ def _layer_class_source(cls: type) -> str:
 def _custom_imports(layers: list[LayerIR]) -> list[str]:
     imports = set()
     for layer in layers:
+        entry = layer.entry
+        if entry.cls_object is None and entry.module not in SCRIPT_ALIASES:  # torchvision's LayerNorm2d
+            imports.add(f"from {entry.module} import {entry.class_name}")
         if layer.entry.cls_object is not None:
             module, name = layer.entry.module, layer.entry.class_name
             problem = _import_problem(layer.entry.cls_object, module, name)

@@ -34,6 +34,7 @@ from compiler.facts.shapes.dense import (
     _group_norm,
     _instance_norm,
     _layer_norm,
+    _layer_norm_2d,
     _linear,
     _local_response_norm,
     _prelu,
@@ -159,6 +160,7 @@ _RULES: dict[str, Rule] = {
     "Amax": _reduce,
     "Reshape": _reshape,
     "StochasticDepth": _same,
+    "LayerNorm2d": _layer_norm_2d,
 }
 for _n in (1, 2, 3):
     _RULES[f"Conv{_n}d"] = _conv(_n, transposed=False)

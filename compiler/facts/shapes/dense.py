@@ -104,6 +104,26 @@ def _layer_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     return shape
 
 
+def _layer_norm_2d(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    """torchvision's ConvNeXt LayerNorm2d: (C, H, W) permuted to (H, W, C), normalised over C, permuted back."""
+    if len(shape) != 3:
+        raise ShapeError(
+            f"{name} expects each sample to be (C, H, W), 3 dims (the batch not counted), but its input {_fmt(shape)} "
+            f"has {len(shape)} dim{'s' if len(shape) != 1 else ''}",
+            f"use LayerNorm for the last axis of other samples, or {_CHECK_INPUT}",
+        )
+    raw = _required(name, a, "normalized_shape")
+    norm = (raw,) if _is_int(raw) else tuple(raw)
+    if norm != shape[:1]:
+        raise ShapeError(
+            f"{name} normalises the channels of each sample, but it was built with normalized_shape={list(norm)} "
+            f"and its input {_fmt(shape)} has {shape[0]} channels",
+            f"leave `normalized_shape` out so it is inferred (it becomes {shape[0]}), or set "
+            f"`normalized_shape: {shape[0]}`",
+        )
+    return shape
+
+
 def _local_response_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     if len(shape) < 2:
         raise ShapeError(
