@@ -20,6 +20,7 @@ from compiler.common.literal import literal
 from compiler.common.naming import Namespace
 from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
 from compiler.lower.ir import (
+    FLAG,
     Arg,
     BlockCallIR,
     BlockCodeIR,
@@ -128,6 +129,9 @@ class _Planner:
             code.branches.append((None, self.branch(code, nodes, scope, block.path + ("body",))))
         if code.merge is not None and code.branches == [(None, _call_of(code))]:
             code.branches = []  # the body is the merge: the class alone
+        elif _flag_fits(code):
+            # torchvision's InvertedResidual: one class, the residual add switched by a flag set in __init__
+            code.flag, code.branches = code.branches[0][0], []
         elif code.merge is None and len(code.branches) == 1 and isinstance(code.branches[0][1], BlockIR):
             code.class_name, code.sequential = name, True  # always the body's modules: an nn.Sequential subclass
         else:
@@ -527,6 +531,42 @@ class _Absent:
 
     use: UseIR
     name: str = ""
+
+
+def _flag_fits(code: BlockCodeIR) -> bool:
+    """Whether an `if:` body is torchvision's ``use_res_connect``: ``then`` adds the input (an ``Identity``
+    branch) to named branches, ``else`` is a named block of the same children (names, order and code), so one
+    class builds them once and its ``forward`` adds the input or not."""
+    merge = code.merge
+    if not isinstance(merge, MergeIR) or len(code.branches) != 2 or code.optional:
+        return False
+    (condition, then), (other, chosen) = code.branches
+    if condition is None or other is not None or then != _call_of(code):
+        return False
+    if merge.op != "add" or merge.before is not None or merge.then is not None:
+        return False
+    if sum(not branch.nodes for branch in merge.branches) != 1 or len(merge.branches) < 2:
+        return False  # exactly one branch passes the input through
+    if not isinstance(chosen, BlockIR) or not chosen.named or FLAG in {c.name for c in merge.children}:
+        return False
+    ours, theirs = merge.children, chosen.children
+    return len(ours) == len(theirs) and all(_code_key(a) == _code_key(b) for a, b in zip(ours, theirs, strict=True))
+
+
+def _code_key(template: Any) -> Any:
+    """What a child template's code depends on: its name and the Python text it is built from (not the use's
+    values or paths, which differ between the uses each side of an `if:` was generalised from)."""
+    if isinstance(template, LayerIR):
+        args = tuple(a.source for a in template.call.args)
+        kwargs = tuple((k, a.source) for k, a in template.call.kwargs.items())
+        return ("layer", template.name, template.type, args, kwargs)
+    if isinstance(template, BlockCallIR):
+        return ("call", template.name, template.target, tuple(template.args), template.optional)
+    if isinstance(template, CondIR):
+        return ("if", template.condition, _code_key(template.node))
+    if isinstance(template, BlockIR):
+        return ("block", template.name, template.named, tuple(_code_key(c) for c in template.children))
+    return ("other", id(template))  # a merge or graph inside: never the same code
 
 
 def _call_of(code: BlockCodeIR) -> BlockCallIR:

@@ -559,6 +559,13 @@ class BlockCodeIR:
     # the body is always one list of modules: ``class ConvBNReLU(nn.Sequential)`` (torchvision's
     # ``Conv2dNormActivation``), its ``__init__`` the block's parameters; the compiled model's class has its name
     sequential: bool = False
+    # the body is an `if:` between a residual add and the same modules alone: one class whose ``__init__`` sets
+    # ``self.use_res_connect`` (FLAG) to this condition's Python text and whose ``forward`` adds the input or not
+    # (torchvision's ``InvertedResidual``); ``merge`` is the `then` side, its children also the `else` side's
+    flag: str | None = None
+
+
+FLAG = "use_res_connect"  # the attribute of a flag class (BlockCodeIR.flag), as torchvision names it
 
 
 @dataclass
