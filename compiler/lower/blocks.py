@@ -129,9 +129,9 @@ class _Planner:
             code.branches.append((None, self.branch(code, nodes, scope, block.path + ("body",))))
         if code.merge is not None and code.branches == [(None, _call_of(code))]:
             code.branches = []  # the body is the merge: the class alone
-        elif _flag_fits(code):
+        elif (merge := _flag_merge(code)) is not None:
             # torchvision's InvertedResidual: one class, the residual add switched by a flag set in __init__
-            code.flag, code.branches = code.branches[0][0], []
+            code.flag, code.merge, code.branches = code.branches[0][0], merge, []
         elif code.merge is None and len(code.branches) == 1 and isinstance(code.branches[0][1], BlockIR):
             code.class_name, code.sequential = name, True  # always the body's modules: an nn.Sequential subclass
         else:
@@ -533,24 +533,56 @@ class _Absent:
     name: str = ""
 
 
-def _flag_fits(code: BlockCodeIR) -> bool:
-    """Whether an `if:` body is torchvision's ``use_res_connect``: ``then`` adds the input (an ``Identity``
-    branch) to named branches, ``else`` is a named block of the same children (names, order and code), so one
-    class builds them once and its ``forward`` adds the input or not."""
+def _flag_merge(code: BlockCodeIR) -> MergeIR | None:
+    """The class's template when an `if:` body is torchvision's ``use_res_connect``: ``then`` adds the input (an
+    ``Identity`` branch) to named branches, ``else`` is a named block of the same children (names, order, code),
+    so one class builds them once and its ``forward`` adds the input or not. A layer whose arguments differ
+    between the sides takes each as ``then_value if self.use_res_connect else else_value`` (EfficientNet's
+    stochastic depth, off without the add); None: the body does not fit."""
     merge = code.merge
     if not isinstance(merge, MergeIR) or len(code.branches) != 2 or code.optional:
-        return False
+        return None
     (condition, then), (other, chosen) = code.branches
     if condition is None or other is not None or then != _call_of(code):
-        return False
-    if merge.op != "add" or merge.before is not None or merge.then is not None:
-        return False
-    if sum(not branch.nodes for branch in merge.branches) != 1 or len(merge.branches) < 2:
-        return False  # exactly one branch passes the input through
+        return None
+    if merge.op != "add" or merge.before is not None or merge.then is not None or len(merge.branches) < 2:
+        return None
+    if sum(not branch.nodes for branch in merge.branches) != 1:
+        return None  # exactly one branch passes the input through
     if not isinstance(chosen, BlockIR) or not chosen.named or FLAG in {c.name for c in merge.children}:
-        return False
+        return None
     ours, theirs = merge.children, chosen.children
-    return len(ours) == len(theirs) and all(_code_key(a) == _code_key(b) for a, b in zip(ours, theirs, strict=True))
+    if len(ours) != len(theirs):
+        return None
+    joined = {}
+    for a, b in zip(ours, theirs, strict=True):
+        if _code_key(a) != _code_key(b):
+            layer = _joined_layer(a, b)
+            if layer is None:
+                return None
+            joined[id(a)] = layer
+    parts = [dataclasses.replace(p, nodes=[joined.get(id(n), n) for n in p.nodes]) for p in merge.branches]
+    return dataclasses.replace(merge, branches=parts)
+
+
+def _joined_layer(a: Any, b: Any) -> LayerIR | None:
+    """One layer for both sides of the flag: the same layer and argument names, each differing argument
+    ``a if self.use_res_connect else b``; None when they are not the same layer."""
+    if not (isinstance(a, LayerIR) and isinstance(b, LayerIR)) or (a.name, a.type) != (b.name, b.type):
+        return None
+    if len(a.call.args) != len(b.call.args) or list(a.call.kwargs) != list(b.call.kwargs):
+        return None
+    args = [_joined_arg(x, y) for x, y in zip(a.call.args, b.call.args, strict=True)]
+    kwargs = {k: _joined_arg(a.call.kwargs[k], b.call.kwargs[k]) for k in a.call.kwargs}
+    return dataclasses.replace(a, call=dataclasses.replace(a.call, args=args, kwargs=kwargs))
+
+
+def _joined_arg(a: Arg, b: Arg) -> Arg:
+    if a.source == b.source:
+        return a
+    test = ast.Attribute(ast.Name("self", ast.Load()), FLAG, ast.Load())
+    body, orelse = (ast.parse(arg.source, mode="eval").body for arg in (a, b))
+    return Arg(a.value, ast.unparse(ast.IfExp(test, body, orelse)))
 
 
 def _code_key(template: Any) -> Any:
