@@ -85,8 +85,7 @@ class MBConv(nn.Module):
 
     def forward(self, x):
         if self.use_res_connect:
-            main = self.stochastic_depth(self.block(x))
-            return main + x
+            return self.stochastic_depth(self.block(x)) + x
         return self.stochastic_depth(self.block(x))
 
 

@@ -71,8 +71,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x):
         if self.use_res_connect:
-            conv = self.conv(x)
-            return x + conv
+            return x + self.conv(x)
         return self.conv(x)
 
 

@@ -129,7 +129,7 @@ class _Planner:
             code.branches.append((None, self.branch(code, nodes, scope, block.path + ("body",))))
         if code.merge is not None and code.branches == [(None, _call_of(code))]:
             code.branches = []  # the body is the merge: the class alone
-        elif (merge := _flag_merge(code)) is not None:
+        elif (merge := self.flag_merge(code, nodes, scope)) is not None:
             # torchvision's InvertedResidual: one class, the residual add switched by a flag set in __init__
             code.flag, code.merge, code.branches = code.branches[0][0], merge, []
         elif code.merge is None and len(code.branches) == 1 and isinstance(code.branches[0][1], BlockIR):
@@ -199,6 +199,49 @@ class _Planner:
             return self.items(nodes, scope, origin)
         scope.channels = (scope.names["in_channels"], "$in_channels")
         return self.node(nodes, scope, top=True)
+
+    def flag_merge(self, code: BlockCodeIR, nodes: list, scope: _Scope) -> MergeIR | None:
+        """The class's template when an `if:` body is torchvision's ``use_res_connect`` (``_flag_shape``): the
+        `then` side's children, a layer whose arguments differ between the sides taking one text that gives
+        every use's value, else ``then_value if self.use_res_connect else else_value`` (EfficientNet's
+        stochastic depth, off without the add); None: the body does not fit."""
+        shape = _flag_shape(code)
+        if shape is None:
+            return None
+        merge, chosen = shape
+        sides = [[i for i, n in enumerate(nodes) if isinstance(n, MergeIR) is wanted] for wanted in (True, False)]
+        texts = {python: f"${name}" for name, python in scope.names.items()} | dict(scope.seen)
+        joined = {}
+        for index, (ours, theirs) in enumerate(zip(merge.children, chosen.children, strict=True)):
+            if _code_key(ours) == _code_key(theirs):
+                continue
+            if not isinstance(ours, LayerIR) or not isinstance(theirs, LayerIR) or not _same_layer(ours, theirs):
+                return None
+            uses = [[(scope.envs[i], nodes[i].children[index].call) for i in side] for side in sides]
+            keys = [*range(len(ours.call.args)), *ours.call.kwargs]
+            args = [self.joined_arg(key, ours.call, theirs.call, uses, texts) for key in keys]
+            call = dataclasses.replace(ours.call, args=args[: len(ours.call.args)])
+            call.kwargs = dict(zip(ours.call.kwargs, args[len(ours.call.args) :], strict=True))
+            joined[id(ours)] = dataclasses.replace(ours, call=call)
+        parts = [dataclasses.replace(p, nodes=[joined.get(id(n), n) for n in p.nodes]) for p in merge.branches]
+        return dataclasses.replace(merge, branches=parts)
+
+    def joined_arg(self, key: int | str, ours: CallIR, theirs: CallIR, uses: list, texts: dict) -> Arg:
+        """One argument of a layer on both sides of the flag: either side's text when it gives every use's value
+        (``out``, which equals ``in_channels`` where the input is added), else the choice between them."""
+        a, b = (call.args[key] if isinstance(key, int) else call.kwargs[key] for call in (ours, theirs))
+        if a.source == b.source:
+            return a
+        for arg, side in ((b, uses[0]), (a, uses[1])):
+            raw = texts.get(arg.source, _number(arg.source))
+            if raw is not None and all(
+                self.matches(raw, env, call.args[key].value if isinstance(key, int) else call.kwargs[key].value)
+                for env, call in side
+            ):
+                return Arg(a.value, arg.source)
+        test = ast.Attribute(ast.Name("self", ast.Load()), FLAG, ast.Load())
+        body, orelse = (ast.parse(arg.source, mode="eval").body for arg in (a, b))
+        return Arg(a.value, ast.unparse(ast.IfExp(test, body, orelse)))
 
     # templates ------------------------------------------------------------------------
 
@@ -533,12 +576,11 @@ class _Absent:
     name: str = ""
 
 
-def _flag_merge(code: BlockCodeIR) -> MergeIR | None:
-    """The class's template when an `if:` body is torchvision's ``use_res_connect``: ``then`` adds the input (an
-    ``Identity`` branch) to named branches, ``else`` is a named block of the same children (names, order, code),
-    so one class builds them once and its ``forward`` adds the input or not. A layer whose arguments differ
-    between the sides takes each as ``then_value if self.use_res_connect else else_value`` (EfficientNet's
-    stochastic depth, off without the add); None: the body does not fit."""
+def _flag_shape(code: BlockCodeIR) -> tuple[MergeIR, BlockIR] | None:
+    """The `then` merge and the `else` block of an `if:` body that is torchvision's ``use_res_connect``:
+    ``then`` adds the input (an ``Identity`` branch) to named branches, ``else`` is a named block of the same
+    children (names and order; a layer's arguments may differ), so one class builds them once and its
+    ``forward`` adds the input or not."""
     merge = code.merge
     if not isinstance(merge, MergeIR) or len(code.branches) != 2 or code.optional:
         return None
@@ -551,38 +593,28 @@ def _flag_merge(code: BlockCodeIR) -> MergeIR | None:
         return None  # exactly one branch passes the input through
     if not isinstance(chosen, BlockIR) or not chosen.named or FLAG in {c.name for c in merge.children}:
         return None
-    ours, theirs = merge.children, chosen.children
-    if len(ours) != len(theirs):
+    if [c.name for c in merge.children] != [c.name for c in chosen.children]:
         return None
-    joined = {}
-    for a, b in zip(ours, theirs, strict=True):
-        if _code_key(a) != _code_key(b):
-            layer = _joined_layer(a, b)
-            if layer is None:
-                return None
-            joined[id(a)] = layer
-    parts = [dataclasses.replace(p, nodes=[joined.get(id(n), n) for n in p.nodes]) for p in merge.branches]
-    return dataclasses.replace(merge, branches=parts)
+    return merge, chosen
 
 
-def _joined_layer(a: Any, b: Any) -> LayerIR | None:
-    """One layer for both sides of the flag: the same layer and argument names, each differing argument
-    ``a if self.use_res_connect else b``; None when they are not the same layer."""
-    if not (isinstance(a, LayerIR) and isinstance(b, LayerIR)) or (a.name, a.type) != (b.name, b.type):
+def _same_layer(a: LayerIR, b: LayerIR) -> bool:
+    """The same layer with the same arguments given the same way (their values may differ)."""
+    return (a.name, a.type, len(a.call.args), list(a.call.kwargs)) == (
+        b.name,
+        b.type,
+        len(b.call.args),
+        list(b.call.kwargs),
+    )
+
+
+def _number(source: str) -> Any:
+    """A number the script writes as it is (``0.0``), else None."""
+    try:
+        value = ast.literal_eval(source)
+    except (ValueError, SyntaxError):
         return None
-    if len(a.call.args) != len(b.call.args) or list(a.call.kwargs) != list(b.call.kwargs):
-        return None
-    args = [_joined_arg(x, y) for x, y in zip(a.call.args, b.call.args, strict=True)]
-    kwargs = {k: _joined_arg(a.call.kwargs[k], b.call.kwargs[k]) for k in a.call.kwargs}
-    return dataclasses.replace(a, call=dataclasses.replace(a.call, args=args, kwargs=kwargs))
-
-
-def _joined_arg(a: Arg, b: Arg) -> Arg:
-    if a.source == b.source:
-        return a
-    test = ast.Attribute(ast.Name("self", ast.Load()), FLAG, ast.Load())
-    body, orelse = (ast.parse(arg.source, mode="eval").body for arg in (a, b))
-    return Arg(a.value, ast.unparse(ast.IfExp(test, body, orelse)))
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _code_key(template: Any) -> Any:

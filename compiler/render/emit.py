@@ -373,7 +373,10 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
         lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
         return "\n".join(lines)
     lines.append(INDENT * 2 + f"if self.{FLAG}:")  # torchvision's InvertedResidual.forward
-    lines += [INDENT * 3 + line for line in _forward_lines(merge)]
+    if all(len(branch.nodes) <= 2 for branch in merge.branches):  # `return x + self.conv(x)`
+        lines.append(INDENT * 3 + "return " + " + ".join(_calls(b.nodes, "x") for b in merge.branches))
+    else:
+        lines += [INDENT * 3 + line for line in _forward_lines(merge)]
     chain = _chain("x", "x", merge.children)
     if len(chain) == 1:
         return "\n".join([*lines, INDENT * 2 + "return " + chain[0].removeprefix("x = ")])
