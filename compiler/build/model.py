@@ -15,7 +15,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from compiler.lower.ir import class_names, GraphIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, TensorIR
+from compiler.lower.ir import class_names, FLAG, GraphIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, TensorIR
 from compiler.runtime.layers import merge
 
 
@@ -83,23 +83,25 @@ class GraphBlock(nn.Module):
 
 class FlagBlock(GraphBlock):
     """A block whose `if:` chooses between a residual add and the same modules alone, as the generated script
-    writes it (torchvision's ``InvertedResidual``): ``use_res_connect`` is whether the add's side was taken
-    (``merge``: its IR; None: the other side, whose children run in a chain)."""
+    writes it (torchvision's ``InvertedResidual``): ``use_res_connect`` (FLAG) is whether the add's side was
+    taken (``merge``: its IR; None: the other side, whose children run in a chain)."""
 
     def __init__(self, children: list[tuple[str, nn.Module]], merge: MergeIR | None):
         if merge is not None:
-            super().__init__(children, merge)
+            super().__init__(children, merge)  # no `before` part: the flag's shape has none
         else:
             nn.Module.__init__(self)
             for name, module in children:
                 self.add_module(name, module)
-        self.use_res_connect = merge is not None
-        self._chain = [module for _, module in children]
+            self._before = [module for _, module in children]
+        # setattr: an attribute written `self.name` here would be a block name refused in every spec
+        # (front/names.py reads them), and a flag block's children already avoid this one (lower/blocks.py)
+        setattr(self, FLAG, merge is not None)
 
     def forward(self, x):
-        if self.use_res_connect:
+        if getattr(self, FLAG):
             return super().forward(x)
-        for module in self._chain:
+        for module in self._before:
             x = module(x)
         return x
 
