@@ -600,12 +600,7 @@ def _flag_shape(code: BlockCodeIR) -> tuple[MergeIR, BlockIR] | None:
 
 def _same_layer(a: LayerIR, b: LayerIR) -> bool:
     """The same layer with the same arguments given the same way (their values may differ)."""
-    return (a.name, a.type, len(a.call.args), list(a.call.kwargs)) == (
-        b.name,
-        b.type,
-        len(b.call.args),
-        list(b.call.kwargs),
-    )
+    return all(f(a) == f(b) for f in (lambda n: (n.name, n.type), lambda n: (len(n.call.args), list(n.call.kwargs))))
 
 
 def _number(source: str) -> Any:

@@ -537,8 +537,9 @@ class CondIR:
 @dataclass
 class BlockCodeIR:
     """One `blocks:` definition as the generated script writes it: a class when its body is a merge (torchvision's
-    ``BasicBlock``) or always a list of modules (an ``nn.Sequential`` subclass, torchvision's
-    ``Conv2dNormActivation``), else a function returning the body's modules or None.
+    ``BasicBlock``), an `if:` that adds the input or not (``flag``, torchvision's ``InvertedResidual``) or always a
+    list of modules (an ``nn.Sequential`` subclass, torchvision's ``Conv2dNormActivation``), else a function
+    returning the body's modules or None.
 
     Templates are IR nodes whose argument sources are Python expressions of the parameters; ``BlockCallIR`` stands
     for a block used inside, ``CondIR`` for an optional list item. Checked against every use in the model."""
