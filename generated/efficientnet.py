@@ -100,30 +100,18 @@ class MBBlock(nn.Sequential):
 
 
 class MBConv(nn.Module):
-    """block .. stochastic_depth + input."""
+    """block .. stochastic_depth + input when use_res_connect, else block .. stochastic_depth."""
 
     def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
+        self.use_res_connect = s == 1 and in_channels == out
         self.block = MBBlock(in_channels, t, k, s, out)
-        self.stochastic_depth = ops.StochasticDepth(p=p, mode="row")
+        self.stochastic_depth = ops.StochasticDepth(p=p if self.use_res_connect else 0.0, mode="row")
 
     def forward(self, x):
-        main = self.stochastic_depth(self.block(x))
-        return main + x
-
-
-def mb_conv(in_channels, t, k, s, out, p):
-    """The spec's block MBConv."""
-    if s == 1 and in_channels == out:
-        return MBConv(in_channels, t, k, s, out, p)
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("block", MBBlock(in_channels, t, k, s, out)),
-                ("stochastic_depth", ops.StochasticDepth(p=0.0, mode="row")),
-            ]
-        )
-    )
+        if self.use_res_connect:
+            return self.stochastic_depth(self.block(x)) + x
+        return self.stochastic_depth(self.block(x))
 
 
 def build_model():
@@ -134,7 +122,7 @@ def build_model():
         stage = []
         for i in range(blocks[r]):
             stage.append(
-                mb_conv(
+                MBConv(
                     in_channels,
                     t,
                     k,

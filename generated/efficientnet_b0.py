@@ -75,30 +75,18 @@ class MBBlock(nn.Sequential):
 
 
 class MBConv(nn.Module):
-    """block .. stochastic_depth + input."""
+    """block .. stochastic_depth + input when use_res_connect, else block .. stochastic_depth."""
 
     def __init__(self, in_channels, t, k, s, out, p):
         super().__init__()
+        self.use_res_connect = s == 1 and in_channels == out
         self.block = MBBlock(in_channels, t, k, s, out)
-        self.stochastic_depth = ops.StochasticDepth(p, "row")
+        self.stochastic_depth = ops.StochasticDepth(p if self.use_res_connect else 0.0, "row")
 
     def forward(self, x):
-        main = self.stochastic_depth(self.block(x))
-        return main + x
-
-
-def mb_conv(in_channels, t, k, s, out, p):
-    """The spec's block MBConv."""
-    if s == 1 and in_channels == out:
-        return MBConv(in_channels, t, k, s, out, p)
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("block", MBBlock(in_channels, t, k, s, out)),
-                ("stochastic_depth", ops.StochasticDepth(0.0, "row")),
-            ]
-        )
-    )
+        if self.use_res_connect:
+            return self.stochastic_depth(self.block(x)) + x
+        return self.stochastic_depth(self.block(x))
 
 
 def build_model():
@@ -108,7 +96,7 @@ def build_model():
     for r, (t, k, s, c) in enumerate(stages):
         stage = []
         for i in range(blocks[r]):
-            stage.append(mb_conv(in_channels, t, k, s if i == 0 else 1, c, sd_prob * (sum(blocks[:r]) + i) / 16))
+            stage.append(MBConv(in_channels, t, k, s if i == 0 else 1, c, sd_prob * (sum(blocks[:r]) + i) / 16))
             in_channels = c
         features.append(nn.Sequential(*stage))
     features.append(ConvBNAct(320, 1280, kernel=1))

@@ -62,28 +62,17 @@ class Residual(nn.Sequential):
 
 
 class InvertedResidual(nn.Module):
-    """input + conv."""
+    """input + conv when use_res_connect, else conv."""
 
     def __init__(self, in_channels, out, stride, t):
         super().__init__()
+        self.use_res_connect = stride == 1 and in_channels == out
         self.conv = Residual(in_channels, out, stride, t)
 
     def forward(self, x):
-        conv = self.conv(x)
-        return x + conv
-
-
-def inverted_residual(in_channels, out, stride, t):
-    """The spec's block InvertedResidual."""
-    if stride == 1 and in_channels == out:
-        return InvertedResidual(in_channels, out, stride, t)
-    return nn.Sequential(
-        OrderedDict(
-            [
-                ("conv", Residual(in_channels, out, stride, t)),
-            ]
-        )
-    )
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
 
 
 def build_model():
@@ -92,7 +81,7 @@ def build_model():
     in_channels = 32
     for t, c, n, s in settings:
         for i in range(n):
-            features.append(inverted_residual(in_channels, make_divisible(c * width_mult, 8), s if i == 0 else 1, t))
+            features.append(InvertedResidual(in_channels, make_divisible(c * width_mult, 8), s if i == 0 else 1, t))
             in_channels = make_divisible(c * width_mult, 8)
     features.append(ConvBNReLU(320, 1280, kernel=1))
     features = nn.Sequential(*features)

@@ -104,11 +104,11 @@ def _functions(text: str) -> set[str]:
     [
         # Shortcut may be None (the input passes through): a function, as torchvision's downsample
         ("resnet", {"BasicBlock": "nn.Module"}, {"shortcut"}),
-        # InvertedResidual is its merge class or a plain block holding `conv`: the function chooses
+        # InvertedResidual's `if:` adds the input or not: one class with use_res_connect, as torchvision's
         (
             "mobilenet_v2",
             {"ConvBNReLU": "nn.Sequential", "Residual": "nn.Sequential", "InvertedResidual": "nn.Module"},
-            {"inverted_residual"},
+            set(),
         ),
         ("densenet121", {"DenseLayer": "nn.Module", "Transition": "nn.Sequential"}, set()),
         (
@@ -119,7 +119,7 @@ def _functions(text: str) -> set[str]:
                 "SqueezeExcitation": "nn.Module",
                 "MBConv": "nn.Module",
             },
-            {"mb_conv"},
+            set(),
         ),
     ],
 )

@@ -15,14 +15,15 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from compiler.lower.ir import class_names, GraphIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, TensorIR
+from compiler.lower.ir import class_names, FLAG, GraphIR, InitRuleIR, LayerIR, MergeIR, ModelIR, Node, TensorIR
 from compiler.runtime.layers import merge
 
 
 def build_model(model: ModelIR) -> nn.Module:
     names = class_names(model.classes(), model.blocks)
-    sequential = {name: code.class_name for name, code in model.blocks.items() if code.sequential}
-    module = _build(model.root, names, sequential)
+    own = {name: (code.class_name, nn.Sequential) for name, code in model.blocks.items() if code.sequential}
+    own.update({name: (code.class_name, FlagBlock) for name, code in model.blocks.items() if code.flag is not None})
+    module = _build(model.root, names, own)
     if model.init:
         apply_init(module, model.init)
     if model.load is not None:  # after the init rules: the file's tensors win (strict: false keeps the rest)
@@ -32,18 +33,21 @@ def build_model(model: ModelIR) -> nn.Module:
     return module
 
 
-def _build(node: Node, names: dict[tuple, str], sequential: dict[str, str]) -> nn.Module:
-    """``sequential``: the blocks whose script class is an ``nn.Sequential`` subclass, and its name."""
+def _build(node: Node, names: dict[tuple, str], own: dict[str, tuple[str, type]]) -> nn.Module:
+    """``own``: the blocks whose script class is an ``nn.Sequential`` subclass or a flag class (FlagBlock), by
+    block: the class's name and base."""
     if isinstance(node, LayerIR):
         args, kwargs = node.call.values()
         return node.entry.resolve()(*args, **kwargs)
-    children = [(child.name, _build(child, names, sequential)) for child in node.children]
+    children = [(child.name, _build(child, names, own)) for child in node.children]
+    name, base = own.get(node.use.block, (None, None)) if node.use is not None else (None, None)
+    if base is FlagBlock:  # both sides of the `if:` are one class: the add's (a merge) sets the flag
+        return _named_class(name, FlagBlock)(children, node if isinstance(node, MergeIR) else None)
     if isinstance(node, MergeIR):
         return _named_class(names[node.shape_key], GraphBlock)(children, node)
     if isinstance(node, GraphIR):
         return _named_class(names[node.shape_key], DataflowBlock)(children, node)
-    own = sequential.get(node.use.block) if node.use is not None else None
-    cls = _named_class(own, nn.Sequential) if own else nn.Sequential
+    cls = _named_class(name, nn.Sequential) if name else nn.Sequential
     if node.named:
         return cls(OrderedDict(children))
     return cls(*(module for _, module in children))
@@ -75,6 +79,31 @@ class GraphBlock(nn.Module):
         for module in self._then:
             out = module(out)
         return out
+
+
+class FlagBlock(GraphBlock):
+    """A block whose `if:` chooses between a residual add and the same modules alone, as the generated script
+    writes it (torchvision's ``InvertedResidual``): ``use_res_connect`` (FLAG) is whether the add's side was
+    taken (``merge``: its IR; None: the other side, whose children run in a chain)."""
+
+    def __init__(self, children: list[tuple[str, nn.Module]], merge: MergeIR | None):
+        if merge is not None:
+            super().__init__(children, merge)  # no `before` part: the flag's shape has none
+        else:
+            nn.Module.__init__(self)
+            for name, module in children:
+                self.add_module(name, module)
+            self._before = [module for _, module in children]
+        # setattr: an attribute written `self.name` here would be a block name refused in every spec
+        # (front/names.py reads them), and a flag block's children already avoid this one (lower/blocks.py)
+        setattr(self, FLAG, merge is not None)
+
+    def forward(self, x):
+        if getattr(self, FLAG):
+            return super().forward(x)
+        for module in self._before:
+            x = module(x)
+        return x
 
 
 _OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv}

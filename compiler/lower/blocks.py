@@ -20,6 +20,7 @@ from compiler.common.literal import literal
 from compiler.common.naming import Namespace
 from compiler.front.expr import Evaluated, ExprError, evaluate, needs_evaluation, references
 from compiler.lower.ir import (
+    FLAG,
     Arg,
     BlockCallIR,
     BlockCodeIR,
@@ -130,6 +131,9 @@ class _Planner:
             code.branches.append((None, self.branch(code, nodes, scope, block.path + ("body",))))
         if code.merge is not None and code.branches == [(None, _call_of(code))]:
             code.branches = []  # the body is the merge: the class alone
+        elif (merge := self.flag_merge(code, nodes, scope)) is not None:
+            # torchvision's InvertedResidual: one class, the residual add switched by a flag set in __init__
+            code.flag, code.merge, code.branches = code.branches[0][0], merge, []
         elif code.merge is None and len(code.branches) == 1 and isinstance(code.branches[0][1], BlockIR):
             code.class_name, code.sequential = name, True  # always the body's modules: an nn.Sequential subclass
         else:
@@ -197,6 +201,49 @@ class _Planner:
             return self.items(nodes, scope, origin)
         scope.channels = (scope.names["in_channels"], "$in_channels")
         return self.node(nodes, scope, top=True)
+
+    def flag_merge(self, code: BlockCodeIR, nodes: list, scope: _Scope) -> MergeIR | None:
+        """The class's template when an `if:` body is torchvision's ``use_res_connect`` (``_flag_shape``): the
+        `then` side's children, a layer whose arguments differ between the sides taking one text that gives
+        every use's value, else ``then_value if self.use_res_connect else else_value`` (EfficientNet's
+        stochastic depth, off without the add); None: the body does not fit."""
+        shape = _flag_shape(code)
+        if shape is None:
+            return None
+        merge, chosen = shape
+        sides = [[i for i, n in enumerate(nodes) if isinstance(n, MergeIR) is wanted] for wanted in (True, False)]
+        texts = {python: f"${name}" for name, python in scope.names.items()} | dict(scope.seen)
+        joined = {}
+        for index, (ours, theirs) in enumerate(zip(merge.children, chosen.children, strict=True)):
+            if _code_key(ours) == _code_key(theirs):
+                continue
+            if not isinstance(ours, LayerIR) or not isinstance(theirs, LayerIR) or not _same_layer(ours, theirs):
+                return None
+            uses = [[(scope.envs[i], nodes[i].children[index].call) for i in side] for side in sides]
+            keys = [*range(len(ours.call.args)), *ours.call.kwargs]
+            args = [self.joined_arg(key, ours.call, theirs.call, uses, texts) for key in keys]
+            call = dataclasses.replace(ours.call, args=args[: len(ours.call.args)])
+            call.kwargs = dict(zip(ours.call.kwargs, args[len(ours.call.args) :], strict=True))
+            joined[id(ours)] = dataclasses.replace(ours, call=call)
+        parts = [dataclasses.replace(p, nodes=[joined.get(id(n), n) for n in p.nodes]) for p in merge.branches]
+        return dataclasses.replace(merge, branches=parts)
+
+    def joined_arg(self, key: int | str, ours: CallIR, theirs: CallIR, uses: list, texts: dict) -> Arg:
+        """One argument of a layer on both sides of the flag: either side's text when it gives every use's value
+        (``out``, which equals ``in_channels`` where the input is added), else the choice between them."""
+        a, b = (call.args[key] if isinstance(key, int) else call.kwargs[key] for call in (ours, theirs))
+        if a.source == b.source:
+            return a
+        for arg, side in ((b, uses[0]), (a, uses[1])):
+            raw = texts.get(arg.source, _number(arg.source))
+            if raw is not None and all(
+                self.matches(raw, env, call.args[key].value if isinstance(key, int) else call.kwargs[key].value)
+                for env, call in side
+            ):
+                return Arg(a.value, arg.source)
+        test = ast.Attribute(ast.Name("self", ast.Load()), FLAG, ast.Load())
+        body, orelse = (ast.parse(arg.source, mode="eval").body for arg in (a, b))
+        return Arg(a.value, ast.unparse(ast.IfExp(test, body, orelse)))
 
     # templates ------------------------------------------------------------------------
 
@@ -546,6 +593,58 @@ class _Absent:
 
     use: UseIR
     name: str = ""
+
+
+def _flag_shape(code: BlockCodeIR) -> tuple[MergeIR, BlockIR] | None:
+    """The `then` merge and the `else` block of an `if:` body that is torchvision's ``use_res_connect``:
+    ``then`` adds the input (an ``Identity`` branch) to named branches, ``else`` is a named block of the same
+    children (names and order; a layer's arguments may differ), so one class builds them once and its
+    ``forward`` adds the input or not."""
+    merge = code.merge
+    if not isinstance(merge, MergeIR) or len(code.branches) != 2 or code.optional:
+        return None
+    (condition, then), (other, chosen) = code.branches
+    if condition is None or other is not None or then != _call_of(code):
+        return None
+    if merge.op != "add" or merge.before is not None or merge.then is not None or len(merge.branches) < 2:
+        return None
+    if sum(not branch.nodes for branch in merge.branches) != 1:
+        return None  # exactly one branch passes the input through
+    if not isinstance(chosen, BlockIR) or not chosen.named or FLAG in {c.name for c in merge.children}:
+        return None
+    if [c.name for c in merge.children] != [c.name for c in chosen.children]:
+        return None
+    return merge, chosen
+
+
+def _same_layer(a: LayerIR, b: LayerIR) -> bool:
+    """The same layer with the same arguments given the same way (their values may differ)."""
+    return all(f(a) == f(b) for f in (lambda n: (n.name, n.type), lambda n: (len(n.call.args), list(n.call.kwargs))))
+
+
+def _number(source: str) -> Any:
+    """A number the script writes as it is (``0.0``), else None."""
+    try:
+        value = ast.literal_eval(source)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _code_key(template: Any) -> Any:
+    """What a child template's code depends on: its name and the Python text it is built from (not the use's
+    values or paths, which differ between the uses each side of an `if:` was generalised from)."""
+    if isinstance(template, LayerIR):
+        args = tuple(a.source for a in template.call.args)
+        kwargs = tuple((k, a.source) for k, a in template.call.kwargs.items())
+        return ("layer", template.name, template.type, args, kwargs)
+    if isinstance(template, BlockCallIR):
+        return ("call", template.name, template.target, tuple(template.args), template.optional)
+    if isinstance(template, CondIR):
+        return ("if", template.condition, _code_key(template.node))
+    if isinstance(template, BlockIR):
+        return ("block", template.name, template.named, tuple(_code_key(c) for c in template.children))
+    return ("other", id(template))  # a merge or graph inside: never the same code
 
 
 def _call_of(code: BlockCodeIR) -> BlockCallIR:

@@ -538,8 +538,9 @@ class CondIR:
 @dataclass
 class BlockCodeIR:
     """One `blocks:` definition as the generated script writes it: a class when its body is a merge (torchvision's
-    ``BasicBlock``) or always a list of modules (an ``nn.Sequential`` subclass, torchvision's
-    ``Conv2dNormActivation``), else a function returning the body's modules or None.
+    ``BasicBlock``), an `if:` that adds the input or not (``flag``, torchvision's ``InvertedResidual``) or always a
+    list of modules (an ``nn.Sequential`` subclass, torchvision's ``Conv2dNormActivation``), else a function
+    returning the body's modules or None.
 
     Templates are IR nodes whose argument sources are Python expressions of the parameters; ``BlockCallIR`` stands
     for a block used inside, ``CondIR`` for an optional list item. Checked against every use in the model."""
@@ -560,6 +561,13 @@ class BlockCodeIR:
     # the body is always one list of modules: ``class ConvBNReLU(nn.Sequential)`` (torchvision's
     # ``Conv2dNormActivation``), its ``__init__`` the block's parameters; the compiled model's class has its name
     sequential: bool = False
+    # the body is an `if:` between a residual add and the same modules alone: one class whose ``__init__`` sets
+    # ``self.use_res_connect`` (FLAG) to this condition's Python text and whose ``forward`` adds the input or not
+    # (torchvision's ``InvertedResidual``); ``merge`` is the `then` side, its children also the `else` side's
+    flag: str | None = None
+
+
+FLAG = "use_res_connect"  # the attribute of a flag class (BlockCodeIR.flag), as torchvision names it
 
 
 @dataclass

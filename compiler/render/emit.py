@@ -17,6 +17,7 @@ from compiler.errors import RenderError
 from compiler.facts.registry import SCRIPT_ALIASES
 from compiler.facts.shapes import format_shape
 from compiler.lower.ir import (
+    FLAG,
     Arg,
     BlockCallIR,
     BlockCodeIR,
@@ -354,10 +355,13 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
     assert merge is not None
     if isinstance(merge, GraphIR):
         return _graph_block_class_source(code, merge, emitter)
-    lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
+    doc = _describe(merge) if code.flag is None else f"{_describe(merge)[:-1]} when {FLAG}, else {_chained(merge)}."
+    lines = [f"class {code.class_name}(nn.Module):", INDENT + f'"""{doc}"""', ""]
     lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars if code.function is None]
+    if code.flag is not None:
+        lines.append(INDENT * 2 + f"self.{FLAG} = {code.flag}")
     for child in merge.children:
         if isinstance(child, CondIR):  # torchvision's `downsample = None` unless the shape changes
             lines.append(INDENT * 2 + f"self.{child.name} = None")
@@ -366,8 +370,23 @@ def _block_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
         else:
             lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
     lines += ["", INDENT + "def forward(self, x):"]
-    lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
-    return "\n".join(lines)
+    if code.flag is None:
+        lines += [INDENT * 2 + line for line in _forward_lines(merge, code.optional)]
+        return "\n".join(lines)
+    lines.append(INDENT * 2 + f"if self.{FLAG}:")  # torchvision's InvertedResidual.forward
+    if all(len(branch.nodes) <= 2 for branch in merge.branches):  # `return x + self.conv(x)`
+        lines.append(INDENT * 3 + "return " + " + ".join(_calls(b.nodes, "x") for b in merge.branches))
+    else:
+        lines += [INDENT * 3 + line for line in _forward_lines(merge)]
+    chain = _chain("x", "x", merge.children)
+    if len(chain) == 1:
+        return "\n".join([*lines, INDENT * 2 + "return " + chain[0].removeprefix("x = ")])
+    return "\n".join([*lines, *(INDENT * 2 + line for line in chain), INDENT * 2 + "return x"])
+
+
+def _chained(merge: MergeIR) -> str:
+    names = [child.name for child in merge.children]
+    return names[0] if len(names) == 1 else f"{names[0]} .. {names[-1]}"
 
 
 def _sequential_class_source(code: BlockCodeIR, emitter: _Emitter) -> str:
