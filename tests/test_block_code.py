@@ -97,6 +97,36 @@ def test_a_block_that_no_one_code_fits_is_written_out_and_says_so(tmp_path):
     _same_model(spec, tmp_path, "looped", torch.randn(2, 4, 8, 8))
 
 
+DEFAULTS_FIRST = """
+name: defaults_first
+input: [4, 8, 8]
+blocks:
+  Unit:       # a parameter with a default listed before the required ones (the hostile-strings test's vit)
+    params: {p: 0.0, out: int, kernel: int}
+    body:
+      merge: add
+      branches:
+        identity: Identity
+        conv: [{Conv2d: {out_channels: $out, kernel_size: $kernel, padding: $kernel // 2}}, {Dropout: {p: $p}}]
+  Plain:
+    params: {p: 0.5, out: int}
+    body: [{Conv2d: {out_channels: $out, kernel_size: 1}}, {Dropout: {p: $p}}]
+model:
+  - {Unit: {out: 4, kernel: 3}}
+  - {Unit: {out: 4, kernel: 1, p: 0.1}}
+  - {Plain: {out: 6}}
+"""
+
+
+def test_required_parameters_come_first_in_the_signature_whatever_the_spec_order(tmp_path):
+    spec = compiler.parse_spec(DEFAULTS_FIRST, "defaults_first.yaml")
+    text = compiler.render_script(spec)
+    assert "def __init__(self, in_channels, out, kernel, p=0.0):" in text
+    assert "def __init__(self, in_channels, out, p=0.5):" in text
+    assert "Unit(4, 4, 1, p=0.1)" in text
+    _same_model(spec, tmp_path, "defaults_first", torch.randn(2, 4, 8, 8))
+
+
 def test_summary_names_the_block_of_every_instance(capsys):
     assert cli_main(["summary", str(ROOT / "specs" / "efficientnet.yaml")]) == 0
     out = capsys.readouterr().out

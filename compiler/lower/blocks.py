@@ -115,10 +115,13 @@ class _Planner:
         params = Namespace({"self", "x", "nn", "torch", "layers", "OrderedDict", *FUNCTIONS})
         names = {"in_channels": params.name("in_channels")}
         names.update({p: params.name(p) for p in block.params})
+        # required parameters first: a spec may list them in any order, a Python signature may not
+        order = sorted(block.params, key=lambda p: not block.params[p].required)
         declared = [(names["in_channels"], None)]
-        for p, param in block.params.items():
+        for p in order:
+            param = block.params[p]
             declared.append((names[p], None if param.required else literal(param.default)))
-        code = BlockCodeIR(name, declared, ["in_channels", *block.params], [])
+        code = BlockCodeIR(name, declared, ["in_channels", *order], [])
         scope = _Scope([use.env for _, use in uses], names)
         for var, raw in block.local_vars.items():
             names[var] = params.name(var)
