@@ -94,6 +94,12 @@ class Entry:
             return self.class_name
         return f"{SCRIPT_ALIASES[self.module]}.{self.class_name}"
 
+    @property
+    def imported_by_name(self) -> bool:
+        """A built-in entry the script imports under its own name (``from torchvision.models.convnext import
+        LayerNorm2d``): that name is then taken at the script's top level."""
+        return self.cls_object is None and self.module not in SCRIPT_ALIASES
+
     def resolve(self) -> Any:
         """Import and return the class (lazily: torch and torchvision cost seconds)."""
         if self.cls_object is not None:

@@ -140,9 +140,20 @@ def _template_functions() -> frozenset[str]:
     return frozenset(found)
 
 
+def _registry_imports() -> frozenset[str]:
+    """Built-in layers a script imports under their own names (torchvision's ``LayerNorm2d``)."""
+    from compiler.facts.registry import REGISTRY
+
+    return frozenset(e.class_name for kind in ("layer",) for e in REGISTRY.entries(kind) if e.imported_by_name)
+
+
 # emit.py writes `init_weights`; scripts import tqdm, fnmatch, struct and zipfile where they use them
 HELPERS = (
-    _runtime_names() | _runtime_names("layers.py") | _template_functions() | {"init_weights", "ops", "make_divisible"}
+    _runtime_names()
+    | _runtime_names("layers.py")
+    | _template_functions()
+    | _registry_imports()
+    | {"init_weights", "ops", "make_divisible"}
 )
 BUILTINS = frozenset(name for name in dir(builtins) if not name.startswith("__"))
 # Names the generated script defines or uses at module level: a variable or a block may not take them.

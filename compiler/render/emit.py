@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from compiler.common.literal import literal
 from compiler.common.naming import Namespace
 from compiler.errors import RenderError
-from compiler.facts.registry import SCRIPT_ALIASES
 from compiler.facts.shapes import format_shape
 from compiler.lower.ir import (
     FLAG,
@@ -641,7 +640,7 @@ def _custom_imports(layers: list[LayerIR]) -> list[str]:
     imports = set()
     for layer in layers:
         entry = layer.entry
-        if entry.cls_object is None and entry.module not in SCRIPT_ALIASES:  # torchvision's LayerNorm2d
+        if entry.imported_by_name:  # torchvision's LayerNorm2d
             imports.add(f"from {entry.module} import {entry.class_name}")
         if layer.entry.cls_object is not None:
             module, name = layer.entry.module, layer.entry.class_name
