@@ -550,7 +550,7 @@ class _Parser:
         node = self.node(raw, path)
         return Broken(yaml_path=path) if node is None else node
 
-    def block_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
+    def block_name(self, name: Any, path: Path_, seen: dict[str, str], attribute: bool = False) -> None:
         if not isinstance(name, str):
             self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
@@ -565,7 +565,7 @@ class _Parser:
             self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
         else:
             try:
-                check_block_name(name)
+                check_block_name(name, attribute)
             except NameProblem as err:
                 self.fail(path, err.message, err.fix)
                 return
@@ -621,13 +621,26 @@ class _Parser:
         seen: dict[str, str] = {}
         branches = []
         for name, item in branches_raw.items():
-            self.block_name(name, path + ("branches", name), seen)
+            self.block_name(name, path + ("branches", name), seen, attribute=True)
             branches.append((name, self.child(item, path + ("branches", name))))
         parts = {key: self.child(raw[key], path + (key,)) for key in ("before", "then") if raw.get(key) is not None}
+        for part in [node for _, node in branches] + list(parts.values()):
+            self.attribute_names(part)
         if not ok:
             return None
         op, dim, class_name = raw["merge"], raw.get("dim", 1), raw.get("class")
         return Merge(op=op, dim=dim, class_name=class_name, branches=tuple(branches), yaml_path=path, **parts)
+
+    def attribute_names(self, part: Any) -> None:
+        """A merge part written as a mapping puts its children into the merge block (§11): each is an attribute
+        of the merge class, so its name must be an identifier (a key such as `block1-0` may not be)."""
+        if isinstance(part, Block) and part.named:
+            for name, child in part.children:
+                if not name.isidentifier():
+                    try:
+                        check_block_name(name, attribute=True)
+                    except NameProblem as err:
+                        self.fail(child.yaml_path, err.message, err.fix)
 
     def merge_keys_ok(self, raw: dict, path: Path_) -> bool:
         """Report unknown keys and a bad `merge:`, `dim:` or `class:`; True when there are none."""
@@ -808,7 +821,7 @@ class _Parser:
         if isinstance(name, str) and name in seen:
             self.fail(path, f"{name!r} already names a step, parameter or buffer of this graph node", "rename one")
             return
-        self.block_name(name, path, seen)
+        self.block_name(name, path, seen, attribute=True)
 
     def value_names(self, raw: Any, path: Path_, allow_discard: bool = False) -> tuple[str, ...] | None:
         """One value's name or a list of them (`_` drops a tuple item where ``allow_discard``)."""
