@@ -123,7 +123,9 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
                 continue
             var = namespace.name(child.name)
             # a key that is no identifier (RegNet's `block1-0`) keeps its text: `**{"block1-0": block1_0}`
-            entries.append(f"{child.name}={var}" if child.name.isidentifier() else f"**{{{literal(child.name)}: {var}}}")
+            entries.append(
+                f"{child.name}={var}" if child.name.isidentifier() else f"**{{{literal(child.name)}: {var}}}"
+            )
             if isinstance(child, BlockIR) and lists.get(child.yaml_path) and child.use is None and not child.named:
                 lines += _list_lines(var, child, lists[child.yaml_path], emitter, namespace)
             else:
