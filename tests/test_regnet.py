@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,18 @@ def test_identifiers_keep_their_rules(name):
     else:
         check_block_name(name)
         check_block_name(name, attribute=True)
+
+
+def test_torchvisions_regnet_decompiles_to_a_spec_with_its_keys():
+    """`specc import` reads torchvision's `block1-0` keys and writes them back as they are."""
+    torch.manual_seed(0)
+    model = regnet_y_400mf()
+    text = compiler.to_spec(model, (3, 64, 64), name="regnet_import")
+    assert "block2-0" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rebuilt = compiler.build_model(compiler.parse_spec(text))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(x), model.eval()(x))
