@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torchvision.models import regnet_y_400mf
 from torchvision.models.regnet import BlockParams
 
@@ -203,3 +204,14 @@ def test_torchvisions_regnet_decompiles_to_a_spec_with_its_keys():
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+
+
+def test_the_schema_takes_child_keys_and_refuses_a_dot():
+    jsonschema = pytest.importorskip("jsonschema")
+    from compiler.cli.schema import schema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    data = yaml.safe_load(_KEYS)
+    assert not [e.message for e in validator.iter_errors(data)]
+    data["model"]["fc.1"] = data["model"].pop("fc")
+    assert list(validator.iter_errors(data))
