@@ -26,6 +26,7 @@ from torchvision.models import regnet_y_400mf
 from torchvision.models.regnet import BlockParams
 
 import compiler
+from compiler.cli.commands import main as cli_main
 from compiler.front.names import NameProblem, check_block_name
 from compiler.workflow.check import compare
 
@@ -164,6 +165,9 @@ def test_child_keys_as_torch_writes_them_in_both_backends(tmp_path):
     assert '**{"in-proj": _in_proj},' in text and '**{"0": _0},' in text  # the key kept, the variable legal
     assert 'stages[f"stage-{k}"] = nn.Sequential(*blocks)' in text  # the loop stays a loop
     assert '("deep-key", nn.Tanh()),' in text
+    lean = compiler.render_script(spec, lean=True)  # the lean script's build_model is the same code
+    assert '**{"in-proj": _in_proj},' in lean and '("deep-key", nn.Tanh()),' in lean
+    compile(lean, "keys_lean.py", "exec")
 
 
 @pytest.mark.parametrize("name", ["block1-0", "0", "1x1", "a_b-c", "-", "layer-"])
@@ -215,3 +219,21 @@ def test_the_schema_takes_child_keys_and_refuses_a_dot():
     assert not [e.message for e in validator.iter_errors(data)]
     data["model"]["fc.1"] = data["model"].pop("fc")
     assert list(validator.iter_errors(data))
+
+
+def test_expanded_regnet_keeps_the_keys_and_builds_the_same_model(tmp_path, capsys):
+    assert cli_main(["expand", str(SPEC), "--set=vars.stages=[[8, 1], [16, 2]]", "--set=input=[3, 32, 32]"]) == 0
+    text = capsys.readouterr().out
+    assert "blocks:" not in text and "block2-1:" in text
+    written = tmp_path / "regnet_expanded.yaml"
+    written.write_text(text, encoding="utf-8")
+    built = []
+    for spec in (
+        compiler.load_spec(written),
+        compiler.load_spec(SPEC, overrides=["vars.stages=[[8, 1], [16, 2]]", "input=[3, 32, 32]"]),
+    ):
+        torch.manual_seed(0)
+        built.append(compiler.build_model(spec).state_dict())
+    expanded, original = built
+    assert "trunk_output.block2.block2-1.f.se.fc1.weight" in original
+    assert list(expanded) == list(original) and all(torch.equal(expanded[k], original[k]) for k in original)
