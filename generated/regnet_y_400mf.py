@@ -19,8 +19,8 @@ group_width = 8
 se_ratio = 0.25
 
 
-class ConvNormAct(nn.Sequential):
-    """The spec's block ConvNormAct."""
+class Conv2dNormActivation(nn.Sequential):
+    """The spec's block Conv2dNormActivation."""
 
     def __init__(self, in_channels, out, kernel=1, stride=1, groups=1, act=True):
         layers = [
@@ -78,10 +78,10 @@ class BottleneckTransform(nn.Sequential):
         super().__init__(
             OrderedDict(
                 [
-                    ("a", ConvNormAct(in_channels, out)),
-                    ("b", ConvNormAct(out, out, kernel=3, stride=stride, groups=out // group_width)),
+                    ("a", Conv2dNormActivation(in_channels, out)),
+                    ("b", Conv2dNormActivation(out, out, kernel=3, stride=stride, groups=out // group_width)),
                     ("se", SqueezeExcitation(out, se_out)),
-                    ("c", ConvNormAct(out, out, act=False)),
+                    ("c", Conv2dNormActivation(out, out, act=False)),
                 ]
             )
         )
@@ -106,7 +106,7 @@ class ResBottleneckBlock(nn.Module):
 
 def build_model():
     """The network: input (3, 224, 224) -> output (1000,), 4,344,144 parameters."""
-    stem = ConvNormAct(3, 32, kernel=3, stride=2)
+    stem = Conv2dNormActivation(3, 32, kernel=3, stride=2)
     trunk_output = nn.Sequential(
         OrderedDict(
             [
