@@ -300,8 +300,8 @@ def check_variable(name: str) -> None:
 
 # A child's key as torchvision writes some (RegNet's `block1-0`): torch's add_module takes any text without a
 # `.`; specc takes these plain characters, which every file that holds the key (YAML, a script, a checkpoint)
-# writes as they are.
-CHILD_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# writes as they are. It starts as an identifier does: a leading digit would read as a list's index (`0`).
+CHILD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def check_block_name(name: str, attribute: bool = False) -> None:
@@ -321,7 +321,8 @@ def check_block_name(name: str, attribute: bool = False) -> None:
         return
     if not name.isidentifier():
         raise NameProblem(
-            f"a block name must be a Python identifier or a key of letters, digits, '_' and '-', got {_short(name)}",
+            f"a block name must be a Python identifier or a key of letters, digits, '_' and '-' that starts with a"
+            f" letter or '_', got {_short(name)}",
             _fix(name, "block", plain=True),
         )
     _check(name, "block", globals_too=False)
