@@ -624,23 +624,10 @@ class _Parser:
             self.block_name(name, path + ("branches", name), seen, attribute=True)
             branches.append((name, self.child(item, path + ("branches", name))))
         parts = {key: self.child(raw[key], path + (key,)) for key in ("before", "then") if raw.get(key) is not None}
-        for part in [node for _, node in branches] + list(parts.values()):
-            self.attribute_names(part)
         if not ok:
             return None
         op, dim, class_name = raw["merge"], raw.get("dim", 1), raw.get("class")
         return Merge(op=op, dim=dim, class_name=class_name, branches=tuple(branches), yaml_path=path, **parts)
-
-    def attribute_names(self, part: Any) -> None:
-        """A merge part written as a mapping puts its children into the merge block (§11): each is an attribute
-        of the merge class, so its name must be an identifier (a key such as `block1-0` may not be)."""
-        if isinstance(part, Block) and part.named:
-            for name, child in part.children:
-                if not name.isidentifier():
-                    try:
-                        check_block_name(name, attribute=True)
-                    except NameProblem as err:
-                        self.fail(child.yaml_path, err.message, err.fix)
 
     def merge_keys_ok(self, raw: dict, path: Path_) -> bool:
         """Report unknown keys and a bad `merge:`, `dim:` or `class:`; True when there are none."""
