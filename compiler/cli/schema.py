@@ -281,7 +281,9 @@ def _model_defs(suffix: str = "", uses: bool = False) -> dict[str, Any]:
 def _block_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
     """A list (``nn.Sequential``) or named children; a child's name may be a loop's pattern or a ``$var``."""
     reserved = [*layer_names, "repeat", "body", "merge", "graph", "if", "for"]
-    child_names = {"anyOf": [{"pattern": _IDENT, "not": {"enum": reserved}}, {"pattern": r"\{"}, {"pattern": r"^\$"}]}
+    # a key as torch writes some (RegNet's `block1-0`); a merge part's or a graph's must be an identifier (§2)
+    key = {"pattern": r"^[A-Za-z_][A-Za-z0-9_-]*$", "not": {"enum": reserved}}
+    child_names = {"anyOf": [key, {"pattern": r"\{"}, {"pattern": r"^\$"}]}
     item = {"allOf": [node, {"not": {"type": "object", "required": ["name", "body"]}}]}  # a list's loop splices
     return {
         "anyOf": [

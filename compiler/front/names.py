@@ -309,10 +309,33 @@ def check_variable(name: str) -> None:
     _check(name, "var")
 
 
-def check_block_name(name: str) -> None:
+# A child's key as torchvision writes some (RegNet's `block1-0`): torch's add_module takes any text without a
+# `.`; specc takes these plain characters, which every file that holds the key (YAML, a script, a checkpoint)
+# writes as they are. It starts as an identifier does: a leading digit would read as a list's index (`0`).
+CHILD_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def check_block_name(name: str, attribute: bool = False) -> None:
     """A block (or branch) name becomes a module attribute, so it must not be one of ``nn.Module``'s. Where it
     is also a local variable of the script's ``build_model``, the emitter renames the variable (``nn_1``) if it
-    would hide a global."""
+    would hide a global. A child of a named block (an ``nn.Sequential`` key) may also be a ``CHILD_KEY`` that is
+    no identifier (``block1-0``): the script writes it as a string, its variable a legal name. An ``attribute``
+    (a merge block's or a graph node's child, ``self.<name>`` in its class) must be an identifier."""
+    if not name.isidentifier() and CHILD_KEY.fullmatch(name):
+        if attribute:
+            raise NameProblem(
+                f"a merge block's or graph node's child is an attribute of its class (self.<name>), so its name"
+                f" must be a Python identifier, got {_short(name)}",
+                f"{_fix(name, 'block', plain=True)}; a key such as {_short(name)} may name a child of a named"
+                " block (an nn.Sequential)",
+            )
+        return
+    if not name.isidentifier():
+        raise NameProblem(
+            f"a block name must be a Python identifier or a key of letters, digits, '_' and '-' that starts with a"
+            f" letter or '_', got {_short(name)}",
+            _fix(name, "block", plain=True),
+        )
     _check(name, "block", globals_too=False)
     if name in MODULE_ATTRIBUTES or name in OWN_ATTRIBUTES:
         raise _taken(name, "block", "an attribute of torch.nn.Module or specc's blocks, which the block is added to")

@@ -550,7 +550,7 @@ class _Parser:
         node = self.node(raw, path)
         return Broken(yaml_path=path) if node is None else node
 
-    def block_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
+    def block_name(self, name: Any, path: Path_, seen: dict[str, str], attribute: bool = False) -> None:
         if not isinstance(name, str):
             self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
@@ -565,7 +565,7 @@ class _Parser:
             self.fail(path, f"block name {name!r} is a layer type's name", f"call it e.g. {name.lower() + '_1'!r}")
         else:
             try:
-                check_block_name(name)
+                check_block_name(name, attribute)
             except NameProblem as err:
                 self.fail(path, err.message, err.fix)
                 return
@@ -621,7 +621,7 @@ class _Parser:
         seen: dict[str, str] = {}
         branches = []
         for name, item in branches_raw.items():
-            self.block_name(name, path + ("branches", name), seen)
+            self.block_name(name, path + ("branches", name), seen, attribute=True)
             branches.append((name, self.child(item, path + ("branches", name))))
         parts = {key: self.child(raw[key], path + (key,)) for key in ("before", "then") if raw.get(key) is not None}
         if not ok:
@@ -808,7 +808,7 @@ class _Parser:
         if isinstance(name, str) and name in seen:
             self.fail(path, f"{name!r} already names a step, parameter or buffer of this graph node", "rename one")
             return
-        self.block_name(name, path, seen)
+        self.block_name(name, path, seen, attribute=True)
 
     def value_names(self, raw: Any, path: Path_, allow_discard: bool = False) -> tuple[str, ...] | None:
         """One value's name or a list of them (`_` drops a tuple item where ``allow_discard``)."""

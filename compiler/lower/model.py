@@ -20,7 +20,7 @@ from compiler.facts.registry import REGISTRY, Entry
 from compiler.facts.shapes import ShapeError, format_shape, merged_shape, output_shape, plugin_shape
 from compiler.front.expand import MAX_USE_DEPTH, instantiate, note_use
 from compiler.front.load import Path_
-from compiler.front.names import RESERVED_NAMES
+from compiler.front.names import RESERVED_NAMES, NameProblem, check_block_name
 from compiler.front.problems import Problems
 from compiler.front.spec import MAX_MODULES, Block, Broken, Graph, Layer, Merge, Repeat, Spec, Use, parse_node
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
@@ -314,6 +314,11 @@ class _Lowerer:
             part = PartIR(name, nodes, False, node.yaml_path, out)
         for child in nodes:
             where = child.yaml_path
+            if part.spread and not child.name.isidentifier():  # `self.<name>` in the merge class (§2, child keys)
+                try:
+                    check_block_name(child.name, attribute=True)
+                except NameProblem as err:
+                    self.problems.fail(where, err.message, err.fix)
             if child.name in names:
                 self.problems.fail(
                     where,

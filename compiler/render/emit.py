@@ -122,7 +122,10 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
             if child.name in covered:
                 continue
             var = namespace.name(child.name)
-            entries.append(f"{child.name}={var}")
+            # a key that is no identifier (RegNet's `block1-0`) keeps its text: `**{"block1-0": block1_0}`
+            entries.append(
+                f"{child.name}={var}" if child.name.isidentifier() else f"**{{{literal(child.name)}: {var}}}"
+            )
             if isinstance(child, BlockIR) and lists.get(child.yaml_path) and child.use is None and not child.named:
                 lines += _list_lines(var, child, lists[child.yaml_path], emitter, namespace)
             else:
