@@ -322,7 +322,8 @@ def test_did_you_mean_over_45000_variables_is_fast() -> None:
     started = time.perf_counter()
     err = _refused(text)
     elapsed = time.perf_counter() - started
-    assert elapsed < 3 * load_factor(), f"{elapsed:.2f} s"  # about 1.5 s on the 2-core development machine (was 105 s)
+    # about 1.5 s on the 2-core development machine (was 105 s)
+    assert elapsed < 3 or elapsed < 3 * load_factor(), f"{elapsed:.2f} s"
     assert "unknown variable $widht_0" in str(err) and "did you mean 'width_0'?" in str(err)
 
 

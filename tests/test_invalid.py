@@ -82,7 +82,7 @@ def test_load_spec_reports_expected_problems(path: Path) -> None:
     start = time.perf_counter()
     problems = _problems(path)
     elapsed = time.perf_counter() - start
-    assert elapsed < 5 * load_factor(), f"refusing {path.name} took {elapsed:.1f} s"
+    assert elapsed < 5 or elapsed < 5 * load_factor(), f"refusing {path.name} took {elapsed:.1f} s"
     assert problems
     rendered = [str(p) for p in problems]
     for problem, text in zip(problems, rendered):
