@@ -5,7 +5,6 @@ stays a class and a function. Compiled and generated stay the same model (§8's 
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from torch import nn
 from torchvision import models
 
 import compiler
-from compiler.workflow.check import compare
+from compiler.workflow.check import compare, import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,12 +56,7 @@ def _defined(text: str) -> tuple[dict[str, ast.ClassDef], set[str]]:
 
 
 def _script(text: str, folder: Path, name: str):
-    path = folder / f"{name}.py"
-    path.write_text(text, encoding="utf-8")
-    module_spec = importlib.util.spec_from_file_location(f"block_flags_{name}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return import_script(text, f"block_flags_{name}", str(folder))
 
 
 def _assert_same(spec) -> None:

@@ -12,7 +12,6 @@ trunc_normal_ in ``modules()`` order: the spec's `init:` rule does the same afte
 from __future__ import annotations
 
 import functools
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -25,19 +24,14 @@ from torchvision.models.convnext import CNBlockConfig, ConvNeXt, LayerNorm2d
 import compiler
 from compiler.cli.commands import main as cli_main
 from compiler.facts.registry import REGISTRY
-from compiler.workflow.check import compare
+from compiler.workflow.check import compare, import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "convnext_tiny.yaml"
 
 
 def _generated(spec, folder: Path, name: str):
-    path = folder / f"{name}.py"
-    path.write_text(compiler.render_script(spec), encoding="utf-8")
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return import_script(compiler.render_script(spec), name, str(folder))
 
 
 @functools.cache

@@ -15,7 +15,6 @@ load with strict=True into the compiled model and the generated script's ``build
 from __future__ import annotations
 
 import functools
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -28,19 +27,14 @@ from torchvision.models.regnet import BlockParams
 import compiler
 from compiler.cli.commands import main as cli_main
 from compiler.front.names import NameProblem, check_block_name
-from compiler.workflow.check import compare
+from compiler.workflow.check import compare, import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "regnet_y_400mf.yaml"
 
 
 def _generated(spec, folder: Path, name: str):
-    path = folder / f"{name}.py"
-    path.write_text(compiler.render_script(spec), encoding="utf-8")
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return import_script(compiler.render_script(spec), name, str(folder))
 
 
 @functools.cache

@@ -9,7 +9,6 @@ so the initial weights are compared between the two backends only (same seed, bi
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 from torchvision.models import VisionTransformer
 
 import compiler
+from compiler.workflow.check import import_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"image_size": 32, "patch_size": 16, "num_layers": 2, "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}
@@ -30,12 +30,7 @@ def _spec(config: tuple):
 
 
 def _generated(spec, folder: Path, name: str):
-    path = folder / f"{name}.py"
-    path.write_text(compiler.render_script(spec), encoding="utf-8")
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
+    return import_script(compiler.render_script(spec), name, str(folder))
 
 
 @pytest.mark.parametrize("config", [SMALL, OTHER], ids=["small", "other"])
