@@ -48,3 +48,15 @@ def test_inputs_are_reproducible_from_seed_and_index():
     assert len(corpus) > 50  # specs/ and tests/invalid/
     assert make_input(3, 17, corpus) == make_input(3, 17, corpus)
     assert make_input(3, 17, corpus) != make_input(3, 18, corpus)
+
+
+@pytest.mark.parametrize(
+    ("seed", "index"),
+    [
+        (31, 10850),  # a table loop whose copies the mutated model no longer names: KeyError in lower/loops.py
+        (31, 11874),  # a two-input layer in a graph whose shape rule knows no shape: TypeError in lower/dataflow.py
+    ],
+)
+def test_escapes_found_by_seed_31_are_spec_errors_now(seed, index):
+    report = run_fuzz(inputs=1, seed=seed, start=index)
+    assert report.inputs == 1 and not report.escapes, [e.traceback for e in report.escapes]

@@ -276,7 +276,7 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
             except ShapeError as err:
                 problems.fail(step.yaml_path + (step.name,), err.message, err.fix)
                 return None
-        sir.node.out_shape = tuple(sir.shapes[0][1:])
+        sir.node.out_shape = tuple(sir.shapes[0][1:]) if sir.shapes[0] is not None else None  # unknown: later checks
     elif tuple_from is not None:  # LSTM: (output, state); the state's shape has no batch first
         sir.shapes = [(BATCH, *out) if out is not None else None, None]
     else:

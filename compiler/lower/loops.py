@@ -90,7 +90,7 @@ class _Writer:
         if named:
             by_name = {child.name: child for child in children}
             for env, names in zip(run.envs, run.spans, strict=True):
-                if len(names) != 1:
+                if len(names) != 1 or names[0] not in by_name:  # a copy the model no longer holds by that name
                     raise Refused
                 self.match_step(loop.body[0], by_name[names[0]], env, state)
         else:
