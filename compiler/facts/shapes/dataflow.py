@@ -126,7 +126,8 @@ def interpolate(shapes: list[tuple], names: list[str]) -> tuple:
 
 
 def multihead_attention(arguments: dict, shapes: list[tuple], names: list[str]) -> list[tuple]:
-    """``MultiheadAttention(query, key, value)`` with ``batch_first=True`` -> (output, averaged weights)."""
+    """``MultiheadAttention(query, key, value)`` with ``batch_first=True`` -> (output, averaged weights); ``arguments``
+    are its constructor's and its forward's options (``average_attn_weights: false``: the weights of each head)."""
     if len(shapes) != 3:
         raise ShapeError(
             f"MultiheadAttention takes (query, key, value), got {len(shapes)} value(s)",
@@ -151,6 +152,8 @@ def multihead_attention(arguments: dict, shapes: list[tuple], names: list[str]) 
             f"MultiheadAttention's key and value must have the same length: {_listing(names[1:], [k, v])}", ""
         )
     extra = int(bool(arguments.get("add_bias_kv"))) + int(bool(arguments.get("add_zero_attn")))  # keys torch adds
+    if not arguments.get("average_attn_weights", True):  # forward's option: one map per head
+        return [q, (BATCH, arguments.get("num_heads"), q[1], k[1] + extra)]
     return [q, (BATCH, q[1], k[1] + extra)]
 
 
