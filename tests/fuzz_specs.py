@@ -1278,7 +1278,7 @@ class _GraphGen:
         name = self.fresh("g")
         step: dict = {name: node, "from": sources if len(sources) > 1 else sources[0]}
         self.read(*sources)
-        if len(shapes) > 1:
+        if isinstance(node.get("output"), list):  # a tuple, unpacked
             outs = [self.fresh("o") for _ in shapes]
             step["as"] = outs
             for out, shape in zip(outs, shapes):
@@ -1353,7 +1353,7 @@ class _GraphGen:
             graph["eval_output"] = main[0] if len(main) == 1 and self.rng.random() < 0.7 else main
         elif len(names) > 1 and top and self.rng.random() < 0.4:
             graph["output"] = {str(i) if self.rng.random() < 0.5 else f"out_{n}": n for i, n in enumerate(names)}
-        elif len(names) > 1:
+        elif len(names) > 1 or (not top and self.rng.random() < 0.2):  # a tuple (of one, sometimes)
             graph["output"] = names
         elif names[0] != self.last or self.rng.random() < 0.3:
             graph["output"] = names[0]

@@ -210,6 +210,18 @@ model:
         "drop probability has to be between 0 and 1, but got -0.15",
     ),
     (
+        7,
+        "`as: [h]` on a layer returning one tensor: it unpacked the batch (RuntimeError in forward)",
+        "name: t\ninput: [3, 4]\nmodel:\n  graph:\n    - f: Flatten\n      as: [h]\n    - {add: [h, h]}\n",
+        "f returns one tensor: `as:` names it, a list unpacks a tuple",
+    ),
+    (
+        7,
+        "(beside that fix) a child's tuple of one, `output: [a]` and `as: [p]`: the script kept the tuple",
+        "name: t\ninput: [4]\nmodel:\n  graph:\n    - g: {graph: [{a: ReLU}], output: [a]}\n      as: [p]\n    - {add: [x, p]}\n",
+        None,
+    ),
+    (
         0,
         "(beside the is_causal fix) the weights read with `need_weights: false`: None",
         ATTENTION % ("need_weights: false", "w") + "    - {add: [o, w]}\n",

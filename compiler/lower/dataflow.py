@@ -592,6 +592,14 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
         return [step.name]
     if not step.unpack:
         return [step.outputs[0]]
+    one_tuple = isinstance(sir.node, GraphIR) and sir.node.outputs is not None  # a child's `output: [a]`
+    if count == 1 and not one_tuple:  # `as: [h]` would unpack the tensor along its batch axis
+        problems.fail(
+            step.yaml_path + ("as",),
+            f"{step.name} returns one tensor: `as:` names it, a list unpacks a tuple",
+            f"write `as: {step.outputs[0]}`",
+        )
+        return None
     if len(step.outputs) != count:
         what = f"returns a tuple of {count}" if count > 1 else "returns one tensor"
         problems.fail(

@@ -629,7 +629,8 @@ def _graph_forward_lines(graph: GraphIR) -> list[str]:
             wanted = out if not out.startswith("#") else (step.op or (step.call[0] if step.call else "out"))
             text[out] = variables.name(wanted)
             targets.append(text[out])
-        lines.append(pad + f"{', '.join(targets)} = {expr}")
+        unpacked = f"({targets[0]},)" if step.unpack and len(targets) == 1 else ", ".join(targets)  # a 1-tuple
+        lines.append(pad + f"{unpacked} = {expr}")
     return lines + _graph_return_lines(graph, text)
 
 
