@@ -222,6 +222,21 @@ model:
         None,
     ),
     (
+        9,
+        "a step named `OrderedDict`: its import was left out of the script (NameError in build_model)",
+        (
+            "name: t\ninput: [4]\nmodel:\n  graph:\n    - OrderedDict: ReLU\n    - seq: {a: Tanh, b: ReLU}\n"
+            "      from: x\n    - {add: [OrderedDict, seq]}\n"
+        ),
+        None,
+    ),
+    (
+        9,
+        "interpolate's `mode: bicubic` on (N, C, L): NotImplementedError in forward",
+        "name: t\ninput: [4, 8]\nmodel:\n  graph:\n    - p: {MaxPool1d: 2}\n    - {interpolate: [p, x], mode: bicubic}\n",
+        "interpolate's mode 'bicubic' resizes 4-axis maps (N, C, H, W)",
+    ),
+    (
         0,
         "(beside the is_causal fix) the weights read with `need_weights: false`: None",
         ATTENTION % ("need_weights: false", "w") + "    - {add: [o, w]}\n",
@@ -251,11 +266,14 @@ def test_graph_escapes_are_located_errors_or_run_now(seed, what, text, expected)
     assert all(p.startswith("fuzz.yaml:") for p in problems)
 
 
-def test_a_merge_branch_named_self_builds_from_the_script(tmp_path):
-    """The merge class's __init__ renames its parameter `self` to `self_1`; build_model passes it by that name."""
+@pytest.mark.parametrize("name", ["self", "OrderedDict"])
+def test_a_merge_branch_named_like_the_scripts_own_names_builds_from_the_script(tmp_path, name):
+    """`self`: the merge class's __init__ renames its parameter to `self_1`, and build_model passes it by that name;
+    `OrderedDict`: a parameter of that name no longer hides that build_model reads the import (a named model)."""
     import compiler
     from compiler.workflow.check import import_script
 
-    spec = compiler.parse_spec("name: t\ninput: [4]\nmodel:\n  - merge: cat\n    branches: {self: ReLU, b: Tanh}\n")
+    text = f"name: t\ninput: [4]\nmodel:\n  blk:\n    - merge: cat\n      branches: {{{name}: ReLU, b: Tanh}}\n"
+    spec = compiler.parse_spec(text)
     script = import_script(compiler.render_script(spec), "t", str(tmp_path))
     assert str(script.build_model()) == str(compiler.build_model(spec))

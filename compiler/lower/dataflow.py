@@ -501,7 +501,7 @@ def _op_shape(problems: Any, step: Step, shapes: list, names: list[str]) -> Any:
         if step.op == "matmul":
             return matmul(shapes, shown)
         if step.op == "interpolate":
-            return interpolate(shapes, shown)
+            return interpolate(shapes, shown, step.mode or "nearest")
         if step.op in ("cat", "stack"):
             return concatenate(step.op, step.dim if step.dim is not None else 1, shapes, shown)
         return broadcast(step.op, shapes, shown)
@@ -583,7 +583,8 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
                 problems.fail(step.yaml_path + (step.name,), err.message, err.fix)
                 return None
         sir.node.out_shape = tuple(sir.shapes[0][1:]) if sir.shapes[0] is not None else None  # unknown: later checks
-    elif tuple_from is not None:  # LSTM: (output, state); the state's shape has no batch first
+    elif tuple_from is not None or (entry is not None and entry.returns_tuple and out is None):
+        # LSTM: (output, state); the state's shape has no batch first (both unknown after an error before)
         sir.shapes = [(BATCH, *out) if out is not None else None, None]
     else:
         sir.shapes = [(BATCH, *out) if out is not None else None]

@@ -110,8 +110,13 @@ def expand_batch(shape: tuple, name: str) -> tuple:
     return (BATCH, *shape[1:])
 
 
-def interpolate(shapes: list[tuple], names: list[str]) -> tuple:
-    """``F.interpolate(a, size=b.shape[2:])``: a's batch and channels, b's spatial sizes (FPN's top-down path)."""
+# the modes torch's interpolate has for one rank only (3: N, C, L; 4: N, C, H, W; 5: N, C, D, H, W)
+MODE_RANKS = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
+
+
+def interpolate(shapes: list[tuple], names: list[str], mode: str = "nearest") -> tuple:
+    """``F.interpolate(a, size=b.shape[2:], mode=mode)``: a's batch and channels, b's spatial sizes (FPN's
+    top-down path)."""
     a, b = shapes
     if a[:1] != (BATCH,) or b[:1] != (BATCH,):
         raise ShapeError(
@@ -121,6 +126,14 @@ def interpolate(shapes: list[tuple], names: list[str]) -> tuple:
         raise ShapeError(
             f"interpolate needs two maps of the same rank, 3 to 5 axes (N, C, spatial...): {_listing(names, shapes)}",
             "resize a feature map to another map's size, e.g. `interpolate: [top, lateral]`",
+        )
+    rank = MODE_RANKS.get(mode)
+    if rank is not None and len(a) != rank:
+        axes = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
+        raise ShapeError(
+            f"interpolate's mode {mode!r} resizes {rank}-axis maps {axes[rank]}, got {_listing(names, shapes)}",
+            "use a mode for this rank (`nearest`, `nearest-exact` and `area` take any): "
+            + ", ".join(f"{m} for {r} axes" for m, r in MODE_RANKS.items()),
         )
     return (*a[:2], *b[2:])
 
