@@ -70,10 +70,33 @@ class Inception(nn.Module):
         return torch.cat([branch1, branch2, branch3, branch4], dim=1)
 
 
+class InceptionAux(nn.Module):
+    """pool .. fc2: steps on named values (spec §15)."""
+
+    def __init__(self, in_channels, num_classes, dropout=0.7):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d((4, 4))
+        self.conv = BasicConv2d(in_channels, 128, 1)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(in_features=2048, out_features=1024)
+        self.relu = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(p=dropout)
+        self.fc2 = nn.Linear(in_features=1024, out_features=num_classes)
+
+    def forward(self, x):
+        pool = self.pool(x)
+        conv = self.conv(pool)
+        flatten = self.flatten(conv)
+        fc1 = self.fc1(flatten)
+        relu = self.relu(fc1)
+        dropout = self.dropout(relu)
+        return self.fc2(dropout)
+
+
 class GoogLeNet(nn.Module):
     """conv1 .. fc: steps on named values (spec §15)."""
 
-    def __init__(self, conv1, maxpool1, conv2, conv3, maxpool2, inception3a, inception3b, maxpool3, inception4a, inception4b, inception4c, inception4d, inception4e, maxpool4, inception5a, inception5b, avgpool, flatten, dropout, fc):
+    def __init__(self, conv1, maxpool1, conv2, conv3, maxpool2, inception3a, inception3b, maxpool3, inception4a, inception4b, inception4c, inception4d, inception4e, maxpool4, inception5a, inception5b, aux1, aux2, avgpool, flatten, dropout, fc):
         super().__init__()
         self.conv1 = conv1
         self.maxpool1 = maxpool1
@@ -91,6 +114,8 @@ class GoogLeNet(nn.Module):
         self.maxpool4 = maxpool4
         self.inception5a = inception5a
         self.inception5b = inception5b
+        self.aux1 = aux1
+        self.aux2 = aux2
         self.avgpool = avgpool
         self.flatten = flatten
         self.dropout = dropout
@@ -113,14 +138,20 @@ class GoogLeNet(nn.Module):
         maxpool4 = self.maxpool4(inception4e)
         inception5a = self.inception5a(maxpool4)
         inception5b = self.inception5b(inception5a)
+        if self.training:
+            aux1 = self.aux1(inception4a)
+            aux2 = self.aux2(inception4d)
         avgpool = self.avgpool(inception5b)
         flatten = self.flatten(avgpool)
         dropout = self.dropout(flatten)
-        return self.fc(dropout)
+        fc = self.fc(dropout)
+        if self.training:
+            return fc, aux2, aux1
+        return fc
 
 
 def build_model():
-    """The network: input (3, 224, 224) -> output (1000,), 6,624,904 parameters."""
+    """The network: input (3, 224, 224) -> output fc (1000,), aux2 (1000,), aux1 (1000,), 13,004,888 parameters."""
     model = GoogLeNet(
         conv1=BasicConv2d(3, 64, 7, stride=2, padding=3),
         maxpool1=nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),  # -> (64, 56, 56)
@@ -138,6 +169,8 @@ def build_model():
         maxpool4=nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),  # -> (832, 7, 7)
         inception5a=Inception(832, 256, 160, 320, 32, 128, 128),
         inception5b=Inception(832, 384, 192, 384, 48, 128, 128),
+        aux1=InceptionAux(512, 1000),
+        aux2=InceptionAux(528, 1000),
         avgpool=nn.AdaptiveAvgPool2d((1, 1)),  # -> (1024, 1, 1)
         flatten=nn.Flatten(),  # -> (1024,)
         dropout=nn.Dropout(dropout),  # -> (1024,)
