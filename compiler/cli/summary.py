@@ -39,6 +39,11 @@ def _rows(node: Node, depth: int, rows: list) -> None:
         rows.append((label, _kind(node, node.type), _shape(node.out_shape), f"{node.params:,}"))
         return
     if isinstance(node, BlockIR):
+        if node.module_list:  # its members run one by one: each has its own output shape
+            rows.append((label, "ModuleList", "-", f"{node.params:,}"))
+            for child in node.children:
+                _rows(child, depth + 1, rows)
+            return
         kind = _kind(node, "Sequential[named]" if node.named else "Sequential")
         rows.append((label, kind, _shape(node.out_shape), f"{node.params:,}"))
         for child in node.children:
