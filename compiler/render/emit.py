@@ -612,7 +612,10 @@ def _graph_forward_lines(graph: GraphIR) -> list[str]:
             text[out] = variables.name(wanted)
             targets.append(text[out])
         lines.append(pad + f"{', '.join(targets)} = {expr}")
-    return lines + _graph_return_lines(graph, text)
+    returned = _graph_return_lines(graph, text)
+    if graph.steps and graph.steps[-1].training and returned[0] == "if self.training:":
+        return lines + returned[1:]  # the training-only steps' block ends with training mode's return
+    return lines + returned
 
 
 def _step_text(step, args: list[str], first_input: str) -> str:
