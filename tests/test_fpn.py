@@ -104,3 +104,15 @@ def test_frozen_batch_norm_decompiles():
     assert "- {FrozenBatchNorm2d: {eps: 0.001}}\n" in text and "  - FrozenBatchNorm2d\n" in text
     rebuilt = compiler.build_model(compiler.parse_spec(text, "decompiled.yaml"))
     assert str(rebuilt) == str(module)
+
+
+def test_a_graph_step_may_be_named_body_as_torchvisions_backbone_with_fpn():
+    """``BackboneWithFPN.body``: a graph step is never read as a repeat, so `body` may name one (its state-dict keys
+    are ``body.*``); as a named block's child it still means a repeat's body."""
+    text = "name: b\ninput: [3, 8, 8]\nmodel:\n  graph:\n    - body: {Conv2d: {out_channels: 4, kernel_size: 3}}\n"
+    model = compiler.build_model(compiler.parse_spec(text, "b.yaml"))
+    assert list(model.state_dict()) == ["body.weight", "body.bias"]
+    with pytest.raises(compiler.SpecError, match="a repeat needs `repeat:`"):
+        compiler.parse_spec("name: b\ninput: [3, 8, 8]\nmodel:\n  body: {Conv2d: {out_channels: 4}}\n", "b.yaml")
+    with pytest.raises(compiler.SpecError, match="block name 'repeat' is reserved for repeats"):
+        compiler.parse_spec(text.replace("- body:", "- repeat:"), "b.yaml")
