@@ -1,20 +1,36 @@
 """specs/resnet18_fpn.yaml is torchvision's ``resnet_fpn_backbone(backbone_name="resnet18", weights=None)``.
 
-This file starts with the layer it needs: torchvision's ``FrozenBatchNorm2d`` (``torchvision.ops``), a BatchNorm2d
-whose affine values and statistics are buffers, registered like ``LayerNorm2d``: ``num_features`` inferred from the
-channels, shape and parameter rules, imported by the generated script (``from torchvision import ops``).
+Against torchvision's model: the same state-dict keys in the same order, its weights load with strict=True into the
+compiled model and into the generated script's ``build_model()``, and the eval outputs on a 64x64 input -- an ordered
+mapping of five feature maps, "0" .. "3" and "pool" -- are bitwise equal. The spec's ``init:`` rules are torchvision's
+two initialisation loops (ResNet's, then the FPN's), checked by running those loops on the spec's model; torchvision's
+same-seed weights are not reproducible (it draws the initialisation of a Linear it discards, and initialises the
+ResNet before constructing the FPN), see docs/spec-language.md §15.
+
+The layer it needs comes first: torchvision's ``FrozenBatchNorm2d`` (``torchvision.ops``), a BatchNorm2d whose affine
+values and statistics are buffers, registered like ``LayerNorm2d``: ``num_features`` inferred from the channels, shape
+and parameter rules, imported by the generated script (``from torchvision import ops``).
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 
 import compiler
 from compiler.facts.registry import REGISTRY
+from compiler.runtime import helpers as runtime
 from compiler.workflow.check import import_script
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "specs" / "resnet18_fpn.yaml"
+KEYS = ["0", "1", "2", "3", "pool"]
 
 _FROZEN = """name: frozen
 input: [3, 10, 10]
@@ -116,3 +132,176 @@ def test_a_graph_step_may_be_named_body_as_torchvisions_backbone_with_fpn():
         compiler.parse_spec("name: b\ninput: [3, 8, 8]\nmodel:\n  body: {Conv2d: {out_channels: 4}}\n", "b.yaml")
     with pytest.raises(compiler.SpecError, match="block name 'repeat' is reserved for repeats"):
         compiler.parse_spec(text.replace("- body:", "- repeat:"), "b.yaml")
+
+
+# --------------------------------------------------------------------------- the backbone
+
+
+@functools.cache
+def _built(folder: Path) -> tuple:
+    """torchvision's backbone and both backends' models, each built under seed 0, with their initial states."""
+    spec = compiler.load_spec(SPEC)
+    script = import_script(compiler.render_script(spec), "resnet18_fpn_gen", str(folder))
+    built = []
+    for make in (
+        lambda: resnet_fpn_backbone(backbone_name="resnet18", weights=None),
+        lambda: compiler.build_model(spec),
+        script.build_model,
+    ):
+        torch.manual_seed(0)
+        model = make()
+        built.append((model, {k: v.clone() for k, v in model.state_dict().items()}))
+    return tuple(built)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    return _built(tmp_path_factory.mktemp("fpn"))
+
+
+def test_resnet18_fpn_loads_torchvisions_weights_and_computes_the_same(built):
+    reference, *backends = (model for model, _ in built)
+    keys = list(reference.state_dict())
+    assert keys[:5] == [
+        "body.conv1.weight",
+        "body.bn1.weight",
+        "body.bn1.bias",
+        "body.bn1.running_mean",
+        "body.bn1.running_var",
+    ]
+    assert keys[-4:] == [
+        "fpn.layer_blocks.2.0.weight",
+        "fpn.layer_blocks.2.0.bias",
+        "fpn.layer_blocks.3.0.weight",
+        "fpn.layer_blocks.3.0.bias",
+    ]
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference.eval()(x)
+    assert list(expected) == KEYS
+    assert [tuple(v.shape) for v in expected.values()] == [(2, 256, s, s) for s in (16, 8, 4, 2, 1)]
+    for model in backends:
+        assert list(model.state_dict()) == keys
+        model.load_state_dict(reference.state_dict(), strict=True)
+        with torch.no_grad():
+            got = model.eval()(x)
+        assert list(got) == KEYS
+        for key in KEYS:
+            assert torch.equal(got[key], expected[key]), key
+
+
+def test_the_body_returns_the_stages_torchvisions_intermediate_layer_getter_returns(built):
+    (reference, _), (compiled, _), _ = built
+    compiled.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        stages = compiled.body.eval()(x)
+        expected = reference.body.eval()(x)
+    assert isinstance(stages, tuple) and list(expected) == ["0", "1", "2", "3"]
+    assert all(torch.equal(a, b) for a, b in zip(stages, expected.values(), strict=True))
+
+
+def test_init_rules_are_torchvisions_loops(built):
+    """The spec's rules give what torchvision's own two loops give on the spec's constructed model, in torchvision's
+    order (ResNet's loop, then the FPN's): the same functions, arguments and draws. Under one seed, both backends
+    agree bitwise (test_both_backends_build_the_same_model_under_the_same_seed); torchvision's own model does not (see the docstring)."""
+    theirs = built[0][1]  # torchvision's model as built under seed 0
+    torch.manual_seed(0)
+    bare = compiler.build_model(compiler.load_spec(SPEC, overrides=["init=[]"]))  # constructed, no rules
+    for m in bare.body.modules():  # torchvision.models.resnet.ResNet.__init__
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    for m in bare.fpn.modules():  # torchvision.ops.FeaturePyramidNetwork.__init__
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_uniform_(m.weight, a=1)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+    torch.manual_seed(0)
+    ruled = compiler.build_model(compiler.load_spec(SPEC))
+    expected, state = bare.state_dict(), ruled.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
+    # torchvision's own same-seed model: what draws nothing is equal (the frozen statistics, the FPN's zero biases),
+    # the drawn weights are not (its discarded fc draws, and it initialises the ResNet before building the FPN)
+    drawn = {f"{name}.weight" for name, m in built[0][0].named_modules() if isinstance(m, nn.Conv2d)}
+    assert all(torch.equal(state[k], v) for k, v in theirs.items() if k not in drawn)
+    assert not torch.equal(state["body.conv1.weight"], theirs["body.conv1.weight"])
+
+
+def test_same_seed_weights_differ_from_torchvisions_only_by_its_order_of_draws(built):
+    """What §15 says: without the discarded fc (an empty Linear draws nothing), torchvision's same-seed FPN weights
+    are the spec's -- as many numbers are drawn before them -- and the body's are not: torchvision draws them
+    before constructing the FPN, the spec after."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # resnet_fpn_backbone's own
+
+    ours = built[1][1]
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="zero-element tensors"):
+        fc_less = resnet18(num_classes=0, norm_layer=FrozenBatchNorm2d)
+    theirs = _resnet_fpn_extractor(fc_less, 3).state_dict()
+    assert list(theirs) == list(ours)
+    fpn = [k for k in ours if k.startswith("fpn.")]
+    assert len(fpn) == 16 and all(torch.equal(ours[k], theirs[k]) for k in fpn)
+    assert not torch.equal(ours["body.conv1.weight"], theirs["body.conv1.weight"])
+
+
+def test_torchvisions_frozen_layers_are_the_freeze_patterns(built):
+    """trainable_layers=3 freezes conv1 and layer1 (FrozenBatchNorm2d has no parameters): a training spec's
+    `train: {freeze: [body.conv1, "body.layer1.*"]}` freezes exactly those."""
+    (reference, _), _, (generated, _) = built
+    frozen = [n for n, p in reference.named_parameters() if not p.requires_grad]
+    assert frozen == ["body.conv1.weight"] + [f"body.layer1.{b}.conv{c}.weight" for b in (0, 1) for c in (1, 2)]
+    runtime.freeze(generated, ["body.conv1", "body.layer1.*"])
+    assert [n for n, p in generated.named_parameters() if not p.requires_grad] == frozen
+    for p in generated.parameters():
+        p.requires_grad_(True)
+
+
+def test_generated_resnet18_fpn_reads_like_torchvision():
+    text = compiler.render_script(compiler.load_spec(SPEC))
+    assert "from torchvision import ops\n" in text and "ops.FrozenBatchNorm2d(width)" in text
+    assert "class FeaturePyramidNetwork(nn.Module):" in text and "class IntermediateLayerGetter(nn.Module):" in text
+    assert "    def forward(self, c2, c3, c4, c5):" in text
+    assert "inner5 = self.inner_blocks[3](c5)" in text and "p2 = self.layer_blocks[0](inner2)" in text
+    assert 'top_down4 = nn.functional.interpolate(inner5, size=lateral4.shape[2:], mode="nearest")' in text
+    assert "return layer1, layer2, layer3, layer4" in text
+    assert 'return {"0": p2, "1": p3, "2": p4, "3": p5, "pool": pool}' in text
+    assert "c2, c3, c4, c5 = self.body(x)" in text
+    assert (ROOT / "generated" / "resnet18_fpn.py").read_text(encoding="utf-8") == text  # shipped, up to date
+
+
+def test_both_backends_build_the_same_model_under_the_same_seed(built):
+    """§8's first two levels (``specc check`` adds the outputs and train mode; it runs in tests/test_specs.py)."""
+    _, (compiled, first), (generated, second) = built
+    assert str(compiled) == str(generated)
+    assert "(inner_blocks): ModuleList(" in str(compiled) and "(0): Conv2dNormActivation(" in str(compiled)
+    assert list(first) == list(second) and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_shapes_and_parameters_without_building():
+    model = compiler.lower_spec(compiler.load_spec(SPEC)).model
+    assert model.params == 13_774_016  # torchvision's resnet_fpn_backbone("resnet18")
+    assert model.outputs == {
+        "0": (256, 16, 16),
+        "1": (256, 8, 8),
+        "2": (256, 4, 4),
+        "3": (256, 2, 2),
+        "pool": (256, 1, 1),
+    }
+
+
+def test_resnet34_fpn_by_set():
+    spec = compiler.load_spec(SPEC, overrides=["vars.layers=[3, 4, 6, 3]", "init=[]"])
+    reference = resnet_fpn_backbone(backbone_name="resnet34", weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(x)
+    model = compiler.build_model(spec).eval()
+    model.load_state_dict(reference.state_dict(), strict=True)
+    with torch.no_grad():
+        got = model(x)
+    assert list(got) == KEYS and all(torch.equal(got[k], expected[k]) for k in KEYS)
