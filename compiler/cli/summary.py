@@ -100,7 +100,11 @@ def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], Non
     print_fn(line)
     print_fn(f"Total params: {model.params:,}")
     print_fn(f"Parameter and buffer memory: {format_bytes(model.nbytes)}")
+    evaluated = getattr(model.root, "eval_outputs", None)
     if model.outputs is not None:
-        print_fn("Outputs: " + ", ".join(f"{name} {_shape(shape)}" for name, shape in model.outputs.items()))
-    else:
+        mode = " (training mode)" if evaluated is not None else ""
+        print_fn(f"Outputs{mode}: " + ", ".join(f"{name} {_shape(shape)}" for name, shape in model.outputs.items()))
+    if evaluated is not None:
+        print_fn(f"Eval mode returns: {', '.join(evaluated)}")
+    if model.outputs is None:
         print_fn(f"Output shape: {_shape(model.output_shape)}")
