@@ -58,6 +58,7 @@ def _mark(names, slow):
 NOT_DECOMPILED = {
     "vit": "the decompiler writes no graph nodes yet (issue 21, after its groundwork)",
     "convnext_tiny": "the decompiler writes no graph nodes yet: CNBlock's layer_scale is a parameter outside modules",
+    "resnet18_fpn": "the decompiler writes no graph nodes yet: the body's tuple of stages is unpacked (getitem)",
     "googlenet": "the decompiler writes no graph nodes yet: in training GoogLeNet returns (logits, aux2, aux1)",
 }
 
