@@ -96,7 +96,31 @@ class InceptionAux(nn.Module):
 class GoogLeNet(nn.Module):
     """conv1 .. fc: steps on named values (spec §15)."""
 
-    def __init__(self, conv1, maxpool1, conv2, conv3, maxpool2, inception3a, inception3b, maxpool3, inception4a, inception4b, inception4c, inception4d, inception4e, maxpool4, inception5a, inception5b, aux1, aux2, avgpool, flatten, dropout, fc):
+    def __init__(
+        self,
+        conv1,
+        maxpool1,
+        conv2,
+        conv3,
+        maxpool2,
+        inception3a,
+        inception3b,
+        maxpool3,
+        inception4a,
+        inception4b,
+        inception4c,
+        inception4d,
+        inception4e,
+        maxpool4,
+        inception5a,
+        inception5b,
+        aux1,
+        aux2,
+        avgpool,
+        flatten,
+        dropout,
+        fc,
+    ):
         super().__init__()
         self.conv1 = conv1
         self.maxpool1 = maxpool1

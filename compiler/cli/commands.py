@@ -268,6 +268,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{args.split} loss {result['loss']:.6f}"
             + (f", {args.split} accuracy {result['accuracy']:.2%}" if "accuracy" in result else "")
         )
+        outputs = [key for key in result if key not in ("loss", "accuracy")]  # a model of several outputs: each one's
+        if outputs:
+            print(
+                "  "
+                + ", ".join(
+                    f"{k} {result[k]:.2%}" if k.endswith("accuracy") else f"{k} {result[k]:.6f}" for k in outputs
+                )
+            )
         return 0
 
     return _checkpoint_errors(work, args)
@@ -294,6 +302,8 @@ def _shown(header: list[str], row: list[str]) -> str:
     """A prediction for the terminal: the class, or the top classes with their probabilities, or the values."""
     if header[1:] in (["prediction"], ["prediction", "probability"]):
         return visible(row[1])
+    if not header[1].startswith("prediction"):  # a model of several outputs: a column each, by name
+        return ", ".join(f"{visible(name)} {visible(value)}" for name, value in zip(header[1:], row[1:]))
     return ", ".join(f"{visible(row[i])} ({row[i + 1]})" for i in range(1, len(row), 2))
 
 

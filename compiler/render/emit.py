@@ -556,7 +556,7 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     params = Namespace({"self"})
     children = [(child.name, params.name(child.name)) for child in graph.children]
     lines = [f"class {name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
-    lines.append(INDENT + f"def __init__({', '.join(['self', *(p for _, p in children)])}):")
+    lines += _def_lines("__init__", ["self", *(p for _, p in children)])
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
     for tensor in graph.tensors:
@@ -564,6 +564,14 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     lines += ["", INDENT + f"def forward({', '.join(['self', *graph.inputs])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
+
+
+def _def_lines(name: str, params: list[str]) -> list[str]:
+    """A method's ``def`` line, as ruff formats it: one line if it fits in 120 columns, else a parameter a line."""
+    line = INDENT + f"def {name}({', '.join(params)}):"
+    if len(line) <= 120:
+        return [line]
+    return [INDENT + f"def {name}(", *(INDENT * 2 + f"{p}," for p in params), INDENT + "):"]
 
 
 def _graph_doc(graph: GraphIR) -> str:
