@@ -98,7 +98,6 @@ def build_datasets():
     train_transform, eval_transform = build_transforms()
     train_set = datasets.MNIST(root="data", train=True, transform=train_transform)
     val_set = datasets.MNIST(root="data", train=False, transform=eval_transform)
-    train_set, val_set = train_set, val_set
     return pair_sets(train_set, val_set, SEED)  # ((a, b), 1 when one class, else 0)
 
 

@@ -558,8 +558,13 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
     lines = body.split("\n")
     last = lines[-1]
     indent = last[: len(last) - len(last.lstrip())]
-    lines[-1] = indent + "train_set, val_set = " + last.strip().removeprefix("return ")
-    lines.append(indent + "return pair_sets(train_set, val_set, SEED)  # ((a, b), 1 when one class, else 0)")
+    made = last.strip().removeprefix("return ")
+    pair = "return pair_sets({}, SEED)  # ((a, b), 1 when one class, else 0)"
+    if made in ("train_set, val_set", "train_set, None"):  # the sets are named already
+        lines[-1] = indent + pair.format(made)
+    else:
+        lines[-1] = indent + "train_set, val_set = " + made
+        lines.append(indent + pair.format("train_set, val_set"))
     return "\n".join(lines)
 
 
