@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from compiler.interop.graph import G, Steps, all_steps, join_path, read_graph, simplify_graph, topological
-from compiler.interop.layers import layer_call, layer_classes
+from compiler.interop.layers import equivalent_layer, layer_call, layer_classes
 from compiler.interop.nodes import Block, DecompileError, Layer, Merge
 
 # --------------------------------------------------------------------------- modules to nodes
@@ -32,14 +32,40 @@ class _Names:
 
 
 class Decompiler:
-    def __init__(self):
+    """Modules to spec nodes. ``root`` and ``shape`` (one sample's) let a forward that is no tree be read as a graph
+    node: its sizes come from a forward pass on that input (``dataflow.Probe``)."""
+
+    def __init__(self, root: nn.Module | None = None, shape: tuple[int, ...] = ()):
+        from compiler.interop.dataflow import Probe
+
         self.layer_classes = layer_classes()
         self.notes: list[str] = []
+        self.probe = Probe(root, shape) if root is not None else None
+        self.done: dict[tuple[int, str], Any] = {}  # (module, path) -> its node, or the DecompileError it raised
 
     def convert(self, module: nn.Module, path: str) -> Any:
+        """``module``'s node; each module is read once (a parent read again as a graph node reuses its children's)."""
+        key = (id(module), path)
+        if key not in self.done:
+            try:
+                self.done[key] = self._convert(module, path)
+            except DecompileError as err:
+                self.done[key] = err
+        found = self.done[key]
+        if isinstance(found, DecompileError):
+            raise DecompileError(found.path, found.message)
+        return found
+
+    def class_name(self, module: nn.Module) -> str | None:
+        return _class_name(module)
+
+    def _convert(self, module: nn.Module, path: str) -> Any:
         entry = self.layer_classes.get(type(module))
         if entry is not None:
             return layer_call(module, entry, path)
+        equivalent = equivalent_layer(module, path)
+        if equivalent is not None:
+            return equivalent
         if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
             children = list(module.named_children())
             if not children:
@@ -50,6 +76,20 @@ class Decompiler:
         return self.traced(module, path)
 
     def traced(self, module: nn.Module, path: str) -> Any:
+        """A chain with at most one merge where the forward is one (a merge block keeps the state-dict keys), else
+        a graph node (§15); when neither reads it, the graph reader's refusal (it reads more)."""
+        notes = len(self.notes)
+        try:
+            return self.tree(module, path)
+        except DecompileError:
+            if self.probe is None:
+                raise
+            del self.notes[notes:]  # the graph reader notes the same children again
+        from compiler.interop.dataflow import read_dataflow
+
+        return read_dataflow(self, module, path)
+
+    def tree(self, module: nn.Module, path: str) -> Any:
         was = {m: m.training for m in module.modules()}
         module.train()  # F.dropout(training=self.training) is traced as in training
         try:
@@ -208,10 +248,10 @@ def _branch_parts(branches: list, names: Any) -> list[tuple[str, Any]]:
 
 def _class_name(owner: nn.Module) -> str | None:
     """The merge class's name: the module's own (a rebuilt block's without its ``_N``), capitalised."""
-    from compiler.build.model import GraphBlock
+    from compiler.build.model import DataflowBlock, GraphBlock
 
     cls = type(owner).__name__
-    if isinstance(owner, GraphBlock):
+    if isinstance(owner, (GraphBlock, DataflowBlock)):
         cls = re.sub(r"_\d+$", "", cls)
     cls = cls.lstrip("_")
     return cls[:1].upper() + cls[1:] if cls.isidentifier() and cls.isascii() else None

@@ -1,4 +1,4 @@
-"""The spec's nodes a decompiled module becomes: layer calls, blocks, repeats and merges."""
+"""The spec's nodes a decompiled module becomes: layer calls, blocks, repeats, merges and graph nodes."""
 
 from __future__ import annotations
 
@@ -47,6 +47,42 @@ class Merge:
         tuple[str, Any], ...
     ]  # (name, part): part is Layer/Block/Merge (one child), a spread Block, or None
     then: tuple[tuple[str, Any], ...]
+    origin: str = field(default="", compare=False)  # the module's class
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """A parameter or buffer of a graph node (§15): ``name: {shape: [...], dtype: ...}`` (zeros: the import
+    copies no weights, the state dict does)."""
+
+    name: str
+    shape: tuple[Any, ...]  # sizes: integers, or a block's parameter expressions (``$out``)
+    buffer: bool = False
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class GraphStep:
+    """One step of a graph node: a named child (``name``, ``node``) or an operation (``op``) on named values."""
+
+    name: str = ""  # the child's name, "" for an operation
+    node: Any = None
+    op: str = ""  # add | sub | mul | div | matmul | cat | stack | expand_batch
+    inputs: tuple[str, ...] | None = None  # `from:` / the operands; None: the previous step's value
+    outputs: tuple[str, ...] | None = None  # `as:` (``_`` drops a tuple's item)
+    unpack: bool = False  # `as:` is a list: the child returns a tuple
+    keywords: tuple[tuple[str, Any], ...] = ()  # `with:`
+    dim: int | None = None  # cat and stack
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """A graph node (§15): ``{graph: [steps], params:, buffers:, output:, class:}``."""
+
+    steps: tuple[GraphStep, ...]
+    tensors: tuple[TensorDecl, ...] = ()
+    output: str | None = None
+    class_name: str | None = None
     origin: str = field(default="", compare=False)  # the module's class
 
 

@@ -1,0 +1,1020 @@
+"""A forward that is not a tree, read into a graph node (docs/spec-language.md §15).
+
+When a module's traced ``forward`` is no chain with one merge (``graph.py``), it is read again as named values
+flowing through steps: each child call a step (several tensors ``from: [q, k, v]``, keyword arguments ``with:``,
+a returned tuple unpacked ``as: [out, _]``), ``get_attr`` of the module's own parameters and buffers its
+``params:``/``buffers:``, ``+ - * / @``, ``torch.cat``/``stack`` and ``expand(x.shape[0], -1, ...)`` operations,
+every other call a parameter-free layer. Sizes read from tensors (``x.shape[0]``, ``x.size()``, their
+arithmetic, ``torch._assert`` on them) are no values: the batch size stays symbolic, every other size is the
+concrete number a forward pass of the model on the spec's input gives (``Probe``: a copy of the model on the meta
+device, so no arithmetic is done), which is what a spec with that ``input:`` computes. A view that only merges or
+splits dimensions is a ``Flatten``/``Unflatten`` (any size), else a ``Reshape`` with those numbers.
+
+What a graph node cannot say is a ``DecompileError`` naming the module path and the operation.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import keyword
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from compiler.interop.graph import (
+    _BASE_NAMES,
+    _arg,
+    _describe_node,
+    _function_name,
+    _functional,
+    _functional_layer,
+    _Tracer,
+    join_path,
+)
+from compiler.interop.nodes import Dataflow, DecompileError, GraphStep, Layer, TensorDecl
+
+PROBE_BATCH = 2  # the probe's batch size (symbolic in the spec: never written)
+_OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch")
+_RESERVED = {"x", "graph", "from", "as", "with", "dim", "_", *_OPS}
+_DTYPES = {
+    torch.float32: "float32",
+    torch.float64: "float64",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int64: "int64",
+    torch.int32: "int32",
+    torch.bool: "bool",
+}
+_BINARY = {
+    "add": ({operator.add, operator.iadd, torch.add}, {"add", "add_", "__add__", "__iadd__"}),
+    "sub": ({operator.sub, operator.isub, torch.sub}, {"sub", "sub_", "__sub__", "__isub__"}),
+    "mul": ({operator.mul, operator.imul, torch.mul}, {"mul", "mul_", "__mul__", "__imul__"}),
+    "div": ({operator.truediv, operator.itruediv, torch.div, torch.true_divide}, {"div", "div_", "__truediv__"}),
+    "matmul": ({operator.matmul, torch.matmul}, {"matmul", "__matmul__"}),
+}
+_CAT = {torch.cat, torch.concat, getattr(torch, "concatenate", torch.cat)}
+_SIZE_OPS = {
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.floordiv,
+    operator.truediv,
+    operator.mod,
+    operator.pow,
+    operator.neg,
+    operator.eq,
+    operator.ne,
+    operator.lt,
+    operator.le,
+    operator.gt,
+    operator.ge,
+    operator.not_,
+    operator.and_,
+    operator.or_,
+    math.ceil,
+    math.floor,
+    math.sqrt,
+    int,
+    float,
+}
+_VALUE_NAMES = {"add": "summed", "sub": "difference", "mul": "product", "div": "quotient", "matmul": "matmul_out"}
+_VALUE_NAMES |= {"cat": "joined", "stack": "stacked"}
+
+
+# --------------------------------------------------------------------------- the probe: concrete sizes
+
+
+class Probe:
+    """Each module's inputs in one forward pass of a copy of the model (on the meta device where torch can;
+    else a real copy on the CPU) at batch ``PROBE_BATCH``, in training mode as the forwards are traced: from them a
+    traced forward is run again node by node, giving every size it computes."""
+
+    def __init__(self, root: nn.Module, shape: tuple[int, ...]):
+        self.root, self.shape = root, shape
+        self.copy: nn.Module | None = None
+        self.calls: dict[str, tuple[tuple, dict]] = {}
+        self.failure: str | None = None  # why no forward pass ran (None: not tried yet)
+
+    def values(self, path: str, graph: fx.Graph, what: str) -> dict[fx.Node, Any]:
+        """Every node's value when ``graph`` (the forward of the module at ``path``) runs on its recorded inputs."""
+        if self.failure is None:
+            self.failure = ""
+            for device in ("meta", "cpu"):
+                try:
+                    self._record(device)
+                    break
+                except Exception as err:  # an op without a meta kernel, a model that does not take the input
+                    self.failure = _one_line(err)
+                    self.copy, self.calls = None, {}
+        if self.copy is None:
+            raise DecompileError(path, f"{what}: no forward pass of the model on the input ran ({self.failure})")
+        if path not in self.calls:
+            raise DecompileError(path, f"{what}: the model's forward pass never calls this module")
+        args, kwargs = self.calls[path]
+        module = self.copy.get_submodule(path)
+        placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+        given = []
+        for i, node in enumerate(placeholders):
+            if i < len(args):
+                given.append(args[i])
+            elif node.target in kwargs:
+                given.append(kwargs[node.target])
+            else:
+                given.append(node.args[0] if node.args else None)
+        runner = fx.Interpreter(fx.GraphModule(module, graph), garbage_collect_values=False)
+        try:
+            with torch.no_grad():
+                runner.run(*given)
+        except Exception as err:
+            raise DecompileError(path, f"{what}: its traced forward does not run again ({_one_line(err)})") from None
+        return dict(runner.env)
+
+    def _record(self, device: str) -> None:
+        clone = _copy(self.root, device)
+        clone.train()  # as the forwards are traced (F.dropout(training=self.training), training-only branches)
+        names: dict[int, list[str]] = {}
+        for name, module in clone.named_modules(remove_duplicate=False):
+            names.setdefault(id(module), []).append(name)
+        handles = []
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            for name in names.get(id(module), ()):
+                self.calls.setdefault(name, (args, kwargs))
+
+        for module in {id(m): m for m in clone.modules()}.values():
+            handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        try:
+            with torch.no_grad():
+                try:
+                    clone(torch.randn(PROBE_BATCH, *self.shape, device=device))
+                except Exception:
+                    self.calls = {}
+                    clone(torch.zeros(PROBE_BATCH, *self.shape, dtype=torch.int64, device=device))  # (indices)
+        finally:
+            for handle in handles:
+                handle.remove()
+        self.copy = clone
+
+
+def _copy(root: nn.Module, device: str) -> nn.Module:
+    """A copy of ``root`` whose tensors are empty meta tensors (``device="meta"``), or a full copy."""
+    if device != "meta":
+        return copy.deepcopy(root)
+    memo: dict[int, Any] = {}
+    for tensor in itertools.chain(root.parameters(), root.buffers()):
+        if id(tensor) not in memo:
+            empty = torch.empty_like(tensor, device="meta")
+            memo[id(tensor)] = (
+                nn.Parameter(empty, requires_grad=tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+            )
+    return copy.deepcopy(root, memo)
+
+
+def _one_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+# --------------------------------------------------------------------------- what each fx node is
+
+
+@dataclass(eq=False)
+class _Value:
+    """A tensor value of the graph node: ``vid`` indexes the reader's values."""
+
+    vid: int
+    batch: bool  # its first axis is the batch (a parameter's is not)
+
+
+class _Batch:
+    """The batch size: ``x.shape[0]``, ``x.size(0)``."""
+
+
+BATCH = _Batch()
+
+
+@dataclass(eq=False)
+class _Const:
+    """A size, a number or a flag the forward computes from shapes: its value for the spec's input."""
+
+    value: Any
+
+
+@dataclass(eq=False)
+class _Shape:
+    """``x.shape`` or ``x.size()`` of a batch value: item 0 is the batch, the others constants."""
+
+    value: Any  # the concrete torch.Size
+
+
+@dataclass(eq=False)
+class _Derived:
+    """A number computed from the batch size: a spec has no such value."""
+
+    what: str
+
+
+@dataclass(eq=False)
+class _Items:
+    """A tuple a child step returned: each item read becomes a name in the step's ``as:``."""
+
+    step: _Step
+    count: int
+
+
+@dataclass(eq=False)
+class _Pieces:
+    """``x.chunk(n, dim)``, ``x.split(sizes, dim)``, ``x.unbind(dim)``: each piece read becomes a Slice/Select."""
+
+    source: _Value
+    dim: int
+    bounds: list[tuple[int, int]]  # (start, end); end - start == 0: unbind's index
+    select: bool
+    what: str
+
+
+@dataclass(eq=False)
+class _Packed:
+    """A tuple, list or named tuple the forward builds (only a return value makes one)."""
+
+    what: str
+    items: list[Any]
+
+
+@dataclass(eq=False)
+class _Step:
+    name: str  # a child's name; "" for an operation
+    node: Any = None
+    op: str = ""
+    inputs: list[int] = field(default_factory=list)
+    outs: list[int | None] = field(default_factory=list)  # value ids (None: a tuple item never read)
+    tuple_count: int = 0  # a child that returns a tuple of this many items
+    keywords: dict[str, Any] = field(default_factory=dict)
+    dim: int | None = None
+    module: nn.Module | None = None  # the child (for "weights" checks)
+    path: str = ""
+    hint: str = ""  # an operation's value: the base of its name
+
+
+class _Namer:
+    """Fresh names for steps (module attributes) and values, none taken twice in one graph node."""
+
+    def __init__(self, taken: set[str]):
+        self.taken = set(taken) | _RESERVED
+
+    def fresh(self, base: str, attribute: bool) -> str:
+        import re
+
+        base = re.sub(r"\W", "_", base).strip("_") or "value"
+        if not base[0].isalpha():
+            base = "op_" + base
+        name, i = base, 1
+        while name in self.taken or not _legal(name, attribute):
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
+
+
+def _legal(name: str, attribute: bool) -> bool:
+    from compiler.front.names import BUILTINS, NameProblem, check_block_name
+
+    if not name.isidentifier() or keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in BUILTINS:
+        return False
+    if not attribute:
+        return True
+    try:
+        check_block_name(name, attribute=True)
+    except NameProblem:
+        return False
+    return True
+
+
+def _has_weights(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class DataflowReader:
+    """One module's traced forward (children as leaves) read node by node into a graph node."""
+
+    def __init__(self, decompiler: Any, module: nn.Module, path: str, graph: fx.Graph, values: dict):
+        self.decompiler, self.module, self.path, self.graph, self.values = decompiler, module, path, graph, values
+        self.owner = f"{type(module).__name__}.forward"
+        self.env: dict[fx.Node, Any] = {}
+        self.steps: list[_Step] = []
+        self.value_step: dict[int, _Step | None] = {}  # value id -> the step that makes it (None: x or a tensor)
+        self.fixed: dict[int, str] = {0: "x"}  # value id -> its name (x, parameters and buffers)
+        self.tensors: dict[str, TensorDecl] = {}
+        self.tensor_ids: dict[str, int] = {}
+        self.called: dict[str, int] = {}
+        self.output: int | None = None
+        children = {name for name, _ in module.named_children()}
+        own = {name for name, _ in module.named_parameters(recurse=False)}
+        own |= {name for name, _ in module.named_buffers(recurse=False)}
+        self.names = _Namer(children | own)
+        self.next_id = 1
+
+    # ----------------------------------------------------------------- helpers
+
+    def fail(self, message: str, path: str | None = None) -> DecompileError:
+        return DecompileError(self.path if path is None else path, message)
+
+    def where(self, node: fx.Node) -> str:
+        """``VisionTransformer.forward: operator.getitem()``: the forward and the operation, for messages."""
+        return f"{self.owner}: {_describe_node(node)}"
+
+    def new_value(self, step: _Step | None, batch: bool) -> _Value:
+        value = _Value(self.next_id, batch)
+        self.value_step[value.vid] = step
+        self.next_id += 1
+        return value
+
+    def concrete(self, node: Any) -> Any:
+        return self.values.get(node) if isinstance(node, fx.Node) else node
+
+    def tensor(self, arg: Any, node: fx.Node, batch: bool = True) -> _Value:
+        """``arg`` as a tensor value of the graph (a batch where ``batch``), else refused."""
+        got = self.env.get(arg) if isinstance(arg, fx.Node) else None
+        if isinstance(got, _Value):
+            if batch and not got.batch:
+                name = self.fixed.get(got.vid, "a value made from parameters")
+                raise self.fail(
+                    f"{self.where(node)} takes {name}, which has no batch axis: a spec's layers and children take "
+                    "a batch (a parameter is repeated over the batch with `expand(x.shape[0], -1, ...)` first)"
+                )
+            return got
+        if isinstance(got, (_Items, _Pieces, _Packed)):
+            raise self.fail(f"{self.where(node)} takes a whole tuple; a spec reads a tuple's items one by one")
+        raise self.fail(f"{self.where(node)} takes {_show(arg)}, which is not a tensor of the forward")
+
+    def size(self, arg: Any, node: fx.Node) -> Any:
+        """A size argument: BATCH, or an integer (a constant the shapes computed)."""
+        if isinstance(arg, fx.Node):
+            got = self.env.get(arg)
+            if got is BATCH:
+                return BATCH
+            if isinstance(got, _Const) and isinstance(got.value, (int, bool)):
+                return int(got.value)
+            if isinstance(got, _Derived):
+                raise self.fail(f"{self.where(node)} takes {got.what}, a number computed from the batch size")
+            raise self.fail(f"{self.where(node)} takes {_show(arg)} as a size, which is not a number of the forward")
+        if isinstance(arg, bool) or not isinstance(arg, int):
+            raise self.fail(f"{self.where(node)} takes {arg!r} as a size")
+        return arg
+
+    def literal(self, arg: Any, node: fx.Node) -> Any:
+        """A non-tensor argument with every size node replaced by its number (refused if it holds a tensor)."""
+        if isinstance(arg, fx.Node):
+            got = self.env.get(arg)
+            if isinstance(got, _Const):
+                return got.value
+            if got is BATCH or isinstance(got, _Derived):
+                raise self.fail(f"{self.where(node)} takes the batch size as an argument, which a spec's layers cannot")
+            raise self.fail(
+                f"{self.where(node)} takes {_show(arg)} as well as its input: a spec's layer takes one tensor"
+            )
+        if isinstance(arg, (list, tuple)):
+            return type(arg)(self.literal(a, node) for a in arg)
+        if isinstance(arg, slice):
+            return slice(self.literal(arg.start, node), self.literal(arg.stop, node), self.literal(arg.step, node))
+        return arg
+
+    def add_step(self, step: _Step, batch: bool) -> _Value:
+        self.steps.append(step)
+        value = self.new_value(step, batch)
+        step.outs = [value.vid]
+        return value
+
+    def layer_step(self, layer: Layer, base: str, source: _Value) -> _Value:
+        step = _Step(self.names.fresh(base, attribute=True), layer, inputs=[source.vid])
+        return self.add_step(step, True)
+
+    # ----------------------------------------------------------------- nodes
+
+    def read(self) -> Dataflow:
+        live = _live(self.graph)
+        for node in self.graph.nodes:
+            if node in live or node.op == "placeholder":
+                self.node(node)
+        return self.assemble()
+
+    def node(self, node: fx.Node) -> None:
+        if node.op == "placeholder":
+            if self.env:
+                if node.users:
+                    raise self.fail(
+                        f"{self.owner} takes more than one input ({node.target!r}); a graph node takes one value, x "
+                        "(several inputs, `inputs:`, are not in this specc's language yet)"
+                    )
+                return
+            self.env[node] = _Value(0, True)
+            self.value_step[0] = None
+        elif node.op == "get_attr":
+            self.get_attr(node)
+        elif node.op == "call_module":
+            self.call_module(node)
+        elif node.op == "output":
+            self.read_output(node)
+        else:
+            self.function(node)
+
+    def get_attr(self, node: fx.Node) -> None:
+        target = str(node.target)
+        what = f"{self.owner} reads self.{target}"
+        if "." in target:
+            child = target.rsplit(".", 1)[0]
+            raise self.fail(
+                f"{what}, a tensor of its child {child}: a graph node's steps call its children and read only its own "
+                "parameters and buffers",
+                join_path(self.path, child),
+            )
+        params = dict(self.module.named_parameters(recurse=False))
+        buffers = dict(self.module.named_buffers(recurse=False))
+        if target not in params and target not in buffers:
+            raise self.fail(f"{what}, a tensor made in forward (no parameter or buffer): a spec cannot hold it")
+        if target in buffers and target in getattr(self.module, "_non_persistent_buffers_set", ()):
+            raise self.fail(
+                f"{what}, a buffer kept out of the state dict (persistent=False): a spec's buffers are saved"
+            )
+        tensor = params.get(target, buffers.get(target))
+        self.declare(target, tensor, target in buffers)
+        self.env[node] = _Value(self.tensor_ids[target], False)
+
+    def declare(self, name: str, tensor: torch.Tensor, buffer: bool) -> None:
+        if name in self.tensors:
+            return
+        what = f"{self.owner}: its {'buffer' if buffer else 'parameter'} {name}"
+        if name in _RESERVED or not _legal(name, attribute=True):
+            raise self.fail(f"{what}: a graph node's tensor is an attribute, and {name!r} cannot name one")
+        if tensor.dim() == 0 or 0 in tensor.shape:
+            raise self.fail(f"{what} has the shape {list(tensor.shape)}: a graph node's tensors have positive sizes")
+        if tensor.dtype not in _DTYPES:
+            raise self.fail(f"{what} is {tensor.dtype}, which a spec's tensors cannot be")
+        self.tensors[name] = TensorDecl(name, tuple(tensor.shape), buffer, _DTYPES[tensor.dtype])
+        vid = self.next_id
+        self.next_id += 1
+        self.tensor_ids[name], self.fixed[vid], self.value_step[vid] = vid, name, None
+
+    def call_module(self, node: fx.Node) -> None:
+        target = str(node.target)
+        child = self.module.get_submodule(target)
+        child_path = join_path(self.path, target)
+        if "." in target:
+            raise self.fail(f"{self.owner} calls its grandchild {target} directly", child_path)
+        entry = self.decompiler.layer_classes.get(type(child))
+        arity = entry.arity if entry is not None else 1
+        tensors, keywords = self.call_arguments(node, child, entry, arity, child_path)
+        if target in self.called:
+            if _has_weights(child):
+                raise self.fail(
+                    "called twice by the forward: a spec cannot share weights between two places", child_path
+                )
+            name = self.names.fresh(target, attribute=True)
+        else:
+            if target in _RESERVED or not _legal(target, attribute=True):
+                raise self.fail(
+                    f"{self.owner} calls it, but a graph node's child is an attribute (self.{target}) and "
+                    f"{target!r} cannot name one",
+                    child_path,
+                )
+            name = target
+        self.called[target] = self.called.get(target, 0) + 1
+        if entry is not None and entry.name == "MultiheadAttention" and not child.batch_first:
+            raise self.fail(
+                "MultiheadAttention with batch_first=False: a graph node's values are batch-first (§15)", child_path
+            )
+        spec = self.decompiler.convert(child, join_path(self.path, name))
+        step = _Step(name, spec, inputs=[t.vid for t in tensors], keywords=keywords, module=child, path=child_path)
+        result = self.values.get(node)
+        if isinstance(result, torch.Tensor):
+            self.env[node] = self.add_step(step, True)
+        elif isinstance(result, (tuple, list)) and result:
+            step.tuple_count = len(result)
+            step.outs = [None] * len(result)
+            self.steps.append(step)
+            self.env[node] = _Items(step, len(result))
+        else:
+            raise self.fail(
+                f"{self.owner} calls it and gets {type(result).__name__}: a spec's children return a tensor or a tuple",
+                child_path,
+            )
+
+    def call_arguments(
+        self, node: fx.Node, child: nn.Module, entry: Any, arity: int, child_path: str
+    ) -> tuple[list[_Value], dict[str, Any]]:
+        """The tensors a child is called with (``from:``) and its literal keyword arguments (``with:``)."""
+        try:
+            bound = inspect.signature(child.forward).bind(*node.args, **node.kwargs)
+        except TypeError as err:
+            raise self.fail(f"{self.owner} calls it with arguments its forward does not take ({err})", child_path)
+        parameters = inspect.signature(child.forward).parameters
+        names = list(bound.arguments)
+        options = entry.forward_options if entry is not None else ()
+        tensors, keywords = [], {}
+        for i, name in enumerate(names):
+            value = bound.arguments[name]
+            if parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+                raise self.fail(f"{self.owner} calls it with *args or **kwargs, which a step cannot give", child_path)
+            if i < arity:
+                if not isinstance(value, fx.Node) or not isinstance(self.env.get(value), _Value):
+                    raise self.fail(f"{self.owner} calls it with {_show(value)} as {name!r}: a step gives tensors")
+                tensors.append(self.tensor(value, node))
+                continue
+            if isinstance(value, fx.Node) and isinstance(self.env.get(value), _Value):
+                several = "several inputs (`inputs:`) are not in this specc's language yet"
+                what = (
+                    f"{entry.name} takes {arity}" if entry is not None else f"a graph node's child takes one; {several}"
+                )
+                raise self.fail(f"{self.owner} calls it with a tensor as {name!r} too ({what})", child_path)
+            value = self.literal(value, node)
+            if value == parameters[name].default and type(value) is type(parameters[name].default):
+                continue  # what the forward does without it
+            if name not in options or not isinstance(value, (bool, int, float, str, type(None))):
+                takes = f"its step's `with:` takes {', '.join(options)}" if options else "a step passes no arguments"
+                raise self.fail(f"{self.owner} calls it with {name}={value!r}; {takes}", child_path)
+            keywords[name] = value
+        if len(tensors) < arity:
+            raise self.fail(f"{self.owner} calls it with {len(tensors)} tensors; it takes {arity}", child_path)
+        return tensors, keywords
+
+    def read_output(self, node: fx.Node) -> None:
+        out = node.args[0]
+        got = self.env.get(out) if isinstance(out, fx.Node) else None
+        if isinstance(got, _Value) and got.batch:
+            self.output = got.vid
+            return
+        if isinstance(got, _Value):
+            raise self.fail(f"{self.owner} returns a value without a batch axis (a parameter): a model returns a batch")
+        items = got.items if isinstance(got, _Packed) else out if isinstance(out, (tuple, list, dict)) else None
+        if items is not None or isinstance(got, _Items):
+            what = got.what if isinstance(got, _Packed) else type(out).__name__
+            count = got.count if isinstance(got, _Items) else len(items)
+            raise self.fail(
+                f"{self.owner} returns {what} of {count} values (traced in training mode): a graph node returns one "
+                "value; several outputs and training-only steps are not in this specc's language yet"
+            )
+        raise self.fail(f"{self.owner} returns {_show(out)}, not a tensor")
+
+    # ----------------------------------------------------------------- functions and methods
+
+    def function(self, node: fx.Node) -> None:
+        name, method, target = _function_name(node), node.op == "call_method", node.target
+        operands = [self.env.get(a) if isinstance(a, fx.Node) else a for a in node.args]
+        tensors = any(isinstance(o, _Value) for o in operands)
+        if target is getattr or method and name in ("size", "dim", "numel"):
+            self.env[node] = self.shape_query(node, name)
+        elif target is operator.getitem:
+            self.getitem(node)
+        elif not tensors and (target in _SIZE_OPS or target in (min, max)):
+            self.env[node] = self.size_arithmetic(node, operands)
+        elif isinstance(target, type) and issubclass(target, (tuple, list)):
+            self.env[node] = _Packed(f"{target.__name__}(...)", list(node.args))
+        elif self.binary(node, name, method):
+            return
+        elif target in _CAT or name in ("stack",) and not method:
+            self.concatenate(node, "cat" if target in _CAT else "stack")
+        elif method and name == "expand":
+            self.expand(node)
+        elif name in ("view", "reshape") and (method or target is torch.reshape):
+            self.reshape(node)
+        elif name in ("chunk", "split", "unbind") and (method or getattr(torch, name, None) is target):
+            self.pieces(node, name)
+        else:
+            self.unary(node)
+
+    def shape_query(self, node: fx.Node, name: str) -> Any:
+        """``x.shape``, ``x.size()``, ``x.size(d)``, ``x.dim()``, ``x.ndim``: the batch or constants."""
+        got = self.env.get(node.args[0])
+        concrete = self.values.get(node)
+        if not isinstance(got, _Value):
+            raise self.fail(f"{self.where(node)} of {_show(node.args[0])}, which is not a tensor of the forward")
+        attribute = node.args[1] if node.target is getattr else name
+        if attribute in ("dim", "ndim", "dtype", "device", "is_cuda"):
+            return _Const(concrete)
+        if attribute == "numel":
+            return _Derived(_describe_node(node)) if got.batch else _Const(concrete)
+        if attribute == "shape" or attribute == "size" and _arg(node, 1, "dim") is None:
+            return _Shape(tuple(concrete)) if got.batch else _Const(tuple(concrete))
+        if attribute == "size":
+            dim = self.size(_arg(node, 1, "dim"), node)
+            rank = self.values[node.args[0]].dim()
+            return BATCH if got.batch and dim in (0, -rank) else _Const(concrete)
+        raise self.fail(f"{self.where(node)}: the attribute {attribute!r} of a tensor is no value of a spec")
+
+    def size_arithmetic(self, node: fx.Node, operands: list) -> Any:
+        """Arithmetic and comparisons on sizes: a constant, or ``_Derived`` where the batch size enters."""
+        for o in [*operands, *(self.env.get(v) for v in node.kwargs.values() if isinstance(v, fx.Node))]:
+            if o is BATCH or isinstance(o, (_Derived, _Shape)):
+                return _Derived(f"{_describe_node(node)} (of the batch size)")
+            if o is not None and not isinstance(o, (_Const, int, float, bool, str, tuple)):
+                raise self.fail(f"{self.where(node)} on {type(o).__name__}, which a spec cannot compute")
+        value = self.values.get(node)
+        return _Const(tuple(value) if isinstance(value, torch.Size) else value)
+
+    def getitem(self, node: fx.Node) -> None:
+        source, index = node.args
+        got = self.env.get(source) if isinstance(source, fx.Node) else None
+        if isinstance(got, _Shape):
+            self.env[node] = self.shape_item(node, got, self.literal(index, node))
+        elif isinstance(got, _Const):
+            value = self.values.get(node)
+            self.env[node] = _Const(tuple(value) if isinstance(value, torch.Size) else value)
+        elif isinstance(got, _Items):
+            self.env[node] = self.tuple_item(node, got, self.literal(index, node))
+        elif isinstance(got, _Pieces):
+            self.env[node] = self.piece(node, got, self.literal(index, node))
+        elif isinstance(got, _Packed):
+            self.env[node] = self.env.get(got.items[self.literal(index, node)])
+        elif isinstance(got, _Value):
+            self.env[node] = self.index_tensor(node, got, self.literal(index, node))
+        else:
+            raise self.fail(f"{self.where(node)} of {_show(source)}, which a spec cannot index")
+
+    def shape_item(self, node: fx.Node, shape: _Shape, index: Any) -> Any:
+        rank = len(shape.value)
+        if isinstance(index, int):
+            return BATCH if index in (0, -rank) else _Const(int(shape.value[index]))
+        if isinstance(index, slice) and 0 not in range(rank)[index]:
+            return _Const(tuple(shape.value[index]))
+        return _Derived(f"{_describe_node(node)} (sizes with the batch size)")
+
+    def tuple_item(self, node: fx.Node, items: _Items, index: Any) -> _Value:
+        if not isinstance(index, int) or not -items.count <= index < items.count:
+            raise self.fail(f"{self.where(node)}: item {index!r} of a tuple of {items.count}; a step unpacks items")
+        index %= items.count
+        step = items.step
+        if step.outs[index] is None:
+            concrete = self.values.get(node)
+            if not isinstance(concrete, torch.Tensor):
+                raise self.fail(
+                    f"{self.where(node)}: item {index} of what {step.name} returns is {type(concrete).__name__}, not "
+                    "a tensor (a nested tuple, LSTM's (h, c), is read whole by no step)",
+                    step.path,
+                )
+            step.outs[index] = self.new_value(step, True).vid
+        return _Value(step.outs[index], True)
+
+    def piece(self, node: fx.Node, pieces: _Pieces, index: Any) -> _Value:
+        if not isinstance(index, int) or not -len(pieces.bounds) <= index < len(pieces.bounds):
+            raise self.fail(f"{self.where(node)}: piece {index!r} of {len(pieces.bounds)}")
+        start, end = pieces.bounds[index]
+        if pieces.select:
+            return self.layer_step(
+                _functional_layer("Select", {"dim": pieces.dim, "index": start}, self.path, pieces.what),
+                "select",
+                pieces.source,
+            )
+        args = {"dim": pieces.dim, "start": start, "end": end}
+        if start == 0:
+            del args["start"]
+        layer = _functional_layer("Slice", args, self.path, pieces.what)
+        return self.layer_step(layer, "piece", pieces.source)
+
+    def index_tensor(self, node: fx.Node, value: _Value, index: Any) -> _Value:
+        """``x[:, 0]``, ``x[:, 1:3]``, ``x[..., ::2]``: the batch kept, each other index a Select or Slice layer."""
+        what = self.where(node)
+        rank = self.values[node.args[0]].dim()
+        items = list(index) if isinstance(index, tuple) else [index]
+        if items.count(Ellipsis) > 1 or any(i is None for i in items):
+            raise self.fail(f"{what}: an index with new axes (None) or two ellipses; a spec has no layer for it")
+        if Ellipsis in items:
+            k = items.index(Ellipsis)
+            items[k : k + 1] = [slice(None)] * (rank - len(items) + 1)
+        if not value.batch or not items or items[0] != slice(None):
+            raise self.fail(f"{what} indexes the batch axis; a spec's layers keep the batch (x[:, ...])")
+        dim = 1
+        for item in items[1:]:
+            if item == slice(None):
+                dim += 1
+            elif isinstance(item, slice):
+                args = {"dim": dim, "start": item.start, "end": item.stop, "step": item.step}
+                args = {k: v for k, v in args.items() if v is not None and not (k == "step" and v == 1)}
+                value = self.layer_step(_functional_layer("Slice", args, self.path, what), "sliced", value)
+                dim += 1
+            elif isinstance(item, int) and not isinstance(item, bool):
+                layer = _functional_layer("Select", {"dim": dim, "index": item}, self.path, what)
+                value = self.layer_step(layer, "select", value)
+            else:
+                raise self.fail(f"{what}: an index by {type(item).__name__}; a spec's layers index by numbers")
+        return value
+
+    def binary(self, node: fx.Node, name: str, method: bool) -> bool:
+        """``a + b``, ``a - b``, ``a * b``, ``a / b``, ``a @ b`` of tensor values: an operation step."""
+        op = next(
+            (k for k, (fns, methods) in _BINARY.items() if node.target in fns or method and name in methods), None
+        )
+        if op is None:
+            return False
+        what = self.where(node)
+        extra = {k: v for k, v in node.kwargs.items() if k not in ("input", "other")}
+        args = [*node.args, *(node.kwargs[k] for k in ("input", "other") if k in node.kwargs)]
+        if extra or len(args) != 2:
+            raise self.fail(f"{what} with {sorted(extra) or len(args)} arguments: a graph node's {op} takes two values")
+        values = []
+        for arg in args:
+            got = self.env.get(arg) if isinstance(arg, fx.Node) else None
+            if not isinstance(got, _Value):
+                shown = _show(arg) if not isinstance(got, _Const) else repr(got.value)
+                raise self.fail(
+                    f"{what} with the constant {shown}: a graph node's operations take values (tensors of the "
+                    "forward, parameters, buffers), not numbers"
+                )
+            values.append(got)
+        step = _Step("", op=op, inputs=[v.vid for v in values], hint=_VALUE_NAMES[op])
+        self.env[node] = self.add_step(step, any(v.batch for v in values))
+        return True
+
+    def concatenate(self, node: fx.Node, op: str) -> None:
+        what = self.where(node)
+        tensors, dim = _arg(node, 0, "tensors"), self.size(_arg(node, 1, "dim", 0), node)
+        if not isinstance(tensors, (list, tuple)) or not tensors:
+            raise self.fail(f"{what} of something other than a list of tensors")
+        values = [self.tensor(t, node, batch=False) for t in tensors]
+        rank = self.values[node].dim()
+        dim = dim + rank if dim < 0 else dim
+        if dim == 0:
+            raise self.fail(f"{what} along dim 0 joins batches; a graph node's {op} joins along dim >= 1")
+        if not all(v.batch for v in values):
+            name = next(self.fixed.get(v.vid, "a parameter's value") for v in values if not v.batch)
+            raise self.fail(
+                f"{what} joins {name}, which has no batch axis, to a batch: repeat it over the batch first "
+                "(expand(x.shape[0], -1, ...), expand_batch)"
+            )
+        if len(values) == 1 and op == "cat":
+            self.env[node] = values[0]
+            return
+        step = _Step("", op=op, inputs=[v.vid for v in values], dim=dim, hint=_VALUE_NAMES[op])
+        self.env[node] = self.add_step(step, True)
+
+    def expand(self, node: fx.Node) -> None:
+        """``token.expand(x.shape[0], -1, -1)`` of a tensor whose first size is 1: ``expand_batch``."""
+        what = self.where(node)
+        source = self.tensor(node.args[0], node, batch=False)
+        sizes = list(node.args[1:]) or list(node.kwargs.get("size", ()))
+        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+            sizes = list(sizes[0])
+        shape = tuple(self.values[node.args[0]].shape)
+        sizes = [self.size(s, node) for s in sizes]
+        if source.batch or len(sizes) != len(shape) or shape[0] != 1 or sizes[0] is not BATCH:
+            raise self.fail(
+                f"{what}: a graph node expands only a tensor without a batch axis, first size 1, over the batch "
+                "(`t.expand(x.shape[0], -1, ...)`, expand_batch)"
+            )
+        if not all(s in (-1, n) for s, n in zip(sizes[1:], shape[1:])):
+            raise self.fail(f"{what} changes sizes other than the batch's; expand_batch repeats over the batch only")
+        base = self.fixed.get(source.vid, "value")
+        step = _Step("", op="expand_batch", inputs=[source.vid], hint=f"batch_{base}")
+        self.env[node] = self.add_step(step, True)
+
+    def reshape(self, node: fx.Node) -> None:
+        """``x.view(n, ...)``, ``x.reshape(x.size(0), ...)``: Flatten or Unflatten where it only merges or splits
+        axes (any size), else a Reshape to the sizes the spec's input gives."""
+        what = self.where(node)
+        source = self.tensor(node.args[0], node)
+        sizes = list(node.args[1:]) or [node.kwargs.get("shape", ())]
+        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+            sizes = list(sizes[0])
+        sizes = [self.size(s, node) for s in sizes]
+        before = tuple(self.values[node.args[0]].shape[1:])
+        after = tuple(self.values[node].shape[1:])
+        rest_fixed = all(isinstance(s, int) and s >= 0 for s in sizes[1:])
+        if not sizes or not (
+            sizes[0] is BATCH or sizes[0] == -1 and rest_fixed and math.prod(sizes[1:]) == math.prod(before)
+        ):
+            raise self.fail(
+                f"{what} does not keep the batch as its first size (x.size(0) or x.shape[0]); a spec's Reshape and "
+                "Flatten keep it"
+            )
+        if BATCH in sizes[1:]:
+            raise self.fail(f"{what} puts the batch size elsewhere than first; a spec's layers keep the batch first")
+        if before == after:
+            self.env[node] = source
+            return
+        layer = _regrouping(before, after)
+        kind, args = layer if layer else ("Reshape", {"shape": list(after)})
+        base = {"Flatten": "flatten", "Unflatten": "unflatten"}.get(kind, "reshape")
+        self.env[node] = self.layer_step(_functional_layer(kind, args, self.path, what), base, source)
+
+    def pieces(self, node: fx.Node, name: str) -> None:
+        what = self.where(node)
+        source = self.tensor(node.args[0], node)
+        dim = _arg(node, 2 if name != "unbind" else 1, "dim", 0)
+        dim = self.size(dim, node)
+        rank = self.values[node.args[0]].dim()
+        dim = dim + rank if dim < 0 else dim
+        if dim == 0:
+            raise self.fail(f"{what} along dim 0 splits the batch; a spec's layers keep it")
+        parts = self.values[node]
+        bounds, start = [], 0
+        for part in parts:
+            width = 0 if name == "unbind" else part.shape[dim]
+            bounds.append((start, start + width))
+            start += width if name != "unbind" else 1
+        self.env[node] = _Pieces(source, dim, bounds, name == "unbind", what)
+
+    def unary(self, node: fx.Node) -> None:
+        what = self.where(node)
+        tensor = node.args[0] if node.args else node.kwargs.get("input")
+        got = self.env.get(tensor) if isinstance(tensor, fx.Node) else None
+        if not isinstance(got, _Value):
+            raise self.fail(f"{what} cannot be expressed in a spec")
+        source = self.tensor(tensor, node)
+        resolved = _Resolved(
+            node, (tensor, *(self.literal(a, node) for a in node.args[1:])), self.literal_kwargs(node, tensor)
+        )
+        layer = _functional(resolved, self.path, {})
+        if layer is None:
+            raise self.fail(f"{what} cannot be expressed in a spec (no layer does it)")
+        if layer == "skip":
+            self.env[node] = source
+            return
+        base = _BASE_NAMES.get(layer[0], _function_name(node).strip("_"))
+        self.env[node] = self.layer_step(_functional_layer(*layer, self.path, what), base, source)
+
+    def literal_kwargs(self, node: fx.Node, tensor: fx.Node) -> dict:
+        return {k: v if v is tensor else self.literal(v, node) for k, v in node.kwargs.items()}
+
+    # ----------------------------------------------------------------- the graph node
+
+    def assemble(self) -> Dataflow:
+        if self.output is None:
+            raise self.fail(f"{self.owner} returns nothing a spec can read")
+        self.check_children()
+        self.prune()
+        uses = self.uses()
+        if 0 not in uses:
+            raise self.fail(f"{self.owner} never reads its input; a graph node's input x must be read")
+        for name, tensor in self.module.named_parameters(recurse=False):
+            if name not in self.tensors:
+                raise self.fail(
+                    f"{self.owner} never reads its parameter {name}: a spec would hold it only if a step read it"
+                )
+        for name, tensor in self.module.named_buffers(recurse=False):
+            if name not in self.tensors and name not in getattr(self.module, "_non_persistent_buffers_set", ()):
+                self.declare(name, tensor, True)  # kept for itself (saved, never read)
+        names = self.name_values(uses)
+        steps = []
+        previous: int | None = 0
+        for step in self.steps:
+            inputs = tuple(names.get(v, "") for v in step.inputs)
+            outs = tuple(names.get(v, "_") if v is not None else "_" for v in step.outs)
+            if step.node is not None:
+                implicit = step.inputs == [previous]
+                steps.append(
+                    GraphStep(
+                        step.name,
+                        step.node,
+                        inputs=None if implicit else inputs,
+                        outputs=outs if step.tuple_count else None,
+                        unpack=bool(step.tuple_count),
+                        keywords=tuple(step.keywords.items()),
+                    )
+                )
+            else:
+                named = step.outs[0] in names
+                steps.append(GraphStep(op=step.op, inputs=inputs, outputs=outs if named else None, dim=step.dim))
+            previous = step.outs[0]
+        if not steps:
+            raise self.fail(f"{self.owner} returns {names.get(self.output, 'its input')} as it is: no step to write")
+        last = self.steps[-1]
+        output = None if last.outs[0] == self.output else names[self.output]
+        tensors = tuple(self.tensors[name] for name in self._tensor_order())
+        return Dataflow(
+            tuple(steps), tensors, output, self.decompiler.class_name(self.module), type(self.module).__name__
+        )
+
+    def _tensor_order(self) -> list[str]:
+        own = [n for n, _ in self.module.named_parameters(recurse=False)]
+        own += [n for n, _ in self.module.named_buffers(recurse=False)]
+        return [n for n in own if n in self.tensors]
+
+    def check_children(self) -> None:
+        """A child the forward never calls: left out with a note, or refused if it has weights."""
+        for name, child in self.module.named_children():
+            if name in self.called:
+                continue
+            if _has_weights(child):
+                raise self.fail(
+                    f"{self.owner} never calls it, but it has weights a spec would lose", join_path(self.path, name)
+                )
+            self.decompiler.notes.append(
+                f"{join_path(self.path, name)} ({type(child).__name__}) is never called by {self.owner}: left out"
+            )
+
+    def prune(self) -> None:
+        """Steps whose values nothing reads (fx keeps a call whose result is dropped) go; with weights, refused."""
+        while True:
+            uses = self.uses()
+            dead = [s for s in self.steps if not any(v in uses for v in s.outs if v is not None)]
+            if not dead:
+                return
+            for step in dead:
+                if step.module is not None and _has_weights(step.module):
+                    raise self.fail(f"{self.owner} calls it but never uses what it returns", step.path)
+            self.steps = [s for s in self.steps if s not in dead]
+
+    def uses(self) -> dict[int, int]:
+        count: dict[int, int] = {}
+        for step in self.steps:
+            for v in step.inputs:
+                count[v] = count.get(v, 0) + 1
+        if self.output is not None:
+            count[self.output] = count.get(self.output, 0) + 1
+        return count
+
+    def name_values(self, uses: dict[int, int]) -> dict[int, str]:
+        """A name for every value read, except an operation's that only the next step reads as its one input (or
+        that is the output, made by the last step): a child's value is named by its step, a tuple's items
+        ``step``, ``step_1``, ..., an operation's by what it does (``summed``, ``joined``, ``batch_class_token``)."""
+        names = dict(self.fixed)
+        for i, step in enumerate(self.steps):
+            following = self.steps[i + 1] if i + 1 < len(self.steps) else None
+            if step.node is not None and not step.tuple_count:
+                names[step.outs[0]] = step.name
+            elif step.node is not None:
+                for k, vid in enumerate(step.outs):
+                    if vid is not None and vid in uses:
+                        names[vid] = step.name if k == 0 else self.names.fresh(f"{step.name}_{k}", attribute=False)
+            else:
+                vid = step.outs[0]
+                read_next = following is not None and following.node is not None and following.inputs == [vid]
+                returned = following is None and self.output == vid
+                if uses.get(vid) != 1 or not (read_next or returned):
+                    names[vid] = self.names.fresh(step.hint or step.op, attribute=False)
+        return names
+
+
+class _Resolved:
+    """An fx node seen with its size arguments replaced by their numbers (for ``graph._functional``)."""
+
+    def __init__(self, node: fx.Node, args: tuple, kwargs: dict):
+        self.op, self.target, self.name = node.op, node.target, node.name
+        self.args, self.kwargs = args, kwargs
+
+
+def _regrouping(before: tuple, after: tuple) -> tuple[str, dict] | None:
+    """``Flatten`` where ``after`` merges a run of ``before``'s axes, ``Unflatten`` where it splits one (torch's
+    dims: the batch is 0)."""
+    for start in range(len(before)):
+        for end in range(start + 1, len(before)):
+            merged = (*before[:start], math.prod(before[start : end + 1]), *before[end + 1 :])
+            if merged == after:
+                args = {"start_dim": start + 1}
+                if end != len(before) - 1:
+                    args["end_dim"] = end + 1
+                return "Flatten", args
+    for dim in range(len(before)):
+        for width in range(2, len(after) - len(before) + 2):
+            sizes = after[dim : dim + width]
+            if (
+                after[:dim] == before[:dim]
+                and after[dim + width :] == before[dim + 1 :]
+                and math.prod(sizes) == before[dim]
+                and len(after) == len(before) + width - 1
+            ):
+                return "Unflatten", {"dim": dim + 1, "unflattened_size": list(sizes)}
+    return None
+
+
+def _live(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes the output depends on."""
+    output = next(n for n in reversed(graph.nodes) if n.op == "output")
+    live, stack = set(), [output]
+    while stack:
+        node = stack.pop()
+        if node in live:
+            continue
+        live.add(node)
+        stack.extend(node.all_input_nodes)
+    return live
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, fx.Node):
+        return f"the result of {_describe_node(value)}" if value.op != "placeholder" else f"the input {value.target}"
+    return repr(value)
+
+
+def read_dataflow(decompiler: Any, module: nn.Module, path: str) -> Dataflow:
+    """``module``'s forward as a graph node (traced in training mode, every child a leaf)."""
+    owner = f"{type(module).__name__}.forward"
+    was = {m: m.training for m in module.modules()}
+    module.train()  # F.dropout(training=self.training) is traced as in training
+    try:
+        graph = _Tracer(set()).trace(module)
+    except Exception as err:
+        raise DecompileError(path, f"cannot trace {owner} with torch.fx: {_one_line(err)}") from None
+    finally:
+        for m, mode in was.items():
+            m.training = mode
+    values = decompiler.probe.values(path, graph, owner)
+    return DataflowReader(decompiler, module, path, graph, values).read()
