@@ -110,10 +110,14 @@ class Probe:
                     self._record(device)
                     break
                 except Exception as err:  # an op without a meta kernel, a model that does not take the input
-                    self.failure = _one_line(err)
+                    self.failure = self.failure or _one_line(err)
                     self.copy, self.calls = None, {}
         if self.copy is None:
-            raise DecompileError(path, f"{what}: no forward pass of the model on the input ran ({self.failure})")
+            raise DecompileError(
+                path,
+                f"{what}: the input shape {list(self.shape)} does not fit the model: its forward pass fails "
+                f"({self.failure})",
+            )
         if path not in self.calls:
             raise DecompileError(path, f"{what}: the model's forward pass never calls this module")
         args, kwargs = self.calls[path]
@@ -153,9 +157,12 @@ class Probe:
             with torch.no_grad():
                 try:
                     clone(torch.randn(PROBE_BATCH, *self.shape, device=device))
-                except Exception:
+                except Exception as err:
                     self.calls = {}
-                    clone(torch.zeros(PROBE_BATCH, *self.shape, dtype=torch.int64, device=device))  # (indices)
+                    try:
+                        clone(torch.zeros(PROBE_BATCH, *self.shape, dtype=torch.int64, device=device))  # (indices)
+                    except Exception:
+                        raise err from None
         finally:
             for handle in handles:
                 handle.remove()
@@ -330,7 +337,8 @@ class DataflowReader:
 
     def where(self, node: fx.Node) -> str:
         """``VisionTransformer.forward: operator.getitem()``: the forward and the operation, for messages."""
-        return f"{self.owner}: {_describe_node(node)}"
+        what = f"self.{node.target}()" if node.op == "call_module" else _describe_node(node)
+        return f"{self.owner}: {what}"
 
     def new_value(self, step: _Step | None, batch: bool) -> _Value:
         value = _Value(self.next_id, batch)
@@ -558,9 +566,14 @@ class DataflowReader:
         if items is not None or isinstance(got, _Items):
             what = got.what if isinstance(got, _Packed) else type(out).__name__
             count = got.count if isinstance(got, _Items) else len(items)
+            hint = (
+                " (a model made without them imports: --arg aux_logits=False)"
+                if hasattr(self.module, "aux_logits")
+                else ""
+            )
             raise self.fail(
                 f"{self.owner} returns {what} of {count} values (traced in training mode): a graph node returns one "
-                "value; several outputs and training-only steps are not in this specc's language yet"
+                f"value; several outputs and training-only steps are not in this specc's language yet{hint}"
             )
         raise self.fail(f"{self.owner} returns {_show(out)}, not a tensor")
 
@@ -586,6 +599,8 @@ class DataflowReader:
             self.expand(node)
         elif name in ("view", "reshape") and (method or target is torch.reshape):
             self.reshape(node)
+        elif name in ("unsqueeze", "squeeze") and (method or getattr(torch, name) is target):
+            self.squeeze(node, name)
         elif name in ("chunk", "split", "unbind") and (method or getattr(torch, name, None) is target):
             self.pieces(node, name)
         else:
@@ -776,8 +791,7 @@ class DataflowReader:
         self.env[node] = self.add_step(step, True)
 
     def reshape(self, node: fx.Node) -> None:
-        """``x.view(n, ...)``, ``x.reshape(x.size(0), ...)``: Flatten or Unflatten where it only merges or splits
-        axes (any size), else a Reshape to the sizes the spec's input gives."""
+        """``x.view(n, ...)``, ``x.reshape(x.size(0), ...)``: the batch kept first, the rest ``regroup``'s."""
         what = self.where(node)
         source = self.tensor(node.args[0], node)
         sizes = list(node.args[1:]) or [node.kwargs.get("shape", ())]
@@ -785,7 +799,6 @@ class DataflowReader:
             sizes = list(sizes[0])
         sizes = [self.size(s, node) for s in sizes]
         before = tuple(self.values[node.args[0]].shape[1:])
-        after = tuple(self.values[node].shape[1:])
         rest_fixed = all(isinstance(s, int) and s >= 0 for s in sizes[1:])
         if not sizes or not (
             sizes[0] is BATCH or sizes[0] == -1 and rest_fixed and math.prod(sizes[1:]) == math.prod(before)
@@ -796,6 +809,27 @@ class DataflowReader:
             )
         if BATCH in sizes[1:]:
             raise self.fail(f"{what} puts the batch size elsewhere than first; a spec's layers keep the batch first")
+        self.regroup(node, source)
+
+    def squeeze(self, node: fx.Node, name: str) -> None:
+        """``x.unsqueeze(d)``, ``x.squeeze(d)`` (d >= 1): Unflatten, Flatten or Reshape as a view is."""
+        what = self.where(node)
+        source = self.tensor(node.args[0], node)
+        dim = _arg(node, 1, "dim")
+        if dim is None:
+            raise self.fail(f"{what} without a dim would drop a batch of one too; a spec's layers keep the batch")
+        dims = [self.size(d, node) for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
+        rank = self.values[node.args[0]].dim() + (name == "unsqueeze")
+        if any(d in (0, -rank) for d in dims):
+            raise self.fail(f"{what} along dim 0 changes the batch axis; a spec's layers keep it")
+        self.regroup(node, source)
+
+    def regroup(self, node: fx.Node, source: _Value) -> None:
+        """The view ``node`` makes of ``source`` as a layer: Flatten or Unflatten where it only merges or splits
+        axes, else a Reshape to the sizes of the spec's input."""
+        what = self.where(node)
+        before = tuple(self.values[node.args[0]].shape[1:])
+        after = tuple(self.values[node].shape[1:])
         if before == after:
             self.env[node] = source
             return
@@ -838,6 +872,7 @@ class DataflowReader:
             self.env[node] = source
             return
         base = _BASE_NAMES.get(layer[0], _function_name(node).strip("_"))
+        base = {"sum": "total", "max": "maximum", "min": "minimum", "abs": "magnitude"}.get(base, base)
         self.env[node] = self.layer_step(_functional_layer(*layer, self.path, what), base, source)
 
     def literal_kwargs(self, node: fx.Node, tensor: fx.Node) -> dict:
@@ -907,7 +942,7 @@ class DataflowReader:
                     f"{self.owner} never calls it, but it has weights a spec would lose", join_path(self.path, name)
                 )
             self.decompiler.notes.append(
-                f"{join_path(self.path, name)} ({type(child).__name__}) is never called by {self.owner}: left out"
+                (join_path(self.path, name), f"({type(child).__name__}) is never called by {self.owner}: left out")
             )
 
     def prune(self) -> None:
@@ -1016,5 +1051,12 @@ def read_dataflow(decompiler: Any, module: nn.Module, path: str) -> Dataflow:
     finally:
         for m, mode in was.items():
             m.training = mode
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if any(n.users for n in inputs[1:]):
+        raise DecompileError(
+            path,
+            f"{owner} takes more than one input ({', '.join(str(n.target) for n in inputs)}); a graph node takes one "
+            "value, x (several inputs, `inputs:`, are not in this specc's language yet)",
+        )
     values = decompiler.probe.values(path, graph, owner)
     return DataflowReader(decompiler, module, path, graph, values).read()

@@ -64,7 +64,7 @@ def to_spec(
         f"Decompiled by specc from {source or type(module).__name__} (compiler.to_spec): its state dict loads",
         "with strict=True and the eval-mode outputs are equal (checked on one sample input).",
     ]
-    header += [f"note: {note}" for note in dict.fromkeys(decompiler.notes)]
+    header += [f"note: {note}" for note in decompiler.note_lines()]
     if not flat:
         text, why = _block_form(module, shape, name, root, header)
         if text:

@@ -207,7 +207,14 @@ class Template:
         return self.merge(nodes, first)
 
     def dataflow(self, nodes: list[Any], first: Dataflow) -> Dataflow:
-        """A graph node's template: each child built from the instances' children, each tensor size a slot."""
+        """A graph node's template: each child built from the instances' children, then each tensor size a slot
+        (after the layers, so that a size equal to a layer's argument shares its parameter and name)."""
+        steps = []
+        for i, step in enumerate(first.steps):
+            if step.node is not None:
+                built = self.build([n.steps[i].node if n else None for n in nodes], step.name)
+                step = dataclasses.replace(step, node=built)
+            steps.append(step)
         tensors = []
         for i, tensor in enumerate(first.tensors):
             sizes = tuple(
@@ -215,13 +222,6 @@ class Template:
                 for k in range(len(tensor.shape))
             )
             tensors.append(dataclasses.replace(tensor, shape=sizes))
-        steps = []
-        for i, step in enumerate(first.steps):
-            if step.node is not None:
-                step = dataclasses.replace(
-                    step, node=self.build([n.steps[i].node if n else None for n in nodes], step.name)
-                )
-            steps.append(step)
         return dataclasses.replace(first, steps=tuple(steps), tensors=tuple(tensors))
 
     def layer(self, nodes: list[Any], first: Layer, where: str) -> Layer:

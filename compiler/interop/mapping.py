@@ -39,7 +39,7 @@ class Decompiler:
         from compiler.interop.dataflow import Probe
 
         self.layer_classes = layer_classes()
-        self.notes: list[str] = []
+        self.notes: list[tuple[str, str]] = []  # (a module's path, what is said of it)
         self.probe = Probe(root, shape) if root is not None else None
         self.done: dict[tuple[int, str], Any] = {}  # (module, path) -> its node, or the DecompileError it raised
 
@@ -55,6 +55,22 @@ class Decompiler:
         if isinstance(found, DecompileError):
             raise DecompileError(found.path, found.message)
         return found
+
+    def note_lines(self) -> list[str]:
+        """The notes, one line per thing said: ``a.0.b, a.1.b and 11 more (Sequential) are never called ...``."""
+        said: dict[str, list[str]] = {}
+        for path, text in self.notes:
+            paths = said.setdefault(text, [])
+            if path not in paths:
+                paths.append(path)
+        lines = []
+        for text, paths in said.items():
+            if len(paths) == 1:
+                lines.append(f"{paths[0]} {text}")
+                continue
+            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            lines.append(f"{shown} {text.replace(' is never', ' are never', 1)}")
+        return lines
 
     def class_name(self, module: nn.Module) -> str | None:
         return _class_name(module)
@@ -90,6 +106,10 @@ class Decompiler:
         return read_dataflow(self, module, path)
 
     def tree(self, module: nn.Module, path: str) -> Any:
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        own += [n for n, _ in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set]
+        if own:  # a stack or a merge holds no tensors of its own: a graph node's params: and buffers: do
+            raise DecompileError(path, f"{type(module).__name__} holds tensors of its own ({', '.join(own)})")
         was = {m: m.training for m in module.modules()}
         module.train()  # F.dropout(training=self.training) is traced as in training
         try:
@@ -119,8 +139,10 @@ class Decompiler:
                         f"{type(module).__name__}.forward never calls it, but it has weights a spec would lose",
                     )
                 self.notes.append(
-                    f"{join_path(path, name)} ({type(child).__name__}) is never called by "
-                    f"{type(module).__name__}.forward: left out"
+                    (
+                        join_path(path, name),
+                        f"({type(child).__name__}) is never called by {type(module).__name__}.forward: left out",
+                    )
                 )
         return self.level(steps, 0, module, path, reader)
 
