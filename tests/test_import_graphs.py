@@ -291,6 +291,12 @@ class _Owner(nn.Module):
         return self._forward(self, x)
 
 
+def _doubled_in_place(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y = m.fc(x) + m.p
+    y.mul_(2)
+    return y
+
+
 class _Pair(nn.Module):
     def __init__(self):
         super().__init__()
@@ -342,6 +348,12 @@ class _TwoInputs(nn.Module):
             "1.attn",
             ["MultiheadAttention with batch_first=False"],
         ),
+        (
+            _Owner(_doubled_in_place),
+            "1",
+            [".mul_() changes a value in place", "never read"],
+        ),
+        (_Owner(lambda m, x: (m.fc(x), x + m.p)[1]), "1.fc", ["calls it only for a result it never reads"]),
         (_TwoInputs(), "1", ["_TwoInputs.forward takes more than one input (x, y)", "`inputs:`"]),
         (_CallsPair(), "1.pair", ["calls it with a tensor as 'b' too", "`inputs:`"]),
     ],

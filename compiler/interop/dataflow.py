@@ -323,6 +323,7 @@ class DataflowReader:
         self.tensors: dict[str, TensorDecl] = {}
         self.tensor_ids: dict[str, int] = {}
         self.called: dict[str, int] = {}
+        self.unused_calls: set[str] = set()  # children called only for what nothing reads
         self.output: int | None = None
         children = {name for name, _ in module.named_children()}
         own = {name for name, _ in module.named_parameters(recurse=False)}
@@ -413,6 +414,13 @@ class DataflowReader:
         for node in self.graph.nodes:
             if node in live or node.op == "placeholder":
                 self.node(node)
+            elif node.op == "call_module":
+                self.unused_calls.add(str(node.target))
+            elif node.op in ("call_method", "call_function") and _in_place(node):  # x.mul_(2), result dropped
+                raise self.fail(
+                    f"{self.where(node)} changes a value in place and its result is never read: a spec's "
+                    "steps make new values (write y = x.mul(2) and use y)"
+                )
         return self.assemble()
 
     def node(self, node: fx.Node) -> None:
@@ -938,8 +946,9 @@ class DataflowReader:
             if name in self.called:
                 continue
             if _has_weights(child):
+                what = "calls it only for a result it never reads" if name in self.unused_calls else "never calls it"
                 raise self.fail(
-                    f"{self.owner} never calls it, but it has weights a spec would lose", join_path(self.path, name)
+                    f"{self.owner} {what}, but it has weights a spec would lose", join_path(self.path, name)
                 )
             self.decompiler.notes.append(
                 (join_path(self.path, name), f"({type(child).__name__}) is never called by {self.owner}: left out")
@@ -1018,6 +1027,11 @@ def _regrouping(before: tuple, after: tuple) -> tuple[str, dict] | None:
             ):
                 return "Unflatten", {"dim": dim + 1, "unflattened_size": list(sizes)}
     return None
+
+
+def _in_place(node: fx.Node) -> bool:
+    """``x.mul_(2)``, ``F.relu_(x)``: a call that changes its input (not ``torch._assert``)."""
+    return node.target is not torch._assert and _function_name(node).endswith("_")
 
 
 def _live(graph: fx.Graph) -> set[fx.Node]:
