@@ -318,7 +318,6 @@ class DataflowReader:
         self.owner = f"{type(module).__name__}.forward"
         self.env: dict[fx.Node, Any] = {}
         self.steps: list[_Step] = []
-        self.value_step: dict[int, _Step | None] = {}  # value id -> the step that makes it (None: x or a tensor)
         self.fixed: dict[int, str] = {0: "x"}  # value id -> its name (x, parameters and buffers)
         self.tensors: dict[str, TensorDecl] = {}
         self.tensor_ids: dict[str, int] = {}
@@ -341,14 +340,10 @@ class DataflowReader:
         what = f"self.{node.target}()" if node.op == "call_module" else _describe_node(node)
         return f"{self.owner}: {what}"
 
-    def new_value(self, step: _Step | None, batch: bool) -> _Value:
+    def new_value(self, batch: bool) -> _Value:
         value = _Value(self.next_id, batch)
-        self.value_step[value.vid] = step
         self.next_id += 1
         return value
-
-    def concrete(self, node: Any) -> Any:
-        return self.values.get(node) if isinstance(node, fx.Node) else node
 
     def tensor(self, arg: Any, node: fx.Node, batch: bool = True) -> _Value:
         """``arg`` as a tensor value of the graph (a batch where ``batch``), else refused."""
@@ -399,7 +394,7 @@ class DataflowReader:
 
     def add_step(self, step: _Step, batch: bool) -> _Value:
         self.steps.append(step)
-        value = self.new_value(step, batch)
+        value = self.new_value(batch)
         step.outs = [value.vid]
         return value
 
@@ -425,15 +420,8 @@ class DataflowReader:
 
     def node(self, node: fx.Node) -> None:
         if node.op == "placeholder":
-            if self.env:
-                if node.users:
-                    raise self.fail(
-                        f"{self.owner} takes more than one input ({node.target!r}); a graph node takes one value, x "
-                        "(several inputs, `inputs:`, are not in this specc's language yet)"
-                    )
-                return
-            self.env[node] = _Value(0, True)
-            self.value_step[0] = None
+            if not self.env:  # the first: x (read_dataflow refused others that are read)
+                self.env[node] = _Value(0, True)
         elif node.op == "get_attr":
             self.get_attr(node)
         elif node.op == "call_module":
@@ -478,7 +466,7 @@ class DataflowReader:
         self.tensors[name] = TensorDecl(name, tuple(tensor.shape), buffer, _DTYPES[tensor.dtype])
         vid = self.next_id
         self.next_id += 1
-        self.tensor_ids[name], self.fixed[vid], self.value_step[vid] = vid, name, None
+        self.tensor_ids[name], self.fixed[vid] = vid, name
 
     def call_module(self, node: fx.Node) -> None:
         target = str(node.target)
@@ -683,7 +671,7 @@ class DataflowReader:
                     "a tensor (a nested tuple, LSTM's (h, c), is read whole by no step)",
                     step.path,
                 )
-            step.outs[index] = self.new_value(step, True).vid
+            step.outs[index] = self.new_value(True).vid
         return _Value(step.outs[index], True)
 
     def piece(self, node: fx.Node, pieces: _Pieces, index: Any) -> _Value:
