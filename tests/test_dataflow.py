@@ -277,7 +277,7 @@ def test_every_level_of_section_8_with_training_steps():
     [
         ("- fc: {Linear: [8, 8]}\n      with: {foo: 1}", "not an option Linear's forward takes"),
         ("- {addd: [x, x]}", "did you mean 'add'?"),
-        ("- fc1: {Linear: [8, 8]}", "'fc1' already names a step"),
+        ("- fc1: {Linear: [8, 8]}", "'fc1' already names an input, step"),
     ],
 )
 def test_more_located_errors(step, expected):

@@ -54,7 +54,19 @@ def _mark(names, slow):
 # --------------------------------------------------------------------------- decompile
 
 
-@pytest.mark.parametrize("name", _mark([p.stem for p in SPECS], SLOW_SPECS))
+# the decompiler writes no several outputs and training-only steps yet (§15)
+NOT_DECOMPILED = {
+    "googlenet": "the decompiler writes no several outputs yet: in training GoogLeNet returns (logits, aux2, aux1)",
+}
+
+
+def _decompiled(names):
+    marked = _mark([n for n in names if n not in NOT_DECOMPILED], SLOW_SPECS)
+    xfails = [n for n in names if n in NOT_DECOMPILED]
+    return marked + [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_DECOMPILED[n])) for n in xfails]
+
+
+@pytest.mark.parametrize("name", _decompiled([p.stem for p in SPECS]))
 def test_every_shipped_spec_round_trips_to_the_same_structure(name):
     spec = compiler.load_spec(ROOT / "specs" / f"{name}.yaml")
     torch.manual_seed(0)

@@ -46,7 +46,9 @@ def _build(node: Node, names: dict[tuple, str], own: dict[str, tuple[str, type]]
     if isinstance(node, MergeIR):
         return _named_class(names[node.shape_key], GraphBlock)(children, node)
     if isinstance(node, GraphIR):
-        return _named_class(names[node.shape_key], DataflowBlock)(children, node)
+        return _graph_class(names[node.shape_key], len(node.inputs))(children, node)
+    if node.module_list:  # a graph node's declared list whose members its steps call one by one
+        return nn.ModuleList(module for _, module in children)
     cls = _named_class(name, nn.Sequential) if name else nn.Sequential
     if node.named:
         return cls(OrderedDict(children))
@@ -139,34 +141,61 @@ class DataflowBlock(nn.Module):
                 setattr(self, tensor.name, nn.Parameter(value))
         modules = dict(children)
         self._tensors = [tensor.name for tensor in ir.tensors]
+        self._inputs = ir.inputs
         self._steps = [
             (
-                modules[step.node.name] if step.node is not None else None,
+                _step_module(modules, step),
                 step.op,
                 step.dim,
+                step.mode,
                 step.inputs,
                 step.outputs,
                 step.unpack,
                 {k: a.value for k, a in step.keywords.items()},
                 len(step.shapes[0]) if step.shapes and step.shapes[0] is not None else None,  # expand_batch's rank
+                step.training,
             )
             for step in ir.steps
         ]
-        self._output = ir.output
+        self._returned = _returned(ir.returned, ir.output_keys, ir.outputs is not None)
+        self._eval = _returned(ir.eval_outputs, None, ir.eval_tuple) if ir.eval_outputs is not None else None
 
     def forward(self, x):
-        values = {"x": x, **{name: getattr(self, name) for name in self._tensors}}
-        for module, op, dim, inputs, outputs, unpack, keywords, rank in self._steps:
-            args = [values[name] for name in inputs]
-            out = module(*args, **keywords) if module is not None else _operate(op, dim, args, x, rank)
+        return self.run((x,))
+
+    def run(self, args: tuple):
+        values = {**dict(zip(self._inputs, args)), **{name: getattr(self, name) for name in self._tensors}}
+        first = args[0]
+        for module, op, dim, mode, inputs, outputs, unpack, keywords, rank, training in self._steps:
+            if training and not self.training:
+                continue
+            given = [values[name] for name in inputs]
+            out = module(*given, **keywords) if module is not None else _operate(op, dim, mode, given, first, rank)
             if unpack:
                 values.update((name, out[i]) for i, name in enumerate(outputs) if name is not None)  # fx: no iter
             else:
                 values[outputs[0]] = out
-        return values[self._output]
+        names, keys, several = self._eval if self._eval is not None and not self.training else self._returned
+        if keys is not None:
+            return {key: values[name] for key, name in zip(keys, names)}
+        return tuple(values[name] for name in names) if several else values[names[0]]
 
 
-def _operate(op: str, dim: int | None, args: list, x, rank: int | None):
+def _step_module(modules: dict[str, nn.Module], step) -> nn.Module | None:
+    """The module a step runs: its own child, or a declared one (``call:``), or a declared list's member."""
+    if step.node is not None:
+        return modules[step.node.name]
+    if step.call is None:
+        return None
+    name, member = step.call
+    return modules[name][member] if member is not None else modules[name]
+
+
+def _returned(names: list[str], keys: list[str] | None, several: bool) -> tuple:
+    return (list(names), list(keys) if keys is not None else None, several)
+
+
+def _operate(op: str, dim: int | None, mode: str | None, args: list, x, rank: int | None):
     """One operation of a graph step, as the generated script writes it (``a + b + c`` folds left)."""
     if op in _OPERATORS:
         return functools.reduce(_OPERATORS[op], args)
@@ -174,6 +203,8 @@ def _operate(op: str, dim: int | None, args: list, x, rank: int | None):
         return args[0] @ args[1]
     if op in ("cat", "stack"):
         return getattr(torch, op)(args, dim=dim)
+    if op == "interpolate":
+        return nn.functional.interpolate(args[0], size=args[1].shape[2:], mode=mode)
     assert op == "expand_batch"
     if rank is not None:  # as the generated script writes it: expand(n, -1, -1), which torch.fx can trace
         return args[0].expand(x.shape[0], *([-1] * (rank - 1)))
@@ -181,6 +212,29 @@ def _operate(op: str, dim: int | None, args: list, x, rank: int | None):
 
 
 _CLASSES: dict[tuple[str, type], type] = {}
+
+# ``forward`` of a graph node of several inputs: a real signature (torch.fx traces one placeholder per argument,
+# and cannot trace ``*args``), its arguments passed on in order
+_FORWARDS = {
+    2: lambda self, a, b: self.run((a, b)),
+    3: lambda self, a, b, c: self.run((a, b, c)),
+    4: lambda self, a, b, c, d: self.run((a, b, c, d)),
+    5: lambda self, a, b, c, d, e: self.run((a, b, c, d, e)),
+    6: lambda self, a, b, c, d, e, f: self.run((a, b, c, d, e, f)),
+    7: lambda self, a, b, c, d, e, f, g: self.run((a, b, c, d, e, f, g)),
+    8: lambda self, a, b, c, d, e, f, g, h: self.run((a, b, c, d, e, f, g, h)),
+}
+
+
+def _graph_class(name: str, inputs: int) -> type:
+    """The graph node's class, named as the generated script names it, with a forward of its inputs' arity."""
+    cls = _named_class(name, DataflowBlock)
+    if inputs == 1:
+        return cls
+    key = (f"{name}/{inputs}", DataflowBlock)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(name, (cls,), {"__module__": __name__, "forward": _FORWARDS[inputs]})
+    return _CLASSES[key]
 
 
 def _named_class(name: str, base: type) -> type:

@@ -201,6 +201,12 @@ def _sections(defs: dict[str, Any]) -> dict[str, Any]:
     data["properties"]["dataset"] = _calls("dataset")
     data["properties"]["transforms"] = {"type": "array", "items": _calls("transform")}
     data["properties"]["eval_transforms"] = {"type": "array", "items": _calls("transform")}
+    shape = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 8,
+        "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+    }
     return {
         "base": {"type": "string", "description": "a spec file this one extends (relative to this file)"},
         "version": {"const": 1},
@@ -209,10 +215,17 @@ def _sections(defs: dict[str, Any]) -> dict[str, Any]:
         "seed": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]},
         "vars": {"type": "object", "propertyNames": {"pattern": _IDENT}},
         "input": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 8,
-            "items": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION]},
+            "anyOf": [
+                shape,
+                {
+                    "type": "object",
+                    "description": "several inputs, each one sample's shape, by name (a graph model's values)",
+                    "minProperties": 1,
+                    "maxProperties": 8,
+                    "propertyNames": {"pattern": _IDENT},
+                    "additionalProperties": shape,
+                },
+            ]
         },
         "defaults": {"$ref": "#/$defs/defaults"},
         "blocks": _blocks_def(),
@@ -411,7 +424,7 @@ def _merge_def(node: dict) -> dict[str, Any]:
 
 def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
     """A graph node (§15): steps on named values, its own parameters and buffers."""
-    from compiler.front.spec import GRAPH_KEYS, GRAPH_OPS, STEP_KEYS, TENSOR_DTYPES
+    from compiler.front.spec import GRAPH_KEYS, GRAPH_OPS, INTERPOLATE_MODES, STEP_KEYS, TENSOR_DTYPES
 
     value = {"type": "string", "pattern": _IDENT}
     values = {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]}
@@ -432,22 +445,40 @@ def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
             "type": "object",
             "required": [op],
             "additionalProperties": False,
-            "properties": {op: values, "as": value} | ({"dim": size} if op in ("cat", "stack") else {}),
+            "properties": {op: values, "as": value}
+            | ({"dim": size} if op in ("cat", "stack") else {})
+            | ({"mode": {"enum": list(INTERPOLATE_MODES)}} if op == "interpolate" else {}),
         }
         for op in GRAPH_OPS
     ]
-    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "repeat", "body", "merge", "graph", "if", "for"]
+    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "call", "repeat", "body", "merge", "graph", "if", "for"]
+    around = {
+        "from": values,
+        "as": {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]},
+        "with": {"type": "object", "propertyNames": {"pattern": _IDENT}},
+        "when": {"enum": ["training"]},
+    }
     child = {
         "type": "object",
         "minProperties": 1,
-        "description": "a named child (its value: the step's name) with `from:`, `as:`, `with:` beside it",
-        "propertyNames": {"anyOf": [{"enum": ["from", "as", "with"]}, {"pattern": _IDENT, "not": {"enum": reserved}}]},
-        "properties": {
-            "from": values,
-            "as": {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]},
-            "with": {"type": "object", "propertyNames": {"pattern": _IDENT}},
-        },
+        "description": "a named child (its value: the step's name) with `from:`, `as:`, `with:`, `when:` beside it",
+        "propertyNames": {"anyOf": [{"enum": list(around)}, {"pattern": _IDENT, "not": {"enum": reserved}}]},
+        "properties": around,
         "additionalProperties": node,
+    }
+    call = {
+        "type": "object",
+        "required": ["call"],
+        "additionalProperties": False,
+        "description": "runs a module of `modules:` (`encoder`) or a member of a declared list (`inner_blocks.3`)",
+        "properties": {"call": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*(\.[0-9]+)?$"}, **around},
+    }
+    output = {
+        "anyOf": [
+            value,
+            {"type": "array", "minItems": 1, "items": value},
+            {"type": "object", "minProperties": 1, "additionalProperties": value},
+        ]
     }
     return {
         "type": "object",
@@ -456,10 +487,13 @@ def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
         "description": "steps run in order on named values (the input is `x`); parameters and buffers of its own",
         "propertyNames": {"enum": list(GRAPH_KEYS)},
         "properties": {
-            "graph": {"type": "array", "minItems": 1, "items": {"anyOf": [*operations, child]}},
+            "graph": {"type": "array", "minItems": 1, "items": {"anyOf": [*operations, call, child]}},
             "params": tensors,
             "buffers": tensors,
-            "output": value,
+            "modules": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": _IDENT}},
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 8, "items": value},
+            "output": output,
+            "eval_output": values,
             "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
         },
     }

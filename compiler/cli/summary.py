@@ -18,7 +18,8 @@ def summary_rows(model: ModelIR) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     if isinstance(model.root, GraphIR):  # the model is a graph node's class: one row for it, its parts below
         _rows(model.root, 0, rows)
-        rows[0] = ("(model)", *rows[0][1:])
+        out = "(several)" if model.outputs is not None else rows[0][2]  # listed under "Outputs:" below
+        rows[0] = ("(model)", rows[0][1], out, rows[0][3])
         return rows
     for child in model.root.children:
         _rows(child, 0, rows)
@@ -38,6 +39,11 @@ def _rows(node: Node, depth: int, rows: list) -> None:
         rows.append((label, _kind(node, node.type), _shape(node.out_shape), f"{node.params:,}"))
         return
     if isinstance(node, BlockIR):
+        if node.module_list:  # its members run one by one: each has its own output shape
+            rows.append((label, "ModuleList", "-", f"{node.params:,}"))
+            for child in node.children:
+                _rows(child, depth + 1, rows)
+            return
         kind = _kind(node, "Sequential[named]" if node.named else "Sequential")
         rows.append((label, kind, _shape(node.out_shape), f"{node.params:,}"))
         for child in node.children:
@@ -81,7 +87,11 @@ def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], Non
 
     if title:
         print_fn(title)
-    print_fn(f"Input shape: {_shape(model.input_shape)} (one sample; batch dimension not shown)")
+    if model.several_inputs:
+        shapes = ", ".join(f"{name} {_shape(shape)}" for name, shape in (model.inputs or {}).items())
+        print_fn(f"Inputs: {shapes} (one sample each; batch dimension not shown)")
+    else:
+        print_fn(f"Input shape: {_shape(model.input_shape)} (one sample; batch dimension not shown)")
     print_fn(line)
     print_fn(fmt(header))
     print_fn(line)
@@ -90,4 +100,11 @@ def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], Non
     print_fn(line)
     print_fn(f"Total params: {model.params:,}")
     print_fn(f"Parameter and buffer memory: {format_bytes(model.nbytes)}")
-    print_fn(f"Output shape: {_shape(model.output_shape)}")
+    evaluated = getattr(model.root, "eval_outputs", None)
+    if model.outputs is not None:
+        mode = " (training mode)" if evaluated is not None else ""
+        print_fn(f"Outputs{mode}: " + ", ".join(f"{name} {_shape(shape)}" for name, shape in model.outputs.items()))
+    if evaluated is not None:
+        print_fn(f"Eval mode returns: {', '.join(evaluated)}")
+    if model.outputs is None:
+        print_fn(f"Output shape: {_shape(model.output_shape)}")

@@ -33,7 +33,8 @@ BLOCK_KEYS = ("params", "vars", "defaults", "body")
 TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,), "any": (object,)}
 SHAPE_VARS = ("in_channels", "in_shape")  # what a block body sees of its input
 RESERVED_BLOCKS = ("repeat", "body", "merge", "graph", "if", "for")
-GRAPH_OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch")  # as front/spec.py's
+GRAPH_OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch", "interpolate")
+STEP_VALUES = ("from", "as", "with", "when", "dim", "mode", "call")  # a step's keys that hold values, not a node
 MAX_USE_DEPTH = 32  # blocks inside blocks
 MAX_ITERATIONS = 10_000  # one loop (as `repeat`)
 # values written by expansion, loops and every block instance together: each becomes a node the lowerer
@@ -528,6 +529,8 @@ class _Expander:
             if key == "graph" and isinstance(value, list):
                 self.place(where, path + (key,))
                 out[key] = [self.step(item, where + (i,), path + (key, i), scope) for i, item in enumerate(value)]
+            elif key == "modules" and isinstance(value, dict):
+                out[key] = self.named(value, where, path + (key,), scope)
             else:
                 out[key] = self.value(value, where, path + (key,), scope)
         return out
@@ -539,7 +542,7 @@ class _Expander:
         out: dict = {}
         for key, value in raw.items():
             where = origin + (key,)
-            if key in ("from", "as", "with", "dim") or key in GRAPH_OPS:
+            if key in STEP_VALUES or key in GRAPH_OPS:
                 out[key] = self.value(value, where, path + (key,), scope)
             else:
                 name = self.key(key, where, scope)

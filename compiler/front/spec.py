@@ -13,7 +13,17 @@ import re
 import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compiler.common.literal import literal
 from compiler.common.suggest import did_you_mean
@@ -111,8 +121,11 @@ class Step(_Strict):
 
     name: str = ""  # the child's name (its module attribute and its value), "" for an operation
     node: Node | None = None
-    op: str | None = None  # add sub mul div matmul cat stack expand_batch
+    op: str | None = None  # add sub mul div matmul cat stack expand_batch interpolate
+    call: str | None = None  # `call: name` (a module of `modules:`) or `call: name.K` (member K of a declared list)
     dim: int | None = None  # cat and stack
+    mode: str | None = None  # interpolate
+    training: bool = False  # `when: training`: the step runs only in training mode
     inputs: tuple[str, ...] | None = None  # `from:` (a child) or the operation's operands; None: the previous value
     outputs: tuple[str, ...] | None = None  # `as:` names (a list unpacks a tuple)
     unpack: bool = False  # `as:` was a list
@@ -126,7 +139,13 @@ class Graph(_Strict):
     kind: Literal["graph"] = "graph"
     steps: tuple[Step, ...]
     tensors: tuple[Tensor, ...] = ()
-    output: str | None = None
+    modules: tuple[tuple[str, Node], ...] = ()  # declared children, registered first, run by `call:` steps
+    inputs: tuple[str, ...] = ("x",)  # the forward's arguments
+    output: str | None = None  # one value (None: the last step's)
+    outputs: tuple[str, ...] | None = None  # several: a tuple of these values, or a dict when ``output_keys``
+    output_keys: tuple[str, ...] | None = None
+    eval_outputs: tuple[str, ...] | None = None  # `eval_output:`: what eval mode returns (one value or a tuple)
+    eval_tuple: bool = False
     class_name: str | None = None
     yaml_path: tuple[Any, ...] = ()
 
@@ -303,6 +322,20 @@ class TrainSpec(_Strict):
         return {"precision": "fp32", "compile": False}.get(name, False)
 
 
+def _input_kind(value: Any) -> str:
+    return "named" if isinstance(value, dict) else "shape"
+
+
+# `input:` is one shape or a mapping of named shapes; the discriminator reports only the written form's errors
+InputShape = (
+    Annotated[
+        Annotated[tuple[int, ...], Tag("shape")] | Annotated[dict[str, tuple[int, ...]], Tag("named")],
+        Discriminator(_input_kind),
+    ]
+    | None
+)
+
+
 class Spec(_Strict):
     """A validated spec. ``load_spec`` also lowers it (``compiler.lower_spec``), so shapes are checked too."""
 
@@ -311,7 +344,7 @@ class Spec(_Strict):
     description: str = ""
     seed: int = Field(0, ge=0, lt=2**63)
     vars: dict[str, Any] = Field(default_factory=dict)
-    input: tuple[int, ...] | None = None
+    input: InputShape = None  # one sample's shape, or several by name
     model: Annotated[Block | Graph, Field(discriminator="kind")]
     init: tuple[InitRule, ...] = ()
     data: DataSpec | None = None
@@ -356,17 +389,41 @@ class Spec(_Strict):
     def _input_is_shape(cls, value: Any) -> Any:
         if isinstance(value, list):
             return tuple(value)
+        if isinstance(value, dict):  # several named inputs (§15): each a shape
+            for name in value:
+                if not _is_value_name(name):
+                    raise NameProblem(
+                        f"an input's name is a Python identifier (a value's name in the graph), got {name!r}",
+                        "e.g. `input: {left: [1, 28, 28], right: [1, 28, 28]}`",
+                    )
+            return {name: tuple(v) if isinstance(v, list) else v for name, v in value.items()}
         return value
 
     @field_validator("input")
     @classmethod
-    def _input_positive(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
-        if value is not None:
+    def _input_positive(cls, value: tuple[int, ...] | dict | None) -> tuple[int, ...] | dict | None:
+        if isinstance(value, dict):
             if not 1 <= len(value) <= 8:
-                raise ValueError("input must list 1 to 8 sizes (one sample, no batch dimension)")
-            if any(v < 1 or v > 1 << 24 for v in value):
-                raise ValueError("input sizes must be between 1 and 16777216")
+                raise NameProblem("input must name 1 to 8 inputs", "e.g. `input: {image: [3, 64, 64], features: [8]}`")
+            for shape in value.values():
+                _check_input_shape(shape)
+        elif value is not None:
+            _check_input_shape(value)
         return value
+
+    @property
+    def input_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The model's inputs by name: `input: [1, 28, 28]` is one input, `x`."""
+        if self.input is None:
+            return None
+        return dict(self.input) if isinstance(self.input, dict) else {"x": self.input}
+
+
+def _check_input_shape(value: tuple[int, ...]) -> None:
+    if not 1 <= len(value) <= 8:
+        raise ValueError("input must list 1 to 8 sizes (one sample, no batch dimension)")
+    if any(v < 1 or v > 1 << 24 for v in value):
+        raise ValueError("input sizes must be between 1 and 16777216")
 
 
 # --------------------------------------------------------------------------- parsing
@@ -661,7 +718,8 @@ class _Parser:
     # graph nodes (§15) ---------------------------------------------------------------
 
     def graph(self, raw: dict, path: Path_) -> Graph | None:
-        """`{graph: [steps], params?, buffers?, output?, class?}`; names are checked while lowering (values)."""
+        """`{graph: [steps], params?, buffers?, modules?, inputs?, output?, eval_output?, class?}`; names are
+        checked while lowering (values)."""
         before = self.found
         for key in raw:
             if key not in GRAPH_KEYS:
@@ -675,25 +733,106 @@ class _Parser:
             self.fail(path + ("graph",), "`graph:` is a list of steps", "e.g. `graph: [{fc: {Linear: 4}}]`")
             return None
         seen: dict[str, str] = {}
+        inputs = self.graph_inputs(raw, path, seen)
         tensors = [
             tensor
             for key in ("params", "buffers")
             if key in raw
             for tensor in self.tensors(raw[key], path + (key,), key == "buffers", seen)
         ]
+        modules = self.declared_modules(raw["modules"], path + ("modules",), seen) if "modules" in raw else []
         steps = [self.step(item, path + ("graph", i), seen) for i, item in enumerate(steps_raw)]
-        output, class_name = raw.get("output"), raw.get("class")
-        if output is not None and not _is_value_name(output):
-            self.fail(path + ("output",), f"`output:` is a value's name, got {_describe(output)}", "e.g. `output: h`")
+        outputs = self.graph_outputs(raw, path)
+        class_name = raw.get("class")
         if class_name is not None and not _is_class_name(class_name):
             self.fail(
                 path + ("class",),
                 f"class must be a Python class name, got {_describe(class_name)}",
                 "e.g. `class: EncoderBlock` (ASCII letters and digits, starting with a capital)",
             )
-        if self.found != before or any(step is None for step in steps):
+        if self.found != before or any(step is None for step in steps) or outputs is None:
             return None
-        return Graph(steps=tuple(steps), tensors=tuple(tensors), output=output, class_name=class_name, yaml_path=path)
+        return Graph(
+            steps=tuple(steps),
+            tensors=tuple(tensors),
+            modules=tuple(modules),
+            class_name=class_name,
+            **({"inputs": inputs} if "inputs" in raw else {}),
+            yaml_path=path,
+            **outputs,
+        )
+
+    def graph_inputs(self, raw: dict, path: Path_, seen: dict[str, str]) -> tuple[str, ...]:
+        """`inputs: [a, b]`: the names of the forward's arguments (default `x`)."""
+        if "inputs" not in raw:
+            seen["x"] = "#input"
+            return ("x",)
+        names = self.value_names(raw["inputs"], path + ("inputs",))
+        if names is None:
+            return ("x",)
+        if len(names) > MAX_GRAPH_INPUTS:
+            self.fail(path + ("inputs",), f"a graph node takes at most {MAX_GRAPH_INPUTS} inputs", "join some first")
+            return ("x",)
+        for i, name in enumerate(names):
+            self.graph_name(name, path + ("inputs", i) if isinstance(raw["inputs"], list) else path + ("inputs",), seen)
+        return names
+
+    def graph_outputs(self, raw: dict, path: Path_) -> dict | None:
+        """`output:` (a name, a list: a tuple, a mapping: a dict) and `eval_output:` (a name or a list)."""
+        out: dict[str, Any] = {}
+        output = raw.get("output")
+        if isinstance(output, dict):
+            keys = list(output)
+            bad = [k for k in keys if not isinstance(k, str) or not k or not k.isprintable()]
+            if bad or not keys:
+                self.fail(
+                    path + ("output", bad[0]) if bad else path + ("output",),
+                    f"an output's key is a string, got {_describe(bad[0])}" if bad else "`output:` is empty",
+                    'quote a number: `{"0": p2, "1": p3}`' if bad else "name the values it returns",
+                )
+                return None
+            names = [self.value_names(v, path + ("output", k)) for k, v in output.items()]
+            if any(n is None or len(n) != 1 for n in names):
+                if all(n is not None for n in names):
+                    self.fail(path + ("output",), "each output's value is one value's name", "e.g. `{logits: fc}`")
+                return None
+            out.update(outputs=tuple(n[0] for n in names if n), output_keys=tuple(keys))
+        elif isinstance(output, list):
+            names = self.value_names(output, path + ("output",))
+            if names is None:
+                return None
+            out["outputs"] = names
+        elif output is not None:
+            if not _is_value_name(output):
+                self.fail(
+                    path + ("output",), f"`output:` is a value's name, got {_describe(output)}", "e.g. `output: h`"
+                )
+                return None
+            out["output"] = output
+        if "eval_output" in raw:
+            names = self.value_names(raw["eval_output"], path + ("eval_output",))
+            if names is None:
+                return None
+            if "output" not in raw:
+                self.fail(
+                    path + ("eval_output",),
+                    "`eval_output:` is what eval mode returns instead of `output:`, which is missing",
+                    "give `output:` too (what training mode returns)",
+                )
+                return None
+            out.update(eval_outputs=names, eval_tuple=isinstance(raw["eval_output"], list))
+        return out
+
+    def declared_modules(self, raw: Any, path: Path_, seen: dict[str, str]) -> list[tuple[str, Any]]:
+        """`modules: {name: node}`: children registered first, in this order, and run by `call:` steps."""
+        if not isinstance(raw, dict) or not raw:
+            self.fail(path, f"`modules:` is a mapping of named modules, got {_describe(raw)}", EXAMPLE_MODULES)
+            return []
+        out = []
+        for name, item in raw.items():
+            self.graph_name(name, path + (name,), seen)
+            out.append((name, self.child(item, path + (name,))))
+        return out
 
     def tensors(self, raw: Any, path: Path_, buffer: bool, seen: dict[str, str]) -> list[Tensor]:
         """`params:` or `buffers:`: `name: {shape: [...], dtype: float32, init: zeros_}`."""
@@ -734,43 +873,84 @@ class _Parser:
         return out
 
     def step(self, raw: Any, path: Path_, seen: dict[str, str]) -> Step | None:
-        """`- name: node` (with `from:`, `as:`, `with:` beside it) or `- {op: [values], dim?, as?}`."""
+        """`- name: node` (with `from:`, `as:`, `with:`, `when:` beside it), `- {call: module, from?, as?}` or
+        `- {op: [values], dim?, mode?, as?}`."""
         keys = [k for k in raw if k not in STEP_KEYS] if isinstance(raw, dict) else []
         if len(keys) != 1:
             what = f"the keys {', '.join(map(repr, keys))}" if keys else _describe(raw)
             self.fail(
                 path,
-                f"a graph step is one named child or one operation (with `from:`, `as:`, `with:`, `dim:`), got {what}",
-                "e.g. `- fc: {Linear: 4}` or `- {add: [x, fc], as: h}`",
+                "a graph step is one named child, one `call:` or one operation (with `from:`, `as:`, `with:`, "
+                f"`when:`, `dim:`, `mode:`), got {what}",
+                "e.g. `- fc: {Linear: 4}`, `- {call: encoder, from: left}` or `- {add: [x, fc], as: h}`",
             )
             return None
         (key,) = keys
         found = self.found
         outputs = self.value_names(raw.get("as"), path + ("as",), allow_discard=True) if "as" in raw else None
         unpack = isinstance(raw.get("as"), list)
+        training = self.step_when(raw, path)
         if key in GRAPH_OPS:
+            if "when" in raw:
+                self.fail(path + ("when",), "`when:` is for a child step: operations always run", "remove `when:`")
             return self.op_step(raw, key, path, outputs, unpack) if self.found == found else None
-        for extra in ("dim",):
+        for extra in ("dim", "mode"):
             if extra in raw:
-                self.fail(path + (extra,), f"`{extra}:` is for cat and stack", f"remove `{extra}:`")
+                self.fail(path + (extra,), f"`{extra}:` is for {STEP_OPTION_OWNERS[extra]}", f"remove `{extra}:`")
         inputs = self.value_names(raw["from"], path + ("from",)) if "from" in raw else None
         keywords = raw.get("with", {})
         if not isinstance(keywords, dict) or not all(isinstance(k, str) and k.isidentifier() for k in keywords):
             self.fail(
                 path + ("with",), "`with:` is a mapping of keyword arguments", "e.g. `with: {need_weights: false}`"
             )
+        if key == "call":
+            target = raw["call"]
+            if not isinstance(target, str) or not _is_call_target(target):
+                self.fail(
+                    path + ("call",),
+                    f"`call:` names a module of `modules:`, got {_describe(target)}",
+                    "e.g. `call: encoder`, or `call: inner_blocks.3` for a member of a declared list",
+                )
+            if self.found != found:
+                return None
+            return Step(
+                call=target,
+                inputs=inputs,
+                outputs=outputs,
+                unpack=unpack,
+                keywords=keywords,
+                training=training,
+                yaml_path=path,
+            )
         if key not in GRAPH_OPS and did_you_mean(str(key), GRAPH_OPS) and _value_list(raw[key]):
             self.fail(path + (key,), f"unknown operation {key!r}", did_you_mean(str(key), GRAPH_OPS))
             return None
         self.graph_name(key, path + (key,), seen)
-        if key == "x":
-            self.fail(path + (key,), "`x` is the graph node's input", "name the step otherwise, e.g. 'x_1'")
         node = self.child(raw[key], path + (key,))
         if self.found != found:
             return None
         return Step(
-            name=key, node=node, inputs=inputs, outputs=outputs, unpack=unpack, keywords=keywords, yaml_path=path
+            name=key,
+            node=node,
+            inputs=inputs,
+            outputs=outputs,
+            unpack=unpack,
+            keywords=keywords,
+            training=training,
+            yaml_path=path,
         )
+
+    def step_when(self, raw: dict, path: Path_) -> bool:
+        """`when: training`: the step runs only in training mode (GoogLeNet's auxiliary heads)."""
+        if "when" not in raw:
+            return False
+        if raw["when"] != "training":
+            self.fail(
+                path + ("when",),
+                f"`when:` takes `training`, got {_describe(raw['when'])}",
+                "write `when: training` (the step runs only in training mode), or remove it",
+            )
+        return True
 
     def op_step(self, raw: dict, op: str, path: Path_, outputs: tuple | None, unpack: bool) -> Step | None:
         before = self.found
@@ -783,9 +963,18 @@ class _Parser:
                 )
         if "dim" in raw and op not in ("cat", "stack"):
             self.fail(path + ("dim",), f"`dim:` is for cat and stack, not {op}", "remove `dim:`")
+        if "mode" in raw and op != "interpolate":
+            self.fail(path + ("mode",), f"`mode:` is for interpolate, not {op}", "remove `mode:`")
         dim = raw.get("dim", 1 if op in ("cat", "stack") else None)
         if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
             self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1`")
+        mode = raw.get("mode", "nearest") if op == "interpolate" else None
+        if mode is not None and mode not in INTERPOLATE_MODES:
+            self.fail(
+                path + ("mode",),
+                f"unknown interpolation mode {_describe(mode)}",
+                did_you_mean(str(mode), INTERPOLATE_MODES, f"use one of {', '.join(INTERPOLATE_MODES)}"),
+            )
         if unpack:
             self.fail(path + ("as",), f"{op} gives one value: `as:` is one name", "e.g. `as: h`")
         value = raw[op]
@@ -793,6 +982,15 @@ class _Parser:
             inputs = self.value_names(value, path + (op,))
             if inputs is not None and len(inputs) != 1:
                 self.fail(path + (op,), "expand_batch takes one value", "e.g. `{expand_batch: class_token}`")
+        elif op == "interpolate":
+            inputs = self.value_names(value, path + (op,)) if isinstance(value, list) else None
+            if inputs is None or len(inputs) != 2:
+                self.fail(
+                    path + (op,),
+                    "interpolate takes two values: the one to resize and the one whose size it takes",
+                    "e.g. `{interpolate: [top, lateral], mode: nearest}`",
+                )
+                return None
         else:
             inputs = self.value_names(value, path + (op,)) if isinstance(value, list) else None
             if inputs is None or len(inputs) < 2:
@@ -801,12 +999,19 @@ class _Parser:
                 return None
         if inputs is None or self.found != before:
             return None
-        return Step(op=op, dim=dim, inputs=inputs, outputs=outputs, yaml_path=path)
+        return Step(op=op, dim=dim, mode=mode, inputs=inputs, outputs=outputs, yaml_path=path)
 
     def graph_name(self, name: Any, path: Path_, seen: dict[str, str]) -> None:
         """A step's or tensor's name: a block name (§2), once per graph node (they share its attributes)."""
+        if isinstance(name, str) and seen.get(name) == "#input":
+            self.fail(path, f"`{name}` is the graph node's input", f"name the step otherwise, e.g. {name + '_1'!r}")
+            return
         if isinstance(name, str) and name in seen:
-            self.fail(path, f"{name!r} already names a step, parameter or buffer of this graph node", "rename one")
+            self.fail(
+                path,
+                f"{name!r} already names an input, step, module, parameter or buffer of this graph node",
+                "rename one",
+            )
             return
         self.block_name(name, path, seen, attribute=True)
 
@@ -951,8 +1156,12 @@ class _Parser:
         return tuple(calls)
 
 
-GRAPH_KEYS = ("graph", "params", "buffers", "output", "class")
-STEP_KEYS = ("from", "as", "with", "dim")
+GRAPH_KEYS = ("graph", "params", "buffers", "modules", "inputs", "output", "eval_output", "class")
+STEP_KEYS = ("from", "as", "with", "when", "dim", "mode")
+MAX_GRAPH_INPUTS = 8  # as `input:`
+STEP_OPTION_OWNERS = {"dim": "cat and stack", "mode": "interpolate"}
+INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "linear", "trilinear", "area")
+EXAMPLE_MODULES = "e.g. `modules: {encoder: [{Linear: 64}, ReLU]}`, run by `- {call: encoder, from: left}`"
 TENSOR_KEYS = ("shape", "dtype", "init")
 TENSOR_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 EXAMPLE_TENSOR = "e.g. `class_token: {shape: [1, 1, 768], init: zeros_}`"
@@ -960,6 +1169,12 @@ EXAMPLE_TENSOR = "e.g. `class_token: {shape: [1, 1, 768], init: zeros_}`"
 
 def _is_value_name(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name) and name != "_"
+
+
+def _is_call_target(text: str) -> bool:
+    """`encoder` or `inner_blocks.3`: a declared module, or a member of a declared list."""
+    name, _, member = text.partition(".")
+    return _is_value_name(name) and (not member or (member.isdigit() and member.isascii() and len(member) < 6))
 
 
 def _value_list(value: Any) -> bool:
@@ -1358,6 +1573,8 @@ def _pydantic_problems(err: ValidationError, data: dict) -> list[tuple[Path_, st
     problems = []
     for item in err.errors(include_url=False):
         loc = tuple(x for x in item["loc"] if not (isinstance(x, str) and x in ("Layer", "Block", "Repeat", "Merge")))
+        if loc[:2] in (("input", "shape"), ("input", "named")):  # the union's tag, not a key of the YAML
+            loc = loc[:1] + loc[2:]
         if item["type"] == "missing" and _present(data, loc):  # given, but it failed to parse: already reported
             continue
         problems.append((loc, *_pydantic_message(item, loc)))

@@ -411,7 +411,8 @@ class _Planner:
             node = self.node([n.steps[i].node for n in nodes], scope) if step.node is not None else None
             steps.append(dataclasses.replace(step, node=node))
         tensors = [self.tensor([n.tensors[i] for n in nodes], scope) for i in range(len(first.tensors))]
-        return dataclasses.replace(first, steps=steps, tensors=tensors, use=None)
+        modules = [self.node([n.modules[i] for n in nodes], scope) for i in range(len(first.modules))]
+        return dataclasses.replace(first, steps=steps, tensors=tensors, modules=modules, use=None)
 
     def tensor(self, tensors: list[TensorIR], scope: _Scope) -> TensorIR:
         """A graph body's parameter or buffer: each size the expression the spec wrote (ConvNeXt's layer scale,

@@ -22,13 +22,18 @@ from compiler.facts.shapes.dataflow import (
     concatenate,
     expand_batch,
     format_value,
+    interpolate,
     matmul,
 )
 from compiler.front.load import Path_
-from compiler.front.spec import Graph, Step
-from compiler.lower.ir import Arg, GraphIR, StepIR, TensorIR
+from compiler.front.spec import Block, Graph, Layer, Merge, Step, Use
+from compiler.lower.ir import Arg, BlockIR, GraphIR, StepIR, TensorIR
 
-INPUT = "x"  # the graph node's input value
+INPUT = "x"  # the graph node's input value unless `inputs:` names them
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
 
 
 def class_name_of(name: str) -> str:
@@ -41,13 +46,14 @@ def class_name_of(name: str) -> str:
 class _Values:
     """The values a graph has defined so far: shape (None: unknown), where defined, and whether used."""
 
-    def __init__(self, graph: Graph, problems: Any):
+    def __init__(self, graph: Graph, problems: Any, inputs: list[str]):
         self.problems = problems
         self.shapes: dict[str, Any] = {}
         self.where: dict[str, Path_] = {}
         self.tuples: dict[str, int] = {}  # a value that is a whole tuple (LSTM's without `as:`): its length
         self.used: set[str] = set()
         self.buffers = {t.name for t in graph.tensors if t.buffer}
+        self.inputs = set(inputs)
         self.items: dict[str | None, bool] = {}  # whether a value is an item unpacked from a tuple
         self.later = {name: step for step in graph.steps for name in _defined(step)}
 
@@ -91,73 +97,348 @@ def _defined(step: Step) -> list[str]:
     return [step.name] if step.node is not None else []
 
 
-def lower_graph(lowerer: Any, node: Graph, name: str, path: str, shape: tuple | None, dtype: str) -> GraphIR:
-    """Lower a graph node: its tensors, then each step in order (a child through the lowerer's ``add``)."""
-    problems = lowerer.problems
-    ir = GraphIR(name, path, node.class_name or class_name_of(name or "model"), [], [], INPUT, node.yaml_path, shape)
-    values = _Values(node, problems)
-    values.define(INPUT, (BATCH, *shape) if shape is not None else None, node.yaml_path)
-    for tensor in node.tensors:
-        ir.tensors.append(_tensor(lowerer, tensor))
-        values.define(tensor.name, tensor.shape, tensor.yaml_path)
-    previous: str | None = INPUT
-    for i, step in enumerate(node.steps):
-        key = step.op if step.op else "from"
-        names = list(step.inputs) if step.inputs is not None else [previous]
-        if previous is None and step.inputs is None:
+class _Declared:
+    """The graph node's `modules:`: each lowered at its first `call:` (a declared list member by member), its
+    input shape remembered so that every later call is checked against it."""
+
+    def __init__(self, lowerer: Any, graph: Graph, path: str):
+        self.lowerer = lowerer
+        self.path = path
+        self.nodes = dict(graph.modules)
+        self.lowered: dict[str, Any] = {}  # name -> IR node, or {member: IR node} for a list called by member
+        self.calls: dict[str, tuple] = {}  # name (or "name.K") -> (input shape, output shape, where first called)
+
+    def call(self, target: tuple[str, int | None], shape: tuple | None, where: Path_, dtype: str) -> Any:
+        """Lower (first call) or check (later calls) a call; (found, output shape)."""
+        problems = self.lowerer.problems
+        name, member = target
+        node = self.nodes.get(name)
+        if node is None:
+            known = list(self.nodes)
             problems.fail(
-                step.yaml_path,
-                "this step takes the previous step's value, which `as:` dropped (`_`)",
-                "name the value it takes: `from: name`",
+                where,
+                f"{name!r} is not a module of this graph node's `modules:`",
+                did_you_mean(name, known, f"declare it under `modules:` (here: {', '.join(known) or 'none'})"),
             )
-            return ir
-        found = [values.get(n, _at(step, key, j)) if n is not None else (False, None) for j, n in enumerate(names)]
-        if not all(ok for ok, _ in found):
-            return ir
-        for j, n in enumerate(names):
-            if n in values.tuples:
-                problems.fail(
-                    _at(step, key, j),
-                    f"value {n!r} is a tuple of {values.tuples[n]} items, not a tensor",
-                    f"unpack it where it is made: `as: [{n}, _]`",
-                )
-                return ir
-        shapes = [shape for _, shape in found]
-        sir = StepIR(None, step.op, step.dim, names, [], False, yaml_path=step.yaml_path)
-        if step.op:
-            out = _op_shape(problems, step, shapes, names)
-            outputs = [step.outputs[0] if step.outputs else f"#{i}"]
-            sir.shapes = [out]
+            return False, None
+        if member is not None:
+            node = self.member(name, node, member, where)
+            if node is None:
+                return False, None
+        elif isinstance(self.lowered.get(name), dict):
+            return self.mixed(name, where)
+        key = f"{name}.{member}" if member is not None else name
+        if key in self.calls:
+            return True, self.again(key, shape, where)
+        nodes: list = []
+        if member is None:
+            out = self.lowerer.add(nodes, self.path, name, node, shape, dtype)
+            if nodes:
+                self.lowered[name] = nodes[0]
         else:
-            outputs = _child(lowerer, ir, sir, step, shapes, names, dtype if names == [INPUT] else "float32")
+            out = self.lowerer.add(nodes, _join(self.path, name), str(member), node, shape, dtype)
+            if nodes:
+                self.lowered.setdefault(name, {})[member] = nodes[0]
+        self.calls[key] = (shape, out, where)
+        return bool(nodes), out
+
+    def member(self, name: str, node: Any, member: int, where: Path_) -> Any:
+        problems = self.lowerer.problems
+        if not (isinstance(node, Block) and not node.named):
+            problems.fail(
+                where,
+                f"`call: {name}.{member}` takes a member of a list, but {name!r} is not a list of modules",
+                f"declare {name} as a list (`{name}: [..., ...]`), or call it whole: `call: {name}`",
+            )
+            return None
+        if name in self.lowered and not isinstance(self.lowered[name], dict):
+            self.mixed(name, where)
+            return None
+        items = [child for _, child in node.children]
+        if any(not isinstance(child, (Layer, Block, Merge, Graph, Use)) for child in items):
+            problems.fail(
+                where,
+                f"{name!r} holds a repeat: a list whose members are called one by one lists each member",
+                "write the members out (or call the list whole)",
+            )
+            return None
+        if member >= len(items):
+            problems.fail(
+                where,
+                f"{name!r} has {len(items)} members (0 to {len(items) - 1}), not {member}",
+                f"call one of {name}.0 .. {name}.{len(items) - 1}",
+            )
+            return None
+        return items[member]
+
+    def mixed(self, name: str, where: Path_) -> tuple[bool, None]:
+        self.lowerer.problems.fail(
+            where,
+            f"{name!r} is called both whole and by member",
+            f"call its members (`call: {name}.0`, ...) or the whole list (`call: {name}`), not both",
+        )
+        return False, None
+
+    def again(self, key: str, shape: tuple | None, where: Path_) -> Any:
+        first, out, at = self.calls[key]
+        if shape is not None and first is not None and shape != first:
+            line = self.lowerer.problems.source.locate(at)[0]
+            self.lowerer.problems.fail(
+                where,
+                f"{key} takes {format_value((BATCH, *shape))} here, but {format_value((BATCH, *first))} at its "
+                f"first call (line {line}): one module's layers have one input size",
+                "give each input the same shape, or declare another module for this one",
+            )
+            return None
+        return out
+
+    def finish(self, ir: GraphIR, graph: Graph) -> None:
+        """The declared modules in their order (a list called by member becomes an nn.ModuleList); each must run."""
+        problems = self.lowerer.problems
+        for name, node in graph.modules:
+            lowered = self.lowered.get(name)
+            if lowered is None:
+                if not any(key == name or key.startswith(name + ".") for key in self.calls):
+                    problems.fail(
+                        node.yaml_path,
+                        f"module {name!r} is never called",
+                        f"call it in a step (`- {{call: {name}, from: x}}`), or remove it",
+                    )
+                continue
+            if not isinstance(lowered, dict):
+                ir.modules.append(lowered)
+                continue
+            count = len(node.children)
+            missing = [k for k in range(count) if k not in lowered]
+            if missing:
+                problems.fail(
+                    node.yaml_path,
+                    f"member {missing[0]} of {name!r} is never called",
+                    f"call it (`- {{call: {name}.{missing[0]}, from: ...}}`), or remove it",
+                )
+                continue
+            children = [lowered[k] for k in range(count)]
+            ir.modules.append(BlockIR(name, _join(self.path, name), False, children, node.yaml_path, module_list=True))
+
+
+class _Graph:
+    """Lowering one graph node: its inputs and tensors, then each step in order, then its outputs."""
+
+    def __init__(self, lowerer: Any, node: Graph, name: str, path: str, shapes: list, dtype: str, inputs: list):
+        self.lowerer, self.node, self.dtype = lowerer, node, dtype
+        self.problems = lowerer.problems
+        class_name = node.class_name or class_name_of(name or "model")
+        self.ir = GraphIR(name, path, class_name, [], [], inputs[0], node.yaml_path, shapes[0] if shapes else None)
+        self.ir.inputs, self.ir.in_shapes = inputs, list(shapes)
+        self.values = _Values(node, self.problems, inputs)
+        self.declared = _Declared(lowerer, node, path)
+        self.training: set[str] = set()  # values that exist only in training mode
+
+    def lower(self) -> GraphIR:
+        ir, values = self.ir, self.values
+        for i, name in enumerate(ir.inputs):
+            shape = ir.in_shapes[i] if i < len(ir.in_shapes) else None
+            values.define(name, (BATCH, *shape) if shape is not None else None, self.input_where(i))
+        for tensor in self.node.tensors:
+            ir.tensors.append(_tensor(self.lowerer, tensor))
+            values.define(tensor.name, tensor.shape, tensor.yaml_path)
+        previous: str | None = ir.inputs[0] if len(ir.inputs) == 1 else None
+        for i, step in enumerate(self.node.steps):
+            outputs = self.step(i, step, previous)
             if outputs is None:
                 return ir
+            previous = outputs[0]
+        self.declared.finish(ir, self.node)
+        if self.outputs(previous):
+            _unused(self.problems, values)
+        return ir
+
+    def input_where(self, i: int) -> Path_:
+        if "inputs" in self.node.model_fields_set and len(self.node.inputs) > 1:
+            return self.node.yaml_path + ("inputs", i)
+        return self.node.yaml_path
+
+    def step(self, i: int, step: Step, previous: str | None) -> list | None:
+        """Lower one step; its output names (None: reported, stop)."""
+        problems, values = self.problems, self.values
+        key = step.op if step.op else "from"
+        if step.inputs is None and previous is None:
+            several = len(self.ir.inputs) > 1 and i == 0
+            problems.fail(
+                step.yaml_path,
+                "this step takes the previous step's value, but "
+                + ("the node has several inputs" if several else "`as:` dropped it (`_`)"),
+                "name the value it takes: `from: name`",
+            )
+            return None
+        names = list(step.inputs) if step.inputs is not None else [previous]
+        found = [values.get(n, _at(step, key, j)) for j, n in enumerate(names)]
+        if not all(ok for ok, _ in found) or not self.tensors_only(step, key, names):
+            return None
+        if not step.training:
+            self.training_values_ok(step, key, names)
+        shapes = [shape for _, shape in found]
+        sir = StepIR(None, step.op, step.dim, names, [], False, yaml_path=step.yaml_path, training=step.training)
+        sir.mode = step.mode
+        if step.op:
+            sir.shapes = [_op_shape(problems, step, shapes, names)]
+            outputs = [step.outputs[0] if step.outputs else f"#{i}"]
+        elif step.call is not None:
+            outputs = self.call(sir, step, shapes, names, i)
+        else:
+            dtype = self.dtype if names == self.ir.inputs[:1] and len(self.ir.inputs) == 1 else "float32"
+            outputs = _child(self.lowerer, self.ir, sir, step, shapes, names, dtype)
+        if outputs is None:
+            return None
         sir.outputs = outputs
         for j, out_name in enumerate(outputs):
-            where = _at(step, "as", j) if step.outputs else step.yaml_path + (step.op or step.name,)
+            where = _at(step, "as", j) if step.outputs else step.yaml_path + (step.op or step.name or "call",)
             values.define(out_name, sir.shapes[j] if j < len(sir.shapes) else None, where)
             values.items[out_name] = sir.unpack
-        if not sir.unpack and sir.node is not None and len(sir.shapes) > 1:
-            values.tuples[outputs[0]] = len(sir.shapes)  # type: ignore[index]
-        ir.steps.append(sir)
-        previous = outputs[0]
-    output = node.output or previous
-    if node.output is not None and not values.get(node.output, node.yaml_path + ("output",))[0]:
-        return ir
-    ir.output = output or INPUT
-    values.used.add(ir.output)
-    _unused(problems, values)
-    out = values.shapes.get(ir.output)
-    if out is not None and (out[:1] != (BATCH,) or ir.output in values.tuples):
-        problems.fail(
-            node.yaml_path + (("output",) if node.output else ()),
-            f"a graph node returns a batch, but its output {_display(ir.output)} is "
-            + ("a tuple" if ir.output in values.tuples else f"{format_value(out)}"),
-            "end with a value made from the input (`expand_batch:` repeats a parameter over the batch)",
-        )
-        return ir
-    ir.out_shape = tuple(out[1:]) if out is not None else None
-    return ir
+            if step.training and out_name is not None:
+                self.training.add(out_name)
+        if not sir.unpack and (sir.node is not None or sir.call is not None) and len(sir.shapes) > 1:
+            values.tuples[outputs[0]] = len(sir.shapes)
+        self.ir.steps.append(sir)
+        return outputs
+
+    def tensors_only(self, step: Step, key: str, names: list[str]) -> bool:
+        for j, n in enumerate(names):
+            if n in self.values.tuples:
+                self.problems.fail(
+                    _at(step, key, j),
+                    f"value {n!r} is a tuple of {self.values.tuples[n]} items, not a tensor",
+                    f"unpack it where it is made: `as: [{n}, _]`",
+                )
+                return False
+        return True
+
+    def training_values_ok(self, step: Step, key: str, names: list[str]) -> None:
+        """A value made only in training mode (`when: training`) exists only for steps that run then too."""
+        for j, n in enumerate(names):
+            if n in self.training:
+                self.problems.fail(
+                    _at(step, key, j) if step.inputs is not None or step.op else step.yaml_path,
+                    f"value {n!r} is made only in training mode (`when: training`), but this step runs in eval too",
+                    "give this step `when: training` as well, or read a value eval mode makes",
+                )
+
+    def call(self, sir: StepIR, step: Step, shapes: list, names: list[str], i: int) -> list | None:
+        """`call: module` (or `module.K`): a declared module on the step's value(s)."""
+        name, _, member = (step.call or "").partition(".")
+        sir.call = (name, int(member) if member else None)
+        where = step.yaml_path + ("call",)
+        if len(names) != 1:
+            self.problems.fail(
+                step.yaml_path + ("from",),
+                f"`call: {step.call}` runs a module on one value, got {len(names)}",
+                "write `from: name`",
+            )
+            return None
+        first = shapes[0]
+        if first is not None and first[:1] != (BATCH,):
+            self.problems.fail(
+                _at(step, "from", 0),
+                f"a module takes a batch, but {names[0]!r} is {format_value(first)} (no batch axis N)",
+                f"repeat it over the batch first: `{{expand_batch: {names[0]}, as: ...}}`",
+            )
+            return None
+        sample = first[1:] if first is not None else None
+        ok, out = self.declared.call(sir.call, sample, where, "float32" if first is not None else self.dtype)
+        if not ok:
+            return None
+        sir.shapes = [(BATCH, *out) if out is not None else None]
+        if step.outputs is None:
+            return [f"#{i}"]
+        if step.unpack:
+            self.problems.fail(step.yaml_path + ("as",), "a called module returns one tensor here", "write `as: name`")
+            return None
+        return [step.outputs[0]]
+
+    def outputs(self, previous: str | None) -> bool:
+        """Check `output:` and `eval_output:`, and record what the node returns; False when reported."""
+        node, ir, values = self.node, self.ir, self.values
+        where = node.yaml_path + ("output",)
+        if ir.path and (node.output_keys is not None or node.eval_outputs is not None):
+            key = "output" if node.output_keys is not None else "eval_output"
+            self.problems.fail(
+                node.yaml_path + (key,),
+                f"{'a mapping `output:`' if key == 'output' else '`eval_output:`'} is the model's, at its top level; "
+                "a child graph node returns one value or a tuple",
+                "return a list (a tuple) and unpack it where the node is used: `as: [a, b]`"
+                if key == "output"
+                else "move the training-only steps to the model's top-level graph",
+            )
+            return False
+        if node.outputs is not None:
+            if not self.read_all(node.outputs, where, node.output_keys is not None):
+                return False
+            ir.outputs, ir.output = list(node.outputs), node.outputs[0]
+            ir.output_keys = list(node.output_keys) if node.output_keys is not None else None
+        else:
+            ir.output = node.output or previous or ir.inputs[0]
+            if node.output is not None and not self.read_all((node.output,), where, False):
+                return False
+            values.used.add(ir.output)
+        if node.eval_outputs is not None:
+            at = node.yaml_path + ("eval_output",)
+            if not self.read_all(node.eval_outputs, at, False, eval_mode=True):
+                return False
+            ir.eval_outputs, ir.eval_tuple = list(node.eval_outputs), node.eval_tuple
+        else:
+            made = [n for n in ir.returned if n in self.training]
+            if made:
+                self.problems.fail(
+                    where if node.output is not None or node.outputs is not None else node.yaml_path,
+                    f"the output reads {made[0]!r}, which is made only in training mode (`when: training`)",
+                    "say what eval mode returns: `eval_output: <a value eval mode makes>`",
+                )
+                return False
+        return self.batches(ir.returned, where)
+
+    def read_all(self, names: tuple, where: Path_, keyed: bool, eval_mode: bool = False) -> bool:
+        ok = True
+        for j, name in enumerate(names):
+            at = where + ((self.node.output_keys[j],) if keyed else (j,) if len(names) > 1 else ())
+            found, _ = self.values.get(name, at)
+            if found and eval_mode and name in self.training:
+                self.problems.fail(
+                    at,
+                    f"eval mode cannot return {name!r}: it is made only in training mode (`when: training`)",
+                    "return a value every mode makes",
+                )
+                found = False
+            ok = ok and found
+        return ok
+
+    def batches(self, names: list[str], where: Path_) -> bool:
+        """Every output is a batch (a tensor with the batch axis first); record their sample shapes."""
+        values, ir = self.values, self.ir
+        shapes = []
+        for name in names:
+            out = values.shapes.get(name)
+            if out is not None and (out[:1] != (BATCH,) or name in values.tuples):
+                self.problems.fail(
+                    where if (self.node.output or self.node.outputs) else self.node.yaml_path,
+                    f"a graph node returns a batch, but its output {_display(name)} is "
+                    + ("a tuple" if name in values.tuples else f"{format_value(out)}"),
+                    "end with a value made from the input (`expand_batch:` repeats a parameter over the batch)",
+                )
+                return False
+            shapes.append(tuple(out[1:]) if out is not None else None)
+        ir.out_shapes = shapes if ir.outputs is not None else []
+        ir.out_shape = shapes[0] if ir.outputs is None else None
+        return True
+
+
+def lower_graph(
+    lowerer: Any, node: Graph, name: str, path: str, shape: Any, dtype: str, inputs: list[str] | None = None
+) -> GraphIR:
+    """Lower a graph node. ``shape``: its one input's sample shape, or a list of every input's; ``inputs``: the
+    names of the model's inputs (`input:` names them at the top level)."""
+    names = inputs or list(node.inputs)
+    shapes = list(shape) if isinstance(shape, list) else [shape] * len(names)
+    return _Graph(lowerer, node, name, path, shapes, dtype, names).lower()
 
 
 def _display(name: str) -> str:
@@ -174,8 +455,8 @@ def _unused(problems: Any, values: _Values) -> None:
     for name, where in values.where.items():
         if name in values.used or name in values.buffers:
             continue
-        if name == INPUT:
-            what, fix = "the graph node's input `x`", "read it in a step (`from: x`, or an operation)"
+        if name in values.inputs:
+            what, fix = f"the graph node's input `{name}`", f"read it in a step (`from: {name}`, or an operation)"
         elif name.startswith("#"):  # an operation's value without `as:`: where[-1] is the operation
             what = f"the value of the {where[-1]} step (line {problems.source.locate(where)[0]})"
             fix = "give it a name with `as:` and use it, or remove the step"
@@ -215,6 +496,8 @@ def _op_shape(problems: Any, step: Step, shapes: list, names: list[str]) -> Any:
             return expand_batch(shapes[0], shown[0])
         if step.op == "matmul":
             return matmul(shapes, shown)
+        if step.op == "interpolate":
+            return interpolate(shapes, shown)
         if step.op in ("cat", "stack"):
             return concatenate(step.op, step.dim if step.dim is not None else 1, shapes, shown)
         return broadcast(step.op, shapes, shown)
@@ -235,13 +518,14 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
         )
         return None
     entry = REGISTRY.get("layer", getattr(step.node, "type", "")) if getattr(step.node, "kind", "") == "layer" else None
-    arity = entry.arity if entry is not None else 1
+    arity = entry.arity if entry is not None else len(step.node.inputs) if isinstance(step.node, Graph) else 1
     if len(names) != arity:
-        takes = f"{arity} values ({', '.join(entry.inputs_named)})" if entry is not None and arity > 1 else "one value"
+        named = entry.inputs_named if entry is not None else getattr(step.node, "inputs", ("x",))
+        takes = f"{arity} values ({', '.join(named)})" if arity > 1 else "one value"
         problems.fail(
             step.yaml_path + (("from",) if step.inputs is not None else (step.name,)),
             f"{step.name} takes {takes}, got {len(names)}",
-            f"write `from: [{', '.join(entry.inputs_named)}]`" if arity > 1 and entry else "write `from: name`",
+            f"write `from: [{', '.join(named)}]`" if arity > 1 else "write `from: name`",
         )
         return None
     options = entry.forward_options if entry is not None else ()
@@ -259,15 +543,22 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
     nodes: list = []
     lowerer.tuple_from = None
     lowerer.multi_input = arity > 1
+    given: Any = first[1:] if first is not None else None
+    if isinstance(step.node, Graph) and arity > 1:  # a graph node of several inputs takes each one's shape
+        given = [s[1:] if s is not None else None for s in shapes]
     try:
-        out = lowerer.add(nodes, ir.path, step.name, step.node, first[1:] if first is not None else None, dtype)
+        out = lowerer.add(nodes, ir.path, step.name, step.node, given, dtype)
     finally:
         lowerer.multi_input = False
     tuple_from, lowerer.tuple_from = lowerer.tuple_from, None
     if not nodes:
         return None
     sir.node = nodes[0]
-    if arity > 1:
+    if isinstance(sir.node, GraphIR) and sir.node.outputs is not None:  # a child graph returning a tuple
+        sir.shapes = [(BATCH, *s) if s is not None else None for s in sir.node.out_shapes]
+    elif isinstance(sir.node, GraphIR) and arity > 1:
+        sir.shapes = [(BATCH, *out) if out is not None else None]
+    elif arity > 1:
         if any(s is None for s in shapes):
             sir.shapes = [None] * 2
         else:

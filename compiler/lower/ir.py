@@ -98,7 +98,8 @@ class LayerIR:
 
 @dataclass
 class BlockIR:
-    """``nn.Sequential`` of the children, with names (``OrderedDict``) or numbered."""
+    """``nn.Sequential`` of the children, with names (``OrderedDict``) or numbered; an ``nn.ModuleList`` when
+    a graph node declares it and calls its members one by one (``module_list``)."""
 
     name: str
     path: str
@@ -108,6 +109,7 @@ class BlockIR:
     in_shape: Shape | None = None
     out_shape: Shape | None = None
     use: UseIR | None = None
+    module_list: bool = False
 
     @property
     def params(self) -> int:
@@ -234,12 +236,18 @@ class StepIR:
     keywords: dict[str, Arg] = field(default_factory=dict)  # `with:` arguments of the call
     yaml_path: tuple = ()
     shapes: list[Any] = field(default_factory=list)  # each output's shape, the batch written "N"
+    call: tuple[str, int | None] | None = None  # `call:` a declared module (name, member index or None)
+    training: bool = False  # `when: training`: runs only in training mode
+    mode: str | None = None  # interpolate's mode
 
     @property
     def key(self) -> tuple:
         name = self.node.name if self.node is not None else None
         return (
             name,
+            self.call,
+            self.training,
+            self.mode,
             self.op,
             self.dim,
             tuple(self.inputs),
@@ -258,22 +266,42 @@ class GraphIR:
     class_name: str
     tensors: list[TensorIR]
     steps: list[StepIR]
-    output: str
+    output: str  # the value returned (the first of several)
     yaml_path: tuple = ()
     in_shape: Shape | None = None
     out_shape: Shape | None = None
     use: UseIR | None = None
+    inputs: list[str] = field(default_factory=lambda: ["x"])  # the forward's arguments
+    in_shapes: list[Shape | None] = field(default_factory=list)  # each input's sample shape
+    modules: list[Node] = field(default_factory=list)  # `modules:`, registered before the steps' children
+    outputs: list[str] | None = None  # several values: a tuple, or a dict under ``output_keys``
+    output_keys: list[str] | None = None
+    out_shapes: list[Shape | None] = field(default_factory=list)  # each of several outputs' sample shape
+    eval_outputs: list[str] | None = None  # what eval mode returns instead (`eval_output:`)
+    eval_tuple: bool = False
 
     @property
     def children(self) -> list[Node]:
-        """The child modules in registration order: the steps' order."""
-        return [step.node for step in self.steps if step.node is not None]
+        """The child modules in registration order: the declared modules, then the steps' own in step order."""
+        return [*self.modules, *(step.node for step in self.steps if step.node is not None)]
+
+    @property
+    def returned(self) -> list[str]:
+        """Every value the node returns, in training mode (``outputs``) or its one ``output``."""
+        return list(self.outputs) if self.outputs is not None else [self.output]
+
+    @property
+    def several_outputs(self) -> bool:
+        return self.outputs is not None
 
     @property
     def shape_key(self) -> tuple:
         """What the generated class depends on: equal keys share one class."""
         tensors = tuple((t.name, t.shape, t.dtype, t.buffer, call_key(t.init)) for t in self.tensors)
-        return (self.class_name, "graph", tensors, tuple(step.key for step in self.steps), self.output)
+        modules = tuple((m.name, type(m).__name__, getattr(m, "module_list", False)) for m in self.modules)
+        outputs = (self.output, _tuple(self.outputs), _tuple(self.output_keys), _tuple(self.eval_outputs))
+        steps = tuple(step.key for step in self.steps)
+        return (self.class_name, "graph", tensors, tuple(self.inputs), modules, steps, outputs, self.eval_tuple)
 
     @property
     def params(self) -> int:
@@ -288,6 +316,10 @@ class GraphIR:
         for child in self.children:
             yield child
             yield from child.walk()
+
+
+def _tuple(items: list | None) -> tuple | None:
+    return tuple(items) if items is not None else None
 
 
 def call_key(call: CallIR | None) -> tuple | None:
@@ -340,10 +372,24 @@ class ModelIR:
     blocks: dict[str, BlockCodeIR] = field(default_factory=dict)  # the code of each block the script writes once
     loops: dict[tuple, list[LoopCodeIR]] = field(default_factory=dict)  # container YAML path -> its loops as code
     load: LoadIR | None = None
+    inputs: dict[str, Shape] | None = None  # every input's sample shape by name (one input: ``{"x": shape}``)
 
     @property
     def output_shape(self) -> Shape | None:
         return self.root.out_shape
+
+    @property
+    def outputs(self) -> dict[str, Shape | None] | None:
+        """Several outputs' sample shapes by name (a dict's keys, or the tuple's value names); None for one."""
+        root = self.root
+        if not isinstance(root, GraphIR) or root.outputs is None:
+            return None
+        names = root.output_keys if root.output_keys is not None else root.outputs
+        return dict(zip(names, root.out_shapes))
+
+    @property
+    def several_inputs(self) -> bool:
+        return self.inputs is not None and len(self.inputs) > 1
 
     @property
     def params(self) -> int:

@@ -83,12 +83,21 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     first = _first_layer(spec.model)
     dtype = "int64" if first is not None and first.takes_indices else "float32"
     if isinstance(spec.model, Graph):
-        root = lower_graph(lowerer, spec.model, "", "", spec.input, dtype)
+        names, shapes = _graph_inputs(spec, problems)
+        root = lower_graph(lowerer, spec.model, "", "", shapes, dtype, names)
+    elif isinstance(spec.input, dict):
+        problems.fail(
+            ("input",),
+            f"`input:` names {len(spec.input)} inputs, but the model is a stack, which takes one",
+            "write the model as a graph node whose steps read the inputs by name (docs/spec-language.md §15), "
+            "or give one shape: `input: [1, 28, 28]`",
+        )
+        return None
     else:
         root = BlockIR("", "", spec.model.named, yaml_path=("model",), in_shape=spec.input)
         root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
     lowerer.end_of_model()
-    model = ModelIR(root, spec.input, dtype)
+    model = ModelIR(root, spec.input if not isinstance(spec.input, dict) else None, dtype, inputs=spec.input_shapes)
     model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init if not r.load) if rule is not None]
     model.load = next((_weights_file(r, problems) for r in spec.init if r.load), None)
     if problems.count() == before and spec.library.blocks:
@@ -108,6 +117,33 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
             "make the layers smaller, or raise the limit (--max-memory, or SPECC_MAX_MODEL_BYTES)",
         )
     return model if problems.count() == before else None
+
+
+def _graph_inputs(spec: Spec, problems: Problems) -> tuple[list[str], list | tuple | None]:
+    """The top-level graph's input names and shapes: `input:` names them (or gives the one's shape)."""
+    graph = spec.model
+    assert isinstance(graph, Graph)
+    if not isinstance(spec.input, dict):
+        if len(graph.inputs) > 1:
+            example = ", ".join(f"{name}: [...]" for name in graph.inputs)
+            problems.fail(
+                ("input",) if spec.input is not None else ("model", "inputs"),
+                f"the model takes {len(graph.inputs)} inputs ({', '.join(graph.inputs)}); `input:` gives each "
+                "one's shape by name",
+                f"write `input: {{{example}}}`",
+            )
+            return list(graph.inputs), [None] * len(graph.inputs)
+        return list(graph.inputs), spec.input
+    names = list(spec.input)
+    if "inputs" in graph.model_fields_set and list(graph.inputs) != names:
+        problems.fail(
+            ("model", "inputs"),
+            f"the model's `inputs:` ({', '.join(graph.inputs)}) differ from the names `input:` gives "
+            f"({', '.join(names)})",
+            "remove `inputs:` at the top level: `input:` names the model's inputs",
+        )
+        return list(graph.inputs), [None] * len(graph.inputs)
+    return names, list(spec.input.values())
 
 
 def _check_class_names(model: ModelIR, spec: Spec, problems: Problems) -> None:

@@ -38,6 +38,15 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
         )
     if not all(present.values()) or spec.data is None or spec.train is None:
         return None
+    if model is not None and (model.several_inputs or model.outputs is not None):
+        several = "inputs" if model.several_inputs else "outputs"
+        problems.fail(
+            ("data",),
+            f"the model has several {several}; training it (datasets of several inputs, a loss per output) is "
+            "not supported yet",
+            "build it with compiler.build_model and train it in your own loop, or remove the training sections",
+        )
+        return None
     before = problems.count()
     binder = Binder(problems, spec.symbols, spec.unparsed)
     checker = _DataChecker(spec, model, binder)

@@ -83,6 +83,15 @@ def emit_model(model: ModelIR, script_globals: frozenset[str] = frozenset()) -> 
 # --------------------------------------------------------------------------- build_model
 
 
+def _shapes_text(shapes: dict | None) -> str:
+    """``(1, 28, 28)`` for one input; ``left (1, 28, 28), right (1, 28, 28)`` for several."""
+    if not shapes:
+        return "()"
+    if list(shapes) == ["x"]:
+        return format_shape(shapes["x"])
+    return ", ".join(f"{name} {format_shape(shape) if shape is not None else '(?)'}" for name, shape in shapes.items())
+
+
 def call_source(script_name: str, args: list[Arg], kwargs: dict[str, Arg], first: tuple[str, ...] = ()) -> str:
     parts = [*first, *(a.source for a in args), *(f"{k}={a.source}" for k, a in kwargs.items())]
     return f"{script_name}({', '.join(parts)})"
@@ -96,10 +105,11 @@ def _build_body(model: ModelIR, emitter: _Emitter, script_globals: set[str]) -> 
     """
     root = model.root
     doc = (
-        f'"""The network: input {format_shape(model.input_shape or ())} -> output '
-        f'{format_shape(model.output_shape or ())}, {model.params:,} parameters."""'
+        f'"""The network: input {_shapes_text(model.inputs)} -> output '
+        f"{_shapes_text(model.outputs) if model.outputs else format_shape(model.output_shape or ())}, "
+        f'{model.params:,} parameters."""'
     )
-    lines = [INDENT + doc if model.input_shape else INDENT + f'"""The network: {model.params:,} parameters."""']
+    lines = [INDENT + doc if model.inputs else INDENT + f'"""The network: {model.params:,} parameters."""']
     unwritten = sorted({n.use.block for n in root.walk() if n.use is not None} - set(model.blocks))
     if unwritten:  # a loop inside, or uses whose structure differs: no one class or function fits them all
         note = f"Written out use by use (no one class fits every use): block {', '.join(unwritten)}."
@@ -173,6 +183,9 @@ class _Emitter:
         if isinstance(node, (MergeIR, GraphIR)):
             body = [line for child in node.children for line in self.lines(f"{child.name}=", child, ",", depth + 1)]
             return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
+        if getattr(node, "module_list", False):  # a graph node's declared list, its members called one by one
+            body = [line for child in node.children for line in self.lines("", child, ",", depth + 2)]
+            return [pad + prefix + "nn.ModuleList(", pad + INDENT + "[", *body, pad + INDENT + "]", pad + ")" + suffix]
         if not node.named:
             if any(isinstance(child, CondIR) for child in node.children):
                 raise ValueError("a list with optional items is written as statements (_items_lines)")
@@ -415,7 +428,7 @@ def _graph_block_class_source(code: BlockCodeIR, graph: GraphIR, emitter: _Emitt
         lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
     for tensor in graph.tensors:
         lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
-    lines += ["", INDENT + "def forward(self, x):"]
+    lines += ["", INDENT + f"def forward({', '.join(['self', *graph.inputs])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
 
@@ -548,7 +561,7 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
     for tensor in graph.tensors:
         lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
-    lines += ["", INDENT + "def forward(self, x):"]
+    lines += ["", INDENT + f"def forward({', '.join(['self', *graph.inputs])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
 
@@ -576,45 +589,80 @@ def _tensor_lines(tensor) -> list[str]:
 
 
 def _graph_forward_lines(graph: GraphIR) -> list[str]:
-    variables = Namespace({"self", "x", "torch", "nn"})
-    text = {"x": "x", **{t.name: f"self.{t.name}" for t in graph.tensors}}
+    """``forward``'s statements: a step a line, named as the spec names its values; the steps that run only in
+    training mode under ``if self.training:``; a last step that is the output returned directly."""
+    variables = Namespace({"self", "torch", "nn", *graph.inputs})
+    text = {**{name: name for name in graph.inputs}, **{t.name: f"self.{t.name}" for t in graph.tensors}}
     lines: list[str] = []
+    plain_return = graph.outputs is None and graph.eval_outputs is None
     for i, step in enumerate(graph.steps):
-        args = [text[name] for name in step.inputs]
-        if step.node is not None:
-            keywords = [f"{k}={a.source}" for k, a in step.keywords.items()]
-            expr = f"self.{step.node.name}({', '.join(args + keywords)})"
-        else:
-            expr = _op_text(step, args)
-        last = i == len(graph.steps) - 1 and not step.unpack and step.outputs[0] == graph.output
-        if last:
-            lines.append(f"return {expr}")
-            return lines
+        expr = _step_text(step, [text[name] for name in step.inputs], text[graph.inputs[0]])
+        pad = INDENT if step.training else ""
+        if step.training and not (i and graph.steps[i - 1].training):
+            lines.append("if self.training:")
+        last = i == len(graph.steps) - 1 and not step.unpack and step.outputs[0] == graph.output and not pad
+        if last and plain_return:
+            return lines + [f"return {expr}"]
         targets = []
         for out in step.outputs:
             if out is None:
                 targets.append("_")
                 continue
-            wanted = out if not out.startswith("#") else (step.op or "out")
+            wanted = out if not out.startswith("#") else (step.op or (step.call[0] if step.call else "out"))
             text[out] = variables.name(wanted)
             targets.append(text[out])
-        lines.append(f"{', '.join(targets)} = {expr}")
-    return lines + [f"return {text[graph.output]}"]
+        lines.append(pad + f"{', '.join(targets)} = {expr}")
+    returned = _graph_return_lines(graph, text)
+    if graph.steps and graph.steps[-1].training and returned[0] == "if self.training:":
+        return lines + returned[1:]  # the training-only steps' block ends with training mode's return
+    return lines + returned
+
+
+def _step_text(step, args: list[str], first_input: str) -> str:
+    if step.node is not None or step.call is not None:
+        keywords = [f"{k}={a.source}" for k, a in step.keywords.items()]
+        if step.call is not None:
+            name, member = step.call
+            target = f"self.{name}" + (f"[{member}]" if member is not None else "")
+        else:
+            target = f"self.{step.node.name}"
+        return f"{target}({', '.join(args + keywords)})"
+    return _op_text(step, args, first_input)
+
+
+def _graph_return_lines(graph: GraphIR, text: dict[str, str]) -> list[str]:
+    """``return a``, ``return a, b`` or ``return {"0": p2, ...}``; eval mode's own return under ``if``."""
+    returned = _returned_text(graph.returned, graph.output_keys, graph.outputs is not None, text)
+    if graph.eval_outputs is None:
+        return [f"return {returned}"]
+    evaluated = _returned_text(graph.eval_outputs, None, graph.eval_tuple, text)
+    return ["if self.training:", INDENT + f"return {returned}", f"return {evaluated}"]
+
+
+def _returned_text(names: list[str], keys: list[str] | None, several: bool, text: dict[str, str]) -> str:
+    if keys is not None:
+        return "{" + ", ".join(f"{literal(k)}: {text[n]}" for k, n in zip(keys, names)) + "}"
+    if several:
+        return ", ".join(text[n] for n in names) + ("," if len(names) == 1 else "")
+    return text[names[0]]
 
 
 _OP_SYMBOLS = {"add": " + ", "sub": " - ", "mul": " * ", "div": " / ", "matmul": " @ "}
 
 
-def _op_text(step, args: list[str]) -> str:
+def _op_text(step, args: list[str], first_input: str) -> str:
     if step.op in _OP_SYMBOLS:
         return _OP_SYMBOLS[step.op].join(args)
     if step.op in ("cat", "stack"):
         return f"torch.{step.op}([{', '.join(args)}], dim={step.dim})"
+    if step.op == "interpolate":  # as torchvision's FPN: the top-down map resized to the lateral one's size
+        return f"nn.functional.interpolate({args[0]}, size={args[1]}.shape[2:], mode={literal(step.mode)})"
     # expand_batch: torchvision's `class_token.expand(n, -1, -1)` (traceable by torch.fx) when the rank is known
+    batch = f"{first_input}.shape[0]"
     rank = len(step.shapes[0]) if step.shapes and step.shapes[0] is not None else None
     if rank is not None:
-        return f"{args[0]}.expand({', '.join(['x.shape[0]'] + ['-1'] * (rank - 1))})"
-    return f"{args[0]}.expand(x.shape[0], *{args[0]}.shape[1:])"
+        return f"{args[0]}.expand({', '.join([batch] + ['-1'] * (rank - 1))})"
+    return f"{args[0]}.expand({batch}, *{args[0]}.shape[1:])"
 
 
 # --------------------------------------------------------------------------- specc's own layers

@@ -68,12 +68,17 @@ def _states_equal(a: torch.nn.Module, b: torch.nn.Module) -> tuple[bool, str]:
     return True, f"{len(sa)} tensors bitwise equal"
 
 
-def _sample_input(model: ModelIR, batch: int = 4) -> torch.Tensor:
-    shape = (batch, *(model.input_shape or ()))
+def _sample_inputs(model: ModelIR, batch: int = 4) -> tuple[torch.Tensor, ...]:
+    """One batch per model input, in the inputs' order."""
     generator = torch.Generator().manual_seed(1234)
-    if model.input_dtype == "int64":
-        return torch.randint(0, 2, shape, generator=generator)
-    return torch.randn(shape, generator=generator)
+    out = []
+    for shape in (model.inputs or {"x": ()}).values():
+        size = (batch, *shape)
+        if model.input_dtype == "int64":
+            out.append(torch.randint(0, 2, size, generator=generator))
+        else:
+            out.append(torch.randn(size, generator=generator))
+    return tuple(out)
 
 
 def _hyper(obj: Any) -> dict:
@@ -118,18 +123,22 @@ def _model_checks(spec: Spec, model: ModelIR, script: Any) -> list[Check]:
     ok, detail = _states_equal(compiled, generated)
     checks.append(Check("2. state dicts: keys, shapes, dtypes, bitwise values", ok, detail))
     if spec.input is not None:
-        x = _sample_input(model)
+        x = _sample_inputs(model)
         compiled.eval(), generated.eval()
         with torch.no_grad():
-            same_eval = _outputs_equal(compiled(x), generated(x))
+            same_eval = _outputs_equal(compiled(*x), generated(*x))
         compiled.train(), generated.train()
         torch.manual_seed(7)
-        out_a = compiled(x)
+        out_a = compiled(*x)
         torch.manual_seed(7)
-        out_b = generated(x)
+        out_b = generated(*x)
         same = same_eval and _outputs_equal(out_a, out_b)
         checks.append(
-            Check("3. outputs equal (eval mode, and train mode under one seed)", same, f"input {tuple(x.shape)}")
+            Check(
+                "3. outputs equal (eval mode, and train mode under one seed)",
+                same,
+                "input " + ", ".join(str(tuple(t.shape)) for t in x),
+            )
         )
     return checks
 
@@ -160,8 +169,10 @@ def _same_type(a: Any, b: Any) -> bool:
 
 
 def _outputs_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_outputs_equal(a[k], b[k]) for k in a)
     if isinstance(a, tuple):
-        return all(_outputs_equal(x, y) for x, y in zip(a, b))
+        return isinstance(b, tuple) and len(a) == len(b) and all(_outputs_equal(x, y) for x, y in zip(a, b))
     return torch.equal(a, b)
 
 

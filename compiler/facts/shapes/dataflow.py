@@ -110,6 +110,21 @@ def expand_batch(shape: tuple, name: str) -> tuple:
     return (BATCH, *shape[1:])
 
 
+def interpolate(shapes: list[tuple], names: list[str]) -> tuple:
+    """``F.interpolate(a, size=b.shape[2:])``: a's batch and channels, b's spatial sizes (FPN's top-down path)."""
+    a, b = shapes
+    if a[:1] != (BATCH,) or b[:1] != (BATCH,):
+        raise ShapeError(
+            f"interpolate resizes batches: {_listing(names, shapes)}", "expand a parameter over the batch first"
+        )
+    if not 3 <= len(a) <= 5 or len(a) != len(b):
+        raise ShapeError(
+            f"interpolate needs two maps of the same rank, 3 to 5 axes (N, C, spatial...): {_listing(names, shapes)}",
+            "resize a feature map to another map's size, e.g. `interpolate: [top, lateral]`",
+        )
+    return (*a[:2], *b[2:])
+
+
 def multihead_attention(arguments: dict, shapes: list[tuple], names: list[str]) -> list[tuple]:
     """``MultiheadAttention(query, key, value)`` with ``batch_first=True`` -> (output, averaged weights)."""
     if len(shapes) != 3:
