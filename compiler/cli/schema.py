@@ -451,7 +451,8 @@ def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
         }
         for op in GRAPH_OPS
     ]
-    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "call", "repeat", "body", "merge", "graph", "if", "for"]
+    # `body` may name a step (torchvision's BackboneWithFPN.body): a step is never read as a repeat
+    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "call", "repeat", "merge", "graph", "if", "for"]
     around = {
         "from": values,
         "as": {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]},

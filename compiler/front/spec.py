@@ -607,11 +607,14 @@ class _Parser:
         node = self.node(raw, path)
         return Broken(yaml_path=path) if node is None else node
 
-    def block_name(self, name: Any, path: Path_, seen: dict[str, str], attribute: bool = False) -> None:
+    def block_name(
+        self, name: Any, path: Path_, seen: dict[str, str], attribute: bool = False, step: bool = False
+    ) -> None:
         if not isinstance(name, str):
             self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
-        if name in ("repeat", "body", "merge", "graph"):
+        # a graph step is never read as a repeat, so `body` may name one (torchvision's BackboneWithFPN.body)
+        if name in ("repeat", "body", "merge", "graph") and not (step and name == "body"):
             what = {"merge": "merge blocks", "graph": "graph nodes"}.get(name, "repeats")
             self.fail(
                 path,
@@ -1013,7 +1016,7 @@ class _Parser:
                 "rename one",
             )
             return
-        self.block_name(name, path, seen, attribute=True)
+        self.block_name(name, path, seen, attribute=True, step=True)
 
     def value_names(self, raw: Any, path: Path_, allow_discard: bool = False) -> tuple[str, ...] | None:
         """One value's name or a list of them (`_` drops a tuple item where ``allow_discard``)."""

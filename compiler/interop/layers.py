@@ -88,7 +88,16 @@ def _attention_args(module: nn.Module) -> dict[str, Any]:
     }
 
 
-_SPECIAL = {"TransformerEncoderLayer": _transformer_args, "MultiheadAttention": _attention_args}
+def _frozen_batch_norm_args(module: nn.Module) -> dict[str, Any]:
+    """torchvision's FrozenBatchNorm2d keeps its size only as its buffers'."""
+    return {"num_features": module.weight.shape[0], "eps": module.eps}
+
+
+_SPECIAL = {
+    "TransformerEncoderLayer": _transformer_args,
+    "MultiheadAttention": _attention_args,
+    "FrozenBatchNorm2d": _frozen_batch_norm_args,
+}
 _SKIP = {"device", "dtype", "self"}
 
 
@@ -108,7 +117,7 @@ def layer_call(module: nn.Module, entry: Any, path: str) -> Layer:
 def _differing_args(module: nn.Module, entry: Any, path: str) -> dict[str, Any]:
     """The constructor arguments read back from ``module`` that differ from their defaults."""
     sig = entry.signature()
-    special = _SPECIAL.get(entry.name) if entry.module == "torch.nn" else None
+    special = _SPECIAL.get(entry.name) if entry.module in ("torch.nn", "torchvision.ops") else None
     values = special(module) if special else {}
     args: dict[str, Any] = {}
     for name, param in sig.parameters.items():
