@@ -47,7 +47,14 @@ def _reproduces(model: nn.Module, text: str, shape: tuple[int, ...]) -> nn.Modul
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        assert torch.equal(rebuilt.eval()(x), model.eval()(x))
+        ours, theirs = rebuilt.eval()(x), model.eval()(x)
+    if isinstance(theirs, dict):
+        assert list(ours) == list(theirs)
+        ours, theirs = list(ours.values()), list(theirs.values())
+    if isinstance(theirs, (tuple, list)):
+        assert len(ours) == len(theirs) and all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    else:
+        assert torch.equal(ours, theirs)
     return rebuilt
 
 
@@ -128,12 +135,19 @@ def test_a_forward_that_is_a_tree_stays_one():
     _reproduces(model, text, (3, 64, 64))
 
 
-def test_googlenet_is_refused_naming_its_training_outputs():
-    with pytest.raises(DecompileError) as err:
-        compiler.to_spec(models.GoogLeNet(num_classes=10, init_weights=False), (3, 64, 64))
-    message = str(err.value)
-    assert message.startswith("GoogLeNet.forward returns GoogLeNetOutputs(...) of 3 values")
-    assert "training" in message and "aux_logits=False" in message
+def test_googlenet_aux_heads_are_training_only_steps():
+    model = _randomised(models.GoogLeNet(num_classes=10, init_weights=False))
+    text = compiler.to_spec(model, (3, 64, 64), name="googlenet")
+    assert "    - aux1: InceptionAux\n      when: training\n    - inception4b:" in text  # where forward calls it
+    assert "  output: [fc, aux2, aux1]\n  eval_output: fc\n" in text
+    rebuilt = _reproduces(model, text, (3, 64, 64))  # eval mode: the logits
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    outputs = []
+    for net in (model, rebuilt):  # training mode: (logits, aux2, aux1), the dropouts drawing in the same order
+        torch.manual_seed(4)
+        with torch.no_grad():
+            outputs.append(tuple(net.train()(x)))
+    assert len(outputs[1]) == 3 and all(torch.equal(a, b) for a, b in zip(*outputs))
 
 
 @pytest.mark.parametrize(
@@ -231,9 +245,50 @@ class _Attention(nn.Module):
         return torch.stack([scores @ x, mixed], dim=1).flatten(1, 2).unsqueeze(1)
 
 
+class _Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.a(x), self.b(x)
+
+
+class _UsesTwo(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.two, self.fc = _Two(), nn.Linear(3, 4)
+
+    def forward(self, x):
+        p, q = self.two(x)
+        return p * self.fc(q)
+
+
+class _Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body, self.cls, self.box = nn.Linear(4, 8), nn.Linear(8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return {"logits": self.cls(h), "0": self.box(h)}
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.fc(x)
+
+
 @pytest.mark.parametrize(
     ("module", "shape", "lines"),
     [
+        (_UsesTwo(), (4,), ["        output: [a, b]\n      as: [two, two_1]", "from: two_1", "- {mul: [two, fc]}"]),
+        (_Heads(), (4,), ['  output: {"logits": cls, "0": box}']),
+        (_Residual(), (4,), ["  class: Residual\n  graph:", "- {add: [x, fc]}"]),  # a merge would add a level
         (
             _TwoMerges(),
             (4,),
@@ -333,7 +388,7 @@ class _TwoInputs(nn.Module):
         (_Owner(lambda m, x: torch.cat([m.fc(x), x + m.p], dim=0)), "1", ["torch.cat()", "along dim 0"]),
         (_Owner(lambda m, x: m.fc(x)[0] + m.p), "1", ["operator.getitem()", "indexes the batch axis"]),
         (_Owner(lambda m, x: m.fc(x) + m.p.expand(3, 4)[:1]), "1", [".expand()", "expand_batch"]),
-        (_Owner(lambda m, x: (m.fc(x) + m.p, x)), "1", ["returns tuple of 2 values", "several outputs"]),
+        (_Owner(lambda m, x: {"y": m.fc(x) + m.p}), "1", ["returns a dict", "the model's, at its top level"]),
         (_Owner(lambda m, x: m.fc(m.fc(x)) + m.p), "1.fc", ["called twice", "share weights"]),
         (_Owner(lambda m, x: m.fc(x)), "1", ["never reads its parameter p"]),
         (_Owner(lambda m, x: m.fc(m.p) + x), "1", ["self.fc() takes p", "no batch axis"]),

@@ -233,6 +233,7 @@ class _Items:
 
     step: _Step
     count: int
+    result: Any = None  # what the probe's forward pass got: the items' values
 
 
 @dataclass(eq=False)
@@ -323,7 +324,12 @@ class DataflowReader:
         self.tensor_ids: dict[str, int] = {}
         self.called: dict[str, int] = {}
         self.unused_calls: set[str] = set()  # children called only for what nothing reads
-        self.output: int | None = None
+        self.outputs: list[int] = []  # the values training mode returns (one: a tensor; else a tuple or a dict)
+        self.output_keys: list[str] | None = None  # a dict's keys
+        self.several = False  # a tuple or a dict, even of one value
+        self.eval_graph: fx.Graph | None = None  # the forward traced in eval mode, where it may return other values
+        self.eval_ids: list[int] = []  # what eval mode returns where it differs
+        self.eval_several = False
         children = {name for name, _ in module.named_children()}
         own = {name for name, _ in module.named_parameters(recurse=False)}
         own |= {name for name, _ in module.named_buffers(recurse=False)}
@@ -480,7 +486,9 @@ class DataflowReader:
         if target in self.called:
             if _has_weights(child):
                 raise self.fail(
-                    "called twice by the forward: a spec cannot share weights between two places", child_path
+                    "called twice by the forward: specc import does not write modules that share weights between two "
+                    "places (`modules:` and `call:` steps) yet",
+                    child_path,
                 )
             name = self.names.fresh(target, attribute=True)
         else:
@@ -505,7 +513,7 @@ class DataflowReader:
             step.tuple_count = len(result)
             step.outs = [None] * len(result)
             self.steps.append(step)
-            self.env[node] = _Items(step, len(result))
+            self.env[node] = _Items(step, len(result), result)
         else:
             raise self.fail(
                 f"{self.owner} calls it and gets {type(result).__name__}: a spec's children return a tensor or a tuple",
@@ -534,7 +542,7 @@ class DataflowReader:
                 tensors.append(self.tensor(value, node))
                 continue
             if isinstance(value, fx.Node) and isinstance(self.env.get(value), _Value):
-                several = "several inputs (`inputs:`) are not in this specc's language yet"
+                several = "specc import does not write a child's several inputs (`inputs:`) yet"
                 what = (
                     f"{entry.name} takes {arity}" if entry is not None else f"a graph node's child takes one; {several}"
                 )
@@ -551,27 +559,82 @@ class DataflowReader:
         return tensors, keywords
 
     def read_output(self, node: fx.Node) -> None:
-        out = node.args[0]
-        got = self.env.get(out) if isinstance(out, fx.Node) else None
-        if isinstance(got, _Value) and got.batch:
-            self.output = got.vid
-            return
+        """One tensor, or a tuple, list, named tuple (``output: [a, b]``) or, at the model's top level, a dict
+        (``output: {key: a}``) of tensors."""
+        self.outputs, self.output_keys, self.several = self.returned(node.args[0], self.env, self.graph)
+
+    def returned(self, out: Any, env: dict, graph: fx.Graph) -> tuple[list[int], list[str] | None, bool]:
+        """What a forward returns as value ids (``env`` maps that graph's nodes), its dict keys, several or not."""
+        got = env.get(out) if isinstance(out, fx.Node) else None
         if isinstance(got, _Value):
-            raise self.fail(f"{self.owner} returns a value without a batch axis (a parameter): a model returns a batch")
-        items = got.items if isinstance(got, _Packed) else out if isinstance(out, (tuple, list, dict)) else None
-        if items is not None or isinstance(got, _Items):
-            what = got.what if isinstance(got, _Packed) else type(out).__name__
-            count = got.count if isinstance(got, _Items) else len(items)
-            hint = (
-                " (a model made without them imports: --arg aux_logits=False)"
-                if hasattr(self.module, "aux_logits")
-                else ""
-            )
+            if not got.batch:
+                raise self.fail(f"{self.owner} returns a value without a batch axis (a parameter): it returns a batch")
+            return [got.vid], None, False
+        keys = None
+        if isinstance(got, _Packed):
+            items = got.items
+        elif isinstance(got, _Items):
+            items = [("item", got, k) for k in range(got.count)]
+        elif isinstance(out, dict):
+            if self.path:
+                raise self.fail(
+                    f"{self.owner} returns a dict: a graph node returns one value or a tuple; a dict output is the "
+                    "model's, at its top level"
+                )
+            keys, items = [str(k) for k in out], list(out.values())
+            if len(set(keys)) != len(keys) or not all(isinstance(k, str) and k for k in out):
+                raise self.fail(f"{self.owner} returns a dict whose keys are not distinct text: {list(out)!r}")
+        elif isinstance(out, (tuple, list)) and out:
+            items = list(out)
+        else:
+            raise self.fail(f"{self.owner} returns {_show(out)}, not a tensor")
+        vids = []
+        for item in items:
+            if isinstance(item, tuple) and item and item[0] == "item":
+                value = self.tuple_item(None, item[1], item[2])
+            else:
+                value = (env.get(item) if item in env else self.env.get(item)) if isinstance(item, fx.Node) else None
+            if not isinstance(value, _Value) or not value.batch:
+                raise self.fail(
+                    f"{self.owner} returns {_show(item) if not isinstance(item, tuple) else 'a tuple'} among its "
+                    "outputs: each output is a tensor with a batch axis (no nested tuples)"
+                )
+            vids.append(value.vid)
+        return vids, keys, True
+
+    def eval_outputs(self) -> list[int] | None:
+        """The values eval mode returns where they are not training mode's (GoogLeNet: its logits without the
+        auxiliary heads' outputs), as the training graph's values; None where they are the same."""
+        if self.eval_graph is None:
+            return None
+        train = {}
+        for node in self.graph.nodes:
+            if node in self.env:
+                train.setdefault(_key(node), []).append(node)
+        mapped: dict[fx.Node, Any] = {}
+        for node in self.eval_graph.nodes:
+            found = train.get(_key(node), [])
+            if len(found) == 1:
+                mapped[node] = self.env[found[0]]
+        out = next(n for n in reversed(self.eval_graph.nodes) if n.op == "output").args[0]
+        try:
+            vids, keys, several = self.returned(out, mapped, self.eval_graph)
+        except DecompileError as err:
             raise self.fail(
-                f"{self.owner} returns {what} of {count} values (traced in training mode): a graph node returns one "
-                f"value; several outputs and training-only steps are not in this specc's language yet{hint}"
+                f"{self.owner} returns in eval mode what training mode does not make ({err.message}): a spec's eval "
+                "mode runs the training mode's steps less the training-only ones"
+            ) from None
+        if (vids, keys, several) == (self.outputs, self.output_keys, self.several):
+            return None
+        if keys is not None or self.output_keys is not None and keys is None and several:
+            raise self.fail(f"{self.owner} returns a dict in one mode only; a spec's eval_output is a value or a list")
+        if self.path:
+            raise self.fail(
+                f"{self.owner} returns other values in eval mode than in training mode: only the model's top level "
+                "says what eval mode returns (`eval_output:`)"
             )
-        raise self.fail(f"{self.owner} returns {_show(out)}, not a tensor")
+        self.eval_several = several
+        return vids
 
     # ----------------------------------------------------------------- functions and methods
 
@@ -658,16 +721,18 @@ class DataflowReader:
             return _Const(tuple(shape.value[index]))
         return _Derived(f"{_describe_node(node)} (sizes with the batch size)")
 
-    def tuple_item(self, node: fx.Node, items: _Items, index: Any) -> _Value:
+    def tuple_item(self, node: fx.Node | None, items: _Items, index: Any) -> _Value:
+        """Item ``index`` of a child's tuple (``node`` reads it; None: the forward returns the tuple whole)."""
+        where = self.where(node) if node is not None else f"{self.owner} returns what {items.step.name} returns"
         if not isinstance(index, int) or not -items.count <= index < items.count:
-            raise self.fail(f"{self.where(node)}: item {index!r} of a tuple of {items.count}; a step unpacks items")
+            raise self.fail(f"{where}: item {index!r} of a tuple of {items.count}; a step unpacks items")
         index %= items.count
         step = items.step
         if step.outs[index] is None:
-            concrete = self.values.get(node)
+            concrete = items.result[index]
             if not isinstance(concrete, torch.Tensor):
                 raise self.fail(
-                    f"{self.where(node)}: item {index} of what {step.name} returns is {type(concrete).__name__}, not "
+                    f"{where}: item {index} of what {step.name} returns is {type(concrete).__name__}, not "
                     "a tensor (a nested tuple, LSTM's (h, c), is read whole by no step)",
                     step.path,
                 )
@@ -877,8 +942,10 @@ class DataflowReader:
     # ----------------------------------------------------------------- the graph node
 
     def assemble(self) -> Dataflow:
-        if self.output is None:
+        if not self.outputs:
             raise self.fail(f"{self.owner} returns nothing a spec can read")
+        eval_ids = self.eval_outputs()
+        self.eval_ids = eval_ids or []
         self.check_children()
         self.prune()
         uses = self.uses()
@@ -892,6 +959,7 @@ class DataflowReader:
         for name, tensor in self.module.named_buffers(recurse=False):
             if name not in self.tensors and name not in getattr(self.module, "_non_persistent_buffers_set", ()):
                 self.declare(name, tensor, True)  # kept for itself (saved, never read)
+        training = self.training_only()
         names = self.name_values(uses)
         steps = []
         previous: int | None = 0
@@ -908,6 +976,7 @@ class DataflowReader:
                         outputs=outs if step.tuple_count else None,
                         unpack=bool(step.tuple_count),
                         keywords=tuple(step.keywords.items()),
+                        training=id(step) in training,
                     )
                 )
             else:
@@ -915,13 +984,45 @@ class DataflowReader:
                 steps.append(GraphStep(op=step.op, inputs=inputs, outputs=outs if named else None, dim=step.dim))
             previous = step.outs[0]
         if not steps:
-            raise self.fail(f"{self.owner} returns {names.get(self.output, 'its input')} as it is: no step to write")
-        last = self.steps[-1]
-        output = None if last.outs[0] == self.output else names[self.output]
+            raise self.fail(f"{self.owner} returns its input as it is: no step to write")
+        output: Any = None  # the last step's value
+        if self.several:
+            output = tuple(names[v] for v in self.outputs)
+        elif self.steps[-1].outs[0] != self.outputs[0] or eval_ids:
+            output = names[self.outputs[0]]
+        eval_output = None
+        if eval_ids:
+            eval_names = tuple(names[v] for v in eval_ids)
+            eval_output = eval_names if len(eval_ids) > 1 or self.eval_several else eval_names[0]
         tensors = tuple(self.tensors[name] for name in self._tensor_order())
-        return Dataflow(
-            tuple(steps), tensors, output, self.decompiler.class_name(self.module), type(self.module).__name__
-        )
+        keys = tuple(self.output_keys) if self.output_keys is not None else None
+        class_name = self.decompiler.class_name(self.module)
+        return Dataflow(tuple(steps), tensors, output, keys, eval_output, class_name, type(self.module).__name__)
+
+    def training_only(self) -> set[int]:
+        """The child steps (ids) that only what training mode alone returns needs: `when: training`. An operation
+        always runs, so one that reads such a value is refused."""
+        if not self.eval_ids:
+            return set()
+        needed, eval_steps = set(self.eval_ids), set()
+        for step in reversed(self.steps):
+            if any(v in needed for v in step.outs if v is not None):
+                eval_steps.add(id(step))
+                needed.update(step.inputs)
+        training: set[int] = set()
+        made_in_training: set[int] = set()
+        for step in self.steps:
+            if id(step) in eval_steps:
+                continue
+            if step.node is None and any(v in made_in_training for v in step.inputs):
+                raise self.fail(
+                    f"{self.owner} computes {step.op} of values only training mode makes: a graph node's operations "
+                    "run in both modes (`when: training` is for children)"
+                )
+            if step.node is not None:
+                training.add(id(step))
+                made_in_training.update(v for v in step.outs if v is not None)
+        return training
 
     def _tensor_order(self) -> list[str]:
         own = [n for n, _ in self.module.named_parameters(recurse=False)]
@@ -959,8 +1060,8 @@ class DataflowReader:
         for step in self.steps:
             for v in step.inputs:
                 count[v] = count.get(v, 0) + 1
-        if self.output is not None:
-            count[self.output] = count.get(self.output, 0) + 1
+        for vid in self.outputs + self.eval_ids:
+            count[vid] = count.get(vid, 0) + 1
         return count
 
     def name_values(self, uses: dict[int, int]) -> dict[int, str]:
@@ -979,7 +1080,7 @@ class DataflowReader:
             else:
                 vid = step.outs[0]
                 read_next = following is not None and following.node is not None and following.inputs == [vid]
-                returned = following is None and self.output == vid
+                returned = following is None and self.outputs == [vid] and not self.several and not self.eval_ids
                 if uses.get(vid) != 1 or not (read_next or returned):
                     names[vid] = self.names.fresh(step.hint or step.op, attribute=False)
         return names
@@ -1058,7 +1159,34 @@ def read_dataflow(decompiler: Any, module: nn.Module, path: str) -> Dataflow:
         raise DecompileError(
             path,
             f"{owner} takes more than one input ({', '.join(str(n.target) for n in inputs)}); a graph node takes one "
-            "value, x (several inputs, `inputs:`, are not in this specc's language yet)",
+            "value, x (specc import does not write several inputs, `input: {name: shape}` and `inputs:`, yet)",
         )
     values = decompiler.probe.values(path, graph, owner)
-    return DataflowReader(decompiler, module, path, graph, values).read()
+    reader = DataflowReader(decompiler, module, path, graph, values)
+    reader.eval_graph = _eval_trace(module)
+    return reader.read()
+
+
+def _eval_trace(module: nn.Module) -> fx.Graph | None:
+    """The forward traced in eval mode (what eval mode returns may differ: GoogLeNet's auxiliary outputs), or
+    None where it does not trace (then eval mode's outputs are checked by the verification alone)."""
+    was = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        return _Tracer(set()).trace(module)
+    except Exception:
+        return None
+    finally:
+        for m, mode in was.items():
+            m.training = mode
+
+
+def _key(node: fx.Node) -> Any:
+    """What a node is in both modes' traces: a child's call by its name, another node by fx's name for it."""
+    if node.op == "call_module":
+        return ("module", node.target)
+    if node.op in ("placeholder", "get_attr"):
+        return (node.op, node.target)
+    if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        return ("item", _key(node.args[0]), repr(node.args[1]))
+    return ("node", node.name)

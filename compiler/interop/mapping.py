@@ -96,7 +96,10 @@ class Decompiler:
         a graph node (§15); when neither reads it, the graph reader's refusal (it reads more)."""
         notes = len(self.notes)
         try:
-            return self.tree(module, path)
+            found = self.tree(module, path)
+            if not path and isinstance(found, Merge):  # the model's top level: a merge there would add a level
+                raise DecompileError(path, "a merge at the model's top level is one module inside it")
+            return found
         except DecompileError:
             if self.probe is None:
                 raise

@@ -73,6 +73,7 @@ class GraphStep:
     unpack: bool = False  # `as:` is a list: the child returns a tuple
     keywords: tuple[tuple[str, Any], ...] = ()  # `with:`
     dim: int | None = None  # cat and stack
+    training: bool = False  # `when: training`: the child runs only in training mode
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,9 @@ class Dataflow:
 
     steps: tuple[GraphStep, ...]
     tensors: tuple[TensorDecl, ...] = ()
-    output: str | None = None
+    output: str | tuple[str, ...] | None = None  # a value, several (a tuple), or None: the last step's
+    output_keys: tuple[str, ...] | None = None  # the model's top level: `output:` is a dict with these keys
+    eval_output: str | tuple[str, ...] | None = None  # what eval mode returns, where training mode's differs
     class_name: str | None = None
     origin: str = field(default="", compare=False)  # the module's class
 

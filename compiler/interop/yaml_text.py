@@ -179,8 +179,16 @@ class _Writer:
         self.lines.append(f"{pad}graph:")
         for step in node.steps:
             self.step(indent + 2, step)
-        if node.output is not None:
-            self.lines.append(f"{pad}output: {node.output}")
+        if node.output_keys is not None:
+            pairs = ", ".join(f"{json.dumps(k)}: {v}" for k, v in zip(node.output_keys, node.output))
+            self.lines.append(f"{pad}output: {{{pairs}}}")
+        elif node.output is not None:
+            self.lines.append(
+                f"{pad}output: {_scalar(list(node.output) if isinstance(node.output, tuple) else node.output)}"
+            )
+        if node.eval_output is not None:
+            value = list(node.eval_output) if isinstance(node.eval_output, tuple) else node.eval_output
+            self.lines.append(f"{pad}eval_output: {_scalar(value)}")
 
     def step(self, indent: int, step: GraphStep) -> None:
         """``- name: node`` with ``from:``, ``with:``, ``as:`` beside it, or ``- {op: [a, b], dim: D, as: v}``."""
@@ -204,6 +212,8 @@ class _Writer:
             extra.append(("with", _mapping(step.keywords)))
         if step.outputs is not None:
             extra.append(("as", _scalar(list(step.outputs) if step.unpack else step.outputs[0])))
+        if step.training:
+            extra.append(("when", "training"))
         self.lines += [f"{pad}  {k}: {v}" for k, v in extra]
 
     def control(self, indent: int, node: Loop | Cond) -> None:
