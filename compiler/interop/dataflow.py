@@ -37,10 +37,10 @@ from compiler.interop.graph import (
     _Tracer,
     join_path,
 )
-from compiler.interop.nodes import Dataflow, DecompileError, GraphStep, Layer, TensorDecl
+from compiler.interop.nodes import Block, Dataflow, DecompileError, GraphStep, Layer, TensorDecl
 
 PROBE_BATCH = 2  # the probe's batch size (symbolic in the spec: never written)
-_OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch")
+_OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch", "interpolate")
 _RESERVED = {"x", "graph", "from", "as", "with", "dim", "_", *_OPS}
 _DTYPES = {
     torch.float32: "float32",
@@ -84,7 +84,8 @@ _SIZE_OPS = {
     float,
 }
 _VALUE_NAMES = {"add": "summed", "sub": "difference", "mul": "product", "div": "quotient", "matmul": "matmul_out"}
-_VALUE_NAMES |= {"cat": "joined", "stack": "stacked"}
+_VALUE_NAMES |= {"cat": "joined", "stack": "stacked", "interpolate": "resized"}
+_INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "linear", "trilinear", "area")
 
 
 # --------------------------------------------------------------------------- the probe: concrete sizes
@@ -218,6 +219,15 @@ class _Shape:
     """``x.shape`` or ``x.size()`` of a batch value: item 0 is the batch, the others constants."""
 
     value: Any  # the concrete torch.Size
+    of: Any = None  # the _Value it is the shape of
+
+
+@dataclass(eq=False)
+class _Spatial:
+    """``x.shape[2:]``: a map's spatial size (``interpolate``'s ``size=``), and its numbers."""
+
+    of: Any
+    value: tuple
 
 
 @dataclass(eq=False)
@@ -265,9 +275,13 @@ class _Step:
     tuple_count: int = 0  # a child that returns a tuple of this many items
     keywords: dict[str, Any] = field(default_factory=dict)
     dim: int | None = None
+    mode: str | None = None  # interpolate
     module: nn.Module | None = None  # the child (for "weights" checks)
     path: str = ""
-    hint: str = ""  # an operation's value: the base of its name
+    hint: str = ""  # an operation's or a call's value: the base of its name
+    target: str = ""  # the module called, below the graph node's (``layers.3`` for a member of a ModuleList)
+    call: str = ""  # a `call:` step: a module of `modules:`, or ``list.K``
+    member: tuple[str, int] | None = None  # (list, K): a member of a ModuleList child
 
 
 class _Namer:
@@ -323,6 +337,10 @@ class DataflowReader:
         self.tensors: dict[str, TensorDecl] = {}
         self.tensor_ids: dict[str, int] = {}
         self.called: dict[str, int] = {}
+        self.children_used: set[str] = set()  # the direct children some step calls (or calls a member of)
+        self.declared: dict[str, Any] = {}  # `modules:`
+        self.input_ids: list[int] = [0]  # the forward's arguments as values (one: x)
+        self.several_inputs = False
         self.unused_calls: set[str] = set()  # children called only for what nothing reads
         self.outputs: list[int] = []  # the values training mode returns (one: a tensor; else a tuple or a dict)
         self.output_keys: list[str] | None = None  # a dict's keys
@@ -385,7 +403,7 @@ class DataflowReader:
         """A non-tensor argument with every size node replaced by its number (refused if it holds a tensor)."""
         if isinstance(arg, fx.Node):
             got = self.env.get(arg)
-            if isinstance(got, _Const):
+            if isinstance(got, (_Const, _Spatial)):
                 return got.value
             if got is BATCH or isinstance(got, _Derived):
                 raise self.fail(f"{self.where(node)} takes the batch size as an argument, which a spec's layers cannot")
@@ -426,8 +444,14 @@ class DataflowReader:
 
     def node(self, node: fx.Node) -> None:
         if node.op == "placeholder":
-            if not self.env:  # the first: x (read_dataflow refused others that are read)
+            if not self.several_inputs and not self.env:  # the first: x (others are unused defaults)
                 self.env[node] = _Value(0, True)
+            elif self.several_inputs and node.users:  # several inputs: `inputs: [a, b]`, named as forward's
+                vid = self.next_id
+                self.next_id += 1
+                self.fixed[vid] = self.names.fresh(str(node.target), attribute=False)
+                self.input_ids.append(vid)
+                self.env[node] = _Value(vid, True)
         elif node.op == "get_attr":
             self.get_attr(node)
         elif node.op == "call_module":
@@ -475,37 +499,50 @@ class DataflowReader:
         self.tensor_ids[name], self.fixed[vid] = vid, name
 
     def call_module(self, node: fx.Node) -> None:
+        """A child's call: a step named by the child; a member of a ModuleList child (``layers.3``), a child with
+        weights called again (shared: `modules:`, `call:`) are sorted out once every call is read (``calls``)."""
         target = str(node.target)
         child = self.module.get_submodule(target)
         child_path = join_path(self.path, target)
-        if "." in target:
-            raise self.fail(f"{self.owner} calls its grandchild {target} directly", child_path)
+        head, _, tail = target.partition(".")
+        member = None
+        if tail:
+            if not (isinstance(self.module.get_submodule(head), nn.ModuleList) and tail.isdigit()):
+                raise self.fail(f"{self.owner} calls its grandchild {target} directly", child_path)
+            member = (head, int(tail))
+        if head in _RESERVED or not _legal(head, attribute=True):
+            raise self.fail(
+                f"{self.owner} calls it, but a graph node's child is an attribute (self.{head}) and {head!r} cannot "
+                "name one",
+                join_path(self.path, head),
+            )
         entry = self.decompiler.layer_classes.get(type(child))
-        arity = entry.arity if entry is not None else 1
-        tensors, keywords = self.call_arguments(node, child, entry, arity, child_path)
-        if target in self.called:
-            if _has_weights(child):
-                raise self.fail(
-                    "called twice by the forward: specc import does not write modules that share weights between two "
-                    "places (`modules:` and `call:` steps) yet",
-                    child_path,
-                )
-            name = self.names.fresh(target, attribute=True)
-        else:
-            if target in _RESERVED or not _legal(target, attribute=True):
-                raise self.fail(
-                    f"{self.owner} calls it, but a graph node's child is an attribute (self.{target}) and "
-                    f"{target!r} cannot name one",
-                    child_path,
-                )
-            name = target
+        tensors, keywords = self.call_arguments(node, child, entry, child_path)
+        shared = target in self.called and _has_weights(child)
+        name = "" if member else target if target not in self.called else self.names.fresh(target, attribute=True)
         self.called[target] = self.called.get(target, 0) + 1
+        self.children_used.add(head)
         if entry is not None and entry.name == "MultiheadAttention" and not child.batch_first:
             raise self.fail(
                 "MultiheadAttention with batch_first=False: a graph node's values are batch-first (§15)", child_path
             )
-        spec = self.decompiler.convert(child, join_path(self.path, name))
-        step = _Step(name, spec, inputs=[t.vid for t in tensors], keywords=keywords, module=child, path=child_path)
+        spec = self.decompiler.convert(
+            child, child_path if member or shared or name == target else join_path(self.path, name)
+        )
+        takes = len(spec.inputs) if isinstance(spec, Dataflow) else entry.arity if entry is not None else 1
+        if len(tensors) != takes:
+            raise self.fail(f"{self.owner} calls it with {len(tensors)} tensors; it takes {takes}", child_path)
+        step = _Step(
+            name,
+            spec,
+            inputs=[t.vid for t in tensors],
+            keywords=keywords,
+            module=child,
+            path=child_path,
+            target=target,
+            member=member,
+            hint=f"{head}_{tail}" if member else f"{target}_out",
+        )
         result = self.values.get(node)
         if isinstance(result, torch.Tensor):
             self.env[node] = self.add_step(step, True)
@@ -521,31 +558,32 @@ class DataflowReader:
             )
 
     def call_arguments(
-        self, node: fx.Node, child: nn.Module, entry: Any, arity: int, child_path: str
+        self, node: fx.Node, child: nn.Module, entry: Any, child_path: str
     ) -> tuple[list[_Value], dict[str, Any]]:
-        """The tensors a child is called with (``from:``) and its literal keyword arguments (``with:``)."""
+        """The tensors a child is called with (``from:``: a layer's ``arity``, else its leading tensor arguments,
+        the child's ``inputs:``) and its literal keyword arguments (``with:``)."""
         try:
-            bound = inspect.signature(child.forward).bind(*node.args, **node.kwargs)
-        except TypeError as err:
+            signature = inspect.signature(child.forward)
+            bound = signature.bind(*node.args, **node.kwargs)
+        except (TypeError, ValueError) as err:
             raise self.fail(f"{self.owner} calls it with arguments its forward does not take ({err})", child_path)
-        parameters = inspect.signature(child.forward).parameters
-        names = list(bound.arguments)
+        parameters = signature.parameters
         options = entry.forward_options if entry is not None else ()
         tensors, keywords = [], {}
-        for i, name in enumerate(names):
-            value = bound.arguments[name]
+        leading = True
+        for i, (name, value) in enumerate(bound.arguments.items()):
             if parameters[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
                 raise self.fail(f"{self.owner} calls it with *args or **kwargs, which a step cannot give", child_path)
-            if i < arity:
-                if not isinstance(value, fx.Node) or not isinstance(self.env.get(value), _Value):
+            is_tensor = isinstance(value, fx.Node) and isinstance(self.env.get(value), _Value)
+            takes_tensor = i < entry.arity if entry is not None else leading and is_tensor
+            if takes_tensor:
+                if not is_tensor:
                     raise self.fail(f"{self.owner} calls it with {_show(value)} as {name!r}: a step gives tensors")
                 tensors.append(self.tensor(value, node))
                 continue
-            if isinstance(value, fx.Node) and isinstance(self.env.get(value), _Value):
-                several = "specc import does not write a child's several inputs (`inputs:`) yet"
-                what = (
-                    f"{entry.name} takes {arity}" if entry is not None else f"a graph node's child takes one; {several}"
-                )
+            leading = False
+            if is_tensor:
+                what = f"{entry.name} takes {entry.arity}" if entry is not None else "after other arguments"
                 raise self.fail(f"{self.owner} calls it with a tensor as {name!r} too ({what})", child_path)
             value = self.literal(value, node)
             if value == parameters[name].default and type(value) is type(parameters[name].default):
@@ -554,8 +592,6 @@ class DataflowReader:
                 takes = f"its step's `with:` takes {', '.join(options)}" if options else "a step passes no arguments"
                 raise self.fail(f"{self.owner} calls it with {name}={value!r}; {takes}", child_path)
             keywords[name] = value
-        if len(tensors) < arity:
-            raise self.fail(f"{self.owner} calls it with {len(tensors)} tensors; it takes {arity}", child_path)
         return tensors, keywords
 
     def read_output(self, node: fx.Node) -> None:
@@ -656,6 +692,8 @@ class DataflowReader:
             self.concatenate(node, "cat" if target in _CAT else "stack")
         elif method and name == "expand":
             self.expand(node)
+        elif name == "interpolate" and not method and self.interpolate(node):
+            return
         elif name in ("view", "reshape") and (method or target is torch.reshape):
             self.reshape(node)
         elif name in ("unsqueeze", "squeeze") and (method or getattr(torch, name) is target):
@@ -677,7 +715,7 @@ class DataflowReader:
         if attribute == "numel":
             return _Derived(_describe_node(node)) if got.batch else _Const(concrete)
         if attribute == "shape" or attribute == "size" and _arg(node, 1, "dim") is None:
-            return _Shape(tuple(concrete)) if got.batch else _Const(tuple(concrete))
+            return _Shape(tuple(concrete), got) if got.batch else _Const(tuple(concrete))
         if attribute == "size":
             dim = self.size(_arg(node, 1, "dim"), node)
             rank = self.values[node.args[0]].dim()
@@ -717,6 +755,8 @@ class DataflowReader:
         rank = len(shape.value)
         if isinstance(index, int):
             return BATCH if index in (0, -rank) else _Const(int(shape.value[index]))
+        if isinstance(index, slice) and rank >= 3 and range(rank)[index] == range(2, rank) and shape.of is not None:
+            return _Spatial(shape.of, tuple(shape.value[2:]))
         if isinstance(index, slice) and 0 not in range(rank)[index]:
             return _Const(tuple(shape.value[index]))
         return _Derived(f"{_describe_node(node)} (sizes with the batch size)")
@@ -851,6 +891,28 @@ class DataflowReader:
         step = _Step("", op="expand_batch", inputs=[source.vid], hint=f"batch_{base}")
         self.env[node] = self.add_step(step, True)
 
+    def interpolate(self, node: fx.Node) -> bool:
+        """``F.interpolate(a, size=b.shape[2:], mode=m)``: the `interpolate` operation (False: another call of it,
+        read as a layer or refused)."""
+        size = _arg(node, 1, "size")
+        spatial = self.env.get(size) if isinstance(size, fx.Node) else None
+        if not isinstance(spatial, _Spatial):
+            return False
+        options = {k: self.literal(v, node) for k, v in node.kwargs.items() if k not in ("input", "size")}
+        options.update({k: self.literal(v, node) for k, v in zip(("scale_factor", "mode"), node.args[2:4])})
+        mode = options.pop("mode", "nearest")
+        extra = {k: v for k, v in options.items() if v not in (None, False)}
+        if len(node.args) > 4 or extra or mode not in _INTERPOLATE_MODES:
+            raise self.fail(
+                f"{self.where(node)} with {extra or mode!r}: the interpolate operation takes a value, the one whose "
+                f"size it takes and a mode ({', '.join(_INTERPOLATE_MODES)})"
+            )
+        source = self.tensor(node.args[0] if node.args else node.kwargs.get("input"), node)
+        step = _Step("", op="interpolate", inputs=[source.vid, spatial.of.vid], hint=_VALUE_NAMES["interpolate"])
+        step.mode = mode
+        self.env[node] = self.add_step(step, True)
+        return True
+
     def reshape(self, node: fx.Node) -> None:
         """``x.view(n, ...)``, ``x.reshape(x.size(0), ...)``: the batch kept first, the rest ``regroup``'s."""
         what = self.where(node)
@@ -948,9 +1010,11 @@ class DataflowReader:
         self.eval_ids = eval_ids or []
         self.check_children()
         self.prune()
+        self.calls()
         uses = self.uses()
-        if 0 not in uses:
-            raise self.fail(f"{self.owner} never reads its input; a graph node's input x must be read")
+        for vid in self.input_ids:
+            if vid not in uses:
+                raise self.fail(f"{self.owner} never reads its input {self.fixed[vid]}: a graph node reads each input")
         for name, tensor in self.module.named_parameters(recurse=False):
             if name not in self.tensors:
                 raise self.fail(
@@ -962,11 +1026,24 @@ class DataflowReader:
         training = self.training_only()
         names = self.name_values(uses)
         steps = []
-        previous: int | None = 0
+        previous: int | None = self.input_ids[0] if len(self.input_ids) == 1 else None
         for step in self.steps:
             inputs = tuple(names.get(v, "") for v in step.inputs)
             outs = tuple(names.get(v, "_") if v is not None else "_" for v in step.outs)
-            if step.node is not None:
+            if step.call:
+                implicit = step.inputs == [previous]
+                outputs = outs if step.tuple_count else (outs[:1] if step.outs[0] in names else None)
+                steps.append(
+                    GraphStep(
+                        call=step.call,
+                        inputs=None if implicit else inputs,
+                        outputs=outputs,
+                        unpack=bool(step.tuple_count),
+                        keywords=tuple(step.keywords.items()),
+                        training=id(step) in training,
+                    )
+                )
+            elif step.node is not None:
                 implicit = step.inputs == [previous]
                 steps.append(
                     GraphStep(
@@ -981,7 +1058,9 @@ class DataflowReader:
                 )
             else:
                 named = step.outs[0] in names
-                steps.append(GraphStep(op=step.op, inputs=inputs, outputs=outs if named else None, dim=step.dim))
+                steps.append(
+                    GraphStep(op=step.op, inputs=inputs, outputs=outs if named else None, dim=step.dim, mode=step.mode)
+                )
             previous = step.outs[0]
         if not steps:
             raise self.fail(f"{self.owner} returns its input as it is: no step to write")
@@ -997,7 +1076,73 @@ class DataflowReader:
         tensors = tuple(self.tensors[name] for name in self._tensor_order())
         keys = tuple(self.output_keys) if self.output_keys is not None else None
         class_name = self.decompiler.class_name(self.module)
-        return Dataflow(tuple(steps), tensors, output, keys, eval_output, class_name, type(self.module).__name__)
+        return Dataflow(
+            tuple(steps),
+            tensors,
+            tuple(self.declared.items()),
+            tuple(self.fixed[v] for v in self.input_ids),
+            output,
+            keys,
+            eval_output,
+            class_name,
+            type(self.module).__name__,
+        )
+
+    def calls(self) -> None:
+        """Members of a ModuleList child run once each, in order, each on the one before's value: one step of the
+        list (an nn.Sequential: the same keys). Members run otherwise: the list in `modules:`, each call a
+        `call: list.K` step. A child with weights called more than once: in `modules:`, each call a `call:` step."""
+        uses = self.uses()
+        for head in dict.fromkeys(s.member[0] for s in self.steps if s.member):
+            run = [s for s in self.steps if s.member and s.member[0] == head]
+            holder = self.module.get_submodule(head)
+            at = self.steps.index(run[0])
+            chained = all(
+                not a.tuple_count and b.inputs == [a.outs[0]] and uses.get(a.outs[0]) == 1 and not b.keywords
+                for a, b in itertools.pairwise(run)
+            )
+            if (
+                [s.member[1] for s in run] == list(range(len(holder)))
+                and self.steps[at : at + len(run)] == run
+                and chained
+                and not run[0].keywords
+            ):
+                items = tuple((str(k), s.node) for k, s in enumerate(run))
+                last = run[-1]
+                merged = _Step(
+                    head,
+                    Block(items, named=False, origin="Sequential"),
+                    inputs=run[0].inputs,
+                    outs=last.outs,
+                    tuple_count=last.tuple_count,
+                    module=holder,
+                    path=join_path(self.path, head),
+                    target=head,
+                )
+                self.steps[at : at + len(run)] = [merged]
+                for other in self.env.values():  # a tuple returned by the last member: read from the merged step
+                    if isinstance(other, _Items) and other.step is last:
+                        other.step = merged
+                continue
+            missing = sorted(set(range(len(holder))) - {s.member[1] for s in run})
+            if missing:
+                raise self.fail(
+                    f"{self.owner} runs members of {head} one by one but never member {missing[0]}: a spec runs every "
+                    "member of a list it declares",
+                    join_path(self.path, head),
+                )
+            members = tuple(
+                (str(k), self.decompiler.convert(m, join_path(self.path, f"{head}.{k}"))) for k, m in enumerate(holder)
+            )
+            self.declared[head] = Block(members, named=False, origin="ModuleList")  # written member by member
+            for step in run:
+                step.call, step.name, step.node = step.target, "", None
+        for target, count in self.called.items():
+            if count > 1 and "." not in target and _has_weights(self.module.get_submodule(target)):
+                calls = [s for s in self.steps if s.target == target]
+                self.declared[target] = calls[0].node
+                for step in calls:
+                    step.call, step.name, step.node = target, "", None
 
     def training_only(self) -> set[int]:
         """The child steps (ids) that only what training mode alone returns needs: `when: training`. An operation
@@ -1014,12 +1159,12 @@ class DataflowReader:
         for step in self.steps:
             if id(step) in eval_steps:
                 continue
-            if step.node is None and any(v in made_in_training for v in step.inputs):
+            if step.op and any(v in made_in_training for v in step.inputs):
                 raise self.fail(
                     f"{self.owner} computes {step.op} of values only training mode makes: a graph node's operations "
                     "run in both modes (`when: training` is for children)"
                 )
-            if step.node is not None:
+            if step.node is not None or step.call:
                 training.add(id(step))
                 made_in_training.update(v for v in step.outs if v is not None)
         return training
@@ -1032,7 +1177,7 @@ class DataflowReader:
     def check_children(self) -> None:
         """A child the forward never calls: left out with a note, or refused if it has weights."""
         for name, child in self.module.named_children():
-            if name in self.called:
+            if name in self.children_used:
                 continue
             if _has_weights(child):
                 what = "calls it only for a result it never reads" if name in self.unused_calls else "never calls it"
@@ -1073,13 +1218,21 @@ class DataflowReader:
             following = self.steps[i + 1] if i + 1 < len(self.steps) else None
             if step.node is not None and not step.tuple_count:
                 names[step.outs[0]] = step.name
+            elif step.call and step.tuple_count:
+                for k, vid in enumerate(step.outs):
+                    if vid is not None and vid in uses:
+                        names[vid] = self.names.fresh(f"{step.hint}_{k}" if k else step.hint, attribute=False)
             elif step.node is not None:
                 for k, vid in enumerate(step.outs):
                     if vid is not None and vid in uses:
                         names[vid] = step.name if k == 0 else self.names.fresh(f"{step.name}_{k}", attribute=False)
             else:
                 vid = step.outs[0]
-                read_next = following is not None and following.node is not None and following.inputs == [vid]
+                read_next = (
+                    following is not None
+                    and (following.node is not None or following.call)
+                    and following.inputs == [vid]
+                )
                 returned = following is None and self.outputs == [vid] and not self.several and not self.eval_ids
                 if uses.get(vid) != 1 or not (read_next or returned):
                     names[vid] = self.names.fresh(step.hint or step.op, attribute=False)
@@ -1155,14 +1308,20 @@ def read_dataflow(decompiler: Any, module: nn.Module, path: str) -> Dataflow:
         for m, mode in was.items():
             m.training = mode
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
-    if any(n.users for n in inputs[1:]):
+    used = [n for n in inputs if n.users]
+    if len(used) > 1 and not path:
         raise DecompileError(
             path,
-            f"{owner} takes more than one input ({', '.join(str(n.target) for n in inputs)}); a graph node takes one "
-            "value, x (specc import does not write several inputs, `input: {name: shape}` and `inputs:`, yet)",
+            f"{owner} takes more than one input ({', '.join(str(n.target) for n in inputs)}): specc import reads a "
+            "model of one input (a spec says several with `input: {name: shape}`)",
         )
+    if len(used) > 1 and used != inputs[: len(used)]:
+        raise DecompileError(path, f"{owner} reads its inputs {[str(n.target) for n in used]} but not the ones before")
     values = decompiler.probe.values(path, graph, owner)
     reader = DataflowReader(decompiler, module, path, graph, values)
+    if len(used) > 1:
+        reader.several_inputs, reader.input_ids = True, []  # filled as the placeholders are read: `inputs: [...]`
+        del reader.fixed[0]
     reader.eval_graph = _eval_trace(module)
     return reader.read()
 

@@ -122,6 +122,7 @@ def _child_names(root: Any) -> set[str]:
         for field in ("items", "before", "branches", "then"):
             names.update(name for name, _ in getattr(node, field, ()))
         names.update(step.name for step in getattr(node, "steps", ()) if step.name)
+        names.update(name for name, _ in getattr(node, "modules", ()))
     return names
 
 

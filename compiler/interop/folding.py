@@ -45,7 +45,7 @@ def with_children(node: Any, change: Any) -> Any:
         return dataclasses.replace(node, body=tuple(change(c) for c in node.body))
     if isinstance(node, Dataflow):
         steps = tuple(s if s.node is None else dataclasses.replace(s, node=change(s.node)) for s in node.steps)
-        return dataclasses.replace(node, steps=steps)
+        return dataclasses.replace(node, steps=steps, modules=tuple((n, change(c)) for n, c in node.modules))
     return node
 
 
@@ -79,7 +79,9 @@ def shape(node: Any) -> Any:
     if isinstance(node, Dataflow):  # the same steps on the same names; tensor sizes may differ
         tensors = tuple((t.name, t.buffer, t.dtype, len(t.shape)) for t in node.tensors)
         steps = tuple(dataclasses.replace(s, node=None if s.node is None else shape(s.node)) for s in node.steps)
-        return ("G", node.class_name, tensors, steps, node.output)
+        modules = tuple((n, shape(c)) for n, c in node.modules)
+        outputs = (node.output, node.output_keys, node.eval_output)
+        return ("G", node.class_name, node.inputs, tensors, modules, steps, outputs)
     return ("?", repr(node))
 
 
@@ -209,6 +211,10 @@ class Template:
     def dataflow(self, nodes: list[Any], first: Dataflow) -> Dataflow:
         """A graph node's template: each child built from the instances' children, then each tensor size a slot
         (after the layers, so that a size equal to a layer's argument shares its parameter and name)."""
+        modules = tuple(
+            (name, self.build([n.modules[i][1] if n else None for n in nodes], name))
+            for i, (name, _) in enumerate(first.modules)
+        )
         steps = []
         for i, step in enumerate(first.steps):
             if step.node is not None:
@@ -222,7 +228,7 @@ class Template:
                 for k in range(len(tensor.shape))
             )
             tensors.append(dataclasses.replace(tensor, shape=sizes))
-        return dataclasses.replace(first, steps=tuple(steps), tensors=tuple(tensors))
+        return dataclasses.replace(first, steps=tuple(steps), tensors=tuple(tensors), modules=modules)
 
     def layer(self, nodes: list[Any], first: Layer, where: str) -> Layer:
         signature = self.signature_of(first.type)

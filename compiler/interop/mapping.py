@@ -178,7 +178,12 @@ class Decompiler:
                 while j < len(steps) and self.key(steps[j], depth, reader) == key:
                     j += 1
                 child = owner.get_submodule(key)
-                out.append((key, self.level(steps[i:j], depth + 1, child, join_path(path, key), reader), False))
+                level = self.level(steps[i:j], depth + 1, child, join_path(path, key), reader)
+                if isinstance(child, nn.ModuleList) and not (isinstance(level, Block) and not level.named):
+                    raise DecompileError(
+                        path, f"{type(owner).__name__}.forward runs {key}'s members other than in a chain"
+                    )
+                out.append((key, level, False))
                 i = j
                 continue
             i += 1

@@ -65,14 +65,16 @@ class TensorDecl:
 class GraphStep:
     """One step of a graph node: a named child (``name``, ``node``) or an operation (``op``) on named values."""
 
-    name: str = ""  # the child's name, "" for an operation
+    name: str = ""  # the child's name, "" for an operation or a call
     node: Any = None
-    op: str = ""  # add | sub | mul | div | matmul | cat | stack | expand_batch
+    call: str = ""  # `call: name` (a module of `modules:`) or `call: name.K` (a member of a declared list)
+    op: str = ""  # add | sub | mul | div | matmul | cat | stack | expand_batch | interpolate
     inputs: tuple[str, ...] | None = None  # `from:` / the operands; None: the previous step's value
     outputs: tuple[str, ...] | None = None  # `as:` (``_`` drops a tuple's item)
     unpack: bool = False  # `as:` is a list: the child returns a tuple
     keywords: tuple[tuple[str, Any], ...] = ()  # `with:`
     dim: int | None = None  # cat and stack
+    mode: str | None = None  # interpolate
     training: bool = False  # `when: training`: the child runs only in training mode
 
 
@@ -82,6 +84,8 @@ class Dataflow:
 
     steps: tuple[GraphStep, ...]
     tensors: tuple[TensorDecl, ...] = ()
+    modules: tuple[tuple[str, Any], ...] = ()  # `modules:`: declared first, run by `call:` steps (shared weights)
+    inputs: tuple[str, ...] = ("x",)  # the forward's arguments (`inputs:` where not just x)
     output: str | tuple[str, ...] | None = None  # a value, several (a tuple), or None: the last step's
     output_keys: tuple[str, ...] | None = None  # the model's top level: `output:` is a dict with these keys
     eval_output: str | tuple[str, ...] | None = None  # what eval mode returns, where training mode's differs

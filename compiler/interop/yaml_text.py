@@ -143,7 +143,8 @@ class _Writer:
             for name, child in node.items:
                 self.entry(indent, name, child)
         elif isinstance(node, Block):
-            for child in _compress([child for _, child in node.items]):
+            items = [child for _, child in node.items]
+            for child in items if node.origin == "ModuleList" else _compress(items):  # a list called by member
                 self.item(indent, child)
         elif isinstance(node, Repeat):
             self.lines.append(f"{pad}repeat: {node.times}")
@@ -176,6 +177,12 @@ class _Writer:
             if tensors:
                 self.lines.append(f"{pad}{key}:")
                 self.lines += [f"{pad}  {_key(t.name)}: {_tensor(t)}" for t in tensors]
+        if node.inputs != ("x",):
+            self.lines.append(f"{pad}inputs: {_scalar(list(node.inputs))}")
+        if node.modules:
+            self.lines.append(f"{pad}modules:")
+            for name, module in node.modules:
+                self.entry(indent + 2, name, module)
         self.lines.append(f"{pad}graph:")
         for step in node.steps:
             self.step(indent + 2, step)
@@ -193,11 +200,25 @@ class _Writer:
     def step(self, indent: int, step: GraphStep) -> None:
         """``- name: node`` with ``from:``, ``with:``, ``as:`` beside it, or ``- {op: [a, b], dim: D, as: v}``."""
         pad = " " * indent
+        if step.call:
+            parts = [f"call: {step.call}"]
+            if step.inputs is not None:
+                parts.append(f"from: {_scalar(step.inputs[0] if len(step.inputs) == 1 else list(step.inputs))}")
+            if step.keywords:
+                parts.append(f"with: {_mapping(step.keywords)}")
+            if step.outputs is not None:
+                parts.append(f"as: {_scalar(list(step.outputs) if step.unpack else step.outputs[0])}")
+            if step.training:
+                parts.append("when: training")
+            self.lines.append(f"{pad}- {{{', '.join(parts)}}}")
+            return
         if step.op:
             operands = step.inputs[0] if step.op == "expand_batch" else list(step.inputs)
             parts = [f"{step.op}: {_scalar(operands)}"]
             if step.op in ("cat", "stack"):
                 parts.append(f"dim: {step.dim}")
+            if step.op == "interpolate":
+                parts.append(f"mode: {_scalar(step.mode)}")
             if step.outputs:
                 parts.append(f"as: {step.outputs[0]}")
             self.lines.append(f"{pad}- {{{', '.join(parts)}}}")
