@@ -58,13 +58,13 @@ def to_spec(
     if not name.isidentifier():
         name = "model_" + name
     expressible(module)  # tied, frozen or float64 weights: refused before the tree is read
-    decompiler = Decompiler()
+    decompiler = Decompiler(module, shape)
     root = decompiler.convert(module, "")
     header = [
         f"Decompiled by specc from {source or type(module).__name__} (compiler.to_spec): its state dict loads",
         "with strict=True and the eval-mode outputs are equal (checked on one sample input).",
     ]
-    header += [f"note: {note}" for note in decompiler.notes]
+    header += [f"note: {note}" for note in decompiler.note_lines()]
     if not flat:
         text, why = _block_form(module, shape, name, root, header)
         if text:
@@ -121,6 +121,8 @@ def _child_names(root: Any) -> set[str]:
     for node in walk(root):
         for field in ("items", "before", "branches", "then"):
             names.update(name for name, _ in getattr(node, field, ()))
+        names.update(step.name for step in getattr(node, "steps", ()) if step.name)
+        names.update(name for name, _ in getattr(node, "modules", ()))
     return names
 
 

@@ -166,13 +166,17 @@ def _keys(n: int, what: str, keys: list[str]) -> str:
 def _finite(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return _finite(list(value.values()))
     return isinstance(value, (tuple, list)) and all(_finite(v) for v in value)
 
 
 def _equal(a: Any, b: Any) -> bool:
-    """Equal tensors (shape, dtype, values; NaN never equals), or equal sequences of them."""
+    """Equal tensors (shape, dtype, values; NaN never equals), or equal sequences or mappings of them."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):  # a model's several outputs by name, in order
+        return list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
     return False
