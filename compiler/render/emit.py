@@ -761,9 +761,14 @@ def _rule_lines(model: ModelIR) -> list[str]:
     for i, rule in enumerate(model.init):
         lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
         nullable = {p for layer in model.layers() if rule.matches(layer) for p in layer.none_params}
+        # a path glob may match a container (a Sequential has no weight): compiler.build_model skips it too
+        nodes = [model.root, *model.root.walk()] if rule.paths else []
+        containers = any(not isinstance(n, LayerIR) and rule.path_matches(n.path) for n in nodes)
         for pname, call in rule.calls.items():
             line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
-            if pname in nullable:
+            if containers:
+                lines += [INDENT * 3 + f"if getattr(module, {literal(pname)}, None) is not None:", INDENT * 4 + line]
+            elif pname in nullable:
                 lines += [INDENT * 3 + f"if module.{pname} is not None:", INDENT * 4 + line]
             else:
                 lines.append(INDENT * 3 + line)
