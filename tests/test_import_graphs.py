@@ -481,3 +481,99 @@ def test_a_model_of_several_inputs_is_refused():
 def test_an_input_that_does_not_fit_a_graph_model_is_refused():
     with pytest.raises(DecompileError, match=r"input shape \[3, 64, 64\] does not fit"):
         compiler.to_spec(_small_vit(), (3, 64, 64))  # ViT asserts its image size
+
+
+# --------------------------------------------------------------------------- several inputs at the top level
+
+
+class _ImageAndFeatures(nn.Module):
+    """A forward of two tensors: an image's features joined to a vector's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.fc = nn.Linear(8, 6)
+        self.head = nn.Linear(22, 3)
+
+    def forward(self, image, features):
+        return self.head(torch.cat([self.conv(image), torch.relu(self.fc(features))], dim=1))
+
+
+class _ReadsOne(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        return self.fc(x)
+
+
+def _reproduces_inputs(model: nn.Module, text: str, shapes: dict[str, tuple[int, ...]]) -> nn.Module:
+    """As ``_reproduces``, for a model of several inputs: one tensor each, in order."""
+    rebuilt = compiler.build_model(_quiet_spec(text))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    generator = torch.Generator().manual_seed(2)
+    xs = [torch.randn(3, *shape, generator=generator) for shape in shapes.values()]
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(*xs), model.eval()(*xs))
+    return rebuilt
+
+
+def test_a_siamese_model_of_two_inputs_decompiles_to_input_names_and_a_shared_encoder():
+    spec = compiler.load_spec(ROOT / "specs" / "siamese_digits.yaml")
+    torch.manual_seed(0)
+    model = _randomised(compiler.build_model(spec))
+    text = compiler.to_spec(model, spec.input, name=spec.name)
+    assert "\ninput: {left: [1, 28, 28], right: [1, 28, 28]}\n" in text
+    assert "{call: encoder, from: left," in text and "{call: encoder, from: right," in text
+    assert "inputs:" not in text  # `input:` names the top-level graph's values
+    rebuilt = _reproduces_inputs(model, text, spec.input)
+    assert list(rebuilt.state_dict()) == list(model.state_dict())
+
+
+def test_a_hand_written_model_of_two_inputs_decompiles_and_verifies():
+    torch.manual_seed(0)
+    model = _randomised(_ImageAndFeatures())
+    shapes = {"image": (3, 16, 16), "features": (8,)}
+    text = compiler.to_spec(model, shapes, name="two_inputs")
+    assert "\ninput: {image: [3, 16, 16], features: [8]}\n" in text
+    assert "from: image" in text and "from: features" in text
+    _reproduces_inputs(model, text, shapes)
+    assert compiler.to_spec(model, {"a": (3, 16, 16), "b": (8,)}).count("from: a") == 1  # names are input's
+
+
+def test_specc_import_takes_one_named_input_each(tmp_path, capsys):
+    out = tmp_path / "two.yaml"
+    argv = ["import", f"{__name__}:_ImageAndFeatures", "--input", "image=3,16,16", "--input", "features=8"]
+    assert main([*argv, "-o", str(out)]) == 0, capsys.readouterr().err
+    assert "input: {image: [3, 16, 16], features: [8]}" in out.read_text()
+    capsys.readouterr()
+    for extra, words in (
+        (["--input", "3,16,16", "--input", "features=8"], "several --input name each input"),
+        (["--input", "image=3,16,16", "--input", "image=8"], "--input names image twice"),
+    ):
+        assert main(["import", f"{__name__}:_ImageAndFeatures", *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("specc import: ") and words in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "shapes", "words"),
+    [
+        (_ImageAndFeatures(), {"features": (8,), "image": (3, 16, 16)}, "in the forward's argument order"),
+        (
+            _TwoInputs(),
+            {"a": (4,), "b": (4,), "c": (4,)},
+            "_TwoInputs.forward takes 2 inputs (x, y), but input names 3",
+        ),
+        (_ImageAndFeatures(), {"fc": (3, 16, 16), "features": (8,)}, "also _ImageAndFeatures's attribute self.fc"),
+        (_ReadsOne(), {"x": (4,), "y": (4,)}, "never reads its input y"),
+        (nn.Sequential(nn.Linear(4, 4)), {"a": (4,), "b": (4,)}, "takes 1 input (input), but input names 2"),
+        (_TwoInputs(), {"x": (4,), "y": (0,)}, "input y (0,) is not a shape"),
+        (_TwoInputs(), {"x": (4,), "y": (5,)}, "does not fit"),
+    ],
+)
+def test_several_inputs_that_do_not_fit_the_forward_are_refused(module, shapes, words):
+    with pytest.raises(DecompileError) as err:
+        compiler.to_spec(module, shapes)
+    assert words in str(err.value), str(err.value)

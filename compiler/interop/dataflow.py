@@ -37,7 +37,7 @@ from compiler.interop.graph import (
     _Tracer,
     join_path,
 )
-from compiler.interop.nodes import Block, Dataflow, DecompileError, GraphStep, Layer, TensorDecl
+from compiler.interop.nodes import Block, Dataflow, DecompileError, GraphStep, Layer, TensorDecl, shape_text
 
 PROBE_BATCH = 2  # the probe's batch size (symbolic in the spec: never written)
 _OPS = ("add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch", "interpolate")
@@ -96,8 +96,9 @@ class Probe:
     else a real copy on the CPU) at batch ``PROBE_BATCH``, in training mode as the forwards are traced: from them a
     traced forward is run again node by node, giving every size it computes."""
 
-    def __init__(self, root: nn.Module, shape: tuple[int, ...]):
-        self.root, self.shape = root, shape
+    def __init__(self, root: nn.Module, shape: tuple[int, ...] | dict[str, tuple[int, ...]]):
+        self.root, self.shape = root, shape  # one sample's shape, or several inputs' by name (the forward's order)
+        self.shapes = list(shape.values()) if isinstance(shape, dict) else [shape]
         self.copy: nn.Module | None = None
         self.calls: dict[str, tuple[tuple, dict]] = {}
         self.failure: str | None = None  # why no forward pass ran (None: not tried yet)
@@ -116,7 +117,7 @@ class Probe:
         if self.copy is None:
             raise DecompileError(
                 path,
-                f"{what}: the input shape {list(self.shape)} does not fit the model: its forward pass fails "
+                f"{what}: the input shape {shape_text(self.shape)} does not fit the model: its forward pass fails "
                 f"({self.failure})",
             )
         if path not in self.calls:
@@ -157,11 +158,11 @@ class Probe:
         try:
             with torch.no_grad():
                 try:
-                    clone(torch.randn(PROBE_BATCH, *self.shape, device=device))
+                    clone(*(torch.randn(PROBE_BATCH, *s, device=device) for s in self.shapes))
                 except Exception as err:
                     self.calls = {}
-                    try:
-                        clone(torch.zeros(PROBE_BATCH, *self.shape, dtype=torch.int64, device=device))  # (indices)
+                    try:  # (indices)
+                        clone(*(torch.zeros(PROBE_BATCH, *s, dtype=torch.int64, device=device) for s in self.shapes))
                     except Exception:
                         raise err from None
         finally:
@@ -341,6 +342,7 @@ class DataflowReader:
         self.declared: dict[str, Any] = {}  # `modules:`
         self.input_ids: list[int] = [0]  # the forward's arguments as values (one: x)
         self.several_inputs = False
+        self.input_names: list[str] = []  # the model's top level: the names `input:` gives (several inputs)
         self.unused_calls: set[str] = set()  # children called only for what nothing reads
         self.outputs: list[int] = []  # the values training mode returns (one: a tensor; else a tuple or a dict)
         self.output_keys: list[str] | None = None  # a dict's keys
@@ -449,7 +451,10 @@ class DataflowReader:
             elif self.several_inputs and node.users:  # several inputs: `inputs: [a, b]`, named as forward's
                 vid = self.next_id
                 self.next_id += 1
-                self.fixed[vid] = self.names.fresh(str(node.target), attribute=False)
+                if self.input_names:  # the model's top level: named as `input:` names them
+                    self.fixed[vid] = self.input_names[len(self.input_ids)]
+                else:
+                    self.fixed[vid] = self.names.fresh(str(node.target), attribute=False)
                 self.input_ids.append(vid)
                 self.env[node] = _Value(vid, True)
         elif node.op == "get_attr":
@@ -1309,21 +1314,60 @@ def read_dataflow(decompiler: Any, module: nn.Module, path: str) -> Dataflow:
             m.training = mode
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     used = [n for n in inputs if n.users]
-    if len(used) > 1 and not path:
+    named = list(decompiler.probe.shape) if not path and isinstance(decompiler.probe.shape, dict) else []
+    if named:
+        _top_inputs(module, owner, inputs, named)
+    elif len(used) > 1 and not path:
         raise DecompileError(
             path,
-            f"{owner} takes more than one input ({', '.join(str(n.target) for n in inputs)}): specc import reads a "
-            "model of one input (a spec says several with `input: {name: shape}`)",
+            f"{owner} takes more than one input ({', '.join(str(n.target) for n in inputs)}): give each one's "
+            "shape by name, in the forward's order (to_spec(model, {'a': (1, 28, 28), 'b': (8,)}); specc import "
+            "--input a=1,28,28 --input b=8): the spec says `input: {a: [1, 28, 28], b: [8]}`",
         )
     if len(used) > 1 and used != inputs[: len(used)]:
         raise DecompileError(path, f"{owner} reads its inputs {[str(n.target) for n in used]} but not the ones before")
     values = decompiler.probe.values(path, graph, owner)
     reader = DataflowReader(decompiler, module, path, graph, values)
-    if len(used) > 1:
+    if len(used) > 1 or named:
         reader.several_inputs, reader.input_ids = True, []  # filled as the placeholders are read: `inputs: [...]`
+        reader.input_names = named
+        reader.names.taken.update(named)
         del reader.fixed[0]
     reader.eval_graph = _eval_trace(module)
     return reader.read()
+
+
+def _top_inputs(module: nn.Module, owner: str, placeholders: list[fx.Node], names: list[str]) -> None:
+    """The model's several inputs, named by ``input:``: the forward's first arguments, each read, and each name one
+    a graph node's value may take (no child's, parameter's or operation's)."""
+    given = [str(n.target) for n in placeholders[: len(names)]]
+    if len(placeholders) < len(names):
+        raise DecompileError(
+            "", f"{owner} takes {len(placeholders)} input(s) ({', '.join(given)}), but input names {len(names)}"
+        )
+    unread = [g for g, n in zip(given, placeholders) if not n.users]
+    if unread:
+        raise DecompileError(
+            "",
+            f"{owner} never reads its input {unread[0]}: a spec's model reads every input `input:` names (leave it "
+            "out of input, or read it)",
+        )
+    later = [str(n.target) for n in placeholders[len(names) :] if n.users]
+    if later:
+        raise DecompileError(
+            "", f"{owner} reads its input {later[0]} too: input names only {len(names)} ({', '.join(names)})"
+        )
+    own = {n for n, _ in module.named_children()} | {n for n, _ in module.named_parameters(recurse=False)}
+    own |= {n for n, _ in module.named_buffers(recurse=False)}
+    for name in names:
+        if name in own:
+            raise DecompileError(
+                "",
+                f"input names {name!r}, which is also {owner.split('.')[0]}'s attribute self.{name} (a step's name in "
+                "the spec): name the input otherwise",
+            )
+        if (name in _RESERVED and name != "x") or not _legal(name, attribute=False):
+            raise DecompileError("", f"input names {name!r}, which a spec's value cannot be called: name it otherwise")
 
 
 def _eval_trace(module: nn.Module) -> fx.Graph | None:

@@ -35,7 +35,7 @@ class Decompiler:
     """Modules to spec nodes. ``root`` and ``shape`` (one sample's) let a forward that is no tree be read as a graph
     node: its sizes come from a forward pass on that input (``dataflow.Probe``)."""
 
-    def __init__(self, root: nn.Module | None = None, shape: tuple[int, ...] = ()):
+    def __init__(self, root: nn.Module | None = None, shape: tuple[int, ...] | dict[str, tuple[int, ...]] = ()):
         from compiler.interop.dataflow import Probe
 
         self.layer_classes = layer_classes()
@@ -95,6 +95,10 @@ class Decompiler:
         """A chain with at most one merge where the forward is one (a merge block keeps the state-dict keys), else
         a graph node (§15); when neither reads it, the graph reader's refusal (it reads more)."""
         notes = len(self.notes)
+        if not path and self.probe is not None and isinstance(self.probe.shape, dict):
+            from compiler.interop.dataflow import read_dataflow
+
+            return read_dataflow(self, module, path)  # several inputs: only a graph node takes them
         try:
             found = self.tree(module, path)
             if not path and isinstance(found, Merge):  # the model's top level: a merge there would add a level

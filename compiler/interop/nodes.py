@@ -14,6 +14,13 @@ class DecompileError(ValueError):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+def shape_text(shape: tuple[int, ...] | dict[str, tuple[int, ...]]) -> str:
+    """``[3, 64, 64]``, or several inputs' ``{left: [1, 28, 28], right: [1, 28, 28]}``."""
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{name}: {list(s)}" for name, s in shape.items()) + "}"
+    return str(list(shape))
+
+
 # --------------------------------------------------------------------------- spec nodes
 
 

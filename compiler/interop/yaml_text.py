@@ -3,6 +3,7 @@ short lists, repeats compressed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -274,16 +275,29 @@ def _tensor(tensor: TensorDecl) -> str:
 
 
 def render_yaml(
-    name: str, input_shape: tuple[int, ...], root: Any, header: list[str], folded: Folded | None = None
+    name: str,
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]],
+    root: Any,
+    header: list[str],
+    folded: Folded | None = None,
 ) -> str:
-    """The spec's text; ``folded`` (the block form) gives its ``defaults:``, ``blocks:`` and model."""
+    """The spec's text; ``folded`` (the block form) gives its ``defaults:``, ``blocks:`` and model. Several inputs
+    (``{name: shape}``) are written as ``input:``'s mapping, which names the top-level graph's values."""
     writer = _Writer()
     writer.lines += [f"# {line}" if line else "#" for line in header]
     writer.lines.append(f"name: {name}")
-    writer.lines.append(f"input: {_scalar(list(input_shape))}")
+    if isinstance(input_shape, dict):
+        shapes = ", ".join(f"{_key(k)}: {_scalar(list(v))}" for k, v in input_shape.items())
+        writer.lines.append(f"input: {{{shapes}}}")
+    else:
+        writer.lines.append(f"input: {_scalar(list(input_shape))}")
     if folded is not None:
         writer.folded(folded)
         root = folded.root
+    if isinstance(input_shape, dict) and isinstance(root, Dataflow):
+        if root.inputs != tuple(input_shape):
+            raise AssertionError(f"the model's inputs {root.inputs} are not input's {tuple(input_shape)}")
+        root = dataclasses.replace(root, inputs=("x",))  # `input:` names them: no `inputs:` at the top level
     if isinstance(root, Layer):
         root = Block((("0", root),), named=False)
     writer.entry(0, "model", root)
