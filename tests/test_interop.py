@@ -56,16 +56,8 @@ def _quiet_spec(text: str):
         return compiler.parse_spec(text)
 
 
-# a model of several inputs at the top level: to_spec takes one input shape
-NOT_YET = {"siamese_digits": "to_spec reads a model of one input at the top level"}
-
-
 def _mark(names, slow):
-    def marks(n):
-        xfail = [pytest.mark.xfail(reason=NOT_YET[n], strict=True)] if n in NOT_YET else []
-        return [pytest.mark.slow] * (n in slow) + xfail
-
-    return [pytest.param(n, marks=marks(n)) if n in slow or n in NOT_YET else n for n in names]
+    return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
 
 
 # --------------------------------------------------------------------------- decompile
