@@ -48,6 +48,7 @@ def test_a_loss_per_output_weighted_and_summed():
     assert list(shared.parts(logits, labels, training=False)) == ["main"]  # eval mode returns the main output
 
 
+@pytest.mark.slow  # spawns the training script
 def test_the_multitask_spec_trains_evaluates_and_predicts_each_output(tmp_path, monkeypatch, capfd):
     from compiler.cli import main
 
