@@ -225,12 +225,21 @@ def read_csv(path, target, features=None, targets="classes"):
         rows = list(csv.DictReader(file))
     if not rows:
         raise ValueError(f"{path}: no data rows")
-    columns = features or [name for name in rows[0] if name != target]
+    several = isinstance(target, (list, tuple))  # one target column per output: ``targets`` gives each one's kind
+    names = list(target) if several else [target]
+    columns = features or [name for name in rows[0] if name not in names]
     x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
-    values = [float(row[target]) for row in rows]
-    if targets == "classes" and all(v.is_integer() for v in values):
-        return x, torch.tensor([int(v) for v in values]), columns
-    return x, torch.tensor(values).unsqueeze(1), columns
+    kinds = targets if several else [targets]
+    ys = tuple(csv_targets([float(row[name]) for row in rows], kind) for name, kind in zip(names, kinds))
+    return x, ys if several else ys[0], columns
+
+
+def csv_targets(values, kind):
+    """A target column: class labels (int64) where they are whole numbers and ``kind`` is classes, else one
+    float value per row (regression)."""
+    if kind == "classes" and all(v.is_integer() for v in values):
+        return torch.tensor([int(v) for v in values])
+    return torch.tensor(values).unsqueeze(1)
 
 
 def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0, targets="classes"):
@@ -242,13 +251,31 @@ def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, nor
         x_val, y_val, _ = read_csv(test_path, target, features, targets)
     elif val_split:
         train_idx, val_idx = split_indices(len(x), val_split, seed)
-        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+        if isinstance(y, tuple):  # several targets
+            y, y_val = tuple(t[train_idx] for t in y), tuple(t[val_idx] for t in y)
+        else:
+            y, y_val = y[train_idx], y[val_idx]
+        x, x_val = x[train_idx], x[val_idx]
     if normalize:
         scaling = fit_scaling(normalize, x)
         x, x_val = [None if t is None else apply_scaling(scaling, t) for t in (x, x_val)]
-    train_set = TensorDataset(x, y)
+    kind = TargetsDataset if isinstance(y, tuple) else TensorDataset
+    train_set = kind(x, y)
     train_set.csv = {"columns": columns, "scaling": scaling}
-    return train_set, (TensorDataset(x_val, y_val) if x_val is not None else None)
+    return train_set, (kind(x_val, y_val) if x_val is not None else None)
+
+
+class TargetsDataset(torch.utils.data.Dataset):
+    """Features and several targets (a CSV's target columns): each sample is (x, (y1, y2, ...)), one per output."""
+
+    def __init__(self, x, targets):
+        self.x, self.targets = x, tuple(targets)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], tuple(t[i] for t in self.targets)
 
 
 def fit_scaling(method, x):
@@ -557,13 +584,15 @@ def identity_difference(saved, here):
     return None
 
 
-def data_info(dataset, input_shape, task):
+def data_info(dataset, input_shape, task, outputs=None):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling, a text model's vocabulary."""
+    the class names, the CSV columns and scaling, a text model's vocabulary; for a model of several outputs, what
+    each output eval mode returns predicts (``{"species": "classes", "petal_width": "values"}``)."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
     info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
-    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
+    info = {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
+    return {**info, "outputs": outputs} if outputs is not None else info
 
 
 def write_atomic(path, data):
@@ -675,6 +704,11 @@ def check_state(state, path):
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
         and (data.get("text") is None or text_info_ok(data["text"]))
+        and (
+            data.get("outputs") is None
+            or isinstance(data["outputs"], dict)
+            and all(isinstance(k, str) and v in ("classes", "values") for k, v in data["outputs"].items())
+        )
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
 
@@ -821,6 +855,8 @@ def progress_bar(run, steps_per_epoch):
 def predictions(model, names, batch, info, device, top_k=1):
     """(name, prediction) for read inputs, as text safe to print (a script's ``--predict``)."""
     rows = label_rows(model, names, batch, info, device, top_k)
+    if info.get("outputs"):  # several outputs: each one's prediction by name
+        return [(printable(name), ", ".join(f"{printable(k)} {v}" for k, v in each.items())) for name, each in rows]
     if info["task"] != "classes":
         return [(printable(name), " ".join(f"{v:.6g}" for v in values)) for name, values in rows]
     if top_k == 1:
@@ -851,7 +887,18 @@ def label_rows(model, names, batch, info, device, top_k, batch_size=64):
 def label_outputs(model, samples, info, device, top_k):
     """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
     names = [name for name, _ in samples]
-    output = model(torch.stack([x for _, x in samples]).to(device)).float().cpu()
+    output = model(torch.stack([x for _, x in samples]).to(device))
+    if info.get("outputs"):  # several outputs: a class (its probability) or values for each, by name
+        tasks = info["outputs"]
+        if not isinstance(output, dict):
+            output = dict(zip(tasks, output if isinstance(output, (tuple, list)) else (output,)))
+        rows = [{} for _ in names]
+        for key, out in output.items():
+            out = out.float().cpu()
+            for row, value in zip(rows, out.argmax(dim=1).tolist() if tasks[key] == "classes" else out.flatten(1)):
+                row[key] = str(value) if tasks[key] == "classes" else " ".join(f"{v:.6g}" for v in value.tolist())
+        return list(zip(names, rows))
+    output = output.float().cpu()
     if info["task"] != "classes":
         return list(zip(names, output.flatten(1).tolist()))
     classes = info["classes"] or [str(i) for i in range(output.shape[1])]

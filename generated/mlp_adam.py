@@ -506,13 +506,15 @@ def identity_difference(saved, here):
     return None
 
 
-def data_info(dataset, input_shape, task):
+def data_info(dataset, input_shape, task, outputs=None):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling, a text model's vocabulary."""
+    the class names, the CSV columns and scaling, a text model's vocabulary; for a model of several outputs, what
+    each output eval mode returns predicts (``{"species": "classes", "petal_width": "values"}``)."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
     info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
-    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
+    info = {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
+    return {**info, "outputs": outputs} if outputs is not None else info
 
 
 def write_atomic(path, data):
@@ -624,6 +626,11 @@ def check_state(state, path):
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
         and (data.get("text") is None or text_info_ok(data["text"]))
+        and (
+            data.get("outputs") is None
+            or isinstance(data["outputs"], dict)
+            and all(isinstance(k, str) and v in ("classes", "values") for k, v in data["outputs"].items())
+        )
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
 

@@ -567,13 +567,15 @@ def identity_difference(saved, here):
     return None
 
 
-def data_info(dataset, input_shape, task):
+def data_info(dataset, input_shape, task, outputs=None):
     """What prediction needs, saved in every checkpoint: the input shape, the targets (``classes`` or ``values``),
-    the class names, the CSV columns and scaling, a text model's vocabulary."""
+    the class names, the CSV columns and scaling, a text model's vocabulary; for a model of several outputs, what
+    each output eval mode returns predicts (``{"species": "classes", "petal_width": "values"}``)."""
     dataset = getattr(dataset, "dataset", dataset)  # inside a Subset
     classes = list(getattr(dataset, "classes", None) or []) or None
     info = {"input": tuple(input_shape), "task": task, "classes": classes, "csv": getattr(dataset, "csv", None)}
-    return {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
+    info = {**info, "text": getattr(dataset, "text", None)}  # Text: the vocabulary and the tokenizer's options
+    return {**info, "outputs": outputs} if outputs is not None else info
 
 
 def write_atomic(path, data):
@@ -685,6 +687,11 @@ def check_state(state, path):
         and (data.get("classes") is None or isinstance(data.get("classes"), list))
         and (data.get("csv") is None or isinstance(data.get("csv"), dict))
         and (data.get("text") is None or text_info_ok(data["text"]))
+        and (
+            data.get("outputs") is None
+            or isinstance(data["outputs"], dict)
+            and all(isinstance(k, str) and v in ("classes", "values") for k, v in data["outputs"].items())
+        )
     ):
         raise ValueError(f"{path}: not a specc checkpoint (its 'data' does not describe the inputs)")
 
@@ -831,6 +838,8 @@ def progress_bar(run, steps_per_epoch):
 def predictions(model, names, batch, info, device, top_k=1):
     """(name, prediction) for read inputs, as text safe to print (a script's ``--predict``)."""
     rows = label_rows(model, names, batch, info, device, top_k)
+    if info.get("outputs"):  # several outputs: each one's prediction by name
+        return [(printable(name), ", ".join(f"{printable(k)} {v}" for k, v in each.items())) for name, each in rows]
     if info["task"] != "classes":
         return [(printable(name), " ".join(f"{v:.6g}" for v in values)) for name, values in rows]
     if top_k == 1:
@@ -861,7 +870,18 @@ def label_rows(model, names, batch, info, device, top_k, batch_size=64):
 def label_outputs(model, samples, info, device, top_k):
     """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
     names = [name for name, _ in samples]
-    output = model(torch.stack([x for _, x in samples]).to(device)).float().cpu()
+    output = model(torch.stack([x for _, x in samples]).to(device))
+    if info.get("outputs"):  # several outputs: a class (its probability) or values for each, by name
+        tasks = info["outputs"]
+        if not isinstance(output, dict):
+            output = dict(zip(tasks, output if isinstance(output, (tuple, list)) else (output,)))
+        rows = [{} for _ in names]
+        for key, out in output.items():
+            out = out.float().cpu()
+            for row, value in zip(rows, out.argmax(dim=1).tolist() if tasks[key] == "classes" else out.flatten(1)):
+                row[key] = str(value) if tasks[key] == "classes" else " ".join(f"{v:.6g}" for v in value.tolist())
+        return list(zip(names, rows))
+    output = output.float().cpu()
     if info["task"] != "classes":
         return list(zip(names, output.flatten(1).tolist()))
     classes = info["classes"] or [str(i) for i in range(output.shape[1])]

@@ -125,3 +125,17 @@ def test_a_repeat_as_a_merge_part_is_a_sequential_of_its_copies(tmp_path):
     x = torch.randn(5, 8)
     assert torch.equal(compiled(x), generated(x))
     assert torch.allclose(compiled(x), compiled[2](compiled[1].then(compiled[1].main(compiled[0](x)) + compiled[0](x))))
+
+
+def test_an_init_path_rule_that_matches_a_container_skips_it_in_both_backends(tmp_path):
+    """`path: "stem*"` matches the Sequential `stem` too, which has no weight: both backends skip it."""
+    from compiler.workflow.check import compare
+
+    text = (
+        "name: r\ninput: [3, 8, 8]\nmodel:\n  stem: [{Conv2d: {out_channels: 4, kernel_size: 3}}]\n"
+        'init:\n  - {path: "stem*", weight: zeros_}\n'
+    )
+    spec = compiler.parse_spec(text, "r.yaml")
+    assert 'if getattr(module, "weight", None) is not None:' in compiler.render_script(spec)
+    assert all(check.ok for check in compare(spec))
+    assert not compiler.build_model(spec).stem[0].weight.any()

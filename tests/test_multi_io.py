@@ -5,6 +5,8 @@ a child graph of several inputs, and `interpolate`. Both backends equal in train
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -115,8 +117,10 @@ def test_generated_forward_reads_as_python(tmp_path):
     text = compiler.render_script(compiler.parse_spec(PYRAMID))
     assert "        a = self.inner[0](x)\n" in text
     assert '        up = nn.functional.interpolate(b, size=a.shape[2:], mode="nearest")\n' in text
-    assert "        if self.training:\n            aux = self.aux(total)\n            drop = self.drop(aux)\n" in text
-    assert '            return {"0": total, "aux": drop}\n        return total\n' in text
+    assert (
+        "        if self.training:\n            aux = self.aux(total)\n            drop = self.drop(aux)\n"
+        '            return {"0": total, "aux": drop}\n        return total\n'
+    ) in text
     assert "inner=nn.ModuleList(" in text
     siamese = compiler.render_script(compiler.parse_spec(SIAMESE))
     assert (
@@ -138,6 +142,18 @@ def test_a_child_of_several_inputs_and_a_tuple_output(tmp_path):
     assert isinstance(out, tuple) and [tuple(t.shape) for t in out] == [(2, 3, 4), (2, 3, 2)]
     program = compiler.lower_spec(compiler.parse_spec(CHILD))
     assert program.model.outputs == {"join": (3, 4), "q": (3, 2)}
+
+
+def test_summary_lists_inputs_outputs_and_a_module_list(capsys):
+    from compiler.cli.summary import print_summary
+
+    print_summary(compiler.lower_spec(compiler.parse_spec(PYRAMID)).model)
+    text = capsys.readouterr().out
+    assert "Outputs (training mode): 0 (6, 8, 8), aux (2, 8, 8)\nEval mode returns: total" in text and re.search(
+        r"inner +ModuleList", text
+    )
+    print_summary(compiler.lower_spec(compiler.parse_spec(SIAMESE)).model)
+    assert "Inputs: left (1, 8, 8), right (1, 8, 8)" in capsys.readouterr().out
 
 
 def test_specc_check_passes_every_level(tmp_path):

@@ -535,6 +535,14 @@ FUNCTIONAL = [
     case("LayerNorm2d", (6, 4), ERROR, normalized_shape=6),
     case("LayerNorm2d", (2, 6, 4, 5), ERROR, normalized_shape=6),
     case("LayerNorm2d", (6, 4, 5), STRICTER, normalized_shape=(5, 6)),  # over W and C: not the channels alone
+    # torchvision's FrozenBatchNorm2d: (C, H, W) with C = num_features; torch broadcasts (1, C, 1, 1) buffers
+    case("FrozenBatchNorm2d", (6, 4, 5), num_features=6),
+    case("FrozenBatchNorm2d", (6, 1, 1), num_features=6, eps=1e-3),
+    case("FrozenBatchNorm2d", (6, 4, 5), ERROR, num_features=4),
+    case("FrozenBatchNorm2d", (1, 4, 5), STRICTER, num_features=6),  # one channel broadcast to six
+    case("FrozenBatchNorm2d", (6, 4, 5), STRICTER, num_features=1),  # one value for every channel
+    case("FrozenBatchNorm2d", (2, 5), STRICTER, num_features=2),  # the batch read as the channels
+    case("FrozenBatchNorm2d", (2, 6, 4, 5), STRICTER, num_features=6),  # 3-d samples: C read as D
 ]
 
 CASES = CONV + POOL + NORM + DENSE + ELEMENTWISE + RESHAPE + PAD + FUNCTIONAL
@@ -569,7 +577,7 @@ _COVERED = (
     "Flatten Unflatten Upsample UpsamplingNearest2d UpsamplingBilinear2d PixelShuffle PixelUnshuffle ChannelShuffle Unfold "
     "ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d ConstantPad2d ConstantPad3d ReflectionPad1d ReflectionPad2d "
     "ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d CircularPad1d CircularPad2d CircularPad3d "
-    "LayerNorm2d"
+    "LayerNorm2d FrozenBatchNorm2d"
 )
 
 

@@ -68,7 +68,7 @@ def build_training(program: Program, device: str | torch.device | None = None) -
     model, train_loader, val_loader = runtime.distribute(  # under an initialised process group (torchrun)
         model, train_loader, val_loader, spec.seed, sync_batchnorm=training.train.sync_batchnorm
     )
-    loss_fn = _construct(training.loss, **_class_weights(training.data, train_set, device))
+    loss_fn = _loss(training, train_set, device)
     optimizer = _construct(training.optimizer, _parameters(model, training.run))
     scheduler = _scheduler(training, optimizer)
     loop = training.loop
@@ -93,6 +93,16 @@ def _loaders(training: TrainingIR, seed: int, device: torch.device, on_device: b
         return train_set, *runtime.make_device_loaders(train_set, val_set, mode, *args)
     loaders = runtime.make_loaders(train_set, val_set, mode, data.batch_size, data.shuffle, data.num_workers, seed)
     return train_set, *loaders
+
+
+def _loss(training: TrainingIR, train_set: Any, device: torch.device) -> torch.nn.Module:
+    """The loss; for a model of several outputs one per output, weighted and summed (as the script's)."""
+    outputs = training.outputs
+    if outputs is None:
+        return _construct(training.loss, **_class_weights(training.data, train_set, device))
+    losses = [_construct(item.loss) for item in outputs.losses]
+    weights, names = [item.weight for item in outputs.losses], [item.name for item in outputs.losses]
+    return runtime.OutputLosses(losses, weights, names, outputs.eval_names)
 
 
 def _scheduler(training: TrainingIR, optimizer: torch.optim.Optimizer) -> Any:
@@ -155,13 +165,13 @@ def _compose(calls: list[CallIR]):
     return transforms.Compose([_construct(c) for c in calls])
 
 
-def build_datasets(data: DataIR, seed: int, augment: bool = True):
-    """(training set, validation set or None), exactly as the generated ``build_datasets``."""
+def _datasets(data: DataIR, seed: int, augment: bool = True):
     ds = data.dataset
     if ds.name == "CSV":
         values = {p: ds.value(p) for p in ("path", "target", "features", "test_path")}
+        kinds = data.target_kinds if data.target_kinds is not None else data.targets
         return runtime.csv_datasets(
-            **values, val_split=data.val_split, normalize=data.normalize, seed=seed, targets=data.targets
+            **values, val_split=data.val_split, normalize=data.normalize, seed=seed, targets=kinds
         )
     if ds.name == "Text":  # the options with max_length and max_vocab filled in from the model
         return runtime.text_datasets(**data.text, val_split=data.val_split, seed=seed)
@@ -182,3 +192,12 @@ def build_datasets(data: DataIR, seed: int, augment: bool = True):
         train_idx, val_idx = runtime.split_indices(len(train_set), data.val_split, seed)
         return Subset(train_set, train_idx), Subset(val_source, val_idx)
     return train_set, None
+
+
+def build_datasets(data: DataIR, seed: int, augment: bool = True):
+    """(training set, validation set or None), exactly as the generated ``build_datasets``: with ``pairs:``,
+    each sample paired with another of the same class or of another (``PairDataset``)."""
+    train_set, val_set = _datasets(data, seed, augment)
+    if not data.pairs:
+        return train_set, val_set
+    return runtime.pair_sets(train_set, val_set, seed)

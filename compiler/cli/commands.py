@@ -268,6 +268,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{args.split} loss {result['loss']:.6f}"
             + (f", {args.split} accuracy {result['accuracy']:.2%}" if "accuracy" in result else "")
         )
+        outputs = [key for key in result if key not in ("loss", "accuracy")]  # a model of several outputs: each one's
+        if outputs:
+            print(
+                "  "
+                + ", ".join(
+                    f"{k} {result[k]:.2%}" if k.endswith("accuracy") else f"{k} {result[k]:.6f}" for k in outputs
+                )
+            )
         return 0
 
     return _checkpoint_errors(work, args)
@@ -294,6 +302,8 @@ def _shown(header: list[str], row: list[str]) -> str:
     """A prediction for the terminal: the class, or the top classes with their probabilities, or the values."""
     if header[1:] in (["prediction"], ["prediction", "probability"]):
         return visible(row[1])
+    if not header[1].startswith("prediction"):  # a model of several outputs: a column each, by name
+        return ", ".join(f"{visible(name)} {visible(value)}" for name, value in zip(header[1:], row[1:]))
     return ", ".join(f"{visible(row[i])} ({row[i + 1]})" for i in range(1, len(row), 2))
 
 
@@ -468,6 +478,31 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _named_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``specc import --input``: ``3,224,224`` (the one input), or ``NAME=1,28,28`` (one of several, by name)."""
+    name, sep, shape = text.partition("=")
+    if not sep:
+        return "", _shape(text)
+    if not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: NAME=SHAPE names an input by a Python identifier, e.g. left=1,28,28"
+        )
+    return name.strip(), _shape(shape)
+
+
+def _import_input(given: list[tuple[str, tuple[int, ...]]]) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+    """One shape, or several inputs' ``{name: shape}`` in the order given (the forward's); ValueError says why not."""
+    names = [name for name, _ in given]
+    if len(given) == 1 and not names[0]:
+        return given[0][1]
+    if not all(names):
+        raise ValueError("several --input name each input: --input left=1,28,28 --input right=1,28,28")
+    twice = [name for name in names if names.count(name) > 1]
+    if twice:
+        raise ValueError(f"--input names {twice[0]} twice")
+    return dict(given)
+
+
 def _factory_arg(text: str) -> tuple[str, object]:
     """``NAME=VALUE`` for ``specc import --arg``: VALUE a Python literal (``10``, ``'x'``, ``(1, 2)``), never code."""
     import ast
@@ -490,11 +525,15 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     kwargs = dict(args.arg or [])
     try:
+        shape = _import_input(args.input)
+    except ValueError as err:
+        return _fail("import", str(err))
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = load_factory(args.factory, kwargs)
             name = _identifier(args.name or args.factory.rsplit(":", 1)[-1].rsplit(".", 1)[-1])
-            text = to_spec(module, args.input, name=name, source=_source(args.factory, kwargs), flat=args.flat)
+            text = to_spec(module, shape, name=name, source=_source(args.factory, kwargs), flat=args.flat)
     except DecompileError as err:
         return _fail("import", f"{visible(args.factory)}: {visible(str(err))}")
     try:
@@ -586,7 +625,15 @@ def _add_interop_commands(sub) -> None:
         "state dict loads with strict=True and the outputs are equal.",
     )
     p.add_argument("factory", metavar="FACTORY")
-    p.add_argument("--input", type=_shape, required=True, metavar="SHAPE", help="one sample's shape, e.g. 3,224,224")
+    p.add_argument(
+        "--input",
+        type=_named_shape,
+        action="append",
+        required=True,
+        metavar="SHAPE",
+        help="one sample's shape, e.g. 3,224,224; a model of several inputs: one NAME=SHAPE each, in the forward's "
+        "order (--input left=1,28,28 --input right=1,28,28)",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="the spec file (default: stdout)")
     p.add_argument("--weights", metavar="FILE", help="also save the model's state dict here (torch.save)")
     p.add_argument("--name", help="the spec's name (default: the factory's)")

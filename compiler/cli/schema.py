@@ -232,7 +232,22 @@ def _sections(defs: dict[str, Any]) -> dict[str, Any]:
         "model": {"type": ["object", "array"]},
         "init": {"type": "array", "items": {"$ref": "#/$defs/init_rule"}},
         "data": data,
-        "loss": _calls("loss"),
+        "loss": {
+            "anyOf": [
+                _calls("loss"),
+                {
+                    "type": "object",
+                    "description": "a loss per output of a model of several outputs, by the output's name",
+                    "minProperties": 1,
+                    "additionalProperties": _calls("loss"),
+                },
+            ]
+        },
+        "loss_weights": {
+            "type": "object",
+            "description": "each output's loss weight in the sum (default 1)",
+            "additionalProperties": {"type": "number", "minimum": 0},
+        },
         "optimizer": _calls("optimizer"),
         "scheduler": _scheduler_calls(),
         "train": _pydantic(TrainSpec, defs),
@@ -451,7 +466,8 @@ def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
         }
         for op in GRAPH_OPS
     ]
-    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "call", "repeat", "body", "merge", "graph", "if", "for"]
+    # `body` may name a step (torchvision's BackboneWithFPN.body): a step is never read as a repeat
+    reserved = [*layer_names, *GRAPH_OPS, *STEP_KEYS, "call", "repeat", "merge", "graph", "if", "for"]
     around = {
         "from": values,
         "as": {"anyOf": [value, {"type": "array", "minItems": 1, "items": value}]},

@@ -39,6 +39,11 @@ def _rows(node: Node, depth: int, rows: list) -> None:
         rows.append((label, _kind(node, node.type), _shape(node.out_shape), f"{node.params:,}"))
         return
     if isinstance(node, BlockIR):
+        if node.module_list:  # its members run one by one: each has its own output shape
+            rows.append((label, "ModuleList", "-", f"{node.params:,}"))
+            for child in node.children:
+                _rows(child, depth + 1, rows)
+            return
         kind = _kind(node, "Sequential[named]" if node.named else "Sequential")
         rows.append((label, kind, _shape(node.out_shape), f"{node.params:,}"))
         for child in node.children:
@@ -95,7 +100,11 @@ def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], Non
     print_fn(line)
     print_fn(f"Total params: {model.params:,}")
     print_fn(f"Parameter and buffer memory: {format_bytes(model.nbytes)}")
+    evaluated = getattr(model.root, "eval_outputs", None)
     if model.outputs is not None:
-        print_fn("Outputs: " + ", ".join(f"{name} {_shape(shape)}" for name, shape in model.outputs.items()))
-    else:
+        mode = " (training mode)" if evaluated is not None else ""
+        print_fn(f"Outputs{mode}: " + ", ".join(f"{name} {_shape(shape)}" for name, shape in model.outputs.items()))
+    if evaluated is not None:
+        print_fn(f"Eval mode returns: {', '.join(evaluated)}")
+    if model.outputs is None:
         print_fn(f"Output shape: {_shape(model.output_shape)}")

@@ -170,6 +170,12 @@ def _norm_base(name: str, a: dict[str, Any], made: Made) -> None:
         made.buffer((), itemsize=8)  # num_batches_tracked, an int64 scalar
 
 
+def _frozen_batch_norm(name: str, a: dict[str, Any], made: Made) -> None:
+    """torchvision's FrozenBatchNorm2d: weight, bias, running_mean, running_var, all buffers of (C,)."""
+    for _ in range(4):
+        made.buffer((a["num_features"],))
+
+
 def _group_norm(name: str, a: dict[str, Any], made: Made) -> None:
     groups, channels = a["num_groups"], a["num_channels"]
     if channels % groups != 0:
@@ -368,6 +374,7 @@ _RULES: dict[str, Rule] = {
     "GroupNorm": _group_norm,
     "LayerNorm": _layer_norm,
     "LayerNorm2d": _layer_norm,
+    "FrozenBatchNorm2d": _frozen_batch_norm,
     "RMSNorm": _layer_norm,
     "RNN": _rnn,
     "LSTM": _rnn,

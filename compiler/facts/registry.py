@@ -186,6 +186,8 @@ LAYERS: list[Entry] = [
     Entry("StochasticDepth", "layer", "torchvision.ops", params=("p!", "mode!")),
     # ConvNeXt's LayerNorm over the channels of (N, C, H, W): nn.LayerNorm's arguments (its signature, in the table)
     Entry("LayerNorm2d", "layer", "torchvision.models.convnext", infer="normalized_shape", norm=True),
+    # detection backbones' BatchNorm2d with its statistics and affine values as buffers (no parameters, no updates)
+    Entry("FrozenBatchNorm2d", "layer", "torchvision.ops", infer="num_features", norm=True),
 ]
 
 

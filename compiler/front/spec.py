@@ -243,6 +243,8 @@ class DataSpec(_Strict):
     num_workers: int = Field(0, ge=0, le=64)
     val_split: float = Field(0.0, ge=0.0, lt=1.0)
     drop_last: bool = False
+    # two samples a sample, for a model of two inputs: ((a, b), 1) when their classes are the same, else 0
+    pairs: bool = False
     # the loss's per-class `weight`: n_samples / (n_classes * count) on the training split, or one per class
     class_weights: Literal["balanced"] | list[float] | None = None
 
@@ -349,6 +351,8 @@ class Spec(_Strict):
     init: tuple[InitRule, ...] = ()
     data: DataSpec | None = None
     loss: Call | None = None
+    losses: tuple[tuple[str, Call], ...] = ()  # `loss:` as a mapping: one loss per output of the model, by name
+    loss_weights: dict[str, float] | None = None  # each output's loss weight in the sum (default 1)
     optimizer: Call | None = None
     scheduler: SchedulerCall | None = None
     train: TrainSpec | None = None
@@ -409,6 +413,16 @@ class Spec(_Strict):
                 _check_input_shape(shape)
         elif value is not None:
             _check_input_shape(value)
+        return value
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _weights_finite(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, weight in (value or {}).items():
+            if not 0 <= weight < float("inf"):
+                raise NameProblem(
+                    f"loss_weights.{name} must be finite and not negative, got {weight}", "e.g. `{aux: 0.3}`"
+                )
         return value
 
     @property
@@ -607,11 +621,14 @@ class _Parser:
         node = self.node(raw, path)
         return Broken(yaml_path=path) if node is None else node
 
-    def block_name(self, name: Any, path: Path_, seen: dict[str, str], attribute: bool = False) -> None:
+    def block_name(
+        self, name: Any, path: Path_, seen: dict[str, str], attribute: bool = False, step: bool = False
+    ) -> None:
         if not isinstance(name, str):
             self.fail(path, f"a block name must be a string, got {_describe(name)}", "use a Python identifier")
             return
-        if name in ("repeat", "body", "merge", "graph"):
+        # a graph step is never read as a repeat, so `body` may name one (torchvision's BackboneWithFPN.body)
+        if name in ("repeat", "body", "merge", "graph") and not (step and name == "body"):
             what = {"merge": "merge blocks", "graph": "graph nodes"}.get(name, "repeats")
             self.fail(
                 path,
@@ -1038,7 +1055,7 @@ class _Parser:
                 "rename one",
             )
             return
-        self.block_name(name, path, seen, attribute=True)
+        self.block_name(name, path, seen, attribute=True, step=True)
 
     def value_names(self, raw: Any, path: Path_, allow_discard: bool = False) -> tuple[str, ...] | None:
         """One value's name or a list of them (`_` drops a tuple item where ``allow_discard``)."""
@@ -1523,9 +1540,15 @@ def _prepare(data: dict, parser: _Parser) -> tuple[dict, set[Path_]]:
         _prepare_model(prepared, data["model"], parser)
     if prepared.get("init") and isinstance(prepared.get("model"), Block):
         parser.init_work(prepared["init"], _count_children(prepared["model"]))
+    if _per_output(data.get("loss")):  # `loss: {digit: CrossEntropyLoss, odd: ...}`: a loss per output
+        losses = [(k, parser.call(v, ("loss", k), "loss")) for k, v in data["loss"].items()]
+        prepared.pop("loss")
+        prepared["losses"] = tuple((k, call) for k, call in losses if call is not None)
+        if len(prepared["losses"]) < len(losses):
+            unparsed.add(("loss",))
     for path, kind in _CALL_FIELDS.items():
         key = path[0]
-        if data.get(key) is not None:
+        if data.get(key) is not None and key in prepared:  # (a loss per output is parsed above)
             prepared[key] = parser.section_call(data[key], path, kind)
             if prepared[key] is None:
                 prepared.pop(key)
@@ -1533,6 +1556,17 @@ def _prepare(data: dict, parser: _Parser) -> tuple[dict, set[Path_]]:
     if isinstance(data.get("data"), dict):
         prepared["data"] = _prepare_data(data["data"], parser, unparsed)
     return prepared, unparsed
+
+
+def _per_output(raw: Any) -> bool:
+    """`loss:` as a mapping of output names (none a loss type) to losses, rather than one loss's call."""
+    if not isinstance(raw, dict) or not raw or any(REGISTRY.get("loss", str(k)) for k in raw):
+        return False
+    if len(raw) > 1:
+        return True
+    (value,) = raw.values()
+    name = value if isinstance(value, str) else next(iter(value)) if isinstance(value, dict) and value else None
+    return isinstance(name, str) and REGISTRY.get("loss", name) is not None
 
 
 def _prepare_model(prepared: dict, raw: Any, parser: _Parser) -> None:

@@ -30,13 +30,15 @@ from compiler.interop.yaml_text import line_count, render_yaml
 
 __all__ = ["DecompileError", "load_factory", "state_dict_mismatch", "to_spec", "verify"]
 
+Shape = tuple[int, ...] | dict[str, tuple[int, ...]]  # one input's sample shape, or several inputs' by name
+
 
 # --------------------------------------------------------------------------- the public function
 
 
 def to_spec(
     module: nn.Module,
-    input: tuple[int, ...] | list[int] = (3, 224, 224),
+    input: tuple[int, ...] | list[int] | dict[str, Any] = (3, 224, 224),
     name: str | None = None,
     *,
     source: str | None = None,
@@ -44,27 +46,27 @@ def to_spec(
 ) -> str:
     """The spec (YAML text) of ``module``: built, loaded with its state dict and compared before it is returned.
 
-    ``input`` is one sample's shape (no batch). Repeated structure is written as parameterised blocks, loops and
+    ``input`` is one sample's shape (no batch), or for a model whose forward takes several tensors a mapping of
+    them, in the forward's argument order, to their shapes (``{"left": (1, 28, 28), "right": (1, 28, 28)}``): the
+    spec's ``input:`` is then that mapping and its model a graph node reading the inputs by those names. Repeated structure is written as parameterised blocks, loops and
     layer defaults, unless ``flat`` (or unless that form does not verify: then the flat one is written, with a
     note). Raises ``DecompileError`` naming the module path and the operation when a spec cannot express the
     module, or when the rebuilt model would differ.
     """
     if not isinstance(module, nn.Module):
         raise DecompileError("", f"expected an nn.Module, got {type(module).__name__}")
-    shape = tuple(int(s) for s in input)
-    if not shape or any(s <= 0 for s in shape):
-        raise DecompileError("", f"input {list(input)} is not a shape (positive sizes, no batch dimension)")
+    shape = input_shapes(module, input)
     name = name or re.sub(r"\W", "_", type(module).__name__).lower()
     if not name.isidentifier():
         name = "model_" + name
     expressible(module)  # tied, frozen or float64 weights: refused before the tree is read
-    decompiler = Decompiler()
+    decompiler = Decompiler(module, shape)
     root = decompiler.convert(module, "")
     header = [
         f"Decompiled by specc from {source or type(module).__name__} (compiler.to_spec): its state dict loads",
         "with strict=True and the eval-mode outputs are equal (checked on one sample input).",
     ]
-    header += [f"note: {note}" for note in decompiler.notes]
+    header += [f"note: {note}" for note in decompiler.note_lines()]
     if not flat:
         text, why = _block_form(module, shape, name, root, header)
         if text:
@@ -76,7 +78,64 @@ def to_spec(
     return text
 
 
-def _block_form(module: nn.Module, shape: tuple[int, ...], name: str, root: Any, header: list[str]) -> tuple[str, str]:
+def input_shapes(module: nn.Module, input: Any) -> Shape:
+    """``input`` as one shape (a tuple), or as ``{name: shape}`` where it names two or more inputs, checked against
+    ``module.forward``'s arguments."""
+    if isinstance(input, dict):
+        if not input:
+            raise DecompileError("", "input names no inputs: give each one's shape, e.g. {'left': (1, 28, 28)}")
+        shapes = {}
+        for key, value in input.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise DecompileError("", f"an input's name is a Python identifier, got {key!r}")
+            shapes[key] = _one_shape(value, key)
+        if len(shapes) == 1:  # one input: its name is the forward's business, the spec's is `x`
+            return next(iter(shapes.values()))
+        _check_arguments(module, list(shapes))
+        return shapes
+    return _one_shape(input, "")
+
+
+def _one_shape(value: Any, key: str) -> tuple[int, ...]:
+    what = f"input {key}" if key else "input"
+    try:
+        shape = tuple(int(s) for s in value) if not isinstance(value, (str, bytes)) else ()
+    except (TypeError, ValueError):
+        shape = ()
+    if not shape or any(s <= 0 for s in shape):
+        raise DecompileError("", f"{what} {value!r} is not a shape (positive sizes, no batch dimension)")
+    return shape
+
+
+def _check_arguments(module: nn.Module, names: list[str]) -> None:
+    """Several inputs: the forward must take that many tensors, named ones in that order."""
+    import inspect
+
+    owner = f"{type(module).__name__}.forward"
+    try:
+        parameters = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        return  # no signature to read: the forward pass tells
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p.name for p in parameters if p.kind in kinds]
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return
+    if len(positional) < len(names):
+        raise DecompileError(
+            "",
+            f"{owner} takes {len(positional)} input{'s' if len(positional) != 1 else ''} "
+            f"({', '.join(positional) or 'none'}), but input names {len(names)} ({', '.join(names)})",
+        )
+    first = positional[: len(names)]
+    if set(first) == set(names) and first != names:
+        raise DecompileError(
+            "",
+            f"input names {', '.join(names)}, but {owner} takes them as {', '.join(first)}: give them in the "
+            "forward's argument order",
+        )
+
+
+def _block_form(module: nn.Module, shape: Shape, name: str, root: Any, header: list[str]) -> tuple[str, str]:
     """The spec in the block form, verified, or ``("", why not)`` (``why`` empty where it is no shorter)."""
     try:
         text = render_yaml(name, shape, root, header, fold(root, {name}))
@@ -121,6 +180,8 @@ def _child_names(root: Any) -> set[str]:
     for node in walk(root):
         for field in ("items", "before", "branches", "then"):
             names.update(name for name, _ in getattr(node, field, ()))
+        names.update(step.name for step in getattr(node, "steps", ()) if step.name)
+        names.update(name for name, _ in getattr(node, "modules", ()))
     return names
 
 

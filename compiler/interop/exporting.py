@@ -5,7 +5,12 @@
 
 Each file is checked before it is kept: the ONNX file is run with onnxruntime and the ``.pt2`` file is loaded
 back with ``torch.export.load``, both on a sample whose batch size differs from the one exported with (the
-batch dimension is dynamic), and compared with torch's outputs within ``RTOL``/``ATOL``. The file is written
+batch dimension is dynamic), and compared with torch's outputs within ``RTOL``/``ATOL``. A model of several
+inputs (§15) is exported with one example tensor per input, in the spec's order, their batch dimension one
+shared size; a tuple or dict output is compared output by output, flattened in order. ONNX names the inputs
+as the spec does (``input`` when `input:` is a plain shape) and the outputs by their dict keys or tuple value
+names (``output`` for one); a nested tuple's parts get ``name.0``, ``name.1``, and a name taken already a
+``_1`` suffix (ONNX names are unique in a graph). The file is written
 to a temporary name beside the target and renamed into place (``os.replace``), so a failed export leaves no
 partial file. This module is imported only by ``compiler.export()`` and ``specc export``: ``import compiler``
 and ``specc validate`` never load it, or onnx.
@@ -14,11 +19,13 @@ and ``specc validate`` never load it, or onnx.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
+import keyword
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +42,11 @@ class ExportError(RuntimeError):
 class ExportResult:
     path: Path
     format: str
-    max_abs_diff: float  # between torch and the exported file's outputs on the check sample
+    max_abs_diff: float  # between torch and the exported file's outputs on the check sample (the largest)
     rtol: float = RTOL
     atol: float = ATOL
+    inputs: list[str] = field(default_factory=list)  # the file's input names (pt2: the forward's arguments)
+    outputs: list[str] = field(default_factory=list)  # the outputs' names, flattened in order (ONNX's names)
 
 
 def _state_dict(path: str | Path) -> dict:
@@ -114,16 +123,94 @@ def _model(spec: Any, checkpoint: str | Path | None):
     return model.eval(), program
 
 
-def _sample(program: Any, batch: int):
+def _samples(program: Any, batch: int) -> tuple:
+    """One example tensor per model input, in the forward's order: int64 zeros for a model that takes indices
+    (an Embedding first), else a seeded normal sample."""
     import torch
 
-    shape = program.model.input_shape
-    if shape is None:
-        raise ExportError(f"{program.spec.source.path}: the spec has no `input:` shape to export with")
+    shapes = program.model.inputs
+    if not shapes or any(shape is None for shape in shapes.values()):
+        raise ExportError(f"{program.spec.source.filename}: the spec has no `input:` shape to export with")
     generator = torch.Generator().manual_seed(0)
     if program.model.input_dtype == "int64":
-        return torch.zeros(batch, *shape, dtype=torch.int64)
-    return torch.randn(batch, *shape, generator=generator)
+        return tuple(torch.zeros(batch, *shape, dtype=torch.int64) for shape in shapes.values())
+    return tuple(torch.randn(batch, *shape, generator=generator) for shape in shapes.values())
+
+
+def _input_names(program: Any) -> list[str]:
+    """The spec's input names when `input:` names them, else today's single ``input``."""
+    if isinstance(program.spec.input, dict):
+        return list(program.model.inputs)
+    return ["input"]
+
+
+def _name_arguments(model: Any, names: list[str]) -> None:
+    """Give this model's ``forward`` the spec's input names as its signature, which torch.export names the
+    program's inputs after (the compiled model's forward of several inputs takes ``a, b, ...``)."""
+    if not all(name.isidentifier() and not keyword.iskeyword(name) and name != "self" for name in names):
+        return
+    method = type(model).forward
+    if len(inspect.signature(method).parameters) != len(names) + 1:
+        return
+
+    def forward(*args):
+        return method(model, *args)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    forward.__signature__ = inspect.Signature([inspect.Parameter(name, kind) for name in names])  # type: ignore[attr-defined]
+    model.forward = forward
+
+
+def _returned_names(program: Any) -> list[str] | None:
+    """The names of what eval mode returns when it is a tuple or a dict (`eval_output:` if given, else
+    `output:`): the tuple's value names or the dict's keys; None for one value."""
+    from compiler.lower.ir import GraphIR
+
+    root = program.model.root
+    if not isinstance(root, GraphIR):
+        return None
+    if root.eval_outputs is not None:
+        return list(root.eval_outputs) if root.eval_tuple else None
+    if root.outputs is not None:
+        return list(root.output_keys if root.output_keys is not None else root.outputs)
+    return None
+
+
+def _flatten(value: Any, names: list[str] | None, prefix: str = "") -> list[tuple[str, Any]]:
+    """``value`` (a tensor, or a tuple or dict of them, nested) as (name, tensor) pairs in order. At the top
+    (no ``prefix``) one tensor is ``output``, a dict's parts are named by key and a tuple's by ``names``
+    (``output.0``, ... if they do not fit); below, ``prefix.key`` and ``prefix.i``."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [(prefix or "output", value)]
+    if isinstance(value, dict):
+        keys, parts = [str(key) for key in value], list(value.values())
+    elif isinstance(value, (tuple, list)):
+        parts = list(value)
+        if not prefix and names is not None and len(names) == len(parts):
+            keys = list(names)
+        else:
+            keys = [f"{prefix or 'output'}.{i}" for i in range(len(parts))]
+            prefix = ""
+    else:
+        raise ExportError(f"the model returns a {type(value).__name__}, not tensors; it cannot be exported")
+    if prefix:
+        keys = [f"{prefix}.{key}" for key in keys]
+    return [pair for key, part in zip(keys, parts) for pair in _flatten(part, None, key)]
+
+
+def _unique(names: list[str], taken: list[str]) -> list[str]:
+    """``names`` with a ``_1``, ``_2``, ... suffix on each that ``taken`` or an earlier one already has."""
+    used, out = set(taken), []
+    for name in names:
+        new, k = name, 0
+        while new in used:
+            k += 1
+            new = f"{name}_{k}"
+        used.add(new)
+        out.append(new)
+    return out
 
 
 def export(
@@ -143,17 +230,30 @@ def export(
 
     model, program = _model(spec, checkpoint)
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path}: is a folder; name the file to write, e.g. -o {path / program.spec.name}.{format}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=f".{format}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        x, check = _sample(program, 2), _sample(program, 3)
+        x, check = _samples(program, 2), _samples(program, 3)
         with torch.no_grad():
-            expected = model(check)
+            try:
+                expected = _flatten(model(*check), _returned_names(program))
+            except ExportError:
+                raise
+            except Exception as err:
+                raise ExportError(
+                    f"the model fails on its example input: {type(err).__name__}: {_first_line(err)}"
+                ) from None
+        inputs = _input_names(program)
+        outputs = _unique([name for name, _ in expected], inputs)
         if format == "onnx":
-            diff = _onnx(model, x, check, expected, tmp, opset)
+            diff = _onnx(model, x, check, expected, tmp, opset, inputs, outputs)
         else:
+            if isinstance(program.spec.input, dict):
+                _name_arguments(model, inputs)
             diff = _pt2(model, x, check, expected, tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
@@ -162,7 +262,9 @@ def export(
             tmp.unlink()
         with contextlib.suppress(FileNotFoundError):
             Path(str(tmp) + ".data").unlink()
-    return ExportResult(path, format, diff)
+    if format == "pt2":  # the program takes the forward's arguments and returns what it returns
+        inputs = list(inspect.signature(model.forward).parameters)
+    return ExportResult(path, format, diff, inputs=inputs, outputs=outputs)
 
 
 def _umask() -> int:
@@ -180,27 +282,42 @@ def _quiet():
     return stack
 
 
-def _compare(expected: Any, got: Any, what: str) -> float:
+def _compare(expected: list[tuple[str, Any]], got: list[Any], what: str) -> float:
+    """Each of torch's outputs against the exported file's, in order; the largest difference."""
     import numpy as np
 
-    expected = expected.detach().cpu().numpy()
-    got = np.asarray(got)
-    if not np.isfinite(expected).all():
-        raise ExportError(
-            "the model's own outputs hold NaN or infinity on the check sample (its weights?), so the export "
-            "cannot be checked; nothing was written"
-        )
-    if expected.shape != got.shape:
-        raise ExportError(f"{what} gives shape {list(got.shape)}, torch {list(expected.shape)}")
-    diff = float(np.max(np.abs(expected.astype(np.float64) - got.astype(np.float64)))) if expected.size else 0.0
-    if not np.allclose(got, expected, rtol=RTOL, atol=ATOL):
-        raise ExportError(
-            f"{what} differs from torch by up to {diff:.3g} (tolerance rtol={RTOL}, atol={ATOL}); nothing was written"
-        )
-    return diff
+    if len(got) != len(expected):
+        raise ExportError(f"{what} gives {len(got)} outputs, torch {len(expected)}; nothing was written")
+    largest = 0.0
+    for (name, want), have in zip(expected, got):
+        want, have = want.detach().cpu().numpy(), np.asarray(have)
+        which = f"{what}, output {name!r}," if len(expected) > 1 else what
+        if not np.isfinite(want).all():
+            whose = f"output {name!r} holds" if len(expected) > 1 else "outputs hold"
+            raise ExportError(
+                f"the model's own {whose} NaN or infinity on the check sample (its weights?), so the export "
+                "cannot be checked; nothing was written"
+            )
+        if want.shape != have.shape:
+            raise ExportError(f"{which} gives shape {list(have.shape)}, torch {list(want.shape)}; nothing was written")
+        diff = float(np.max(np.abs(want.astype(np.float64) - have.astype(np.float64)))) if want.size else 0.0
+        if not np.allclose(have, want, rtol=RTOL, atol=ATOL):
+            raise ExportError(
+                f"{which} differs from torch by up to {diff:.3g} (tolerance rtol={RTOL}, atol={ATOL}); nothing was written"
+            )
+        largest = max(largest, diff)
+    return largest
 
 
-def _onnx(model, x, check, expected, tmp: Path, opset: int | None) -> float:
+def _batch_dims(count: int) -> tuple:
+    """Every input's first dimension dynamic, one shared batch size."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    return tuple({0: batch} for _ in range(count))
+
+
+def _onnx(model, x, check, expected, tmp: Path, opset: int | None, inputs: list[str], outputs: list[str]) -> float:
     import onnxruntime
     import torch
 
@@ -209,11 +326,11 @@ def _onnx(model, x, check, expected, tmp: Path, opset: int | None) -> float:
             kwargs = {"opset_version": opset} if opset else {}
             program = torch.onnx.export(
                 model,
-                (x,),
+                x,
                 dynamo=True,
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},),
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=_batch_dims(len(x)),
                 **kwargs,
             )
             program.save(str(tmp))
@@ -221,8 +338,19 @@ def _onnx(model, x, check, expected, tmp: Path, opset: int | None) -> float:
         raise
     except Exception as err:
         raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: {_first_line(err)}") from None
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: check.numpy()})
+    try:
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        if names != inputs:
+            raise ExportError(f"the ONNX model takes inputs {names}, not {inputs}; nothing was written")
+        got = session.run(None, {name: t.numpy() for name, t in zip(names, check)})
+        written = [o.name for o in session.get_outputs()]
+    except ExportError:
+        raise
+    except Exception as err:
+        raise ExportError(f"onnxruntime cannot run the ONNX model: {type(err).__name__}: {_first_line(err)}") from None
+    if len(written) == len(outputs) and written != outputs:
+        raise ExportError(f"the ONNX model names its outputs {written}, not {outputs}; nothing was written")
     return _compare(expected, got, "the ONNX model (onnxruntime)")
 
 
@@ -232,18 +360,16 @@ def _pt2(model, x, check, expected, tmp: Path) -> float:
     try:
         with _quiet():
             try:
-                program = torch.export.export(
-                    model, (x,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},)
-                )
+                program = torch.export.export(model, x, dynamic_shapes=_batch_dims(len(x)))
             except Exception:
-                program = torch.export.export(model, (check,))
+                program = torch.export.export(model, check)
             torch.export.save(program, str(tmp))
             loaded = torch.export.load(str(tmp))
             with torch.no_grad():
-                got = loaded.module()(check)
+                got = loaded.module()(*check)
     except Exception as err:
         raise ExportError(f"torch.export failed: {type(err).__name__}: {_first_line(err)}") from None
-    return _compare(expected, got, "the torch.export program loaded back")
+    return _compare(expected, [t for _, t in _flatten(got, None)], "the torch.export program loaded back")
 
 
 def _first_line(err: BaseException) -> str:

@@ -16,7 +16,7 @@ import inspect
 from collections import Counter
 from typing import Any
 
-from compiler.interop.nodes import Block, BlockDef, Cond, Layer, Loop, Merge, Repeat, Use
+from compiler.interop.nodes import Block, BlockDef, Cond, Dataflow, Layer, Loop, Merge, Repeat, Use
 
 WILD = object()  # an instance that lacks the part: any value fits
 _SHORT_NAMES = {"out_channels": "out", "out_features": "out", "kernel_size": "kernel", "num_features": "features"}
@@ -43,6 +43,9 @@ def with_children(node: Any, change: Any) -> Any:
         return dataclasses.replace(node, body=change(node.body))
     if isinstance(node, Repeat):
         return dataclasses.replace(node, body=tuple(change(c) for c in node.body))
+    if isinstance(node, Dataflow):
+        steps = tuple(s if s.node is None else dataclasses.replace(s, node=change(s.node)) for s in node.steps)
+        return dataclasses.replace(node, steps=steps, modules=tuple((n, change(c)) for n, c in node.modules))
     return node
 
 
@@ -73,6 +76,12 @@ def shape(node: Any) -> Any:
         return ("R", node.times, tuple(shape(c) for c in node.body))
     if isinstance(node, Cond):  # (a block made in an earlier pass holds it)
         return ("C", shape(node.then), None if node.otherwise is None else shape(node.otherwise))
+    if isinstance(node, Dataflow):  # the same steps on the same names; tensor sizes may differ
+        tensors = tuple((t.name, t.buffer, t.dtype, len(t.shape)) for t in node.tensors)
+        steps = tuple(dataclasses.replace(s, node=None if s.node is None else shape(s.node)) for s in node.steps)
+        modules = tuple((n, shape(c)) for n, c in node.modules)
+        outputs = (node.output, node.output_keys, node.eval_output)
+        return ("G", node.class_name, node.inputs, tensors, modules, steps, outputs)
     return ("?", repr(node))
 
 
@@ -115,7 +124,7 @@ def _joined(shapes: list[Any]) -> dict[Any, Any]:
 
 def candidates(root: Any) -> list[Any]:
     """The nodes that may become block uses: each one module (never a merge's spread part)."""
-    return [n for n in walk(root) if isinstance(n, (Block, Merge)) and n.origin and leaves(n) >= 1]
+    return [n for n in walk(root) if isinstance(n, (Block, Merge, Dataflow)) and n.origin and leaves(n) >= 1]
 
 
 def repeated_groups(roots: list[Any], lines: Any) -> list[list[Any]]:
@@ -136,7 +145,7 @@ def repeated_groups(roots: list[Any], lines: Any) -> list[list[Any]]:
     taken: dict[Any, list[Any]] = {}
 
     def visit(node: Any, top: bool) -> None:
-        key = joined.get(shape(node)) if isinstance(node, (Block, Merge)) and node.origin else None
+        key = joined.get(shape(node)) if isinstance(node, (Block, Merge, Dataflow)) and node.origin else None
         if not top and key is not None and counts[key] >= 2 and key not in waits:
             taken.setdefault(key, []).append(node)
             return
@@ -195,7 +204,31 @@ class Template:
                 first.times,
                 tuple(self.build([m.body[i] if m else None for m in nodes]) for i in range(len(first.body))),
             )
+        if isinstance(first, Dataflow):
+            return self.dataflow(nodes, first)
         return self.merge(nodes, first)
+
+    def dataflow(self, nodes: list[Any], first: Dataflow) -> Dataflow:
+        """A graph node's template: each child built from the instances' children, then each tensor size a slot
+        (after the layers, so that a size equal to a layer's argument shares its parameter and name)."""
+        modules = tuple(
+            (name, self.build([n.modules[i][1] if n else None for n in nodes], name))
+            for i, (name, _) in enumerate(first.modules)
+        )
+        steps = []
+        for i, step in enumerate(first.steps):
+            if step.node is not None:
+                built = self.build([n.steps[i].node if n else None for n in nodes], step.name)
+                step = dataclasses.replace(step, node=built)
+            steps.append(step)
+        tensors = []
+        for i, tensor in enumerate(first.tensors):
+            sizes = tuple(
+                self.slot([WILD if n is None else n.tensors[i].shape[k] for n in nodes], (tensor.name, "size"))
+                for k in range(len(tensor.shape))
+            )
+            tensors.append(dataclasses.replace(tensor, shape=sizes))
+        return dataclasses.replace(first, steps=tuple(steps), tensors=tuple(tensors), modules=modules)
 
     def layer(self, nodes: list[Any], first: Layer, where: str) -> Layer:
         signature = self.signature_of(first.type)
@@ -345,6 +378,9 @@ def _written(node: Any, text: list[Any]) -> Any:
         return dataclasses.replace(node, args=tuple((k, _written(v, text)) for k, v in node.args))
     if isinstance(node, Cond):
         return Cond(_written(node.cond, text), _written(node.then, text), _written(node.otherwise, text))
+    if isinstance(node, Dataflow):
+        tensors = tuple(dataclasses.replace(t, shape=tuple(_written(d, text) for d in t.shape)) for t in node.tensors)
+        node = dataclasses.replace(node, tensors=tensors)
     return with_children(node, lambda c: _written(c, text))
 
 
@@ -377,8 +413,8 @@ def _define(name: str, group: list[Any], signature_of: Any) -> tuple[BlockDef, l
     for values, hint in zip(template.slots, template.hints):
         params.add(values, hint)
     body = _written(body, params.written)
-    if isinstance(body, Merge) and body.class_name == name:
-        body = dataclasses.replace(body, class_name=None)  # a block's merge class is the block's name
+    if isinstance(body, (Merge, Dataflow)) and body.class_name == name:
+        body = dataclasses.replace(body, class_name=None)  # a block's merge (or graph) class is the block's name
     uses = [Use(name, params.args(i)) for i in range(len(group))]
     return BlockDef(name, params.declared(), body), uses
 
@@ -393,7 +429,7 @@ def _block_name(group: list[Any], taken: set[str]) -> str:
     """The instances' class (``_DenseLayer`` -> ``DenseLayer``), or ``Block``; made unique."""
     from compiler.facts.registry import REGISTRY
 
-    origin = Counter(n.class_name if isinstance(n, Merge) and n.class_name else n.origin for n in group)
+    origin = Counter(n.class_name if isinstance(n, (Merge, Dataflow)) and n.class_name else n.origin for n in group)
     base = origin.most_common(1)[0][0].lstrip("_")
     base = base[:1].upper() + base[1:]
     if base == "Sequential":

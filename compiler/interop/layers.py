@@ -78,7 +78,26 @@ def _transformer_args(module: nn.Module) -> dict[str, Any]:
     }
 
 
-_SPECIAL = {"TransformerEncoderLayer": _transformer_args}
+def _attention_args(module: nn.Module) -> dict[str, Any]:
+    """MultiheadAttention keeps ``kdim``/``vdim`` (the embedding's size when not given) and no ``bias`` flag."""
+    return {
+        "kdim": None if module.kdim == module.embed_dim else module.kdim,
+        "vdim": None if module.vdim == module.embed_dim else module.vdim,
+        "bias": module.out_proj.bias is not None,
+        "add_bias_kv": module.bias_k is not None,
+    }
+
+
+def _frozen_batch_norm_args(module: nn.Module) -> dict[str, Any]:
+    """torchvision's FrozenBatchNorm2d keeps its size only as its buffers'."""
+    return {"num_features": module.weight.shape[0], "eps": module.eps}
+
+
+_SPECIAL = {
+    "TransformerEncoderLayer": _transformer_args,
+    "MultiheadAttention": _attention_args,
+    "FrozenBatchNorm2d": _frozen_batch_norm_args,
+}
 _SKIP = {"device", "dtype", "self"}
 
 
@@ -98,7 +117,7 @@ def layer_call(module: nn.Module, entry: Any, path: str) -> Layer:
 def _differing_args(module: nn.Module, entry: Any, path: str) -> dict[str, Any]:
     """The constructor arguments read back from ``module`` that differ from their defaults."""
     sig = entry.signature()
-    special = _SPECIAL.get(entry.name) if entry.module == "torch.nn" else None
+    special = _SPECIAL.get(entry.name) if entry.module in ("torch.nn", "torchvision.ops") else None
     values = special(module) if special else {}
     args: dict[str, Any] = {}
     for name, param in sig.parameters.items():
@@ -164,3 +183,34 @@ def _same_module(a: nn.Module, b: nn.Module) -> bool:
         return False
     sa, sb = a.state_dict(), b.state_dict()
     return list(sa) == list(sb) and all(sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype for k in sa)
+
+
+# --------------------------------------------------------------------------- other libraries' classes
+
+
+def _equivalents() -> dict[type, tuple[str, Any]]:
+    """Classes of other libraries that compute what a registered layer computes: (its type, its arguments)."""
+    table: dict[type, tuple[str, Any]] = {}
+    try:
+        from torchvision.ops.misc import Permute
+    except ImportError:  # an older torchvision
+        return table
+    table[Permute] = ("Permute", lambda m: {"dims": list(m.dims)})  # torch.permute(x, dims)
+    return table
+
+
+def equivalent_layer(module: nn.Module, path: str) -> Layer | None:
+    """The registered layer ``module`` is an instance of under another class (torchvision's ``Permute``), or None."""
+    found = _equivalents().get(type(module))
+    if found is None:
+        return None
+    from compiler.facts.registry import REGISTRY
+
+    kind, read = found
+    entry = REGISTRY.get("layer", kind)
+    args = read(module)
+    try:
+        twin = entry.resolve()(**args)
+    except Exception as err:
+        raise DecompileError(path, f"cannot make a {kind} of {type(module).__name__} ({err})") from None
+    return layer_call(twin, entry, path)

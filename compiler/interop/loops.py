@@ -18,6 +18,8 @@ _NUMBERED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?)(\d+)\Z")
 def fold_loops(node: Any) -> Any:
     """``node`` with each run of two or more uses of one block, in a list or under numbered names, as a loop."""
     node = with_children(node, fold_loops)
+    if isinstance(node, Block) and node.origin == "ModuleList":
+        return node  # a list called member by member (`call: blocks.3`) lists each member
     if isinstance(node, Block) and not node.named:
         return Block(_list_runs(node.items), False, node.origin)
     if isinstance(node, Block):

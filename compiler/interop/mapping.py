@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from compiler.interop.graph import G, Steps, all_steps, join_path, read_graph, simplify_graph, topological
-from compiler.interop.layers import layer_call, layer_classes
+from compiler.interop.layers import equivalent_layer, layer_call, layer_classes
 from compiler.interop.nodes import Block, DecompileError, Layer, Merge
 
 # --------------------------------------------------------------------------- modules to nodes
@@ -32,14 +32,56 @@ class _Names:
 
 
 class Decompiler:
-    def __init__(self):
+    """Modules to spec nodes. ``root`` and ``shape`` (one sample's) let a forward that is no tree be read as a graph
+    node: its sizes come from a forward pass on that input (``dataflow.Probe``)."""
+
+    def __init__(self, root: nn.Module | None = None, shape: tuple[int, ...] | dict[str, tuple[int, ...]] = ()):
+        from compiler.interop.dataflow import Probe
+
         self.layer_classes = layer_classes()
-        self.notes: list[str] = []
+        self.notes: list[tuple[str, str]] = []  # (a module's path, what is said of it)
+        self.probe = Probe(root, shape) if root is not None else None
+        self.done: dict[tuple[int, str], Any] = {}  # (module, path) -> its node, or the DecompileError it raised
 
     def convert(self, module: nn.Module, path: str) -> Any:
+        """``module``'s node; each module is read once (a parent read again as a graph node reuses its children's)."""
+        key = (id(module), path)
+        if key not in self.done:
+            try:
+                self.done[key] = self._convert(module, path)
+            except DecompileError as err:
+                self.done[key] = err
+        found = self.done[key]
+        if isinstance(found, DecompileError):
+            raise DecompileError(found.path, found.message)
+        return found
+
+    def note_lines(self) -> list[str]:
+        """The notes, one line per thing said: ``a.0.b, a.1.b and 11 more (Sequential) are never called ...``."""
+        said: dict[str, list[str]] = {}
+        for path, text in self.notes:
+            paths = said.setdefault(text, [])
+            if path not in paths:
+                paths.append(path)
+        lines = []
+        for text, paths in said.items():
+            if len(paths) == 1:
+                lines.append(f"{paths[0]} {text}")
+                continue
+            shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+            lines.append(f"{shown} {text.replace(' is never', ' are never', 1)}")
+        return lines
+
+    def class_name(self, module: nn.Module) -> str | None:
+        return _class_name(module)
+
+    def _convert(self, module: nn.Module, path: str) -> Any:
         entry = self.layer_classes.get(type(module))
         if entry is not None:
             return layer_call(module, entry, path)
+        equivalent = equivalent_layer(module, path)
+        if equivalent is not None:
+            return equivalent
         if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
             children = list(module.named_children())
             if not children:
@@ -50,6 +92,31 @@ class Decompiler:
         return self.traced(module, path)
 
     def traced(self, module: nn.Module, path: str) -> Any:
+        """A chain with at most one merge where the forward is one (a merge block keeps the state-dict keys), else
+        a graph node (§15); when neither reads it, the graph reader's refusal (it reads more)."""
+        notes = len(self.notes)
+        if not path and self.probe is not None and isinstance(self.probe.shape, dict):
+            from compiler.interop.dataflow import read_dataflow
+
+            return read_dataflow(self, module, path)  # several inputs: only a graph node takes them
+        try:
+            found = self.tree(module, path)
+            if not path and isinstance(found, Merge):  # the model's top level: a merge there would add a level
+                raise DecompileError(path, "a merge at the model's top level is one module inside it")
+            return found
+        except DecompileError:
+            if self.probe is None:
+                raise
+            del self.notes[notes:]  # the graph reader notes the same children again
+        from compiler.interop.dataflow import read_dataflow
+
+        return read_dataflow(self, module, path)
+
+    def tree(self, module: nn.Module, path: str) -> Any:
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        own += [n for n, _ in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set]
+        if own:  # a stack or a merge holds no tensors of its own: a graph node's params: and buffers: do
+            raise DecompileError(path, f"{type(module).__name__} holds tensors of its own ({', '.join(own)})")
         was = {m: m.training for m in module.modules()}
         module.train()  # F.dropout(training=self.training) is traced as in training
         try:
@@ -79,8 +146,10 @@ class Decompiler:
                         f"{type(module).__name__}.forward never calls it, but it has weights a spec would lose",
                     )
                 self.notes.append(
-                    f"{join_path(path, name)} ({type(child).__name__}) is never called by "
-                    f"{type(module).__name__}.forward: left out"
+                    (
+                        join_path(path, name),
+                        f"({type(child).__name__}) is never called by {type(module).__name__}.forward: left out",
+                    )
                 )
         return self.level(steps, 0, module, path, reader)
 
@@ -113,7 +182,12 @@ class Decompiler:
                 while j < len(steps) and self.key(steps[j], depth, reader) == key:
                     j += 1
                 child = owner.get_submodule(key)
-                out.append((key, self.level(steps[i:j], depth + 1, child, join_path(path, key), reader), False))
+                level = self.level(steps[i:j], depth + 1, child, join_path(path, key), reader)
+                if isinstance(child, nn.ModuleList) and not (isinstance(level, Block) and not level.named):
+                    raise DecompileError(
+                        path, f"{type(owner).__name__}.forward runs {key}'s members other than in a chain"
+                    )
+                out.append((key, level, False))
                 i = j
                 continue
             i += 1
@@ -208,10 +282,10 @@ def _branch_parts(branches: list, names: Any) -> list[tuple[str, Any]]:
 
 def _class_name(owner: nn.Module) -> str | None:
     """The merge class's name: the module's own (a rebuilt block's without its ``_N``), capitalised."""
-    from compiler.build.model import GraphBlock
+    from compiler.build.model import DataflowBlock, GraphBlock
 
     cls = type(owner).__name__
-    if isinstance(owner, GraphBlock):
+    if isinstance(owner, (GraphBlock, DataflowBlock)):
         cls = re.sub(r"_\d+$", "", cls)
     cls = cls.lstrip("_")
     return cls[:1].upper() + cls[1:] if cls.isidentifier() and cls.isascii() else None

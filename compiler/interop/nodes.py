@@ -1,4 +1,4 @@
-"""The spec's nodes a decompiled module becomes: layer calls, blocks, repeats and merges."""
+"""The spec's nodes a decompiled module becomes: layer calls, blocks, repeats, merges and graph nodes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ class DecompileError(ValueError):
     def __init__(self, path: str, message: str):
         self.path, self.message = path, message
         super().__init__(f"{path}: {message}" if path else message)
+
+
+def shape_text(shape: tuple[int, ...] | dict[str, tuple[int, ...]]) -> str:
+    """``[3, 64, 64]``, or several inputs' ``{left: [1, 28, 28], right: [1, 28, 28]}``."""
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{name}: {list(s)}" for name, s in shape.items()) + "}"
+    return str(list(shape))
 
 
 # --------------------------------------------------------------------------- spec nodes
@@ -47,6 +54,49 @@ class Merge:
         tuple[str, Any], ...
     ]  # (name, part): part is Layer/Block/Merge (one child), a spread Block, or None
     then: tuple[tuple[str, Any], ...]
+    origin: str = field(default="", compare=False)  # the module's class
+
+
+@dataclass(frozen=True)
+class TensorDecl:
+    """A parameter or buffer of a graph node (§15): ``name: {shape: [...], dtype: ...}`` (zeros: the import
+    copies no weights, the state dict does)."""
+
+    name: str
+    shape: tuple[Any, ...]  # sizes: integers, or a block's parameter expressions (``$out``)
+    buffer: bool = False
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class GraphStep:
+    """One step of a graph node: a named child (``name``, ``node``) or an operation (``op``) on named values."""
+
+    name: str = ""  # the child's name, "" for an operation or a call
+    node: Any = None
+    call: str = ""  # `call: name` (a module of `modules:`) or `call: name.K` (a member of a declared list)
+    op: str = ""  # add | sub | mul | div | matmul | cat | stack | expand_batch | interpolate
+    inputs: tuple[str, ...] | None = None  # `from:` / the operands; None: the previous step's value
+    outputs: tuple[str, ...] | None = None  # `as:` (``_`` drops a tuple's item)
+    unpack: bool = False  # `as:` is a list: the child returns a tuple
+    keywords: tuple[tuple[str, Any], ...] = ()  # `with:`
+    dim: int | None = None  # cat and stack
+    mode: str | None = None  # interpolate
+    training: bool = False  # `when: training`: the child runs only in training mode
+
+
+@dataclass(frozen=True)
+class Dataflow:
+    """A graph node (§15): ``{graph: [steps], params:, buffers:, output:, class:}``."""
+
+    steps: tuple[GraphStep, ...]
+    tensors: tuple[TensorDecl, ...] = ()
+    modules: tuple[tuple[str, Any], ...] = ()  # `modules:`: declared first, run by `call:` steps (shared weights)
+    inputs: tuple[str, ...] = ("x",)  # the forward's arguments (`inputs:` where not just x)
+    output: str | tuple[str, ...] | None = None  # a value, several (a tuple), or None: the last step's
+    output_keys: tuple[str, ...] | None = None  # the model's top level: `output:` is a dict with these keys
+    eval_output: str | tuple[str, ...] | None = None  # what eval mode returns, where training mode's differs
+    class_name: str | None = None
     origin: str = field(default="", compare=False)  # the module's class
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compiler.interop.nodes import DecompileError
+from compiler.interop.nodes import DecompileError, shape_text
 
 
 def expressible(module: nn.Module) -> None:
@@ -43,7 +43,10 @@ def expressible(module: nn.Module) -> None:
             )
 
 
-def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
+Shape = tuple[int, ...] | dict[str, tuple[int, ...]]  # one input's sample shape, or several inputs' by name
+
+
+def verify(module: nn.Module, text: str, shape: Shape) -> None:
     """Refuse unless the spec's model loads ``module``'s state dict strictly and its eval outputs are equal."""
     expressible(module)
     spec, dtype = _parse(text, shape)
@@ -63,7 +66,7 @@ def verify(module: nn.Module, text: str, shape: tuple[int, ...]) -> None:
         )
 
 
-def _parse(text: str, shape: tuple[int, ...]) -> tuple[Any, torch.dtype]:
+def _parse(text: str, shape: Shape) -> tuple[Any, torch.dtype]:
     from compiler.pipeline import SpecError, lower_spec, parse_spec
 
     with warnings.catch_warnings():
@@ -73,13 +76,14 @@ def _parse(text: str, shape: tuple[int, ...]) -> tuple[Any, torch.dtype]:
         except SpecError as err:
             first = err.problems[0].message if getattr(err, "problems", None) else str(err)
             raise DecompileError(
-                "", f"the input shape {list(shape)} does not fit the model, or the written spec is invalid: {first}"
+                "",
+                f"the input shape {shape_text(shape)} does not fit the model, or the written spec is invalid: {first}",
             ) from None
         dtype = torch.int64 if lower_spec(spec).model.input_dtype == "int64" else torch.float32
     return spec, dtype
 
 
-def _rebuilt(spec: Any, state: dict, shape: tuple[int, ...]) -> nn.Module:
+def _rebuilt(spec: Any, state: dict, shape: Shape) -> nn.Module:
     """The spec's model holding ``state`` (built on the meta device first: no second copy of the weights)."""
     from compiler.pipeline import build_model
 
@@ -92,7 +96,7 @@ def _rebuilt(spec: Any, state: dict, shape: tuple[int, ...]) -> nn.Module:
         raise DecompileError(
             "",
             f"the spec's model does not take the module's state dict ({problem}); is the input "
-            f"shape {list(shape)} the one the module was made for?",
+            f"shape {shape_text(shape)} the one the module was made for?",
         )
     rebuilt.load_state_dict(state, strict=True, assign=True)
     if any(t.is_meta for t in [*rebuilt.parameters(), *rebuilt.buffers()]):  # non-persistent buffers
@@ -103,25 +107,26 @@ def _rebuilt(spec: Any, state: dict, shape: tuple[int, ...]) -> nn.Module:
     return rebuilt
 
 
-def _outputs(module: nn.Module, rebuilt: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> tuple:
-    """Both models' eval outputs on one sample: an image model's on a small crop where it takes one (every op
-    still runs), else on ``shape``. The module's training flags are restored after."""
-    small = (shape[0], *(min(s, 32) for s in shape[1:])) if len(shape) >= 3 else shape
+def _outputs(module: nn.Module, rebuilt: nn.Module, shape: Shape, dtype: torch.dtype) -> tuple:
+    """Both models' eval outputs on one sample (one tensor per input): an image model's on a small crop where it
+    takes one (every op still runs), else on ``shape``. The module's training flags are restored after."""
+    shapes = list(shape.values()) if isinstance(shape, dict) else [shape]
+    small = [(s[0], *(min(n, 32) for n in s[1:])) if len(s) >= 3 else s for s in shapes]
     was = {m: m.training for m in module.modules()}
     try:
         module.eval()
         rebuilt.eval()
         with torch.no_grad():
-            for sample in dict.fromkeys([small, shape]):
-                x = _sample(sample, dtype)
+            for sample in dict.fromkeys([tuple(small), tuple(shapes)]):
+                xs = [_sample(s, dtype, i) for i, s in enumerate(sample)]
                 try:
-                    return module(x.clone()), rebuilt(x.clone())
+                    return module(*(x.clone() for x in xs)), rebuilt(*(x.clone() for x in xs))
                 except Exception as err:
-                    if sample != shape:
+                    if list(sample) != shapes:
                         continue
                     raise DecompileError(
                         "",
-                        f"the input shape {list(shape)} does not fit the module: "
+                        f"the input shape {shape_text(shape)} does not fit the module: "
                         f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
                     ) from None
     finally:
@@ -130,10 +135,10 @@ def _outputs(module: nn.Module, rebuilt: nn.Module, shape: tuple[int, ...], dtyp
     raise AssertionError("unreachable: the last sample returns or raises")
 
 
-def _sample(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _sample(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
     if dtype != torch.float32:
         return torch.zeros(1, *shape, dtype=dtype)
-    return torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+    return torch.randn(1, *shape, generator=torch.Generator().manual_seed(seed))  # each input its own values
 
 
 def state_dict_mismatch(model: nn.Module, state: dict) -> str:
@@ -166,13 +171,17 @@ def _keys(n: int, what: str, keys: list[str]) -> str:
 def _finite(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return not value.is_floating_point() or bool(torch.isfinite(value).all())
+    if isinstance(value, dict):
+        return _finite(list(value.values()))
     return isinstance(value, (tuple, list)) and all(_finite(v) for v in value)
 
 
 def _equal(a: Any, b: Any) -> bool:
-    """Equal tensors (shape, dtype, values; NaN never equals), or equal sequences of them."""
+    """Equal tensors (shape, dtype, values; NaN never equals), or equal sequences or mappings of them."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):  # a model's several outputs by name, in order
+        return list(a) == list(b) and all(_equal(a[k], b[k]) for k in a)
     return False

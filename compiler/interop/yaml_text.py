@@ -3,12 +3,13 @@ short lists, repeats compressed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from typing import Any
 
-from compiler.interop.nodes import Block, Cond, Folded, Layer, Loop, Merge, Repeat, Use
+from compiler.interop.nodes import Block, Cond, Dataflow, Folded, GraphStep, Layer, Loop, Merge, Repeat, TensorDecl, Use
 
 # --------------------------------------------------------------------------- YAML text
 
@@ -137,11 +138,14 @@ class _Writer:
                 self.lines.append(f"{pad}  {k}: {_scalar(v)}")
         elif isinstance(node, (Loop, Cond)):
             self.control(indent, node)
+        elif isinstance(node, Dataflow):
+            self.dataflow(indent, node)
         elif isinstance(node, Block) and node.named:
             for name, child in node.items:
                 self.entry(indent, name, child)
         elif isinstance(node, Block):
-            for child in _compress([child for _, child in node.items]):
+            items = [child for _, child in node.items]
+            for child in items if node.origin == "ModuleList" else _compress(items):  # a list called by member
                 self.item(indent, child)
         elif isinstance(node, Repeat):
             self.lines.append(f"{pad}repeat: {node.times}")
@@ -163,6 +167,76 @@ class _Writer:
                 self.entry(indent, "then", Block(node.then, named=True))
         else:
             raise TypeError(node)
+
+    def dataflow(self, indent: int, node: Dataflow) -> None:
+        """A graph node (§15): ``class:``, ``params:``, ``buffers:``, its steps under ``graph:``, ``output:``."""
+        pad = " " * indent
+        if node.class_name:
+            self.lines.append(f"{pad}class: {node.class_name}")
+        for key, buffer in (("params", False), ("buffers", True)):
+            tensors = [t for t in node.tensors if t.buffer == buffer]
+            if tensors:
+                self.lines.append(f"{pad}{key}:")
+                self.lines += [f"{pad}  {_key(t.name)}: {_tensor(t)}" for t in tensors]
+        if node.inputs != ("x",):
+            self.lines.append(f"{pad}inputs: {_scalar(list(node.inputs))}")
+        if node.modules:
+            self.lines.append(f"{pad}modules:")
+            for name, module in node.modules:
+                self.entry(indent + 2, name, module)
+        self.lines.append(f"{pad}graph:")
+        for step in node.steps:
+            self.step(indent + 2, step)
+        if node.output_keys is not None:
+            pairs = ", ".join(f"{json.dumps(k)}: {v}" for k, v in zip(node.output_keys, node.output))
+            self.lines.append(f"{pad}output: {{{pairs}}}")
+        elif node.output is not None:
+            self.lines.append(
+                f"{pad}output: {_scalar(list(node.output) if isinstance(node.output, tuple) else node.output)}"
+            )
+        if node.eval_output is not None:
+            value = list(node.eval_output) if isinstance(node.eval_output, tuple) else node.eval_output
+            self.lines.append(f"{pad}eval_output: {_scalar(value)}")
+
+    def step(self, indent: int, step: GraphStep) -> None:
+        """``- name: node`` with ``from:``, ``with:``, ``as:`` beside it, or ``- {op: [a, b], dim: D, as: v}``."""
+        pad = " " * indent
+        if step.call:
+            parts = [f"call: {step.call}"]
+            if step.inputs is not None:
+                parts.append(f"from: {_scalar(step.inputs[0] if len(step.inputs) == 1 else list(step.inputs))}")
+            if step.keywords:
+                parts.append(f"with: {_mapping(step.keywords)}")
+            if step.outputs is not None:
+                parts.append(f"as: {_scalar(list(step.outputs) if step.unpack else step.outputs[0])}")
+            if step.training:
+                parts.append("when: training")
+            self.lines.append(f"{pad}- {{{', '.join(parts)}}}")
+            return
+        if step.op:
+            operands = step.inputs[0] if step.op == "expand_batch" else list(step.inputs)
+            parts = [f"{step.op}: {_scalar(operands)}"]
+            if step.op in ("cat", "stack"):
+                parts.append(f"dim: {step.dim}")
+            if step.op == "interpolate":
+                parts.append(f"mode: {_scalar(step.mode)}")
+            if step.outputs:
+                parts.append(f"as: {step.outputs[0]}")
+            self.lines.append(f"{pad}- {{{', '.join(parts)}}}")
+            return
+        start = len(self.lines)
+        self.entry(indent + 2, step.name, step.node)
+        self.lines[start] = pad + "- " + self.lines[start][indent + 2 :]
+        extra = []
+        if step.inputs is not None:
+            extra.append(("from", _scalar(step.inputs[0] if len(step.inputs) == 1 else list(step.inputs))))
+        if step.keywords:
+            extra.append(("with", _mapping(step.keywords)))
+        if step.outputs is not None:
+            extra.append(("as", _scalar(list(step.outputs) if step.unpack else step.outputs[0])))
+        if step.training:
+            extra.append(("when", "training"))
+        self.lines += [f"{pad}  {k}: {v}" for k, v in extra]
 
     def control(self, indent: int, node: Loop | Cond) -> None:
         """A loop (``repeat: N`` with ``as:``) or an ``if:`` part."""
@@ -192,17 +266,38 @@ class _Writer:
             self.entry(4, "body", block.body)
 
 
+def _tensor(tensor: TensorDecl) -> str:
+    """``{shape: [1, 1, 768]}`` (zeros: the state dict holds the values), with ``dtype:`` where not float32."""
+    parts = [f"shape: {_scalar(list(tensor.shape))}"]
+    if tensor.dtype != "float32":
+        parts.append(f"dtype: {tensor.dtype}")
+    return "{" + ", ".join(parts) + "}"
+
+
 def render_yaml(
-    name: str, input_shape: tuple[int, ...], root: Any, header: list[str], folded: Folded | None = None
+    name: str,
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]],
+    root: Any,
+    header: list[str],
+    folded: Folded | None = None,
 ) -> str:
-    """The spec's text; ``folded`` (the block form) gives its ``defaults:``, ``blocks:`` and model."""
+    """The spec's text; ``folded`` (the block form) gives its ``defaults:``, ``blocks:`` and model. Several inputs
+    (``{name: shape}``) are written as ``input:``'s mapping, which names the top-level graph's values."""
     writer = _Writer()
     writer.lines += [f"# {line}" if line else "#" for line in header]
     writer.lines.append(f"name: {name}")
-    writer.lines.append(f"input: {_scalar(list(input_shape))}")
+    if isinstance(input_shape, dict):
+        shapes = ", ".join(f"{_key(k)}: {_scalar(list(v))}" for k, v in input_shape.items())
+        writer.lines.append(f"input: {{{shapes}}}")
+    else:
+        writer.lines.append(f"input: {_scalar(list(input_shape))}")
     if folded is not None:
         writer.folded(folded)
         root = folded.root
+    if isinstance(input_shape, dict) and isinstance(root, Dataflow):
+        if root.inputs != tuple(input_shape):
+            raise AssertionError(f"the model's inputs {root.inputs} are not input's {tuple(input_shape)}")
+        root = dataclasses.replace(root, inputs=("x",))  # `input:` names them: no `inputs:` at the top level
     if isinstance(root, Layer):
         root = Block((("0", root),), named=False)
     writer.entry(0, "model", root)

@@ -448,6 +448,9 @@ class DataIR:
     targets: str = "classes"  # classes (int64 labels) | values (float, the output's shape); set by the loss check
     text: dict | None = None  # Text: its options, max_length and max_vocab filled in from the model
     class_weights: str | tuple | None = None  # "balanced" or one weight per class, for the loss's `weight`
+    pairs: bool = False  # two samples a sample: ((a, b), 1 when one class else 0), for a model of two inputs
+    target_classes: tuple | None = None  # a CSV of several target columns: each one's classes (None: values)
+    target_kinds: list[str] | None = None  # and each one's kind, as its output's loss reads it
 
     @property
     def augments(self) -> bool:
@@ -515,6 +518,24 @@ class RunIR:
 
 
 @dataclass
+class OutputLossIR:
+    """One output's loss (`loss: {name: Loss}`), its weight in the sum and whether accuracy is reported."""
+
+    name: str
+    loss: CallIR
+    weight: float
+    accuracy: bool
+
+
+@dataclass
+class OutputsIR:
+    """The losses of a model of several outputs, in training mode's output order, and what eval mode returns."""
+
+    losses: list[OutputLossIR]
+    eval_names: list[str]
+
+
+@dataclass
 class TrainingIR:
     data: DataIR
     loss: CallIR
@@ -527,6 +548,7 @@ class TrainingIR:
     scheduler_steps: str | None = None
     loop: LoopIR = field(default_factory=LoopIR)  # clipping, accumulation, EMA, warm-up, stop on NaN
     run: RunIR = field(default_factory=RunIR)
+    outputs: OutputsIR | None = None  # a model of several outputs: a loss per output
 
 
 @dataclass

@@ -21,7 +21,19 @@ from compiler.facts.shapes import format_shape
 from compiler.front.problems import Problems
 from compiler.front.spec import Call, DataSpec, SchedulerCall, Spec, TrainSpec
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
-from compiler.lower.ir import Arg, CallIR, DataIR, LayerIR, LoopIR, ModelIR, RunIR, SpeedIR, TrainingIR
+from compiler.lower.ir import (
+    Arg,
+    CallIR,
+    DataIR,
+    LayerIR,
+    LoopIR,
+    ModelIR,
+    OutputsIR,
+    RunIR,
+    SpeedIR,
+    TrainingIR,
+)
+from compiler.lower.outputs import lower_outputs
 
 _shape = format_shape
 
@@ -29,6 +41,7 @@ _shape = format_shape
 def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> TrainingIR | None:
     """Lower data, loss, optimizer, scheduler and train; check them against the model. None for a model-only spec."""
     present = {k: getattr(spec, k) is not None or (k,) in spec.unparsed for k in ("data", "loss", "optimizer", "train")}
+    present["loss"] = present["loss"] or bool(spec.losses)
     if any(present.values()) and not all(present.values()):
         missing = [k for k, v in present.items() if not v]
         problems.fail(
@@ -42,11 +55,25 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
     binder = Binder(problems, spec.symbols, spec.unparsed)
     checker = _DataChecker(spec, model, binder)
     data = checker.data(spec.data)
-    loss = _call(binder, spec.loss, "loss") if spec.loss else None
+    several = model is not None and model.outputs is not None
+    if spec.losses and not several and model is not None:
+        problems.fail(
+            ("loss",),
+            "`loss:` names outputs, but the model has one output",
+            "give one loss (`loss: CrossEntropyLoss`), or return several outputs (`output: [a, b]`, §15)",
+        )
+    outputs = loss = None
+    if several and data is not None and model is not None:
+        outputs = lower_outputs(spec, model, data, lambda call: _call(binder, call, "loss"), checker)
+        loss = outputs.losses[0].loss if outputs is not None else None
+    elif spec.loss:
+        loss = _call(binder, spec.loss, "loss")
     optimizer = _call(binder, spec.optimizer, "optimizer") if spec.optimizer else None
     scheduler = _call(binder, spec.scheduler, "scheduler") if spec.scheduler else None
-    if data and loss:
+    if data and loss and not several:
         checker.targets(data, loss, spec.train)
+    elif data and outputs:
+        checker.several_outputs(data, outputs, spec.train)
     if spec.train.mode == "online" and spec.train.epochs != 1:
         problems.fail(
             ("train", "epochs"),
@@ -54,6 +81,13 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
             "set `epochs: 1`, or use `mode: minibatch`",
         )
     speed = _speed(problems, spec.train, data, optimizer, scheduler) if data and optimizer else SpeedIR()
+    if speed.fast and model is not None and (several or model.several_inputs):
+        problems.fail(
+            ("train",),
+            f"a model of several {'outputs' if several else 'inputs'} trains in the tutorial's loop; the speed "
+            "options (precision, compile, channels_last, data_on_device, cuda_graph) are not for it yet",
+            "remove them (or `speed: auto`) from `train:`",
+        )
     steps = _scheduler_steps(problems, spec.scheduler, scheduler) if spec.scheduler and scheduler else None
     loop, steps = _loop(problems, spec.train, scheduler, steps)
     if data and scheduler and loop.fixed_length:
@@ -61,7 +95,7 @@ def lower_training(spec: Spec, model: ModelIR | None, problems: Problems) -> Tra
     run = _run_options(problems, spec.train, model, data, optimizer) if data and optimizer else RunIR()
     if problems.count() > before or not (data and loss and optimizer):
         return None
-    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps, loop, run)
+    return TrainingIR(data, loss, optimizer, scheduler, spec.train, speed, steps, loop, run, outputs)
 
 
 # --------------------------------------------------------------------------- loop options (issue 24)
@@ -354,6 +388,7 @@ class _DataChecker:
     def __init__(self, spec: Spec, model: ModelIR | None, binder: Binder):
         self.spec, self.model, self.binder, self.problems = spec, model, binder, binder.problems
         self.text_options: dict | None = None  # a Text dataset's, with what the model decides filled in
+        self.target_classes: tuple | None = None  # a CSV of several target columns: each one's classes (or None)
 
     def fail(self, path, message: str, fix: str = "") -> None:
         self.problems.fail(path, message, fix)
@@ -368,6 +403,10 @@ class _DataChecker:
         if self.problems.count() > before:  # unreadable data: no checks that build on its facts
             return None
         self.check_samples(data, dataset, transforms, eval_transforms, shape)
+        if data.pairs:  # the target says whether a pair's two samples are of one class: two classes
+            if classes is None and dataset.name != "ImageFolder":
+                self.fail(("data", "pairs"), "`pairs:` pairs samples by class, but these targets are values", "")
+            classes = 2
         return DataIR(
             dataset,
             transforms,
@@ -381,6 +420,8 @@ class _DataChecker:
             _validation(data, dataset, has_test),
             text=self.text_options,
             class_weights=tuple(data.class_weights) if isinstance(data.class_weights, list) else data.class_weights,
+            pairs=data.pairs,
+            target_classes=self.target_classes,
         )
 
     def bind_data(self, data: DataSpec) -> tuple[CallIR, list[CallIR], list[CallIR]] | None:
@@ -421,6 +462,8 @@ class _DataChecker:
                 "`normalize:` scales tabular features; this dataset is not tabular",
                 "use a Normalize transform for images, or remove `normalize:`",
             )
+        if self.several_inputs(data, dataset, sample):
+            return
         model_input = self.spec.input
         if sample is not None and model_input is not None and None not in sample and tuple(sample) != model_input:
             self.fail(
@@ -429,6 +472,39 @@ class _DataChecker:
                 f"shape {_shape(tuple(sample))}",
                 f"write `input: {list(sample)}` or change the transforms",
             )
+
+    def several_inputs(self, data: DataSpec, dataset: CallIR, sample: tuple | None) -> bool:
+        """`pairs: true` gives two inputs a sample, each a sample of the dataset: for a model of two inputs of its
+        shape. True when the model's inputs are checked here (or the pairing is refused)."""
+        inputs = self.spec.input_shapes or {}
+        if not data.pairs and len(inputs) < 2:
+            return False
+        if not data.pairs:
+            self.fail(
+                ("input",),
+                f"the model takes {len(inputs)} inputs, but {dataset.name} gives one a sample",
+                "for a two-input (Siamese) model, pair the samples: `data: {pairs: true, ...}`",
+            )
+            return True
+        if len(inputs) != 2:
+            self.fail(
+                ("data", "pairs"),
+                f"`pairs: true` gives two inputs a sample, but the model takes {len(inputs)}",
+                "name two inputs: `input: {left: [...], right: [...]}`",
+            )
+            return True
+        if dataset.name in ("Text", "Synthetic") or (dataset.name == "CSV" and not isinstance(sample, tuple)):
+            self.fail(("data", "pairs"), f"`pairs:` pairs samples by class; {dataset.name} here has none", "")
+            return True
+        for name, shape in inputs.items():
+            if sample is not None and None not in sample and tuple(sample) != tuple(shape):
+                self.fail(
+                    ("input", name),
+                    f"input {name!r} is {_shape(tuple(shape))}, but a pair holds two samples of shape "
+                    f"{_shape(tuple(sample))}",
+                    f"write `{name}: {list(sample)}` or change the transforms",
+                )
+        return True
 
     def dataset_facts(self, dataset: CallIR, data: DataSpec):
         """(sample shape before transforms, number of classes, has a test split)."""
@@ -600,8 +676,14 @@ class _DataChecker:
         """
         path, target = dataset.value("path"), dataset.value("target")
         where = dataset.yaml_path
+        if isinstance(target, (list, tuple)) and target and all(isinstance(t, str) for t in target):
+            return self.csv_several_targets(dataset, path, target)
         if not isinstance(path, str) or not isinstance(target, str):
-            self.fail(where, "CSV `path:` and `target:` must be strings")
+            self.fail(
+                where,
+                "CSV `path:` is a string, and `target:` a column's name (or a list of them, one per output)",
+                "e.g. `target: label`",
+            )
             return None, None, False
         test_path = dataset.value("test_path")
         if test_path is not None and not isinstance(test_path, str):
@@ -620,6 +702,33 @@ class _DataChecker:
         if not all(self.csv_columns(dataset, key, name, columns, target, features) for key, name, columns in files):
             return None, None, False
         return (len(features),), _classes(labels), test_path is not None
+
+    def csv_several_targets(self, dataset: CallIR, path: object, targets: list[str] | tuple[str, ...]):
+        """`target: [species, petal_width]`: one column per output; each column's classes are kept (DataIR)."""
+        if not isinstance(path, str) or dataset.value("test_path") is not None:
+            self.fail(
+                _csv_where(dataset, "test_path" if isinstance(path, str) else "path"),
+                "a CSV of several targets reads `path:` (a string) and splits it with `val_split:`",
+                "remove `test_path:`, or give one target",
+            )
+            return None, None, False
+        if len(set(targets)) != len(targets):
+            self.fail(_csv_where(dataset, "target"), "`target:` names a column twice", "name each column once")
+            return None, None, False
+        heads = [self.csv_head(dataset, "path", path, t) for t in targets]
+        header = heads[0][0]
+        if header is None:
+            return None, None, False
+        features = dataset.value("features") or [h for h in header if h not in targets]
+        for t in targets:
+            if not self.csv_columns(dataset, "path", path, header, t, [f for f in features if f not in targets]):
+                return None, None, False
+        overlap = [f for f in features if f in targets]
+        if overlap:
+            self.fail(_csv_where(dataset, "features"), f"{overlap[0]!r} is a target and a feature", "drop one")
+            return None, None, False
+        self.target_classes = tuple(_classes(labels) for _, labels in heads)
+        return (len(features),), None, False
 
     def csv_columns(self, dataset: CallIR, key: str, name: str, columns: list, target: str, features: list) -> bool:
         """A CSV file has the target column and every feature column; False when not (reported)."""
@@ -786,6 +895,17 @@ class _DataChecker:
                 "accuracy needs class labels; these targets are regression values",
                 "remove `accuracy`",
             )
+
+    def several_outputs(self, data: DataIR, outputs: OutputsIR, train: TrainSpec) -> None:
+        """What `targets` checks of one loss that concerns the whole data, for a loss per output."""
+        if data.class_weights is not None:
+            self.fail(
+                ("data", "class_weights"),
+                "class_weights weight one loss's classes; with a loss per output, give each loss its own `weight:`",
+                "remove `class_weights:`",
+            )
+        if "accuracy" in train.metrics and not any(item.accuracy for item in outputs.losses):
+            self.fail(("train", "metrics"), "accuracy needs an output with class labels; none has", "remove it")
 
     def class_targets(self, data: DataIR, loss: CallIR, out: tuple | None) -> None:
         classes = data.num_classes

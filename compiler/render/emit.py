@@ -557,7 +557,7 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     spec's names of the values, as torch.fx's code generator writes a graph."""
     children = _init_params(graph)
     lines = [f"class {name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
-    lines.append(INDENT + f"def __init__({', '.join(['self', *(p for _, p in children)])}):")
+    lines += _def_lines("__init__", ["self", *(p for _, p in children)])
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
     for tensor in graph.tensors:
@@ -581,6 +581,14 @@ def _forward_args(graph: GraphIR) -> list[str]:
     own = ("self", "torch", "nn")
     taken = Namespace({*own, *graph.inputs})
     return [taken.name(name) if name in own else name for name in graph.inputs]
+
+
+def _def_lines(name: str, params: list[str]) -> list[str]:
+    """A method's ``def`` line, as ruff formats it: one line if it fits in 120 columns, else a parameter a line."""
+    line = INDENT + f"def {name}({', '.join(params)}):"
+    if len(line) <= 120:
+        return [line]
+    return [INDENT + f"def {name}(", *(INDENT * 2 + f"{p}," for p in params), INDENT + "):"]
 
 
 def _graph_doc(graph: GraphIR) -> str:
@@ -631,7 +639,10 @@ def _graph_forward_lines(graph: GraphIR) -> list[str]:
             targets.append(text[out])
         unpacked = f"({targets[0]},)" if step.unpack and len(targets) == 1 else ", ".join(targets)  # a 1-tuple
         lines.append(pad + f"{unpacked} = {expr}")
-    return lines + _graph_return_lines(graph, text)
+    returned = _graph_return_lines(graph, text)
+    if graph.steps and graph.steps[-1].training and returned[0] == "if self.training:":
+        return lines + returned[1:]  # the training-only steps' block ends with training mode's return
+    return lines + returned
 
 
 def _step_text(step, args: list[str], first_input: str) -> str:
@@ -769,9 +780,14 @@ def _rule_lines(model: ModelIR) -> list[str]:
     for i, rule in enumerate(model.init):
         lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
         nullable = {p for layer in model.layers() if rule.matches(layer) for p in layer.none_params}
+        # a path glob may match a container (a Sequential has no weight): compiler.build_model skips it too
+        nodes = [model.root, *model.root.walk()] if rule.paths else []
+        containers = any(not isinstance(n, LayerIR) and rule.path_matches(n.path) for n in nodes)
         for pname, call in rule.calls.items():
             line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
-            if pname in nullable:
+            if containers:
+                lines += [INDENT * 3 + f"if getattr(module, {literal(pname)}, None) is not None:", INDENT * 4 + line]
+            elif pname in nullable:
                 lines += [INDENT * 3 + f"if module.{pname} is not None:", INDENT * 4 + line]
             else:
                 lines.append(INDENT * 3 + line)

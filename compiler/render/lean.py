@@ -22,6 +22,16 @@ def render_lean(program: Program) -> str:
     spec, training = program.spec, program.training
     if training is None:
         return script.render(program)
+    if training.outputs is not None or training.data.pairs:
+        from compiler.errors import SpecError
+
+        several = "outputs" if training.outputs is not None else "inputs"
+        problem = spec.source.problem(
+            ("model",),
+            f"the lean script trains a model of one input and one output; this one has several {several}",
+            "generate the full script (without --lean), which trains it",
+        )
+        raise SpecError([problem])
     code = emit_model(program.model, RESERVED_NAMES | frozenset(spec.vars))
     data, steps = training.data, training.scheduler_steps
     context = {

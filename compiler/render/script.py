@@ -148,10 +148,13 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
     """The runtime helpers a full script of ``training`` calls itself, read from the IR and the registry's entries."""
     data, speed = training.data, training.speed
     roots = [*_FULL_HELPERS, *data.dataset.entry.runtime, *training.optimizer.entry.runtime]
-    roots += [data.dataset.entry.inputs, "predictions"] if data.dataset.entry.inputs else []
+    roots += [data.dataset.entry.inputs, "predictions"] if data.dataset.entry.inputs and not data.pairs else []
     roots += ["leader_first"] if data.downloads else []
     roots += ["split_indices"] if data.validation == "val_split" else []
     roots += ["class_weights"] if data.class_weights is not None else []
+    roots += ["pair_sets"] if data.pairs else []
+    roots += ["to_device"] if data.pairs or data.target_classes is not None else []
+    roots += ["OutputLosses", "evaluate_outputs", "metrics_text"] if training.outputs is not None else []
     if speed.fast:
         roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
     roots += ["reuse_freed_memory"] if speed.reuse_memory else []
@@ -313,6 +316,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "transforms_code": _transforms_function(data, random_transforms),
         "data_code": _data_function(data, random_transforms),
         "task": literal("classes" if training.loss.entry.targets == "classes" else "values"),
+        "outputs_info": _outputs_info(training),
         "predict_inputs": _predict_inputs(data),
         "predict_help": _predict_help(data),
         "helpers_line": HELPERS_LINE,
@@ -329,7 +333,24 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "scheduler_on_loss": steps == "loss",
         "accuracy": "accuracy" in train.metrics,
         "val_message": val_loss + (', val accuracy {val_accuracy:.2%}"' if "accuracy" in train.metrics else '"'),
+        "several_inputs": program_inputs(training) > 1,
+        "several_outputs": training.outputs is not None,
+        "several_targets": training.data.target_classes is not None,
     }
+
+
+def _outputs_info(training: TrainingIR) -> str:
+    """What each output eval mode returns predicts, for the checkpoint (``data_info``); "" for one output."""
+    outputs = training.outputs
+    if outputs is None:
+        return ""
+    kinds = {item.name: "classes" if item.accuracy else "values" for item in outputs.losses}
+    return literal({name: kinds[name] for name in outputs.eval_names})
+
+
+def program_inputs(training: TrainingIR) -> int:
+    """How many tensors the model takes a sample: two for paired data, else one."""
+    return 2 if training.data.pairs else 1
 
 
 def _freeze_line(training: TrainingIR) -> str:
@@ -432,7 +453,24 @@ def _settings(spec: Spec, training: TrainingIR) -> list[tuple[str, str, str]]:
         settings.insert(5, ("VAL_SPLIT", value(("data", "val_split"), data.val_split), "held-out fraction"))
     if "mlflow" in spec.train.log:
         settings.append(("MLFLOW_URI", literal(spec.train.mlflow_uri), "the MLflow tracking store (None: RUN/mlruns)"))
+    settings += output_settings(training)
     return settings + run_settings(training) + loop_settings(spec, training.loop, training.scheduler_steps)
+
+
+def output_settings(training: TrainingIR) -> list[tuple[str, str, str]]:
+    """A model of several outputs: their names (training mode's, eval mode's), each loss's weight, and those whose
+    accuracy validation reports."""
+    outputs = training.outputs
+    if outputs is None:
+        return []
+    items = outputs.losses
+    accuracy = [item.name for item in items if item.accuracy] if "accuracy" in training.train.metrics else []
+    return [
+        ("OUTPUTS", literal([item.name for item in items]), "the model's outputs in training mode, in order"),
+        ("EVAL_OUTPUTS", literal(outputs.eval_names), "those eval mode returns"),
+        ("LOSS_WEIGHTS", literal([item.weight for item in items]), "each output's loss weight in the sum"),
+        ("ACCURACY_OUTPUTS", literal(accuracy), "validation reports their accuracy; val_accuracy is the first's"),
+    ]
 
 
 def loop_settings(spec: Spec, loop: LoopIR, steps: str | None) -> list[tuple[str, str, str]]:
@@ -539,9 +577,10 @@ def _has_transforms(data: DataIR) -> bool:
 
 
 def _predict_inputs(data: DataIR) -> str:
-    """How main reads ``--predict``'s inputs into (names, tensors); "" where the dataset has no such inputs."""
+    """How main reads ``--predict``'s inputs into (names, tensors); "" where the dataset has no such inputs (or a
+    sample is a pair: prediction reads one input a sample)."""
     reader = data.dataset.entry.inputs
-    if not reader:
+    if not reader or data.pairs:
         return ""
     return f"{reader}(args.predict, run.data{', build_transforms()[1]' if _has_transforms(data) else ''})"
 
@@ -562,7 +601,25 @@ def _transforms_function(data: DataIR, augment_switch: bool) -> str:
 
 
 def _data_function(data: DataIR, augment_switch: bool) -> str:
-    """The body of ``build_datasets``, the same steps as ``training.build_datasets`` takes."""
+    """The body of ``build_datasets``, the same steps as ``training.build_datasets`` takes; with ``pairs:``, the
+    sets it makes are paired last."""
+    body = _unpaired_data_function(data, augment_switch)
+    if not data.pairs:
+        return body
+    lines = body.split("\n")
+    last = lines[-1]
+    indent = last[: len(last) - len(last.lstrip())]
+    made = last.strip().removeprefix("return ")
+    pair = "return pair_sets({}, SEED)  # ((a, b), 1 when one class, else 0)"
+    if made in ("train_set, val_set", "train_set, None"):  # the sets are named already
+        lines[-1] = indent + pair.format(made)
+    else:
+        lines[-1] = indent + "train_set, val_set = " + made
+        lines.append(indent + pair.format("train_set, val_set"))
+    return "\n".join(lines)
+
+
+def _unpaired_data_function(data: DataIR, augment_switch: bool) -> str:
     ds = data.dataset
     lines: list[str] = []
     add = lines.append
@@ -572,9 +629,12 @@ def _data_function(data: DataIR, augment_switch: bool) -> str:
             kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
         if data.normalize:  # fitted on the training split only
             kwargs["normalize"] = Arg(None, literal(data.normalize))
-        if data.targets == "values":  # the loss compares outputs with them: regression, even on whole numbers
+        if data.target_kinds is not None:  # one target column per output, each read as its loss reads it
+            kwargs["targets"] = Arg(None, literal(data.target_kinds))
+        elif data.targets == "values":  # the loss compares outputs with them: regression, even on whole numbers
             kwargs["targets"] = Arg(None, literal("values"))
-        add(f"return {call_source('csv_datasets', ds.args, kwargs)}")
+        parts = [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())]
+        add(f"return {_fitted_call('csv_datasets', parts)}")
         return _indent(lines)
     if ds.name == "Text":
         add(f"return {_text_call(data)}")
@@ -629,7 +689,11 @@ def _fitted_call(name: str, parts: list[str], indent: int = 4, lead: str = "retu
 
 
 def loss_source(training: TrainingIR, device: str) -> str:
-    """The loss's construction; with ``class_weights:``, its ``weight`` computed on the training set."""
+    """The loss's construction; with ``class_weights:``, its ``weight`` computed on the training set; for a model
+    of several outputs, one loss each, weighted and summed (``OutputLosses``, its settings on top)."""
+    if training.outputs is not None:
+        losses = ", ".join(_call(item.loss) for item in training.outputs.losses)
+        return f"OutputLosses([{losses}], LOSS_WEIGHTS, OUTPUTS, EVAL_OUTPUTS)"
     data = training.data
     if data.class_weights is None:
         return _call(training.loss)

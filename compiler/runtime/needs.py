@@ -19,8 +19,18 @@ NEEDS: dict[str, Needs] = {
     # datasets and loaders
     "GradientDescent": Needs((), ("torch",)),
     "synthetic_dataset": Needs((), ("TensorDataset", "torch")),
-    "read_csv": Needs((), ("csv", "torch")),
-    "csv_datasets": Needs(("apply_scaling", "fit_scaling", "read_csv", "split_indices"), ("TensorDataset",)),
+    "read_csv": Needs(("csv_targets",), ("csv", "torch")),
+    "csv_targets": Needs((), ("torch",)),
+    "csv_datasets": Needs(
+        ("TargetsDataset", "apply_scaling", "fit_scaling", "read_csv", "split_indices"), ("TensorDataset",)
+    ),
+    "PairDataset": Needs(("dataset_labels",), ("torch",)),
+    "pair_sets": Needs(("PairDataset",)),
+    "TargetsDataset": Needs((), ("torch",)),
+    "OutputLosses": Needs((), ("torch",)),
+    "to_device": Needs(),
+    "metrics_text": Needs(),
+    "evaluate_outputs": Needs(("over_ranks", "to_device", "unwrap"), ("torch",)),
     "text_datasets": Needs(
         ("build_vocab", "encode_texts", "read_texts", "split_indices", "text_tokens"), ("TensorDataset", "torch")
     ),

@@ -171,8 +171,8 @@ def _same_type(a: Any, b: Any) -> bool:
 def _outputs_equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and list(a) == list(b) and all(_outputs_equal(a[k], b[k]) for k in a)
-    if isinstance(a, tuple):
-        return isinstance(b, tuple) and len(a) == len(b) and all(_outputs_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, (tuple, list)):  # several outputs; a batch's several inputs or targets (a list when collated)
+        return type(b) is type(a) and len(a) == len(b) and all(_outputs_equal(x, y) for x, y in zip(a, b))
     return torch.equal(a, b)
 
 
@@ -183,9 +183,11 @@ def _first_batches(loader_a, loader_b, n: int = 2) -> Check:
     torch.set_rng_state(rng)
     batches_b = _take(loader_b, n)
     for i, ((xa, ya), (xb, yb)) in enumerate(zip(batches_a, batches_b)):
-        if not (torch.equal(xa, xb) and torch.equal(ya, yb)):
+        if not (_outputs_equal(xa, xb) and _outputs_equal(ya, yb)):
             return Check("5. first batches of data equal", False, f"batch {i} differs")
-    return Check("5. first batches of data equal", True, f"{n} batches, inputs {tuple(batches_a[0][0].shape)}")
+    x = batches_a[0][0]
+    shapes = ", ".join(str(tuple(t.shape)) for t in x) if isinstance(x, (tuple, list)) else str(tuple(x.shape))
+    return Check("5. first batches of data equal", True, f"{n} batches, inputs {shapes}")
 
 
 def _take(loader, n: int) -> list:

@@ -299,7 +299,8 @@ def _as_spec(spec: Spec | str | os.PathLike) -> Spec:
 def evaluate(
     spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | None = None, split: str = "val", device: Any = "cpu"
 ) -> dict:
-    """``{"loss": ..., "accuracy": ...}`` of a checkpoint (default: the latest run's) on the ``val`` or ``train`` split."""
+    """``{"loss": ..., "accuracy": ...}`` of a checkpoint (default: the latest run's) on the ``val`` or ``train`` split;
+    for a model of several outputs also each one's (``"species_loss"``, ``"species_accuracy"``, ...)."""
     spec = _as_spec(spec)
     with data_present(spec, "eval"):
         script, (model, loss_fn, _, _, train_loader, val_loader), _, device = _restored(spec, checkpoint, device, True)
@@ -307,7 +308,10 @@ def evaluate(
     if loader is None:
         raise ValueError("this spec holds out no validation data; use the training split (--split train)")
     loss, accuracy = script.evaluate(model, loss_fn, loader, device)
-    return {"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})}
+    result = {"loss": loss, **({"accuracy": accuracy} if accuracy is not None else {})}
+    if hasattr(script, "evaluate_outputs"):  # a model of several outputs: each one's loss (and accuracy) too
+        result.update(script.evaluate_outputs(model, loss_fn, loader, device, script.ACCURACY_OUTPUTS))
+    return result
 
 
 def _predictor(spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | None, device: Any) -> tuple:
@@ -316,8 +320,15 @@ def _predictor(spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | N
     from compiler.pipeline import lower_spec
 
     spec = _as_spec(spec)
+    program = lower_spec(spec)
+    if program.model.several_inputs:
+        names = ", ".join(program.model.inputs or {})
+        raise ValueError(
+            f"prediction reads one input a sample, but this model takes {len(program.model.inputs or {})} ({names}); "
+            "call compiler.build_model's module (with the checkpoint's weights) on them"
+        )
     _, (model, *_), run, device = _restored(spec, checkpoint, device, False)
-    data = lower_spec(spec).training.data
+    data = program.training.data
     transform = _compose(data.eval_transforms) if data.dataset.name not in ("CSV", "Synthetic") else None
     if run.data is None:
         raise ValueError("the checkpoint does not say what data the model was trained on; train it with specc")
@@ -348,6 +359,9 @@ def predict_table(
     probability_K`` for the K-th best), or ``input, prediction`` holding a regression's values."""
     model, info, transform, device = _predictor(spec, checkpoint, device)
     rows = runtime.predict_rows(model, [str(i) for i in inputs], info, transform, device, top_k)
+    if info.get("outputs"):  # several outputs: a column each
+        keys = list(info["outputs"])
+        return ["input", *keys], [[name, *(each[k] for k in keys)] for name, each in rows]
     if info["task"] != "classes":
         return ["input", "prediction"], [[name, " ".join(f"{v:.6g}" for v in values)] for name, values in rows]
     k = max(len(best) for _, best in rows)

@@ -118,12 +118,21 @@ def read_csv(path, target, features=None, targets="classes"):
         rows = list(csv.DictReader(file))
     if not rows:
         raise ValueError(f"{path}: no data rows")
-    columns = features or [name for name in rows[0] if name != target]
+    several = isinstance(target, (list, tuple))  # one target column per output: ``targets`` gives each one's kind
+    names = list(target) if several else [target]
+    columns = features or [name for name in rows[0] if name not in names]
     x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
-    values = [float(row[target]) for row in rows]
-    if targets == "classes" and all(v.is_integer() for v in values):
-        return x, torch.tensor([int(v) for v in values]), columns
-    return x, torch.tensor(values).unsqueeze(1), columns
+    kinds = targets if several else [targets]
+    ys = tuple(csv_targets([float(row[name]) for row in rows], kind) for name, kind in zip(names, kinds))
+    return x, ys if several else ys[0], columns
+
+
+def csv_targets(values, kind):
+    """A target column: class labels (int64) where they are whole numbers and ``kind`` is classes, else one
+    float value per row (regression)."""
+    if kind == "classes" and all(v.is_integer() for v in values):
+        return torch.tensor([int(v) for v in values])
+    return torch.tensor(values).unsqueeze(1)
 
 
 def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0, targets="classes"):
@@ -135,13 +144,31 @@ def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, nor
         x_val, y_val, _ = read_csv(test_path, target, features, targets)
     elif val_split:
         train_idx, val_idx = split_indices(len(x), val_split, seed)
-        x, y, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+        if isinstance(y, tuple):  # several targets
+            y, y_val = tuple(t[train_idx] for t in y), tuple(t[val_idx] for t in y)
+        else:
+            y, y_val = y[train_idx], y[val_idx]
+        x, x_val = x[train_idx], x[val_idx]
     if normalize:
         scaling = fit_scaling(normalize, x)
         x, x_val = [None if t is None else apply_scaling(scaling, t) for t in (x, x_val)]
-    train_set = TensorDataset(x, y)
+    kind = TargetsDataset if isinstance(y, tuple) else TensorDataset
+    train_set = kind(x, y)
     train_set.csv = {"columns": columns, "scaling": scaling}
-    return train_set, (TensorDataset(x_val, y_val) if x_val is not None else None)
+    return train_set, (kind(x_val, y_val) if x_val is not None else None)
+
+
+class TargetsDataset(torch.utils.data.Dataset):
+    """Features and several targets (a CSV's target columns): each sample is (x, (y1, y2, ...)), one per output."""
+
+    def __init__(self, x, targets):
+        self.x, self.targets = x, tuple(targets)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], tuple(t[i] for t in self.targets)
 
 
 def fit_scaling(method, x):

@@ -30,6 +30,7 @@ from compiler.facts.shapes.dense import (
     _dropout1d,
     _embedding,
     _embedding_bag,
+    _frozen_batch_norm,
     _glu,
     _group_norm,
     _instance_norm,
@@ -161,6 +162,7 @@ _RULES: dict[str, Rule] = {
     "Reshape": _reshape,
     "StochasticDepth": _same,
     "LayerNorm2d": _layer_norm_2d,
+    "FrozenBatchNorm2d": _frozen_batch_norm,
 }
 for _n in (1, 2, 3):
     _RULES[f"Conv{_n}d"] = _conv(_n, transposed=False)

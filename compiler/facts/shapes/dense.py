@@ -124,6 +124,15 @@ def _layer_norm_2d(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     return shape
 
 
+def _frozen_batch_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
+    """torchvision's FrozenBatchNorm2d: ``x * scale + bias`` with its (C,) buffers reshaped to (1, C, 1, 1). torch
+    broadcasts other inputs (a (1, H, W) sample to C channels, the batch against the channels of a 3-dim input);
+    specc takes (C, H, W) with C = ``num_features`` alone, as BatchNorm2d does."""
+    _channels_first(name, shape, 2)
+    _channels(name, shape, "num_features", _required(name, a, "num_features"))
+    return shape
+
+
 def _local_response_norm(name: str, a: dict[str, Any], shape: Shape) -> Shape:
     if len(shape) < 2:
         raise ShapeError(
