@@ -1400,7 +1400,7 @@ def _generate_graph(rng: random.Random) -> dict:
 
 
 def _graph_seed_texts(root: Path = ROOT) -> list[tuple[str, bytes]]:
-    """The graph seeds: GRAPH_SEEDS, the shipped graph specs at a small size, tests/invalid/graph_*."""
+    """The graph seeds: GRAPH_SEEDS, the shipped graph specs (ViT and ConvNeXt at a small size), tests/invalid/graph_*."""
     out = [(f"graph:{name}", text.lstrip().encode()) for name, text in GRAPH_SEEDS.items()]
     small = {
         "vit.yaml": {
@@ -1423,6 +1423,10 @@ def _graph_seed_texts(root: Path = ROOT) -> list[tuple[str, bytes]]:
         if name.startswith("convnext"):
             tree["input"] = [3, 32, 32]
         out.append((f"graph:{name}", yaml.dump(tree, Dumper=_SafeDumper, sort_keys=False).encode()))
+    for path in sorted((root / "specs").glob("*.yaml")):  # the other shipped graph specs (GoogLeNet, FPN, ...)
+        text = path.read_bytes()
+        if path.name not in small and b"graph:" in text and len(text) <= MAX_SEED_BYTES:
+            out.append((f"graph:{path.name}", text))
     for path in sorted((root / "tests" / "invalid").glob("graph_*.yaml")):
         out.append((str(path.relative_to(root)), path.read_bytes()))
     return out

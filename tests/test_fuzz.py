@@ -237,6 +237,12 @@ model:
         "interpolate's mode 'bicubic' resizes 4-axis maps (N, C, H, W)",
     ),
     (
+        11,
+        "`with: {need_weights: 'fals['}` (a flipped byte): TypeError in eval mode's fast path (it must be bool)",
+        ATTENTION % ("need_weights: 'fals['", "_"),
+        "`need_weights:` is true or false, got 'fals['",
+    ),
+    (
         0,
         "(beside the is_causal fix) the weights read with `need_weights: false`: None",
         ATTENTION % ("need_weights: false", "w") + "    - {add: [o, w]}\n",

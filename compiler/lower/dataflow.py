@@ -543,6 +543,13 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
                 did_you_mean(keyword, options, "remove it") if keyword not in options else "give a literal value",
             )
             return None
+        if not isinstance(value, bool):  # every forward option the registry lists is a flag (torch: "must be bool")
+            problems.fail(
+                step.yaml_path + ("with", keyword),
+                f"`{keyword}:` is true or false, got {value!r}",
+                f"write `{keyword}: true` or `{keyword}: false`",
+            )
+            return None
     attention = entry is not None and entry.name == "MultiheadAttention"
     if attention and step.keywords.get("is_causal"):  # torch: "Need attn_mask if specifying the is_causal hint"
         problems.fail(
@@ -612,7 +619,7 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
     if attention and not step.keywords.get("need_weights", True) and step.outputs[1] != "_":
         problems.fail(
             _at(step, "as", 1),
-            f"with `need_weights: {step.keywords['need_weights']}`, MultiheadAttention returns None for the weights",
+            "with `need_weights: false`, MultiheadAttention returns None for the weights",
             "drop them: `as: [out, _]`, or remove `need_weights`",
         )
         return None
