@@ -75,10 +75,11 @@ model:
       as: [o, %s]
 """
 
-# The graph family's escapes (issue 21, seeds 1 to 6), each as a small spec: (seed, what escaped, the spec, the
-# located message now -- or None: the spec is valid and builds, renders and, a graph, runs equal in both backends).
-# Written out rather than as (seed, index): an index draws another input once the seed files or mutators change.
-GRAPH_ESCAPES = [
+# The escapes of issue 21's fuzz sessions (the graph family and mixed runs, seeds 1 to 12), each as a small spec:
+# (seed, what escaped, the spec, the located message now -- or None: the spec is valid and builds, renders and, a
+# graph, runs equal in both backends). Written out rather than as (seed, index), which draws another input once
+# the seed files or the mutators change.
+ISSUE21_ESCAPES = [
     (
         1,
         "a graph of 20,000 steps: 39 s",
@@ -243,6 +244,12 @@ model:
         "`need_weights:` is true or false, got 'fals['",
     ),
     (
+        12,
+        "a mapping indexed by a mapping in an expression: TypeError (unhashable) in the evaluator",
+        "name: t\nvars: {t: {a: 4}, k: {b: 2}, n: '$t[$k]'}\ninput: [4]\nmodel: [{Linear: {out_features: $n}}]\n",
+        "a mapping is indexed by a number or text, got a mapping",
+    ),
+    (
         0,
         "(beside the is_causal fix) the weights read with `need_weights: false`: None",
         ATTENTION % ("need_weights: false", "w") + "    - {add: [o, w]}\n",
@@ -258,8 +265,10 @@ model:
 ]
 
 
-@pytest.mark.parametrize(("seed", "what", "text", "expected"), GRAPH_ESCAPES, ids=[e[1][:40] for e in GRAPH_ESCAPES])
-def test_graph_escapes_are_located_errors_or_run_now(seed, what, text, expected):
+@pytest.mark.parametrize(
+    ("seed", "what", "text", "expected"), ISSUE21_ESCAPES, ids=[e[1][:40] for e in ISSUE21_ESCAPES]
+)
+def test_issue21_escapes_are_located_errors_or_run_now(seed, what, text, expected):
     import compiler
 
     if expected is None:

@@ -405,6 +405,9 @@ class _Evaluator:
 def _index(table: Any, key: Any) -> Any:
     """``table[key]``: a list by an integer (negative from the end), a mapping by its key (or the key as text)."""
     if isinstance(table, dict):
+        if isinstance(key, (dict, list)):  # unhashable: no mapping has such a key
+            what = "a mapping" if isinstance(key, dict) else "a list"
+            raise ExprError(f"a mapping is indexed by a number or text, got {what}", "index it by a key it has")
         if key in table and not isinstance(key, bool):
             return table[key]
         if str(key) in table and not isinstance(key, bool):  # YAML keys are strings: `{18: ...}[$depth]`
