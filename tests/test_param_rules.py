@@ -43,7 +43,7 @@ POOLS: dict[str, list] = {
     "embedding_dim": [-1, 0, 3],
     "padding_idx": [None, -6, -5, -1, 0, 1, 4, 5],
     "_freeze": BOOLS,
-    "mode": ["sum", "mean", "max"],
+    "mode": ["sum", "mean", "max", "row", "batch"],
     "input_size": [-1, 0, 1, 4, 2**40],
     "hidden_size": [-1, 0, 1, 5, 2**20],
     "num_layers": [-1, 0, 1, 2, 3],
@@ -89,10 +89,14 @@ VALID = {
     "in_channels": 4, "out_channels": 4, "kernel_size": 3, "num_features": 5, "num_groups": 2, "num_channels": 4,
     "normalized_shape": 3, "in_features": 3, "out_features": 4, "in1_features": 2, "in2_features": 2,
     "num_embeddings": 5, "embedding_dim": 3, "input_size": 4, "hidden_size": 5, "d_model": 8, "nhead": 2,
-    "norm_type": 2.0, "embed_dim": 8, "num_heads": 2,
+    "norm_type": 2.0, "embed_dim": 8, "num_heads": 2, "p": 0.5, "mode": "row",
 }  # fmt: skip
 _LOSS_POOLS = {"p": [1, 2, 3, 1.0, 0], "delta": [1.0, 2, 0.5], "margin": [1.0]}
 COMBOS = 60
+
+
+# Layers that check their arguments when they run, not when they are made: the rules refuse what running refuses.
+CHECKED_WHEN_RUN = {"StochasticDepth"}
 
 
 def _live(cls, kwargs: dict):
@@ -100,6 +104,8 @@ def _live(cls, kwargs: dict):
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module = cls(**kwargs)
+            if cls.__name__ in CHECKED_WHEN_RUN:
+                module(torch.empty(2, 3))
     except Exception as err:
         return ("refused", str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
     return (

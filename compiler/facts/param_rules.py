@@ -285,6 +285,14 @@ def _dropout(name: str, a: dict[str, Any], made: Made) -> None:
     _dropout_check(a["p"])
 
 
+def _stochastic_depth(name: str, a: dict[str, Any], made: Made) -> None:
+    """torchvision checks these when the layer runs, not when it is made: a spec that validates must run."""
+    if a["p"] < 0.0 or a["p"] > 1.0:
+        raise Refused(f"drop probability has to be between 0 and 1, but got {a['p']}")
+    if a["mode"] not in ("batch", "row"):
+        raise Refused(f"mode has to be either 'batch' or 'row', but got {a['mode']}")
+
+
 def _transformer_encoder_layer(name: str, a: dict[str, Any], made: Made) -> None:
     d, heads, ff, bias = a["d_model"], a["nhead"], a["dim_feedforward"], a["bias"]
     # self_attn = MultiheadAttention(d, heads, bias=bias)
@@ -376,6 +384,7 @@ _RULES: dict[str, Rule] = {
     "PReLU": _prelu,
     "Hardtanh": _hardtanh,
     **{n: _dropout for n in "Dropout Dropout1d Dropout2d Dropout3d AlphaDropout FeatureAlphaDropout".split()},
+    "StochasticDepth": _stochastic_depth,
 }
 for _n in (1, 2, 3):
     _RULES[f"Conv{_n}d"] = _conv(_n, transposed=False)
@@ -393,7 +402,7 @@ _NO_PARAMETERS = (
     "ReflectionPad2d ReflectionPad3d ReplicationPad1d ReplicationPad2d ReplicationPad3d CircularPad1d CircularPad2d "
     "CircularPad3d ReLU ReLU6 LeakyReLU RReLU ELU SELU CELU GELU SiLU Mish Tanh Sigmoid LogSigmoid Hardswish "
     "Hardsigmoid Hardshrink Softshrink Tanhshrink Softplus Softsign Threshold GLU Softmax Softmin LogSoftmax Softmax2d "
-    "Select Slice Permute Transpose Mean Sum Amax Reshape TupleItem StochasticDepth"
+    "Select Slice Permute Transpose Mean Sum Amax Reshape TupleItem"
 )
 _RULES.update(dict.fromkeys(_NO_PARAMETERS.split(), _none))
 

@@ -305,6 +305,8 @@ def _is_expression(node: ast.AST, allowed: set[str]) -> bool:
         return False
     if isinstance(node, ast.BinOp) and type(node.op) not in _BINOPS:
         return False
+    if isinstance(node, ast.UnaryOp) and not isinstance(node.op, (ast.Not, *_UNARY)):  # `~` is no operator here
+        return False
     if isinstance(node, ast.Compare) and not all(type(op) in _COMPARE for op in node.ops):
         return False
     return all(_is_expression(child, allowed) for child in children(node))

@@ -749,6 +749,13 @@ class _Parser:
         if not isinstance(steps_raw, list) or not steps_raw:
             self.fail(path + ("graph",), "`graph:` is a list of steps", "e.g. `graph: [{fc: {Linear: 4}}]`")
             return None
+        if len(steps_raw) > MAX_GRAPH_STEPS:
+            self.fail(
+                path + ("graph",),
+                f"a graph node has at most {MAX_GRAPH_STEPS:,} steps, got {len(steps_raw):,}",
+                "put repeated steps in a block or a loop (one step), or split the node into child graph nodes",
+            )
+            return None
         seen: dict[str, str] = {}
         inputs = self.graph_inputs(raw, path, seen)
         tensors = [
@@ -816,7 +823,7 @@ class _Parser:
             out.update(outputs=tuple(n[0] for n in names if n), output_keys=tuple(keys))
         elif isinstance(output, list):
             names = self.value_names(output, path + ("output",))
-            if names is None:
+            if names is None or not self.distinct(names, path + ("output",)):
                 return None
             out["outputs"] = names
         elif output is not None:
@@ -828,7 +835,7 @@ class _Parser:
             out["output"] = output
         if "eval_output" in raw:
             names = self.value_names(raw["eval_output"], path + ("eval_output",))
-            if names is None:
+            if names is None or not self.distinct(names, path + ("eval_output",)):
                 return None
             if "output" not in raw:
                 self.fail(
@@ -839,6 +846,18 @@ class _Parser:
                 return None
             out.update(eval_outputs=names, eval_tuple=isinstance(raw["eval_output"], list))
         return out
+
+    def distinct(self, names: tuple[str, ...], path: Path_) -> bool:
+        """A tuple output names each value once (its items are told apart by name)."""
+        twice = next((i for i, name in enumerate(names) if name in names[:i]), None)
+        if twice is None:
+            return True
+        self.fail(
+            path + (twice,),
+            f"{names[twice]!r} is returned twice: each item of a tuple output is a different value",
+            "remove one",
+        )
+        return False
 
     def declared_modules(self, raw: Any, path: Path_, seen: dict[str, str]) -> list[tuple[str, Any]]:
         """`modules: {name: node}`: children registered first, in this order, and run by `call:` steps."""
@@ -939,7 +958,7 @@ class _Parser:
                 training=training,
                 yaml_path=path,
             )
-        if key not in GRAPH_OPS and did_you_mean(str(key), GRAPH_OPS) and _value_list(raw[key]):
+        if key not in GRAPH_OPS and _value_list(raw[key]) and did_you_mean(str(key), GRAPH_OPS):
             self.fail(path + (key,), f"unknown operation {key!r}", did_you_mean(str(key), GRAPH_OPS))
             return None
         self.graph_name(key, path + (key,), seen)
@@ -1014,6 +1033,12 @@ class _Parser:
                 if inputs is not None or not isinstance(value, list):
                     self.fail(path + (op,), f"{op} takes a list of two or more values", f"e.g. `{op}: [x, h]`")
                 return None
+        if inputs is not None and len(inputs) > MAX_OP_VALUES:
+            self.fail(
+                path + (op,),
+                f"{op} takes at most {MAX_OP_VALUES} values, got {len(inputs):,}",
+                "combine them in several steps of fewer values",
+            )
         if inputs is None or self.found != before:
             return None
         return Step(op=op, dim=dim, mode=mode, inputs=inputs, outputs=outputs, yaml_path=path)
@@ -1176,6 +1201,8 @@ class _Parser:
 GRAPH_KEYS = ("graph", "params", "buffers", "modules", "inputs", "output", "eval_output", "class")
 STEP_KEYS = ("from", "as", "with", "when", "dim", "mode")
 MAX_GRAPH_INPUTS = 8  # as `input:`
+MAX_GRAPH_STEPS = 2_000  # per graph node: each step costs several lines of the script (lowering, render: ~1 s)
+MAX_OP_VALUES = 256  # per operation: `add` of N values is written `a + b + ...`, N levels deep for Python's parser
 STEP_OPTION_OWNERS = {"dim": "cat and stack", "mode": "interpolate"}
 INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "linear", "trilinear", "area")
 EXAMPLE_MODULES = "e.g. `modules: {encoder: [{Linear: 64}, ReLU]}`, run by `- {call: encoder, from: left}`"

@@ -361,6 +361,8 @@ class _Planner:
         args = [found]
         texts: dict[str, tuple[str, Any]] = {}
         definition = self.library.blocks[block]
+        python_name = dict(zip(inner.spec_params, (name for name, _ in inner.params)))  # its signature's names
+        keywords = False  # after the first keyword argument, every argument is one
         for index, (p, param) in enumerate(definition.params.items()):
             where = [use.root[:-1] + (block, p) for use in uses]
             if not any(w in self.library.origins for w in where):
@@ -374,7 +376,9 @@ class _Planner:
             text = self.expression(raw, scope, [use.env[p] for use in uses])
             texts[p] = (text, raw)
             scope.seen.append((text, raw))
-            args.append(text if param.required and len(args) == index + 1 else f"{inner.params[index + 1][0]}={text}")
+            # positional while the spec's order is the signature's (required parameters come first there)
+            keywords = keywords or not (param.required and len(args) == index + 1)
+            args.append(f"{python_name[p]}={text}" if keywords else text)
         target = inner.class_name if inner.function is None else inner.function
         self.track_use(nodes, uses, texts, scope)
         return BlockCallIR(name, target, args, use=uses[0])

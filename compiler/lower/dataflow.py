@@ -107,6 +107,7 @@ class _Declared:
         self.nodes = dict(graph.modules)
         self.lowered: dict[str, Any] = {}  # name -> IR node, or {member: IR node} for a list called by member
         self.calls: dict[str, tuple] = {}  # name (or "name.K") -> (input shape, output shape, where first called)
+        self.members: dict[str, list] = {}  # a declared list called by member -> its members
 
     def call(self, target: tuple[str, int | None], shape: tuple | None, where: Path_, dtype: str) -> Any:
         """Lower (first call) or check (later calls) a call; (found, output shape)."""
@@ -154,14 +155,17 @@ class _Declared:
         if name in self.lowered and not isinstance(self.lowered[name], dict):
             self.mixed(name, where)
             return None
-        items = [child for _, child in node.children]
-        if any(not isinstance(child, (Layer, Block, Merge, Graph, Use)) for child in items):
-            problems.fail(
-                where,
-                f"{name!r} holds a repeat: a list whose members are called one by one lists each member",
-                "write the members out (or call the list whole)",
-            )
-            return None
+        items = self.members.get(name)
+        if items is None:  # checked once per list: a list of N members may be called N times
+            items = [child for _, child in node.children]
+            if any(not isinstance(child, (Layer, Block, Merge, Graph, Use)) for child in items):
+                problems.fail(
+                    where,
+                    f"{name!r} holds a repeat: a list whose members are called one by one lists each member",
+                    "write the members out (or call the list whole)",
+                )
+                return None
+            self.members[name] = items
         if member >= len(items):
             problems.fail(
                 where,
@@ -497,7 +501,7 @@ def _op_shape(problems: Any, step: Step, shapes: list, names: list[str]) -> Any:
         if step.op == "matmul":
             return matmul(shapes, shown)
         if step.op == "interpolate":
-            return interpolate(shapes, shown)
+            return interpolate(shapes, shown, step.mode or "nearest")
         if step.op in ("cat", "stack"):
             return concatenate(step.op, step.dim if step.dim is not None else 1, shapes, shown)
         return broadcast(step.op, shapes, shown)
@@ -539,17 +543,34 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
                 did_you_mean(keyword, options, "remove it") if keyword not in options else "give a literal value",
             )
             return None
+        if not isinstance(value, bool):  # every forward option the registry lists is a flag (torch: "must be bool")
+            problems.fail(
+                step.yaml_path + ("with", keyword),
+                f"`{keyword}:` is true or false, got {value!r}",
+                f"write `{keyword}: true` or `{keyword}: false`",
+            )
+            return None
+    attention = entry is not None and entry.name == "MultiheadAttention"
+    if attention and step.keywords.get("is_causal"):  # torch: "Need attn_mask if specifying the is_causal hint"
+        problems.fail(
+            step.yaml_path + ("with", "is_causal"),
+            "`is_causal` says that MultiheadAttention's attention mask is causal, but a graph step passes no mask: "
+            "torch refuses it",
+            "remove `is_causal`",
+        )
+        return None
     sir.keywords = {k: Arg(v, literal(v)) for k, v in step.keywords.items()}
     nodes: list = []
     lowerer.tuple_from = None
     lowerer.multi_input = arity > 1
+    lowerer.graph_step = True  # the child may be a graph node returning a tuple, which `as:` unpacks
     given: Any = first[1:] if first is not None else None
     if isinstance(step.node, Graph) and arity > 1:  # a graph node of several inputs takes each one's shape
         given = [s[1:] if s is not None else None for s in shapes]
     try:
         out = lowerer.add(nodes, ir.path, step.name, step.node, given, dtype)
     finally:
-        lowerer.multi_input = False
+        lowerer.multi_input = lowerer.graph_step = False
     tuple_from, lowerer.tuple_from = lowerer.tuple_from, None
     if not nodes:
         return None
@@ -563,12 +584,14 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
             sir.shapes = [None] * 2
         else:
             try:
-                sir.shapes = MULTI_INPUT_RULES[entry.name](sir.node.call.arguments, shapes, names)
+                options = {**sir.node.call.arguments, **step.keywords}  # the forward's options change what it returns
+                sir.shapes = MULTI_INPUT_RULES[entry.name](options, shapes, names)
             except ShapeError as err:
                 problems.fail(step.yaml_path + (step.name,), err.message, err.fix)
                 return None
         sir.node.out_shape = tuple(sir.shapes[0][1:]) if sir.shapes[0] is not None else None  # unknown: later checks
-    elif tuple_from is not None:  # LSTM: (output, state); the state's shape has no batch first
+    elif tuple_from is not None or (entry is not None and entry.returns_tuple and out is None):
+        # LSTM: (output, state); the state's shape has no batch first (both unknown after an error before)
         sir.shapes = [(BATCH, *out) if out is not None else None, None]
     else:
         sir.shapes = [(BATCH, *out) if out is not None else None]
@@ -577,12 +600,27 @@ def _child(lowerer: Any, ir: GraphIR, sir: StepIR, step: Step, shapes: list, nam
         return [step.name]
     if not step.unpack:
         return [step.outputs[0]]
+    one_tuple = isinstance(sir.node, GraphIR) and sir.node.outputs is not None  # a child's `output: [a]`
+    if count == 1 and not one_tuple:  # `as: [h]` would unpack the tensor along its batch axis
+        problems.fail(
+            step.yaml_path + ("as",),
+            f"{step.name} returns one tensor: `as:` names it, a list unpacks a tuple",
+            f"write `as: {step.outputs[0]}`",
+        )
+        return None
     if len(step.outputs) != count:
         what = f"returns a tuple of {count}" if count > 1 else "returns one tensor"
         problems.fail(
             step.yaml_path + ("as",),
             f"{step.name} {what}, but `as:` unpacks {len(step.outputs)}",
             f"write `as: [{', '.join(['out', *['_'] * (count - 1)])}]`" if count > 1 else "write `as: name`",
+        )
+        return None
+    if attention and not step.keywords.get("need_weights", True) and step.outputs[1] != "_":
+        problems.fail(
+            _at(step, "as", 1),
+            "with `need_weights: false`, MultiheadAttention returns None for the weights",
+            "drop them: `as: [out, _]`, or remove `need_weights`",
         )
         return None
     sir.unpack = True

@@ -199,6 +199,7 @@ class _Lowerer:
         self.uses = 0  # blocks being instantiated inside one another
         self.bodies: list[Any] = []  # instantiated bodies, kept alive: ``layer_cache`` is keyed by node id
         self.multi_input = False  # lowering a graph step that gives a layer several tensors (its shapes: dataflow)
+        self.graph_step = False  # lowering a graph step's child: a graph node there may return a tuple (`as:`)
 
     # tree ---------------------------------------------------------------------------
 
@@ -226,6 +227,7 @@ class _Lowerer:
         """Lower one node named ``name`` into ``out``; return its output shape."""
         if isinstance(node, Use):
             return self.use(out, parent, name, node, shape, dtype)
+        direct, self.graph_step = self.graph_step, False  # (a block use passes it on to its body)
         path = _join(parent, name)
         self.count += 1
         if self.count == MAX_MODULES + 1:
@@ -240,6 +242,15 @@ class _Lowerer:
             self.check_tuple(node.yaml_path, "graph node")
             graph = lower_graph(self, node, name, path, shape, dtype)
             out.append(graph)
+            if graph.outputs is not None and not direct:
+                self.problems.fail(
+                    node.yaml_path + ("output",),
+                    "this graph node returns a tuple, which only a graph step can take (its `as: [a, b]` unpacks it); "
+                    "here the next module, the merge or the caller would get the tuple",
+                    "return one value (`output: name`), or make the node a step of a graph node "
+                    "(`- name: {graph: ...}` with `as: [...]`) or the model itself",
+                )
+                return None
             return graph.out_shape
         if isinstance(node, Block):
             sub = BlockIR(name, path, node.named, yaml_path=node.yaml_path, in_shape=shape)

@@ -181,7 +181,10 @@ class _Emitter:
         if isinstance(node, LayerIR):
             return _layer_lines(pad, prefix, node, suffix)
         if isinstance(node, (MergeIR, GraphIR)):
-            body = [line for child in node.children for line in self.lines(f"{child.name}=", child, ",", depth + 1)]
+            params = dict(_init_params(node))  # the keywords are its __init__'s parameters
+            body = [
+                line for child in node.children for line in self.lines(f"{params[child.name]}=", child, ",", depth + 1)
+            ]
             return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
         if getattr(node, "module_list", False):  # a graph node's declared list, its members called one by one
             body = [line for child in node.children for line in self.lines("", child, ",", depth + 2)]
@@ -428,7 +431,7 @@ def _graph_block_class_source(code: BlockCodeIR, graph: GraphIR, emitter: _Emitt
         lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
     for tensor in graph.tensors:
         lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
-    lines += ["", INDENT + f"def forward({', '.join(['self', *graph.inputs])}):"]
+    lines += ["", INDENT + f"def forward({', '.join(['self', *_forward_args(graph)])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
 
@@ -478,8 +481,7 @@ def _make_divisible_source() -> str:
 
 def _merge_class_source(merge: MergeIR, name: str) -> str:
     """``class BasicBlock(nn.Module)``: children passed in by name, ``forward`` written out."""
-    params = Namespace({"self"})
-    children = [(child.name, params.name(child.name)) for child in merge.children]
+    children = _init_params(merge)
     lines = [f"class {name}(nn.Module):", INDENT + f'"""{_describe(merge)}"""', ""]
     lines.append(INDENT + f"def __init__(self, {', '.join(p for _, p in children)}):")
     lines.append(INDENT * 2 + "super().__init__()")
@@ -553,17 +555,32 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     """``class EncoderBlock(nn.Module)``: children passed in by name, its own parameters and buffers made in
     ``__init__`` (after the children, as ``compiler.build_model`` makes them), ``forward`` written out with the
     spec's names of the values, as torch.fx's code generator writes a graph."""
-    params = Namespace({"self"})
-    children = [(child.name, params.name(child.name)) for child in graph.children]
+    children = _init_params(graph)
     lines = [f"class {name}(nn.Module):", INDENT + f'"""{_graph_doc(graph)}"""', ""]
     lines += _def_lines("__init__", ["self", *(p for _, p in children)])
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
     for tensor in graph.tensors:
         lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
-    lines += ["", INDENT + f"def forward({', '.join(['self', *graph.inputs])}):"]
+    lines += ["", INDENT + f"def forward({', '.join(['self', *_forward_args(graph)])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
+
+
+def _init_params(node: MergeIR | GraphIR) -> list[tuple[str, str]]:
+    """(attribute, ``__init__`` parameter) of each child passed to a merge's or graph node's class: the child's
+    name, unless the class's own code needs it (``self``; a graph node's ``__init__`` makes its tensors with
+    ``torch`` and ``nn``): ``self_1``. The script's ``build_model`` passes each child by this keyword."""
+    params = Namespace({"self", "torch", "nn"} if isinstance(node, GraphIR) else {"self"})
+    return [(child.name, params.name(child.name)) for child in node.children]
+
+
+def _forward_args(graph: GraphIR) -> list[str]:
+    """``forward``'s parameters: the inputs' names, but one that ``forward``'s own code needs (``self``, ``torch``,
+    ``nn``) is renamed (``torch_1``)."""
+    own = ("self", "torch", "nn")
+    taken = Namespace({*own, *graph.inputs})
+    return [taken.name(name) if name in own else name for name in graph.inputs]
 
 
 def _def_lines(name: str, params: list[str]) -> list[str]:
@@ -599,8 +616,9 @@ def _tensor_lines(tensor) -> list[str]:
 def _graph_forward_lines(graph: GraphIR) -> list[str]:
     """``forward``'s statements: a step a line, named as the spec names its values; the steps that run only in
     training mode under ``if self.training:``; a last step that is the output returned directly."""
-    variables = Namespace({"self", "torch", "nn", *graph.inputs})
-    text = {**{name: name for name in graph.inputs}, **{t.name: f"self.{t.name}" for t in graph.tensors}}
+    args = _forward_args(graph)
+    variables = Namespace({"self", "torch", "nn", *graph.inputs, *args})
+    text = {**dict(zip(graph.inputs, args)), **{t.name: f"self.{t.name}" for t in graph.tensors}}
     lines: list[str] = []
     plain_return = graph.outputs is None and graph.eval_outputs is None
     for i, step in enumerate(graph.steps):
@@ -619,7 +637,8 @@ def _graph_forward_lines(graph: GraphIR) -> list[str]:
             wanted = out if not out.startswith("#") else (step.op or (step.call[0] if step.call else "out"))
             text[out] = variables.name(wanted)
             targets.append(text[out])
-        lines.append(pad + f"{', '.join(targets)} = {expr}")
+        unpacked = f"({targets[0]},)" if step.unpack and len(targets) == 1 else ", ".join(targets)  # a 1-tuple
+        lines.append(pad + f"{unpacked} = {expr}")
     returned = _graph_return_lines(graph, text)
     if graph.steps and graph.steps[-1].training and returned[0] == "if self.training:":
         return lines + returned[1:]  # the training-only steps' block ends with training mode's return

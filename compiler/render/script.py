@@ -175,18 +175,69 @@ def run_roots(training: TrainingIR) -> list[str]:
 
 
 def _names(source: str) -> set[str]:
-    """The global names a piece of code reads: names loaded and never bound in it."""
-    loaded, bound = set(), set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Name):
-            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.ExceptHandler)):
-            bound.add(node.name)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
+    """The global names a piece of code reads: names loaded where neither the enclosing functions nor the module
+    bind them (scope by scope: a parameter or local named ``OrderedDict`` does not hide a global read elsewhere)."""
+    tree = ast.parse(source)
+    reads: set[str] = set()
+    _scope_reads(tree, frozenset(), reads)
+    return reads - _bound(tree)
+
+
+_NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp)
+_NESTED += (ast.GeneratorExp,)
+
+
+def _scope_reads(scope: ast.AST, outer: frozenset[str], reads: set[str]) -> None:
+    """Add to ``reads`` the names ``scope`` loads that neither it nor the functions around it (``outer``) bind."""
+    visible = outer if isinstance(scope, ast.ClassDef) else outer | _bound(scope)  # a class's names stay in it
+    for node in _own_nodes(scope):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in visible:
+            reads.add(node.id)
+        elif isinstance(node, _NESTED):
+            _scope_reads(node, visible if not isinstance(scope, ast.Module) else frozenset(), reads)
+
+
+def _bound(scope: ast.AST) -> set[str]:
+    """The names a scope binds: its parameters, and what its own statements assign, define or import."""
+    names: set[str] = set()
+    if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        args = scope.args
+        names |= {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg) if a}
+    for node in _own_nodes(scope):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.ExceptHandler)) and node.name:
+            names.add(node.name)
         elif isinstance(node, ast.alias):
-            bound.add(node.asname or node.name)
-    return loaded - bound
+            names.add((node.asname or node.name).split(".")[0])
+    return names
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of ``scope`` itself: a nested function, class or comprehension is yielded (its name, defaults,
+    decorators and first iterable belong here), its body is not."""
+    if isinstance(scope, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+        first, *rest = scope.generators
+        stack = [first.target, *first.ifs, *(p for g in rest for p in (g.target, g.iter, *g.ifs))]
+        stack += [scope.key, scope.value] if isinstance(scope, ast.DictComp) else [scope.elt]
+    elif isinstance(scope, ast.Lambda):
+        stack = [scope.body]
+    elif isinstance(scope, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        stack = list(scope.body)
+    else:
+        stack = []
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            args = node.args
+            stack += [*args.defaults, *(d for d in args.kw_defaults if d), *getattr(node, "decorator_list", [])]
+        elif isinstance(node, ast.ClassDef):
+            stack += [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]
+        elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            stack.append(node.generators[0].iter)
+        else:
+            stack.extend(ast.iter_child_nodes(node))
 
 
 _STDLIB = frozenset(

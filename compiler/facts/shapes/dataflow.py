@@ -110,8 +110,13 @@ def expand_batch(shape: tuple, name: str) -> tuple:
     return (BATCH, *shape[1:])
 
 
-def interpolate(shapes: list[tuple], names: list[str]) -> tuple:
-    """``F.interpolate(a, size=b.shape[2:])``: a's batch and channels, b's spatial sizes (FPN's top-down path)."""
+# the modes torch's interpolate has for one rank only (3: N, C, L; 4: N, C, H, W; 5: N, C, D, H, W)
+MODE_RANKS = {"linear": 3, "bilinear": 4, "bicubic": 4, "trilinear": 5}
+
+
+def interpolate(shapes: list[tuple], names: list[str], mode: str = "nearest") -> tuple:
+    """``F.interpolate(a, size=b.shape[2:], mode=mode)``: a's batch and channels, b's spatial sizes (FPN's
+    top-down path)."""
     a, b = shapes
     if a[:1] != (BATCH,) or b[:1] != (BATCH,):
         raise ShapeError(
@@ -122,11 +127,20 @@ def interpolate(shapes: list[tuple], names: list[str]) -> tuple:
             f"interpolate needs two maps of the same rank, 3 to 5 axes (N, C, spatial...): {_listing(names, shapes)}",
             "resize a feature map to another map's size, e.g. `interpolate: [top, lateral]`",
         )
+    rank = MODE_RANKS.get(mode)
+    if rank is not None and len(a) != rank:
+        axes = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
+        raise ShapeError(
+            f"interpolate's mode {mode!r} resizes {rank}-axis maps {axes[rank]}, got {_listing(names, shapes)}",
+            "use a mode for this rank (`nearest`, `nearest-exact` and `area` take any): "
+            + ", ".join(f"{m} for {r} axes" for m, r in MODE_RANKS.items()),
+        )
     return (*a[:2], *b[2:])
 
 
 def multihead_attention(arguments: dict, shapes: list[tuple], names: list[str]) -> list[tuple]:
-    """``MultiheadAttention(query, key, value)`` with ``batch_first=True`` -> (output, averaged weights)."""
+    """``MultiheadAttention(query, key, value)`` with ``batch_first=True`` -> (output, averaged weights); ``arguments``
+    are its constructor's and its forward's options (``average_attn_weights: false``: the weights of each head)."""
     if len(shapes) != 3:
         raise ShapeError(
             f"MultiheadAttention takes (query, key, value), got {len(shapes)} value(s)",
@@ -151,6 +165,8 @@ def multihead_attention(arguments: dict, shapes: list[tuple], names: list[str]) 
             f"MultiheadAttention's key and value must have the same length: {_listing(names[1:], [k, v])}", ""
         )
     extra = int(bool(arguments.get("add_bias_kv"))) + int(bool(arguments.get("add_zero_attn")))  # keys torch adds
+    if not arguments.get("average_attn_weights", True):  # forward's option: one map per head
+        return [q, (BATCH, arguments.get("num_heads"), q[1], k[1] + extra)]
     return [q, (BATCH, q[1], k[1] + extra)]
 
 
