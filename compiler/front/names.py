@@ -58,6 +58,11 @@ SETTINGS = frozenset(
         "CUDA_GRAPH",
         "CUDNN_BENCHMARK",
         "REUSE_MEMORY",
+        # a model of several outputs' (a loss per output)
+        "OUTPUTS",
+        "EVAL_OUTPUTS",
+        "LOSS_WEIGHTS",
+        "ACCURACY_OUTPUTS",
         # the trainer options' (issue 24), and the lean script's own
         "ACCUMULATE",
         "BEST",
