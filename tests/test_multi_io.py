@@ -152,6 +152,8 @@ def test_summary_lists_inputs_outputs_and_a_module_list(capsys):
     assert "Outputs (training mode): 0 (6, 8, 8), aux (2, 8, 8)\nEval mode returns: total" in text and re.search(
         r"inner +ModuleList", text
     )
+    print_summary(compiler.lower_spec(compiler.parse_spec(CHILD)).model)
+    assert re.search(r"split +Split \(graph\) +\(3, 4\), \(3, 2\)", capsys.readouterr().out)  # a child's tuple
     print_summary(compiler.lower_spec(compiler.parse_spec(SIAMESE)).model)
     assert "Inputs: left (1, 8, 8), right (1, 8, 8)" in capsys.readouterr().out
 

@@ -50,7 +50,8 @@ def _rows(node: Node, depth: int, rows: list) -> None:
             _rows(child, depth + 1, rows)
         return
     if isinstance(node, GraphIR):
-        rows.append((label, _kind(node, f"{node.class_name} (graph)"), _shape(node.out_shape), f"{node.params:,}"))
+        out = _shape(node.out_shape) if node.outputs is None else ", ".join(_shape(s) for s in node.out_shapes)
+        rows.append((label, _kind(node, f"{node.class_name} (graph)"), out, f"{node.params:,}"))
         for tensor in node.tensors:
             kind = "buffer" if tensor.buffer else "Parameter"
             count = 0 if tensor.buffer else tensor.numel
