@@ -7,8 +7,6 @@ Import it and call build_model():
     from resnet18_fpn import build_model
 """
 
-import fnmatch
-
 from torch import nn
 from torchvision import ops
 
@@ -80,7 +78,7 @@ class BackboneWithFPN(nn.Module):
 class IntermediateLayerGetter(nn.Module):
     """conv1 .. layer4: steps on named values (spec §15)."""
 
-    def __init__(self, conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4):
+    def __init__(self, conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4, avgpool, flatten, fc):
         super().__init__()
         self.conv1 = conv1
         self.bn1 = bn1
@@ -90,6 +88,13 @@ class IntermediateLayerGetter(nn.Module):
         self.layer2 = layer2
         self.layer3 = layer3
         self.layer4 = layer4
+        self.avgpool = avgpool
+        self.flatten = flatten
+        self.fc = fc
+        for name, module in self.named_modules():  # the node's `init:` rules
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        del self.avgpool, self.flatten, self.fc  # built and initialised, then dropped (`keep: false`)
 
     def forward(self, x):
         conv1 = self.conv1(x)
@@ -111,6 +116,10 @@ class FeaturePyramidNetwork(nn.Module):
         self.inner_blocks = inner_blocks
         self.layer_blocks = layer_blocks
         self.extra_blocks = extra_blocks
+        for name, module in self.named_modules():  # the node's `init:` rules
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_uniform_(module.weight, a=1)
+                nn.init.zeros_(module.bias)
 
     def forward(self, c2, c3, c4, c5):
         inner5 = self.inner_blocks[3](c5)
@@ -133,7 +142,7 @@ class FeaturePyramidNetwork(nn.Module):
 
 def build_model():
     """The network: input (3, 64, 64) -> output 0 (256, 16, 16), 1 (256, 8, 8), 2 (256, 4, 4), 3 (256, 2, 2), pool (256, 1, 1), 13,774,016 parameters."""
-    model = BackboneWithFPN(
+    return BackboneWithFPN(
         body=IntermediateLayerGetter(
             conv1=nn.Conv2d(in_channels=3, out_channels=64, kernel_size=7, stride=2, padding=3, bias=False),
             bn1=ops.FrozenBatchNorm2d(64),  # -> (64, 32, 32), num_features inferred
@@ -155,6 +164,9 @@ def build_model():
                 BasicBlock(256, 512, stride=2),
                 BasicBlock(512, 512),
             ),
+            avgpool=nn.AdaptiveAvgPool2d(output_size=(1, 1)),  # -> (512, 1, 1)
+            flatten=nn.Flatten(),  # -> (512,)
+            fc=nn.Linear(in_features=512, out_features=1000),  # -> (1000,), in_features inferred
         ),
         fpn=FeaturePyramidNetwork(
             inner_blocks=nn.ModuleList(
@@ -176,15 +188,3 @@ def build_model():
             extra_blocks=nn.MaxPool2d(kernel_size=1, stride=2),  # -> (256, 1, 1)
         ),
     )
-    init_weights(model)
-    return model
-
-
-def init_weights(model):
-    """The spec's `init:` rules: each module takes the first that matches it."""
-    for name, module in model.named_modules():
-        if fnmatch.fnmatchcase(name, "fpn.*_blocks.*.0"):
-            nn.init.kaiming_uniform_(module.weight, a=1)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

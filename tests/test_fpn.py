@@ -3,9 +3,9 @@
 Against torchvision's model: the same state-dict keys in the same order, its weights load with strict=True into the
 compiled model and into the generated script's ``build_model()``, and the eval outputs on a 64x64 input -- an ordered
 mapping of five feature maps, "0" .. "3" and "pool" -- are bitwise equal. The spec's ``init:`` rules are torchvision's
-two initialisation loops (ResNet's, then the FPN's), checked by running those loops on the spec's model; torchvision's
-same-seed weights are not reproducible (it draws the initialisation of a Linear it discards, and initialises the
-ResNet before constructing the FPN), see docs/spec-language.md §15.
+two initialisation loops, each a graph node's own `init:` (run once that node is built), and the body builds
+resnet18's avgpool and fc with `keep: false` (built, then dropped): under one seed both backends give torchvision's
+initial weights bitwise.
 
 The layer it needs comes first: torchvision's ``FrozenBatchNorm2d`` (``torchvision.ops``), a BatchNorm2d whose affine
 values and statistics are buffers, registered like ``LayerNorm2d``: ``num_features`` inferred from the channels, shape
@@ -202,51 +202,42 @@ def test_the_body_returns_the_stages_torchvisions_intermediate_layer_getter_retu
     assert all(torch.equal(a, b) for a, b in zip(stages, expected.values(), strict=True))
 
 
-def test_init_rules_are_torchvisions_loops(built):
-    """The spec's rules give what torchvision's own two loops give on the spec's constructed model, in torchvision's
-    order (ResNet's loop, then the FPN's): the same functions, arguments and draws. Under one seed, both backends
-    agree bitwise (test_both_backends_build_the_same_model_under_the_same_seed); torchvision's own model does not (see the docstring)."""
-    theirs = built[0][1]  # torchvision's model as built under seed 0
+def test_same_seed_gives_torchvisions_initial_weights_in_both_backends(built):
+    """§8's third level against torchvision: its resnet18 is built whole (the fc it then drops draws 513,000 numbers),
+    ResNet's loop runs, and only then is the FPN built and its loop run. The spec says so with the body's
+    `keep: false` steps and each graph node's own `init:`, which runs once that node is built."""
+    theirs = built[0][1]
+    for _, state in built[1:]:
+        assert list(state) == list(theirs)
+        different = [k for k, v in theirs.items() if not torch.equal(state[k], v)]
+        assert different == []
+    assert not any(k.startswith(("body.fc", "body.avgpool")) for k in theirs)
+
+
+def test_without_staged_init_the_same_seed_gives_other_weights():
+    """What the staging is for: the same rules run once on the whole model (the spec's top-level `init:`) draw the
+    body's weights after the FPN is built, not before, as torchvision does."""
+    theirs = _built_reference_state()
     torch.manual_seed(0)
-    bare = compiler.build_model(compiler.load_spec(SPEC, overrides=["init=[]"]))  # constructed, no rules
-    for m in bare.body.modules():  # torchvision.models.resnet.ResNet.__init__
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
-    for m in bare.fpn.modules():  # torchvision.ops.FeaturePyramidNetwork.__init__
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_uniform_(m.weight, a=1)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-    torch.manual_seed(0)
-    ruled = compiler.build_model(compiler.load_spec(SPEC))
-    expected, state = bare.state_dict(), ruled.state_dict()
-    assert all(torch.equal(state[k], v) for k, v in expected.items())
-    # torchvision's own same-seed model: what draws nothing is equal (the frozen statistics, the FPN's zero biases),
-    # the drawn weights are not (its discarded fc draws, and it initialises the ResNet before building the FPN)
-    drawn = {f"{name}.weight" for name, m in built[0][0].named_modules() if isinstance(m, nn.Conv2d)}
-    assert all(torch.equal(state[k], v) for k, v in theirs.items() if k not in drawn)
+    flat = compiler.load_spec(
+        SPEC,
+        overrides=[
+            "model.graph.0.body.init=[]",
+            "model.graph.1.fpn.init=[]",
+            (
+                'init=[{path: "fpn.*_blocks.*.0", weight: {kaiming_uniform_: {a: 1}}, bias: zeros_}, '
+                "{type: Conv2d, weight: {kaiming_normal_: {mode: fan_out, nonlinearity: relu}}}]"
+            ),
+        ],
+    )
+    state = compiler.build_model(flat).state_dict()
     assert not torch.equal(state["body.conv1.weight"], theirs["body.conv1.weight"])
 
 
-def test_same_seed_weights_differ_from_torchvisions_only_by_its_order_of_draws(built):
-    """What §15 says: without the discarded fc (an empty Linear draws nothing), torchvision's same-seed FPN weights
-    are the spec's -- as many numbers are drawn before them -- and the body's are not: torchvision draws them
-    before constructing the FPN, the spec after."""
-    from torchvision.models import resnet18
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor  # resnet_fpn_backbone's own
-
-    ours = built[1][1]
+@functools.cache
+def _built_reference_state() -> dict:
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match="zero-element tensors"):
-        fc_less = resnet18(num_classes=0, norm_layer=FrozenBatchNorm2d)
-    theirs = _resnet_fpn_extractor(fc_less, 3).state_dict()
-    assert list(theirs) == list(ours)
-    fpn = [k for k in ours if k.startswith("fpn.")]
-    assert len(fpn) == 16 and all(torch.equal(ours[k], theirs[k]) for k in fpn)
-    assert not torch.equal(ours["body.conv1.weight"], theirs["body.conv1.weight"])
+    return resnet_fpn_backbone(backbone_name="resnet18", weights=None).state_dict()
 
 
 def test_torchvisions_frozen_layers_are_the_freeze_patterns(built):

@@ -39,7 +39,8 @@ def _build(node: Node, names: dict[tuple, str], own: dict[str, tuple[str, type]]
     if isinstance(node, LayerIR):
         args, kwargs = node.call.values()
         return node.entry.resolve()(*args, **kwargs)
-    children = [(child.name, _build(child, names, own)) for child in node.children]
+    built = node.built if isinstance(node, GraphIR) else node.children  # a graph node's dropped ones too
+    children = [(child.name, _build(child, names, own)) for child in built]
     name, base = own.get(node.use.block, (None, None)) if node.use is not None else (None, None)
     if base is FlagBlock:  # both sides of the `if:` are one class: the add's (a merge) sets the flag
         return _named_class(name, FlagBlock)(children, node if isinstance(node, MergeIR) else None)
@@ -139,6 +140,10 @@ class DataflowBlock(nn.Module):
                 self.register_buffer(tensor.name, value)
             else:
                 setattr(self, tensor.name, nn.Parameter(value))
+        if ir.init:  # as a torchvision class's __init__ ends: its loop over self.modules(), dropped ones too
+            apply_init(self, ir.init)
+        for node in ir.dropped:  # `keep: false`: built for its draws and initialised, then dropped
+            delattr(self, node.name)
         modules = dict(children)
         self._tensors = [tensor.name for tensor in ir.tensors]
         self._inputs = ir.inputs

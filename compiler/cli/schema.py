@@ -165,7 +165,8 @@ def _pydantic(model: Any, defs: dict, skip: tuple[str, ...] = ()) -> dict:
 def schema() -> dict:
     """The JSON Schema (draft 2020-12) of a spec file."""
     defs: dict[str, Any] = {"layer": _calls("layer"), **_model_defs(), **_model_defs("_b", uses=True)}
-    defs |= {"init_rule": _init_rule(), "defaults": _defaults_def()}
+    defs |= {"init_rule": _init_rule(), "initialiser_rule": _initialiser_rule(REGISTRY.names("layer"))}
+    defs |= {"defaults": _defaults_def()}
     sections = _sections(defs)
     sections_required = {
         key: {"required": section.pop("required")} for key, section in sections.items() if section.get("required")
@@ -474,12 +475,15 @@ def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
         "with": {"type": "object", "propertyNames": {"pattern": _IDENT}},
         "when": {"enum": ["training"]},
     }
+    # `keep: false` beside a child drops it once built; alone, `keep` names the step (as before the option)
+    kept = {**around, "keep": {"anyOf": [{"const": False}, node]}}
     child = {
         "type": "object",
         "minProperties": 1,
-        "description": "a named child (its value: the step's name) with `from:`, `as:`, `with:`, `when:` beside it",
-        "propertyNames": {"anyOf": [{"enum": list(around)}, {"pattern": _IDENT, "not": {"enum": reserved}}]},
-        "properties": around,
+        "description": "a named child (its value: the step's name) with `from:`, `as:`, `with:`, `when:`, `keep:` "
+        "beside it",
+        "propertyNames": {"anyOf": [{"enum": list(kept)}, {"pattern": _IDENT, "not": {"enum": reserved}}]},
+        "properties": kept,
         "additionalProperties": node,
     }
     call = {
@@ -511,12 +515,16 @@ def _graph_def(node: dict, layer_names: list[str]) -> dict[str, Any]:
             "output": output,
             "eval_output": values,
             "class": {"type": "string", "pattern": r"^[A-Z][A-Za-z0-9_]*$"},
+            "init": {
+                "type": "array",
+                "description": "rules run once the node is built, on its modules (paths relative to it)",
+                "items": {"$ref": "#/$defs/initialiser_rule"},
+            },
         },
     }
 
 
 def _init_rule() -> dict[str, Any]:
-    layer_names = REGISTRY.names("layer")
     load = {
         "type": "object",
         "description": "weights from a file (a specc checkpoint, a state dict, a .pth), after the other rules",
@@ -524,7 +532,7 @@ def _init_rule() -> dict[str, Any]:
         "required": ["from"],
         "additionalProperties": False,
     }
-    return {"anyOf": [load, _initialiser_rule(layer_names)]}
+    return {"anyOf": [load, {"$ref": "#/$defs/initialiser_rule"}]}
 
 
 def _initialiser_rule(layer_names: list[str]) -> dict[str, Any]:

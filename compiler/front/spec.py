@@ -116,6 +116,18 @@ class Tensor(_Strict):
     yaml_path: tuple[Any, ...] = ()
 
 
+class InitRule(_Strict):
+    """One `init:` rule: the modules it matches and, per parameter name, the init function; or, written
+    `{from: PATH, strict: true}`, weights loaded from a file (``load``) after the other rules have run."""
+
+    types: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    calls: tuple[tuple[str, Call], ...] = ()
+    load: str | None = None  # `from:` a specc checkpoint, a state dict or a torchvision weights file
+    strict: bool = True  # every tensor of the model from the file (else the matching ones, with a report)
+    yaml_path: tuple[Any, ...] = ()
+
+
 class Step(_Strict):
     """One step of a graph node: a named child (``node``) or an operation (``op``) on named values."""
 
@@ -126,6 +138,7 @@ class Step(_Strict):
     dim: int | None = None  # cat and stack
     mode: str | None = None  # interpolate
     training: bool = False  # `when: training`: the step runs only in training mode
+    keep: bool = True  # `keep: false`: the child is built (its weights drawn, `init:` applied), then dropped
     inputs: tuple[str, ...] | None = None  # `from:` (a child) or the operation's operands; None: the previous value
     outputs: tuple[str, ...] | None = None  # `as:` names (a list unpacks a tuple)
     unpack: bool = False  # `as:` was a list
@@ -147,6 +160,7 @@ class Graph(_Strict):
     eval_outputs: tuple[str, ...] | None = None  # `eval_output:`: what eval mode returns (one value or a tuple)
     eval_tuple: bool = False
     class_name: str | None = None
+    init: tuple[InitRule, ...] = ()  # rules run once the node is built (paths relative to it), before its parent
     yaml_path: tuple[Any, ...] = ()
 
 
@@ -162,18 +176,6 @@ Node = Annotated[Layer | Block | Repeat | Merge | Graph | Broken | Use, Field(di
 
 MERGE_OPS = ("add", "cat", "mul")
 MERGE_KEYS = ("merge", "dim", "class", "before", "branches", "then")
-
-
-class InitRule(_Strict):
-    """One `init:` rule: the modules it matches and, per parameter name, the init function; or, written
-    `{from: PATH, strict: true}`, weights loaded from a file (``load``) after the other rules have run."""
-
-    types: tuple[str, ...] = ()
-    paths: tuple[str, ...] = ()
-    calls: tuple[tuple[str, Call], ...] = ()
-    load: str | None = None  # `from:` a specc checkpoint, a state dict or a torchvision weights file
-    strict: bool = True  # every tensor of the model from the file (else the matching ones, with a report)
-    yaml_path: tuple[Any, ...] = ()
 
 
 class Checkpoint(_Strict):
@@ -767,6 +769,7 @@ class _Parser:
         modules = self.declared_modules(raw["modules"], path + ("modules",), seen) if "modules" in raw else []
         steps = [self.step(item, path + ("graph", i), seen) for i, item in enumerate(steps_raw)]
         outputs = self.graph_outputs(raw, path)
+        init = self.node_init_rules(raw["init"], path + ("init",)) if "init" in raw else ()
         class_name = raw.get("class")
         if class_name is not None and not _is_class_name(class_name):
             self.fail(
@@ -781,10 +784,27 @@ class _Parser:
             tensors=tuple(tensors),
             modules=tuple(modules),
             class_name=class_name,
+            init=init,
             **({"inputs": inputs} if "inputs" in raw else {}),
             yaml_path=path,
             **outputs,
         )
+
+    def node_init_rules(self, raw: Any, path: Path_) -> tuple[InitRule, ...]:
+        """A graph node's `init:`: rules run when the node is built, on its modules (paths relative to it), as a
+        torchvision class's ``__init__`` ends with its loop over ``self.modules()``. No `from:`: a file's weights
+        load into the whole model."""
+        rules = self.init_rules(raw, path)
+        for rule in rules:
+            if rule.load is not None:
+                self.fail(
+                    rule.yaml_path + ("from",),
+                    "a graph node's `init:` initialises its modules when it is built; weights from a file load into "
+                    "the whole model",
+                    "move `- {from: ...}` to the spec's top-level `init:`",
+                )
+                return ()
+        return rules
 
     def graph_inputs(self, raw: dict, path: Path_, seen: dict[str, str]) -> tuple[str, ...]:
         """`inputs: [a, b]`: the names of the forward's arguments (default `x`)."""
@@ -912,12 +932,14 @@ class _Parser:
         """`- name: node` (with `from:`, `as:`, `with:`, `when:` beside it), `- {call: module, from?, as?}` or
         `- {op: [values], dim?, mode?, as?}`."""
         keys = [k for k in raw if k not in STEP_KEYS] if isinstance(raw, dict) else []
+        if len(keys) == 2 and "keep" in keys:  # `keep:` beside a child (alone, `keep` names the step, as before)
+            keys.remove("keep")
         if len(keys) != 1:
             what = f"the keys {', '.join(map(repr, keys))}" if keys else _describe(raw)
             self.fail(
                 path,
                 "a graph step is one named child, one `call:` or one operation (with `from:`, `as:`, `with:`, "
-                f"`when:`, `dim:`, `mode:`), got {what}",
+                f"`when:`, `keep:`, `dim:`, `mode:`), got {what}",
                 "e.g. `- fc: {Linear: 4}`, `- {call: encoder, from: left}` or `- {add: [x, fc], as: h}`",
             )
             return None
@@ -926,9 +948,15 @@ class _Parser:
         outputs = self.value_names(raw.get("as"), path + ("as",), allow_discard=True) if "as" in raw else None
         unpack = isinstance(raw.get("as"), list)
         training = self.step_when(raw, path)
+        keep = self.step_keep(raw, key, path)
         if key in GRAPH_OPS:
-            if "when" in raw:
-                self.fail(path + ("when",), "`when:` is for a child step: operations always run", "remove `when:`")
+            for option in ("when", "keep"):
+                if option in raw and option != key:
+                    self.fail(
+                        path + (option,),
+                        f"`{option}:` is for a child step: operations always run",
+                        f"remove `{option}:`",
+                    )
             return self.op_step(raw, key, path, outputs, unpack) if self.found == found else None
         for extra in ("dim", "mode"):
             if extra in raw:
@@ -940,6 +968,12 @@ class _Parser:
                 path + ("with",), "`with:` is a mapping of keyword arguments", "e.g. `with: {need_weights: false}`"
             )
         if key == "call":
+            if not keep:
+                self.fail(
+                    path + ("keep",),
+                    "`keep: false` drops a step's own child; a declared module belongs to `modules:`",
+                    "remove `keep:`, or remove the module from `modules:`",
+                )
             target = raw["call"]
             if not isinstance(target, str) or not _is_call_target(target):
                 self.fail(
@@ -973,8 +1007,24 @@ class _Parser:
             unpack=unpack,
             keywords=keywords,
             training=training,
+            keep=keep,
             yaml_path=path,
         )
+
+    def step_keep(self, raw: dict, key: Any, path: Path_) -> bool:
+        """`keep: false`: the child is built where it stands (its initial weights drawn, the node's `init:` run on
+        it), then dropped: torchvision's ``IntermediateLayerGetter`` keeps a ResNet's stages, not its ``fc``."""
+        if "keep" not in raw or key == "keep":
+            return True
+        if "when" in raw:
+            self.fail(path + ("when",), "a step with `keep: false` never runs: `when:` does not apply", "remove one")
+        elif raw["keep"] is not False:
+            self.fail(
+                path + ("keep",),
+                f"`keep:` takes false, got {_describe(raw['keep'])}",
+                "write `keep: false` (the module is built, then dropped), or remove it",
+            )
+        return False
 
     def step_when(self, raw: dict, path: Path_) -> bool:
         """`when: training`: the step runs only in training mode (GoogLeNet's auxiliary heads)."""
@@ -1070,26 +1120,26 @@ class _Parser:
 
     # init rules --------------------------------------------------------------------
 
-    def init_rules(self, raw: Any) -> tuple[InitRule, ...]:
+    def init_rules(self, raw: Any, path: Path_ = ("init",)) -> tuple[InitRule, ...]:
         if not isinstance(raw, list):
             self.fail(
-                ("init",),
+                path,
                 f"`init:` is a list of rules, got {_describe(raw)}",
                 "e.g. `init: [{type: Conv2d, weight: kaiming_normal_}]`",
             )
             return ()
         rules, patterns = [], 0
         for i, item in enumerate(raw):
-            rule = self.init_rule(item, ("init", i))
+            rule = self.init_rule(item, path + (i,))
             if rule is None:
                 continue
             if rule.load and any(r.load for r in rules):
-                self.fail(("init", i, "from"), "a second `from:` rule: weights load from one file", "keep one")
+                self.fail(path + (i, "from"), "a second `from:` rule: weights load from one file", "keep one")
                 continue
             patterns += len(rule.paths)
             if patterns > MAX_INIT_PATTERNS:
                 self.fail(
-                    ("init", i, "path"),
+                    path + (i, "path"),
                     f"the init rules have more than {MAX_INIT_PATTERNS:,} `path:` patterns",
                     "use fewer patterns: one with wildcards matches many modules (e.g. `layer*.*.bn2`), "
                     "or match by `type:`",
@@ -1198,7 +1248,7 @@ class _Parser:
         return tuple(calls)
 
 
-GRAPH_KEYS = ("graph", "params", "buffers", "modules", "inputs", "output", "eval_output", "class")
+GRAPH_KEYS = ("graph", "params", "buffers", "modules", "inputs", "output", "eval_output", "class", "init")
 STEP_KEYS = ("from", "as", "with", "when", "dim", "mode")
 MAX_GRAPH_INPUTS = 8  # as `input:`
 MAX_GRAPH_STEPS = 2_000  # per graph node: each step costs several lines of the script (lowering, render: ~1 s)

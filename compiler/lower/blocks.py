@@ -416,7 +416,8 @@ class _Planner:
             steps.append(dataclasses.replace(step, node=node))
         tensors = [self.tensor([n.tensors[i] for n in nodes], scope) for i in range(len(first.tensors))]
         modules = [self.node([n.modules[i] for n in nodes], scope) for i in range(len(first.modules))]
-        return dataclasses.replace(first, steps=steps, tensors=tensors, modules=modules, use=None)
+        dropped = [self.node([n.dropped[i] for n in nodes], scope) for i in range(len(first.dropped))]
+        return dataclasses.replace(first, steps=steps, tensors=tensors, modules=modules, dropped=dropped, use=None)
 
     def tensor(self, tensors: list[TensorIR], scope: _Scope) -> TensorIR:
         """A graph body's parameter or buffer: each size the expression the spec wrote (ConvNeXt's layer scale,

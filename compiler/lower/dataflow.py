@@ -27,7 +27,7 @@ from compiler.facts.shapes.dataflow import (
 )
 from compiler.front.load import Path_
 from compiler.front.spec import Block, Graph, Layer, Merge, Step, Use
-from compiler.lower.ir import Arg, BlockIR, GraphIR, StepIR, TensorIR
+from compiler.lower.ir import Arg, BlockIR, GraphIR, LayerIR, StepIR, TensorIR
 
 INPUT = "x"  # the graph node's input value unless `inputs:` names them
 
@@ -237,6 +237,7 @@ class _Graph:
         self.values = _Values(node, self.problems, inputs)
         self.declared = _Declared(lowerer, node, path)
         self.training: set[str] = set()  # values that exist only in training mode
+        self.dropped: set[str] = set()  # values of `keep: false` steps: shapes only, never computed
 
     def lower(self) -> GraphIR:
         ir, values = self.ir, self.values
@@ -247,14 +248,19 @@ class _Graph:
             ir.tensors.append(_tensor(self.lowerer, tensor))
             values.define(tensor.name, tensor.shape, tensor.yaml_path)
         previous: str | None = ir.inputs[0] if len(ir.inputs) == 1 else None
+        last = previous  # the last kept step's value: the output unless `output:` names one
         for i, step in enumerate(self.node.steps):
             outputs = self.step(i, step, previous)
             if outputs is None:
                 return ir
             previous = outputs[0]
+            last = previous if step.keep else last
         self.declared.finish(ir, self.node)
-        if self.outputs(previous):
-            _unused(self.problems, values)
+        if self.outputs(last):
+            _unused(self.problems, values, self.dropped)
+        layers = [n for node in ir.built for n in (node, *node.walk()) if isinstance(n, LayerIR)]
+        rules = (self.lowerer.init_rule(rule, layers, ir.path) for rule in self.node.init)
+        ir.init = [rule for rule in rules if rule is not None]
         return ir
 
     def input_where(self, i: int) -> Path_:
@@ -281,6 +287,8 @@ class _Graph:
             return None
         if not step.training:
             self.training_values_ok(step, key, names)
+        if not self.kept_order_ok(step, key, names):
+            return None
         shapes = [shape for _, shape in found]
         sir = StepIR(None, step.op, step.dim, names, [], False, yaml_path=step.yaml_path, training=step.training)
         sir.mode = step.mode
@@ -301,10 +309,32 @@ class _Graph:
             values.items[out_name] = sir.unpack
             if step.training and out_name is not None:
                 self.training.add(out_name)
+            if not step.keep and out_name is not None:
+                self.dropped.add(out_name)
         if not sir.unpack and (sir.node is not None or sir.call is not None) and len(sir.shapes) > 1:
             values.tuples[outputs[0]] = len(sir.shapes)
-        self.ir.steps.append(sir)
+        if step.keep:
+            self.ir.steps.append(sir)
+        elif sir.node is not None:
+            self.ir.dropped.append(sir.node)
         return outputs
+
+    def kept_order_ok(self, step: Step, key: str, names: list[str]) -> bool:
+        """The dropped steps (`keep: false`) come last and only they read each other's values: they are built
+        after the node's other children, and never run."""
+        if not step.keep:
+            return True
+        if self.ir.dropped:
+            first = self.ir.dropped[0]
+            line = self.problems.source.locate(first.yaml_path)[0]
+            self.problems.fail(
+                step.yaml_path,
+                f"this step comes after {first.name!r} (line {line}), which `keep: false` drops: the dropped "
+                "modules are built after every kept one",
+                f"move {first.name!r} (and the other `keep: false` steps) after this one",
+            )
+            return False
+        return True
 
     def tensors_only(self, step: Step, key: str, names: list[str]) -> bool:
         for j, n in enumerate(names):
@@ -405,7 +435,14 @@ class _Graph:
         for j, name in enumerate(names):
             at = where + ((self.node.output_keys[j],) if keyed else (j,) if len(names) > 1 else ())
             found, _ = self.values.get(name, at)
-            if found and eval_mode and name in self.training:
+            if found and name in self.dropped:
+                self.problems.fail(
+                    at,
+                    f"{name!r} is the value of a step that `keep: false` drops: it is never computed",
+                    "return a value a kept step makes",
+                )
+                found = False
+            elif found and eval_mode and name in self.training:
                 self.problems.fail(
                     at,
                     f"eval mode cannot return {name!r}: it is made only in training mode (`when: training`)",
@@ -454,10 +491,11 @@ def _at(step: Step, key: str, j: int) -> Path_:
     return step.yaml_path + (key, j)
 
 
-def _unused(problems: Any, values: _Values) -> None:
-    """Every value a step made, the input and each parameter must be read (a buffer is state kept for itself)."""
+def _unused(problems: Any, values: _Values, dropped: set[str]) -> None:
+    """Every value a step made, the input and each parameter must be read (a buffer is state kept for itself, a
+    dropped step's value is never computed)."""
     for name, where in values.where.items():
-        if name in values.used or name in values.buffers:
+        if name in values.used or name in values.buffers or name in dropped:
             continue
         if name in values.inputs:
             what, fix = f"the graph node's input `{name}`", f"read it in a step (`from: {name}`, or an operation)"

@@ -279,11 +279,18 @@ class GraphIR:
     out_shapes: list[Shape | None] = field(default_factory=list)  # each of several outputs' sample shape
     eval_outputs: list[str] | None = None  # what eval mode returns instead (`eval_output:`)
     eval_tuple: bool = False
+    dropped: list[Node] = field(default_factory=list)  # `keep: false` steps' children: built, initialised, dropped
+    init: list[InitRuleIR] = field(default_factory=list)  # the node's `init:`, run once it is built
 
     @property
     def children(self) -> list[Node]:
         """The child modules in registration order: the declared modules, then the steps' own in step order."""
         return [*self.modules, *(step.node for step in self.steps if step.node is not None)]
+
+    @property
+    def built(self) -> list[Node]:
+        """Every module the node's construction makes, in order: its children, then the ones it drops."""
+        return [*self.children, *self.dropped]
 
     @property
     def returned(self) -> list[str]:
@@ -301,7 +308,8 @@ class GraphIR:
         modules = tuple((m.name, type(m).__name__, getattr(m, "module_list", False)) for m in self.modules)
         outputs = (self.output, _tuple(self.outputs), _tuple(self.output_keys), _tuple(self.eval_outputs))
         steps = tuple(step.key for step in self.steps)
-        return (self.class_name, "graph", tensors, tuple(self.inputs), modules, steps, outputs, self.eval_tuple)
+        made = (tuple(n.name for n in self.dropped), tuple(rule.key for rule in self.init))
+        return (self.class_name, "graph", tensors, tuple(self.inputs), modules, steps, outputs, self.eval_tuple, made)
 
     @property
     def params(self) -> int:
@@ -339,11 +347,22 @@ class InitRuleIR:
     paths: tuple[str, ...]
     calls: dict[str, CallIR]
     yaml_path: tuple = ()
+    scope: str = ""  # a graph node's rule: its module path, which the rule's paths are relative to
     _globs: re.Pattern | None = field(default=None, init=False, repr=False, compare=False)
 
     def matches(self, layer: LayerIR) -> bool:
         """Whether the rule applies to a layer: its type, or its module path against a glob."""
-        return layer.entry in self.types or self.path_matches(layer.path)
+        return layer.entry in self.types or self.path_matches(self.relative(layer.path))
+
+    def relative(self, path: str) -> str:
+        """A module path from the root as the rule's paths read it: relative to its graph node (``scope``)."""
+        return path[len(self.scope) + 1 :] if self.scope else path
+
+    @property
+    def key(self) -> tuple:
+        """What the generated code of the rule depends on."""
+        calls = tuple((name, call_key(call)) for name, call in self.calls.items())
+        return (tuple(e.name for e in self.types), self.paths, calls)
 
     def path_matches(self, path: str) -> bool:
         """Whether a module path matches one of the globs (``fnmatchcase`` on each, as one regex built once)."""

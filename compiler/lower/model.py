@@ -22,7 +22,19 @@ from compiler.front.expand import MAX_USE_DEPTH, instantiate, note_use
 from compiler.front.load import Path_
 from compiler.front.names import RESERVED_NAMES, NameProblem, check_block_name
 from compiler.front.problems import Problems
-from compiler.front.spec import MAX_MODULES, Block, Broken, Graph, Layer, Merge, Repeat, Spec, Use, parse_node
+from compiler.front.spec import (
+    MAX_INIT_MATCHES,
+    MAX_MODULES,
+    Block,
+    Broken,
+    Graph,
+    Layer,
+    Merge,
+    Repeat,
+    Spec,
+    Use,
+    parse_node,
+)
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.blocks import plan_blocks
 from compiler.lower.dataflow import lower_graph
@@ -98,7 +110,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
         root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
     lowerer.end_of_model()
     model = ModelIR(root, spec.input if not isinstance(spec.input, dict) else None, dtype, inputs=spec.input_shapes)
-    model.init = [rule for rule in (lowerer.init_rule(r, model) for r in spec.init if not r.load) if rule is not None]
+    layers = list(model.layers())
+    model.init = [rule for rule in (lowerer.init_rule(r, layers) for r in spec.init if not r.load) if rule is not None]
     model.load = next((_weights_file(r, problems) for r in spec.init if r.load), None)
     if problems.count() == before and spec.library.blocks:
         # the block functions' names avoid the script's own names, its variables and every child name (a
@@ -200,6 +213,7 @@ class _Lowerer:
         self.bodies: list[Any] = []  # instantiated bodies, kept alive: ``layer_cache`` is keyed by node id
         self.multi_input = False  # lowering a graph step that gives a layer several tensors (its shapes: dataflow)
         self.graph_step = False  # lowering a graph step's child: a graph node there may return a tuple (`as:`)
+        self.init_matches = 0  # graph nodes' `init:` path patterns times the layers each is tried on
 
     # tree ---------------------------------------------------------------------------
 
@@ -607,10 +621,20 @@ class _Lowerer:
 
     # init rules ---------------------------------------------------------------------
 
-    def init_rule(self, rule: Any, model: ModelIR) -> InitRuleIR | None:
+    def init_rule(self, rule: Any, layers: list[LayerIR], scope: str = "") -> InitRuleIR | None:
+        """An `init:` rule over ``layers``: the model's, or a graph node's (at module path ``scope``)."""
         types = tuple(REGISTRY.get("layer", t) for t in rule.types)
-        ir = InitRuleIR(types, rule.paths, {}, rule.yaml_path)  # type: ignore[arg-type]
-        layers = [layer for layer in model.layers() if ir.matches(layer)]
+        ir = InitRuleIR(types, rule.paths, {}, rule.yaml_path, scope)  # type: ignore[arg-type]
+        if rule.yaml_path[:1] != ("init",):  # a graph node's (the spec's own are bounded when parsed: init_work)
+            self.init_matches += len(rule.paths) * len(layers)
+            if self.init_matches > MAX_INIT_MATCHES:
+                self.problems.fail(
+                    rule.yaml_path + ("path",),
+                    f"the graph nodes' init rules try more than {MAX_INIT_MATCHES:,} module paths against patterns",
+                    "match by `type:`, or use fewer patterns (one with wildcards matches many modules)",
+                )
+                return None
+        layers = [layer for layer in layers if ir.matches(layer)]
         for pname, call in rule.calls:
             entry = REGISTRY.get("init", call.type)
             assert entry is not None

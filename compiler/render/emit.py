@@ -182,9 +182,8 @@ class _Emitter:
             return _layer_lines(pad, prefix, node, suffix)
         if isinstance(node, (MergeIR, GraphIR)):
             params = dict(_init_params(node))  # the keywords are its __init__'s parameters
-            body = [
-                line for child in node.children for line in self.lines(f"{params[child.name]}=", child, ",", depth + 1)
-            ]
+            built = node.built if isinstance(node, GraphIR) else node.children
+            body = [line for child in built for line in self.lines(f"{params[child.name]}=", child, ",", depth + 1)]
             return [pad + prefix + self.names[node.shape_key] + "(", *body, pad + ")" + suffix]
         if getattr(node, "module_list", False):  # a graph node's declared list, its members called one by one
             body = [line for child in node.children for line in self.lines("", child, ",", depth + 2)]
@@ -427,10 +426,11 @@ def _graph_block_class_source(code: BlockCodeIR, graph: GraphIR, emitter: _Emitt
     lines.append(INDENT + f"def __init__({_signature(code, 'self')}):")
     lines.append(INDENT * 2 + "super().__init__()")
     lines += [INDENT * 2 + f"{name} = {source}" for name, source in code.local_vars]
-    for child in graph.children:
+    for child in graph.built:
         lines += emitter.lines(f"self.{child.name} = ", child, "", 2)
     for tensor in graph.tensors:
         lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
+    lines += _made_lines(graph)
     lines += ["", INDENT + f"def forward({', '.join(['self', *_forward_args(graph)])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
@@ -562,16 +562,34 @@ def _graph_class_source(graph: GraphIR, name: str) -> str:
     lines += [INDENT * 2 + f"self.{attr} = {param}" for attr, param in children]
     for tensor in graph.tensors:
         lines += [INDENT * 2 + line for line in _tensor_lines(tensor)]
+    lines += _made_lines(graph)
     lines += ["", INDENT + f"def forward({', '.join(['self', *_forward_args(graph)])}):"]
     lines += [INDENT * 2 + line for line in _graph_forward_lines(graph)]
     return "\n".join(lines)
+
+
+def _made_lines(graph: GraphIR) -> list[str]:
+    """The end of a graph node's ``__init__``: its `init:` rules over ``self.named_modules()`` (torchvision's
+    loop), then ``del`` of the modules `keep: false` drops."""
+    lines = []
+    if graph.init:
+        lines.append(INDENT * 2 + "for name, module in self.named_modules():  # the node's `init:` rules")
+        nodes = [n for child in graph.built for n in (child, *child.walk())]
+        lines += _rule_lines(graph.init, nodes, 3)
+    if graph.dropped:
+        names = ", ".join(f"self.{node.name}" for node in graph.dropped)
+        lines.append(INDENT * 2 + f"del {names}  # built and initialised, then dropped (`keep: false`)")
+    return lines
 
 
 def _init_params(node: MergeIR | GraphIR) -> list[tuple[str, str]]:
     """(attribute, ``__init__`` parameter) of each child passed to a merge's or graph node's class: the child's
     name, unless the class's own code needs it (``self``; a graph node's ``__init__`` makes its tensors with
     ``torch`` and ``nn``): ``self_1``. The script's ``build_model`` passes each child by this keyword."""
-    params = Namespace({"self", "torch", "nn"} if isinstance(node, GraphIR) else {"self"})
+    if isinstance(node, GraphIR):  # its __init__ may also run `init:` rules (nn.init, fnmatch)
+        params = Namespace({"self", "torch", "nn", "fnmatch"} if node.init else {"self", "torch", "nn"})
+        return [(child.name, params.name(child.name)) for child in node.built]
+    params = Namespace({"self"})
     return [(child.name, params.name(child.name)) for child in node.children]
 
 
@@ -765,7 +783,7 @@ def _init_function(model: ModelIR) -> str:
         INDENT + f'"""The spec\'s `init:` rules: {doc}."""',
         INDENT + "for name, module in model.named_modules():",
     ]
-    lines += _rule_lines(model)
+    lines += _rule_lines(model.init, [model.root, *model.root.walk()], 2)
     return "\n".join(lines + ([_load_line(model)] if model.load else []))
 
 
@@ -775,22 +793,29 @@ def _load_line(model: ModelIR) -> str:
     return INDENT + f"load_weights(model, {literal(load.path)}, strict={load.strict})"
 
 
-def _rule_lines(model: ModelIR) -> list[str]:
-    lines = []
-    for i, rule in enumerate(model.init):
-        lines.append(INDENT * 2 + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
-        nullable = {p for layer in model.layers() if rule.matches(layer) for p in layer.none_params}
+def _rule_lines(rules: list[InitRuleIR], nodes: list, depth: int) -> list[str]:
+    """The if/elif chain of `init:` rules inside a loop over ``named_modules()``; ``nodes``: every node the loop
+    meets (the model's, or a graph node's built ones)."""
+    lines, pad = [], INDENT * depth
+    layers = [n for n in nodes if isinstance(n, LayerIR)]
+    for i, rule in enumerate(rules):
+        lines.append(pad + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
+        nullable = {p for layer in layers if rule.matches(layer) for p in layer.none_params}
         # a path glob may match a container (a Sequential has no weight): compiler.build_model skips it too
-        nodes = [model.root, *model.root.walk()] if rule.paths else []
-        containers = any(not isinstance(n, LayerIR) and rule.path_matches(n.path) for n in nodes)
+        containers = bool(rule.paths) and any(
+            not isinstance(n, LayerIR) and rule.path_matches(rule.relative(n.path)) for n in nodes
+        )
         for pname, call in rule.calls.items():
             line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
             if containers:
-                lines += [INDENT * 3 + f"if getattr(module, {literal(pname)}, None) is not None:", INDENT * 4 + line]
+                lines += [
+                    pad + INDENT + f"if getattr(module, {literal(pname)}, None) is not None:",
+                    pad + INDENT * 2 + line,
+                ]
             elif pname in nullable:
-                lines += [INDENT * 3 + f"if module.{pname} is not None:", INDENT * 4 + line]
+                lines += [pad + INDENT + f"if module.{pname} is not None:", pad + INDENT * 2 + line]
             else:
-                lines.append(INDENT * 3 + line)
+                lines.append(pad + INDENT + line)
     return lines
 
 
