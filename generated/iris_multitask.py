@@ -235,8 +235,9 @@ def train_in_folder(objects, device, run, folder):
 # ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----
 
 
-def read_csv(path, target, features=None, targets="classes"):
-    """A numeric CSV file with a header row -> (features, targets) tensors and the feature columns' names.
+def read_csv(path, target, features=None, targets="classes", image=None):
+    """A numeric CSV file with a header row -> (features, targets) tensors and the feature columns' names; with
+    ``image`` (a column of image files), also each row's image path, relative to the CSV file's folder.
 
     Targets are class labels (int64) where they are whole numbers, unless ``targets="values"`` (the loss
     compares them with the output: regression): then float, one column, whatever they hold.
@@ -247,11 +248,15 @@ def read_csv(path, target, features=None, targets="classes"):
         raise ValueError(f"{path}: no data rows")
     several = isinstance(target, (list, tuple))  # one target column per output: ``targets`` gives each one's kind
     names = list(target) if several else [target]
-    columns = features or [name for name in rows[0] if name not in names]
+    columns = features or [name for name in rows[0] if name not in names and name != image]
     x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
     kinds = targets if several else [targets]
     ys = tuple(csv_targets([float(row[name]) for row in rows], kind) for name, kind in zip(names, kinds))
-    return x, ys if several else ys[0], columns
+    if image is None:
+        return x, ys if several else ys[0], columns
+    folder = os.path.dirname(path)
+    files = [(f"{path}:{i + 2}", os.path.join(folder, row[image])) for i, row in enumerate(rows)]
+    return x, ys if several else ys[0], columns, files
 
 
 def csv_targets(values, kind):
@@ -262,13 +267,25 @@ def csv_targets(values, kind):
     return torch.tensor(values).unsqueeze(1)
 
 
-def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0, targets="classes"):
+def csv_datasets(
+    path,
+    target,
+    features=None,
+    test_path=None,
+    val_split=0.0,
+    normalize=None,
+    seed=0,
+    targets="classes",
+    image=None,
+):
     """(training set, validation set or None) from CSV files; ``normalize`` is fitted on the training split only.
-    The training set's ``csv`` holds its columns and scaling, which prediction applies to new rows."""
-    x, y, columns = read_csv(path, target, features, targets)
+    The training set's ``csv`` holds its columns and scaling, which prediction applies to new rows. With ``image``
+    (a column of image files), each set's ``files`` holds its rows' images (``csv_image_datasets``)."""
+    x, y, columns, *files = read_csv(path, target, features, targets, image)
     x_val = y_val = scaling = None
+    files_val = []
     if test_path is not None:
-        x_val, y_val, _ = read_csv(test_path, target, features, targets)
+        x_val, y_val, _, *files_val = read_csv(test_path, target, features, targets, image)
     elif val_split:
         train_idx, val_idx = split_indices(len(x), val_split, seed)
         if isinstance(y, tuple):  # several targets
@@ -276,13 +293,19 @@ def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, nor
         else:
             y, y_val = y[train_idx], y[val_idx]
         x, x_val = x[train_idx], x[val_idx]
+        if files:
+            files_val, files = [[files[0][i] for i in val_idx]], [[files[0][i] for i in train_idx]]
     if normalize:
         scaling = fit_scaling(normalize, x)
         x, x_val = [None if t is None else apply_scaling(scaling, t) for t in (x, x_val)]
     kind = TargetsDataset if isinstance(y, tuple) else TensorDataset
-    train_set = kind(x, y)
+    train_set, val_set = kind(x, y), (kind(x_val, y_val) if x_val is not None else None)
     train_set.csv = {"columns": columns, "scaling": scaling}
-    return train_set, (kind(x_val, y_val) if x_val is not None else None)
+    if files:
+        train_set.files = files[0]
+    if files_val:
+        val_set.files = files_val[0]
+    return train_set, val_set
 
 
 class TargetsDataset(torch.utils.data.Dataset):
@@ -970,8 +993,11 @@ def label_rows(model, names, batch, info, device, top_k, batch_size=64):
 
 def label_outputs(model, samples, info, device, top_k):
     """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
-    names = [name for name, _ in samples]
-    output = model(torch.stack([x for _, x in samples]).to(device))
+    names, xs = [name for name, _ in samples], [x for _, x in samples]
+    if isinstance(xs[0], tuple):  # several inputs a sample (a CSV row's image and features): a batch of each
+        output = model(*(torch.stack(parts).to(device) for parts in zip(*xs)))
+    else:
+        output = model(torch.stack(xs).to(device))
     if info.get("outputs"):  # several outputs: a class (its probability) or values for each, by name
         tasks = info["outputs"]
         if not isinstance(output, dict):
@@ -993,22 +1019,50 @@ def label_outputs(model, samples, info, device, top_k):
     return [(name, [(str(classes[i]), p) for i, p in zip(*pair)]) for name, pair in zip(names, pairs)]
 
 
-def csv_inputs(paths, info):
-    """(names ``file:line``, tensors) of the rows of CSV files, scaled as the training rows were (``csv_samples``)."""
+def csv_inputs(paths, info, transform=None):
+    """(names ``file:line``, tensors) of the rows of CSV files, scaled as the training rows were (``csv_samples``);
+    for a model trained on a CSV's images and features, (image, features) a row."""
     names, batch = [], []
     for path in paths:
         if not path.lower().endswith(".csv"):
             columns = ", ".join(info["csv"]["columns"])
             raise ValueError(f"{path}: this model reads CSV rows (columns {columns}), not images: give CSV files")
-        for name, x in csv_samples(path, info):
+        for name, x in csv_samples(path, info, transform):
             names.append(name)
             batch.append(x)
     return names, batch
 
 
-def csv_samples(path, info, max_bytes=1 << 28):
+def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
+    """An image file as the model's input: a regular file of at most ``max_bytes`` and ``max_pixels``, through the
+    evaluation transforms, of the shape the model was trained on."""
+    if info["csv"] is not None:
+        raise ValueError(f"{path}: this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
+    pil = importlib.import_module("PIL.Image")
+    data = read_regular(path, max_bytes, "image file")
+    try:
+        image = pil.open(io.BytesIO(data))
+        size = image.size
+        if size[0] * size[1] > max_pixels:
+            raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
+        x = transform(image.convert("L" if info["input"][0] == 1 else "RGB"))
+    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
+        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{path}: the spec's transforms fail on this image: {str(err).splitlines()[0]}") from None
+    if not torch.is_tensor(x) or tuple(x.shape) != tuple(info["input"]):
+        shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+        raise ValueError(
+            f"{path}: a {size[0]}x{size[1]} image gives an input of shape {shape}, but the model takes "
+            f"{tuple(info['input'])}: resize the image, or add Resize to the spec's transforms"
+        )
+    return x
+
+
+def csv_samples(path, info, transform=None, max_bytes=1 << 28):
     """(path:line, row) for each data row of a CSV file that has the columns the model was trained on, scaled as
-    in training; a missing column, a short row or a cell that is not a finite number is refused at its line."""
+    in training; a missing column, a short row or a cell that is not a finite number is refused at its line. A
+    model trained on a CSV's image column reads each row's image too (``row_image``): (path:line, (image, row))."""
     if info["csv"] is None:
         raise ValueError(f"{path}: this model was trained on images, not CSV rows: give image files or folders")
     try:
@@ -1017,20 +1071,40 @@ def csv_samples(path, info, max_bytes=1 << 28):
         raise ValueError(f"{path}: not UTF-8 text (byte {err.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header, columns = next(reader, []), info["csv"]["columns"]
-    missing = [column for column in columns if column not in header]
+    image = info["csv"].get("image")
+    missing = [column for column in [*columns, *([image] if image else [])] if column not in header]
     if missing:
         raise ValueError(f"{path}:1: no column {missing[0]!r} in the header; the model reads {', '.join(columns)}")
     where = [header.index(column) for column in columns]
-    rows, lines = [], []
+    rows, lines, images = [], [], []
     for row in reader:
         if row:
             rows.append(csv_row(f"{path}:{reader.line_num}", row, where, columns))
             lines.append(reader.line_num)
+            cell = row[header.index(image)] if image and header.index(image) < len(row) else ""
+            images.append(os.path.join(os.path.dirname(path), cell) if image else None)
     if not rows:
         raise ValueError(f"{path}: a header and no data rows")
     x = torch.tensor(rows, dtype=torch.float32)
     x = apply_scaling(info["csv"]["scaling"], x) if info["csv"]["scaling"] else x
-    return [(f"{path}:{line}", sample) for line, sample in zip(lines, x)]
+    if not image:
+        return [(f"{path}:{line}", sample) for line, sample in zip(lines, x)]
+    pictures = [row_image(f"{path}:{line}", file, info, transform) for line, file in zip(lines, images)]
+    return [(f"{path}:{line}", (picture, sample)) for line, picture, sample in zip(lines, pictures, x)]
+
+
+def row_image(where, path, info, transform):
+    """A CSV row's image file as the model reads it in training: inside the folder the program runs in, through
+    the evaluation transforms (``image_sample``); a row that names none is refused at its line."""
+    root = os.path.realpath(os.getcwd())
+    if not os.path.basename(path):
+        raise ValueError(f"{where}: the row names no image file")
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise ValueError(f"{where}: image {path!r} is outside the folder this program runs in")
+    try:
+        return image_sample(path, {**info, "csv": None}, transform)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 def csv_row(where, row, indices, columns):

@@ -915,8 +915,11 @@ def label_rows(model, names, batch, info, device, top_k, batch_size=64):
 
 def label_outputs(model, samples, info, device, top_k):
     """The model's outputs for (name, input) samples: the ``top_k`` classes with their softmax probabilities."""
-    names = [name for name, _ in samples]
-    output = model(torch.stack([x for _, x in samples]).to(device))
+    names, xs = [name for name, _ in samples], [x for _, x in samples]
+    if isinstance(xs[0], tuple):  # several inputs a sample (a CSV row's image and features): a batch of each
+        output = model(*(torch.stack(parts).to(device) for parts in zip(*xs)))
+    else:
+        output = model(torch.stack(xs).to(device))
     if info.get("outputs"):  # several outputs: a class (its probability) or values for each, by name
         tasks = info["outputs"]
         if not isinstance(output, dict):

@@ -170,8 +170,12 @@ def _datasets(data: DataIR, seed: int, augment: bool = True):
     if ds.name == "CSV":
         values = {p: ds.value(p) for p in ("path", "target", "features", "test_path")}
         kinds = data.target_kinds if data.target_kinds is not None else data.targets
-        return runtime.csv_datasets(
-            **values, val_split=data.val_split, normalize=data.normalize, seed=seed, targets=kinds
+        options = dict(val_split=data.val_split, normalize=data.normalize, seed=seed, targets=kinds)
+        if data.image is None:
+            return runtime.csv_datasets(**values, **options)
+        train_tf, eval_tf = _transforms(data, augment)
+        return runtime.csv_image_datasets(
+            **values, image=data.image, transform=train_tf, eval_transform=eval_tf, mode=data.image_mode, **options
         )
     if ds.name == "Text":  # the options with max_length and max_vocab filled in from the model
         return runtime.text_datasets(**data.text, val_split=data.val_split, seed=seed)
@@ -179,8 +183,7 @@ def _datasets(data: DataIR, seed: int, augment: bool = True):
         values = {p: ds.value(p) for p in ("size", "inputs", "targets", "classes")}
         train_set = val_source = runtime.synthetic_dataset(**values, seed=seed)
     else:
-        train_tf = _compose(data.transforms if augment else [t for t in data.transforms if not t.entry.random])
-        eval_tf = _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
+        train_tf, eval_tf = _transforms(data, augment)
         args, kwargs = ds.values()
         split = {"train": True} if ds.entry.test_split and data.validation else {}
         train_set = ds.entry.resolve()(*args, **kwargs, **split, transform=train_tf)
@@ -192,6 +195,12 @@ def _datasets(data: DataIR, seed: int, augment: bool = True):
         train_idx, val_idx = runtime.split_indices(len(train_set), data.val_split, seed)
         return Subset(train_set, train_idx), Subset(val_source, val_idx)
     return train_set, None
+
+
+def _transforms(data: DataIR, augment: bool) -> tuple:
+    """(training transforms, evaluation transforms), as the script's ``build_transforms``."""
+    train_tf = _compose(data.transforms if augment else [t for t in data.transforms if not t.entry.random])
+    return train_tf, _compose(data.eval_transforms) if data.eval_transforms != data.transforms else train_tf
 
 
 def build_datasets(data: DataIR, seed: int, augment: bool = True):

@@ -314,7 +314,7 @@ DATASETS: list[Entry] = [
         "CSV",
         "dataset",
         "",
-        params=("path!", "target!", "features", "test_path"),
+        params=("path!", "target!", "features", "test_path", "image"),
         runtime=("csv_datasets",),
         inputs="csv_inputs",
     ),

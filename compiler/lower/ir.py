@@ -470,6 +470,18 @@ class DataIR:
     pairs: bool = False  # two samples a sample: ((a, b), 1 when one class else 0), for a model of two inputs
     target_classes: tuple | None = None  # a CSV of several target columns: each one's classes (None: values)
     target_kinds: list[str] | None = None  # and each one's kind, as its output's loss reads it
+    image: str | None = None  # a CSV's column of image files: each sample is ((image, features), target)
+    image_mode: str = "RGB"  # how its images are read (Pillow's mode): "L" for a model's one-channel input
+
+    @property
+    def images(self) -> bool:
+        """Whether the samples hold images (the transforms apply to them): an image dataset, or a CSV's `image:`."""
+        return self.dataset.entry.image or self.image is not None
+
+    @property
+    def several_inputs(self) -> bool:
+        """Whether a sample is several inputs: a pair, or a CSV row's image and features."""
+        return self.pairs or self.image is not None
 
     @property
     def augments(self) -> bool:

@@ -389,6 +389,7 @@ class _DataChecker:
         self.spec, self.model, self.binder, self.problems = spec, model, binder, binder.problems
         self.text_options: dict | None = None  # a Text dataset's, with what the model decides filled in
         self.target_classes: tuple | None = None  # a CSV of several target columns: each one's classes (or None)
+        self.csv_image: dict | None = None  # a CSV's `image:` column: its name, Pillow mode and feature count
 
     def fail(self, path, message: str, fix: str = "") -> None:
         self.problems.fail(path, message, fix)
@@ -422,6 +423,8 @@ class _DataChecker:
             class_weights=tuple(data.class_weights) if isinstance(data.class_weights, list) else data.class_weights,
             pairs=data.pairs,
             target_classes=self.target_classes,
+            image=self.csv_image["column"] if self.csv_image else None,
+            image_mode=self.csv_image["mode"] if self.csv_image else "RGB",
         )
 
     def bind_data(self, data: DataSpec) -> tuple[CallIR, list[CallIR], list[CallIR]] | None:
@@ -446,7 +449,7 @@ class _DataChecker:
 
     def check_samples(self, data: DataSpec, dataset: CallIR, transforms: list, eval_transforms: list, shape) -> None:
         """A sample through the transforms, against the model's `input:`."""
-        image = dataset.entry.image
+        image = dataset.entry.image or self.csv_image is not None
         sample = self.walk_transforms(transforms, shape, image, ("data", "transforms"))
         if data.eval_transforms is not None:
             self.walk_transforms(eval_transforms, shape, image, ("data", "eval_transforms"))
@@ -477,6 +480,8 @@ class _DataChecker:
         """`pairs: true` gives two inputs a sample, each a sample of the dataset: for a model of two inputs of its
         shape. True when the model's inputs are checked here (or the pairing is refused)."""
         inputs = self.spec.input_shapes or {}
+        if self.csv_image is not None:
+            return self.image_and_features(data, dataset, sample, inputs)
         if not data.pairs and len(inputs) < 2:
             return False
         if not data.pairs:
@@ -503,6 +508,38 @@ class _DataChecker:
                     f"input {name!r} is {_shape(tuple(shape))}, but a pair holds two samples of shape "
                     f"{_shape(tuple(sample))}",
                     f"write `{name}: {list(sample)}` or change the transforms",
+                )
+        return True
+
+    def image_and_features(self, data: DataSpec, dataset: CallIR, sample: tuple | None, inputs: dict) -> bool:
+        """A CSV's `image:` gives two inputs a sample: the row's image (through the transforms), then its features;
+        for a model of two inputs of those shapes, in that order."""
+        if data.pairs:
+            self.fail(
+                ("data", "pairs"),
+                "`pairs:` pairs single samples; a CSV's `image:` gives two inputs already",
+                "remove `pairs:`",
+            )
+            return True
+        if len(inputs) != 2:
+            self.fail(
+                ("input",),
+                f"a CSV with `image:` gives two inputs a sample (the image, then the features), but the model takes "
+                f"{len(inputs)}",
+                "name two inputs, the image's first: `input: {image: [1, 28, 28], features: [3]}`",
+            )
+            return True
+        assert self.csv_image is not None
+        expected = [tuple(sample) if sample is not None and None not in sample else None]
+        expected.append((self.csv_image["features"],))
+        for (name, shape), given, what in zip(inputs.items(), expected, ("image", "features")):
+            if given is not None and tuple(shape) != given:
+                self.fail(
+                    ("input", name),
+                    f"input {name!r} takes the row's {what} ({'first' if what == 'image' else 'second'} input), "
+                    f"which {'the transforms make' if what == 'image' else 'the CSV gives'} {_shape(given)}, but it "
+                    f"is {_shape(tuple(shape))}",
+                    f"write `{name}: {list(given)}`" + (" or change the transforms" if what == "image" else ""),
                 )
         return True
 
@@ -692,6 +729,9 @@ class _DataChecker:
         header, labels = self.csv_head(dataset, "path", path, target)
         if header is None:
             return None, None, False
+        image = dataset.value("image")
+        if image is not None:
+            return self.csv_image_facts(dataset, path, header, [target], labels, test_path)
         files = [("path", path, header)]
         if test_path is not None:
             test_header, _ = self.csv_head(dataset, "test_path", test_path, target)
@@ -728,7 +768,73 @@ class _DataChecker:
             self.fail(_csv_where(dataset, "features"), f"{overlap[0]!r} is a target and a feature", "drop one")
             return None, None, False
         self.target_classes = tuple(_classes(labels) for _, labels in heads)
+        if dataset.value("image") is not None:
+            return self.csv_image_facts(dataset, path, header, list(targets), set(), None)
         return (len(features),), None, False
+
+    def csv_image_facts(self, dataset: CallIR, path: str, header: list, targets: list, labels: set, test_path):
+        """`image: column`: each row names an image file (relative to the CSV's folder), the other columns are
+        features. Every path the scan reads must stay inside the folder specc runs in; the first image is opened
+        (Pillow) for its size. (image shape, classes, has a test file), the features' count kept for the inputs."""
+        column, where = dataset.value("image"), _csv_where(dataset, "image")
+        if not isinstance(column, str) or column not in header:
+            self.fail(
+                where,
+                f"CSV `image:` names the column of image files; {path!r} has no column {_clip(column)}",
+                did_you_mean(str(column), [c[:40] for c in header], f"its columns: {_columns(header)}"),
+            )
+            return None, None, False
+        if column in targets:
+            self.fail(where, f"{column!r} is the target and the image column", "name the column of image files")
+            return None, None, False
+        features = dataset.value("features") or [h for h in header if h not in targets and h != column]
+        if column in features:
+            self.fail(_csv_where(dataset, "features"), f"{column!r} is the image column, not a feature", "drop it")
+            return None, None, False
+        for key, name in [("path", path)] + ([("test_path", test_path)] if test_path is not None else []):
+            columns = header if key == "path" else self.csv_head(dataset, key, name, targets[0])[0]
+            if columns is None:
+                return None, None, False
+            if not all(self.csv_columns(dataset, key, name, columns, t, [*features, column]) for t in targets):
+                return None, None, False
+            size = self.first_image(dataset, key, name, column)
+            if size is None:
+                return None, None, False
+        channels = (self.spec.input_shapes or {}).get(next(iter(self.spec.input_shapes or {"": 0})), (3,))[:1]
+        mode = "L" if channels == (1,) else "RGB"
+        self.csv_image = {"column": column, "mode": mode, "features": len(features)}
+        return (1 if mode == "L" else 3, size[1], size[0]), _classes(labels) if labels else None, test_path is not None
+
+    def first_image(self, dataset: CallIR, key: str, path: str, column: str) -> tuple[int, int] | None:
+        """Every image path in a CSV file's first rows checked (relative, inside the folder specc runs in), and the
+        first image's (width, height); None when refused (reported)."""
+        where = _csv_where(dataset, "image")
+        raw, _ = read_file(path, limit=CSV_SCAN_BYTES)
+        folder = os.path.dirname(path)
+        files = _column_values(raw, column)
+        if not files:
+            self.fail(_csv_where(dataset, key), f"CSV file {path!r} has no data rows", "give rows of images")
+            return None
+        for line, name in files:
+            try:
+                check_spelling(os.path.join(folder, name))
+            except PathError as err:
+                self.fail(where, f"{path}:{line}: image {_clip(name)} {err.message}", err.fix)
+                return None
+        line, name = files[0]
+        try:
+            data, complete = read_file(os.path.join(folder, name), limit=IMAGE_MAX_BYTES)
+        except PathError as err:
+            self.fail(where, f"{path}:{line}: image {_clip(name)} {err.message}", err.fix)
+            return None
+        size = _image_size(data) if complete else None
+        if size is None:
+            self.fail(
+                where,
+                f"{path}:{line}: {_clip(name)} is not an image Pillow can read (or is over 64 MiB)",
+                "give PNG or JPEG files, their paths relative to the CSV file's folder",
+            )
+        return size
 
     def csv_columns(self, dataset: CallIR, key: str, name: str, columns: list, target: str, features: list) -> bool:
         """A CSV file has the target column and every feature column; False when not (reported)."""
@@ -1046,6 +1152,34 @@ def _header_and_labels(raw: bytes, target: str) -> tuple[list[str], set[str]]:
         if i > 100_000:
             break
     return header, labels
+
+
+IMAGE_MAX_BYTES = 64 << 20  # as the runtime's image reader
+
+
+def _column_values(raw: bytes, column: str, most: int = 100_000) -> list[tuple[int, str]]:
+    """(line, value) of one column in a CSV's first rows (lines counted from 1, the header's)."""
+    reader = csv.reader(io.StringIO(raw.decode("utf-8"), newline=""))
+    header = next(reader, [])
+    index = header.index(column)
+    values = []
+    for row in reader:
+        if len(row) == len(header):
+            values.append((reader.line_num, row[index]))
+        if len(values) >= most:
+            break
+    return values
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """An image file's (width, height) by Pillow (imported here only: a CSV of image files needs it), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
 
 
 def _classes(labels: set[str]) -> int | None:

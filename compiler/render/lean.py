@@ -22,7 +22,7 @@ def render_lean(program: Program) -> str:
     spec, training = program.spec, program.training
     if training is None:
         return script.render(program)
-    if training.outputs is not None or training.data.pairs:
+    if training.outputs is not None or training.data.several_inputs:
         from compiler.errors import SpecError
 
         several = "outputs" if training.outputs is not None else "inputs"

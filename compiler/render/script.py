@@ -45,7 +45,10 @@ def render(program: Program) -> str:
     loads = ("load_weights",) if program.model.load else ()  # init: - {from: PATH}
     if training is None:
         return _render("model.py.j2", {**context, "helpers_line": HELPERS_LINE}, code, loads)
-    context["input_shape"] = literal(tuple(program.model.input_shape or ()))
+    inputs = list((program.model.inputs or {}).values())
+    # a CSV's image rows: the image's shape, which prediction checks each row's image against
+    shape = inputs[0] if training.data.image is not None else program.model.input_shape
+    context["input_shape"] = literal(tuple(shape or ()))
     context.update(_training_context(spec, training))
     return _render("train.py.j2", context, code, helper_roots(training) + loads)
 
@@ -149,11 +152,12 @@ def helper_roots(training: TrainingIR) -> tuple[str, ...]:
     data, speed = training.data, training.speed
     roots = [*_FULL_HELPERS, *data.dataset.entry.runtime, *training.optimizer.entry.runtime]
     roots += [data.dataset.entry.inputs, "predictions"] if data.dataset.entry.inputs and not data.pairs else []
+    roots += ["csv_image_datasets"] if data.image is not None else []
     roots += ["leader_first"] if data.downloads else []
     roots += ["split_indices"] if data.validation == "val_split" else []
     roots += ["class_weights"] if data.class_weights is not None else []
     roots += ["pair_sets"] if data.pairs else []
-    roots += ["to_device"] if data.pairs or data.target_classes is not None else []
+    roots += ["to_device"] if data.several_inputs or data.target_classes is not None else []
     roots += ["OutputLosses", "evaluate_outputs", "metrics_text"] if training.outputs is not None else []
     if speed.fast:
         roots += ["resolve_speed", "make_device_loaders", "GraphedStep", "record_losses"]
@@ -334,6 +338,7 @@ def _training_context(spec: Spec, training: TrainingIR) -> dict:
         "accuracy": "accuracy" in train.metrics,
         "val_message": val_loss + (', val accuracy {val_accuracy:.2%}"' if "accuracy" in train.metrics else '"'),
         "several_inputs": program_inputs(training) > 1,
+        "inputs_note": "x: the pair's two inputs" if training.data.pairs else "x: the row's image and features",
         "several_outputs": training.outputs is not None,
         "several_targets": training.data.target_classes is not None,
     }
@@ -350,7 +355,7 @@ def _outputs_info(training: TrainingIR) -> str:
 
 def program_inputs(training: TrainingIR) -> int:
     """How many tensors the model takes a sample: two for paired data, else one."""
-    return 2 if training.data.pairs else 1
+    return 2 if training.data.several_inputs else 1
 
 
 def _freeze_line(training: TrainingIR) -> str:
@@ -569,11 +574,13 @@ def _datasets_call(data: DataIR, args: str) -> str:
 def _predict_help(data: DataIR) -> str:
     if data.dataset.name == "Text":
         return "predict .txt files or folders, CSV text columns"
+    if data.image is not None:
+        return "predict CSV files' rows (each row's image and features)"
     return "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows"
 
 
 def _has_transforms(data: DataIR) -> bool:
-    return data.dataset.entry.image
+    return data.images
 
 
 def _predict_inputs(data: DataIR) -> str:
@@ -633,8 +640,14 @@ def _unpaired_data_function(data: DataIR, augment_switch: bool) -> str:
             kwargs["targets"] = Arg(None, literal(data.target_kinds))
         elif data.targets == "values":  # the loss compares outputs with them: regression, even on whole numbers
             kwargs["targets"] = Arg(None, literal("values"))
+        reader = "csv_datasets"
+        if data.image is not None:  # each row's image file, through the transforms, beside its features
+            add(f"train_transform, eval_transform = build_transforms({'augment' if augment_switch else ''})")
+            reader = "csv_image_datasets"
+            kwargs.update(transform=Arg(None, "train_transform"), eval_transform=Arg(None, "eval_transform"))
+            kwargs["mode"] = Arg(None, literal(data.image_mode))
         parts = [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())]
-        add(f"return {_fitted_call('csv_datasets', parts)}")
+        add(f"return {_fitted_call(reader, parts)}")
         return _indent(lines)
     if ds.name == "Text":
         add(f"return {_text_call(data)}")

@@ -19,14 +19,16 @@ NEEDS: dict[str, Needs] = {
     # datasets and loaders
     "GradientDescent": Needs((), ("torch",)),
     "synthetic_dataset": Needs((), ("TensorDataset", "torch")),
-    "read_csv": Needs(("csv_targets",), ("csv", "torch")),
+    "read_csv": Needs(("csv_targets",), ("csv", "os", "torch")),
     "csv_targets": Needs((), ("torch",)),
     "csv_datasets": Needs(
         ("TargetsDataset", "apply_scaling", "fit_scaling", "read_csv", "split_indices"), ("TensorDataset",)
     ),
+    "csv_image_datasets": Needs(("ImageRowsDataset", "csv_datasets")),
     "PairDataset": Needs(("dataset_labels",), ("torch",)),
     "pair_sets": Needs(("PairDataset",)),
     "TargetsDataset": Needs((), ("torch",)),
+    "ImageRowsDataset": Needs(("read_regular",), ("importlib", "io", "os", "torch")),
     "OutputLosses": Needs((), ("torch",)),
     "to_device": Needs(),
     "metrics_text": Needs(),
@@ -139,7 +141,8 @@ NEEDS: dict[str, Needs] = {
     "csv_inputs": Needs(("csv_samples",)),
     "text_inputs": Needs(("encode_texts", "read_text", "text_rows"), ("os",)),
     "image_sample": Needs(("read_regular",), ("importlib", "io", "torch")),
-    "csv_samples": Needs(("apply_scaling", "csv_row", "read_regular"), ("csv", "io", "torch")),
+    "csv_samples": Needs(("apply_scaling", "csv_row", "read_regular", "row_image"), ("csv", "io", "os", "torch")),
+    "row_image": Needs(("image_sample",), ("os",)),
     "csv_row": Needs(),
     "explain": Needs(("failure",), ("sys",)),
     "failure": Needs((), ("errno", "os", "signal", "sys", "torch")),

@@ -321,7 +321,8 @@ def _predictor(spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | N
 
     spec = _as_spec(spec)
     program = lower_spec(spec)
-    if program.model.several_inputs:
+    data = program.training.data if program.training is not None else None
+    if program.model.several_inputs and (data is None or data.image is None):  # a CSV's image rows: both inputs
         names = ", ".join(program.model.inputs or {})
         raise ValueError(
             f"prediction reads one input a sample, but this model takes {len(program.model.inputs or {})} ({names}); "
@@ -329,7 +330,7 @@ def _predictor(spec: Spec | str | os.PathLike, checkpoint: str | os.PathLike | N
         )
     _, (model, *_), run, device = _restored(spec, checkpoint, device, False)
     data = program.training.data
-    transform = _compose(data.eval_transforms) if data.dataset.name not in ("CSV", "Synthetic") else None
+    transform = _compose(data.eval_transforms) if data.images else None
     if run.data is None:
         raise ValueError("the checkpoint does not say what data the model was trained on; train it with specc")
     return model, run.data, transform or (lambda x: x), device

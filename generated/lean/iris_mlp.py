@@ -108,8 +108,9 @@ def train(epochs=EPOCHS, max_steps=None):
 # ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----
 
 
-def read_csv(path, target, features=None, targets="classes"):
-    """A numeric CSV file with a header row -> (features, targets) tensors and the feature columns' names.
+def read_csv(path, target, features=None, targets="classes", image=None):
+    """A numeric CSV file with a header row -> (features, targets) tensors and the feature columns' names; with
+    ``image`` (a column of image files), also each row's image path, relative to the CSV file's folder.
 
     Targets are class labels (int64) where they are whole numbers, unless ``targets="values"`` (the loss
     compares them with the output: regression): then float, one column, whatever they hold.
@@ -120,11 +121,15 @@ def read_csv(path, target, features=None, targets="classes"):
         raise ValueError(f"{path}: no data rows")
     several = isinstance(target, (list, tuple))  # one target column per output: ``targets`` gives each one's kind
     names = list(target) if several else [target]
-    columns = features or [name for name in rows[0] if name not in names]
+    columns = features or [name for name in rows[0] if name not in names and name != image]
     x = torch.tensor([[float(row[name]) for name in columns] for row in rows])
     kinds = targets if several else [targets]
     ys = tuple(csv_targets([float(row[name]) for row in rows], kind) for name, kind in zip(names, kinds))
-    return x, ys if several else ys[0], columns
+    if image is None:
+        return x, ys if several else ys[0], columns
+    folder = os.path.dirname(path)
+    files = [(f"{path}:{i + 2}", os.path.join(folder, row[image])) for i, row in enumerate(rows)]
+    return x, ys if several else ys[0], columns, files
 
 
 def csv_targets(values, kind):
@@ -135,13 +140,25 @@ def csv_targets(values, kind):
     return torch.tensor(values).unsqueeze(1)
 
 
-def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, normalize=None, seed=0, targets="classes"):
+def csv_datasets(
+    path,
+    target,
+    features=None,
+    test_path=None,
+    val_split=0.0,
+    normalize=None,
+    seed=0,
+    targets="classes",
+    image=None,
+):
     """(training set, validation set or None) from CSV files; ``normalize`` is fitted on the training split only.
-    The training set's ``csv`` holds its columns and scaling, which prediction applies to new rows."""
-    x, y, columns = read_csv(path, target, features, targets)
+    The training set's ``csv`` holds its columns and scaling, which prediction applies to new rows. With ``image``
+    (a column of image files), each set's ``files`` holds its rows' images (``csv_image_datasets``)."""
+    x, y, columns, *files = read_csv(path, target, features, targets, image)
     x_val = y_val = scaling = None
+    files_val = []
     if test_path is not None:
-        x_val, y_val, _ = read_csv(test_path, target, features, targets)
+        x_val, y_val, _, *files_val = read_csv(test_path, target, features, targets, image)
     elif val_split:
         train_idx, val_idx = split_indices(len(x), val_split, seed)
         if isinstance(y, tuple):  # several targets
@@ -149,13 +166,19 @@ def csv_datasets(path, target, features=None, test_path=None, val_split=0.0, nor
         else:
             y, y_val = y[train_idx], y[val_idx]
         x, x_val = x[train_idx], x[val_idx]
+        if files:
+            files_val, files = [[files[0][i] for i in val_idx]], [[files[0][i] for i in train_idx]]
     if normalize:
         scaling = fit_scaling(normalize, x)
         x, x_val = [None if t is None else apply_scaling(scaling, t) for t in (x, x_val)]
     kind = TargetsDataset if isinstance(y, tuple) else TensorDataset
-    train_set = kind(x, y)
+    train_set, val_set = kind(x, y), (kind(x_val, y_val) if x_val is not None else None)
     train_set.csv = {"columns": columns, "scaling": scaling}
-    return train_set, (kind(x_val, y_val) if x_val is not None else None)
+    if files:
+        train_set.files = files[0]
+    if files_val:
+        val_set.files = files_val[0]
+    return train_set, val_set
 
 
 class TargetsDataset(torch.utils.data.Dataset):
