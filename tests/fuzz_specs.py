@@ -796,6 +796,24 @@ model:
       from: p4
   output: {"0": p3, "1": p4, pool: pool}
 """,
+    "staged": """
+name: staged
+input: [3, 8, 8]
+model:
+  graph:
+    - body:
+        graph:
+          - conv: {Conv2d: {out_channels: 4, kernel_size: 3}}
+          - {pool: {AdaptiveAvgPool2d: 1}, keep: false}
+          - {flat: Flatten, keep: false}
+          - {fc: {Linear: {out_features: 5}}, keep: false}
+        init:
+          - {type: Conv2d, weight: {kaiming_normal_: {mode: fan_out}}}
+          - {path: "f*", weight: {normal_: {std: 0.01}}, bias: zeros_}
+    - head: [Flatten, {Linear: {out_features: 2}}]
+init:
+  - {path: head.1, weight: zeros_}
+""",
     "graph_block_loop": """
 name: loop
 input: [5, 8]
@@ -819,8 +837,8 @@ model:
 """,
 }
 
-GRAPH_KEY_NAMES = ["graph", "params", "buffers", "modules", "inputs", "output", "eval_output", "class"]
-STEP_KEY_NAMES = ["from", "as", "with", "when", "dim", "mode", "call"]
+GRAPH_KEY_NAMES = ["graph", "params", "buffers", "modules", "inputs", "output", "eval_output", "class", "init"]
+STEP_KEY_NAMES = ["from", "as", "with", "when", "dim", "mode", "call", "keep"]
 GRAPH_OP_NAMES = ["add", "sub", "mul", "div", "matmul", "cat", "stack", "expand_batch", "interpolate"]
 # Names a renamed value takes: Python's and the script's own, §15's keys and operations, not identifiers.
 VALUE_NAMES = [
@@ -1327,6 +1345,25 @@ class _GraphGen:
         for _ in range(steps):
             getattr(self, self.rng.choices(kinds, weights)[0])()
 
+    def dropped(self) -> list[dict]:
+        """Sometimes a head built and dropped (`keep: false`): last, reading a kept value or each other's."""
+        kept = [n for n in self.shapes if n not in self.params]
+        if self.rng.random() > 0.2 or not kept:
+            return []
+        v = self.rng.choice(kept)
+        steps = [{self.fresh("d"): "Flatten", "from": v, "keep": False}]
+        if self.rng.random() < 0.6:
+            steps.append({self.fresh("d"): {"Linear": {"out_features": self.rng.choice([2, 7])}}, "keep": False})
+        return steps
+
+    def init_rules(self) -> list[dict]:
+        rules = [
+            {"type": "Linear", "weight": {"normal_": {"std": 0.02}}, "bias": "zeros_"},
+            {"type": ["Conv2d", "Conv1d"], "weight": {"kaiming_normal_": {"mode": "fan_out"}}},
+            {"path": self.rng.choice(["d*", "s*", "*.0", "m*.1"]), "weight": "ones_"},
+        ]
+        return self.rng.sample(rules, self.rng.randint(1, 3))
+
     def node(self, top: bool, outputs: int = 1) -> tuple[dict, list[tuple]] | None:
         """The graph node: every value no step read becomes an output. (node, the outputs' shapes)."""
         if not self.steps:
@@ -1344,10 +1381,12 @@ class _GraphGen:
             graph["params"] = self.params
         if self.modules:
             graph["modules"] = self.modules
-        graph["graph"] = self.steps
+        graph["graph"] = self.steps + self.dropped()
         names = main + aux
         if not main:
             return None
+        if self.rng.random() < 0.25:  # rules of its own, run when the node is built (torchvision's loop)
+            graph["init"] = self.init_rules()
         if aux:  # GoogLeNet's auxiliary heads: training returns them too, eval only the main output(s)
             graph["output"] = names
             graph["eval_output"] = main[0] if len(main) == 1 and self.rng.random() < 0.7 else main

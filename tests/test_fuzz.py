@@ -262,6 +262,36 @@ model:
         + "    - f: Flatten\n      from: w\n    - g: Flatten\n      from: o\n    - {cat: [f, g]}\n",
         None,
     ),
+    (
+        21,
+        "a graph node's path rule matching a layer without the parameter: the script's module.weight on a Tanh",
+        (
+            "name: t\ninput: [4]\nmodel:\n  graph:\n    - s1: {Linear: {out_features: 3}}\n    - s2: Tanh\n"
+            "  init: [{path: 's*', weight: ones_}]\n"
+        ),
+        None,
+    ),
+    (
+        21,
+        "(top level) a path rule matching a dropped Flatten and a Linear: the script's module.weight on a Flatten",
+        (
+            "name: t\ninput: [2, 3]\nmodel:\n  graph:\n    - s1: {Linear: {out_features: 3}}\n"
+            "    - {d2: Flatten, keep: false}\n  init: [{path: '*', weight: zeros_}]\ninit: [{path: 's*', weight: ones_}]\n"
+        ),
+        None,
+    ),
+    (
+        21,
+        "`dim: null` on stack: torch's TypeError",
+        "name: t\ninput: [4]\nmodel:\n  graph:\n    - {stack: [x, x], dim: null}\n    - f: Flatten\n",
+        "dim must be an integer, got nothing (null)",
+    ),
+    (
+        21,
+        "`mode: null` on interpolate: torch's NotImplementedError",
+        "name: t\ninput: [2, 4, 4]\nmodel:\n  graph:\n    - {interpolate: [x, x], mode: null}\n",
+        "unknown interpolation mode",
+    ),
 ]
 
 

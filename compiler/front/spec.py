@@ -1052,10 +1052,10 @@ class _Parser:
         if "mode" in raw and op != "interpolate":
             self.fail(path + ("mode",), f"`mode:` is for interpolate, not {op}", "remove `mode:`")
         dim = raw.get("dim", 1 if op in ("cat", "stack") else None)
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int)):
+        if "dim" in raw and (isinstance(dim, bool) or not isinstance(dim, int)):  # `dim: null` too
             self.fail(path + ("dim",), f"dim must be an integer, got {_describe(dim)}", "e.g. `dim: 1`")
         mode = raw.get("mode", "nearest") if op == "interpolate" else None
-        if mode is not None and mode not in INTERPOLATE_MODES:
+        if "mode" in raw and mode not in INTERPOLATE_MODES:
             self.fail(
                 path + ("mode",),
                 f"unknown interpolation mode {_describe(mode)}",

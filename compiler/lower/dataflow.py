@@ -282,10 +282,13 @@ class _Graph:
             )
             return None
         names = list(step.inputs) if step.inputs is not None else [previous]
+        unread = {n for n in names if n not in values.used}
         found = [values.get(n, _at(step, key, j)) for j, n in enumerate(names)]
+        if not step.keep:  # a dropped step never runs: what only it reads is computed for nothing (never used)
+            values.used -= unread
         if not all(ok for ok, _ in found) or not self.tensors_only(step, key, names):
             return None
-        if not step.training:
+        if not step.training and step.keep:
             self.training_values_ok(step, key, names)
         if not self.kept_order_ok(step, key, names):
             return None

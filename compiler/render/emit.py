@@ -801,13 +801,12 @@ def _rule_lines(rules: list[InitRuleIR], nodes: list, depth: int) -> list[str]:
     for i, rule in enumerate(rules):
         lines.append(pad + ("if " if i == 0 else "elif ") + _condition(rule) + ":")
         nullable = {p for layer in layers if rule.matches(layer) for p in layer.none_params}
-        # a path glob may match a container (a Sequential has no weight): compiler.build_model skips it too
-        containers = bool(rule.paths) and any(
-            not isinstance(n, LayerIR) and rule.path_matches(rule.relative(n.path)) for n in nodes
-        )
+        # a path glob may match a container (a Sequential has no weight) or a layer without this parameter (a
+        # ReLU): compiler.build_model skips them too
+        globbed = [n for n in nodes if rule.paths and rule.path_matches(rule.relative(n.path))]
         for pname, call in rule.calls.items():
             line = call_source(call.entry.script_name, call.args, call.kwargs, (f"module.{pname}",))
-            if containers:
+            if any(not isinstance(n, LayerIR) or pname not in n.param_slots for n in globbed):
                 lines += [
                     pad + INDENT + f"if getattr(module, {literal(pname)}, None) is not None:",
                     pad + INDENT * 2 + line,
