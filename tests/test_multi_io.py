@@ -232,3 +232,40 @@ def test_located_errors(old, new, expected):
 def test_more_located_errors(text, expected):
     problems = _problems(text)
     assert any(expected in p for p in problems), problems
+
+
+TOKENS_AND_IMAGE = """name: emb
+input: {tokens: [12], image: [1, 8, 8]}
+model:
+  modules: {cnn: [Flatten, {Linear: {out_features: 8}}]}
+  graph:
+    - embed: {Embedding: {num_embeddings: 50, embedding_dim: 8}}
+      from: tokens
+    - pooled: {Mean: {dim: 1}}
+    - {call: cnn, from: image, as: picture}
+    - {add: [pooled, picture], as: joint}
+    - head: {Linear: {out_features: 2}}
+"""
+
+
+def test_each_input_has_its_dtype_int64_where_an_embedding_reads_it():
+    """An input that an Embedding reads first takes indices: `specc check` and export feed it int64, the others
+    float32 (before, one dtype for every input: the Embedding got floats and torch refused them)."""
+    from compiler.workflow.check import compare
+
+    spec = compiler.parse_spec(TOKENS_AND_IMAGE, "emb.yaml")
+    model = compiler.lower_spec(spec).model
+    assert model.input_dtypes == {"tokens": "int64", "image": "float32"}
+    checks = compare(spec)
+    assert all(c.ok for c in checks), [(c.name, c.detail) for c in checks if not c.ok]
+    lines = []
+    from compiler.cli.summary import print_summary
+
+    print_summary(model, print_fn=lines.append)
+    assert lines[0] == "Inputs: tokens (12,) int64, image (1, 8, 8) (one sample each; batch dimension not shown)"
+    swapped = TOKENS_AND_IMAGE.replace("from: image, as: picture", "from: tokens, as: picture")
+    swapped = swapped.replace("from: tokens\n", "from: image\n").replace("[12], image: [1, 8, 8]", "[8], image: [8]")
+    assert compiler.lower_spec(compiler.parse_spec(swapped, "s.yaml")).model.input_dtypes == {
+        "tokens": "float32",
+        "image": "int64",
+    }

@@ -89,7 +89,11 @@ def print_summary(model: ModelIR, title: str = "", print_fn: Callable[[str], Non
     if title:
         print_fn(title)
     if model.several_inputs:
-        shapes = ", ".join(f"{name} {_shape(shape)}" for name, shape in (model.inputs or {}).items())
+        dtypes = model.input_dtypes
+        shapes = ", ".join(
+            f"{name} {_shape(shape)}{' int64' if dtypes.get(name) == 'int64' else ''}"  # indices, for an Embedding
+            for name, shape in (model.inputs or {}).items()
+        )
         print_fn(f"Inputs: {shapes} (one sample each; batch dimension not shown)")
     else:
         print_fn(f"Input shape: {_shape(model.input_shape)} (one sample; batch dimension not shown)")

@@ -132,9 +132,13 @@ def _samples(program: Any, batch: int) -> tuple:
     if not shapes or any(shape is None for shape in shapes.values()):
         raise ExportError(f"{program.spec.source.filename}: the spec has no `input:` shape to export with")
     generator = torch.Generator().manual_seed(0)
-    if program.model.input_dtype == "int64":
-        return tuple(torch.zeros(batch, *shape, dtype=torch.int64) for shape in shapes.values())
-    return tuple(torch.randn(batch, *shape, generator=generator) for shape in shapes.values())
+    dtypes = program.model.input_dtypes
+    return tuple(
+        torch.zeros(batch, *shape, dtype=torch.int64)
+        if dtypes.get(name, program.model.input_dtype) == "int64"
+        else torch.randn(batch, *shape, generator=generator)
+        for name, shape in shapes.items()
+    )
 
 
 def _input_names(program: Any) -> list[str]:

@@ -236,6 +236,7 @@ class _Graph:
         self.ir.inputs, self.ir.in_shapes = inputs, list(shapes)
         self.values = _Values(node, self.problems, inputs)
         self.declared = _Declared(lowerer, node, path)
+        self.dtypes = {inputs[0]: dtype} if len(inputs) == 1 else {n: "float32" for n in inputs}  # what steps get
         self.training: set[str] = set()  # values that exist only in training mode
         self.dropped: set[str] = set()  # values of `keep: false` steps: shapes only, never computed
 
@@ -301,7 +302,7 @@ class _Graph:
         elif step.call is not None:
             outputs = self.call(sir, step, shapes, names, i)
         else:
-            dtype = self.dtype if names == self.ir.inputs[:1] and len(self.ir.inputs) == 1 else "float32"
+            dtype = self.dtypes.get(names[0], "float32") if len(names) == 1 else "float32"
             outputs = _child(self.lowerer, self.ir, sir, step, shapes, names, dtype)
         if outputs is None:
             return None
@@ -381,7 +382,7 @@ class _Graph:
             )
             return None
         sample = first[1:] if first is not None else None
-        ok, out = self.declared.call(sir.call, sample, where, "float32" if first is not None else self.dtype)
+        ok, out = self.declared.call(sir.call, sample, where, self.dtypes.get(names[0], "float32"))
         if not ok:
             return None
         sir.shapes = [(BATCH, *out) if out is not None else None]
@@ -476,13 +477,43 @@ class _Graph:
 
 
 def lower_graph(
-    lowerer: Any, node: Graph, name: str, path: str, shape: Any, dtype: str, inputs: list[str] | None = None
+    lowerer: Any,
+    node: Graph,
+    name: str,
+    path: str,
+    shape: Any,
+    dtype: str,
+    inputs: list[str] | None = None,
+    dtypes: dict[str, str] | None = None,
 ) -> GraphIR:
     """Lower a graph node. ``shape``: its one input's sample shape, or a list of every input's; ``inputs``: the
-    names of the model's inputs (`input:` names them at the top level)."""
+    names of the model's inputs (`input:` names them at the top level); ``dtypes``: each one's dtype (default: one
+    input of ``dtype``, several of float32)."""
     names = inputs or list(node.inputs)
     shapes = list(shape) if isinstance(shape, list) else [shape] * len(names)
-    return _Graph(lowerer, node, name, path, shapes, dtype, names).lower()
+    graph = _Graph(lowerer, node, name, path, shapes, dtype, names)
+    if dtypes is not None:
+        graph.dtypes = dtypes
+    return graph.lower()
+
+
+def input_dtypes(node: Graph, names: list[str], first_layer: Any) -> dict[str, str]:
+    """Each input's dtype: int64 when the first child (or declared module) that reads it takes indices (an
+    Embedding), else float32. ``first_layer``: a node's first layer's registry entry (lower/model.py)."""
+    modules = dict(node.modules)
+    dtypes = {}
+    for name in names:
+        reader = next(
+            (s for i, s in enumerate(node.steps) if s.inputs == (name,) or (i == 0 and s.inputs is None)), None
+        )
+        target = None
+        if reader is not None and reader.node is not None:
+            target = reader.node
+        elif reader is not None and reader.call is not None:
+            target = modules.get(reader.call.partition(".")[0])
+        entry = first_layer(target) if target is not None else None
+        dtypes[name] = "int64" if entry is not None and entry.takes_indices else "float32"
+    return dtypes
 
 
 def _display(name: str) -> str:

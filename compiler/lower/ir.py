@@ -392,6 +392,7 @@ class ModelIR:
     loops: dict[tuple, list[LoopCodeIR]] = field(default_factory=dict)  # container YAML path -> its loops as code
     load: LoadIR | None = None
     inputs: dict[str, Shape] | None = None  # every input's sample shape by name (one input: ``{"x": shape}``)
+    input_dtypes: dict[str, str] = field(default_factory=dict)  # and its dtype: int64 where an Embedding reads it
 
     @property
     def output_shape(self) -> Shape | None:

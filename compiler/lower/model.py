@@ -37,7 +37,7 @@ from compiler.front.spec import (
 )
 from compiler.lower.bind import Binder, arg_path, parameters, where_of
 from compiler.lower.blocks import plan_blocks
-from compiler.lower.dataflow import lower_graph
+from compiler.lower.dataflow import input_dtypes, lower_graph
 from compiler.lower.ir import (
     BlockIR,
     CallIR,
@@ -94,9 +94,11 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     lowerer = _Lowerer(spec, problems)
     first = _first_layer(spec.model)
     dtype = "int64" if first is not None and first.takes_indices else "float32"
+    dtypes = None
     if isinstance(spec.model, Graph):
         names, shapes = _graph_inputs(spec, problems)
-        root = lower_graph(lowerer, spec.model, "", "", shapes, dtype, names)
+        dtypes = input_dtypes(spec.model, names, _first_layer) if len(names) > 1 else None
+        root = lower_graph(lowerer, spec.model, "", "", shapes, dtype, names, dtypes)
     elif isinstance(spec.input, dict):
         problems.fail(
             ("input",),
@@ -110,6 +112,7 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
         root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
     lowerer.end_of_model()
     model = ModelIR(root, spec.input if not isinstance(spec.input, dict) else None, dtype, inputs=spec.input_shapes)
+    model.input_dtypes = dtypes or {name: dtype for name in model.inputs or {}}
     layers = list(model.layers())
     model.init = [rule for rule in (lowerer.init_rule(r, layers) for r in spec.init if not r.load) if rule is not None]
     model.load = next((_weights_file(r, problems) for r in spec.init if r.load), None)

@@ -72,9 +72,9 @@ def _sample_inputs(model: ModelIR, batch: int = 4) -> tuple[torch.Tensor, ...]:
     """One batch per model input, in the inputs' order."""
     generator = torch.Generator().manual_seed(1234)
     out = []
-    for shape in (model.inputs or {"x": ()}).values():
+    for name, shape in (model.inputs or {"x": ()}).items():
         size = (batch, *shape)
-        if model.input_dtype == "int64":
+        if model.input_dtypes.get(name, model.input_dtype) == "int64":
             out.append(torch.randint(0, 2, size, generator=generator))
         else:
             out.append(torch.randn(size, generator=generator))
