@@ -203,7 +203,7 @@ def main(argv=None):
     parser.add_argument("--max-steps", type=int, help="stop after this many updates (smoke runs)")
     parser.add_argument("--out", metavar="DIR", help=f"the run folder (default: a new {RUNS}/N)")
     parser.add_argument("--eval", action="store_true", help="evaluate --resume (default: the latest run)")
-    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict CSV files' rows (each row's image and features)")
+    parser.add_argument("--predict", nargs="+", metavar="INPUT", help="predict CSV files' rows: image, features")
     parser.add_argument("--weights", metavar="FILE", help="write --resume's model state dict alone to FILE")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)

@@ -281,6 +281,15 @@ model:
         None,
     ),
     (
+        22,
+        "a child graph's tuple of one (`output: [a]`) read without `as:`: Tanh got a tuple",
+        (
+            "name: t\ninput: [4]\nmodel:\n  graph:\n    - g:\n        graph: [{a: ReLU}]\n        output: [a]\n"
+            "    - t: Tanh\n"
+        ),
+        "value 'g' is a tuple of 1 item, not a tensor",
+    ),
+    (
         21,
         "`dim: null` on stack: torch's TypeError",
         "name: t\ninput: [4]\nmodel:\n  graph:\n    - {stack: [x, x], dim: null}\n    - f: Flatten\n",

@@ -315,7 +315,8 @@ class _Graph:
                 self.training.add(out_name)
             if not step.keep and out_name is not None:
                 self.dropped.add(out_name)
-        if not sir.unpack and (sir.node is not None or sir.call is not None) and len(sir.shapes) > 1:
+        one_tuple = isinstance(sir.node, GraphIR) and sir.node.outputs is not None  # a child's `output: [a]`
+        if not sir.unpack and (sir.node is not None or sir.call is not None) and (len(sir.shapes) > 1 or one_tuple):
             values.tuples[outputs[0]] = len(sir.shapes)
         if step.keep:
             self.ir.steps.append(sir)
@@ -345,7 +346,7 @@ class _Graph:
             if n in self.values.tuples:
                 self.problems.fail(
                     _at(step, key, j),
-                    f"value {n!r} is a tuple of {self.values.tuples[n]} items, not a tensor",
+                    f"value {n!r} is a tuple of {_items(self.values.tuples[n])}, not a tensor",
                     f"unpack it where it is made: `as: [{n}, _]`",
                 )
                 return False
@@ -514,6 +515,10 @@ def input_dtypes(node: Graph, names: list[str], first_layer: Any) -> dict[str, s
         entry = first_layer(target) if target is not None else None
         dtypes[name] = "int64" if entry is not None and entry.takes_indices else "float32"
     return dtypes
+
+
+def _items(count: int) -> str:
+    return f"{count} item{'s' if count != 1 else ''}"
 
 
 def _display(name: str) -> str:

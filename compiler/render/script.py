@@ -575,7 +575,7 @@ def _predict_help(data: DataIR) -> str:
     if data.dataset.name == "Text":
         return "predict .txt files or folders, CSV text columns"
     if data.image is not None:
-        return "predict CSV files' rows (each row's image and features)"
+        return "predict CSV files' rows: image, features"
     return "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows"
 
 
@@ -610,23 +610,22 @@ def _transforms_function(data: DataIR, augment_switch: bool) -> str:
 def _data_function(data: DataIR, augment_switch: bool) -> str:
     """The body of ``build_datasets``, the same steps as ``training.build_datasets`` takes; with ``pairs:``, the
     sets it makes are paired last."""
-    body = _unpaired_data_function(data, augment_switch)
+    lines, (reader, parts) = _dataset_steps(data, augment_switch)
+    made = ", ".join(parts) if reader is None else None  # the sets, named already (else a reader's call)
     if not data.pairs:
-        return body
-    lines = body.split("\n")
-    last = lines[-1]
-    indent = last[: len(last) - len(last.lstrip())]
-    made = last.strip().removeprefix("return ")
-    pair = "return pair_sets({}, SEED)  # ((a, b), 1 when one class, else 0)"
-    if made in ("train_set, val_set", "train_set, None"):  # the sets are named already
-        lines[-1] = indent + pair.format(made)
-    else:
-        lines[-1] = indent + "train_set, val_set = " + made
-        lines.append(indent + pair.format("train_set, val_set"))
-    return "\n".join(lines)
+        lines.append(f"return {made}" if made else f"return {_fitted_call(reader, parts)}")
+        return _indent(lines)
+    if made is None:
+        lead = "train_set, val_set = "
+        lines.append(lead + _fitted_call(reader, parts, lead=lead))
+        made = "train_set, val_set"
+    lines.append(f"return pair_sets({made}, SEED)  # ((a, b), 1 when one class, else 0)")
+    return _indent(lines)
 
 
-def _unpaired_data_function(data: DataIR, augment_switch: bool) -> str:
+def _dataset_steps(data: DataIR, augment_switch: bool) -> tuple[list[str], tuple[str | None, list[str]]]:
+    """The statements that make the datasets, and what ``build_datasets`` returns: a reader's call (its name and
+    arguments), or (None, the two sets' expressions)."""
     ds = data.dataset
     lines: list[str] = []
     add = lines.append
@@ -646,12 +645,9 @@ def _unpaired_data_function(data: DataIR, augment_switch: bool) -> str:
             reader = "csv_image_datasets"
             kwargs.update(transform=Arg(None, "train_transform"), eval_transform=Arg(None, "eval_transform"))
             kwargs["mode"] = Arg(None, literal(data.image_mode))
-        parts = [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())]
-        add(f"return {_fitted_call(reader, parts)}")
-        return _indent(lines)
+        return lines, (reader, [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())])
     if ds.name == "Text":
-        add(f"return {_text_call(data)}")
-        return _indent(lines)
+        return lines, _text_call(data)
     if ds.name == "Synthetic":
         seeded = {**ds.kwargs, "seed": Arg(None, "SEED")}
         add(f"train_set = {call_source('synthetic_dataset', ds.args, seeded)}")
@@ -663,20 +659,18 @@ def _unpaired_data_function(data: DataIR, augment_switch: bool) -> str:
         add(f"train_set = {_dataset_call(ds, split)}transform=train_transform)")
         if data.validation == "test_split":
             add(f"val_set = {_dataset_call(ds, 'train=False, ')}transform=eval_transform)")
-            add("return train_set, val_set")
-            return _indent(lines)
+            return lines, (None, ["train_set", "val_set"])
         if data.validation == "val_split":
             add(f"val_source = {_dataset_call(ds, split)}transform=eval_transform)")
     if data.validation == "val_split":
         add("train_idx, val_idx = split_indices(len(train_set), VAL_SPLIT, SEED)")
-        add("return Subset(train_set, train_idx), Subset(val_source, val_idx)")
-    else:
-        add("return train_set, None")
-    return _indent(lines)
+        return lines, (None, ["Subset(train_set, train_idx)", "Subset(val_source, val_idx)"])
+    return lines, (None, ["train_set", "None"])
 
 
-def _text_call(data: DataIR) -> str:
-    """``text_datasets(...)``: the options as the spec wrote them, then max_length and max_vocab the model gave."""
+def _text_call(data: DataIR) -> tuple[str, list[str]]:
+    """``text_datasets``'s arguments: the options as the spec wrote them, then max_length and max_vocab the model
+    gave."""
     ds = data.dataset
     kwargs = {**ds.kwargs}
     for name in ("max_length", "max_vocab"):
@@ -684,9 +678,7 @@ def _text_call(data: DataIR) -> str:
             kwargs[name] = Arg(data.text[name], literal(data.text[name]))
     if data.val_split:
         kwargs.update(val_split=Arg(None, "VAL_SPLIT"), seed=Arg(None, "SEED"))
-    return _fitted_call(
-        "text_datasets", [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())]
-    )
+    return "text_datasets", [*(a.source for a in ds.args), *(f"{k}={a.source}" for k, a in kwargs.items())]
 
 
 def _fitted_call(name: str, parts: list[str], indent: int = 4, lead: str = "return ") -> str:
