@@ -455,6 +455,24 @@ def test_name_checks_do_not_import_torch() -> None:
     assert {"make_loaders", "save_checkpoint", "read_csv", "GradientDescent", "build_model", "main"} <= names.HELPERS
 
 
+@pytest.mark.parametrize("module", ["helpers.py", "layers.py"])
+def test_the_runtime_names_scan_reads_what_python_binds(module) -> None:
+    """``_runtime_names`` reads the runtime modules as text (fast); the AST's top-level bindings are the truth."""
+    import ast
+
+    tree = ast.parse((ROOT / "compiler" / "runtime" / module).read_text(encoding="utf-8"))
+    bound: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound.update(t.id for t in targets if isinstance(t, ast.Name))
+    assert names._runtime_names(module) == bound - {"annotations"}
+
+
 # --------------------------------------------------------------------------- 8: specc generate
 
 

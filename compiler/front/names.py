@@ -121,19 +121,26 @@ IMPORTS = frozenset(
 _FORMER = frozenset({"build_data"})
 
 
+# A top-level statement that binds a name, as ruff formats the runtime modules: def/class, import, from-import
+# (parenthesised over lines too), assignment. Read as text: parsing helpers.py's 1,700 lines took 30 ms of every
+# `specc validate`; tests/test_layout.py holds this scan to the AST's answer.
+_TOP_BINDING = re.compile(
+    r"^(?:(?:async\s+)?def|class)\s+(\w+)|^import\s+([^\n#]+)|^from\s+\S+\s+import\s+(\([^)]*\)|[^\n#]+)"
+    r"|^(\w+)\s*(?::[^=\n]*)?=(?!=)",
+    re.MULTILINE,
+)
+
+
 def _runtime_names(module: str = "helpers.py") -> frozenset[str]:
     """Every name a module copied into scripts (``runtime/helpers.py``, ``runtime/layers.py``) binds at its top level."""
-    tree = ast.parse((_PACKAGE / "runtime" / module).read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.update(t.id for t in targets if isinstance(t, ast.Name))
-    names.discard("annotations")  # `from __future__ import annotations` binds nothing in a script
+    for match in _TOP_BINDING.finditer((_PACKAGE / "runtime" / module).read_text(encoding="utf-8")):
+        defined, imported, imported_from, assigned = match.groups()
+        names.add(defined or assigned or "")
+        for part in (imported or imported_from or "").strip("()").split(","):
+            name, _, alias = part.strip().partition(" as ")
+            names.add((alias or name).strip().split(".")[0])
+    names -= {"", "annotations"}  # `from __future__ import annotations` binds nothing in a script
     return frozenset(names)
 
 
