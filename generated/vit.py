@@ -62,14 +62,14 @@ class EncoderBlock(nn.Module):
         self.self_attention = nn.MultiheadAttention(
             embed_dim=768, num_heads=num_heads, dropout=attention_dropout, batch_first=True
         )
-        self.dropout = nn.Dropout(0.0)
+        self.dropout = nn.Dropout(dropout)
         self.ln_2 = nn.LayerNorm(normalized_shape=768, eps=1e-06)
         self.mlp = nn.Sequential(
             nn.Linear(768, mlp_dim),
             nn.GELU(),
-            nn.Dropout(0.0),
+            nn.Dropout(dropout),
             nn.Linear(mlp_dim, 768),
-            nn.Dropout(0.0),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x):

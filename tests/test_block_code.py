@@ -134,3 +134,24 @@ def test_summary_names_the_block_of_every_instance(capsys):
     assert "SqueezeExcitation (mul)" in out
     assert cli_main(["summary", str(ROOT / "specs" / "resnet.yaml")]) == 0
     assert "identity (Shortcut)" in capsys.readouterr().out
+
+
+def test_a_short_form_argument_is_the_blocks_parameter_in_its_class():
+    """`{Dropout: $p}` (the one argument, written without its name) is the class's parameter, as `{Dropout: {p: $p}}`
+    is: the class is written once and each use passes its own (before, the uses were written out one by one, and
+    a single use wrote the constant: ViT's `nn.Dropout(0.0)` in place of `dropout`)."""
+    text = """name: short
+input: [8]
+blocks:
+  Mlp:
+    params: {width: int, p: 0.1}
+    body: [{Linear: {out_features: $width}}, ReLU, {Dropout: $p}]
+model:
+  - {Mlp: {width: 16, p: 0.2}}
+  - {Mlp: {width: 4, p: 0.3}}
+"""
+    script = compiler.render_script(compiler.parse_spec(text, "short.yaml"))
+    assert "class Mlp(nn.Sequential):" in script and "            nn.Dropout(p),\n" in script
+    assert "Mlp(8, 16, p=0.2)," in script and "Mlp(16, 4, p=0.3)," in script
+    vit = compiler.render_script(compiler.load_spec("specs/vit.yaml"))
+    assert "self.dropout = nn.Dropout(dropout)" in vit and "nn.Dropout(0.0)" not in vit

@@ -331,6 +331,8 @@ class _Planner:
         values = [(n.call.args[key] if isinstance(key, int) else n.call.kwargs[key]) for n in nodes]
         paths = [n.yaml_path + (n.type, key) for n in nodes]
         origins = {self.library.origins.get(p) for p in paths}
+        if origins == {None} and key == 0 and len(first.call.args) == 1:  # the short form: `{Dropout: $p}`
+            origins = {self.library.origins.get(n.yaml_path + (n.type,)) for n in nodes}
         name = key if isinstance(key, str) else _positional_name(first, key)
         if len(origins) == 1 and None not in origins:
             raw = self.raw(origins.pop())
