@@ -269,3 +269,9 @@ def test_each_input_has_its_dtype_int64_where_an_embedding_reads_it():
         "tokens": "float32",
         "image": "int64",
     }
+    # one input, its first reader a declared Embedding run by `call:` (check fed it floats too)
+    one = "name: e\ninput: [12]\nmodel:\n  modules: {emb: {Embedding: [50, 8]}}\n  graph:\n"
+    one += "    - {call: emb, from: x, as: e}\n    - pooled: {Mean: {dim: 1}}\n"
+    spec = compiler.parse_spec(one, "e.yaml")
+    assert compiler.lower_spec(spec).model.input_dtype == "int64"
+    assert all(c.ok for c in compare(spec))

@@ -97,7 +97,8 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
     dtypes = None
     if isinstance(spec.model, Graph):
         names, shapes = _graph_inputs(spec, problems)
-        dtypes = input_dtypes(spec.model, names, _first_layer) if len(names) > 1 else None
+        dtypes = input_dtypes(spec.model, names, _first_layer)  # the first step reading each (a call's too)
+        dtype = dtypes[names[0]] if len(names) == 1 else dtype
         root = lower_graph(lowerer, spec.model, "", "", shapes, dtype, names, dtypes)
     elif isinstance(spec.input, dict):
         problems.fail(
@@ -112,7 +113,7 @@ def lower_model(spec: Spec, problems: Problems, max_bytes: int | None = None) ->
         root.out_shape = lowerer.sequence(root.children, "", spec.model, spec.input, dtype)
     lowerer.end_of_model()
     model = ModelIR(root, spec.input if not isinstance(spec.input, dict) else None, dtype, inputs=spec.input_shapes)
-    model.input_dtypes = dtypes or {name: dtype for name in model.inputs or {}}
+    model.input_dtypes = {name: dtype for name in model.inputs or {}} if dtypes is None or len(dtypes) == 1 else dtypes
     layers = list(model.layers())
     model.init = [rule for rule in (lowerer.init_rule(r, layers) for r in spec.init if not r.load) if rule is not None]
     model.load = next((_weights_file(r, problems) for r in spec.init if r.load), None)
