@@ -209,13 +209,24 @@ def test_disk_full_is_one_line(tmp_path):
     assert script.main(["--out", str(tmp_path / "run")]) == 3
 
 
+def _ctrl_c_reaches_it() -> None:
+    """A child's SIGINT as a terminal gives it: a suite started in the background by a non-interactive shell has
+    SIGINT ignored, and a child inherits that (its Ctrl-C would do nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_prints_the_resume_command(tmp_path):
     spec = _spec(tmp_path).read_text().replace("size: 48", "size: 4000").replace("epochs: 2", "epochs: 50")
     spec = spec.replace("checkpoint: {dir:", "checkpoint: {every_steps: 5, dir:")
     (tmp_path / "slow.yaml").write_text(spec)
     script = _script(tmp_path, tmp_path / "slow.yaml")
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        preexec_fn=_ctrl_c_reaches_it,  # noqa: PLW1509
     )
     deadline = time.monotonic() + 120
     while not (tmp_path / "runs" / "1" / "checkpoint.pt").exists() and time.monotonic() < deadline:
@@ -237,6 +248,7 @@ def test_specc_train_ctrl_c_while_the_script_imports_torch_prints_one_line(tmp_p
         text=True,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(Path(compiler.__file__).parent.parent)},
+        preexec_fn=_ctrl_c_reaches_it,  # noqa: PLW1509
     )
     assert proc.stdout.readline().startswith("running ")  # the script has just been started
     time.sleep(0.3)  # inside `import torch` (about 2 s here)
