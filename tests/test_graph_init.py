@@ -154,3 +154,12 @@ def test_keep_mistakes_are_located(steps, message):
     with pytest.raises(compiler.SpecError) as err:
         compiler.parse_spec(text, "k.yaml")
     assert "k.yaml:6:" in str(err.value) and message in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_a_value_only_dropped_steps_read_is_unused():
+    text = (
+        "name: t\ninput: [4]\nmodel:\n  graph:\n    - a: {Linear: {out_features: 3}}\n"
+        "    - b: {Linear: {out_features: 2}}\n      from: x\n    - {d: Flatten, from: a, keep: false}\n  output: b\n"
+    )
+    with pytest.raises(compiler.SpecError, match=r"t.yaml:5:7: .*value 'a' is never used"):
+        compiler.parse_spec(text, "t.yaml")
