@@ -109,9 +109,9 @@ def evaluate(model, loss_fn, loader, device):
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         output = model(x)
-        total_loss += loss_fn(output, y).item() * len(x)
+        total_loss += loss_fn(output, y).item() * len(y)
         correct += (output.argmax(dim=1) == y).sum().item()
-        count += len(x)
+        count += len(y)
     model.train()
     total_loss, correct, count = over_ranks([total_loss, correct, count])
     return total_loss / count, correct / count
@@ -228,6 +228,20 @@ def train_in_folder(objects, device, run, folder):
 
 
 # ---- specc runtime: helpers this script uses (copied from compiler/runtime) ----
+
+
+def open_image(path, mode, max_bytes=64 << 20, max_pixels=1 << 25):
+    """An image file read by Pillow in ``mode``: a regular file of at most ``max_bytes`` and ``max_pixels``."""
+    pil = importlib.import_module("PIL.Image")
+    data = read_regular(path, max_bytes, "image file")
+    try:
+        with pil.open(io.BytesIO(data)) as image:
+            size = image.size
+            if size[0] * size[1] > max_pixels:
+                raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
+            return image.convert(mode)
+    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
+        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
 
 
 def make_loaders(train_set, val_set, mode, batch_size, shuffle, num_workers, seed):
@@ -580,18 +594,19 @@ def save_checkpoint(path, state):
 def read_regular(path, max_bytes, what="file"):
     """The bytes of the regular file at ``path`` (ValueError if it holds more than ``max_bytes``): a directory,
     FIFO, device or socket is refused before it is opened, and the open never blocks (``O_NONBLOCK``)."""
+    a = "an" if what[:1] in "aeiou" else "a"
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+            raise ValueError(f"{path}: not {a} {what} (a directory, FIFO or device)")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as err:
         raise ValueError(f"{path}: {err.strerror}") from None
     with open(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # what was opened, not what was there a moment before
-            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+            raise ValueError(f"{path}: not {a} {what} (a directory, FIFO or device)")
         data = file.read(min(os.fstat(fd).st_size, max_bytes) + 1)  # at most its size when opened
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most a {what} may hold")
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most {a} {what} may hold")
     return data
 
 
@@ -858,6 +873,8 @@ def label_outputs(model, samples, info, device, top_k):
 def image_inputs(paths, info, transform, max_files=100_000):
     """(names, tensors) of image files and the images in a folder (in name order), each checked by
     ``image_sample``; a CSV file is refused in one line (this model reads images)."""
+    if info["csv"] is not None:  # a checkpoint of a model of CSV rows
+        raise ValueError(f"this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
     names, batch = [], []
     for path in paths:
         if path.lower().endswith(".csv") and not os.path.isdir(path):
@@ -874,27 +891,18 @@ def image_inputs(paths, info, transform, max_files=100_000):
     return names, batch
 
 
-def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
-    """An image file as the model's input: a regular file of at most ``max_bytes`` and ``max_pixels``, through the
-    evaluation transforms, of the shape the model was trained on."""
-    if info["csv"] is not None:
-        raise ValueError(f"{path}: this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
-    pil = importlib.import_module("PIL.Image")
-    data = read_regular(path, max_bytes, "image file")
+def image_sample(path, info, transform):
+    """An image file as the model's input (``open_image``), through the evaluation transforms, of the shape the
+    model was trained on."""
+    image = open_image(path, "L" if info["input"][0] == 1 else "RGB")
     try:
-        image = pil.open(io.BytesIO(data))
-        size = image.size
-        if size[0] * size[1] > max_pixels:
-            raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
-        x = transform(image.convert("L" if info["input"][0] == 1 else "RGB"))
-    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
-        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
+        x = transform(image)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"{path}: the spec's transforms fail on this image: {str(err).splitlines()[0]}") from None
     if not torch.is_tensor(x) or tuple(x.shape) != tuple(info["input"]):
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise ValueError(
-            f"{path}: a {size[0]}x{size[1]} image gives an input of shape {shape}, but the model takes "
+            f"{path}: a {image.size[0]}x{image.size[1]} image gives an input of shape {shape}, but the model takes "
             f"{tuple(info['input'])}: resize the image, or add Resize to the spec's transforms"
         )
     return x

@@ -225,8 +225,8 @@ def test_predict_inputs_are_bounded_located_and_never_block(trained, capsys, mon
         (trained / name).write_text(text)
     expected = [(spec, trained / n, m) for n, (_, m) in cases.items()] + [
         (spec, fifo, "not a CSV file" if str(fifo).endswith(".csv") else "this model reads CSV rows"),
-        (img, fifo, "not a image file"),
-        (img, folder, "not a image file"),
+        (img, fifo, "not an image file"),
+        (img, folder, "not an image file"),
         (img, trained / "huge.png", "more than the 33,554,432"),
         (img, trained / "other.png", "a 9x7 image gives an input of shape (1, 7, 9)"),
         (img, trained / "a.csv", "trained on images, not CSV rows"),

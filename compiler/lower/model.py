@@ -625,11 +625,12 @@ class _Lowerer:
 
     # init rules ---------------------------------------------------------------------
 
-    def init_rule(self, rule: Any, layers: list[LayerIR], scope: str = "") -> InitRuleIR | None:
-        """An `init:` rule over ``layers``: the model's, or a graph node's (at module path ``scope``)."""
+    def init_rule(self, rule: Any, layers: list[LayerIR], scope: str | None = None) -> InitRuleIR | None:
+        """An `init:` rule over ``layers``: the model's (``scope`` None), or a graph node's at module path ``scope``
+        ("" for the model's own graph)."""
         types = tuple(REGISTRY.get("layer", t) for t in rule.types)
-        ir = InitRuleIR(types, rule.paths, {}, rule.yaml_path, scope)  # type: ignore[arg-type]
-        if rule.yaml_path[:1] != ("init",):  # a graph node's (the spec's own are bounded when parsed: init_work)
+        ir = InitRuleIR(types, rule.paths, {}, rule.yaml_path, scope or "")  # type: ignore[arg-type]
+        if scope is not None:  # a graph node's rule (the spec's own are bounded when parsed: init_work)
             self.init_matches += len(rule.paths) * len(layers)
             if self.init_matches > MAX_INIT_MATCHES:
                 self.problems.fail(

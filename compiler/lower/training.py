@@ -800,14 +800,15 @@ class _DataChecker:
             size = self.first_image(dataset, key, name, column)
             if size is None:
                 return None, None, False
-        channels = (self.spec.input_shapes or {}).get(next(iter(self.spec.input_shapes or {"": 0})), (3,))[:1]
-        mode = "L" if channels == (1,) else "RGB"
+        first = next(iter((self.spec.input_shapes or {}).values()), None) or ()
+        mode = "L" if tuple(first[:1]) == (1,) else "RGB"  # the image's input: one channel is grayscale
         self.csv_image = {"column": column, "mode": mode, "features": len(features)}
         return (1 if mode == "L" else 3, size[1], size[0]), _classes(labels) if labels else None, test_path is not None
 
     def first_image(self, dataset: CallIR, key: str, path: str, column: str) -> tuple[int, int] | None:
-        """Every image path in a CSV file's first rows checked (relative, inside the folder specc runs in), and the
-        first image's (width, height); None when refused (reported)."""
+        """Every image path in a CSV file's first rows spelled inside the folder specc runs in (relative, no ``..``
+        out: the reader resolves links when it opens each), and the first image's (width, height); None when refused
+        (reported)."""
         where = _csv_where(dataset, "image")
         raw, _ = read_file(path, limit=CSV_SCAN_BYTES)
         folder = os.path.dirname(path)
@@ -1035,7 +1036,8 @@ class _DataChecker:
         elif out[0] != classes:
             self.fail(
                 ("model",),
-                f"the model outputs {out[0]} values per sample but the data has {classes} classes",
+                f"the model outputs {out[0]} values per sample but the data has {classes} class"
+                + ("es" if classes != 1 else ""),
                 f"make the last layer output {classes}",
             )
 

@@ -576,11 +576,7 @@ def _predict_help(data: DataIR) -> str:
         return "predict .txt files or folders, CSV text columns"
     if data.image is not None:
         return "predict CSV files' rows: image, features"
-    return "predict images or folders of them" if _has_transforms(data) else "predict CSV files' rows"
-
-
-def _has_transforms(data: DataIR) -> bool:
-    return data.images
+    return "predict images or folders of them" if data.images else "predict CSV files' rows"
 
 
 def _predict_inputs(data: DataIR) -> str:
@@ -589,12 +585,12 @@ def _predict_inputs(data: DataIR) -> str:
     reader = data.dataset.entry.inputs
     if not reader or data.pairs:
         return ""
-    return f"{reader}(args.predict, run.data{', build_transforms()[1]' if _has_transforms(data) else ''})"
+    return f"{reader}(args.predict, run.data{', build_transforms()[1]' if data.images else ''})"
 
 
 def _transforms_function(data: DataIR, augment_switch: bool) -> str:
     """The body of ``build_transforms`` (image datasets only): (training transforms, evaluation transforms)."""
-    if not _has_transforms(data):
+    if not data.images:
         return ""
     lines = [f"{INDENT}train_transform = {_compose(data.transforms)}"]
     if augment_switch:  # data on the device: its random flips happen there, per batch

@@ -141,29 +141,48 @@ def csv_image_datasets(path, target, image, transform, eval_transform, mode="RGB
 
 
 class ImageRowsDataset(torch.utils.data.Dataset):
-    """A CSV's rows as ((image, features), target): each row's image file read with Pillow in ``mode`` ("L" or
-    "RGB") and transformed, beside its feature columns. An image must lie inside the folder the program runs in
-    (a CSV cannot make it read /etc/passwd), and a file that is not an image is refused at its row."""
+    """A CSV's rows as ((image, features), target): each row's image file (``row_file``, ``open_image``) read in
+    ``mode`` ("L" or "RGB") and transformed, beside its feature columns."""
 
     def __init__(self, rows, transform, mode="RGB"):
         self.rows, self.files, self.transform, self.mode = rows, rows.files, transform, mode
-        self.root = os.path.realpath(os.getcwd())
 
     def __len__(self):
         return len(self.rows)
 
     def __getitem__(self, i):
         where, path = self.files[i]
-        if os.path.commonpath([self.root, os.path.realpath(path)]) != self.root:
-            raise ValueError(f"{where}: image {path!r} is outside the folder this program runs in")
-        pil = importlib.import_module("PIL.Image")
         try:
-            with pil.open(io.BytesIO(read_regular(path, 64 << 20, "image file"))) as file:
-                image = file.convert(self.mode)
-        except (OSError, SyntaxError, pil.DecompressionBombError) as err:
-            raise ValueError(f"{where}: {path} is not an image Pillow can read ({type(err).__name__})") from None
+            image = open_image(row_file(path), self.mode)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
         features, y = self.rows[i]
         return (self.transform(image) if self.transform is not None else image, features), y
+
+
+def row_file(path):
+    """A file a CSV row names, refused unless it lies inside the folder the program runs in (links followed): a CSV
+    cannot make it read /etc/passwd."""
+    root = os.path.realpath(os.getcwd())
+    if not os.path.basename(path):
+        raise ValueError("the row names no file")
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise ValueError(f"{path!r} is outside the folder this program runs in")
+    return path
+
+
+def open_image(path, mode, max_bytes=64 << 20, max_pixels=1 << 25):
+    """An image file read by Pillow in ``mode``: a regular file of at most ``max_bytes`` and ``max_pixels``."""
+    pil = importlib.import_module("PIL.Image")
+    data = read_regular(path, max_bytes, "image file")
+    try:
+        with pil.open(io.BytesIO(data)) as image:
+            size = image.size
+            if size[0] * size[1] > max_pixels:
+                raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
+            return image.convert(mode)
+    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
+        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
 
 
 def text_datasets(
@@ -1141,18 +1160,19 @@ def save_checkpoint(path, state):
 def read_regular(path, max_bytes, what="file"):
     """The bytes of the regular file at ``path`` (ValueError if it holds more than ``max_bytes``): a directory,
     FIFO, device or socket is refused before it is opened, and the open never blocks (``O_NONBLOCK``)."""
+    a = "an" if what[:1] in "aeiou" else "a"
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+            raise ValueError(f"{path}: not {a} {what} (a directory, FIFO or device)")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as err:
         raise ValueError(f"{path}: {err.strerror}") from None
     with open(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # what was opened, not what was there a moment before
-            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+            raise ValueError(f"{path}: not {a} {what} (a directory, FIFO or device)")
         data = file.read(min(os.fstat(fd).st_size, max_bytes) + 1)  # at most its size when opened
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most a {what} may hold")
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most {a} {what} may hold")
     return data
 
 
@@ -1489,6 +1509,8 @@ def label_outputs(model, samples, info, device, top_k):
 def image_inputs(paths, info, transform, max_files=100_000):
     """(names, tensors) of image files and the images in a folder (in name order), each checked by
     ``image_sample``; a CSV file is refused in one line (this model reads images)."""
+    if info["csv"] is not None:  # a checkpoint of a model of CSV rows
+        raise ValueError(f"this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
     names, batch = [], []
     for path in paths:
         if path.lower().endswith(".csv") and not os.path.isdir(path):
@@ -1541,27 +1563,18 @@ def text_inputs(paths, info, max_bytes=1 << 28, max_files=100_000):
     return names, list(encode_texts(texts, info["text"])) if texts else []
 
 
-def image_sample(path, info, transform, max_bytes=64 << 20, max_pixels=1 << 25):
-    """An image file as the model's input: a regular file of at most ``max_bytes`` and ``max_pixels``, through the
-    evaluation transforms, of the shape the model was trained on."""
-    if info["csv"] is not None:
-        raise ValueError(f"{path}: this model reads CSV rows (columns {', '.join(info['csv']['columns'])}), not images")
-    pil = importlib.import_module("PIL.Image")
-    data = read_regular(path, max_bytes, "image file")
+def image_sample(path, info, transform):
+    """An image file as the model's input (``open_image``), through the evaluation transforms, of the shape the
+    model was trained on."""
+    image = open_image(path, "L" if info["input"][0] == 1 else "RGB")
     try:
-        image = pil.open(io.BytesIO(data))
-        size = image.size
-        if size[0] * size[1] > max_pixels:
-            raise ValueError(f"{path}: {size[0]}x{size[1]} pixels, more than the {max_pixels:,} an input may have")
-        x = transform(image.convert("L" if info["input"][0] == 1 else "RGB"))
-    except (OSError, SyntaxError, pil.DecompressionBombError) as err:
-        raise ValueError(f"{path}: not an image Pillow can read ({type(err).__name__})") from None
+        x = transform(image)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"{path}: the spec's transforms fail on this image: {str(err).splitlines()[0]}") from None
     if not torch.is_tensor(x) or tuple(x.shape) != tuple(info["input"]):
         shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
         raise ValueError(
-            f"{path}: a {size[0]}x{size[1]} image gives an input of shape {shape}, but the model takes "
+            f"{path}: a {image.size[0]}x{image.size[1]} image gives an input of shape {shape}, but the model takes "
             f"{tuple(info['input'])}: resize the image, or add Resize to the spec's transforms"
         )
     return x
@@ -1602,15 +1615,10 @@ def csv_samples(path, info, transform=None, max_bytes=1 << 28):
 
 
 def row_image(where, path, info, transform):
-    """A CSV row's image file as the model reads it in training: inside the folder the program runs in, through
-    the evaluation transforms (``image_sample``); a row that names none is refused at its line."""
-    root = os.path.realpath(os.getcwd())
-    if not os.path.basename(path):
-        raise ValueError(f"{where}: the row names no image file")
-    if os.path.commonpath([root, os.path.realpath(path)]) != root:
-        raise ValueError(f"{where}: image {path!r} is outside the folder this program runs in")
+    """A CSV row's image file (``row_file``) as the model reads it in training (``image_sample``), named by its
+    row when refused."""
     try:
-        return image_sample(path, {**info, "csv": None}, transform)
+        return image_sample(row_file(path), info, transform)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 

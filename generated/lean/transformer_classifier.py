@@ -275,18 +275,19 @@ def split_indices(n, val_fraction, seed):
 def read_regular(path, max_bytes, what="file"):
     """The bytes of the regular file at ``path`` (ValueError if it holds more than ``max_bytes``): a directory,
     FIFO, device or socket is refused before it is opened, and the open never blocks (``O_NONBLOCK``)."""
+    a = "an" if what[:1] in "aeiou" else "a"
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+            raise ValueError(f"{path}: not {a} {what} (a directory, FIFO or device)")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as err:
         raise ValueError(f"{path}: {err.strerror}") from None
     with open(fd, "rb") as file:
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # what was opened, not what was there a moment before
-            raise ValueError(f"{path}: not a {what} (a directory, FIFO or device)")
+            raise ValueError(f"{path}: not {a} {what} (a directory, FIFO or device)")
         data = file.read(min(os.fstat(fd).st_size, max_bytes) + 1)  # at most its size when opened
     if len(data) > max_bytes:
-        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most a {what} may hold")
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes, the most {a} {what} may hold")
     return data
 
 
